@@ -1,0 +1,120 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { pino } from 'pino';
+import { mintToken } from '../auth/mint.js';
+import { loadOrCreateSecret } from '../auth/secret.js';
+import type { VerifierConfig } from '../auth/verifier.js';
+import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, type Limits } from '../config.js';
+import { startServer } from '../server/server.js';
+import { openStore } from '../store/open-store.js';
+import { byteSizeArgument, durationArgument, integerArgument, option } from './options.js';
+
+interface ServeOptions {
+  host: string;
+  port: number;
+  jwtSecret?: string;
+  jwtPublicKey?: string;
+  jwksUrl?: string;
+  jwtIssuer?: string;
+  jwtAudience?: string;
+  logLevel: string;
+  dataDir: string;
+  store: string;
+  retentionCount: number;
+  retentionAge: number;
+  maxClients: number;
+  maxOutputBuffer: number;
+  maxEventSize: number;
+}
+
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('Run the broker daemon (Redis protocol on TCP)')
+    .addOption(option('--host <address>', 'address to listen on; 0.0.0.0 exposes it').default(DEFAULT_HOST))
+    .addOption(option('--port <port>', 'TCP port (0 picks a free one)').default(DEFAULT_PORT).argParser(integerArgument(0, 65535)))
+    .addOption(option('--jwt-secret <secret>', 'HS256 secret that tokens are signed with'))
+    .addOption(option('--jwt-public-key <file>', 'PEM public key (RS256, ES256 or EdDSA) instead of a secret'))
+    .addOption(option('--jwks-url <url>', 'JWKS endpoint with the public keys instead of a secret'))
+    .addOption(option('--jwt-issuer <iss>', 'required `iss` claim'))
+    .addOption(option('--jwt-audience <aud>', 'required `aud` claim'))
+    .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
+    .addOption(option('--data-dir <dir>', 'where the dev secret and the event store live').default('./data'))
+    .addOption(option('--store <spec>', 'sqlite (<data-dir>/events.db), sqlite:<path> or memory').default('sqlite'))
+    .addOption(option('--retention-count <n>', 'events kept per sandbox').default(10_000).argParser(integerArgument(1)))
+    .addOption(option('--retention-age <duration>', 'events older than this are pruned (e.g. 24h)').default(24 * 3600 * 1000, '24h').argParser(durationArgument))
+    .addOption(option('--max-clients <n>', 'open connections at most').default(DEFAULT_LIMITS.maxClients).argParser(integerArgument(1)))
+    .addOption(option('--max-output-buffer <size>', "one client's unsent output before it is disconnected").default(DEFAULT_LIMITS.maxOutputBytes, '8mb').argParser(byteSizeArgument))
+    .addOption(option('--max-event-size <size>', 'largest event a publisher may send').default(DEFAULT_LIMITS.maxEventBytes, '64kb').argParser(byteSizeArgument))
+    .action(async (options: ServeOptions) => {
+      await serve(options);
+    });
+}
+
+async function serve(options: ServeOptions): Promise<void> {
+  const logger = pino({ level: options.logLevel, base: { pid: process.pid } });
+  const dataDir = path.resolve(options.dataDir);
+  const auth: VerifierConfig = {
+    issuer: options.jwtIssuer,
+    audience: options.jwtAudience,
+  };
+  let devSecret: string | undefined;
+  if (options.jwtPublicKey !== undefined) auth.publicKeyPem = readFileSync(options.jwtPublicKey, 'utf8');
+  else if (options.jwksUrl !== undefined) auth.jwksUrl = options.jwksUrl;
+  else if (options.jwtSecret !== undefined) auth.secret = options.jwtSecret;
+  else {
+    // Embedded defaults: a random secret kept in the data dir so tokens survive restarts.
+    const loaded = loadOrCreateSecret(dataDir);
+    auth.secret = devSecret = loaded.secret;
+    if (loaded.insecureMode) logger.warn({ path: loaded.path }, 'the secret file is readable by other users: chmod 600 it');
+    logger.warn(
+      { path: loaded.path, created: loaded.created },
+      'no --jwt-secret configured: using the development secret from the data dir; configure a real secret or keys in production',
+    );
+  }
+  const limits: Partial<Limits> = {
+    maxClients: options.maxClients,
+    maxOutputBytes: options.maxOutputBuffer,
+    maxEventBytes: options.maxEventSize,
+  };
+  const store = openStore(options.store, {
+    dataDir,
+    retention: { maxCount: options.retentionCount, maxAgeMs: options.retentionAge },
+  });
+  const server = await startServer({ host: options.host, port: options.port, auth, store, limits, logger });
+  logger.info({ host: server.host, port: server.port, store: store.kind }, 'sandbox-events listening');
+
+  if (devSecret !== undefined) {
+    const token = await mintToken({ secret: devSecret, workspaceId: 1, role: 'workspace', ttlSeconds: 24 * 3600 });
+    const host = server.host === '0.0.0.0' || server.host === '::' ? '127.0.0.1' : server.host;
+    process.stderr.write(
+      `\nsandbox-events is running in development mode (secret in ${path.join(dataDir, 'jwt-secret')}).\n` +
+        `Try it with a workspace token for workspace 1, valid for 24 hours:\n\n` +
+        `  redis-cli -h ${host} -p ${server.port} --no-auth-warning -a ${token}\n\n` +
+        `Mint more with: sandbox-events token --data-dir ${options.dataDir} --workspace 1 --sandbox sb-1\n\n`,
+    );
+  }
+
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      process.exit(1); // a second signal: stop waiting
+    }
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    server.close().then(
+      () => {
+        logger.info('stopped');
+        logger.flush();
+        process.exit(0);
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'error while shutting down');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}

@@ -1,0 +1,126 @@
+import { looksLikeJwt } from '../auth/verifier.js';
+import type { Connection } from '../connection/connection.js';
+import { OK } from '../protocol/encode.js';
+import type { DecodedCommand } from '../protocol/request-decoder.js';
+import { type CommandSpec, ReplyError, wrongArity } from './command.js';
+import { authenticate } from './connection-commands.js';
+import { connectionCommands } from './connection-commands.js';
+import { errorText } from './errors.js';
+import { historyCommands } from './history-commands.js';
+import { addSubscriptions, pubsubCommands, resolveForSubscribe } from './pubsub-commands.js';
+import { registerCommandTable, serverCommands } from './server-commands.js';
+
+const commands: ReadonlyMap<string, CommandSpec> = new Map(
+  [...connectionCommands, ...pubsubCommands, ...serverCommands, ...historyCommands].map((spec) => [spec.name, spec]),
+);
+registerCommandTable(commands);
+
+const NOAUTH = 'NOAUTH Authentication required.';
+
+/** Redis's "unknown command" text: the name and up to 128 characters of quoted arguments. */
+function unknownCommand(args: string[]): ReplyError {
+  let quoted = '';
+  for (let i = 1; i < args.length && quoted.length < 128; i += 1) {
+    quoted += `'${args[i]!.slice(0, 128 - quoted.length)}' `;
+  }
+  return new ReplyError(
+    'UNKNOWN_COMMAND',
+    `ERR unknown command '${args[0]!.slice(0, 128)}', with args beginning with: ${quoted}`,
+  );
+}
+
+function cannotExecuteWhileSubscribed(name: string): ReplyError {
+  return new ReplyError(
+    'SUBSCRIBED_CONTEXT',
+    `ERR Can't execute '${name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context`,
+  );
+}
+
+/** Finds the command or subcommand and checks its arity, as Redis's lookupCommand does. */
+function lookup(connection: Connection, args: string[]): CommandSpec {
+  const spec = commands.get(args[0]!.toLowerCase());
+  if (spec === undefined) {
+    // Redis knows GET, SET and the rest and refuses them in RESP2 subscribed mode with this
+    // text (reply vectors); the broker doesn't know them, and answers what Redis would.
+    if (isSubscribedResp2(connection)) throw cannotExecuteWhileSubscribed(args[0]!.toLowerCase());
+    throw unknownCommand(args);
+  }
+  if (spec.subcommands !== undefined && args.length >= 2) {
+    const sub = spec.subcommands.get(args[1]!.toLowerCase());
+    if (sub === undefined) {
+      throw new ReplyError(
+        'UNKNOWN_SUBCOMMAND',
+        `ERR unknown subcommand '${args[1]!.slice(0, 128)}'. Try ${spec.name.toUpperCase()} HELP.`,
+      );
+    }
+    return checkArity(sub, args);
+  }
+  return checkArity(spec, args);
+}
+
+function checkArity(spec: CommandSpec, args: string[]): CommandSpec {
+  if ((spec.arity > 0 && args.length !== spec.arity) || args.length < -spec.arity || spec.run === undefined) {
+    throw wrongArity(spec.name);
+  }
+  return spec;
+}
+
+/**
+ * Runs one command with Redis 7's processCommand checks, in its order: unknown command and
+ * arity, then authentication, then the RESP2 subscribed-mode restriction.
+ */
+export function runCommand(connection: Connection, command: DecodedCommand): void | Promise<void> {
+  const { args } = command;
+  try {
+    if (isComputeSdkSubscribe(connection, args)) return settle(connection, computeSdkSubscribe(connection, args));
+    const spec = lookup(connection, args);
+    if (!connection.authenticated && !spec.noAuth) throw new ReplyError('NOAUTH', NOAUTH);
+    if (isSubscribedResp2(connection) && !spec.whileSubscribed) throw cannotExecuteWhileSubscribed(spec.name);
+    const result = spec.run!(connection, args, command.byteLengths);
+    return result === undefined ? undefined : settle(connection, result);
+  } catch (error) {
+    connection.replyError(errorText(error, connection));
+    return undefined;
+  }
+}
+
+function isSubscribedResp2(connection: Connection): boolean {
+  return connection.protocol === 2 && connection.subscriptionCount > 0;
+}
+
+async function settle(connection: Connection, pending: Promise<void>): Promise<void> {
+  try {
+    await pending;
+  } catch (error) {
+    if (!connection.closed) connection.replyError(errorText(error, connection));
+  }
+}
+
+/**
+ * The ComputeSDK events client's first and only line: `SUBSCRIBE <sandboxId> <accessToken>`
+ * with no AUTH before it (contract, "Compatibility"). Recognised only on a connection that has
+ * not authenticated, when the last argument has the shape of a JWT.
+ */
+function isComputeSdkSubscribe(connection: Connection, args: string[]): boolean {
+  return (
+    !connection.authenticated &&
+    args.length >= 3 &&
+    args[0]!.toLowerCase() === 'subscribe' &&
+    looksLikeJwt(args[args.length - 1]!)
+  );
+}
+
+async function computeSdkSubscribe(connection: Connection, args: string[]): Promise<void> {
+  // Errors on this path begin with `-ERR ` (errorText maps them once compat is set).
+  connection.compat = true;
+  try {
+    if ((await authenticate(connection, args[args.length - 1]!)) === undefined) return;
+    addSubscriptions(connection, resolveForSubscribe(connection, args.slice(1, -1)));
+  } catch (error) {
+    const text = errorText(error, connection);
+    connection.compat = connection.authenticated;
+    throw new ReplyError('COMPAT_SUBSCRIBE_FAILED', text);
+  }
+  // That client reads a line starting with +OK as "subscribed", and nothing else.
+  connection.reply(OK);
+}

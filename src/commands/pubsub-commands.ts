@@ -1,0 +1,204 @@
+import type { Principal } from '../auth/principal.js';
+import {
+  type ChannelTarget,
+  type PatternScope,
+  resolveChannel,
+  resolvePatternScope,
+} from '../broker/scope.js';
+import type { Connection } from '../connection/connection.js';
+import { parsePublishPayload } from '../event/event.js';
+import { array, bulk, errorReply, integer, nullBulk, push } from '../protocol/encode.js';
+import { compileGlob } from '../protocol/glob.js';
+import { type CommandSpec, ReplyError, table } from './command.js';
+import { errorText } from './errors.js';
+
+const SUBSCRIBE = bulk('subscribe');
+const UNSUBSCRIBE = bulk('unsubscribe');
+const PSUBSCRIBE = bulk('psubscribe');
+const PUNSUBSCRIBE = bulk('punsubscribe');
+
+function principalOf(connection: Connection): Principal {
+  // The dispatcher refuses every command here before AUTH (NOAUTH), so this always holds.
+  return connection.principal!;
+}
+
+/** `*3 <kind> <name> <count>`, a push in RESP3: how Redis confirms (un)subscriptions. */
+function confirmation(connection: Connection, kind: Buffer, name: string | undefined): Buffer {
+  const protocol = connection.protocol;
+  return push(protocol, [kind, name === undefined ? nullBulk(protocol) : bulk(name), integer(connection.subscriptionCount)]);
+}
+
+function checkSubscriptionLimit(connection: Connection, adding: number): void {
+  const limit = connection.context.limits.maxSubscriptionsPerConnection;
+  if (connection.subscriptionCount + adding > limit) {
+    throw new ReplyError(
+      'SUBSCRIPTION_LIMIT',
+      `ERR subscription limit reached: at most ${limit} channels and patterns per connection`,
+    );
+  }
+}
+
+/**
+ * Resolves every name first: like Redis's ACL check, one refused channel refuses the whole
+ * command and nothing is subscribed.
+ */
+export function resolveForSubscribe(connection: Connection, names: string[]): ChannelTarget[] {
+  const principal = principalOf(connection);
+  const targets = names.map((name) => resolveChannel(principal, name));
+  const fresh = new Set(targets.map((target) => target.key).filter((key) => !connection.channels.has(key)));
+  checkSubscriptionLimit(connection, fresh.size);
+  return targets;
+}
+
+/** Adds the subscriptions; returns the confirmations Redis would send, one per name. */
+export function addSubscriptions(connection: Connection, targets: ChannelTarget[]): Buffer[] {
+  return targets.map((target) => {
+    if (!connection.channels.has(target.key)) {
+      connection.channels.set(target.key, target);
+      connection.context.broker.subscribe(connection, target);
+    }
+    return confirmation(connection, SUBSCRIBE, target.displayName);
+  });
+}
+
+export function removeSubscription(connection: Connection, key: string): boolean {
+  if (!connection.channels.delete(key)) return false;
+  connection.context.broker.unsubscribe(connection, key);
+  return true;
+}
+
+function removePattern(connection: Connection, pattern: string): boolean {
+  const held = connection.patterns.get(pattern);
+  if (held === undefined) return false;
+  connection.patterns.delete(pattern);
+  connection.context.broker.punsubscribe(connection, held.pattern, held.scope);
+  return true;
+}
+
+/** Drops every subscription without replies (RESET, re-authentication). */
+export function dropAllSubscriptions(connection: Connection): void {
+  for (const key of [...connection.channels.keys()]) removeSubscription(connection, key);
+  for (const pattern of [...connection.patterns.keys()]) removePattern(connection, pattern);
+}
+
+function subscribe(connection: Connection, args: string[]): void {
+  const targets = resolveForSubscribe(connection, args.slice(1));
+  for (const reply of addSubscriptions(connection, targets)) connection.reply(reply);
+}
+
+function unsubscribe(connection: Connection, args: string[]): void {
+  const principal = principalOf(connection);
+  if (args.length === 1) {
+    if (connection.channels.size === 0) {
+      connection.reply(confirmation(connection, UNSUBSCRIBE, undefined));
+      return;
+    }
+    // Newest first: for the two-channel case this is the order Redis 7 replies in.
+    for (const [key, target] of [...connection.channels].reverse()) {
+      removeSubscription(connection, key);
+      connection.reply(confirmation(connection, UNSUBSCRIBE, target.displayName));
+    }
+    return;
+  }
+  for (const name of args.slice(1)) {
+    const key = keyIfResolvable(principal, name);
+    if (key !== undefined) removeSubscription(connection, key);
+    connection.reply(confirmation(connection, UNSUBSCRIBE, name));
+  }
+}
+
+function keyIfResolvable(principal: Principal, name: string): string | undefined {
+  try {
+    return resolveChannel(principal, name).key;
+  } catch {
+    return undefined; // a name this token can't reach can't be one of its subscriptions
+  }
+}
+
+function psubscribe(connection: Connection, args: string[]): void {
+  const principal = principalOf(connection);
+  const patterns = args.slice(1);
+  const scopes: PatternScope[] = patterns.map((pattern) => resolvePatternScope(principal, pattern));
+  checkSubscriptionLimit(connection, new Set(patterns.filter((pattern) => !connection.patterns.has(pattern))).size);
+  patterns.forEach((pattern, index) => {
+    if (!connection.patterns.has(pattern)) {
+      const scope = scopes[index]!;
+      connection.patterns.set(pattern, { pattern, scope });
+      connection.context.broker.psubscribe(connection, pattern, scope);
+    }
+    connection.reply(confirmation(connection, PSUBSCRIBE, pattern));
+  });
+}
+
+function punsubscribe(connection: Connection, args: string[]): void {
+  if (args.length === 1) {
+    if (connection.patterns.size === 0) {
+      connection.reply(confirmation(connection, PUNSUBSCRIBE, undefined));
+      return;
+    }
+    for (const pattern of [...connection.patterns.keys()].reverse()) {
+      removePattern(connection, pattern);
+      connection.reply(confirmation(connection, PUNSUBSCRIBE, pattern));
+    }
+    return;
+  }
+  for (const pattern of args.slice(1)) {
+    removePattern(connection, pattern);
+    connection.reply(confirmation(connection, PUNSUBSCRIBE, pattern));
+  }
+}
+
+function publish(connection: Connection, args: string[], byteLengths: number[]): void {
+  const target = resolveChannel(principalOf(connection), args[1]!);
+  const { type, dataJson } = parsePublishPayload(args[2]!, byteLengths[2]!, connection.context.limits.maxEventBytes);
+  // The reply waits until the event is durable; later PUBLISHes of this pipeline go ahead.
+  connection.deferReply(
+    connection.context.publisher.publish(target, type, dataJson).then((result) => integer(result.receivers)),
+    (error) => errorReplyFor(connection, error),
+  );
+}
+
+function errorReplyFor(connection: Connection, error: unknown): Buffer {
+  return errorReply(errorText(error, connection));
+}
+
+function pubsubChannels(connection: Connection, args: string[]): void {
+  const matches = args.length > 2 ? compileGlob(args[2]!) : undefined;
+  const names = connection.context.broker.visibleChannels(principalOf(connection), matches);
+  connection.reply(array(names.map((name) => bulk(name))));
+}
+
+function pubsubNumsub(connection: Connection, args: string[]): void {
+  const principal = principalOf(connection);
+  const items: Buffer[] = [];
+  for (const name of args.slice(2)) {
+    const key = keyIfResolvable(principal, name);
+    items.push(bulk(name), integer(key === undefined ? 0 : connection.context.broker.subscriberCount(key)));
+  }
+  connection.reply(array(items));
+}
+
+function pubsubNumpat(connection: Connection): void {
+  connection.reply(integer(connection.context.broker.patternCount(principalOf(connection))));
+}
+
+const pubsub = { group: 'pubsub', since: '2.0.0' } as const;
+
+export const pubsubCommands: CommandSpec[] = [
+  { ...pubsub, name: 'subscribe', arity: -2, whileSubscribed: true, summary: 'Listen for events of the given sandboxes', run: subscribe },
+  { ...pubsub, name: 'unsubscribe', arity: -1, whileSubscribed: true, summary: 'Stop listening for events of sandboxes', run: unsubscribe },
+  { ...pubsub, name: 'psubscribe', arity: -2, whileSubscribed: true, summary: 'Listen for events of sandboxes matching glob patterns', run: psubscribe },
+  { ...pubsub, name: 'punsubscribe', arity: -1, whileSubscribed: true, summary: 'Stop listening for events of sandboxes matching patterns', run: punsubscribe },
+  { ...pubsub, name: 'publish', arity: 3, summary: 'Store an event {"type","data"} and deliver it to subscribers', run: publish },
+  {
+    ...pubsub,
+    name: 'pubsub',
+    arity: -2,
+    summary: 'Inspect the pub/sub state visible to this token',
+    subcommands: table([
+      { ...pubsub, name: 'pubsub|channels', arity: -2, summary: 'Active channels, optionally matching a pattern', run: pubsubChannels },
+      { ...pubsub, name: 'pubsub|numsub', arity: -2, summary: 'Subscriber count of channels', run: pubsubNumsub },
+      { ...pubsub, name: 'pubsub|numpat', arity: 2, summary: 'Count of unique pattern subscriptions', run: pubsubNumpat },
+    ]),
+  },
+];

@@ -1,0 +1,54 @@
+/**
+ * Limits from the contract's "Limits" table (each configurable), plus the protocol caps that
+ * keep one client's input and output bounded.
+ */
+export interface Limits {
+  /** One event as published (contract: 64 KiB). */
+  maxEventBytes: number;
+  /** Arguments in one command (contract: 1,024). */
+  maxArgs: number;
+  /** One inline line, and one `*`/`$` header line (contract: 64 KiB). */
+  maxInlineBytes: number;
+  /** One bulk string of an authenticated client. */
+  maxBulkBytes: number;
+  /** One whole request of an authenticated client. */
+  maxRequestBytes: number;
+  /** Before AUTH: arguments per command (contract: 10; Redis's CVE-2021-32675 fix). */
+  preAuthMaxArgs: number;
+  /** Before AUTH: bytes per bulk / command (contract: 16 KiB). */
+  preAuthMaxBulkBytes: number;
+  /** Before AUTH: unsent output (CVE-2025-21605: an unauthenticated client can't grow it). */
+  preAuthMaxOutputBytes: number;
+  /** Before AUTH: time to authenticate. */
+  authTimeoutMs: number;
+  /** One client's unsent output (contract: 8 MiB); past it the client is disconnected. */
+  maxOutputBytes: number;
+  /** Open connections (`--max-clients`). */
+  maxClients: number;
+  /** Channels plus patterns one connection may hold. */
+  maxSubscriptionsPerConnection: number;
+  /** PUBLISH commands of one connection waiting for the store at once. */
+  maxPipelinedPublishes: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
+  maxEventBytes: 64 * 1024,
+  maxArgs: 1024,
+  maxInlineBytes: 64 * 1024,
+  maxBulkBytes: 1024 * 1024,
+  maxRequestBytes: 2 * 1024 * 1024,
+  preAuthMaxArgs: 10,
+  preAuthMaxBulkBytes: 16 * 1024,
+  preAuthMaxOutputBytes: 1024,
+  authTimeoutMs: 10_000,
+  maxOutputBytes: 8 * 1024 * 1024,
+  maxClients: 10_000,
+  maxSubscriptionsPerConnection: 1_000,
+  maxPipelinedPublishes: 1_024,
+});
+
+export const DEFAULT_PORT = 6380;
+export const DEFAULT_HOST = '127.0.0.1';
+
+/** The Redis version that HELLO and INFO report, so Redis clients enable 7.x behaviour. */
+export const COMPATIBLE_REDIS_VERSION = '7.0.15';

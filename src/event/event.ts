@@ -1,0 +1,168 @@
+import { SandboxEventsError } from '../errors.js';
+
+/** An event as it leaves the broker (contract, "The event"). */
+export interface SandboxEvent {
+  /** `<milliseconds>-<sequence>`, strictly increasing per sandbox. */
+  id: string;
+  sandboxId: string;
+  workspaceId: number;
+  type: string;
+  data: Record<string, unknown>;
+  /** Unix milliseconds, assigned by the broker. */
+  timestamp: number;
+}
+
+/** What a publisher asks to store: identity comes from its token, never from the payload. */
+export interface NewEvent {
+  workspaceId: number;
+  sandboxId: string;
+  type: string;
+  /** `data` already serialised to JSON text (one line, validated as an object). */
+  dataJson: string;
+}
+
+/**
+ * An event together with its wire form. The JSON line is built once, when the event is
+ * created, and every transport (RESP frame, SSE, HTTP history) reuses that same text.
+ */
+export interface StoredEvent {
+  id: EventId;
+  workspaceId: number;
+  sandboxId: string;
+  type: string;
+  timestamp: number;
+  /** The whole event as one line of JSON, in the contract's key order. */
+  json: string;
+}
+
+/** Event id as two numbers; `<ms>-<seq>` is its text form (the form Redis Streams use). */
+export interface EventId {
+  ms: number;
+  seq: number;
+}
+
+export const MAX_TYPE_LENGTH = 128;
+
+export class InvalidEventError extends SandboxEventsError {
+  constructor(message: string) {
+    super('INVALID_EVENT', message);
+  }
+}
+
+export class EventTooLargeError extends SandboxEventsError {
+  constructor(
+    readonly size: number,
+    readonly limit: number,
+  ) {
+    super('EVENT_TOO_LARGE', `event too large (${size} bytes, limit ${limit})`);
+  }
+}
+
+export function formatEventId(id: EventId): string {
+  return `${id.ms}-${id.seq}`;
+}
+
+const EVENT_ID_PATTERN = /^(\d{1,15})-(\d{1,15})$/;
+
+/** Parses `<ms>-<seq>`; undefined when the text is not an event id. */
+export function parseEventId(text: string): EventId | undefined {
+  const match = EVENT_ID_PATTERN.exec(text);
+  if (match === null) return undefined;
+  const ms = Number(match[1]);
+  const seq = Number(match[2]);
+  if (!Number.isSafeInteger(ms) || !Number.isSafeInteger(seq)) return undefined;
+  return { ms, seq };
+}
+
+export function compareEventIds(a: EventId, b: EventId): number {
+  return a.ms !== b.ms ? a.ms - b.ms : a.seq - b.seq;
+}
+
+/**
+ * The id that follows `last` at wall-clock time `now`. When the clock steps back, the id keeps
+ * the last millisecond and bumps the sequence, so ids never go backwards (Redis Streams do the
+ * same for XADD with `*`).
+ */
+export function nextEventId(last: EventId | undefined, now: number): EventId {
+  if (last === undefined || now > last.ms) return { ms: now, seq: 0 };
+  return { ms: last.ms, seq: last.seq + 1 };
+}
+
+/**
+ * Builds the event's JSON line. Key order follows the contract. `dataJson` is trusted to be the
+ * output of JSON.stringify on an object, so it has no raw CR or LF.
+ */
+export function eventJson(
+  id: EventId,
+  workspaceId: number,
+  sandboxId: string,
+  type: string,
+  dataJson: string,
+  timestamp: number,
+): string {
+  return (
+    `{"id":"${id.ms}-${id.seq}","sandboxId":${JSON.stringify(sandboxId)},` +
+    `"workspaceId":${workspaceId},"type":${JSON.stringify(type)},` +
+    `"data":${dataJson},"timestamp":${timestamp}}`
+  );
+}
+
+export function createStoredEvent(input: NewEvent, id: EventId, timestamp: number): StoredEvent {
+  return {
+    id,
+    workspaceId: input.workspaceId,
+    sandboxId: input.sandboxId,
+    type: input.type,
+    timestamp,
+    json: eventJson(id, input.workspaceId, input.sandboxId, input.type, input.dataJson, timestamp),
+  };
+}
+
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+export function validateEventType(type: unknown): string {
+  if (typeof type !== 'string' || type.length === 0 || type.length > MAX_TYPE_LENGTH) {
+    throw new InvalidEventError(`"type" must be a string of 1 to ${MAX_TYPE_LENGTH} characters`);
+  }
+  return type;
+}
+
+/**
+ * Validates what a publisher sent: exactly `{"type": "...", "data": {...}}`, `data` optional.
+ * Returns the type and `data` re-serialised (which also removes any raw newline the publisher's
+ * formatting had). `byteLength` is the payload's size as sent, checked against the limit first
+ * so that an oversized payload is never parsed.
+ */
+export function parsePublishPayload(
+  payload: string,
+  byteLength: number,
+  maxEventBytes: number,
+): { type: string; dataJson: string } {
+  if (byteLength > maxEventBytes) throw new EventTooLargeError(byteLength, maxEventBytes);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(payload);
+  } catch {
+    throw new InvalidEventError('payload is not valid JSON');
+  }
+  return validatePublishObject(parsed);
+}
+
+export function validatePublishObject(parsed: unknown): { type: string; dataJson: string } {
+  if (!isPlainObject(parsed)) {
+    throw new InvalidEventError('payload must be a JSON object {"type": "...", "data": {...}}');
+  }
+  for (const key of Object.keys(parsed)) {
+    if (key !== 'type' && key !== 'data') {
+      throw new InvalidEventError(`unexpected field "${key}": only "type" and "data" are accepted`);
+    }
+  }
+  const type = validateEventType(parsed.type);
+  const data = parsed.data;
+  if (data !== undefined && !isPlainObject(data)) {
+    throw new InvalidEventError('"data" must be a JSON object');
+  }
+  return { type, dataJson: data === undefined ? '{}' : JSON.stringify(data) };
+}

@@ -1,0 +1,103 @@
+import net from 'node:net';
+import { once } from 'node:events';
+import { pino, type Logger } from 'pino';
+import { TokenVerifier, type VerifierConfig } from '../auth/verifier.js';
+import { Broker } from '../broker/broker.js';
+import { Publisher } from '../broker/publisher.js';
+import { runCommand } from '../commands/dispatch.js';
+import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, type Limits } from '../config.js';
+import { Connection } from '../connection/connection.js';
+import { errorReply } from '../protocol/encode.js';
+import { MemoryStore } from '../store/memory-store.js';
+import type { EventStore } from '../store/types.js';
+import { createStats, decoderLimitsFor, type ServerContext } from './context.js';
+
+export interface ServerOptions {
+  host?: string;
+  /** 0 picks a free port; read it back from `RunningServer.port`. */
+  port?: number;
+  auth: VerifierConfig;
+  /** Defaults to an in-memory store with the contract's default retention. */
+  store?: EventStore;
+  limits?: Partial<Limits>;
+  logger?: Logger;
+}
+
+export interface RunningServer {
+  readonly host: string;
+  readonly port: number;
+  readonly context: ServerContext;
+  /** Stops accepting, flushes and closes every client, closes the store. Idempotent. */
+  close(): Promise<void>;
+}
+
+const MAX_CLIENTS_REACHED = errorReply('ERR max number of clients reached');
+
+/** Builds everything and listens. The returned server is ready for clients. */
+export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  const limits: Limits = { ...DEFAULT_LIMITS, ...options.limits };
+  const logger = options.logger ?? pino({ level: 'silent' });
+  const store =
+    options.store ?? new MemoryStore({ retention: { maxCount: 10_000, maxAgeMs: 24 * 60 * 60 * 1000 } });
+  const broker = new Broker();
+  const verifier = new TokenVerifier(options.auth);
+  const tcp = net.createServer({ noDelay: true });
+  const context: ServerContext = {
+    limits,
+    decoderLimits: decoderLimitsFor(limits, true),
+    preAuthDecoderLimits: decoderLimitsFor(limits, false),
+    clockToleranceMs: (options.auth.clockToleranceSeconds ?? 5) * 1000,
+    broker,
+    publisher: new Publisher(store, broker),
+    store,
+    verifier,
+    logger,
+    stats: createStats(),
+    connections: new Set(),
+    startedAt: Date.now(),
+    port: () => {
+      const address = tcp.address();
+      return typeof address === 'object' && address !== null ? address.port : 0;
+    },
+  };
+
+  tcp.on('connection', (socket) => {
+    context.stats.connectionsReceived += 1;
+    if (context.connections.size >= limits.maxClients) {
+      context.stats.rejectedConnections += 1;
+      logger.warn({ addr: `${socket.remoteAddress}:${socket.remotePort}` }, 'max number of clients reached');
+      socket.on('error', () => {});
+      socket.end(MAX_CLIENTS_REACHED);
+      return;
+    }
+    const connection = new Connection(socket, context, runCommand);
+    context.connections.add(connection);
+    logger.debug({ conn: connection.id, addr: connection.remoteAddress }, 'connection opened');
+  });
+  tcp.on('error', (error) => logger.error({ err: error }, 'server socket error'));
+
+  const host = options.host ?? DEFAULT_HOST;
+  tcp.listen(options.port ?? DEFAULT_PORT, host);
+  await once(tcp, 'listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    host,
+    port: context.port(),
+    context,
+    close() {
+      closing ??= (async () => {
+        const stopped = new Promise<void>((resolve) => tcp.close(() => resolve()));
+        for (const connection of context.connections) connection.closeAfterReplies();
+        // Clients get what was queued for them; one that doesn't read is not waited for long.
+        const deadline = setTimeout(() => {
+          for (const connection of context.connections) connection.destroy();
+        }, 2_000);
+        await stopped;
+        clearTimeout(deadline);
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,75 @@
+import type { EventId, NewEvent, StoredEvent } from '../event/event.js';
+
+/** Identifies one sandbox's stream: channels are keyed by workspace *and* sandbox (contract). */
+export interface SandboxRef {
+  workspaceId: number;
+  sandboxId: string;
+}
+
+export interface HistoryQuery extends SandboxRef {
+  /** Only events of this exact type. */
+  type?: string;
+  /** Only events with an id strictly greater than this one. */
+  afterId?: EventId;
+  /** Only events with `timestamp >= since` (Unix ms). */
+  since?: number;
+  /** 1..1000. */
+  limit: number;
+  /**
+   * false (default): the oldest matching events, oldest first.
+   * true: the newest `limit` matching events, still returned oldest first.
+   */
+  newest?: boolean;
+}
+
+/**
+ * Why a replay is not complete. `trimmed`: the id is older than what is retained (events after
+ * it were pruned). `unknown`: the id is in the retained range but was never issued. `future`:
+ * the id is newer than the last id issued for this sandbox.
+ */
+export type ReplayGap = 'trimmed' | 'unknown' | 'future';
+
+export interface ReplayResult {
+  /** Every retained event with an id greater than the requested one, oldest first. */
+  events: StoredEvent[];
+  /** True when `events` is exactly what the client missed; false when it cannot be. */
+  complete: boolean;
+  gap?: ReplayGap;
+  /** Oldest retained id of this sandbox, if any (Mercure's `earliest`). */
+  earliestId?: EventId;
+  /** Newest id ever issued for this sandbox, if any. */
+  lastId?: EventId;
+}
+
+export interface RetentionPolicy {
+  /** Events kept per sandbox; older ones are pruned. */
+  maxCount: number;
+  /** Events older than this many milliseconds are pruned. */
+  maxAgeMs: number;
+}
+
+/** Called once per durable event, in id order per sandbox. */
+export type DurableEventListener = (event: StoredEvent) => void;
+
+/**
+ * Where events live. The protocol code only ever talks to this interface, so an embedded store
+ * (memory, SQLite) and a shared Redis engine are interchangeable.
+ *
+ * Durability contract (issue 3): `append` resolves only once the event is durable, and the
+ * listener sees an event only once it is durable, so no client can ever hold an id that a
+ * restarted broker could hand to a different event. The listener is called synchronously,
+ * in id order per sandbox, *before* the `append` promise of that event resolves.
+ */
+export interface EventStore {
+  readonly kind: string;
+  /** Registers the one listener that fans durable events out to subscribers. */
+  setListener(listener: DurableEventListener): void;
+  /** Assigns id and timestamp, persists, notifies the listener, then resolves. */
+  append(input: NewEvent): Promise<StoredEvent>;
+  /** Retained events of one sandbox, oldest first. */
+  history(query: HistoryQuery): Promise<StoredEvent[]>;
+  /** Retained events after `afterId`, at most `limit`, and whether that replay is complete. */
+  replayAfter(ref: SandboxRef, afterId: EventId, limit: number): Promise<ReplayResult>;
+  /** Flushes pending writes and releases files. Idempotent. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    // Two cores: files run in two forks; each file's tests run one after another.
+    pool: 'forks',
+    maxWorkers: 2,
+  },
+});
