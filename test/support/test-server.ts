@@ -23,6 +23,7 @@ export interface TestServerOptions {
   store?: EventStore;
   issuer?: string;
   audience?: string;
+  clockToleranceSeconds?: number;
 }
 
 /** The real server, in process, on 127.0.0.1 and a port the OS picks. */
@@ -31,7 +32,12 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const server = await startServer({
     host: '127.0.0.1',
     port: 0,
-    auth: { secret, issuer: options.issuer, audience: options.audience },
+    auth: {
+      secret,
+      issuer: options.issuer,
+      audience: options.audience,
+      clockToleranceSeconds: options.clockToleranceSeconds,
+    },
     limits: options.limits,
     store: options.store,
   });

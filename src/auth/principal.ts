@@ -1,0 +1,37 @@
+/** Who a verified token speaks for. Built only by the verifier, from claims it has checked. */
+export type Role = 'sandbox' | 'workspace' | 'admin';
+
+export const ROLES: readonly Role[] = ['sandbox', 'workspace', 'admin'];
+
+export interface Principal {
+  /** claim workspace_id: a positive safe integer, required */
+  workspaceId: number;
+  /** claim sandbox_id: required when role is 'sandbox' (the default role); optional otherwise */
+  sandboxId?: string;
+  /** claim role, default 'sandbox' */
+  role: Role;
+  /** exp in Unix milliseconds (exp is required) */
+  expiresAt: number;
+  /** sub, if present (for logs) */
+  subject?: string;
+}
+
+export const MAX_SANDBOX_ID_LENGTH = 256;
+
+export function isRole(value: unknown): value is Role {
+  return typeof value === 'string' && (ROLES as readonly string[]).includes(value);
+}
+
+// Control characters would break inline commands and log lines; a leading '{' would collide
+// with the broker's "{<workspaceId>}<sandboxId>" qualified names.
+const CONTROL_CHAR = /[\x00-\x1f\x7f]/;
+
+export function isValidSandboxId(id: string): boolean {
+  return (
+    typeof id === 'string' &&
+    id.length >= 1 &&
+    id.length <= MAX_SANDBOX_ID_LENGTH &&
+    !id.startsWith('{') &&
+    !CONTROL_CHAR.test(id)
+  );
+}
