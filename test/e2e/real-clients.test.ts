@@ -1,8 +1,9 @@
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { requireTool } from '../support/tools.js';
 import { startTestServer, type TestServer } from '../support/test-server.js';
 
 const run = promisify(execFile);
@@ -15,10 +16,7 @@ beforeAll(async () => {
 });
 afterAll(() => broker.close());
 
-const hasRedisCli = spawnSync('redis-cli', ['--version']).status === 0;
-if (!hasRedisCli) {
-  console.warn('\n*** SKIPPING redis-cli tests: redis-cli is not installed (apt-get install redis-tools) ***\n');
-}
+const hasRedisCli = requireTool('redis-cli', 'redis-tools');
 
 function once<T>(register: (resolve: (value: T) => void) => void): Promise<T> {
   return new Promise((resolve) => register(resolve));

@@ -1,0 +1,134 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { RawClient, resp } from '../support/raw-client.js';
+
+/** The daemon as a user starts it: the package's bin, compiled by `npm run build`. */
+const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/sandbox-events.js');
+const run = promisify(execFile);
+
+interface Daemon {
+  process: ChildProcess;
+  port: number;
+  stderr: () => string;
+  /** Resolves with stderr once it contains `text`. */
+  stderrContaining: (text: string) => Promise<string>;
+}
+
+const running: ChildProcess[] = [];
+const clients: RawClient[] = [];
+let dataDir: string;
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(path.join(tmpdir(), 'sandbox-events-cli-'));
+});
+afterEach(() => {
+  for (const client of clients.splice(0)) client.close();
+  for (const child of running.splice(0)) child.kill('SIGKILL');
+});
+afterAll(async () => {
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+/** Starts `sandbox-events serve --port 0` and reads the bound port from its log line. */
+function startDaemon(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Daemon> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dataDir, '--store', 'memory', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  running.push(child);
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const stderrContaining = (text: string): Promise<string> =>
+    new Promise((resolve) => {
+      const check = (): void => {
+        if (stderr.includes(text)) {
+          child.stderr!.off('data', check);
+          resolve(stderr);
+        }
+      };
+      child.stderr!.on('data', check);
+      check();
+    });
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (line) => {
+      const record = JSON.parse(line) as { msg?: string; port?: number };
+      if (record.msg === 'sandbox-events listening' && record.port !== undefined) {
+        resolve({ process: child, port: record.port, stderr: () => stderr, stderrContaining });
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`daemon exited with ${code}: ${stderr}`)));
+  });
+}
+
+async function connect(port: number): Promise<RawClient> {
+  const client = await RawClient.connect(port);
+  clients.push(client);
+  return client;
+}
+
+function exitCode(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+}
+
+describe('sandbox-events serve', () => {
+  it('starts on embedded defaults, prints a working redis-cli line, keeps its secret 0600, stops on SIGTERM', async () => {
+    const daemon = await startDaemon([]);
+    const banner = await daemon.stderrContaining('Mint more with');
+    const match = /redis-cli -h 127\.0\.0\.1 -p (\d+) --no-auth-warning -a (\S+)/.exec(banner);
+    expect(match?.[1]).toBe(String(daemon.port));
+    const client = await connect(daemon.port);
+    client.send(resp('AUTH', match![2]!) + resp('PING'));
+    expect(await client.read('+OK\r\n+PONG\r\n')).toBe('+OK\r\n+PONG\r\n');
+    expect((await stat(path.join(dataDir, 'jwt-secret'))).mode & 0o777).toBe(0o600);
+
+    const exited = exitCode(daemon.process);
+    daemon.process.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(await client.closedByServer()).toBe(true);
+  });
+
+  it('tokens minted by `sandbox-events token` survive a restart; sandbox tokens reach their sandbox only', async () => {
+    const { stdout } = await run(process.execPath, [BIN, 'token', '--data-dir', dataDir, '--workspace', '3', '--sandbox', 'sb-x']);
+    expect(stdout).toMatch(/^eyJ[\w-]+\.[\w-]+\.[\w-]+\n$/);
+    const token = stdout.trim();
+    for (let restart = 0; restart < 2; restart += 1) {
+      const daemon = await startDaemon([]);
+      const client = await connect(daemon.port);
+      client.send(resp('AUTH', token) + resp('PUBLISH', 'sb-x', '{"type":"t"}') + resp('PUBLISH', 'sb-y', '{"type":"t"}'));
+      const expected = '+OK\r\n:0\r\n-NOPERM this user has no permissions to access one of the channels used as arguments\r\n';
+      expect(await client.read(expected)).toBe(expected);
+      const exited = exitCode(daemon.process);
+      daemon.process.kill('SIGINT');
+      expect(await exited).toBe(0);
+    }
+  });
+
+  it('takes its secret from SANDBOX_EVENTS_JWT_SECRET and prints no development banner', async () => {
+    const daemon = await startDaemon([], { SANDBOX_EVENTS_JWT_SECRET: 'configured-secret-configured-secret' });
+    expect(daemon.stderr()).not.toContain('development mode');
+    const { stdout } = await run(process.execPath, [BIN, 'token', '--secret', 'configured-secret-configured-secret', '--workspace', '5']);
+    const client = await connect(daemon.port);
+    client.send(resp('AUTH', stdout.trim()));
+    expect(await client.line()).toBe('+OK\r\n');
+    const devToken = await run(process.execPath, [BIN, 'token', '--data-dir', dataDir, '--workspace', '5']);
+    client.send(resp('AUTH', devToken.stdout.trim()));
+    expect(await client.line()).toBe('-WRONGPASS invalid username-password pair or user is disabled.\r\n');
+  });
+
+  it('refuses bad flags with a clear message and a non-zero exit', async () => {
+    const failure = await run(process.execPath, [BIN, 'serve', '--port', 'seventy']).catch((error: { code: number; stderr: string }) => error);
+    expect(failure.code).not.toBe(0);
+    expect(failure.stderr).toMatch(/--port.*expected an integer from 0 to 65535/);
+    const noWorkspace = await run(process.execPath, [BIN, 'token', '--secret', 's']).catch((error: { code: number; stderr: string }) => error);
+    expect(noWorkspace.stderr).toMatch(/required option '--workspace <id>'/);
+  });
+});
