@@ -125,10 +125,16 @@ describe('sandbox-events serve', () => {
   });
 
   it('refuses bad flags with a clear message and a non-zero exit', async () => {
-    const failure = await run(process.execPath, [BIN, 'serve', '--port', 'seventy']).catch((error: { code: number; stderr: string }) => error);
-    expect(failure.code).not.toBe(0);
-    expect(failure.stderr).toMatch(/--port.*expected an integer from 0 to 65535/);
-    const noWorkspace = await run(process.execPath, [BIN, 'token', '--secret', 's']).catch((error: { code: number; stderr: string }) => error);
+    const failing = (args: string[]) =>
+      run(process.execPath, [BIN, ...args]).then(
+        () => ({ code: 0, stderr: '' }),
+        (error: { code: number; stderr: string }) => error,
+      );
+    const badPort = await failing(['serve', '--port', 'seventy']);
+    expect(badPort.code).not.toBe(0);
+    expect(badPort.stderr).toMatch(/--port.*expected an integer from 0 to 65535/);
+    const noWorkspace = await failing(['token', '--secret', 's']);
+    expect(noWorkspace.code).not.toBe(0);
     expect(noWorkspace.stderr).toMatch(/required option '--workspace <id>'/);
   });
 });

@@ -1,0 +1,504 @@
+/**
+ * Streaming decoder of client requests (RESP arrays of bulk strings, or inline lines), with the
+ * framing and limits of Redis 7's networking.c (processMultibulkBuffer, processInlineBuffer).
+ * Pure: bytes in, commands out; no sockets.
+ *
+ * A multibulk is validated here header by header, jumping over bulk bodies, and only a complete
+ * frame that is known to be an array of bulk strings within the limits goes to redis-parser
+ * (a reply parser that would accept any type, nesting or size). Nothing nests, nothing recurses.
+ */
+import Parser from 'redis-parser';
+import { constants } from 'node:buffer';
+import { SandboxEventsError } from '../errors.js';
+import { splitInlineArgs } from './inline.js';
+
+export interface DecoderLimits {
+  /** Most arguments in one command (multibulk count, and inline word count). */
+  maxArgs: number;
+  /** Largest single bulk string. */
+  maxBulkBytes: number;
+  /** Longest inline line, and longest `*<n>` / `$<n>` header line. */
+  maxInlineBytes: number;
+  /** Largest whole request (a whole multibulk frame, or one inline line). */
+  maxRequestBytes: number;
+}
+
+/** `message` is the text that follows `-ERR ` in the reply, e.g. "Protocol error: invalid bulk length". */
+export class ProtocolError extends SandboxEventsError {
+  constructor(message: string) {
+    super('PROTOCOL_ERROR', message);
+  }
+}
+
+export interface DecodedCommand {
+  /** UTF-8 decoded arguments, args.length >= 1. */
+  args: string[];
+  /** True when it came as an inline command. */
+  inline: boolean;
+  /** Byte length of each argument as received. */
+  byteLengths: number[];
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
+const STAR = 0x2a;
+const DOLLAR = 0x24;
+const MINUS = 0x2d;
+const ZERO = 0x30;
+const NINE = 0x39;
+
+const MAX_STRING_LENGTH = constants.MAX_STRING_LENGTH;
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/** Reads up to this size are coalesced while a request is pending (see push). */
+const COALESCE_MAX_BYTES = 1024;
+const SLAB_BYTES = 16 * 1024;
+
+/** Smallest possible bulk, `$0\r\n\r\n`: lets the request limit fail before bodies arrive. */
+const MIN_BULK_BYTES = 6;
+
+// Scanner states for the request at the front of the buffer.
+const ST_START = 0; // first byte decides multibulk or inline
+const ST_MB_LINE = 1; // in `*<n>` before its CR
+const ST_MB_LF = 2; // the byte after that CR (skipped unchecked, as Redis does)
+const ST_BULK_START = 3; // expecting `$`
+const ST_BULK_LINE = 4; // in `$<len>` before its CR
+const ST_BULK_SKIP = 5; // the byte after CR, the body and its CRLF (skipped unchecked)
+const ST_INLINE = 6; // looking for LF
+
+const MSG_MBULK_COUNT_TOO_BIG = 'Protocol error: too big mbulk count string';
+const MSG_INVALID_MBULK = 'Protocol error: invalid multibulk length';
+const MSG_BULK_COUNT_TOO_BIG = 'Protocol error: too big bulk count string';
+const MSG_INVALID_BULK = 'Protocol error: invalid bulk length';
+const MSG_TOO_LARGE = 'Protocol error: request too large';
+const MSG_INLINE_TOO_BIG = 'Protocol error: too big inline request';
+const MSG_UNBALANCED = 'Protocol error: unbalanced quotes in request';
+const MSG_TOO_MANY_INLINE = 'Protocol error: too many arguments in inline request';
+
+/** Buffer to string, refusing (rather than throwing RangeError) past V8's string length. */
+function latin1(bytes: Buffer): string {
+  if (bytes.length > MAX_STRING_LENGTH) throw new ProtocolError(MSG_TOO_LARGE);
+  return bytes.toString('latin1');
+}
+
+function utf8(bytes: Buffer): string {
+  if (bytes.length > MAX_STRING_LENGTH) throw new ProtocolError(MSG_TOO_LARGE);
+  return bytes.toString('utf8');
+}
+
+export class RequestDecoder {
+  /** Received chunks; the unconsumed bytes start at `head` in chunks[0]. */
+  private chunks: Buffer[] = [];
+  private head = 0;
+  private total = 0;
+
+  /**
+   * Small reads that arrive while a request is pending are copied into a slab, so a peer that
+   * trickles bytes one by one costs bytes, not one Buffer object per byte.
+   */
+  private slab: Buffer | undefined;
+  private slabUsed = 0;
+  private slabStart = 0;
+  private tailInSlab = false;
+
+  // Scan position of the front request: chunks[ci][co] is the next byte not yet looked at. It
+  // may rest at the end of the last chunk, which can still grow (see push).
+  private ci = 0;
+  private co = 0;
+  private state = ST_START;
+  /** Bytes of the front request before the current header line (or all scanned, in bodies). */
+  private reqBytes = 0;
+
+  // Current `*<n>` / `$<len>` header line, parsed as it streams past (string2ll rules).
+  private lineLen = 0;
+  private num = 0;
+  private digits = 0;
+  private negative = false;
+  private leadingZero = false;
+  private badNumber = false;
+
+  private count = 0; // the multibulk's `<n>`
+  private bulksLeft = 0;
+  private skip = 0;
+  private lengths: number[] = [];
+
+  // Inline line being searched for its LF.
+  private lastWasCR = false;
+
+  private failure: ProtocolError | undefined;
+
+  private readonly parser: Parser;
+  private reply: unknown;
+
+  constructor() {
+    this.parser = new Parser({
+      returnBuffers: false,
+      returnReply: (reply: unknown) => {
+        this.reply = reply;
+      },
+      returnError: () => {
+        this.reply = undefined;
+      },
+    });
+  }
+
+  /** Bytes received and not yet consumed. */
+  get bufferedBytes(): number {
+    return this.total;
+  }
+
+  /** Append received bytes. */
+  push(chunk: Buffer): void {
+    const n = chunk.length;
+    if (n === 0) return;
+    this.total += n;
+    if (n > COALESCE_MAX_BYTES || this.chunks.length === 0) {
+      this.chunks.push(chunk); // the common case: no copy
+      this.tailInSlab = false;
+      return;
+    }
+    let slab = this.slab;
+    if (this.tailInSlab && slab && this.slabUsed + n <= slab.length) {
+      // Grow the last chunk in place; the scan position stays valid.
+      chunk.copy(slab, this.slabUsed);
+      this.slabUsed += n;
+      this.chunks[this.chunks.length - 1] = slab.subarray(this.slabStart, this.slabUsed);
+      return;
+    }
+    if (!slab || this.slabUsed + n > slab.length) {
+      slab = this.slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+      this.slabUsed = 0;
+    }
+    this.slabStart = this.slabUsed;
+    chunk.copy(slab, this.slabUsed);
+    this.slabUsed += n;
+    this.chunks.push(slab.subarray(this.slabStart, this.slabUsed));
+    this.tailInSlab = true;
+  }
+
+  /** Drop everything buffered. */
+  reset(): void {
+    this.chunks = [];
+    this.head = 0;
+    this.total = 0;
+    this.releaseSlab();
+    this.failure = undefined;
+    this.parser.reset();
+    this.startRequest();
+  }
+
+  /**
+   * The next complete command, or undefined when more bytes are needed. Decodes one command per
+   * call, with the limits in force for it. Throws ProtocolError; the decoder is then unusable.
+   */
+  next(limits: DecoderLimits): DecodedCommand | undefined {
+    if (this.failure) throw this.failure;
+    try {
+      for (;;) {
+        if (!this.hasByte()) return undefined;
+        if (this.state === ST_START) {
+          const first = this.chunks[this.ci]![this.co];
+          if (first === STAR) {
+            this.state = ST_MB_LINE;
+            this.beginLine();
+            this.advance(1);
+            this.checkLine(limits, MSG_MBULK_COUNT_TOO_BIG);
+          } else {
+            this.state = ST_INLINE;
+            this.lastWasCR = false;
+          }
+          continue;
+        }
+        if (this.state === ST_INLINE) {
+          const line = this.scanInline(limits);
+          if (line === undefined) return undefined;
+          const command = this.inlineCommand(line, limits);
+          if (command) return command;
+          continue; // networking.c: an empty line is no command
+        }
+        const frameLength = this.scanMultibulk(limits);
+        if (frameLength === undefined) return undefined;
+        if (this.count <= 0) {
+          // networking.c: `*0` and `*-10` are consumed and ignored, as Redis does.
+          this.consume(frameLength);
+          continue;
+        }
+        return this.multibulkCommand(frameLength);
+      }
+    } catch (err) {
+      if (err instanceof ProtocolError) this.failure = err;
+      throw err;
+    }
+  }
+
+  private startRequest(): void {
+    this.ci = 0;
+    this.co = this.head;
+    this.state = ST_START;
+    this.reqBytes = 0;
+    this.lengths = [];
+  }
+
+  private beginLine(): void {
+    this.lineLen = 1; // the `*` or `$`
+    this.num = 0;
+    this.digits = 0;
+    this.negative = false;
+    this.leadingZero = false;
+    this.badNumber = false;
+  }
+
+  /** True when chunks[ci][co] is buffered, stepping over chunk ends. */
+  private hasByte(): boolean {
+    const chunks = this.chunks;
+    while (this.ci < chunks.length) {
+      if (this.co < chunks[this.ci]!.length) return true;
+      if (this.ci + 1 === chunks.length) return false;
+      this.ci++;
+      this.co = 0;
+    }
+    return false;
+  }
+
+  /** Move the scan position forward by `n` bytes that are known to be buffered. */
+  private advance(n: number): void {
+    let co = this.co + n;
+    let len = this.chunks[this.ci]!.length;
+    while (co > len) {
+      co -= len;
+      len = this.chunks[++this.ci]!.length;
+    }
+    this.co = co;
+  }
+
+  /**
+   * A header line may not pass maxInlineBytes (Redis's PROTO_INLINE_MAX_SIZE check) nor take the
+   * request past maxRequestBytes. The message is the one for whichever bound is smaller, so the
+   * outcome does not depend on how the bytes were split into chunks.
+   */
+  private checkLine(limits: DecoderLimits, tooBig: string): void {
+    const requestRoom = limits.maxRequestBytes - this.reqBytes;
+    if (this.lineLen > limits.maxInlineBytes || this.lineLen > requestRoom) {
+      throw new ProtocolError(limits.maxInlineBytes <= requestRoom ? tooBig : MSG_TOO_LARGE);
+    }
+  }
+
+  /**
+   * Scan the header line in the current chunk up to its CR, parsing the number on the way.
+   * Returns true once the CR has been passed.
+   */
+  private scanLine(limits: DecoderLimits, tooBig: string): boolean {
+    const buf = this.chunks[this.ci]!;
+    const end = buf.length;
+    let i = this.co;
+    for (; i < end; i++) {
+      const b = buf[i]!;
+      if (b === CR) break;
+      this.lineLen++;
+      this.checkLine(limits, tooBig);
+      if (b === MINUS && this.lineLen === 2) {
+        this.negative = true;
+      } else if (b < ZERO || b > NINE || this.leadingZero) {
+        // util.c string2ll: digits only, no sign but a leading '-', no leading zero, no spaces.
+        this.badNumber = true;
+      } else {
+        if (this.digits === 0 && b === ZERO) this.leadingZero = true;
+        this.digits++;
+        if (!this.badNumber) {
+          this.num = this.num * 10 + (b - ZERO);
+          if (this.num > Number.MAX_SAFE_INTEGER) this.badNumber = true;
+        }
+      }
+    }
+    if (i === end) {
+      this.co = end;
+      return false;
+    }
+    this.advance(i - this.co + 1);
+    return true;
+  }
+
+  /** The value of the header line just scanned, or undefined when it is not a strict integer. */
+  private lineNumber(): number | undefined {
+    if (this.badNumber || this.digits === 0) return undefined;
+    if (this.negative) return this.leadingZero ? undefined : -this.num; // "-0" is refused too
+    return this.num;
+  }
+
+  /** Returns the frame length once the whole multibulk is buffered and valid. */
+  private scanMultibulk(limits: DecoderLimits): number | undefined {
+    while (this.hasByte()) {
+      switch (this.state) {
+        case ST_MB_LINE: {
+          if (!this.scanLine(limits, MSG_MBULK_COUNT_TOO_BIG)) break;
+          const n = this.lineNumber();
+          if (n === undefined || n > limits.maxArgs) throw new ProtocolError(MSG_INVALID_MBULK);
+          this.count = n;
+          this.reqBytes = this.lineLen + 2;
+          if (n > 0 && this.reqBytes + n * MIN_BULK_BYTES > limits.maxRequestBytes) {
+            throw new ProtocolError(MSG_TOO_LARGE);
+          }
+          this.bulksLeft = n;
+          this.state = ST_MB_LF;
+          break;
+        }
+        case ST_MB_LF:
+          this.advance(1);
+          if (this.count <= 0) return this.reqBytes;
+          this.state = ST_BULK_START;
+          break;
+        case ST_BULK_START: {
+          const b = this.chunks[this.ci]![this.co]!;
+          // Checked on the first byte, so a nested `*1\r\n*1\r\n...` fails at once.
+          if (b !== DOLLAR) {
+            throw new ProtocolError(`Protocol error: expected '$', got '${String.fromCharCode(b)}'`);
+          }
+          this.beginLine();
+          this.advance(1);
+          this.checkLine(limits, MSG_BULK_COUNT_TOO_BIG);
+          this.state = ST_BULK_LINE;
+          break;
+        }
+        case ST_BULK_LINE: {
+          if (!this.scanLine(limits, MSG_BULK_COUNT_TOO_BIG)) break;
+          const len = this.lineNumber();
+          if (len === undefined || len < 0 || len > limits.maxBulkBytes) {
+            throw new ProtocolError(MSG_INVALID_BULK);
+          }
+          this.reqBytes += this.lineLen + 1;
+          this.skip = 1 + len + 2;
+          const known = this.reqBytes + this.skip + (this.bulksLeft - 1) * MIN_BULK_BYTES;
+          if (known > limits.maxRequestBytes) throw new ProtocolError(MSG_TOO_LARGE);
+          this.lengths.push(len);
+          this.state = ST_BULK_SKIP;
+          break;
+        }
+        case ST_BULK_SKIP: {
+          // Jump over LF, body and trailing CRLF without looking at them, as Redis does.
+          const room = this.chunks[this.ci]!.length - this.co;
+          const step = room < this.skip ? room : this.skip;
+          this.advance(step);
+          this.skip -= step;
+          this.reqBytes += step;
+          if (this.skip > 0) break;
+          if (--this.bulksLeft === 0) return this.reqBytes;
+          this.state = ST_BULK_START;
+          break;
+        }
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Find the LF that ends the inline line. Returns the line without its LF and one trailing CR,
+   * or undefined when more bytes are needed.
+   */
+  private scanInline(limits: DecoderLimits): Buffer | undefined {
+    // The message is chosen by the smaller bound so it does not depend on chunking.
+    const cap = Math.min(limits.maxInlineBytes, limits.maxRequestBytes);
+    const tooBig = limits.maxInlineBytes <= limits.maxRequestBytes ? MSG_INLINE_TOO_BIG : MSG_TOO_LARGE;
+    while (this.hasByte()) {
+      const buf = this.chunks[this.ci]!;
+      const at = buf.indexOf(LF, this.co);
+      if (at < 0) {
+        this.reqBytes += buf.length - this.co;
+        this.lastWasCR = buf[buf.length - 1] === CR;
+        this.co = buf.length;
+        // networking.c: no newline and more than PROTO_INLINE_MAX_SIZE buffered. A final CR may
+        // still be stripped, so it does not count yet.
+        if (this.reqBytes - (this.lastWasCR ? 1 : 0) > cap) throw new ProtocolError(tooBig);
+        continue;
+      }
+      const lineBytes = this.reqBytes + (at - this.co);
+      const endsWithCR = at > this.co ? buf[at - 1] === CR : this.lastWasCR;
+      const contentBytes = endsWithCR && lineBytes > 0 ? lineBytes - 1 : lineBytes;
+      if (contentBytes > cap) throw new ProtocolError(tooBig);
+      const line = this.take(contentBytes);
+      this.consume(lineBytes + 1);
+      return line;
+    }
+    return undefined;
+  }
+
+  private inlineCommand(line: Buffer, limits: DecoderLimits): DecodedCommand | undefined {
+    if (line.length === 0) return undefined;
+    // latin1 gives one code unit per byte, so `\xHH` escapes produce bytes (see inline.ts).
+    const words = splitInlineArgs(latin1(line));
+    if (words === null) throw new ProtocolError(MSG_UNBALANCED);
+    if (words.length === 0) return undefined;
+    if (words.length > limits.maxArgs) throw new ProtocolError(MSG_TOO_MANY_INLINE);
+    const byteLengths = new Array<number>(words.length);
+    for (let i = 0; i < words.length; i++) {
+      const word = words[i]!;
+      byteLengths[i] = word.length;
+      if (NON_ASCII.test(word)) words[i] = utf8(Buffer.from(word, 'latin1'));
+    }
+    return { args: words, inline: true, byteLengths };
+  }
+
+  private multibulkCommand(frameLength: number): DecodedCommand {
+    const byteLengths = this.lengths;
+    const frame = this.take(frameLength);
+    this.consume(frameLength);
+    this.reply = undefined;
+    try {
+      this.parser.execute(frame);
+    } catch {
+      // Only possible when the limits allow a string longer than V8 can hold.
+      this.parser.reset();
+      throw new ProtocolError(MSG_TOO_LARGE);
+    }
+    const args = this.reply;
+    this.reply = undefined;
+    if (!Array.isArray(args) || args.length !== byteLengths.length) {
+      // Unreachable for a validated frame; never hand a half-parsed state to the next one.
+      this.parser.reset();
+      throw new ProtocolError(MSG_INVALID_MBULK);
+    }
+    return { args: args as string[], inline: false, byteLengths };
+  }
+
+  /** The first `n` unconsumed bytes, without copying when they lie in one chunk. */
+  private take(n: number): Buffer {
+    const first = this.chunks[0]!;
+    if (first.length - this.head >= n) return first.subarray(this.head, this.head + n);
+    const out = Buffer.allocUnsafe(n);
+    let written = 0;
+    let offset = this.head;
+    for (let k = 0; written < n; k++) {
+      const chunk = this.chunks[k]!;
+      const part = Math.min(chunk.length - offset, n - written);
+      chunk.copy(out, written, offset, offset + part);
+      written += part;
+      offset = 0;
+    }
+    return out;
+  }
+
+  /** Release the first `n` unconsumed bytes and start scanning the next request. */
+  private consume(n: number): void {
+    this.total -= n;
+    let head = this.head + n;
+    let drop = 0;
+    while (drop < this.chunks.length && head >= this.chunks[drop]!.length) {
+      head -= this.chunks[drop]!.length;
+      drop++;
+    }
+    if (drop > 0) this.chunks.splice(0, drop);
+    if (this.chunks.length === 0) {
+      this.head = 0;
+      this.releaseSlab(); // an idle connection holds no buffer
+    } else {
+      this.head = head;
+    }
+    this.startRequest();
+  }
+
+  private releaseSlab(): void {
+    this.slab = undefined;
+    this.slabUsed = 0;
+    this.slabStart = 0;
+    this.tailInSlab = false;
+  }
+}
