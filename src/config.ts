@@ -29,6 +29,10 @@ export interface Limits {
   maxSubscriptionsPerConnection: number;
   /** PUBLISH commands of one connection waiting for the store at once. */
   maxPipelinedPublishes: number;
+  /** Publishes per second of one sandbox token (contract: 1,000). */
+  publishRatePerSecond: number;
+  /** Publishes one sandbox token may make at once after a quiet period (contract: 2,000). */
+  publishBurst: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -45,6 +49,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxClients: 10_000,
   maxSubscriptionsPerConnection: 1_000,
   maxPipelinedPublishes: 1_024,
+  publishRatePerSecond: 1_000,
+  publishBurst: 2_000,
 });
 
 export const DEFAULT_PORT = 6380;

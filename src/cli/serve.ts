@@ -26,6 +26,8 @@ interface ServeOptions {
   maxClients: number;
   maxOutputBuffer: number;
   maxEventSize: number;
+  publishRate: number;
+  publishBurst: number;
 }
 
 export function registerServe(program: Command): void {
@@ -47,6 +49,8 @@ export function registerServe(program: Command): void {
     .addOption(option('--max-clients <n>', 'open connections at most').default(DEFAULT_LIMITS.maxClients).argParser(integerArgument(1)))
     .addOption(option('--max-output-buffer <size>', "one client's unsent output before it is disconnected").default(DEFAULT_LIMITS.maxOutputBytes, '8mb').argParser(byteSizeArgument))
     .addOption(option('--max-event-size <size>', 'largest event a publisher may send').default(DEFAULT_LIMITS.maxEventBytes, '64kb').argParser(byteSizeArgument))
+    .addOption(option('--publish-rate <n>', 'publishes per second of one sandbox token').default(DEFAULT_LIMITS.publishRatePerSecond).argParser(integerArgument(1)))
+    .addOption(option('--publish-burst <n>', 'publishes one sandbox token may make at once').default(DEFAULT_LIMITS.publishBurst).argParser(integerArgument(1)))
     .action(async (options: ServeOptions) => {
       await serve(options);
     });
@@ -77,6 +81,8 @@ async function serve(options: ServeOptions): Promise<void> {
     maxClients: options.maxClients,
     maxOutputBytes: options.maxOutputBuffer,
     maxEventBytes: options.maxEventSize,
+    publishRatePerSecond: options.publishRate,
+    publishBurst: options.publishBurst,
   };
   const store = openStore(options.store, {
     dataDir,

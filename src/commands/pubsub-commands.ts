@@ -149,11 +149,12 @@ function punsubscribe(connection: Connection, args: string[]): void {
 }
 
 function publish(connection: Connection, args: string[], byteLengths: number[]): void {
-  const target = resolveChannel(principalOf(connection), args[1]!);
+  const principal = principalOf(connection);
+  const target = resolveChannel(principal, args[1]!);
   const { type, dataJson } = parsePublishPayload(args[2]!, byteLengths[2]!, connection.context.limits.maxEventBytes);
   // The reply waits until the event is durable; later PUBLISHes of this pipeline go ahead.
   connection.deferReply(
-    connection.context.publisher.publish(target, type, dataJson).then((result) => integer(result.receivers)),
+    connection.context.publisher.publish(principal, target, type, dataJson).then((result) => integer(result.receivers)),
     (error) => errorReplyFor(connection, error),
   );
 }

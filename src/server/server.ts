@@ -48,7 +48,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     preAuthDecoderLimits: decoderLimitsFor(limits, false),
     clockToleranceMs: (options.auth.clockToleranceSeconds ?? 5) * 1000,
     broker,
-    publisher: new Publisher(store, broker),
+    publisher: new Publisher(store, broker, { perSecond: limits.publishRatePerSecond, burst: limits.publishBurst }),
     store,
     verifier,
     logger,
