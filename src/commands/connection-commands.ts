@@ -216,7 +216,9 @@ function clientHelp(connection: Connection): void {
 const connectionGroup = { group: 'connection', since: '1.0.0' } as const;
 
 export const connectionCommands: CommandSpec[] = [
-  { ...connectionGroup, name: 'auth', arity: -2, noAuth: true, summary: 'Authenticate with a JWT: AUTH <token> or AUTH <username> <token>', run: auth },
+  // AUTH runs in RESP2 subscribed mode too, unlike Redis: the contract lets a subscriber
+  // refresh its token before exp, and a RESP2 subscriber has no other way to send one.
+  { ...connectionGroup, name: 'auth', arity: -2, noAuth: true, whileSubscribed: true, summary: 'Authenticate with a JWT: AUTH <token> or AUTH <username> <token>', run: auth },
   { ...connectionGroup, name: 'hello', arity: -1, noAuth: true, since: '6.0.0', summary: 'Handshake: HELLO [2|3] [AUTH <user> <token>] [SETNAME <name>]', run: hello },
   { ...connectionGroup, name: 'ping', arity: -1, whileSubscribed: true, summary: 'Ping the broker', run: ping },
   { ...connectionGroup, name: 'quit', arity: -1, noAuth: true, whileSubscribed: true, summary: 'Close the connection', run: quit },
