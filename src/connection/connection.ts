@@ -61,7 +61,6 @@ export class Connection implements Subscriber {
     private readonly runCommand: CommandRunner,
   ) {
     this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
-    const limits = context.limits;
     // The limit is read on every write: it grows from the pre-auth cap once AUTH succeeds.
     this.output = new WritePath(socket, () => this.outputLimit, (pending) => this.onOutputOverflow(pending));
     socket.setNoDelay(true);
@@ -70,10 +69,18 @@ export class Connection implements Subscriber {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (error) => this.context.logger.debug({ conn: this.id, err: error.message }, 'socket error'));
     socket.on('close', () => this.cleanUp());
+    this.armAuthTimer();
+  }
+
+  /** An unauthenticated client gets a fixed time to authenticate (issue 7: 10 s), then is closed. */
+  private armAuthTimer(): void {
+    const timeoutMs = this.context.limits.authTimeoutMs;
     this.authTimer = setTimeout(() => {
       this.authTimer = undefined;
-      if (this.principal === undefined) this.abort('authentication timeout', 'auth_timeout');
-    }, limits.authTimeoutMs);
+      if (this.principal === undefined) {
+        this.abort(`ERR authentication timeout: send AUTH within ${timeoutMs / 1000} s`, 'auth_timeout');
+      }
+    }, timeoutMs);
     this.authTimer.unref();
   }
 
@@ -185,7 +192,7 @@ export class Connection implements Subscriber {
     this.expiryTimer.unref();
   }
 
-  /** RESET: back to a fresh, unauthenticated RESP2 connection. */
+  /** RESET: back to a fresh, unauthenticated connection, with the pre-auth deadline again. */
   clearPrincipal(): void {
     this.principal = undefined;
     this.compat = false;
@@ -193,6 +200,7 @@ export class Connection implements Subscriber {
       clearTimeout(this.expiryTimer);
       this.expiryTimer = undefined;
     }
+    if (this.authTimer === undefined) this.armAuthTimer();
   }
 
   /** QUIT: the pending replies go out, then the connection closes. */
@@ -202,7 +210,7 @@ export class Connection implements Subscriber {
     if (this.replySlots.length === 0) this.output.endAfterWrites();
   }
 
-  /** Sends one last error line and closes (protocol errors, expiry, limits). */
+  /** Sends one last error line (`message` starts with its code, e.g. `ERR ...`) and closes. */
   abort(message: string, reason: string): void {
     if (this.closed) return;
     this.context.logger.info({ conn: this.id, addr: this.remoteAddress, reason }, message);

@@ -43,3 +43,48 @@ describe('subscriptions per connection', () => {
     expect(await client.read(expected)).toBe(expected);
   });
 });
+
+describe('connection limits', () => {
+  it('a client that does not authenticate in time is told why and closed; RESET re-arms the deadline', async () => {
+    const strict = await startTestServer({ limits: { authTimeoutMs: 300 } });
+    try {
+      const idle = await strict.raw();
+      expect(await idle.line(5_000)).toBe('-ERR authentication timeout: send AUTH within 0.3 s\r\n');
+      expect(await idle.closedByServer()).toBe(true);
+
+      const resetting = await strict.authed();
+      resetting.send(resp('RESET'));
+      expect(await resetting.line()).toBe('+RESET\r\n');
+      expect(await resetting.line(5_000)).toBe('-ERR authentication timeout: send AUTH within 0.3 s\r\n');
+
+      const prompt = await strict.authed(); // authenticated in time: kept
+      prompt.send(resp('PING'));
+      expect(await prompt.line()).toBe('+PONG\r\n');
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it('past --max-clients a connection gets -ERR max number of clients reached and is closed', async () => {
+    const small = await startTestServer({ limits: { maxClients: 2 } });
+    try {
+      const first = await small.authed();
+      await small.authed();
+      const third = await small.raw();
+      expect(await third.line()).toBe('-ERR max number of clients reached\r\n');
+      expect(await third.closedByServer()).toBe(true);
+      expect(small.server.context.stats.rejectedConnections).toBe(1);
+      first.close();
+      // Once a slot frees, new clients are accepted again.
+      await new Promise<void>((resolve) => {
+        const check = (): void => (small.server.context.connections.size < 2 ? resolve() : void setImmediate(check));
+        check();
+      });
+      const fourth = await small.authed();
+      fourth.send(resp('PING'));
+      expect(await fourth.line()).toBe('+PONG\r\n');
+    } finally {
+      await small.close();
+    }
+  });
+});
