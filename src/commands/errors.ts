@@ -22,6 +22,10 @@ export function errorText(error: unknown, connection: Connection): string {
     return connection.compat ? `ERR authentication failed: ${error.message}` : WRONGPASS;
   }
   if (error instanceof InvalidEventError) return `ERR invalid event: ${error.message}`;
+  if (error instanceof SandboxEventsError && (error.code === 'STORE_UNAVAILABLE' || error.code === 'STORE_CLOSED')) {
+    // Nothing was stored or delivered; the publisher may retry.
+    return `ERR store unavailable: ${error.message}`;
+  }
   if (error instanceof SandboxEventsError) return `ERR ${error.message}`;
   connection.context.logger.error({ conn: connection.id, err: error }, 'unexpected error in command');
   return 'ERR internal error';
