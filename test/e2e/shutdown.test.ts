@@ -1,0 +1,100 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { mintToken } from '../../src/auth/mint.js';
+import { SqliteStore } from '../../src/store/sqlite-store.js';
+import { RawClient, resp } from '../support/raw-client.js';
+
+const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/sandbox-events.js');
+let dataDir: string;
+const children: ChildProcess[] = [];
+const clients: RawClient[] = [];
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(path.join(tmpdir(), 'sandbox-events-shutdown-'));
+});
+afterAll(async () => {
+  for (const client of clients) client.close();
+  for (const child of children) child.kill('SIGKILL');
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+it('SIGTERM under load: stops accepting, flushes, closes the store, exits 0 within 5 s, loses nothing acknowledged', async () => {
+  const secret = randomBytes(24).toString('base64url');
+  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dataDir, '--jwt-secret', secret], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  children.push(child);
+  const port = await new Promise<number>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      const record = JSON.parse(line) as { msg?: string; port?: number };
+      if (record.msg === 'sandbox-events listening') resolve(record.port!);
+    });
+    child.once('exit', (code) => reject(new Error(`exited early: ${code}`)));
+  });
+  const token = await mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 600 });
+  const connect = async (): Promise<RawClient> => {
+    const client = await RawClient.connect(port);
+    clients.push(client);
+    client.send(resp('AUTH', token));
+    expect(await client.line()).toBe('+OK\r\n');
+    return client;
+  };
+  const subscriber = await connect();
+  subscriber.send(resp('SUBSCRIBE', 'sb-stop'));
+  await subscriber.read('*3\r\n$9\r\nsubscribe\r\n$7\r\nsb-stop\r\n:1\r\n');
+  const publisher = await connect();
+
+  let acknowledged = 0;
+  let sent = 0;
+  let signalled: number | undefined;
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  while (!publisher.closed) {
+    let batch = '';
+    for (let i = 0; i < 100; i += 1, sent += 1) batch += resp('PUBLISH', 'sb-stop', JSON.stringify({ type: 'n', data: { i: sent } }));
+    publisher.send(batch);
+    await publisher.waitFor((received) => received.includes('\r\n') || publisher.closed);
+    const text = publisher.pending;
+    const complete = text.slice(0, text.lastIndexOf('\r\n') + 2);
+    acknowledged += complete.split('\r\n').length - 1;
+    await publisher.take(complete.length);
+    if (signalled === undefined && sent >= 3000) {
+      signalled = Date.now();
+      child.kill('SIGTERM');
+    }
+  }
+  expect(await exited).toBe(0);
+  expect(Date.now() - signalled!).toBeLessThan(5_000);
+
+  // New connections are refused once it has stopped.
+  await expect(RawClient.connect(port)).rejects.toThrow();
+
+  // The subscriber got every acknowledged event before its connection closed (flushed).
+  await subscriber.closedByServer();
+  const delivered = subscriber.pending.split('"type":"n"').length - 1;
+  expect(delivered).toBeGreaterThanOrEqual(acknowledged);
+
+  // The store was closed cleanly and holds every acknowledged event, in order.
+  const store = SqliteStore.open({ path: path.join(dataDir, 'events.db'), retention: { maxCount: 100_000, maxAgeMs: 86_400_000 } });
+  try {
+    const stored = [];
+    let after = { ms: 0, seq: 0 };
+    for (;;) {
+      const page = await store.history({ workspaceId: 1, sandboxId: 'sb-stop', afterId: after, limit: 1000 });
+      stored.push(...page);
+      if (page.length < 1000) break;
+      after = page[page.length - 1]!.id;
+    }
+    expect(stored.length).toBeGreaterThanOrEqual(acknowledged);
+    expect(stored.map((event) => (JSON.parse(event.json) as { data: { i: number } }).data.i)).toEqual(
+      Array.from({ length: stored.length }, (_, i) => i),
+    );
+  } finally {
+    await store.close();
+  }
+});
