@@ -256,3 +256,39 @@ async function readFrame(client: Awaited<ReturnType<TestServer['raw']>>, count: 
   }
   return items;
 }
+
+describe('INFO and COMMAND', () => {
+  it('INFO has loading:0, clients, pub/sub and event counters that move', async () => {
+    const client = await broker.authed({ workspaceId });
+    client.send(resp('SUBSCRIBE', 'sb-info'));
+    await client.read('*3\r\n$9\r\nsubscribe\r\n$7\r\nsb-info\r\n:1\r\n');
+    const publisher = await broker.authed({ workspaceId });
+    publisher.send(resp('PUBLISH', 'sb-info', '{"type":"t"}') + resp('INFO'));
+    expect(await publisher.line()).toBe(':1\r\n');
+    const length = Number(/^\$(\d+)\r\n$/.exec(await publisher.line())?.[1]);
+    const info = Buffer.from(await publisher.take(length + 2), 'latin1').toString('utf8');
+    const fields = Object.fromEntries(
+      info.split('\r\n').filter((line) => line.includes(':')).map((line) => line.split(':', 2) as [string, string]),
+    );
+    expect(fields).toMatchObject({ loading: '0', redis_version: '7.0.15', pubsub_channels: '1', pubsub_patterns: '0' });
+    expect(Number(fields.connected_clients)).toBeGreaterThanOrEqual(2);
+    expect(Number(fields.events_published)).toBeGreaterThanOrEqual(1);
+    expect(Number(fields.events_delivered)).toBeGreaterThanOrEqual(1);
+    expect(info).toMatch(/^# Server\r\n/);
+    publisher.send(resp('INFO', 'persistence'));
+    const section = await publisher.waitFor((received) => received.toString().includes('store:'));
+    expect(section.toString()).toMatch(/^\$\d+\r\n# Persistence\r\nloading:0\r\nstore:memory\r\n\r\n$/);
+  });
+
+  it('COMMAND DOCS is a map of every command with summary, since and group; COMMAND COUNT matches', async () => {
+    const client = await broker.authed({ workspaceId });
+    client.send(resp('COMMAND', 'COUNT') + resp('COMMAND', 'DOCS', 'publish') + resp('COMMAND', 'INFO', 'nope'));
+    const count = Number(/^:(\d+)\r\n$/.exec(await client.line())?.[1]);
+    expect(count).toBe(17); // 7 connection, 6 pub/sub, 2 server, 2 history commands
+    const docs =
+      '*2\r\n$7\r\npublish\r\n*6\r\n$7\r\nsummary\r\n$60\r\nStore an event {"type","data"} and deliver it to subscribers\r\n' +
+      '$5\r\nsince\r\n$5\r\n2.0.0\r\n$5\r\ngroup\r\n$6\r\npubsub\r\n';
+    expect(await client.read(docs)).toBe(docs);
+    expect(await client.read('*1\r\n*-1\r\n')).toBe('*1\r\n*-1\r\n');
+  });
+});
