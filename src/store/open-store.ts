@@ -1,0 +1,41 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { SandboxEventsError } from '../errors.js';
+import { MemoryStore } from './memory-store.js';
+import { SqliteStore } from './sqlite-store.js';
+import type { EventStore, RetentionPolicy } from './types.js';
+
+export interface OpenStoreOptions {
+  /** Where `sqlite` keeps `events.db`; created when missing. */
+  dataDir: string;
+  retention: RetentionPolicy;
+}
+
+/**
+ * Opens the store named by `--store`: `memory`, `sqlite` (`<dataDir>/events.db`) or
+ * `sqlite:<path>`.
+ */
+export function openStore(spec: string, options: OpenStoreOptions): EventStore {
+  if (spec === 'memory') return new MemoryStore({ retention: options.retention });
+  let path: string;
+  if (spec === 'sqlite') {
+    path = join(options.dataDir, 'events.db');
+  } else if (spec.startsWith('sqlite:') && spec.length > 'sqlite:'.length) {
+    path = spec.slice('sqlite:'.length);
+  } else {
+    throw new SandboxEventsError(
+      'INVALID_ARGUMENT',
+      `unknown store "${spec}": use "memory", "sqlite" or "sqlite:<path>"`,
+    );
+  }
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+  } catch (error) {
+    throw new SandboxEventsError(
+      'STORE_UNAVAILABLE',
+      `cannot create the directory of the event store ${path}: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
+    );
+  }
+  return SqliteStore.open({ path, retention: options.retention });
+}

@@ -1,0 +1,153 @@
+/**
+ * What every EventStore means by history, replay and retention. Both embedded stores (and a
+ * future Redis engine) use these functions, so the rules exist once.
+ */
+import { compareEventIds, type EventId, type StoredEvent } from '../event/event.js';
+import { SandboxEventsError } from '../errors.js';
+import type {
+  DurableEventListener,
+  HistoryQuery,
+  ReplayGap,
+  ReplayResult,
+  RetentionPolicy,
+  SandboxRef,
+} from './types.js';
+
+export const ZERO_ID: EventId = { ms: 0, seq: 0 };
+
+/** Map key of one stream. A workspace id is a number, so the first ':' ends it: no collisions. */
+export function sandboxKey(ref: SandboxRef): string {
+  return `${ref.workspaceId}:${ref.sandboxId}`;
+}
+
+export function isZeroId(id: EventId): boolean {
+  return id.ms === 0 && id.seq === 0;
+}
+
+export function maxEventId(a: EventId | undefined, b: EventId | undefined): EventId | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return compareEventIds(a, b) >= 0 ? a : b;
+}
+
+export function storeClosedError(kind: string): SandboxEventsError {
+  return new SandboxEventsError('STORE_CLOSED', `the ${kind} event store is closed`);
+}
+
+/** Accepts a positive integer, or Infinity for "no limit". */
+export function checkLimit(limit: number): number {
+  if (limit === Infinity || (Number.isSafeInteger(limit) && limit >= 1)) return limit;
+  throw new SandboxEventsError('INVALID_ARGUMENT', `limit must be a positive integer, got ${limit}`);
+}
+
+export function checkRetention(retention: RetentionPolicy): RetentionPolicy {
+  const { maxCount, maxAgeMs } = retention;
+  if (!(maxCount === Infinity || (Number.isSafeInteger(maxCount) && maxCount >= 1))) {
+    throw new SandboxEventsError('INVALID_ARGUMENT', `retention count must be >= 1, got ${maxCount}`);
+  }
+  if (!(maxAgeMs > 0)) {
+    throw new SandboxEventsError('INVALID_ARGUMENT', `retention age must be > 0 ms, got ${maxAgeMs}`);
+  }
+  return { maxCount, maxAgeMs };
+}
+
+/**
+ * Events whose id millisecond is below this are past the age limit. Age is judged by the id,
+ * not the timestamp: ids only grow, so what is pruned is always a prefix of the stream (which
+ * the trimmed-through bookkeeping relies on), and `id.ms >= timestamp` always holds, so an
+ * event is never pruned before its timestamp says it is old.
+ */
+export function ageCutoff(retention: RetentionPolicy, now: number): number {
+  return Number.isFinite(retention.maxAgeMs) ? now - retention.maxAgeMs : -Infinity;
+}
+
+/**
+ * Smallest id a history query can return (inclusive). `since` narrows it too: an id's
+ * millisecond is never below its event's timestamp (the id takes max(now, last ms), the
+ * timestamp takes now), so `timestamp >= since` implies `id >= <since>-0` and stores can seek
+ * there instead of scanning; `matchesHistoryFilters` then drops the few events written while
+ * the clock was behind.
+ */
+export function historyFloor(query: HistoryQuery): EventId {
+  let floor = ZERO_ID;
+  if (query.afterId !== undefined) floor = { ms: query.afterId.ms, seq: query.afterId.seq + 1 };
+  if (query.since !== undefined && query.since > floor.ms) floor = { ms: Math.ceil(query.since), seq: 0 };
+  return floor;
+}
+
+/** The filters `historyFloor` does not cover: exact type and `timestamp >= since`. */
+export function matchesHistoryFilters(event: StoredEvent, query: HistoryQuery): boolean {
+  return (
+    (query.type === undefined || event.type === query.type) &&
+    (query.since === undefined || event.timestamp >= query.since)
+  );
+}
+
+/** What a store knows about one stream when asked to replay it. */
+export interface ReplayState {
+  /** Last id issued for this sandbox; undefined when the store has no state for it. */
+  lastId?: EventId;
+  /** Highest id pruned from this sandbox; undefined when nothing was. */
+  trimmedThrough?: EventId;
+  /** Oldest retained id. */
+  earliestId?: EventId;
+  /** Highest id issued for any sandbox (the store's high-water mark). */
+  highWater?: EventId;
+  /** Whether an event with exactly `afterId` is retained. */
+  afterIdRetained: boolean;
+}
+
+/**
+ * Whether replaying after `afterId` gives the client exactly what it missed, and if not, why.
+ *
+ * A store forgets a sandbox that had nothing retained and no activity for longer than the age
+ * limit. For such a sandbox an id at or below the high-water mark may well have been issued
+ * and pruned, so it is reported `trimmed`; only an id above every id ever issued is `future`.
+ */
+export function classifyReplay(afterId: EventId, state: ReplayState): { complete: boolean; gap?: ReplayGap } {
+  const { lastId, trimmedThrough, earliestId, highWater } = state;
+  if (lastId === undefined) {
+    if (isZeroId(afterId)) return { complete: true };
+    if (highWater !== undefined && compareEventIds(afterId, highWater) <= 0) {
+      return { complete: false, gap: 'trimmed' };
+    }
+    return { complete: false, gap: 'future' };
+  }
+  const vsLast = compareEventIds(afterId, lastId);
+  if (vsLast > 0) return { complete: false, gap: 'future' };
+  if (vsLast === 0 || state.afterIdRetained) return { complete: true };
+  if (trimmedThrough === undefined) {
+    if (isZeroId(afterId)) return { complete: true };
+  } else {
+    const vsTrimmed = compareEventIds(afterId, trimmedThrough);
+    if (vsTrimmed === 0) return { complete: true };
+    if (vsTrimmed < 0) return { complete: false, gap: 'trimmed' };
+  }
+  if (earliestId === undefined || compareEventIds(afterId, earliestId) < 0) {
+    return { complete: false, gap: 'trimmed' };
+  }
+  return { complete: false, gap: 'unknown' };
+}
+
+export function buildReplayResult(events: StoredEvent[], afterId: EventId, state: ReplayState): ReplayResult {
+  const result: ReplayResult = { events, ...classifyReplay(afterId, state) };
+  if (state.earliestId !== undefined) result.earliestId = state.earliestId;
+  if (state.lastId !== undefined) result.lastId = state.lastId;
+  return result;
+}
+
+/**
+ * Calls the fan-out listener. The event is durable whatever the listener does, so its
+ * append still resolves; a throwing listener is a bug elsewhere, rethrown on its own stack so
+ * it surfaces as an uncaught exception instead of failing the write.
+ */
+export function notifyListener(listener: DurableEventListener | undefined, event: StoredEvent): void {
+  if (listener === undefined) return;
+  try {
+    listener(event);
+  } catch (error) {
+    queueMicrotask(() => {
+      throw error;
+    });
+  }
+}

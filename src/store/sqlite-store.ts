@@ -1,0 +1,699 @@
+import Database from 'better-sqlite3';
+import {
+  compareEventIds,
+  createStoredEvent,
+  nextEventId,
+  type EventId,
+  type NewEvent,
+  type StoredEvent,
+} from '../event/event.js';
+import { SandboxEventsError } from '../errors.js';
+import {
+  ageCutoff,
+  buildReplayResult,
+  checkLimit,
+  checkRetention,
+  historyFloor,
+  maxEventId,
+  notifyListener,
+  sandboxKey,
+  storeClosedError,
+} from './semantics.js';
+import type {
+  DurableEventListener,
+  EventStore,
+  HistoryQuery,
+  ReplayResult,
+  RetentionPolicy,
+  SandboxRef,
+} from './types.js';
+
+export interface SqliteStoreOptions {
+  /** The database file (created when missing; its directory must exist). */
+  path: string;
+  retention: RetentionPolicy;
+  now?: () => number;
+  /**
+   * 0 (default): a batch is written on the next event-loop turn (setImmediate), so it holds
+   * everything that one turn produced. More than 0: wait up to this many ms to gather more.
+   */
+  groupCommitMaxDelayMs?: number;
+  /** Most appends in one transaction (default 1000); a full batch is written at once. */
+  groupCommitMaxBatch?: number;
+  /**
+   * 'normal' (default): in WAL mode a commit is written to the WAL file but not fsynced (the
+   * WAL is synced at checkpoints). That survives the process dying at any moment (kill -9,
+   * crash, OOM): the written pages are in the OS page cache and reach the disk without us.
+   * It does not survive power loss or a kernel crash: the last commits before it may be lost,
+   * though the database stays consistent.
+   * 'full': fsync the WAL on every commit, which also survives power loss; group commit
+   * spreads that cost over a batch.
+   */
+  synchronous?: 'normal' | 'full';
+  /** How often background retention runs (default 5000 ms); 0 disables the timer. */
+  pruneIntervalMs?: number;
+  /** Most rows one retention step deletes in one transaction (default 2000). */
+  pruneBatchSize?: number;
+  /**
+   * How long a write waits for a lock held by another connection (default 20 ms). The wait
+   * blocks the event loop, so it stays short: past it, the batch fails with STORE_UNAVAILABLE.
+   */
+  busyTimeoutMs?: number;
+}
+
+export interface SqliteStoreStats {
+  /** Transactions committed by group commit. */
+  batches: number;
+  /** Events committed. */
+  appended: number;
+  /** Transactions that failed (their appends were rejected). */
+  failedBatches: number;
+  /** Events deleted by retention. */
+  pruned: number;
+  /** Background retention runs that failed. */
+  pruneErrors: number;
+  /** Appends waiting for the next batch. */
+  pending: number;
+}
+
+const SCHEMA_VERSION = 1;
+
+/*
+ * events: one row per event, clustered on (workspace, sandbox, id), so history and replay are
+ * one range read of adjacent rows. events_by_type serves the type filter in id order.
+ * sandboxes: per stream, the last id issued (ids stay increasing across restarts, also after
+ * every event was pruned), what is retained (count and oldest id, for retention), what was
+ * pruned (trimmed through), and when it was last appended to (to forget idle empty streams).
+ * high_water: the highest id ever issued, so a forgotten or new stream starts above it.
+ */
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS events (
+  workspace_id INTEGER NOT NULL,
+  sandbox_id   TEXT    NOT NULL,
+  ms           INTEGER NOT NULL,
+  seq          INTEGER NOT NULL,
+  type         TEXT    NOT NULL,
+  timestamp    INTEGER NOT NULL,
+  json         TEXT    NOT NULL,
+  PRIMARY KEY (workspace_id, sandbox_id, ms, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_by_type ON events (workspace_id, sandbox_id, type, ms, seq);
+CREATE TABLE IF NOT EXISTS sandboxes (
+  workspace_id INTEGER NOT NULL,
+  sandbox_id   TEXT    NOT NULL,
+  last_ms      INTEGER NOT NULL,
+  last_seq     INTEGER NOT NULL,
+  retained     INTEGER NOT NULL,
+  first_ms     INTEGER,
+  first_seq    INTEGER,
+  trimmed_ms   INTEGER,
+  trimmed_seq  INTEGER,
+  active_at    INTEGER NOT NULL,
+  PRIMARY KEY (workspace_id, sandbox_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sandboxes_by_first ON sandboxes (first_ms) WHERE first_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sandboxes_idle ON sandboxes (active_at) WHERE retained = 0;
+CREATE TABLE IF NOT EXISTS high_water (
+  only INTEGER PRIMARY KEY CHECK (only = 0),
+  ms   INTEGER NOT NULL,
+  seq  INTEGER NOT NULL
+);
+`;
+
+interface SandboxRow {
+  last_ms: number;
+  last_seq: number;
+  retained: number;
+  first_ms: number | null;
+  first_seq: number | null;
+  trimmed_ms: number | null;
+  trimmed_seq: number | null;
+  active_at: number;
+}
+
+interface EventRow {
+  ms: number;
+  seq: number;
+  type: string;
+  timestamp: number;
+  json: string;
+}
+
+interface RefRow {
+  workspace_id: number;
+  sandbox_id: string;
+}
+
+type Ref = readonly [workspaceId: number, sandboxId: string];
+
+interface PendingAppend {
+  input: NewEvent;
+  resolve: (event: StoredEvent) => void;
+  reject: (error: unknown) => void;
+}
+
+/** A stream's state while one batch is being written. */
+interface BatchStream {
+  workspaceId: number;
+  sandboxId: string;
+  existed: boolean;
+  hadFirst: boolean;
+  lastId: EventId | undefined;
+  retained: number;
+  firstId: EventId | undefined;
+  activeAt: number;
+}
+
+interface BatchResult {
+  events: StoredEvent[];
+  highWater: EventId | undefined;
+  overCount: SandboxRef[];
+}
+
+/** Rows per query when retention looks for sandboxes to prune. */
+const PRUNE_PAGE = 64;
+/** Retention yields to the event loop after working this long. */
+const PRUNE_SLICE_MS = 4;
+
+const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+function idOf(ms: number | null, seq: number | null): EventId | undefined {
+  return ms === null || seq === null ? undefined : { ms, seq };
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function sqlLimit(limit: number): number {
+  return limit === Infinity ? -1 : limit;
+}
+
+/**
+ * Events in a SQLite file (WAL). Appends are group-committed: they queue up and are written
+ * in one transaction per batch; only after the commit does the listener see them and do
+ * their promises resolve, so nothing leaves the broker before it is on disk.
+ */
+export class SqliteStore implements EventStore {
+  readonly kind = 'sqlite';
+  readonly path: string;
+  private readonly db: Database.Database;
+  private readonly retention: RetentionPolicy;
+  private readonly now: () => number;
+  private readonly maxBatch: number;
+  private readonly maxDelayMs: number;
+  private readonly pruneBatch: number;
+  private listener: DurableEventListener | undefined;
+  /** Highest id committed for any sandbox. */
+  private highWater: EventId | undefined;
+  private queue: PendingAppend[] = [];
+  private flushImmediate: NodeJS.Immediate | undefined;
+  private flushTimeout: NodeJS.Timeout | undefined;
+  private pruneTimer: NodeJS.Timeout | undefined;
+  private pruning: Promise<number> | undefined;
+  /** Sandboxes that had more than maxCount events at their last commit. */
+  private readonly overCount = new Map<string, Ref>();
+  private closed = false;
+  private readonly counters = { batches: 0, appended: 0, failedBatches: 0, pruned: 0, pruneErrors: 0 };
+
+  private readonly sql: ReturnType<typeof prepareStatements>;
+  private readonly writeBatchTx: Database.Transaction<(batch: PendingAppend[]) => BatchResult>;
+  private readonly pruneStepTx: Database.Transaction<(ref: Ref) => { deleted: number; more: boolean }>;
+  private readonly dropIdleTx: Database.Transaction<(cutoff: number) => number>;
+
+  static open(options: SqliteStoreOptions): SqliteStore {
+    return new SqliteStore(options);
+  }
+
+  private constructor(options: SqliteStoreOptions) {
+    this.path = options.path;
+    this.retention = checkRetention(options.retention);
+    this.now = options.now ?? Date.now;
+    this.maxBatch = Math.max(1, options.groupCommitMaxBatch ?? 1000);
+    this.maxDelayMs = Math.max(0, options.groupCommitMaxDelayMs ?? 0);
+    this.pruneBatch = Math.max(1, options.pruneBatchSize ?? 2000);
+    try {
+      this.db = new Database(options.path, { timeout: options.busyTimeoutMs ?? 20 });
+    } catch (error) {
+      throw new SandboxEventsError(
+        'STORE_UNAVAILABLE',
+        `cannot open the event store ${options.path}: ${messageOf(error)}`,
+        { cause: error },
+      );
+    }
+    try {
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+      this.db.pragma('cache_size = -32768'); // 32 MiB of pages: history hits memory, not the OS
+      this.db.pragma('journal_size_limit = 67108864'); // the WAL shrinks back to 64 MiB after checkpoints
+      const version = this.db.pragma('user_version', { simple: true }) as number;
+      if (version > SCHEMA_VERSION) {
+        throw new Error(`schema version ${version} is newer than this broker's (${SCHEMA_VERSION})`);
+      }
+      this.db.exec(SCHEMA);
+      this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+      this.sql = prepareStatements(this.db);
+      this.writeBatchTx = this.db.transaction((batch: PendingAppend[]) => this.writeBatch(batch));
+      this.pruneStepTx = this.db.transaction((ref: Ref) => this.pruneStep(ref));
+      this.dropIdleTx = this.db.transaction((cutoff: number) => this.dropIdle(cutoff));
+      const hw = this.sql.getHighWater.get();
+      this.highWater = hw === undefined ? undefined : { ms: hw.ms, seq: hw.seq };
+      // Retention state lives in the file; only "over the count limit" is tracked in memory,
+      // so find those left from before a restart once.
+      for (const row of this.sql.overCountSandboxes.all(this.retention.maxCount)) {
+        this.overCount.set(sandboxKey({ workspaceId: row.workspace_id, sandboxId: row.sandbox_id }), [
+          row.workspace_id,
+          row.sandbox_id,
+        ]);
+      }
+    } catch (error) {
+      this.db.close();
+      throw new SandboxEventsError(
+        'STORE_UNAVAILABLE',
+        `cannot open the event store ${options.path}: ${messageOf(error)}`,
+        { cause: error },
+      );
+    }
+    const interval = options.pruneIntervalMs ?? 5_000;
+    if (interval > 0) {
+      this.pruneTimer = setInterval(this.onPruneTimer, interval);
+      this.pruneTimer.unref();
+    }
+  }
+
+  setListener(listener: DurableEventListener): void {
+    this.listener = listener;
+  }
+
+  append(input: NewEvent): Promise<StoredEvent> {
+    if (this.closed) return Promise.reject(storeClosedError(this.kind));
+    return new Promise<StoredEvent>((resolve, reject) => {
+      this.queue.push({ input, resolve, reject });
+      this.scheduleFlush();
+    });
+  }
+
+  history(query: HistoryQuery): Promise<StoredEvent[]> {
+    if (this.closed) return Promise.reject(storeClosedError(this.kind));
+    try {
+      const limit = sqlLimit(checkLimit(query.limit));
+      const floor = historyFloor(query);
+      const since = query.since ?? -Infinity;
+      const { workspaceId: ws, sandboxId: sb } = query;
+      const newest = query.newest === true;
+      const rows =
+        query.type === undefined
+          ? (newest ? this.sql.historyDesc : this.sql.historyAsc).all(ws, sb, floor.ms, floor.seq, since, limit)
+          : (newest ? this.sql.historyTypeDesc : this.sql.historyTypeAsc).all(
+              ws,
+              sb,
+              query.type,
+              floor.ms,
+              floor.seq,
+              since,
+              limit,
+            );
+      const events = rows.map((row) => toStoredEvent(query, row));
+      if (newest) events.reverse();
+      return Promise.resolve(events);
+    } catch (error) {
+      return Promise.reject(this.readError(error));
+    }
+  }
+
+  replayAfter(ref: SandboxRef, afterId: EventId, limit: number): Promise<ReplayResult> {
+    if (this.closed) return Promise.reject(storeClosedError(this.kind));
+    try {
+      const max = sqlLimit(checkLimit(limit));
+      const { workspaceId: ws, sandboxId: sb } = ref;
+      // better-sqlite3 is synchronous and this connection is the only writer, so these reads
+      // see one consistent state.
+      const row = this.sql.getSandbox.get(ws, sb);
+      if (row === undefined) {
+        return Promise.resolve(
+          buildReplayResult([], afterId, { highWater: this.highWater, afterIdRetained: false }),
+        );
+      }
+      const events = this.sql.eventsAfter.all(ws, sb, afterId.ms, afterId.seq, max).map((r) => toStoredEvent(ref, r));
+      return Promise.resolve(
+        buildReplayResult(events, afterId, {
+          lastId: { ms: row.last_ms, seq: row.last_seq },
+          trimmedThrough: idOf(row.trimmed_ms, row.trimmed_seq),
+          earliestId: this.sql.oldestId.get(ws, sb),
+          highWater: this.highWater,
+          afterIdRetained: this.sql.hasEvent.get(ws, sb, afterId.ms, afterId.seq) !== undefined,
+        }),
+      );
+    } catch (error) {
+      return Promise.reject(this.readError(error));
+    }
+  }
+
+  /**
+   * Runs retention to the end now (the timer does this in the background): the count and age
+   * limits, then forgetting idle empty sandboxes. Works in small transactions and yields to
+   * the event loop between them. Resolves with the number of events pruned.
+   */
+  prune(): Promise<number> {
+    if (this.closed) return Promise.reject(storeClosedError(this.kind));
+    const previous = this.pruning ?? Promise.resolve(0);
+    const run = previous.catch(() => 0).then(() => this.pruneAll());
+    this.pruning = run;
+    const clear = (): void => {
+      if (this.pruning === run) this.pruning = undefined;
+    };
+    run.then(clear, clear);
+    return run;
+  }
+
+  stats(): SqliteStoreStats {
+    return { ...this.counters, pending: this.queue.length };
+  }
+
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    clearInterval(this.pruneTimer);
+    this.cancelFlush();
+    // Everything accepted before close is written (and announced) before the file closes.
+    while (this.queue.length > 0) this.flushBatch();
+    // A retention run in progress checks `closed` after every yield and stops.
+    this.db.close();
+    return Promise.resolve();
+  }
+
+  // ---- group commit -------------------------------------------------------------------------
+
+  private scheduleFlush(): void {
+    if (this.flushImmediate !== undefined) return;
+    if (this.maxDelayMs === 0 || this.queue.length >= this.maxBatch) {
+      if (this.flushTimeout !== undefined) {
+        clearTimeout(this.flushTimeout);
+        this.flushTimeout = undefined;
+      }
+      this.flushImmediate = setImmediate(this.onFlush);
+    } else if (this.flushTimeout === undefined) {
+      this.flushTimeout = setTimeout(this.onFlush, this.maxDelayMs);
+    }
+  }
+
+  private cancelFlush(): void {
+    if (this.flushImmediate !== undefined) clearImmediate(this.flushImmediate);
+    if (this.flushTimeout !== undefined) clearTimeout(this.flushTimeout);
+    this.flushImmediate = undefined;
+    this.flushTimeout = undefined;
+  }
+
+  private readonly onFlush = (): void => {
+    this.cancelFlush();
+    this.flushBatch();
+    // What is left already waited a turn: write it on the next one, letting I/O in between.
+    if (this.queue.length > 0) this.flushImmediate = setImmediate(this.onFlush);
+  };
+
+  private flushBatch(): void {
+    const batch = this.queue.splice(0, this.maxBatch);
+    if (batch.length === 0) return;
+    let result: BatchResult;
+    try {
+      result = this.writeBatchTx.immediate(batch);
+    } catch (error) {
+      // Rolled back: no id of this batch was seen by anyone, and the ids are computed from
+      // the committed state inside the transaction, so later appends reissue them.
+      this.counters.failedBatches++;
+      const failure = new SandboxEventsError(
+        'STORE_UNAVAILABLE',
+        `could not write ${batch.length} event(s) to ${this.path}: ${messageOf(error)}`,
+        { cause: error },
+      );
+      for (const pending of batch) pending.reject(failure);
+      return;
+    }
+    this.highWater = result.highWater;
+    for (const ref of result.overCount) this.overCount.set(sandboxKey(ref), [ref.workspaceId, ref.sandboxId]);
+    this.counters.batches++;
+    this.counters.appended += result.events.length;
+    for (const event of result.events) notifyListener(this.listener, event);
+    for (let i = 0; i < batch.length; i++) (batch[i] as PendingAppend).resolve(result.events[i] as StoredEvent);
+  }
+
+  /** Runs inside one transaction: assigns ids from committed state, inserts, updates streams. */
+  private writeBatch(batch: PendingAppend[]): BatchResult {
+    const streams = new Map<string, BatchStream>();
+    let highWater = this.highWater;
+    const events: StoredEvent[] = [];
+    for (const { input } of batch) {
+      const key = sandboxKey(input);
+      let stream = streams.get(key);
+      if (stream === undefined) {
+        const row = this.sql.getSandbox.get(input.workspaceId, input.sandboxId);
+        stream = {
+          workspaceId: input.workspaceId,
+          sandboxId: input.sandboxId,
+          existed: row !== undefined,
+          hadFirst: row?.first_ms != null,
+          lastId: row === undefined ? undefined : { ms: row.last_ms, seq: row.last_seq },
+          retained: row?.retained ?? 0,
+          firstId: row === undefined ? undefined : idOf(row.first_ms, row.first_seq),
+          activeAt: 0,
+        };
+        streams.set(key, stream);
+      }
+      const now = this.now();
+      // A stream this file has no state for starts above every id ever issued.
+      const id = nextEventId(stream.lastId ?? highWater, now);
+      const event = createStoredEvent(input, id, now);
+      this.sql.insertEvent.run(input.workspaceId, input.sandboxId, id.ms, id.seq, input.type, now, event.json);
+      stream.lastId = id;
+      stream.retained++;
+      stream.firstId ??= id;
+      stream.activeAt = now;
+      highWater = maxEventId(highWater, id);
+      events.push(event);
+    }
+    const overCount: SandboxRef[] = [];
+    for (const s of streams.values()) {
+      const last = s.lastId as EventId;
+      const first = s.firstId as EventId;
+      if (!s.existed) {
+        this.sql.insertSandbox.run(s.workspaceId, s.sandboxId, last.ms, last.seq, s.retained, first.ms, first.seq, s.activeAt);
+      } else if (!s.hadFirst) {
+        this.sql.updateSandboxFirst.run(last.ms, last.seq, s.retained, first.ms, first.seq, s.activeAt, s.workspaceId, s.sandboxId);
+      } else {
+        this.sql.updateSandbox.run(last.ms, last.seq, s.retained, s.activeAt, s.workspaceId, s.sandboxId);
+      }
+      if (s.retained > this.retention.maxCount) overCount.push(s);
+    }
+    if (highWater !== undefined && highWater !== this.highWater) {
+      this.sql.setHighWater.run(highWater.ms, highWater.seq);
+    }
+    return { events, highWater, overCount };
+  }
+
+  // ---- retention ----------------------------------------------------------------------------
+
+  private readonly onPruneTimer = (): void => {
+    if (this.pruning !== undefined || this.closed) return;
+    this.prune().catch(() => {
+      this.counters.pruneErrors++;
+    });
+  };
+
+  private async pruneAll(): Promise<number> {
+    let deleted = 0;
+    let sliceStart = performance.now();
+    const pause = async (): Promise<void> => {
+      if (performance.now() - sliceStart >= PRUNE_SLICE_MS) {
+        await yieldToLoop();
+        sliceStart = performance.now();
+      }
+    };
+    /** Prunes one sandbox in steps; false when the store closed meanwhile. */
+    const pruneSandbox = async (ref: Ref): Promise<{ open: boolean; deleted: number }> => {
+      let count = 0;
+      for (;;) {
+        if (this.closed) return { open: false, deleted: count };
+        const step = this.pruneStepTx.immediate(ref);
+        count += step.deleted;
+        this.counters.pruned += step.deleted;
+        await pause();
+        if (!step.more) return { open: true, deleted: count };
+      }
+    };
+
+    // Count limit: only sandboxes a commit left above it.
+    for (const [key, ref] of this.overCount) {
+      this.overCount.delete(key);
+      const done = await pruneSandbox(ref);
+      deleted += done.deleted;
+      if (!done.open) return deleted;
+    }
+
+    // Age limit: sandboxes whose oldest event is past it, oldest first.
+    for (;;) {
+      if (this.closed) return deleted;
+      const page = this.sql.agedSandboxes.all(ageCutoff(this.retention, this.now()), PRUNE_PAGE);
+      if (page.length === 0) break;
+      let progress = 0;
+      for (const row of page) {
+        const done = await pruneSandbox([row.workspace_id, row.sandbox_id]);
+        deleted += done.deleted;
+        progress += done.deleted;
+        if (!done.open) return deleted;
+      }
+      if (progress === 0) break; // nothing movable (pruneStep repairs stale rows): don't spin
+    }
+
+    // Forget sandboxes with nothing retained and no append for longer than the age limit.
+    for (;;) {
+      if (this.closed) return deleted;
+      const dropped = this.dropIdleTx.immediate(ageCutoff(this.retention, this.now()));
+      if (dropped < PRUNE_PAGE) break;
+      await pause();
+    }
+    return deleted;
+  }
+
+  /**
+   * One small retention transaction on one sandbox: deletes at most pruneBatch of its oldest
+   * events past the count or age limit, and records the highest deleted id.
+   */
+  private pruneStep([ws, sb]: Ref): { deleted: number; more: boolean } {
+    const row = this.sql.getSandbox.get(ws, sb);
+    if (row === undefined) return { deleted: 0, more: false };
+    const cutoff = ageCutoff(this.retention, this.now());
+    let through: EventId | undefined;
+    const excess = row.retained - this.retention.maxCount;
+    if (excess > 0) through = this.sql.nthOldestId.get(ws, sb, Math.min(excess, this.pruneBatch) - 1);
+    if (row.first_ms !== null && row.first_ms < cutoff) {
+      let aged = this.sql.newestIdBefore.get(ws, sb, cutoff);
+      const cap = this.sql.nthOldestId.get(ws, sb, this.pruneBatch - 1);
+      if (aged !== undefined && cap !== undefined && compareEventIds(cap, aged) < 0) aged = cap;
+      through = maxEventId(through, aged);
+    }
+    let deleted = 0;
+    if (through !== undefined) deleted = this.sql.deleteThrough.run(ws, sb, through.ms, through.seq).changes;
+    else if (row.first_ms === null || row.first_ms >= cutoff) return { deleted: 0, more: false };
+    // Recount from the file when the stream emptied, so a drifted count heals itself.
+    const first = this.sql.oldestId.get(ws, sb);
+    const retained = first === undefined ? 0 : Math.max(1, row.retained - deleted);
+    const trimmed = maxEventId(idOf(row.trimmed_ms, row.trimmed_seq), through);
+    this.sql.updatePruned.run(
+      retained,
+      first?.ms ?? null,
+      first?.seq ?? null,
+      trimmed?.ms ?? null,
+      trimmed?.seq ?? null,
+      ws,
+      sb,
+    );
+    const more = deleted > 0 && (retained > this.retention.maxCount || (first !== undefined && first.ms < cutoff));
+    return { deleted, more };
+  }
+
+  private dropIdle(cutoff: number): number {
+    const rows = this.sql.idleSandboxes.all(cutoff, PRUNE_PAGE);
+    for (const row of rows) this.sql.deleteSandbox.run(row.workspace_id, row.sandbox_id);
+    return rows.length;
+  }
+
+  private readError(error: unknown): unknown {
+    if (error instanceof SandboxEventsError) return error;
+    return new SandboxEventsError('STORE_UNAVAILABLE', `could not read ${this.path}: ${messageOf(error)}`, {
+      cause: error,
+    });
+  }
+}
+
+function toStoredEvent(ref: SandboxRef, row: EventRow): StoredEvent {
+  return {
+    id: { ms: row.ms, seq: row.seq },
+    workspaceId: ref.workspaceId,
+    sandboxId: ref.sandboxId,
+    type: row.type,
+    timestamp: row.timestamp,
+    json: row.json,
+  };
+}
+
+/** Every statement, prepared once. */
+function prepareStatements(db: Database.Database) {
+  const eventColumns = 'ms, seq, type, timestamp, json';
+  const stream = 'workspace_id = ? AND sandbox_id = ?';
+  // The planner has no statistics and would pick the primary key for type queries; a rare
+  // type would then scan the whole stream.
+  const byType = 'events INDEXED BY events_by_type';
+  return {
+    insertEvent: db.prepare<[number, string, number, number, string, number, string]>(
+      'INSERT INTO events (workspace_id, sandbox_id, ms, seq, type, timestamp, json) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    ),
+    getSandbox: db.prepare<[number, string], SandboxRow>(
+      `SELECT last_ms, last_seq, retained, first_ms, first_seq, trimmed_ms, trimmed_seq, active_at
+       FROM sandboxes WHERE ${stream}`,
+    ),
+    insertSandbox: db.prepare<[number, string, number, number, number, number, number, number]>(
+      `INSERT INTO sandboxes (workspace_id, sandbox_id, last_ms, last_seq, retained, first_ms, first_seq, active_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    // Two forms, so that the common one leaves sandboxes_by_first untouched.
+    updateSandbox: db.prepare<[number, number, number, number, number, string]>(
+      `UPDATE sandboxes SET last_ms = ?, last_seq = ?, retained = ?, active_at = ? WHERE ${stream}`,
+    ),
+    updateSandboxFirst: db.prepare<[number, number, number, number, number, number, number, string]>(
+      `UPDATE sandboxes SET last_ms = ?, last_seq = ?, retained = ?, first_ms = ?, first_seq = ?, active_at = ?
+       WHERE ${stream}`,
+    ),
+    getHighWater: db.prepare<[], { ms: number; seq: number }>('SELECT ms, seq FROM high_water WHERE only = 0'),
+    setHighWater: db.prepare<[number, number]>('INSERT OR REPLACE INTO high_water (only, ms, seq) VALUES (0, ?, ?)'),
+    historyAsc: db.prepare<[number, string, number, number, number, number], EventRow>(
+      `SELECT ${eventColumns} FROM events WHERE ${stream} AND (ms, seq) >= (?, ?) AND timestamp >= ?
+       ORDER BY ms, seq LIMIT ?`,
+    ),
+    historyDesc: db.prepare<[number, string, number, number, number, number], EventRow>(
+      `SELECT ${eventColumns} FROM events WHERE ${stream} AND (ms, seq) >= (?, ?) AND timestamp >= ?
+       ORDER BY ms DESC, seq DESC LIMIT ?`,
+    ),
+    historyTypeAsc: db.prepare<[number, string, string, number, number, number, number], EventRow>(
+      `SELECT ${eventColumns} FROM ${byType} WHERE ${stream} AND type = ? AND (ms, seq) >= (?, ?) AND timestamp >= ?
+       ORDER BY ms, seq LIMIT ?`,
+    ),
+    historyTypeDesc: db.prepare<[number, string, string, number, number, number, number], EventRow>(
+      `SELECT ${eventColumns} FROM ${byType} WHERE ${stream} AND type = ? AND (ms, seq) >= (?, ?) AND timestamp >= ?
+       ORDER BY ms DESC, seq DESC LIMIT ?`,
+    ),
+    eventsAfter: db.prepare<[number, string, number, number, number], EventRow>(
+      `SELECT ${eventColumns} FROM events WHERE ${stream} AND (ms, seq) > (?, ?) ORDER BY ms, seq LIMIT ?`,
+    ),
+    hasEvent: db.prepare<[number, string, number, number], { one: number }>(
+      `SELECT 1 AS one FROM events WHERE ${stream} AND ms = ? AND seq = ?`,
+    ),
+    oldestId: db.prepare<[number, string], EventId>(
+      `SELECT ms, seq FROM events WHERE ${stream} ORDER BY ms, seq LIMIT 1`,
+    ),
+    nthOldestId: db.prepare<[number, string, number], EventId>(
+      `SELECT ms, seq FROM events WHERE ${stream} ORDER BY ms, seq LIMIT 1 OFFSET ?`,
+    ),
+    newestIdBefore: db.prepare<[number, string, number], EventId>(
+      `SELECT ms, seq FROM events WHERE ${stream} AND ms < ? ORDER BY ms DESC, seq DESC LIMIT 1`,
+    ),
+    deleteThrough: db.prepare<[number, string, number, number]>(
+      `DELETE FROM events WHERE ${stream} AND (ms, seq) <= (?, ?)`,
+    ),
+    updatePruned: db.prepare<
+      [number, number | null, number | null, number | null, number | null, number, string]
+    >(
+      `UPDATE sandboxes SET retained = ?, first_ms = ?, first_seq = ?, trimmed_ms = ?, trimmed_seq = ?
+       WHERE ${stream}`,
+    ),
+    overCountSandboxes: db.prepare<[number], RefRow>(
+      'SELECT workspace_id, sandbox_id FROM sandboxes WHERE retained > ?',
+    ),
+    agedSandboxes: db.prepare<[number, number], RefRow>(
+      'SELECT workspace_id, sandbox_id FROM sandboxes WHERE first_ms < ? ORDER BY first_ms LIMIT ?',
+    ),
+    idleSandboxes: db.prepare<[number, number], RefRow>(
+      'SELECT workspace_id, sandbox_id FROM sandboxes WHERE retained = 0 AND active_at < ? LIMIT ?',
+    ),
+    deleteSandbox: db.prepare<[number, string]>(`DELETE FROM sandboxes WHERE ${stream}`),
+  };
+}

@@ -1,0 +1,376 @@
+/**
+ * What only the SQLite store has: a file that outlives the process, group commit, write
+ * failures, background retention in steps, crash safety.
+ */
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { formatEventId, type StoredEvent } from '../../src/event/event.js';
+import { SqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite-store.js';
+import type { RetentionPolicy } from '../../src/store/types.js';
+import { BIG, Clock, T0, ids, newEvent, tempDir } from './helpers.js';
+// @ts-expect-error: a plain .mjs helper shared with the benchmark, without type declarations
+import { buildStore } from './fixtures/build-store.mjs';
+
+const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
+const ref = { workspaceId: 1, sandboxId: 'sb-1' };
+
+let dir: string;
+let path: string;
+let clock: Clock;
+const opened: SqliteStore[] = [];
+const connections: Database.Database[] = [];
+
+beforeEach(async () => {
+  dir = await tempDir();
+  path = join(dir, 'events.db');
+  clock = new Clock();
+});
+
+afterEach(async () => {
+  for (const db of connections.splice(0)) db.close();
+  await Promise.all(opened.splice(0).map((s) => s.close()));
+  await rm(dir, { recursive: true, force: true });
+});
+
+function open(options: Partial<SqliteStoreOptions> & { retention?: RetentionPolicy } = {}): SqliteStore {
+  const store = SqliteStore.open({ path, retention: BIG, now: clock.now, pruneIntervalMs: 0, ...options });
+  opened.push(store);
+  return store;
+}
+
+/** A second connection to the same file, as another process would have. */
+function otherConnection(): Database.Database {
+  const db = new Database(path, { timeout: 0 });
+  connections.push(db);
+  return db;
+}
+
+describe('restart', () => {
+  it('keeps events and ids, and continues ids after the clock stepped back an hour', async () => {
+    const first = open();
+    const before: StoredEvent[] = [];
+    for (let i = 0; i < 5; i++) {
+      before.push(await first.append(newEvent('sb-1', i % 2 === 0 ? 'even' : 'odd', { i })));
+      if (i % 2 === 1) clock.advance(7);
+    }
+    const other = await first.append(newEvent('sb-2'));
+    await first.close();
+
+    clock.t = T0 - 3_600_000;
+    const second = open();
+    expect(await second.history({ ...ref, limit: 100 })).toEqual(before);
+    expect(await second.history({ ...ref, type: 'odd', limit: 100 })).toEqual([before[1], before[3]]);
+    const last = (before[4] as StoredEvent).id;
+    expect(await second.replayAfter(ref, (before[2] as StoredEvent).id, 100)).toEqual({
+      events: before.slice(3),
+      complete: true,
+      earliestId: (before[0] as StoredEvent).id,
+      lastId: last,
+    });
+
+    const next = await second.append(newEvent('sb-1'));
+    expect(next.id).toEqual({ ms: last.ms, seq: last.seq + 1 });
+    expect(next.timestamp).toBe(T0 - 3_600_000);
+    const otherNext = await second.append(newEvent('sb-2'));
+    expect(otherNext.id).toEqual({ ms: other.id.ms, seq: other.id.seq + 1 });
+    // A sandbox the file never saw starts above every id ever issued (the persisted high-water).
+    expect((await second.append(newEvent('sb-new'))).id).toEqual({ ms: otherNext.id.ms, seq: otherNext.id.seq + 1 });
+    await second.close();
+
+    const third = open();
+    expect(ids(await third.history({ ...ref, limit: 100 }))).toEqual(ids([...before, next]));
+  });
+
+  it('keeps trimmed-through and retention state across a restart', async () => {
+    const first = open({ retention: { maxCount: 3, maxAgeMs: BIG.maxAgeMs } });
+    const all: StoredEvent[] = [];
+    for (let i = 0; i < 6; i++) {
+      all.push(await first.append(newEvent('sb-1')));
+      clock.advance(1);
+    }
+    await first.prune();
+    await first.close();
+
+    // Reopened with a smaller count limit: the sandbox already over it is found at open.
+    const second = open({ retention: { maxCount: 2, maxAgeMs: BIG.maxAgeMs } });
+    expect(await second.replayAfter(ref, (all[2] as StoredEvent).id, 100)).toMatchObject({ complete: true });
+    expect(await second.replayAfter(ref, { ms: 0, seq: 0 }, 100)).toMatchObject({ complete: false, gap: 'trimmed' });
+    expect(await second.prune()).toBe(1);
+    expect(ids(await second.history({ ...ref, limit: 100 }))).toEqual(ids(all.slice(4)));
+    expect(await second.replayAfter(ref, (all[3] as StoredEvent).id, 100)).toMatchObject({ complete: true });
+    expect(await second.replayAfter(ref, (all[2] as StoredEvent).id, 100)).toMatchObject({ gap: 'trimmed' });
+  });
+
+  it('writes a WAL-mode file with the expected tables', async () => {
+    const store = open();
+    await store.append(newEvent('sb-1'));
+    const db = otherConnection();
+    expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+    expect(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").pluck().all()).toEqual([
+      'events',
+      'high_water',
+      'sandboxes',
+    ]);
+  });
+
+  it('refuses a file written by a newer schema', async () => {
+    const db = new Database(path);
+    db.pragma('user_version = 99');
+    db.close();
+    expect(() => open()).toThrow(expect.objectContaining({ code: 'STORE_UNAVAILABLE' }));
+  });
+
+  it('reports a file it cannot open as STORE_UNAVAILABLE', () => {
+    expect(() => SqliteStore.open({ path: join(dir, 'missing', 'events.db'), retention: BIG })).toThrow(
+      expect.objectContaining({ code: 'STORE_UNAVAILABLE' }),
+    );
+  });
+
+  it('works with synchronous = full', async () => {
+    const store = open({ synchronous: 'full' });
+    const event = await store.append(newEvent('sb-1'));
+    expect(await store.history({ ...ref, limit: 10 })).toEqual([event]);
+  });
+});
+
+describe('group commit', () => {
+  it('writes concurrent appends in one transaction and announces them in id order', async () => {
+    const store = open();
+    const announced: StoredEvent[] = [];
+    store.setListener((event) => announced.push(event));
+    const resolved: StoredEvent[] = [];
+    const all = await Promise.all(
+      Array.from({ length: 500 }, (_, i) =>
+        store.append(newEvent(`sb-${i % 3}`, 't', { i })).then((event) => {
+          expect(announced).toContain(event);
+          resolved.push(event);
+          return event;
+        }),
+      ),
+    );
+    expect(store.stats()).toMatchObject({ batches: 1, appended: 500, failedBatches: 0, pending: 0 });
+    expect(announced).toEqual(all);
+    expect(resolved).toEqual(all);
+    for (let s = 0; s < 3; s++) {
+      const stream = all.filter((e) => e.sandboxId === `sb-${s}`);
+      const sorted = [...stream].sort((a, b) => a.id.ms - b.id.ms || a.id.seq - b.id.seq);
+      expect(ids(stream)).toEqual(ids(sorted));
+      expect(new Set(ids(stream)).size).toBe(stream.length);
+    }
+  });
+
+  it('splits a burst into batches of groupCommitMaxBatch, keeping the order', async () => {
+    const store = open({ groupCommitMaxBatch: 100 });
+    const announced: string[] = [];
+    store.setListener((event) => announced.push(formatEventId(event.id)));
+    const all = await Promise.all(Array.from({ length: 1_000 }, (_, i) => store.append(newEvent('sb-1', 't', { i }))));
+    expect(store.stats()).toMatchObject({ batches: 10, appended: 1_000 });
+    expect(announced).toEqual(ids(all));
+    expect(all.map((e) => e.id.seq)).toEqual(Array.from({ length: 1_000 }, (_, i) => i));
+  });
+
+  it('gathers appends from several event-loop turns within groupCommitMaxDelayMs', async () => {
+    const store = open({ groupCommitMaxDelayMs: 50 });
+    const pending: Promise<StoredEvent>[] = [];
+    for (let i = 0; i < 5; i++) {
+      pending.push(store.append(newEvent('sb-1')));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await Promise.all(pending);
+    expect(store.stats().batches).toBe(1);
+  });
+
+  it('writes what is pending before close, and rejects appends after it', async () => {
+    const store = open();
+    const pending = [store.append(newEvent('sb-1')), store.append(newEvent('sb-1')), store.append(newEvent('sb-2'))];
+    await store.close();
+    const written = await Promise.all(pending);
+    await expect(store.append(newEvent('sb-1'))).rejects.toMatchObject({ code: 'STORE_CLOSED' });
+    const reopened = open();
+    expect(await reopened.history({ ...ref, limit: 10 })).toEqual(written.slice(0, 2));
+  });
+});
+
+describe('write failures', () => {
+  it('rejects a failed batch with STORE_UNAVAILABLE, announces nothing, and reissues its ids', async () => {
+    const store = open();
+    const announced: string[] = [];
+    store.setListener((event) => announced.push(formatEventId(event.id)));
+    const first = await store.append(newEvent('sb-1'));
+
+    const db = otherConnection();
+    db.exec("CREATE TRIGGER fail_insert BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk is full (simulated)'); END");
+    const failed = await Promise.allSettled([
+      store.append(newEvent('sb-1')),
+      store.append(newEvent('sb-1')),
+      store.append(newEvent('sb-2')),
+    ]);
+    for (const result of failed) {
+      expect(result.status).toBe('rejected');
+      const reason = (result as PromiseRejectedResult).reason as Error & { code: string };
+      expect(reason.code).toBe('STORE_UNAVAILABLE');
+      expect(reason.message).toContain('disk is full (simulated)');
+    }
+    expect(announced).toEqual([formatEventId(first.id)]);
+    expect(store.stats()).toMatchObject({ batches: 1, failedBatches: 1, appended: 1 });
+
+    db.exec('DROP TRIGGER fail_insert');
+    const next = await store.append(newEvent('sb-1'));
+    expect(next.id).toEqual({ ms: T0, seq: 1 }); // the ids nobody saw are issued again
+    expect(await store.history({ ...ref, limit: 10 })).toEqual([first, next]);
+    expect(await store.history({ workspaceId: 1, sandboxId: 'sb-2', limit: 10 })).toEqual([]);
+    expect(announced).toEqual(ids([first, next]));
+  });
+
+  it('fails fast while another connection holds the write lock, then recovers', async () => {
+    const store = open({ busyTimeoutMs: 5 });
+    const first = await store.append(newEvent('sb-1'));
+    const db = otherConnection();
+    db.exec('BEGIN EXCLUSIVE');
+    await expect(store.append(newEvent('sb-1'))).rejects.toMatchObject({
+      code: 'STORE_UNAVAILABLE',
+      message: expect.stringContaining('locked'),
+    });
+    // Readers are not blocked in WAL mode.
+    expect(await store.history({ ...ref, limit: 10 })).toEqual([first]);
+    db.exec('ROLLBACK');
+    clock.advance(1);
+    const next = await store.append(newEvent('sb-1'));
+    expect(next.id).toEqual({ ms: T0 + 1, seq: 0 });
+  });
+
+  it('keeps later batches working when one in the middle fails', async () => {
+    const store = open({ groupCommitMaxBatch: 2 });
+    const db = otherConnection();
+    // Fails only the events of one sandbox: only the batch holding them is rejected.
+    db.exec(
+      "CREATE TRIGGER fail_bad BEFORE INSERT ON events WHEN NEW.sandbox_id = 'bad' BEGIN SELECT RAISE(ABORT, 'rejected by test'); END",
+    );
+    const results = await Promise.allSettled([
+      store.append(newEvent('sb-1')),
+      store.append(newEvent('sb-1')),
+      store.append(newEvent('bad')),
+      store.append(newEvent('sb-1')),
+      store.append(newEvent('sb-1')),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'rejected', 'fulfilled']);
+    const kept = await store.history({ ...ref, limit: 10 });
+    expect(ids(kept)).toEqual([`${T0}-0`, `${T0}-1`, `${T0}-2`]);
+  });
+});
+
+describe('background retention', () => {
+  it('prunes in small steps without losing what it must keep', async () => {
+    const store = open({ retention: { maxCount: 10, maxAgeMs: 1_000 }, pruneBatchSize: 7 });
+    const a: StoredEvent[] = [];
+    for (let i = 0; i < 100; i++) a.push(await store.append(newEvent('sb-a', 't', { i })));
+    const b: StoredEvent[] = [];
+    for (let i = 0; i < 50; i++) b.push(await store.append(newEvent('sb-b', 't', { i })));
+    expect(await store.prune()).toBe(130);
+    expect(await store.history({ workspaceId: 1, sandboxId: 'sb-a', limit: 100 })).toEqual(a.slice(90));
+    expect(await store.history({ workspaceId: 1, sandboxId: 'sb-b', limit: 100 })).toEqual(b.slice(40));
+    expect(await store.replayAfter({ workspaceId: 1, sandboxId: 'sb-a' }, (a[89] as StoredEvent).id, 100)).toMatchObject(
+      { complete: true },
+    );
+    // Age, also in steps of 7.
+    clock.advance(1_001);
+    const c = await store.append(newEvent('sb-a'));
+    expect(await store.prune()).toBe(20);
+    expect(await store.history({ workspaceId: 1, sandboxId: 'sb-a', limit: 100 })).toEqual([c]);
+    expect(await store.history({ workspaceId: 1, sandboxId: 'sb-b', limit: 100 })).toEqual([]);
+    expect(store.stats().pruned).toBe(150);
+  });
+
+  it('runs on its timer', async () => {
+    const store = open({ retention: { maxCount: 5, maxAgeMs: BIG.maxAgeMs }, pruneIntervalMs: 10 });
+    const all = await Promise.all(Array.from({ length: 20 }, () => store.append(newEvent('sb-1'))));
+    await vi.waitFor(async () => {
+      expect(ids(await store.history({ ...ref, limit: 100 }))).toEqual(ids(all.slice(15)));
+    });
+  });
+
+  it('loses nothing newer than the window while appends run alongside pruning', async () => {
+    const store = open({ retention: { maxCount: 50, maxAgeMs: BIG.maxAgeMs }, pruneBatchSize: 3 });
+    const all: StoredEvent[] = [];
+    for (let round = 0; round < 20; round++) {
+      const appends = Array.from({ length: 40 }, () => store.append(newEvent('sb-1')));
+      const [pruned, ...events] = await Promise.all([store.prune(), ...appends]);
+      expect(pruned).toBeGreaterThanOrEqual(0);
+      all.push(...(events as StoredEvent[]));
+    }
+    await store.prune();
+    expect(ids(await store.history({ ...ref, limit: 1000 }))).toEqual(ids(all.slice(-50)));
+  });
+
+  it('forgets idle empty sandboxes in the file too', async () => {
+    const store = open({ retention: { maxCount: 10, maxAgeMs: 1_000 } });
+    for (let i = 0; i < 100; i++) await store.append(newEvent(`sb-${i}`));
+    clock.advance(2_000);
+    await store.prune();
+    const db = otherConnection();
+    expect(db.prepare('SELECT count(*) FROM sandboxes').pluck().get()).toBe(0);
+    expect(db.prepare('SELECT count(*) FROM events').pluck().get()).toBe(0);
+    expect(db.prepare('SELECT ms, seq FROM high_water').get()).toEqual({ ms: T0, seq: 99 });
+  });
+});
+
+describe('crash', () => {
+  it('has every acknowledged or announced event after SIGKILL, in order, with the same id', async () => {
+    const built = await buildStore(join(dir, 'build'));
+    const child = spawn(process.execPath, [join(fixtures, 'crash-child.mjs'), built, path], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        // Kill in the middle of the load, well after it started.
+        if ((out.match(/^A /gm)?.length ?? 0) >= 5_000) resolve();
+      });
+      child.on('exit', (code) => reject(new Error(`child exited early (${code}): ${err}`)));
+    });
+    child.kill('SIGKILL');
+    await closed;
+
+    const lines = out.split('\n').slice(0, -1); // a last line without \n was cut by the kill
+    const acked = lines.filter((l) => l.startsWith('A ')).map((l) => l.split(' '));
+    const announced = lines.filter((l) => l.startsWith('L ')).map((l) => l.split(' '));
+    expect(acked.length).toBeGreaterThanOrEqual(5_000);
+    // The listener saw each event before its append resolved.
+    const announcedAt = new Map(lines.map((l, i) => [l.startsWith('L ') ? l.slice(2) : '', i]));
+    for (const [index, line] of lines.entries()) {
+      if (!line.startsWith('A ')) continue;
+      const key = line.split(' ').slice(1, 3).join(' ');
+      expect(announcedAt.get(key)).toBeLessThan(index);
+    }
+
+    writeFileSync(join(dir, 'child-out.txt'), out); // left for inspection if an assertion fails
+    const store = open();
+    for (let s = 0; s < 8; s++) {
+      const sandboxId = `sb-${s}`;
+      const events = await store.history({ workspaceId: 1, sandboxId, limit: Infinity });
+      const byId = new Map(events.map((e) => [formatEventId(e.id), e]));
+      for (const [, sb, id, n] of acked) {
+        if (sb !== sandboxId) continue;
+        const event = byId.get(id as string);
+        expect(event, `acknowledged ${sb} ${id}`).toBeDefined();
+        expect(JSON.parse((event as StoredEvent).json).data.n).toBe(Number(n));
+      }
+      for (const [, sb, id] of announced) if (sb === sandboxId) expect(byId.has(id as string)).toBe(true);
+      // In order, and the stream continues above it.
+      const sorted = [...events].sort((a, b) => a.id.ms - b.id.ms || a.id.seq - b.id.seq);
+      expect(ids(events)).toEqual(ids(sorted));
+      const next = await store.append(newEvent(sandboxId));
+      const last = events.at(-1) as StoredEvent;
+      expect(next.id.ms > last.id.ms || (next.id.ms === last.id.ms && next.id.seq > last.id.seq)).toBe(true);
+    }
+  });
+});
