@@ -27,7 +27,7 @@ const token = await mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSe
 
 // A capped heap turns a leak into a crash the run reports, instead of RSS that merely looks high
 // because V8 had no reason to collect yet.
-const daemon = spawn(process.execPath, ['--max-old-space-size=192', path.join(root, 'bin/sandbox-events.js'), 'serve', '--port', '0', '--store', 'memory', '--jwt-secret', secret, '--log-level', 'info', '--max-clients', '2000'], {
+const daemon = spawn(process.execPath, ['--max-old-space-size=192', path.join(root, 'bin/sandbox-events.js'), 'serve', '--port', '0', '--http-port', '0', '--store', 'memory', '--jwt-secret', secret, '--log-level', 'info', '--max-clients', '2000'], {
   stdio: ['ignore', 'pipe', 'inherit'],
 });
 const port = await new Promise((resolve, reject) => {

@@ -1,21 +1,33 @@
 import type { Principal } from '../auth/principal.js';
 import type { StoredEvent } from '../event/event.js';
-import { deliveryFrame, type Protocol } from '../protocol/encode.js';
+import { bulkLength, deliveryFrameHead, type Protocol, writeBulk } from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
 import type { SandboxRef } from '../store/types.js';
 import { channelKey, type ChannelTarget, type PatternScope, visibleName } from './scope.js';
 
+/**
+ * The `protocol` of a subscriber that encodes its own frames from the event (SSE streams): it
+ * is handed an empty frame and reads `event.json`, so no RESP frame is built for it.
+ */
+export const EVENTS_ONLY = 'events';
+
 /** What the broker needs of a connection to deliver to it. */
 export interface Subscriber {
-  readonly protocol: Protocol;
+  readonly protocol: Protocol | typeof EVENTS_ONLY;
   /** Queue one frame; `event` lets a resuming subscriber drop what its replay already sent. */
   deliver(frame: Buffer, event: StoredEvent): void;
 }
+
+const NO_FRAME = Buffer.alloc(0);
 
 interface Channel extends SandboxRef {
   key: string;
   /** subscriber -> the name it subscribed with (message frames carry that name). */
   subscribers: Map<Subscriber, string>;
+  /** Frames for RESP2 subscribers that used the plain sandbox id: nearly all of them. */
+  plainFrames?: FrameWriter;
+  /** Any other form, by `<protocol>:<name>` (at most RESP3, and admins' qualified names). */
+  otherFrames?: Map<string, FrameWriter>;
 }
 
 interface PatternGroup {
@@ -23,6 +35,8 @@ interface PatternGroup {
   scope: PatternScope;
   matches: (subject: string) => boolean;
   subscribers: Set<Subscriber>;
+  resp2Frames?: FrameWriter;
+  resp3Frames?: FrameWriter;
 }
 
 export interface BrokerStats {
@@ -30,6 +44,11 @@ export interface BrokerStats {
   delivered: number;
   /** Events fanned out. */
   fannedOut: number;
+  /**
+   * Delivery frames encoded: one per event and form (protocol, channel name, pattern), however
+   * many subscribers take that form (encode once, write many).
+   */
+  framesEncoded: number;
 }
 
 /**
@@ -41,7 +60,8 @@ export class Broker {
   private readonly channels = new Map<string, Channel>();
   /** Pattern groups by scope (a workspace id, or 'all' for admins' qualified patterns). */
   private readonly patterns = new Map<PatternScope, Map<string, PatternGroup>>();
-  readonly stats: BrokerStats = { delivered: 0, fannedOut: 0 };
+  readonly stats: BrokerStats = { delivered: 0, fannedOut: 0, framesEncoded: 0 };
+  private readonly slabs = new SlabState();
 
   /** Adds a subscription; false if the subscriber already had it (Redis counts it once). */
   subscribe(subscriber: Subscriber, target: ChannelTarget): boolean {
@@ -106,29 +126,100 @@ export class Broker {
     return count;
   }
 
-  /** Delivers one durable event to every subscriber of its channel and matching patterns. */
+  /**
+   * Delivers one durable event to every subscriber of its channel and matching patterns. Each
+   * form of frame is encoded once per event, into that form's slab (FrameWriter), and the same
+   * bytes go to every subscriber taking that form. Nothing here allocates per subscriber.
+   */
   fanOut(event: StoredEvent): number {
     let delivered = 0;
+    const payload = event.json;
+    let payloadBytes = -1;
     const channel = this.channels.get(channelKey(event.workspaceId, event.sandboxId));
     if (channel !== undefined) {
-      // The common case is that every subscriber used the plain sandbox id and RESP2:
-      // one frame for all. Other forms are built on first need, once per publish.
-      const frames = new FrameCache(undefined, event.json);
-      for (const [subscriber, displayName] of channel.subscribers) {
-        subscriber.deliver(frames.get(subscriber.protocol, displayName), event);
+      payloadBytes = Buffer.byteLength(payload);
+      // The common case: every subscriber used the plain sandbox id and RESP2, one frame for
+      // all. Other forms are built on first need, once per event.
+      let plain: Buffer | undefined;
+      let others: Map<string, Buffer> | undefined;
+      for (const [subscriber, name] of channel.subscribers) {
+        const protocol = subscriber.protocol;
+        let frame: Buffer;
+        if (protocol === 2 && name === channel.sandboxId) {
+          frame = plain ??= this.encode((channel.plainFrames ??= this.writer(2, undefined, name)), undefined, payload, payloadBytes);
+        } else if (protocol === EVENTS_ONLY) {
+          frame = NO_FRAME;
+        } else {
+          const form = `${protocol}:${name}`;
+          others ??= new Map();
+          let built = others.get(form);
+          if (built === undefined) {
+            channel.otherFrames ??= new Map();
+            let writer = channel.otherFrames.get(form);
+            if (writer === undefined) channel.otherFrames.set(form, (writer = this.writer(protocol, undefined, name)));
+            built = this.encode(writer, undefined, payload, payloadBytes);
+            others.set(form, built);
+          }
+          frame = built;
+        }
+        subscriber.deliver(frame, event);
       }
       delivered += channel.subscribers.size;
     }
-    this.forEachMatchingPattern(event, (group, channelName) => {
-      const frames = new FrameCache(group.pattern, event.json);
-      for (const subscriber of group.subscribers) {
-        subscriber.deliver(frames.get(subscriber.protocol, channelName), event);
-      }
-      delivered += group.subscribers.size;
-    });
+    if (this.patterns.size > 0) delivered += this.fanOutToPatterns(event, payloadBytes);
     this.stats.fannedOut += 1;
     this.stats.delivered += delivered;
+    if ((this.stats.fannedOut & 63) === 0) this.slabs.maybeSweep();
     return delivered;
+  }
+
+  private fanOutToPatterns(event: StoredEvent, payloadBytes: number): number {
+    let delivered = 0;
+    const local = this.patterns.get(event.workspaceId);
+    if (local !== undefined) {
+      for (const group of local.values()) {
+        if (!group.matches(event.sandboxId)) continue;
+        if (payloadBytes < 0) payloadBytes = Buffer.byteLength(event.json);
+        delivered += this.deliverToPattern(group, event.sandboxId, event, payloadBytes);
+      }
+    }
+    const global = this.patterns.get('all');
+    if (global !== undefined) {
+      const qualified = channelKey(event.workspaceId, event.sandboxId);
+      for (const group of global.values()) {
+        if (!group.matches(qualified)) continue;
+        if (payloadBytes < 0) payloadBytes = Buffer.byteLength(event.json);
+        delivered += this.deliverToPattern(group, qualified, event, payloadBytes);
+      }
+    }
+    return delivered;
+  }
+
+  private deliverToPattern(group: PatternGroup, channelName: string, event: StoredEvent, payloadBytes: number): number {
+    let resp2: Buffer | undefined;
+    let resp3: Buffer | undefined;
+    for (const subscriber of group.subscribers) {
+      const protocol = subscriber.protocol;
+      let frame: Buffer;
+      if (protocol === 2) {
+        frame = resp2 ??= this.encode((group.resp2Frames ??= this.writer(2, group.pattern, undefined)), channelName, event.json, payloadBytes);
+      } else if (protocol === 3) {
+        frame = resp3 ??= this.encode((group.resp3Frames ??= this.writer(3, group.pattern, undefined)), channelName, event.json, payloadBytes);
+      } else {
+        frame = NO_FRAME;
+      }
+      subscriber.deliver(frame, event);
+    }
+    return group.subscribers.size;
+  }
+
+  private writer(protocol: Protocol, pattern: string | undefined, channel: string | undefined): FrameWriter {
+    return new FrameWriter(deliveryFrameHead(protocol, pattern, channel), this.slabs);
+  }
+
+  private encode(writer: FrameWriter, channel: string | undefined, payload: string, payloadBytes: number): Buffer {
+    this.stats.framesEncoded += 1;
+    return writer.frame(channel, payload, payloadBytes);
   }
 
   private forEachMatchingPattern(
@@ -193,33 +284,95 @@ export class Broker {
   }
 }
 
-/** The frames of one publish, built lazily per (protocol, channel name) and then reused. */
-class FrameCache {
-  private resp2?: Buffer;
-  private resp2Name?: string;
-  private others?: Map<string, Buffer>;
+/** A slab starts this small (from Node's shared pool) and grows only for a hot form. */
+const SLAB_MIN_BYTES = 2 * 1024;
+/** Largest slab: above this a turn's frames of one form span several slabs. */
+const SLAB_MAX_BYTES = 64 * 1024;
+/** A slab that filled up faster than this is doubled for the next one (up to the max). */
+const SLAB_HOT_MS = 10;
+/** A grown slab that received no frame for about this long is let go (see SlabState). */
+const SLAB_IDLE_MS = 1_000;
+const EMPTY_SLAB = Buffer.alloc(0);
+
+/**
+ * Writes the delivery frames of one form (a channel or pattern, a protocol) one after another
+ * into a slab, and hands out each frame as a view of it.
+ *
+ * Why a slab: frames that follow each other in it are adjacent in memory, so a subscriber that
+ * gets several frames of this form in one event-loop turn holds one contiguous run of bytes,
+ * which its write path sends as it is (WritePath.write joins adjacent frames): no copy per
+ * subscriber, no Buffer.concat, and the N subscribers of a channel write the very same memory.
+ * Bytes are never changed once written, so a socket may hold a frame as long as it needs.
+ */
+class FrameWriter {
+  private slab: Buffer = EMPTY_SLAB;
+  private used = 0;
+  private slabStartedAt = 0;
+  /** SlabState epoch of the last frame written; an old epoch means idle. */
+  epoch = 0;
 
   constructor(
-    private readonly pattern: string | undefined,
-    private readonly payload: string,
+    /** Everything before the variable part: `*3 message <channel>` or `*4 pmessage <pattern>`. */
+    private readonly head: Buffer,
+    private readonly state: SlabState,
   ) {}
 
-  get(protocol: Protocol, channelName: string): Buffer {
-    if (protocol === 2) {
-      if (this.resp2 === undefined) {
-        this.resp2 = deliveryFrame(2, this.pattern, channelName, this.payload);
-        this.resp2Name = channelName;
-        return this.resp2;
+  /** `channel` is given for pattern frames only (a channel frame's name is in the head). */
+  frame(channel: string | undefined, payload: string, payloadBytes: number): Buffer {
+    const head = this.head;
+    const channelBytes = channel === undefined ? 0 : Buffer.byteLength(channel);
+    const size = head.length + (channel === undefined ? 0 : bulkLength(channelBytes)) + bulkLength(payloadBytes);
+    if (this.used + size > this.slab.length) this.refill(size);
+    this.epoch = this.state.epoch;
+    const slab = this.slab;
+    const start = this.used;
+    let at = start;
+    for (let i = 0; i < head.length; i++) slab[at++] = head[i]!;
+    if (channel !== undefined) at = writeBulk(slab, at, channel, channelBytes);
+    this.used = writeBulk(slab, at, payload, payloadBytes);
+    return slab.subarray(start, this.used);
+  }
+
+  /** Lets go of the slab (its frames stay valid for whoever still holds them). */
+  release(): void {
+    this.slab = EMPTY_SLAB;
+    this.used = 0;
+  }
+
+  private refill(size: number): void {
+    const now = performance.now();
+    // Double while the form is hot (the last slab filled within SLAB_HOT_MS), else start small.
+    const hot = this.slab.length > 0 && now - this.slabStartedAt < SLAB_HOT_MS;
+    const bytes = Math.max(size, hot ? Math.min(SLAB_MAX_BYTES, this.slab.length * 2) : SLAB_MIN_BYTES);
+    this.slab = Buffer.allocUnsafe(bytes); // below 4 KiB: a slice of Node's shared pool
+    this.used = 0;
+    this.slabStartedAt = now;
+    if (bytes > SLAB_MIN_BYTES) this.state.grown.add(this);
+  }
+}
+
+/**
+ * Bounds what slabs keep alive: a form that was hot once must not hold a large slab forever.
+ * Writers whose slab grew past the minimum are tracked; about every SLAB_IDLE_MS (checked from
+ * the fan-out, no timer) those that wrote no frame since the previous sweep let theirs go.
+ * A writer of the minimum size keeps it: that is at most 2 KiB per form in use.
+ */
+class SlabState {
+  epoch = 0;
+  readonly grown = new Set<FrameWriter>();
+  private sweptAt = performance.now();
+
+  maybeSweep(): void {
+    if (this.grown.size === 0) return;
+    const now = performance.now();
+    if (now - this.sweptAt < SLAB_IDLE_MS) return;
+    for (const writer of this.grown) {
+      if (writer.epoch !== this.epoch) {
+        writer.release();
+        this.grown.delete(writer);
       }
-      if (this.resp2Name === channelName) return this.resp2;
     }
-    const cacheKey = `${protocol}:${channelName}`;
-    this.others ??= new Map();
-    let frame = this.others.get(cacheKey);
-    if (frame === undefined) {
-      frame = deliveryFrame(protocol, this.pattern, channelName, this.payload);
-      this.others.set(cacheKey, frame);
-    }
-    return frame;
+    this.epoch += 1;
+    this.sweptAt = now;
   }
 }

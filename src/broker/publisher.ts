@@ -4,6 +4,20 @@ import type { EventStore, SandboxRef } from '../store/types.js';
 import type { Broker } from './broker.js';
 import { type RateLimit, RateLimiter } from './rate-limit.js';
 
+/** Metrics hooks (issue 5), called once per published event, in seconds from `publish()`. */
+export interface PublishObserver {
+  /** The store reported the event durable. */
+  stored(seconds: number): void;
+  /** Fan-out finished: every subscriber's frame was queued. */
+  delivered(seconds: number): void;
+}
+
+interface FanOutRecord {
+  receivers: number;
+  storedAt: number;
+  deliveredAt: number;
+}
+
 export interface PublishResult {
   event: StoredEvent;
   /** Subscriptions the event was delivered to (PUBLISH's integer reply). */
@@ -15,11 +29,12 @@ export interface PublishResult {
  * it is durable (issue 3: nobody may hold an id a restarted broker could reissue).
  */
 export class Publisher {
-  /** Receivers counted at fan-out, handed to the publish that created the event. */
-  private readonly receivers = new WeakMap<StoredEvent, number>();
+  /** Receivers counted at fan-out (and when), handed to the publish that created the event. */
+  private readonly fanOuts = new WeakMap<StoredEvent, FanOutRecord>();
   private readonly limiter: RateLimiter;
   published = 0;
   rateLimited = 0;
+  observer: PublishObserver | undefined;
 
   constructor(
     private readonly store: EventStore,
@@ -28,7 +43,9 @@ export class Publisher {
   ) {
     this.limiter = new RateLimiter(rateLimit);
     store.setListener((event) => {
-      this.receivers.set(event, this.broker.fanOut(event));
+      const storedAt = performance.now();
+      const receivers = this.broker.fanOut(event);
+      this.fanOuts.set(event, { receivers, storedAt, deliveredAt: performance.now() });
     });
   }
 
@@ -50,6 +67,7 @@ export class Publisher {
   }
 
   private async append(ref: SandboxRef, type: string, dataJson: string): Promise<PublishResult> {
+    const startedAt = performance.now();
     const event = await this.store.append({
       workspaceId: ref.workspaceId,
       sandboxId: ref.sandboxId,
@@ -57,6 +75,11 @@ export class Publisher {
       dataJson,
     });
     this.published += 1;
-    return { event, receivers: this.receivers.get(event) ?? 0 };
+    const fanOut = this.fanOuts.get(event);
+    if (fanOut !== undefined && this.observer !== undefined) {
+      this.observer.stored((fanOut.storedAt - startedAt) / 1000);
+      this.observer.delivered((fanOut.deliveredAt - startedAt) / 1000);
+    }
+    return { event, receivers: fanOut?.receivers ?? 0 };
   }
 }

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { SandboxEventsError } from '../errors.js';
 import { PACKAGE_VERSION } from '../version.js';
+import { registerApikey } from './apikey.js';
 import { registerServe } from './serve.js';
 import { registerToken } from './token.js';
 
@@ -11,6 +12,7 @@ const program = new Command()
 
 registerServe(program);
 registerToken(program);
+registerApikey(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   const message = error instanceof Error ? error.message : String(error);

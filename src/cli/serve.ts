@@ -6,6 +6,8 @@ import { mintToken } from '../auth/mint.js';
 import { loadOrCreateSecret } from '../auth/secret.js';
 import type { VerifierConfig } from '../auth/verifier.js';
 import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, type Limits } from '../config.js';
+import { apiKeysPath } from '../http/api-keys.js';
+import { DEFAULT_HTTP_PORT } from '../http/host.js';
 import { startServer } from '../server/server.js';
 import { openStore } from '../store/open-store.js';
 import { byteSizeArgument, durationArgument, integerArgument, option } from './options.js';
@@ -13,6 +15,8 @@ import { byteSizeArgument, durationArgument, integerArgument, option } from './o
 interface ServeOptions {
   host: string;
   port: number;
+  httpPort: number;
+  httpCorsOrigin?: string;
   jwtSecret?: string;
   jwtPublicKey?: string;
   jwksUrl?: string;
@@ -33,9 +37,11 @@ interface ServeOptions {
 export function registerServe(program: Command): void {
   program
     .command('serve')
-    .description('Run the broker daemon (Redis protocol on TCP)')
+    .description('Run the broker daemon (Redis protocol on TCP; HTTP, Server-Sent Events and metrics)')
     .addOption(option('--host <address>', 'address to listen on; 0.0.0.0 exposes it').default(DEFAULT_HOST))
     .addOption(option('--port <port>', 'TCP port (0 picks a free one)').default(DEFAULT_PORT).argParser(integerArgument(0, 65535)))
+    .addOption(option('--http-port <port>', 'HTTP port: REST, event streams, /metrics (0 turns HTTP off)').default(DEFAULT_HTTP_PORT).argParser(integerArgument(0, 65535)))
+    .addOption(option('--http-cors-origin <origins>', 'origins (comma-separated, or *) that browsers may call the HTTP API from'))
     .addOption(option('--jwt-secret <secret>', 'HS256 secret that tokens are signed with'))
     .addOption(option('--jwt-public-key <file>', 'PEM public key (RS256, ES256 or EdDSA) instead of a secret'))
     .addOption(option('--jwks-url <url>', 'JWKS endpoint with the public keys instead of a secret'))
@@ -88,8 +94,17 @@ async function serve(options: ServeOptions): Promise<void> {
     dataDir,
     retention: { maxCount: options.retentionCount, maxAgeMs: options.retentionAge },
   });
-  const server = await startServer({ host: options.host, port: options.port, auth, store, limits, logger });
-  logger.info({ host: server.host, port: server.port, store: store.kind }, 'sandbox-events listening');
+  const server = await startServer({
+    host: options.host,
+    port: options.port,
+    auth,
+    store,
+    limits,
+    logger,
+    httpPort: options.httpPort === 0 ? undefined : options.httpPort,
+    http: { apiKeysFile: apiKeysPath(dataDir), corsOrigin: options.httpCorsOrigin },
+  });
+  logger.info({ host: server.host, port: server.port, httpPort: server.httpPort, store: store.kind }, 'sandbox-events listening');
 
   if (devSecret !== undefined) {
     const token = await mintToken({ secret: devSecret, workspaceId: 1, role: 'workspace', ttlSeconds: 24 * 3600 });
@@ -98,6 +113,7 @@ async function serve(options: ServeOptions): Promise<void> {
       `\nsandbox-events is running in development mode (secret in ${path.join(dataDir, 'jwt-secret')}).\n` +
         `Try it with a workspace token for workspace 1, valid for 24 hours:\n\n` +
         `  redis-cli -h ${host} -p ${server.port} --no-auth-warning -a ${token}\n\n` +
+        (server.httpPort === undefined ? '' : `  curl -N -H "Authorization: Bearer ${token}" http://${host}:${server.httpPort}/events/stream\n\n`) +
         `Mint more with: sandbox-events token --data-dir ${options.dataDir} --workspace 1 --sandbox sb-1\n\n`,
     );
   }

@@ -8,10 +8,29 @@ import type { Socket } from 'node:net';
  * coalesces the same way). `write()` returning false is honoured: nothing more is written until
  * 'drain'. What waits (our queue plus the socket's own buffer) is bounded by the output limit;
  * past it the client is cut off through `onOverflow`, and nobody else waits for it.
+ *
+ * Frames that lie next to each other in memory are joined as they are queued: the broker writes
+ * the frames of one channel one after another into a slab (broker.ts, FrameWriter), so a
+ * subscriber's frames of a turn usually form one run of bytes that is written as it is, with
+ * no Buffer.concat and nothing allocated per frame. That is only correct because a Buffer
+ * handed to `write` is never changed afterwards (the same rule as for socket.write).
  */
 export class WritePath {
+  /** Closed runs of bytes, oldest first; the newest run is still open (the tail fields). */
   private queue: Buffer[] = [];
   private queuedBytes = 0;
+  /** The open run: bytes [tailStart, tailEnd) of tailMemory, which began with tailFirst. */
+  private tailFirst: Buffer | undefined;
+  private tailMemory: ArrayBufferLike | undefined;
+  private tailStart = 0;
+  private tailEnd = 0;
+  /**
+   * The socket's own buffer and the limit as last seen. The socket's buffer only shrinks
+   * between our writes, and the limit only grows (on AUTH), so the per-frame check against
+   * these is conservative; the real figures are read before anything is decided.
+   */
+  private socketBytes = 0;
+  private knownLimit: number;
   private waitingForDrain = false;
   private scheduled = false;
   private closed = false;
@@ -24,6 +43,7 @@ export class WritePath {
     private readonly limit: () => number,
     private readonly onOverflow: (pendingBytes: number) => void,
   ) {
+    this.knownLimit = limit();
     socket.on('drain', () => {
       this.waitingForDrain = false;
       this.flush();
@@ -38,16 +58,21 @@ export class WritePath {
 
   write(frame: Buffer): void {
     if (this.closed || this.endAfterFlush) return;
-    this.queue.push(frame);
-    this.queuedBytes += frame.length;
-    const pending = this.queuedBytes + this.socket.writableLength;
-    if (pending > this.limit()) {
-      this.closed = true;
-      this.queue = [];
-      this.queuedBytes = 0;
-      this.onOverflow(pending);
-      return;
+    const length = frame.length;
+    if (length === 0) return;
+    const memory = frame.buffer;
+    const offset = frame.byteOffset;
+    if (memory === this.tailMemory && offset === this.tailEnd) {
+      this.tailEnd += length; // adjacent to the open run: it just grows
+    } else {
+      if (this.tailFirst !== undefined) this.queue.push(this.takeTail());
+      this.tailFirst = frame;
+      this.tailMemory = memory;
+      this.tailStart = offset;
+      this.tailEnd = offset + length;
     }
+    this.queuedBytes += length;
+    if (this.queuedBytes + this.socketBytes > this.knownLimit && this.overLimit()) return;
     if (!this.scheduled && !this.waitingForDrain) {
       this.scheduled = true;
       scheduleFlush(this);
@@ -67,8 +92,7 @@ export class WritePath {
   /** Stops writing; queued frames are dropped (the socket is being destroyed). */
   discard(): void {
     this.closed = true;
-    this.queue = [];
-    this.queuedBytes = 0;
+    this.dropQueue();
     this.releaseLowWaters();
   }
 
@@ -92,15 +116,53 @@ export class WritePath {
     }
   }
 
+  /** The quick check said "maybe over": decide on the real figures. */
+  private overLimit(): boolean {
+    this.socketBytes = this.socket.writableLength;
+    this.knownLimit = this.limit();
+    const pending = this.queuedBytes + this.socketBytes;
+    if (pending <= this.knownLimit) return false;
+    this.closed = true;
+    this.dropQueue();
+    this.onOverflow(pending);
+    return true;
+  }
+
+  /** Closes the open run: the first frame itself when nothing joined it, else one view. */
+  private takeTail(): Buffer {
+    const first = this.tailFirst!;
+    const length = this.tailEnd - this.tailStart;
+    const run = length === first.length ? first : Buffer.from(this.tailMemory as ArrayBuffer, this.tailStart, length);
+    this.tailFirst = undefined;
+    this.tailMemory = undefined;
+    return run;
+  }
+
+  private dropQueue(): void {
+    this.queue.length = 0;
+    this.queuedBytes = 0;
+    this.tailFirst = undefined;
+    this.tailMemory = undefined;
+  }
+
   /** @internal called by the flush scheduler and on 'drain'. */
   flush(): void {
     this.scheduled = false;
     if (this.closed || this.socket.destroyed) return;
     if (this.queuedBytes > 0 && !this.waitingForDrain) {
-      const data = this.queue.length === 1 ? this.queue[0]! : Buffer.concat(this.queue, this.queuedBytes);
-      this.queue = [];
+      const queue = this.queue;
+      let data: Buffer;
+      if (queue.length === 0) {
+        data = this.takeTail(); // the common case: one run, written as it is
+      } else {
+        if (this.tailFirst !== undefined) queue.push(this.takeTail());
+        data = queue.length === 1 ? queue[0]! : Buffer.concat(queue, this.queuedBytes);
+        queue.length = 0;
+      }
       this.queuedBytes = 0;
       if (!this.socket.write(data)) this.waitingForDrain = true;
+      this.socketBytes = this.socket.writableLength;
+      this.knownLimit = this.limit();
     }
     if (this.endAfterFlush && this.queuedBytes === 0) {
       this.closed = true;

@@ -89,10 +89,63 @@ const PMESSAGE_RESP2 = ascii('*4\r\n$8\r\npmessage\r\n');
 const PMESSAGE_RESP3 = ascii('>4\r\n$8\r\npmessage\r\n');
 
 /**
- * One delivery frame, built with a single allocation: `*3 message <channel> <payload>` or
- * `*4 pmessage <pattern> <channel> <payload>` (`>` instead of `*` in RESP3). `payload` is the
- * event JSON line. Callers build each frame once per publish and write that same Buffer to
- * every subscriber (encode once, write many).
+ * The constant start of every delivery frame of one form, encoded once per form and copied in
+ * front of each payload: `*3 message <channel>` when `channel` is given (a channel
+ * subscription: the channel name is the same in every frame), or `*4 pmessage <pattern>` (a
+ * pattern subscription: the channel follows, frame by frame). `>` instead of `*` in RESP3.
+ */
+export function deliveryFrameHead(protocol: Protocol, pattern: string | undefined, channel: string | undefined): Buffer {
+  if (pattern === undefined) {
+    if (channel === undefined) throw new TypeError('a message frame needs its channel');
+    return Buffer.concat([protocol === 3 ? MESSAGE_RESP3 : MESSAGE_RESP2, bulk(channel)]);
+  }
+  return Buffer.concat([protocol === 3 ? PMESSAGE_RESP3 : PMESSAGE_RESP2, bulk(pattern)]);
+}
+
+function decimalDigits(n: number): number {
+  let digits = 1;
+  while (n >= 10) {
+    n = Math.floor(n / 10);
+    digits += 1;
+  }
+  return digits;
+}
+
+/** Size of a bulk string of `bytes` bytes: `$<bytes>\r\n<body>\r\n`. */
+export function bulkLength(bytes: number): number {
+  return 1 + decimalDigits(bytes) + 2 + bytes + 2;
+}
+
+/** Writes `$<bytes>\r\n` at `at`; returns where the body starts. */
+function writeBulkHeader(target: Buffer, at: number, bytes: number): number {
+  target[at] = 0x24; // $
+  const digits = decimalDigits(bytes);
+  let end = at + digits;
+  for (let n = bytes; end > at; n = Math.floor(n / 10)) target[end--] = 0x30 + (n % 10);
+  at += digits + 1;
+  target[at] = 13;
+  target[at + 1] = 10;
+  return at + 2;
+}
+
+/**
+ * Writes one bulk string whose UTF-8 size is known (`bytes`, from Buffer.byteLength) at `at`,
+ * without an intermediate Buffer; returns the end. `target` must have room for
+ * `bulkLength(bytes)` bytes from `at`.
+ */
+export function writeBulk(target: Buffer, at: number, text: string, bytes: number): number {
+  at = writeBulkHeader(target, at, bytes);
+  at += target.write(text, at); // UTF-8, Node's fast path (no encoding argument)
+  target[at] = 13;
+  target[at + 1] = 10;
+  return at + 2;
+}
+
+/**
+ * One delivery frame in a fresh Buffer: `*3 message <channel> <payload>` or
+ * `*4 pmessage <pattern> <channel> <payload>`. The fan-out does not use this: it writes frames
+ * with deliveryFrameHead/writeBulk into shared slabs (see broker.ts); a resume replay, which
+ * writes each event to one connection, does.
  */
 export function deliveryFrame(
   protocol: Protocol,
@@ -100,41 +153,13 @@ export function deliveryFrame(
   channel: string,
   payload: string,
 ): Buffer {
-  const prefix =
-    pattern === undefined
-      ? protocol === 3
-        ? MESSAGE_RESP3
-        : MESSAGE_RESP2
-      : protocol === 3
-        ? PMESSAGE_RESP3
-        : PMESSAGE_RESP2;
-  const patternBytes = pattern === undefined ? 0 : Buffer.byteLength(pattern);
-  const channelBytes = Buffer.byteLength(channel);
+  const head = deliveryFrameHead(protocol, pattern, pattern === undefined ? channel : undefined);
+  const channelBytes = pattern === undefined ? 0 : Buffer.byteLength(channel);
   const payloadBytes = Buffer.byteLength(payload);
-  const patternHeader = pattern === undefined ? '' : `$${patternBytes}\r\n`;
-  const channelHeader = `$${channelBytes}\r\n`;
-  const payloadHeader = `$${payloadBytes}\r\n`;
-  const size =
-    prefix.length +
-    (pattern === undefined ? 0 : patternHeader.length + patternBytes + 2) +
-    channelHeader.length +
-    channelBytes +
-    2 +
-    payloadHeader.length +
-    payloadBytes +
-    2;
+  const size = head.length + (pattern === undefined ? 0 : bulkLength(channelBytes)) + bulkLength(payloadBytes);
   const out = Buffer.allocUnsafe(size);
-  let at = prefix.copy(out, 0);
-  if (pattern !== undefined) {
-    at += out.write(patternHeader, at, 'latin1');
-    at += out.write(pattern, at, 'utf8');
-    at += out.write(CRLF, at, 'latin1');
-  }
-  at += out.write(channelHeader, at, 'latin1');
-  at += out.write(channel, at, 'utf8');
-  at += out.write(CRLF, at, 'latin1');
-  at += out.write(payloadHeader, at, 'latin1');
-  at += out.write(payload, at, 'utf8');
-  out.write(CRLF, at, 'latin1');
+  let at = head.copy(out, 0);
+  if (pattern !== undefined) at = writeBulk(out, at, channel, channelBytes);
+  writeBulk(out, at, payload, payloadBytes);
   return out;
 }

@@ -7,6 +7,8 @@ import { Publisher } from '../broker/publisher.js';
 import { runCommand } from '../commands/dispatch.js';
 import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, type Limits } from '../config.js';
 import { Connection } from '../connection/connection.js';
+import type { HttpSettings } from '../http/host.js';
+import { HttpServer } from '../http/http-server.js';
 import { errorReply } from '../protocol/encode.js';
 import { MemoryStore } from '../store/memory-store.js';
 import type { EventStore } from '../store/types.js';
@@ -21,11 +23,17 @@ export interface ServerOptions {
   store?: EventStore;
   limits?: Partial<Limits>;
   logger?: Logger;
+  /** HTTP on the same host (issue 5): a port, 0 picks a free one; undefined: no HTTP. */
+  httpPort?: number;
+  /** HTTP settings beyond the port: the API key file, heartbeats, CORS. */
+  http?: HttpSettings;
 }
 
 export interface RunningServer {
   readonly host: string;
   readonly port: number;
+  /** The HTTP port actually bound; undefined when HTTP is off. */
+  readonly httpPort: number | undefined;
   readonly context: ServerContext;
   /** Stops accepting, flushes and closes every client, closes the store. Idempotent. */
   close(): Promise<void>;
@@ -79,14 +87,27 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const host = options.host ?? DEFAULT_HOST;
   tcp.listen(options.port ?? DEFAULT_PORT, host);
   await once(tcp, 'listening');
+  let http: HttpServer | undefined;
+  if (options.httpPort !== undefined) {
+    try {
+      http = await HttpServer.start(context, { ...options.http, host, port: options.httpPort });
+    } catch (error) {
+      // Half a daemon is worse than none: the TCP side goes too, and the store is released.
+      await new Promise<void>((resolve) => tcp.close(() => resolve()));
+      await store.close();
+      throw error;
+    }
+  }
 
   let closing: Promise<void> | undefined;
   return {
     host,
     port: context.port(),
+    httpPort: http?.port,
     context,
     close() {
       closing ??= (async () => {
+        const httpStopped = http?.close();
         const stopped = new Promise<void>((resolve) => tcp.close(() => resolve()));
         for (const connection of context.connections) connection.closeAfterReplies();
         // Clients get what was queued for them; one that doesn't read is not waited for long.
@@ -95,6 +116,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         }, 2_000);
         await stopped;
         clearTimeout(deadline);
+        await httpStopped;
         await store.close();
       })();
       return closing;

@@ -37,7 +37,7 @@ afterAll(async () => {
 
 /** Starts `sandbox-events serve --port 0` and reads the bound port from its log line. */
 function startDaemon(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Daemon> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dataDir, '--store', 'memory', ...args], {
+  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--http-port', '0', '--data-dir', dataDir, '--store', 'memory', ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -238,7 +238,7 @@ describe('durability: kill -9 at any moment', () => {
   const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/sandbox-events.js');
 
   function spawnDaemon(dataDir: string, secret: string): Promise<{ child: ChildProcess; port: number }> {
-    const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dataDir, '--jwt-secret', secret, '--log-level', 'info'], {
+    const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--http-port', '0', '--data-dir', dataDir, '--jwt-secret', secret, '--log-level', 'info'], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     cleanups.push(() => {

@@ -26,7 +26,7 @@ afterAll(async () => {
 
 it('SIGTERM under load: stops accepting, flushes, closes the store, exits 0 within 5 s, loses nothing acknowledged', async () => {
   const secret = randomBytes(24).toString('base64url');
-  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dataDir, '--jwt-secret', secret], {
+  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--http-port', '0', '--data-dir', dataDir, '--jwt-secret', secret], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   children.push(child);

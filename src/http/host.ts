@@ -1,0 +1,47 @@
+import type { ServerContext } from '../server/context.js';
+import type { ApiKeyRegistry } from './api-keys.js';
+import type { BrokerMetrics } from './metrics.js';
+import type { OpenStream } from './streams.js';
+
+/** HTTP settings beyond the port (ServerOptions.http). */
+export interface HttpSettings {
+  /** The API key file (`<data-dir>/api-keys.json`); without it only JWTs are accepted. */
+  apiKeysFile?: string;
+  /** How long a found API key is trusted before the file is checked again (default 1000 ms). */
+  apiKeyCacheMs?: number;
+  /** Comment heartbeat on every stream (default 15000 ms). */
+  heartbeatMs?: number;
+  /** The `retry:` an EventSource waits before reconnecting (default 2000 ms). */
+  retryMs?: number;
+  /** Period of /metrics/stream snapshots (default 1000 ms). */
+  metricsIntervalMs?: number;
+  /**
+   * Origins that browsers on another origin may call from (CORS), comma-separated, or `*`.
+   * Default: none (same-origin and non-browser clients only).
+   */
+  corsOrigin?: string;
+}
+
+export const DEFAULT_HTTP_PORT = 8080;
+
+export const HTTP_DEFAULTS = {
+  apiKeyCacheMs: 1_000,
+  heartbeatMs: 15_000,
+  retryMs: 2_000,
+  metricsIntervalMs: 1_000,
+} as const;
+
+/** What request handlers and streams reach: one per HTTP listener. */
+export interface HttpHost {
+  readonly context: ServerContext;
+  readonly settings: Required<Omit<HttpSettings, 'apiKeysFile' | 'corsOrigin'>>;
+  readonly apiKeys: ApiKeyRegistry | undefined;
+  readonly metrics: BrokerMetrics;
+  readonly streams: Set<OpenStream>;
+  /** Stopping: new streams are refused, readiness fails. */
+  readonly closing: boolean;
+  /** Both listeners bound and not closing. */
+  listening(): boolean;
+  /** Starts sending /metrics/stream snapshots to this stream. */
+  addMetricsReader(stream: OpenStream): void;
+}

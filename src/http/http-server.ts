@@ -1,0 +1,251 @@
+import { once } from 'node:events';
+import http, { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import { SandboxEventsError } from '../errors.js';
+import type { ServerContext } from '../server/context.js';
+import { ApiKeyRegistry } from './api-keys.js';
+import { badRequest, HttpError, methodNotAllowed, notFound, toHttpError } from './errors.js';
+import { HTTP_DEFAULTS, type HttpHost, type HttpSettings } from './host.js';
+import { BrokerMetrics } from './metrics.js';
+import { sendError } from './respond.js';
+import { matchRoute } from './routes.js';
+import type { OpenStream } from './streams.js';
+
+export interface HttpListenOptions extends HttpSettings {
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+}
+
+/** Slowloris guards: the whole request head within this, the whole request within that. */
+const HEADERS_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 30_000;
+/** Room for a 16 KiB token (MAX_TOKEN_LENGTH) in a header, with the rest of the head. */
+const MAX_HEADER_BYTES = 32 * 1024;
+/** On close, requests and streams get this long to finish before their sockets are cut. */
+const CLOSE_GRACE_MS = 2_000;
+
+/**
+ * The HTTP listener beside the TCP one (issue 5): node:http, no framework. It shares the
+ * server's context, so both transports publish through the one Publisher, deliver through the
+ * one Broker and read the one store, with the same tokens and permissions.
+ */
+export class HttpServer implements HttpHost {
+  readonly server: http.Server;
+  readonly settings: HttpHost['settings'];
+  readonly apiKeys: ApiKeyRegistry | undefined;
+  readonly metrics: BrokerMetrics;
+  readonly streams = new Set<OpenStream>();
+  closing = false;
+  private readonly sockets = new Set<Socket>();
+  private readonly corsOrigins: '*' | Set<string> | undefined;
+  private protocolErrors = 0;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private metricsTimer: NodeJS.Timeout | undefined;
+  private closingPromise: Promise<void> | undefined;
+
+  private constructor(
+    readonly context: ServerContext,
+    options: HttpListenOptions,
+  ) {
+    this.settings = {
+      apiKeyCacheMs: options.apiKeyCacheMs ?? HTTP_DEFAULTS.apiKeyCacheMs,
+      heartbeatMs: options.heartbeatMs ?? HTTP_DEFAULTS.heartbeatMs,
+      retryMs: options.retryMs ?? HTTP_DEFAULTS.retryMs,
+      metricsIntervalMs: options.metricsIntervalMs ?? HTTP_DEFAULTS.metricsIntervalMs,
+    };
+    this.apiKeys =
+      options.apiKeysFile === undefined
+        ? undefined
+        : new ApiKeyRegistry(options.apiKeysFile, { cacheMs: this.settings.apiKeyCacheMs, logger: context.logger });
+    const cors = options.corsOrigin?.trim();
+    this.corsOrigins =
+      cors === undefined || cors === '' ? undefined : cors === '*' ? '*' : new Set(cors.split(',').map((origin) => origin.trim()));
+    this.metrics = new BrokerMetrics(context, {
+      sockets: () => this.sockets.size,
+      streams: () => {
+        const counts = { channel: 0, pattern: 0, metrics: 0 };
+        for (const stream of this.streams) counts[stream.kind] += 1;
+        return counts;
+      },
+      protocolErrors: () => this.protocolErrors,
+    });
+
+    this.server = http.createServer({ noDelay: true, maxHeaderSize: MAX_HEADER_BYTES }, (req, res) => {
+      void this.handle(req, res);
+    });
+    this.server.headersTimeout = HEADERS_TIMEOUT_MS;
+    this.server.requestTimeout = REQUEST_TIMEOUT_MS;
+    // Streams are subscribers: bounded like TCP clients.
+    this.server.maxConnections = context.limits.maxClients;
+    this.server.on('connection', (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
+    this.server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => this.onClientError(error, socket));
+  }
+
+  static async start(context: ServerContext, options: HttpListenOptions): Promise<HttpServer> {
+    const server = new HttpServer(context, options);
+    try {
+      server.server.listen(options.port, options.host);
+      await once(server.server, 'listening');
+    } catch (error) {
+      server.metrics.detach();
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new SandboxEventsError(
+        'HTTP_LISTEN_FAILED',
+        `cannot listen for HTTP on ${options.host}:${options.port} (${reason}); --http-port 0 turns HTTP off`,
+        { cause: error },
+      );
+    }
+    server.heartbeatTimer = setInterval(() => {
+      for (const stream of server.streams) stream.heartbeat();
+    }, server.settings.heartbeatMs);
+    server.heartbeatTimer.unref();
+    return server;
+  }
+
+  get port(): number {
+    const address = this.server.address();
+    return typeof address === 'object' && address !== null ? address.port : 0;
+  }
+
+  listening(): boolean {
+    return !this.closing && this.server.listening && this.context.port() !== 0;
+  }
+
+  /** A /metrics/stream reader: a snapshot now, then one each period to every reader. */
+  addMetricsReader(stream: OpenStream): void {
+    stream.writer.write(this.metricsFrame());
+    if (this.metricsTimer === undefined) {
+      this.metricsTimer = setInterval(() => {
+        let readers = 0;
+        const frame = this.metricsFrame();
+        for (const reader of this.streams) {
+          if (reader.kind !== 'metrics') continue;
+          reader.writer.write(frame);
+          readers += 1;
+        }
+        if (readers === 0) {
+          clearInterval(this.metricsTimer);
+          this.metricsTimer = undefined;
+        }
+      }, this.settings.metricsIntervalMs);
+      this.metricsTimer.unref();
+    }
+  }
+
+  private metricsFrame(): Buffer {
+    return Buffer.from(`event: metrics\ndata: ${JSON.stringify(this.metrics.snapshot())}\n\n`);
+  }
+
+  /** Stops accepting, ends every stream, lets requests under way finish. Idempotent. */
+  close(): Promise<void> {
+    this.closingPromise ??= (async () => {
+      this.closing = true;
+      clearInterval(this.heartbeatTimer);
+      clearInterval(this.metricsTimer);
+      const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+      for (const stream of this.streams) stream.end('shutdown');
+      // Keep-alive connections between requests hold nothing: closed now, and again once
+      // the requests under way have been answered.
+      this.server.closeIdleConnections();
+      const idle = setInterval(() => this.server.closeIdleConnections(), 50);
+      const deadline = setTimeout(() => this.server.closeAllConnections(), CLOSE_GRACE_MS);
+      await stopped;
+      clearInterval(idle);
+      clearTimeout(deadline);
+      this.metrics.detach();
+    })();
+    return this.closingPromise;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let routeName = 'unmatched';
+    const startedAt = performance.now();
+    res.once('close', () => {
+      this.metrics.httpRequests.inc({ route: routeName, status: String(res.statusCode) });
+      const logger = this.context.logger;
+      if (logger.isLevelEnabled('debug')) {
+        // The route, not the URL: a stream's URL may carry ?token=.
+        logger.debug(
+          { transport: 'http', method: req.method, route: routeName, status: res.statusCode, ms: Math.round(performance.now() - startedAt) },
+          'http request',
+        );
+      }
+    });
+    try {
+      this.applyCors(req, res);
+      const target = req.url ?? '';
+      if (!target.startsWith('/')) throw badRequest('BAD_REQUEST_TARGET', 'the request target must be a path');
+      const url = new URL(`http://localhost${target}`);
+      const match = matchRoute(req.method ?? 'GET', url.pathname);
+      if (match === undefined) throw notFound();
+      routeName = match.name;
+      if (req.method === 'OPTIONS') {
+        this.preflight(res, match.allowed);
+        return;
+      }
+      if (match.handler === undefined) throw methodNotAllowed(match.allowed);
+      await match.handler(this, req, res, url, match.params);
+    } catch (error) {
+      this.fail(req, res, error);
+    }
+  }
+
+  private fail(req: IncomingMessage, res: ServerResponse, error: unknown): void {
+    let httpError = toHttpError(error);
+    if (httpError === undefined) {
+      this.context.logger.error({ err: error, method: req.method, path: req.url?.split('?')[0] }, 'http request failed');
+      httpError = new HttpError(500, 'INTERNAL_ERROR', 'internal server error');
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    // A body not read to its end can't be skipped safely: the connection ends with this answer.
+    if (!req.complete) res.setHeader('connection', 'close');
+    sendError(res, httpError);
+  }
+
+  private applyCors(req: IncomingMessage, res: ServerResponse): void {
+    if (this.corsOrigins === undefined) return;
+    const origin = req.headers.origin;
+    if (this.corsOrigins === '*') {
+      res.setHeader('access-control-allow-origin', '*');
+    } else {
+      res.setHeader('vary', 'origin');
+      if (origin === undefined || !this.corsOrigins.has(origin)) return;
+      res.setHeader('access-control-allow-origin', origin);
+    }
+    res.setHeader('access-control-expose-headers', 'retry-after');
+  }
+
+  private preflight(res: ServerResponse, allowed: string[]): void {
+    const methods = [...allowed, 'OPTIONS'].join(', ');
+    const headers: Record<string, string> = { allow: methods };
+    if (res.hasHeader('access-control-allow-origin')) {
+      headers['access-control-allow-methods'] = methods;
+      headers['access-control-allow-headers'] = 'authorization, content-type, x-api-key, last-event-id';
+      headers['access-control-max-age'] = '600';
+    }
+    res.writeHead(204, headers);
+    res.end();
+  }
+
+  private onClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+    if (error.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    this.protocolErrors += 1;
+    this.context.logger.warn({ transport: 'http', addr: `${socket.remoteAddress}:${socket.remotePort}`, err: error.message, code: error.code }, 'bad HTTP request');
+    const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    const body = JSON.stringify({ error: `bad HTTP request (${error.code ?? 'parse error'})`, code: 'BAD_HTTP_REQUEST' });
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+  }
+}

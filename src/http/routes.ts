@@ -1,0 +1,214 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { resolveChannel } from '../broker/scope.js';
+import { formatEventId, parseEventId, parsePublishPayload, validateEventType } from '../event/event.js';
+import type { HistoryQuery } from '../store/types.js';
+import { checkDeclaredLength, readBody } from './body.js';
+import { authenticateRequest } from './credentials.js';
+import { badRequest, forbidden } from './errors.js';
+import type { HttpHost } from './host.js';
+import { sendJson, sendText } from './respond.js';
+import { metricsStream, patternStream, sandboxStream } from './streams.js';
+
+/**
+ * The HTTP API (issue 5; contract, "Compatibility" for the ComputeSDK client's two calls).
+ * Paths are matched segment by segment on the raw path, and each segment is then
+ * percent-decoded: a sandbox id with `/` in it is written `%2F`.
+ */
+
+export const MAX_HISTORY_LIMIT = 1000;
+export const DEFAULT_HISTORY_LIMIT = 100;
+
+type Handler = (host: HttpHost, req: IncomingMessage, res: ServerResponse, url: URL, params: string[]) => Promise<void> | void;
+
+interface Route {
+  /** For metrics labels: the path with its parameters named. */
+  name: string;
+  methods: Partial<Record<'GET' | 'POST', Handler>>;
+}
+
+export interface MatchedRoute {
+  name: string;
+  /** undefined: the path exists but not with this method. */
+  handler: Handler | undefined;
+  allowed: string[];
+  params: string[];
+}
+
+/** Matches a request to a route; undefined for an unknown path. */
+export function matchRoute(method: string, rawPath: string): MatchedRoute | undefined {
+  const { raw, decoded } = pathSegments(rawPath);
+  const found = findRoute(raw, decoded);
+  if (found === undefined) return undefined;
+  const { route, params } = found;
+  const allowed = Object.keys(route.methods);
+  // HEAD is GET without the body (node:http drops it), except on streams, which never end.
+  const effective = method === 'HEAD' && !route.name.endsWith('/stream') ? 'GET' : method;
+  const handler = route.methods[effective as 'GET' | 'POST'];
+  return { name: route.name, handler, allowed, params };
+}
+
+const routes = {
+  health: { name: '/healthz', methods: { GET: health } },
+  ready: { name: '/readyz', methods: { GET: ready } },
+  metrics: { name: '/metrics', methods: { GET: metrics } },
+  metricsStream: { name: '/metrics/stream', methods: { GET: (host, req, res) => host.addMetricsReader(metricsStream(host, req, res)) } },
+  events: { name: '/events', methods: { POST: storeEvent } },
+  patternStream: { name: '/events/stream', methods: { GET: (host, req, res, url) => patternStream(host, req, res, url) } },
+  history: { name: '/events/:sandboxId', methods: { GET: history } },
+  sandboxStream: {
+    name: '/events/:sandboxId/stream',
+    methods: { GET: (host, req, res, url, params) => sandboxStream(host, req, res, url, params[0]!) },
+  },
+} satisfies Record<string, Route>;
+
+/**
+ * Fixed words are compared with the raw segments and parameters taken from the decoded ones,
+ * so a sandbox named `stream` still has a history at `/events/%73tream`.
+ */
+function findRoute(raw: string[], decoded: string[]): { route: Route; params: string[] } | undefined {
+  if (raw.length > 3) return undefined;
+  const [first, second, third] = raw;
+  const param = decoded[1] ?? '';
+  if (third === undefined) {
+    if (second === undefined) {
+      if (first === 'healthz') return { route: routes.health, params: [] };
+      if (first === 'readyz') return { route: routes.ready, params: [] };
+      if (first === 'metrics') return { route: routes.metrics, params: [] };
+      if (first === 'events') return { route: routes.events, params: [] };
+      return undefined;
+    }
+    if (first === 'metrics' && second === 'stream') return { route: routes.metricsStream, params: [] };
+    if (first !== 'events' || second === '') return undefined;
+    if (second === 'stream') return { route: routes.patternStream, params: [] };
+    return { route: routes.history, params: [param] };
+  }
+  if (first === 'events' && third === 'stream' && second !== '') return { route: routes.sandboxStream, params: [param] };
+  return undefined;
+}
+
+/** Splits a raw path into percent-decoded segments; `segments[i]` for `/a/b` is a, b. */
+export function pathSegments(rawPath: string): { raw: string[]; decoded: string[] } {
+  const raw = rawPath.split('/').slice(1);
+  try {
+    return { raw, decoded: raw.map((segment) => decodeURIComponent(segment)) };
+  } catch {
+    throw badRequest('BAD_PATH', 'the path is not valid percent-encoding');
+  }
+}
+
+function health(_host: HttpHost, _req: IncomingMessage, res: ServerResponse): void {
+  // Alive: the process answers. Whether it can serve is /readyz's question.
+  sendJson(res, 200, '{"status":"ok"}');
+}
+
+const READY_PROBE_TIMEOUT_MS = 2_000;
+
+async function ready(host: HttpHost, _req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const checks: Record<string, string> = {};
+  checks.listening = host.listening() ? 'ok' : 'not listening';
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    // A real, cheap read: the store answers queries, not merely "was opened".
+    await Promise.race([
+      host.context.store.history({ workspaceId: 1, sandboxId: 'readyz-probe', limit: 1 }),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${READY_PROBE_TIMEOUT_MS} ms`)), READY_PROBE_TIMEOUT_MS);
+      }),
+    ]);
+    checks.store = 'ok';
+  } catch (error) {
+    checks.store = error instanceof Error ? error.message : 'failed';
+  } finally {
+    clearTimeout(timer);
+  }
+  const isReady = Object.values(checks).every((value) => value === 'ok');
+  if (isReady) {
+    sendJson(res, 200, JSON.stringify({ status: 'ready', checks }));
+  } else {
+    sendJson(res, 503, JSON.stringify({ error: 'not ready', code: 'NOT_READY', checks }), { 'retry-after': '1' });
+  }
+}
+
+async function metrics(host: HttpHost, _req: IncomingMessage, res: ServerResponse): Promise<void> {
+  sendText(res, 200, await host.metrics.text(), host.metrics.contentType);
+}
+
+/**
+ * POST /events: `{"type", "data"}` with a sandbox token, stored and fanned out by the same
+ * path as PUBLISH (so TCP subscribers see it, and the same rate limit holds). The sandbox is
+ * the token's: the payload never names one (contract, "The event").
+ */
+async function storeEvent(host: HttpHost, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  const { limits, publisher } = host.context;
+  // A declared size over the limit is refused before anything else, unread.
+  checkDeclaredLength(req, limits.maxEventBytes);
+  const { principal } = await authenticateRequest(host.context, host.apiKeys, req, url, false);
+  if (principal.sandboxId === undefined) {
+    throw forbidden("POST /events needs a sandbox token: the event goes to the token's sandbox");
+  }
+  const target = resolveChannel(principal, principal.sandboxId);
+  const body = await readBody(req, limits.maxEventBytes);
+  const { type, dataJson } = parsePublishPayload(body.toString('utf8'), body.length, limits.maxEventBytes);
+  const { event } = await publisher.publish(principal, target, type, dataJson);
+  sendJson(
+    res,
+    201,
+    `{"success":true,"data":{"eventId":"${formatEventId(event.id)}","sandboxId":${JSON.stringify(event.sandboxId)},` +
+      `"type":${JSON.stringify(event.type)},"timestamp":${event.timestamp}}}`,
+  );
+}
+
+function integerParam(url: URL, name: string): number | undefined {
+  const text = url.searchParams.get(name);
+  if (text === null || text === '') return undefined;
+  if (!/^\d{1,16}$/.test(text)) return Number.NaN;
+  return Number(text);
+}
+
+/**
+ * GET /events/<sandboxId>?type=&since=&limit=&after=&newest=: the sandbox's retained events,
+ * oldest first, as HISTORY. `since` is Unix ms (timestamp >= since), `limit` 1 to 1000
+ * (default 100). `after=<id>` pages exactly; `newest=1` takes the newest `limit`.
+ */
+async function history(host: HttpHost, req: IncomingMessage, res: ServerResponse, url: URL, params: string[]): Promise<void> {
+  const { principal } = await authenticateRequest(host.context, host.apiKeys, req, url, false);
+  const name = params[0]!;
+  const target = resolveChannel(principal, name);
+  const query: HistoryQuery = { workspaceId: target.workspaceId, sandboxId: target.sandboxId, limit: DEFAULT_HISTORY_LIMIT };
+  const limit = integerParam(url, 'limit');
+  if (limit !== undefined) {
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_HISTORY_LIMIT) {
+      throw badRequest('INVALID_LIMIT', `limit must be an integer from 1 to ${MAX_HISTORY_LIMIT}`);
+    }
+    query.limit = limit;
+  }
+  const since = integerParam(url, 'since');
+  if (since !== undefined) {
+    if (!Number.isSafeInteger(since)) throw badRequest('INVALID_SINCE', 'since must be Unix milliseconds');
+    query.since = since;
+  }
+  const type = url.searchParams.get('type');
+  if (type !== null && type !== '') {
+    try {
+      query.type = validateEventType(type);
+    } catch (error) {
+      throw badRequest('INVALID_TYPE', (error as Error).message);
+    }
+  }
+  const after = url.searchParams.get('after');
+  if (after !== null && after !== '') {
+    const id = parseEventId(after);
+    if (id === undefined) throw badRequest('INVALID_EVENT_ID', `invalid event id '${after.slice(0, 64)}': expected <ms>-<seq>`);
+    query.afterId = id;
+  }
+  const newest = url.searchParams.get('newest');
+  if (newest === '1' || newest === 'true') query.newest = true;
+  const events = await host.context.store.history(query);
+  // The stored JSON lines are spliced in as they are: encoded once, when each event was made.
+  sendJson(
+    res,
+    200,
+    `{"success":true,"data":{"sandboxId":${JSON.stringify(name)},"events":[${events.map((event) => event.json).join(',')}],` +
+      `"count":${events.length}}}`,
+  );
+}
