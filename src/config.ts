@@ -33,6 +33,11 @@ export interface Limits {
   publishRatePerSecond: number;
   /** Publishes one sandbox token may make at once after a quiet period (contract: 2,000). */
   publishBurst: number;
+  /**
+   * Idle time before the kernel probes a silent peer (Redis's `tcp-keepalive`); a client that
+   * vanished without FIN is then reset and reaped. 0 turns keepalive off.
+   */
+  tcpKeepAliveMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -51,6 +56,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxPipelinedPublishes: 1_024,
   publishRatePerSecond: 1_000,
   publishBurst: 2_000,
+  tcpKeepAliveMs: 60_000,
 });
 
 export const DEFAULT_PORT = 6380;

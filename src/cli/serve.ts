@@ -32,6 +32,7 @@ interface ServeOptions {
   maxEventSize: number;
   publishRate: number;
   publishBurst: number;
+  tcpKeepalive: number;
 }
 
 export function registerServe(program: Command): void {
@@ -56,6 +57,7 @@ export function registerServe(program: Command): void {
     .addOption(option('--max-output-buffer <size>', "one client's unsent output before it is disconnected").default(DEFAULT_LIMITS.maxOutputBytes, '8mb').argParser(byteSizeArgument))
     .addOption(option('--max-event-size <size>', 'largest event a publisher may send').default(DEFAULT_LIMITS.maxEventBytes, '64kb').argParser(byteSizeArgument))
     .addOption(option('--publish-rate <n>', 'publishes per second of one sandbox token').default(DEFAULT_LIMITS.publishRatePerSecond).argParser(integerArgument(1)))
+    .addOption(option('--tcp-keepalive <seconds>', 'idle time before probing a silent client (0 turns it off)').default(DEFAULT_LIMITS.tcpKeepAliveMs / 1000).argParser(integerArgument(0, 7200)))
     .addOption(option('--publish-burst <n>', 'publishes one sandbox token may make at once').default(DEFAULT_LIMITS.publishBurst).argParser(integerArgument(1)))
     .action(async (options: ServeOptions) => {
       await serve(options);
@@ -89,6 +91,7 @@ async function serve(options: ServeOptions): Promise<void> {
     maxEventBytes: options.maxEventSize,
     publishRatePerSecond: options.publishRate,
     publishBurst: options.publishBurst,
+    tcpKeepAliveMs: options.tcpKeepalive * 1000,
   };
   const store = openStore(options.store, {
     dataDir,

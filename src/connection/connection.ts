@@ -64,8 +64,8 @@ export class Connection implements Subscriber {
     // The limit is read on every write: it grows from the pre-auth cap once AUTH succeeds.
     this.output = new WritePath(socket, () => this.outputLimit, (pending) => this.onOutputOverflow(pending));
     socket.setNoDelay(true);
-    // Reaps clients that vanished without FIN (the kernel probes after this idle time).
-    socket.setKeepAlive(true, 60_000);
+    const keepAlive = context.limits.tcpKeepAliveMs;
+    if (keepAlive > 0) socket.setKeepAlive(true, keepAlive);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (error) => this.context.logger.debug({ conn: this.id, err: error.message }, 'socket error'));
     socket.on('close', () => this.cleanUp());
