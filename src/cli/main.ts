@@ -2,7 +2,9 @@ import { Command } from 'commander';
 import { SandboxEventsError } from '../errors.js';
 import { PACKAGE_VERSION } from '../version.js';
 import { registerApikey } from './apikey.js';
+import { registerPublish } from './publish.js';
 import { registerServe } from './serve.js';
+import { registerTail } from './tail.js';
 import { registerToken } from './token.js';
 
 const program = new Command()
@@ -13,6 +15,8 @@ const program = new Command()
 registerServe(program);
 registerToken(program);
 registerApikey(program);
+registerTail(program);
+registerPublish(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   const message = error instanceof Error ? error.message : String(error);

@@ -1,26 +1,13 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
 import { RawClient, resp } from '../support/raw-client.js';
 
-/** The daemon as a user starts it: the package's bin, compiled by `npm run build`. */
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/sandbox-events.js');
 const run = promisify(execFile);
-
-interface Daemon {
-  process: ChildProcess;
-  port: number;
-  stderr: () => string;
-  /** Resolves with stderr once it contains `text`. */
-  stderrContaining: (text: string) => Promise<string>;
-}
-
-const running: ChildProcess[] = [];
 const clients: RawClient[] = [];
 let dataDir: string;
 
@@ -29,54 +16,20 @@ beforeAll(async () => {
 });
 afterEach(() => {
   for (const client of clients.splice(0)) client.close();
-  for (const child of running.splice(0)) child.kill('SIGKILL');
+  killDaemons();
 });
 afterAll(async () => {
   await rm(dataDir, { recursive: true, force: true });
 });
 
-/** Starts `sandbox-events serve --port 0` and reads the bound port from its log line. */
 function startDaemon(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Daemon> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--http-port', '0', '--data-dir', dataDir, '--store', 'memory', ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  running.push(child);
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const stderrContaining = (text: string): Promise<string> =>
-    new Promise((resolve) => {
-      const check = (): void => {
-        if (stderr.includes(text)) {
-          child.stderr!.off('data', check);
-          resolve(stderr);
-        }
-      };
-      child.stderr!.on('data', check);
-      check();
-    });
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
-    lines.on('line', (line) => {
-      const record = JSON.parse(line) as { msg?: string; port?: number };
-      if (record.msg === 'sandbox-events listening' && record.port !== undefined) {
-        resolve({ process: child, port: record.port, stderr: () => stderr, stderrContaining });
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`daemon exited with ${code}: ${stderr}`)));
-  });
+  return spawnDaemon(['--port', '0', '--http-port', '0', '--data-dir', dataDir, '--store', 'memory', ...args], env);
 }
 
 async function connect(port: number): Promise<RawClient> {
   const client = await RawClient.connect(port);
   clients.push(client);
   return client;
-}
-
-function exitCode(child: ChildProcess): Promise<number | null> {
-  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
 }
 
 describe('sandbox-events serve', () => {
@@ -90,9 +43,8 @@ describe('sandbox-events serve', () => {
     expect(await client.read('+OK\r\n+PONG\r\n')).toBe('+OK\r\n+PONG\r\n');
     expect((await stat(path.join(dataDir, 'jwt-secret'))).mode & 0o777).toBe(0o600);
 
-    const exited = exitCode(daemon.process);
-    daemon.process.kill('SIGTERM');
-    expect(await exited).toBe(0);
+    daemon.child.kill('SIGTERM');
+    expect(await daemon.exited).toBe(0);
     expect(await client.closedByServer()).toBe(true);
   });
 
@@ -106,9 +58,8 @@ describe('sandbox-events serve', () => {
       client.send(resp('AUTH', token) + resp('PUBLISH', 'sb-x', '{"type":"t"}') + resp('PUBLISH', 'sb-y', '{"type":"t"}'));
       const expected = '+OK\r\n:0\r\n-NOPERM this user has no permissions to access one of the channels used as arguments\r\n';
       expect(await client.read(expected)).toBe(expected);
-      const exited = exitCode(daemon.process);
-      daemon.process.kill('SIGINT');
-      expect(await exited).toBe(0);
+      daemon.child.kill('SIGINT');
+      expect(await daemon.exited).toBe(0);
     }
   });
 

@@ -1,15 +1,13 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import Parser from 'redis-parser';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/mint.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
+import { killDaemons, spawnDaemon } from '../support/daemon.js';
 import { RawClient, resp } from '../support/raw-client.js';
 import { startTestServer, type TestServer } from '../support/test-server.js';
 
@@ -235,29 +233,15 @@ describe('RESUME', () => {
 });
 
 describe('durability: kill -9 at any moment', () => {
-  const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/sandbox-events.js');
-
-  function spawnDaemon(dataDir: string, secret: string): Promise<{ child: ChildProcess; port: number }> {
-    const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--http-port', '0', '--data-dir', dataDir, '--jwt-secret', secret, '--log-level', 'info'], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    cleanups.push(() => {
-      child.kill('SIGKILL');
-    });
-    return new Promise((resolve, reject) => {
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const record = JSON.parse(line) as { msg?: string; port?: number };
-        if (record.msg === 'sandbox-events listening') resolve({ child, port: record.port! });
-      });
-      child.once('exit', (code) => reject(new Error(`daemon exited early: ${code}`)));
-    });
-  }
+  const spawnAt = (dataDir: string, secret: string) =>
+    spawnDaemon(['--port', '0', '--http-port', '0', '--data-dir', dataDir, '--jwt-secret', secret, '--log-level', 'info']);
 
   it('every acknowledged event and every delivered id is there after restart, in order', async () => {
     const dataDir = await mkdtemp(path.join(dir, 'crash-'));
     const secret = randomBytes(24).toString('base64url');
     const token = await mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 600 });
-    const { child, port } = await spawnDaemon(dataDir, secret);
+    const daemon = await spawnAt(dataDir, secret);
+    const { child, port } = daemon;
 
     const subscriber = await RawClient.connect(port);
     cleanups.push(() => subscriber.close());
@@ -281,7 +265,7 @@ describe('durability: kill -9 at any moment', () => {
       if (sent >= killAfter && child.exitCode === null) child.kill('SIGKILL');
       if (child.signalCode !== null) break;
     }
-    await new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve(undefined) : child.once('exit', resolve)));
+    await daemon.exited;
     await subscriber.closedByServer();
     // What the subscriber was given before the crash.
     const delivered = subscriberReader.replies
@@ -290,7 +274,7 @@ describe('durability: kill -9 at any moment', () => {
       .map((frame) => JSON.parse(frame[2]!) as { id: string; data: { i: number } });
     expect(acked).toBeGreaterThan(0);
 
-    const restarted = await spawnDaemon(dataDir, secret);
+    const restarted = await spawnAt(dataDir, secret);
     const reader = await RawClient.connect(restarted.port);
     cleanups.push(() => reader.close());
     const replies = new ReplyReader(reader);
@@ -311,6 +295,6 @@ describe('durability: kill -9 at any moment', () => {
     // Every id a subscriber held is the id of the same event after the restart.
     const byId = new Map(stored.map((event) => [event.id, event.data.i]));
     for (const event of delivered) expect(byId.get(event.id)).toBe(event.data.i);
-    restarted.child.kill('SIGKILL');
+    killDaemons();
   });
 });

@@ -1,18 +1,14 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/mint.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
+import { killDaemons, spawnDaemon } from '../support/daemon.js';
 import { RawClient, resp } from '../support/raw-client.js';
 
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/sandbox-events.js');
 let dataDir: string;
-const children: ChildProcess[] = [];
 const clients: RawClient[] = [];
 
 beforeAll(async () => {
@@ -20,23 +16,14 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const client of clients) client.close();
-  for (const child of children) child.kill('SIGKILL');
+  killDaemons();
   await rm(dataDir, { recursive: true, force: true });
 });
 
 it('SIGTERM under load: stops accepting, flushes, closes the store, exits 0 within 5 s, loses nothing acknowledged', async () => {
   const secret = randomBytes(24).toString('base64url');
-  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--http-port', '0', '--data-dir', dataDir, '--jwt-secret', secret], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  children.push(child);
-  const port = await new Promise<number>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      const record = JSON.parse(line) as { msg?: string; port?: number };
-      if (record.msg === 'sandbox-events listening') resolve(record.port!);
-    });
-    child.once('exit', (code) => reject(new Error(`exited early: ${code}`)));
-  });
+  const daemon = await spawnDaemon(['--port', '0', '--http-port', '0', '--data-dir', dataDir, '--jwt-secret', secret]);
+  const { child, port } = daemon;
   const token = await mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 600 });
   const connect = async (): Promise<RawClient> => {
     const client = await RawClient.connect(port);
@@ -53,7 +40,6 @@ it('SIGTERM under load: stops accepting, flushes, closes the store, exits 0 with
   let acknowledged = 0;
   let sent = 0;
   let signalled: number | undefined;
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   while (!publisher.closed) {
     let batch = '';
     for (let i = 0; i < 100; i += 1, sent += 1) batch += resp('PUBLISH', 'sb-stop', JSON.stringify({ type: 'n', data: { i: sent } }));
@@ -68,7 +54,7 @@ it('SIGTERM under load: stops accepting, flushes, closes the store, exits 0 with
       child.kill('SIGTERM');
     }
   }
-  expect(await exited).toBe(0);
+  expect(await daemon.exited).toBe(0);
   expect(Date.now() - signalled!).toBeLessThan(5_000);
 
   // New connections are refused once it has stopped.

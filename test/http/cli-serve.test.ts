@@ -1,50 +1,23 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
 
 /** `sandbox-events serve` as a user starts it (the compiled bin): the HTTP listener and its flag. */
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/sandbox-events.js');
-const running: ChildProcess[] = [];
 let dataDir: string;
 
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'sandbox-events-http-cli-'));
 });
-afterEach(() => {
-  for (const child of running.splice(0)) child.kill('SIGKILL');
-});
+afterEach(() => killDaemons());
 afterAll(async () => {
   await rm(dataDir, { recursive: true, force: true });
 });
 
-interface Listening {
-  child: ChildProcess;
-  port: number;
-  httpPort: number | undefined;
-}
-
-function serve(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Listening> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dataDir, '--store', 'memory', ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  running.push(child);
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  return new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      const record = JSON.parse(line) as { msg?: string; port?: number; httpPort?: number };
-      if (record.msg === 'sandbox-events listening') resolve({ child, port: record.port!, httpPort: record.httpPort });
-    });
-    child.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${stderr}`)));
-  });
+function serve(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Daemon> {
+  return spawnDaemon(['--port', '0', '--data-dir', dataDir, '--store', 'memory', ...args], env);
 }
 
 /** A port that was free a moment ago (the OS picks it, then it is released). */
@@ -63,9 +36,8 @@ describe('sandbox-events serve --http-port', () => {
     expect(daemon.httpPort).toBe(httpPort);
     const health = await fetch(`http://127.0.0.1:${httpPort}/healthz`);
     expect(await health.json()).toEqual({ status: 'ok' });
-    const exited = new Promise((resolve) => daemon.child.once('exit', resolve));
     daemon.child.kill('SIGTERM');
-    expect(await exited).toBe(0);
+    expect(await daemon.exited).toBe(0);
     await expect(fetch(`http://127.0.0.1:${httpPort}/healthz`)).rejects.toThrow();
   });
 

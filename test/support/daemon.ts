@@ -1,0 +1,74 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+/** The package's bin, as a user runs it (compiled by `npm run build`, which `npm test` runs). */
+export const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/sandbox-events.js');
+
+export interface Daemon {
+  child: ChildProcess;
+  port: number;
+  httpPort: number | undefined;
+  /** stderr so far. */
+  stderr(): string;
+  /** Resolves with stderr once it contains `text`. */
+  stderrContaining(text: string): Promise<string>;
+  /** Resolves with the exit code (null when killed by a signal). */
+  exited: Promise<number | null>;
+}
+
+const running = new Set<ChildProcess>();
+
+/**
+ * Starts `sandbox-events serve <args>` and resolves once its `sandbox-events listening` log line
+ * says which ports it bound (pass `--port 0`, and `--http-port 0` unless the test is about
+ * HTTP's port). Every daemon started here is killed by `killDaemons()`.
+ */
+export function spawnDaemon(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Daemon> {
+  const child = spawn(process.execPath, [BIN, 'serve', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  running.add(child);
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      running.delete(child);
+      resolve(code);
+    }),
+  );
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const stderrContaining = (text: string): Promise<string> =>
+    new Promise((resolve) => {
+      const check = (): void => {
+        if (!stderr.includes(text)) return;
+        child.stderr!.off('data', check);
+        resolve(stderr);
+      };
+      child.stderr!.on('data', check);
+      check();
+    });
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      let record: { msg?: string; port?: number; httpPort?: number };
+      try {
+        record = JSON.parse(line) as typeof record;
+      } catch {
+        return;
+      }
+      if (record.msg === 'sandbox-events listening') {
+        resolve({ child, port: record.port!, httpPort: record.httpPort, stderr: () => stderr, stderrContaining, exited });
+      }
+    });
+    void exited.then((code) => reject(new Error(`sandbox-events serve exited with ${code}: ${stderr}`)));
+  });
+}
+
+/** Kills every daemon still running (for afterEach/afterAll). */
+export function killDaemons(): void {
+  for (const child of running) child.kill('SIGKILL');
+  running.clear();
+}
