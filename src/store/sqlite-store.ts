@@ -1,3 +1,5 @@
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import {
   compareEventIds,
@@ -52,13 +54,19 @@ export interface SqliteStoreOptions {
   synchronous?: 'normal' | 'full';
   /** How often background retention runs (default 5000 ms); 0 disables the timer. */
   pruneIntervalMs?: number;
-  /** Most rows one retention step deletes in one transaction (default 2000). */
+  /** Most rows one retention step deletes in one transaction (default 1000, a few ms). */
   pruneBatchSize?: number;
   /**
    * How long a write waits for a lock held by another connection (default 20 ms). The wait
    * blocks the event loop, so it stays short: past it, the batch fails with STORE_UNAVAILABLE.
    */
   busyTimeoutMs?: number;
+  /**
+   * 'worker' (default): WAL checkpoints run on a worker thread with its own connection, so the
+   * event loop never waits for them (with synchronous = normal they are the only fsyncs).
+   * 'inline': SQLite's automatic checkpoint, inside the commit that crosses 1000 pages.
+   */
+  checkpoint?: 'worker' | 'inline';
 }
 
 export interface SqliteStoreStats {
@@ -74,6 +82,8 @@ export interface SqliteStoreStats {
   pruneErrors: number;
   /** Appends waiting for the next batch. */
   pending: number;
+  /** WAL checkpoints done by the worker thread. */
+  checkpoints: number;
 }
 
 const SCHEMA_VERSION = 1;
@@ -84,7 +94,9 @@ const SCHEMA_VERSION = 1;
  * sandboxes: per stream, the last id issued (ids stay increasing across restarts, also after
  * every event was pruned), what is retained (count and oldest id, for retention), what was
  * pruned (trimmed through), and when it was last appended to (to forget idle empty streams).
- * high_water: the highest id ever issued, so a forgotten or new stream starts above it.
+ * high_water: at least the last id of every stream that was forgotten. With the last ids in
+ * sandboxes it gives the highest id ever issued (so a forgotten or new stream starts above
+ * it), without a write to it in every commit.
  */
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
@@ -175,6 +187,35 @@ const PRUNE_PAGE = 64;
 /** Retention yields to the event loop after working this long. */
 const PRUNE_SLICE_MS = 4;
 
+/** Ask the checkpoint worker for a run at most this often while commits happen. */
+const CHECKPOINT_INTERVAL_MS = 100;
+/** Past this many WAL frames (64 MiB of 4 KiB pages) the writer finishes a checkpoint itself. */
+const WAL_FRAMES_LIMIT = 16_384;
+
+/**
+ * Runs on a worker thread (CommonJS, eval'd): a PASSIVE checkpoint copies committed WAL pages
+ * into the database file and fsyncs it, without blocking the writer.
+ */
+const CHECKPOINT_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const db = new Database(workerData.path, { timeout: 1000 });
+db.pragma('synchronous = ' + workerData.synchronous);
+parentPort.on('message', (message) => {
+  if (message === 'close') {
+    db.close();
+    parentPort.close();
+    return;
+  }
+  try {
+    const [row] = db.pragma('wal_checkpoint(PASSIVE)');
+    parentPort.postMessage({ log: row.log, checkpointed: row.checkpointed });
+  } catch (error) {
+    parentPort.postMessage({ error: String((error && error.message) || error) });
+  }
+});
+`;
+
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 function idOf(ms: number | null, seq: number | null): EventId | undefined {
@@ -204,7 +245,7 @@ export class SqliteStore implements EventStore {
   private readonly maxDelayMs: number;
   private readonly pruneBatch: number;
   private listener: DurableEventListener | undefined;
-  /** Highest id committed for any sandbox. */
+  /** Highest id committed for any sandbox (also forgotten ones). */
   private highWater: EventId | undefined;
   private queue: PendingAppend[] = [];
   private flushImmediate: NodeJS.Immediate | undefined;
@@ -214,7 +255,20 @@ export class SqliteStore implements EventStore {
   /** Sandboxes that had more than maxCount events at their last commit. */
   private readonly overCount = new Map<string, Ref>();
   private closed = false;
-  private readonly counters = { batches: 0, appended: 0, failedBatches: 0, pruned: 0, pruneErrors: 0 };
+  private readonly counters = {
+    batches: 0,
+    appended: 0,
+    failedBatches: 0,
+    pruned: 0,
+    pruneErrors: 0,
+    checkpoints: 0,
+  };
+  private checkpointer: Worker | undefined;
+  private checkpointTimer: NodeJS.Timeout | undefined;
+  private checkpointRunning = false;
+  /** The worker could not keep the WAL short: the writer checkpoints before its next commit. */
+  private walTooLong = false;
+  private closing: Promise<void> | undefined;
 
   private readonly sql: ReturnType<typeof prepareStatements>;
   private readonly writeBatchTx: Database.Transaction<(batch: PendingAppend[]) => BatchResult>;
@@ -231,7 +285,7 @@ export class SqliteStore implements EventStore {
     this.now = options.now ?? Date.now;
     this.maxBatch = Math.max(1, options.groupCommitMaxBatch ?? 1000);
     this.maxDelayMs = Math.max(0, options.groupCommitMaxDelayMs ?? 0);
-    this.pruneBatch = Math.max(1, options.pruneBatchSize ?? 2000);
+    this.pruneBatch = Math.max(1, options.pruneBatchSize ?? 1000);
     try {
       this.db = new Database(options.path, { timeout: options.busyTimeoutMs ?? 20 });
     } catch (error) {
@@ -242,8 +296,11 @@ export class SqliteStore implements EventStore {
       );
     }
     try {
-      this.db.pragma('journal_mode = WAL');
-      this.db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+      const journal = this.db.pragma('journal_mode = WAL', { simple: true });
+      const synchronous = options.synchronous === 'full' ? 'FULL' : 'NORMAL';
+      this.db.pragma(`synchronous = ${synchronous}`);
+      const checkpointWorker = journal === 'wal' && (options.checkpoint ?? 'worker') === 'worker';
+      if (checkpointWorker) this.db.pragma('wal_autocheckpoint = 0');
       this.db.pragma('cache_size = -32768'); // 32 MiB of pages: history hits memory, not the OS
       this.db.pragma('journal_size_limit = 67108864'); // the WAL shrinks back to 64 MiB after checkpoints
       const version = this.db.pragma('user_version', { simple: true }) as number;
@@ -256,8 +313,7 @@ export class SqliteStore implements EventStore {
       this.writeBatchTx = this.db.transaction((batch: PendingAppend[]) => this.writeBatch(batch));
       this.pruneStepTx = this.db.transaction((ref: Ref) => this.pruneStep(ref));
       this.dropIdleTx = this.db.transaction((cutoff: number) => this.dropIdle(cutoff));
-      const hw = this.sql.getHighWater.get();
-      this.highWater = hw === undefined ? undefined : { ms: hw.ms, seq: hw.seq };
+      this.highWater = maxEventId(this.sql.getHighWater.get(), this.sql.maxLastId.get());
       // Retention state lives in the file; only "over the count limit" is tracked in memory,
       // so find those left from before a restart once.
       for (const row of this.sql.overCountSandboxes.all(this.retention.maxCount)) {
@@ -266,7 +322,9 @@ export class SqliteStore implements EventStore {
           row.sandbox_id,
         ]);
       }
+      if (checkpointWorker) this.startCheckpointer(synchronous);
     } catch (error) {
+      void this.checkpointer?.terminate();
       this.db.close();
       throw new SandboxEventsError(
         'STORE_UNAVAILABLE',
@@ -370,16 +428,85 @@ export class SqliteStore implements EventStore {
     return { ...this.counters, pending: this.queue.length };
   }
 
+  // ---- checkpoints --------------------------------------------------------------------------
+
+  private startCheckpointer(synchronous: string): void {
+    const worker = new Worker(CHECKPOINT_WORKER, {
+      eval: true,
+      workerData: { path: this.path, driver: createRequire(import.meta.url).resolve('better-sqlite3'), synchronous },
+    });
+    worker.unref();
+    worker.on('message', (result: { log?: number; checkpointed?: number; error?: string }) => {
+      this.checkpointRunning = false;
+      if (result.error === undefined) this.counters.checkpoints++;
+      // Under constant writes the worker never catches up with the last frame, and SQLite
+      // only rewinds the WAL once a checkpoint did: then the writer finishes one itself.
+      if ((result.log ?? 0) > WAL_FRAMES_LIMIT) this.walTooLong = true;
+    });
+    // If the worker cannot run, SQLite checkpoints inline again: slower, never wrong.
+    const fallBack = (): void => {
+      if (this.checkpointer !== worker) return;
+      this.checkpointer = undefined;
+      this.checkpointRunning = false;
+      if (!this.closed) this.db.pragma('wal_autocheckpoint = 1000');
+    };
+    worker.on('error', fallBack);
+    worker.on('exit', fallBack);
+    this.checkpointer = worker;
+  }
+
+  /** Before a write transaction: finish a checkpoint here if the worker cannot. */
+  private beforeWrite(): void {
+    if (!this.walTooLong) return;
+    this.walTooLong = false;
+    try {
+      this.db.pragma('wal_checkpoint(PASSIVE)');
+    } catch {
+      // Busy with the worker's checkpoint: its next report asks again.
+    }
+  }
+
+  /** After a write transaction: a checkpoint soon, at most one at a time and one per interval. */
+  private scheduleCheckpoint(): void {
+    if (this.checkpointer === undefined || this.checkpointTimer !== undefined) return;
+    this.checkpointTimer = setTimeout(() => {
+      this.checkpointTimer = undefined;
+      if (this.checkpointer === undefined || this.closed) return;
+      if (this.checkpointRunning) {
+        this.scheduleCheckpoint();
+        return;
+      }
+      this.checkpointRunning = true;
+      this.checkpointer.postMessage('checkpoint');
+    }, CHECKPOINT_INTERVAL_MS);
+    this.checkpointTimer.unref();
+  }
+
+  private stopCheckpointer(): Promise<void> {
+    const worker = this.checkpointer;
+    if (worker === undefined) return Promise.resolve();
+    this.checkpointer = undefined;
+    worker.ref(); // keep the process alive until the worker has closed its connection
+    return new Promise<void>((resolve) => {
+      worker.once('exit', () => resolve());
+      worker.postMessage('close');
+    });
+  }
+
   close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+    if (this.closing !== undefined) return this.closing;
     this.closed = true;
     clearInterval(this.pruneTimer);
+    clearTimeout(this.checkpointTimer);
     this.cancelFlush();
     // Everything accepted before close is written (and announced) before the file closes.
     while (this.queue.length > 0) this.flushBatch();
     // A retention run in progress checks `closed` after every yield and stops.
-    this.db.close();
-    return Promise.resolve();
+    this.closing = this.stopCheckpointer().then(() => {
+      // The last connection to close checkpoints the WAL and removes it.
+      this.db.close();
+    });
+    return this.closing;
   }
 
   // ---- group commit -------------------------------------------------------------------------
@@ -414,6 +541,7 @@ export class SqliteStore implements EventStore {
   private flushBatch(): void {
     const batch = this.queue.splice(0, this.maxBatch);
     if (batch.length === 0) return;
+    this.beforeWrite();
     let result: BatchResult;
     try {
       result = this.writeBatchTx.immediate(batch);
@@ -427,11 +555,13 @@ export class SqliteStore implements EventStore {
         { cause: error },
       );
       for (const pending of batch) pending.reject(failure);
+      this.scheduleCheckpoint(); // a full disk may be a WAL waiting to be checkpointed
       return;
     }
     this.highWater = result.highWater;
     for (const ref of result.overCount) this.overCount.set(sandboxKey(ref), [ref.workspaceId, ref.sandboxId]);
     this.counters.batches++;
+    this.scheduleCheckpoint();
     this.counters.appended += result.events.length;
     for (const event of result.events) notifyListener(this.listener, event);
     for (let i = 0; i < batch.length; i++) (batch[i] as PendingAppend).resolve(result.events[i] as StoredEvent);
@@ -484,9 +614,6 @@ export class SqliteStore implements EventStore {
       }
       if (s.retained > this.retention.maxCount) overCount.push(s);
     }
-    if (highWater !== undefined && highWater !== this.highWater) {
-      this.sql.setHighWater.run(highWater.ms, highWater.seq);
-    }
     return { events, highWater, overCount };
   }
 
@@ -513,7 +640,9 @@ export class SqliteStore implements EventStore {
       let count = 0;
       for (;;) {
         if (this.closed) return { open: false, deleted: count };
+        this.beforeWrite();
         const step = this.pruneStepTx.immediate(ref);
+        this.scheduleCheckpoint();
         count += step.deleted;
         this.counters.pruned += step.deleted;
         await pause();
@@ -524,7 +653,13 @@ export class SqliteStore implements EventStore {
     // Count limit: only sandboxes a commit left above it.
     for (const [key, ref] of this.overCount) {
       this.overCount.delete(key);
-      const done = await pruneSandbox(ref);
+      let done: { open: boolean; deleted: number };
+      try {
+        done = await pruneSandbox(ref);
+      } catch (error) {
+        this.overCount.set(key, ref); // try again next run
+        throw error;
+      }
       deleted += done.deleted;
       if (!done.open) return deleted;
     }
@@ -547,7 +682,9 @@ export class SqliteStore implements EventStore {
     // Forget sandboxes with nothing retained and no append for longer than the age limit.
     for (;;) {
       if (this.closed) return deleted;
+      this.beforeWrite();
       const dropped = this.dropIdleTx.immediate(ageCutoff(this.retention, this.now()));
+      this.scheduleCheckpoint();
       if (dropped < PRUNE_PAGE) break;
       await pause();
     }
@@ -593,7 +730,12 @@ export class SqliteStore implements EventStore {
 
   private dropIdle(cutoff: number): number {
     const rows = this.sql.idleSandboxes.all(cutoff, PRUNE_PAGE);
-    for (const row of rows) this.sql.deleteSandbox.run(row.workspace_id, row.sandbox_id);
+    let forgotten = this.sql.getHighWater.get();
+    for (const row of rows) {
+      forgotten = maxEventId(forgotten, { ms: row.last_ms, seq: row.last_seq });
+      this.sql.deleteSandbox.run(row.workspace_id, row.sandbox_id);
+    }
+    if (forgotten !== undefined) this.sql.setHighWater.run(forgotten.ms, forgotten.seq);
     return rows.length;
   }
 
@@ -691,8 +833,12 @@ function prepareStatements(db: Database.Database) {
     agedSandboxes: db.prepare<[number, number], RefRow>(
       'SELECT workspace_id, sandbox_id FROM sandboxes WHERE first_ms < ? ORDER BY first_ms LIMIT ?',
     ),
-    idleSandboxes: db.prepare<[number, number], RefRow>(
-      'SELECT workspace_id, sandbox_id FROM sandboxes WHERE retained = 0 AND active_at < ? LIMIT ?',
+    idleSandboxes: db.prepare<[number, number], RefRow & { last_ms: number; last_seq: number }>(
+      'SELECT workspace_id, sandbox_id, last_ms, last_seq FROM sandboxes WHERE retained = 0 AND active_at < ? LIMIT ?',
+    ),
+    // Once, at open: a scan, so that commits need not keep an index on the last id.
+    maxLastId: db.prepare<[], EventId>(
+      'SELECT last_ms AS ms, last_seq AS seq FROM sandboxes ORDER BY last_ms DESC, last_seq DESC LIMIT 1',
     ),
     deleteSandbox: db.prepare<[number, string]>(`DELETE FROM sandboxes WHERE ${stream}`),
   };
