@@ -2,7 +2,7 @@ import type { Principal } from '../auth/principal.js';
 import type { StoredEvent } from '../event/event.js';
 import { bulkLength, deliveryFrameHead, type Protocol, writeBulk } from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
-import type { SandboxRef } from '../store/types.js';
+import type { InterestHooks, SandboxRef } from '../store/types.js';
 import { channelKey, type ChannelTarget, type PatternScope, visibleName } from './scope.js';
 
 /**
@@ -63,6 +63,12 @@ export class Broker {
   readonly stats: BrokerStats = { delivered: 0, fannedOut: 0, framesEncoded: 0 };
   private readonly slabs = new SlabState();
 
+  /**
+   * `interest`: told when a channel gets its first local subscriber or loses its last, and when
+   * a pattern scope does (issue 8: a shared engine subscribes upstream only to what is watched).
+   */
+  constructor(private readonly interest?: InterestHooks) {}
+
   /** Adds a subscription; false if the subscriber already had it (Redis counts it once). */
   subscribe(subscriber: Subscriber, target: ChannelTarget): boolean {
     let channel = this.channels.get(target.key);
@@ -77,13 +83,17 @@ export class Broker {
     }
     if (channel.subscribers.has(subscriber)) return false;
     channel.subscribers.set(subscriber, target.displayName);
+    if (channel.subscribers.size === 1) this.interest?.setInterest?.(channel, true);
     return true;
   }
 
   unsubscribe(subscriber: Subscriber, key: string): boolean {
     const channel = this.channels.get(key);
     if (channel === undefined || !channel.subscribers.delete(subscriber)) return false;
-    if (channel.subscribers.size === 0) this.channels.delete(key);
+    if (channel.subscribers.size === 0) {
+      this.channels.delete(key);
+      this.interest?.setInterest?.(channel, false);
+    }
     return true;
   }
 
@@ -92,6 +102,7 @@ export class Broker {
     if (groups === undefined) {
       groups = new Map();
       this.patterns.set(scope, groups);
+      this.interest?.setPatternInterest?.(scope, true);
     }
     let group = groups.get(pattern);
     if (group === undefined) {
@@ -109,7 +120,10 @@ export class Broker {
     if (groups === undefined || group === undefined || !group.subscribers.delete(subscriber)) return false;
     if (group.subscribers.size === 0) {
       groups.delete(pattern);
-      if (groups.size === 0) this.patterns.delete(scope);
+      if (groups.size === 0) {
+        this.patterns.delete(scope);
+        this.interest?.setPatternInterest?.(scope, false);
+      }
     }
     return true;
   }
@@ -286,10 +300,17 @@ export class Broker {
 
 /** A slab starts this small (from Node's shared pool) and grows only for a hot form. */
 const SLAB_MIN_BYTES = 2 * 1024;
-/** Largest slab: above this a turn's frames of one form span several slabs. */
-const SLAB_MAX_BYTES = 64 * 1024;
-/** A slab that filled up faster than this is doubled for the next one (up to the max). */
+/**
+ * Largest slab. A turn can produce a few hundred KB of one channel's frames (everything read
+ * from the publishers in one go); when they span slabs the write path sends a few runs with one
+ * writev. A slab only grows this large for a form that fills it within SLAB_HOT_MS each time
+ * (over 12 MB/s), so few forms ever hold one, and the sweep takes it back when they go quiet.
+ */
+const SLAB_MAX_BYTES = 256 * 1024;
+/** A slab that filled up faster than this is doubled for the next one (up to the max)... */
 const SLAB_HOT_MS = 10;
+/** ...one that took longer than this is halved (down to the min); in between it stays. */
+const SLAB_COOL_MS = 100;
 /** A grown slab that received no frame for about this long is let go (see SlabState). */
 const SLAB_IDLE_MS = 1_000;
 const EMPTY_SLAB = Buffer.alloc(0);
@@ -341,9 +362,17 @@ class FrameWriter {
 
   private refill(size: number): void {
     const now = performance.now();
-    // Double while the form is hot (the last slab filled within SLAB_HOT_MS), else start small.
-    const hot = this.slab.length > 0 && now - this.slabStartedAt < SLAB_HOT_MS;
-    const bytes = Math.max(size, hot ? Math.min(SLAB_MAX_BYTES, this.slab.length * 2) : SLAB_MIN_BYTES);
+    // The slab size follows the form's rate: doubled while it fills fast, halved as it cools
+    // (gradually, so that a rate hovering near a threshold doesn't fall back to the minimum).
+    const last = this.slab.length;
+    const filledIn = now - this.slabStartedAt;
+    let next = SLAB_MIN_BYTES;
+    if (last > 0) {
+      if (filledIn < SLAB_HOT_MS) next = Math.min(SLAB_MAX_BYTES, last * 2);
+      else if (filledIn > SLAB_COOL_MS) next = Math.max(SLAB_MIN_BYTES, last / 2);
+      else next = last;
+    }
+    const bytes = Math.max(size, next);
     this.slab = Buffer.allocUnsafe(bytes); // below 4 KiB: a slice of Node's shared pool
     this.used = 0;
     this.slabStartedAt = now;

@@ -9,7 +9,7 @@ import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, type Limits } from '../conf
 import { apiKeysPath } from '../http/api-keys.js';
 import { DEFAULT_HTTP_PORT } from '../http/host.js';
 import { startServer } from '../server/server.js';
-import { openStore } from '../store/open-store.js';
+import { openEngine, openStore } from '../store/open-store.js';
 import { byteSizeArgument, durationArgument, integerArgument, option } from './options.js';
 
 interface ServeOptions {
@@ -25,6 +25,7 @@ interface ServeOptions {
   logLevel: string;
   dataDir: string;
   store: string;
+  engine?: string;
   retentionCount: number;
   retentionAge: number;
   maxClients: number;
@@ -51,6 +52,7 @@ export function registerServe(program: Command): void {
     .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
     .addOption(option('--data-dir <dir>', 'where the dev secret and the event store live').default('./data'))
     .addOption(option('--store <spec>', 'sqlite (<data-dir>/events.db), sqlite:<path> or memory').default('sqlite'))
+    .addOption(option('--engine <url>', 'share events with other nodes through Redis: redis://host:port (replaces --store)'))
     .addOption(option('--retention-count <n>', 'events kept per sandbox').default(10_000).argParser(integerArgument(1)))
     .addOption(option('--retention-age <duration>', 'events older than this are pruned (e.g. 24h)').default(24 * 3600 * 1000, '24h').argParser(durationArgument))
     .addOption(option('--max-clients <n>', 'open connections at most').default(DEFAULT_LIMITS.maxClients).argParser(integerArgument(1)))
@@ -93,10 +95,17 @@ async function serve(options: ServeOptions): Promise<void> {
     publishBurst: options.publishBurst,
     tcpKeepAliveMs: options.tcpKeepalive * 1000,
   };
-  const store = openStore(options.store, {
-    dataDir,
-    retention: { maxCount: options.retentionCount, maxAgeMs: options.retentionAge },
-  });
+  const retention = { maxCount: options.retentionCount, maxAgeMs: options.retentionAge };
+  const store =
+    options.engine === undefined
+      ? openStore(options.store, { dataDir, retention })
+      : openEngine(options.engine, {
+          retention,
+          onStatus: (status, error) => {
+            if (error === undefined) logger.info({ engine: 'redis' }, `redis: ${status}`);
+            else logger.warn({ engine: 'redis', err: error }, `redis: ${status}`);
+          },
+        });
   const server = await startServer({
     host: options.host,
     port: options.port,

@@ -151,16 +151,26 @@ export class WritePath {
     if (this.closed || this.socket.destroyed) return;
     if (this.queuedBytes > 0 && !this.waitingForDrain) {
       const queue = this.queue;
-      let data: Buffer;
+      let ok: boolean;
       if (queue.length === 0) {
-        data = this.takeTail(); // the common case: one run, written as it is
+        ok = this.socket.write(this.takeTail()); // the common case: one run, written as it is
       } else {
         if (this.tailFirst !== undefined) queue.push(this.takeTail());
-        data = queue.length === 1 ? queue[0]! : Buffer.concat(queue, this.queuedBytes);
+        const runs = queue.length;
+        if (runs <= WRITEV_MAX_RUNS && this.queuedBytes >= runs * WRITEV_MIN_RUN_BYTES) {
+          // A few large runs (a turn's frames spanning slabs): one writev, nothing copied.
+          this.socket.cork();
+          ok = true;
+          for (let i = 0; i < runs; i++) ok = this.socket.write(queue[i]!);
+          this.socket.uncork();
+        } else {
+          // Many small pieces (replies): one copy is cheaper than a writev entry each.
+          ok = this.socket.write(runs === 1 ? queue[0]! : Buffer.concat(queue, this.queuedBytes));
+        }
         queue.length = 0;
       }
       this.queuedBytes = 0;
-      if (!this.socket.write(data)) this.waitingForDrain = true;
+      if (!ok) this.waitingForDrain = true;
       this.socketBytes = this.socket.writableLength;
       this.knownLimit = this.limit();
     }
@@ -171,6 +181,10 @@ export class WritePath {
     this.releaseLowWaters();
   }
 }
+
+/** Up to this many runs of this average size go out as one writev instead of being joined. */
+const WRITEV_MAX_RUNS = 8;
+const WRITEV_MIN_RUN_BYTES = 4 * 1024;
 
 /*
  * One setImmediate for all connections with queued output. It runs right after the poll phase,

@@ -45,9 +45,9 @@ const MAX_CLIENTS_REACHED = errorReply('ERR max number of clients reached');
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const limits: Limits = { ...DEFAULT_LIMITS, ...options.limits };
   const logger = options.logger ?? pino({ level: 'silent' });
-  const store =
+  const store: EventStore =
     options.store ?? new MemoryStore({ retention: { maxCount: 10_000, maxAgeMs: 24 * 60 * 60 * 1000 } });
-  const broker = new Broker();
+  const broker = new Broker(store);
   const verifier = new TokenVerifier(options.auth);
   const tcp = net.createServer({ noDelay: true });
   const context: ServerContext = {

@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { RedisEngine } from '../engine/redis/redis-engine.js';
 import { SandboxEventsError } from '../errors.js';
 import { MemoryStore } from './memory-store.js';
 import { SqliteStore } from './sqlite-store.js';
@@ -38,4 +39,19 @@ export function openStore(spec: string, options: OpenStoreOptions): EventStore {
     );
   }
   return SqliteStore.open({ path, retention: options.retention });
+}
+
+/**
+ * Opens the shared engine named by `--engine` (issue 8): `redis://host:port[/db]` or
+ * `rediss://...`. Connecting goes on in the background; until it succeeds publishes fail with
+ * STORE_UNAVAILABLE and /readyz says not ready.
+ */
+export function openEngine(
+  spec: string,
+  options: { retention: RetentionPolicy; onStatus?: (status: string, error?: unknown) => void },
+): EventStore {
+  if (!/^rediss?:\/\/[^/\s]+/.test(spec)) {
+    throw new SandboxEventsError('INVALID_ARGUMENT', `unknown engine "${spec}": use redis://host:port`);
+  }
+  return new RedisEngine({ url: spec, retention: options.retention, onStatus: options.onStatus });
 }

@@ -72,4 +72,16 @@ export interface EventStore {
   replayAfter(ref: SandboxRef, afterId: EventId, limit: number): Promise<ReplayResult>;
   /** Flushes pending writes and releases files. Idempotent. */
   close(): Promise<void>;
+  /**
+   * Optional (issue 8): the broker tells a shared engine which sandboxes this node's own
+   * clients watch, so the node subscribes upstream (Redis) only to those. Called when a channel
+   * gets its first local subscriber (`true`) and loses its last (`false`). Embedded stores have
+   * no upstream and leave it out.
+   */
+  setInterest?(ref: SandboxRef, interested: boolean): void;
+  /** Optional: the same for pattern subscriptions of one workspace, or of every workspace ('all'). */
+  setPatternInterest?(scope: number | 'all', interested: boolean): void;
 }
+
+/** What the broker calls on a store that wants to know this node's interests. */
+export type InterestHooks = Pick<EventStore, 'setInterest' | 'setPatternInterest'>;

@@ -1,0 +1,196 @@
+// Delivered messages/s with 1, 2 and 3 broker nodes sharing one Redis (issue 8). Run by hand:
+//
+//   npm run build && node bench/scale/run.js [--nodes 1,2,3] [--seconds 5] [--sandboxes 10] [--subscribers 300] [--window 64]
+//
+// Runs the compiled package (dist/), starts a private
+// redis-server on a free port (no persistence) and the nodes as child processes
+// (`serve --engine redis://...`). This process is the load generator: one publisher
+// connection per node keeping `window` PUBLISHes in flight, and `subscribers` subscriber
+// connections spread evenly over the nodes and the sandboxes. It counts message frames.
+// Everything runs on this machine's cores: see docs/scaling.md for what that limits.
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const argv = process.argv.slice(2);
+const option = (name, fallback) => {
+  const at = argv.indexOf(name);
+  return at >= 0 ? argv[at + 1] : fallback;
+};
+const nodeCounts = option('--nodes', '1,2,3').split(',').map(Number);
+const seconds = Number(option('--seconds', '5'));
+const sandboxes = Number(option('--sandboxes', '10'));
+const subscribers = Number(option('--subscribers', '300'));
+const window = Number(option('--window', '64'));
+// --embedded: also run one node on the embedded memory store (no Redis), as the baseline.
+const embedded = argv.includes('--embedded');
+
+const children = [];
+const tempDirs = [];
+function cleanUp() {
+  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+}
+process.on('exit', cleanUp);
+process.on('SIGINT', () => process.exit(130));
+
+/** The compiled package (`npm run build` first: Node 20 runs no TypeScript). */
+function build() {
+  const dist = path.join(root, 'dist');
+  if (!existsSync(path.join(dist, 'cli', 'main.js'))) throw new Error('dist/ is missing: run `npm run build` first');
+  return dist;
+}
+
+async function freePort() {
+  const server = net.createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function startRedis() {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'se-bench-redis-'));
+  tempDirs.push(dir);
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  children.push(child);
+  for (let i = 0; i < 100; i++) {
+    if (spawnSync('redis-cli', ['-p', String(port), 'PING'], { encoding: 'utf8' }).stdout.trim() === 'PONG') return { port, child };
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('redis-server did not start');
+}
+
+async function startNode(dist, redisPort, secret) {
+  const store = redisPort === undefined ? ['--store', 'memory'] : ['--engine', `redis://127.0.0.1:${redisPort}`];
+  const child = spawn(process.execPath, [path.join(dist, 'cli/main.js'), 'serve', ...store,
+    '--port', '0', '--http-port', '0', '--jwt-secret', secret, '--log-level', 'info', '--max-clients', '50000',
+    '--data-dir', os.tmpdir()], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  let output = '';
+  const port = await new Promise((resolve, reject) => {
+    child.stdout.on('data', (chunk) => {
+      output += chunk;
+      const match = /"port":(\d+).*"msg":"sandbox-events listening"/.exec(output);
+      if (match && (redisPort === undefined || output.includes('redis: subscriber ready'))) resolve(Number(match[1]));
+      if (output.length > 100_000) output = output.slice(-10_000);
+    });
+    child.on('exit', () => reject(new Error(`node exited: ${output}`)));
+  });
+  child.stdout.resume();
+  return { port, child };
+}
+
+function cmd(...args) {
+  return `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+}
+
+function connect(port) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: '127.0.0.1', noDelay: true }, () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+const MESSAGE = Buffer.from('*3\r\n$7\r\nmessage\r\n');
+function countOf(haystack, needle) {
+  let count = 0;
+  for (let at = haystack.indexOf(needle); at >= 0; at = haystack.indexOf(needle, at + needle.length)) count++;
+  return count;
+}
+
+async function runCase(dist, mint, nodes, withRedis = true) {
+  const redis = withRedis ? await startRedis() : undefined;
+  const secret = 'bench-secret-' + Math.random().toString(36).slice(2);
+  const token = await mint({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3600 });
+  const brokers = [];
+  for (let i = 0; i < nodes; i++) brokers.push(await startNode(dist, redis?.port, secret));
+  let delivered = 0;
+  const subs = [];
+  for (let i = 0; i < subscribers; i++) {
+    const socket = await connect(brokers[i % nodes].port);
+    socket.setMaxListeners(0);
+    let tail = Buffer.alloc(0);
+    socket.on('data', (chunk) => {
+      const data = tail.length > 0 ? Buffer.concat([tail, chunk]) : chunk;
+      delivered += countOf(data, MESSAGE);
+      tail = data.subarray(Math.max(0, data.length - MESSAGE.length + 1));
+    });
+    socket.write(cmd('AUTH', token) + cmd('SUBSCRIBE', `bench-${Math.floor(i / nodes) % sandboxes}`));
+    subs.push(socket);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 500)); // subscriptions settle
+  delivered = 0;
+  let published = 0;
+  let errors = 0;
+  let stop = false;
+  const publishers = [];
+  for (const broker of brokers) {
+    const socket = await connect(broker.port);
+    socket.write(cmd('AUTH', token));
+    let n = 0;
+    let inFlight = 0;
+    const payload = JSON.stringify({ type: 'bench', data: { text: 'x'.repeat(100) } });
+    const pump = () => {
+      let out = '';
+      while (!stop && inFlight < window) {
+        out += cmd('PUBLISH', `bench-${n++ % sandboxes}`, payload);
+        inFlight++;
+      }
+      if (out) socket.write(out);
+    };
+    let skipAuth = true;
+    let pending = '';
+    socket.on('data', (chunk) => {
+      pending += chunk.toString('latin1');
+      let at;
+      while ((at = pending.indexOf('\r\n')) >= 0) {
+        const line = pending.slice(0, at);
+        pending = pending.slice(at + 2);
+        if (skipAuth) { skipAuth = false; continue; }
+        inFlight--;
+        if (line[0] === ':') published++;
+        else errors++;
+      }
+      pump();
+    });
+    publishers.push({ socket, pump });
+  }
+  const cpuBefore = process.cpuUsage();
+  const startedAt = performance.now();
+  for (const p of publishers) p.pump();
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  stop = true;
+  const elapsed = (performance.now() - startedAt) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
+  const result = {
+    nodes: withRedis ? String(nodes) : '1 (memory store, no Redis)',
+    published: Math.round(published / elapsed),
+    delivered: Math.round(delivered / elapsed),
+    errors,
+    generatorCpu: ((cpu.user + cpu.system) / 1e6 / elapsed).toFixed(2),
+  };
+  for (const s of [...subs, ...publishers.map((p) => p.socket)]) s.destroy();
+  for (const b of brokers) b.child.kill('SIGKILL');
+  redis?.child.kill('SIGKILL');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  return result;
+}
+
+const dist = build();
+const { mintToken } = await import(pathToFileURL(path.join(dist, 'auth/mint.js')).href);
+console.log(`cores: ${os.cpus().length} (${os.cpus()[0]?.model}); ${sandboxes} sandboxes, ${subscribers} subscribers, window ${window}, ${seconds} s per case`);
+console.log('nodes | published/s | delivered/s | errors | generator CPU (cores)');
+const cases = nodeCounts.map((nodes) => [nodes, true]);
+if (embedded) cases.unshift([1, false]);
+for (const [nodes, withRedis] of cases) {
+  const r = await runCase(dist, mintToken, nodes, withRedis);
+  console.log(`${String(r.nodes).padStart(5)} | ${String(r.published).padStart(11)} | ${String(r.delivered).padStart(11)} | ${String(r.errors).padStart(6)} | ${r.generatorCpu}`);
+}
+process.exit(0);

@@ -1,0 +1,101 @@
+/**
+ * Redis names of the engine (issue 8). A sandbox's stream, its bookkeeping hash and its live
+ * channel share the hash tag `{<workspaceId>:<sandboxId>}`, so in Redis Cluster they live in one
+ * slot: the append script may touch all three (Cluster refuses scripts that cross slots, and
+ * counts shard channels as keys), and sandboxes spread over all 16,384 slots.
+ *
+ * A sandbox id may contain `}`: then the tag ends early, but it ends at the same place for the
+ * three names, so they still share a slot. The suffixes differ, so names never collide.
+ */
+import { parseEventId, type StoredEvent } from '../../event/event.js';
+import type { SandboxRef } from '../../store/types.js';
+
+const PREFIX = 'se:';
+
+function tag(ref: SandboxRef): string {
+  return `${PREFIX}{${ref.workspaceId}:${ref.sandboxId}}`;
+}
+
+/** The event stream (XADD/XRANGE); entry fields `t` (type) and `m` (the JSON between id and timestamp). */
+export function streamKey(ref: SandboxRef): string {
+  return `${tag(ref)}:events`;
+}
+
+/** Small hash: `tt` = the highest id trimmed from the stream (Redis 7.0 does not record it on trim). */
+export function metaKey(ref: SandboxRef): string {
+  return `${tag(ref)}:meta`;
+}
+
+/** The sandbox's live channel (SPUBLISH/SSUBSCRIBE: sharded, in the stream's slot). */
+export function sandboxChannel(ref: SandboxRef): string {
+  return `${tag(ref)}:live`;
+}
+
+/** A workspace's live channel (plain PUBLISH), read only by nodes holding patterns in it. */
+export function workspaceChannel(workspaceId: number): string {
+  return `${PREFIX}ws:${workspaceId}:live`;
+}
+
+/** What a node holding admins' qualified patterns (`{...}`, every workspace) PSUBSCRIBEs to. */
+export const ALL_WORKSPACES_PATTERN = `${PREFIX}ws:*:live`;
+
+/**
+ * The parts of an event's JSON line around its id and timestamp, which only Redis knows when it
+ * runs XADD: `{"id":"` + id + middle + ms + `}` is exactly `eventJson(...)`.
+ */
+export const JSON_HEAD = '{"id":"';
+
+export function jsonFromParts(id: string, middle: string): string {
+  return `${JSON_HEAD}${id}${middle}${id.slice(0, id.indexOf('-'))}}`;
+}
+
+/**
+ * A published message: `<workspaceId>:<sandboxId length>:<sandboxId><type length>:<type><json>`.
+ * The header lets a node build the StoredEvent without parsing the JSON; lengths are in UTF-16
+ * units of the strings (they round-trip through UTF-8 unchanged).
+ */
+export function messageHeader(ref: SandboxRef, type: string): string {
+  return `${ref.workspaceId}:${ref.sandboxId.length}:${ref.sandboxId}${type.length}:${type}`;
+}
+
+/** Parses a published message; undefined when it is not one of ours. */
+export function decodeMessage(message: string): StoredEvent | undefined {
+  const wsEnd = message.indexOf(':');
+  const sbLenEnd = message.indexOf(':', wsEnd + 1);
+  if (wsEnd <= 0 || sbLenEnd < 0) return undefined;
+  const workspaceId = Number(message.slice(0, wsEnd));
+  const sbLen = Number(message.slice(wsEnd + 1, sbLenEnd));
+  const sandboxId = message.slice(sbLenEnd + 1, sbLenEnd + 1 + sbLen);
+  const typeLenStart = sbLenEnd + 1 + sbLen;
+  const typeLenEnd = message.indexOf(':', typeLenStart);
+  if (typeLenEnd < 0) return undefined;
+  const typeLen = Number(message.slice(typeLenStart, typeLenEnd));
+  const type = message.slice(typeLenEnd + 1, typeLenEnd + 1 + typeLen);
+  const json = message.slice(typeLenEnd + 1 + typeLen);
+  if (!json.startsWith(JSON_HEAD)) return undefined;
+  const idText = json.slice(JSON_HEAD.length, json.indexOf('"', JSON_HEAD.length));
+  const id = parseEventId(idText);
+  if (id === undefined || !Number.isSafeInteger(workspaceId)) return undefined;
+  return { id, workspaceId, sandboxId, type, timestamp: id.ms, json };
+}
+
+/** Builds the event from a stream entry `[id, [field, value, ...]]`. */
+export function eventFromEntry(ref: SandboxRef, entry: [string, string[]]): StoredEvent | undefined {
+  const [idText, fields] = entry;
+  const id = parseEventId(idText);
+  if (id === undefined) return undefined;
+  let type = '';
+  let middle = '';
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (fields[i] === 't') type = fields[i + 1]!;
+    else if (fields[i] === 'm') middle = fields[i + 1]!;
+  }
+  return {
+    id,
+    workspaceId: ref.workspaceId,
+    sandboxId: ref.sandboxId,
+    type,
+    timestamp: id.ms,
+    json: jsonFromParts(idText, middle),
+  };
+}

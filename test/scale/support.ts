@@ -1,0 +1,302 @@
+/**
+ * Test support for the Redis engine (issue 8): a real redis-server per test file on a free port,
+ * broker nodes in process (or as child processes of the compiled CLI), and a small RESP client.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { once } from 'node:events';
+import Parser from 'redis-parser';
+import { mintToken, type MintOptions } from '../../src/auth/mint.js';
+import { RedisEngine } from '../../src/engine/redis/redis-engine.js';
+import { startServer, type RunningServer } from '../../src/server/server.js';
+import type { RetentionPolicy } from '../../src/store/types.js';
+import { BIN } from '../support/daemon.js';
+import { requireTool } from '../support/tools.js';
+
+export const hasRedis = requireTool('redis-server', 'redis-server');
+
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export interface RedisProcess {
+  port: number;
+  url: string;
+  /** SIGKILL, then start again on the same port (and the same data dir). */
+  restart(downMs?: number): Promise<void>;
+  kill(): Promise<void>;
+  start(): Promise<void>;
+  cli(...args: string[]): string;
+  stop(): Promise<void>;
+}
+
+/** `persistent`: AOF with fsync always, so acknowledged writes survive a kill. */
+export async function startRedis(persistent = false): Promise<RedisProcess> {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), 'se-redis-'));
+  let child: ChildProcess | undefined;
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', ''];
+  args.push(...(persistent ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']));
+  const start = async (): Promise<void> => {
+    child = spawn('redis-server', args, { stdio: 'ignore' });
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      const ok = await new Promise<boolean>((resolve) => {
+        const socket = net.connect(port, '127.0.0.1', () => {
+          socket.destroy();
+          resolve(true);
+        });
+        socket.on('error', () => resolve(false));
+      });
+      if (ok && cli('PING') === 'PONG') return;
+      if (Date.now() > deadline) throw new Error('redis-server did not start');
+      await sleep(30);
+    }
+  };
+  const kill = async (): Promise<void> => {
+    const running = child;
+    child = undefined;
+    if (running === undefined || running.exitCode !== null) return;
+    running.kill('SIGKILL');
+    await once(running, 'exit');
+  };
+  const cli = (...command: string[]): string =>
+    spawnSync('redis-cli', ['-p', String(port), ...command], { encoding: 'utf8' }).stdout.trim();
+  await start();
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    start,
+    kill,
+    cli,
+    async restart(downMs = 300) {
+      await kill();
+      await sleep(downMs);
+      await start();
+    },
+    async stop() {
+      await kill();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export const RETENTION: RetentionPolicy = { maxCount: 10_000, maxAgeMs: 24 * 3600 * 1000 };
+
+export interface Node {
+  server: RunningServer;
+  engine: RedisEngine;
+  port: number;
+  client(token?: Partial<Omit<MintOptions, 'secret'>>): Promise<RespClient>;
+  close(): Promise<void>;
+}
+
+/** One broker node in this process, sharing `secret` and Redis with the others. */
+export async function startNode(redisUrl: string, secret: string, retention = RETENTION, http = false): Promise<Node> {
+  const engine = new RedisEngine({
+    url: redisUrl,
+    retention,
+    redis: { retryStrategy: () => 100 },
+  });
+  await engine.waitReady();
+  const server = await startServer({ host: '127.0.0.1', port: 0, auth: { secret }, store: engine, httpPort: http ? 0 : undefined });
+  const clients: RespClient[] = [];
+  return {
+    server,
+    engine,
+    port: server.port,
+    async client(token = {}) {
+      const client = await RespClient.connect(server.port);
+      clients.push(client);
+      await client.auth(await mint(secret, token));
+      return client;
+    },
+    async close() {
+      for (const client of clients) client.close();
+      await server.close();
+    },
+  };
+}
+
+export function newSecret(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+export function mint(secret: string, extra: Partial<Omit<MintOptions, 'secret'>> = {}): Promise<string> {
+  return mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3600, ...extra });
+}
+
+export function resp(...args: string[]): string {
+  return `*${args.length}\r\n${args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join('')}`;
+}
+
+/** The exact RESP2 frame a subscriber of `channel` gets for an event. */
+export function messageFrame(channel: string, json: string): string {
+  return `*3\r\n$7\r\nmessage\r\n$${Buffer.byteLength(channel)}\r\n${channel}\r\n$${Buffer.byteLength(json)}\r\n${json}\r\n`;
+}
+
+/** A RESP2 client over TCP: keeps the raw bytes and the parsed replies. */
+export class RespClient {
+  raw = '';
+  readonly replies: unknown[] = [];
+  private readonly parser = new Parser({
+    returnReply: (reply: unknown) => this.replies.push(reply),
+    returnError: (error: Error) => this.replies.push(error),
+    returnFatalError: (error: Error) => this.replies.push(error),
+    returnBuffers: false,
+  });
+  private taken = 0;
+  closed = false;
+  private wakers: (() => void)[] = [];
+
+  private constructor(readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.raw += chunk.toString('utf8');
+      this.parser.execute(chunk);
+      this.wake();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+    socket.on('error', () => {});
+  }
+
+  static connect(port: number): Promise<RespClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ port, host: '127.0.0.1', noDelay: true }, () => resolve(new RespClient(socket)));
+      socket.once('error', reject);
+    });
+  }
+
+  private wake(): void {
+    const wakers = this.wakers;
+    this.wakers = [];
+    for (const wake of wakers) wake();
+  }
+
+  async until(predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!predicate()) {
+      const left = deadline - Date.now();
+      if (left <= 0 || this.closed) throw new Error(`timed out (closed=${this.closed}); ${this.replies.length} replies`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(left, 200));
+        this.wakers.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  send(...args: string[]): void {
+    this.socket.write(resp(...args));
+  }
+
+  /** The next reply not yet taken. */
+  async next(timeoutMs?: number): Promise<unknown> {
+    await this.until(() => this.replies.length > this.taken, timeoutMs);
+    return this.replies[this.taken++];
+  }
+
+  async command(...args: string[]): Promise<unknown> {
+    this.send(...args);
+    return this.next();
+  }
+
+  async auth(token: string): Promise<void> {
+    const reply = await this.command('AUTH', token);
+    if (reply !== 'OK') throw new Error(`AUTH failed: ${String(reply)}`);
+  }
+
+  /** JSON payloads of every `message` push received so far. */
+  messages(): { id: string; data: Record<string, unknown>; sandboxId: string; json: string }[] {
+    const out = [];
+    for (const reply of this.replies) {
+      if (Array.isArray(reply) && reply[0] === 'message') {
+        const json = reply[2] as string;
+        out.push({ ...(JSON.parse(json) as { id: string; data: Record<string, unknown>; sandboxId: string }), json });
+      }
+    }
+    return out;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** Parses `<ms>-<seq>` into a comparable pair. */
+export function idPair(id: string): [number, number] {
+  const [ms, seq] = id.split('-').map(Number);
+  return [ms!, seq!];
+}
+
+export function idLess(a: string, b: string): boolean {
+  const [am, as] = idPair(a);
+  const [bm, bs] = idPair(b);
+  return am < bm || (am === bm && as < bs);
+}
+
+// ------------------------------------------------------------ child-process nodes
+
+export interface ChildNode {
+  port: number;
+  child: ChildProcess;
+  client(token?: Partial<Omit<MintOptions, 'secret'>>): Promise<RespClient>;
+  kill(): Promise<void>;
+}
+
+/** A node as a real process (the package's bin, so it can be SIGKILLed). */
+export async function spawnNode(redisUrl: string, secret: string): Promise<ChildNode> {
+  const child = spawn(
+    process.execPath,
+    [BIN, 'serve', '--engine', redisUrl, '--port', '0', '--http-port', '0', '--jwt-secret', secret, '--log-level', 'info', '--data-dir', tmpdir()],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`node did not start: ${output}`)), 10_000);
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = /"port":(\d+).*"msg":"sandbox-events listening"/.exec(output);
+      if (match !== null && /redis: subscriber ready/.test(output)) {
+        clearTimeout(timer);
+        resolve(Number(match[1]));
+      }
+    });
+    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.on('exit', () => reject(new Error(`node exited: ${output}`)));
+  });
+  const clients: RespClient[] = [];
+  return {
+    port,
+    child,
+    async client(token = {}) {
+      const client = await RespClient.connect(port);
+      clients.push(client);
+      await client.auth(await mint(secret, token));
+      return client;
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await once(child, 'exit');
+      }
+    },
+  };
+}
