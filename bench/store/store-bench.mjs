@@ -1,10 +1,9 @@
 // Rough store figures, not run by tests: append throughput (memory vs SQLite, 10,000 appends
 // in flight) and history latency (LIMIT 100) on a file of 1,000,000 events over 1,000 sandboxes.
-// Usage: node bench/store/store-bench.mjs [events=1000000]
+// Usage: npm run build && node bench/store/store-bench.mjs [events=1000000]
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildStore } from '../../test/store/fixtures/build-store.mjs';
 
 const TOTAL = Number(process.argv[2] ?? 1_000_000);
 const SANDBOXES = 1_000;
@@ -12,9 +11,9 @@ const TYPES = ['execution.started', 'execution.completed', 'terminal.output', 'p
 const retention = { maxCount: 10_000, maxAgeMs: 86_400_000 };
 
 const dir = await mkdtemp(join(tmpdir(), 'store-bench-'));
-const built = await buildStore(join(dir, 'build'));
-const { MemoryStore } = await import(join(built, 'store/memory-store.js'));
-const { SqliteStore } = await import(join(built, 'store/sqlite-store.js'));
+// The compiled package (npm run build): Node 20 runs no TypeScript.
+const { MemoryStore } = await import('../../dist/store/memory-store.js');
+const { SqliteStore } = await import('../../dist/store/sqlite-store.js');
 
 let counter = 0;
 function input(sandbox) {

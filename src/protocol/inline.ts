@@ -10,8 +10,6 @@
 
 const TAB = 0x09;
 const LF = 0x0a;
-const VT = 0x0b;
-const FF = 0x0c;
 const CR = 0x0d;
 const SPACE = 0x20;
 const DQUOTE = 0x22;

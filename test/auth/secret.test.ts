@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import ts from 'typescript';
+import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { SandboxEventsError } from '../../src/errors.js';
 import { loadOrCreateSecret, type LoadedSecret } from '../../src/auth/secret.js';
+import { distModule } from '../support/daemon.js';
 
 const posix = process.platform !== 'win32';
 let dir: string;
@@ -67,24 +67,13 @@ describe('loadOrCreateSecret', () => {
 describe('loadOrCreateSecret across processes', () => {
   let build: string;
 
-  // Node 20 cannot run the TypeScript source in a child, so transpile the two files it needs.
+  // A child process runs the compiled module (Node 20 runs no TypeScript).
   beforeAll(() => {
-    build = mkdtempSync(join(tmpdir(), 'se-secret-build-'));
-    mkdirSync(join(build, 'auth'));
-    writeFileSync(join(build, 'package.json'), '{"type":"module"}');
-    const transpile = (from: string, to: string): void => {
-      const source = readFileSync(fileURLToPath(new URL(from, import.meta.url)), 'utf8');
-      const { outputText } = ts.transpileModule(source, {
-        compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
-      });
-      writeFileSync(join(build, to), outputText);
-    };
-    transpile('../../src/errors.ts', 'errors.js');
-    transpile('../../src/auth/secret.ts', 'auth/secret.js');
+    build = mkdtempSync(join(tmpdir(), 'se-secret-race-'));
     writeFileSync(
       join(build, 'race.js'),
       [
-        "import { loadOrCreateSecret } from './auth/secret.js';",
+        `import { loadOrCreateSecret } from ${JSON.stringify(pathToFileURL(distModule('auth/secret.js')).href)};`,
         'const [dataDir, startAt] = process.argv.slice(2);',
         // Line the processes up on one instant, so that they all find no file.
         'while (Date.now() < Number(startAt)) {}',

@@ -9,7 +9,7 @@ import { SqliteStore } from '../../src/store/sqlite-store.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
 import { killDaemons, spawnDaemon } from '../support/daemon.js';
 import { RawClient, resp } from '../support/raw-client.js';
-import { startTestServer, type TestServer } from '../support/test-server.js';
+import { startTestServer } from '../support/test-server.js';
 
 /** Issue 3 through the real daemon and a real SQLite file. */
 const DAY = 24 * 3600 * 1000;

@@ -14,8 +14,7 @@ import { formatEventId, type StoredEvent } from '../../src/event/event.js';
 import { SqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite-store.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
 import { BIG, Clock, T0, ids, newEvent, tempDir } from './helpers.js';
-// @ts-expect-error: a plain .mjs helper shared with the benchmark, without type declarations
-import { buildStore } from './fixtures/build-store.mjs';
+import { distModule } from '../support/daemon.js';
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const ref = { workspaceId: 1, sandboxId: 'sb-1' };
@@ -355,8 +354,7 @@ describe('checkpoints', () => {
 
 describe('crash', () => {
   it('has every acknowledged or announced event after SIGKILL, in order, with the same id', async () => {
-    const built = await buildStore(join(dir, 'build'));
-    const child = spawn(process.execPath, [join(fixtures, 'crash-child.mjs'), built, path], {
+    const child = spawn(process.execPath, [join(fixtures, 'crash-child.mjs'), distModule('store/sqlite-store.js'), path], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';

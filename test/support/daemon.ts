@@ -1,10 +1,21 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 /** The package's bin, as a user runs it (compiled by `npm run build`, which `npm test` runs). */
 export const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/sandbox-events.js');
+
+/**
+ * The compiled package, for child processes (Node 20 runs no TypeScript): the path of a module
+ * under dist/, e.g. `distModule('store/sqlite-store.js')`. `npm test` builds dist/ first.
+ */
+export function distModule(relative: string): string {
+  const file = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist', relative);
+  if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` first`);
+  return file;
+}
 
 export interface Daemon {
   child: ChildProcess;
