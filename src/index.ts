@@ -19,6 +19,7 @@ export {
   readTokenTiming,
   refreshDelay,
   type PubSubClientConfig,
+  type BrokerAddress,
   type PubSubClientEvents,
   type PubSubClientStats,
   type ConnectionState,

@@ -2,6 +2,7 @@ export {
   createPubSubClient,
   parseEvent,
   PubSubClient,
+  type BrokerAddress,
   type ClientStatus,
   type ConnectionState,
   type EventMeta,

@@ -47,6 +47,13 @@ export interface PubSubClientConfig {
   host?: string;
   /** Broker port (default: `COMPUTESDK_PUBSUB_PORT`, else 6380). */
   port?: number;
+  /**
+   * Several broker nodes of one cluster (sharing a Redis engine). When given (non-empty), it
+   * takes precedence over `host`/`port`: the client starts at the first, and after a lost
+   * connection or a failed attempt moves to the next (round robin), resuming from its last ids.
+   * A missing `port` is `COMPUTESDK_PUBSUB_PORT`, else 6380.
+   */
+  hosts?: BrokerAddress[];
   /** A JWT, or a function returning one (sync or async), called on every (re)connect and before `exp`. */
   accessToken: AccessToken;
   /** The sandbox to subscribe to on `connect()`. Optional here (ComputeSDK requires it): more with `subscribe()`. */
@@ -106,12 +113,21 @@ export interface GapInfo {
   lastId: string | null;
 }
 
+/** One broker node of `hosts`. */
+export interface BrokerAddress {
+  host: string;
+  port?: number;
+}
+
 export interface ReconnectInfo {
   /** Attempts since the last stable connection, from 1. */
   attempt: number;
   /** The wait before this attempt, in ms. */
   delay: number;
   cause: EventsError;
+  /** The node this attempt goes to (the next of `hosts`, or the only one). */
+  host: string;
+  port: number;
 }
 
 /** The client's events (ComputeSDK's four, then the additions). */
@@ -190,8 +206,12 @@ export function createPubSubClient(config: PubSubClientConfig): PubSubClient {
 }
 
 export class PubSubClient extends EventEmitter<PubSubClientEvents> {
-  readonly host: string;
-  readonly port: number;
+  /** The broker nodes, in order: `hosts`, or the single `host`/`port`. */
+  private readonly addresses: readonly { host: string; port: number }[];
+  /** The node in use: the one connected, or the one the current or next attempt goes to. */
+  private hostIndex = 0;
+  /** Nodes the first `connect()` may still try before it gives up (see afterFailure). */
+  private untriedHosts = 0;
   private readonly config: PubSubClientConfig;
   private readonly autoReconnect: boolean;
   private readonly strategy: ReconnectStrategy;
@@ -244,8 +264,25 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
   constructor(config: PubSubClientConfig) {
     super();
     this.config = config;
-    this.host = config.host || process.env.COMPUTESDK_PUBSUB_HOST || DEFAULT_HOST;
-    this.port = validPort(config.port) ?? validPort(Number(process.env.COMPUTESDK_PUBSUB_PORT)) ?? DEFAULT_PORT;
+    const envPort = validPort(Number(process.env.COMPUTESDK_PUBSUB_PORT));
+    if (config.hosts !== undefined && config.hosts.length > 0) {
+      this.addresses = config.hosts.map((address, i) => {
+        if (address === null || typeof address !== 'object' || typeof address.host !== 'string' || address.host.length === 0) {
+          throw new EventsPubSubError('INVALID_ARGUMENT', `hosts[${i}] must be { host: string, port?: number }`);
+        }
+        if (address.port !== undefined && validPort(address.port) === undefined) {
+          throw new EventsPubSubError('INVALID_ARGUMENT', `hosts[${i}].port must be an integer from 1 to 65535`);
+        }
+        return { host: address.host, port: validPort(address.port) ?? envPort ?? DEFAULT_PORT };
+      });
+    } else {
+      this.addresses = [
+        {
+          host: config.host || process.env.COMPUTESDK_PUBSUB_HOST || DEFAULT_HOST,
+          port: validPort(config.port) ?? envPort ?? DEFAULT_PORT,
+        },
+      ];
+    }
     this.autoReconnect = config.autoReconnect ?? true;
     // ComputeSDK reads `config.reconnectDelay || 1000`: 0 means the default there too.
     const baseDelay = positive(config.reconnectDelay) ?? 1000;
@@ -260,6 +297,16 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
       const name = checkName(config.sandboxId, 'sandboxId');
       this.channels.set(name, { name, start: parseStart(config.from) });
     }
+  }
+
+  /** The broker host in use (connected, or being tried); with `hosts`, it changes on failover. */
+  get host(): string {
+    return this.addresses[this.hostIndex]!.host;
+  }
+
+  /** The broker port in use (see `host`). */
+  get port(): number {
+    return this.addresses[this.hostIndex]!.port;
   }
 
   // ── ComputeSDK's API ─────────────────────────────────────────────────────────────────────
@@ -284,6 +331,8 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
         this.rejectedToken = undefined;
         this.nextToken = undefined;
         this.lastError = undefined;
+        this.hostIndex = 0;
+        this.untriedHosts = this.addresses.length - 1;
         this.startAttempt();
         return this.whenReady(undefined);
     }
@@ -583,6 +632,13 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
       return;
     }
     if (!this.everReady) {
+      // The first connect() tries each node of `hosts` once, in order, before it gives up.
+      if (this.untriedHosts > 0 && cause instanceof EventsNetworkError) {
+        this.untriedHosts -= 1;
+        this.rotateHost();
+        this.startAttempt();
+        return;
+      }
       this.fail(cause);
       return;
     }
@@ -641,13 +697,22 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     }
     this.counters.reconnects += 1;
     this.generation += 1;
+    this.rotateHost();
     this.setStatus('reconnecting');
-    this.safeEmit('reconnecting', { attempt, delay, cause });
+    this.safeEmit('reconnecting', { attempt, delay, cause, host: this.host, port: this.port });
     if (this.status !== 'reconnecting') return; // a listener called disconnect()
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       this.startAttempt();
     }, Math.min(delay, MAX_TIMER));
+  }
+
+  /**
+   * Moves to the next node of `hosts` (round robin, wrapping around); a no-op with one node.
+   * Resuming there is exact: nodes sharing an engine issue the same ids (docs/scaling.md).
+   */
+  private rotateHost(): void {
+    this.hostIndex = (this.hostIndex + 1) % this.addresses.length;
   }
 
   /** Stops for good (until `connect()`): the error goes to connect() callers, iterators and `error`. */
