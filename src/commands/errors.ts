@@ -23,7 +23,8 @@ export function errorText(error: unknown, connection: Connection): string {
   }
   if (error instanceof InvalidEventError) return `ERR invalid event: ${error.message}`;
   if (error instanceof SandboxEventsError && (error.code === 'STORE_UNAVAILABLE' || error.code === 'STORE_CLOSED')) {
-    // Nothing was stored or delivered; the publisher may retry.
+    // Not acknowledged. The embedded stores stored nothing; the Redis engine may have stored
+    // the event if only Redis's reply was lost (docs/scaling.md), so a retry can duplicate it.
     return `ERR store unavailable: ${error.message}`;
   }
   if (error instanceof SandboxEventsError) return `ERR ${error.message}`;
