@@ -140,9 +140,7 @@ export class Connection implements Subscriber {
     }
     held.push({ frame, event });
     this.heldReplayBytes += frame.length;
-    // Frames held during a replay count against the same output limit as queued ones.
-    const pending = this.heldReplayBytes + this.output.pendingBytes;
-    if (pending > this.outputLimit) this.onOutputOverflow(pending);
+    this.output.checkLimit(this.heldReplayBytes);
   }
 
   /**

@@ -1,7 +1,19 @@
-import type { Socket } from 'node:net';
+/**
+ * What a write path writes to: a TCP socket, or an HTTP response carrying a Server-Sent Events
+ * stream. Both are Node writables with these members.
+ */
+export interface OutputStream {
+  write(chunk: Buffer): boolean;
+  cork(): void;
+  uncork(): void;
+  end(): unknown;
+  readonly writableLength: number;
+  readonly destroyed: boolean;
+  on(event: 'drain' | 'close', listener: () => void): unknown;
+}
 
 /**
- * The one way bytes reach a client's socket.
+ * The one way bytes reach a client: a RESP connection's socket or an SSE stream's response.
  *
  * Frames are queued and flushed once per event-loop turn as a single write, so a burst of
  * publishes costs each subscriber one syscall, not one per frame (node-redis client/socket.ts
@@ -38,7 +50,7 @@ export class WritePath {
   private lowWaters: { threshold: number; resolve: () => void }[] = [];
 
   constructor(
-    private readonly socket: Socket,
+    private readonly socket: OutputStream,
     /** Current limit in bytes; a function because it grows once the client authenticates. */
     private readonly limit: () => number,
     private readonly onOverflow: (pendingBytes: number) => void,
@@ -54,6 +66,25 @@ export class WritePath {
   /** Bytes accepted but not yet handed to the kernel. */
   get pendingBytes(): number {
     return this.queuedBytes + this.socket.writableLength;
+  }
+
+  /** True once it takes no more frames (closed, overflowed, or ending). */
+  get isClosed(): boolean {
+    return this.closed || this.endAfterFlush;
+  }
+
+  /**
+   * Cuts the client off if `heldBytes` (frames its owner holds back, say during a resume
+   * replay) plus what waits here pass the limit: held frames count like queued ones.
+   */
+  checkLimit(heldBytes: number): void {
+    if (this.closed) return;
+    const pending = heldBytes + this.pendingBytes;
+    if (pending <= this.limit()) return;
+    this.closed = true;
+    this.dropQueue();
+    this.releaseLowWaters();
+    this.onOverflow(pending);
   }
 
   write(frame: Buffer): void {

@@ -1,11 +1,11 @@
-import type { ServerResponse } from 'node:http';
 import { EVENTS_ONLY, type Subscriber } from '../broker/broker.js';
+import type { WritePath } from '../connection/write-path.js';
 import { compareEventIds, type EventId, formatEventId, type StoredEvent } from '../event/event.js';
 
 /**
- * Server-Sent Events (WHATWG HTML, "Server-sent events"): the frame format, one write path per
- * stream with the same output limit as a TCP subscriber, and the subscriber that the broker
- * delivers events to.
+ * Server-Sent Events (WHATWG HTML, "Server-sent events"): the frame format, and the subscriber
+ * that the broker delivers events to. Each stream writes through a WritePath, as a TCP client
+ * does, with the same output limit.
  */
 
 export const SSE_HEADERS: Readonly<Record<string, string>> = Object.freeze({
@@ -54,123 +54,6 @@ export function sseRetryFrame(retryMs: number): Buffer {
 export const HEARTBEAT_FRAME = Buffer.from(': heartbeat\n\n');
 
 /**
- * The one way bytes reach a stream's socket, as WritePath is for TCP: frames queue and go out
- * once per event-loop turn in one write; `write()` returning false is honoured until 'drain';
- * unsent output (the queue plus what the response and socket hold) past the limit cuts the
- * reader off through `onOverflow`, and nobody else waits for it.
- */
-export class SseWriter {
-  private queue: Buffer[] = [];
-  private queuedBytes = 0;
-  private waitingForDrain = false;
-  private scheduled = false;
-  private closed = false;
-  private lowWaters: { threshold: number; resolve: () => void }[] = [];
-
-  constructor(
-    private readonly res: ServerResponse,
-    private readonly limit: number,
-    private readonly onOverflow: (pendingBytes: number) => void,
-  ) {
-    res.on('drain', () => {
-      this.waitingForDrain = false;
-      this.flush();
-    });
-    res.on('close', () => this.discard());
-  }
-
-  get pendingBytes(): number {
-    return this.queuedBytes + this.res.writableLength;
-  }
-
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
-  write(frame: Buffer): void {
-    if (this.closed) return;
-    this.queue.push(frame);
-    this.queuedBytes += frame.length;
-    this.checkLimit(0);
-    if (!this.closed && !this.scheduled && !this.waitingForDrain) {
-      this.scheduled = true;
-      scheduleFlush(this);
-    }
-  }
-
-  /** Cuts the reader off if `extra` bytes held elsewhere plus what waits here pass the limit. */
-  checkLimit(extra: number): void {
-    const pending = extra + this.pendingBytes;
-    if (this.closed || pending <= this.limit) return;
-    this.discard();
-    this.onOverflow(pending);
-  }
-
-  /** Resolves once unsent output is at most `threshold` bytes, or the stream closed. */
-  whenBelow(threshold: number): Promise<void> {
-    if (this.closed || this.pendingBytes <= threshold) return Promise.resolve();
-    return new Promise((resolve) => this.lowWaters.push({ threshold, resolve }));
-  }
-
-  /** Writes what is queued and ends the response (shutdown, expiry). */
-  end(): void {
-    if (this.closed) return;
-    if (this.queuedBytes > 0 && !this.res.destroyed) this.res.write(Buffer.concat(this.queue, this.queuedBytes));
-    this.discard();
-    this.res.end();
-  }
-
-  discard(): void {
-    this.closed = true;
-    this.queue = [];
-    this.queuedBytes = 0;
-    this.releaseLowWaters();
-  }
-
-  /** @internal the flush scheduler and 'drain' call this. */
-  flush(): void {
-    this.scheduled = false;
-    if (this.closed || this.res.destroyed) return;
-    if (this.queuedBytes > 0 && !this.waitingForDrain) {
-      const data = this.queue.length === 1 ? this.queue[0]! : Buffer.concat(this.queue, this.queuedBytes);
-      this.queue = [];
-      this.queuedBytes = 0;
-      if (!this.res.write(data)) this.waitingForDrain = true;
-    }
-    this.releaseLowWaters();
-  }
-
-  private releaseLowWaters(): void {
-    if (this.lowWaters.length === 0) return;
-    const pending = this.pendingBytes;
-    const waiting = this.lowWaters;
-    this.lowWaters = [];
-    for (const waiter of waiting) {
-      if (this.closed || pending <= waiter.threshold) waiter.resolve();
-      else this.lowWaters.push(waiter);
-    }
-  }
-}
-
-let dirty: SseWriter[] = [];
-let flushScheduled = false;
-
-function scheduleFlush(writer: SseWriter): void {
-  dirty.push(writer);
-  if (!flushScheduled) {
-    flushScheduled = true;
-    setImmediate(flushDirty);
-  }
-}
-
-function flushDirty(): void {
-  flushScheduled = false;
-  const writers = dirty;
-  dirty = [];
-  for (const writer of writers) writer.flush();
-}
-
-/**
  * A stream as the broker sees it: it takes events, not RESP frames (EVENTS_ONLY). While a
  * resume replays history, live events wait here and count against the output limit; then
  * those the replay already covered are dropped (the same seam as TCP RESUME: nothing missing,
@@ -181,7 +64,7 @@ export class EventStreamSubscriber implements Subscriber {
   private held: StoredEvent[] | undefined;
   private heldBytes = 0;
 
-  constructor(readonly writer: SseWriter) {}
+  constructor(readonly writer: WritePath) {}
 
   deliver(_frame: Buffer, event: StoredEvent): void {
     if (this.writer.isClosed) return;

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { resolveChannel, resolvePatternScope } from '../broker/scope.js';
+import { WritePath } from '../connection/write-path.js';
 import { type EventId, formatEventId, parseEventId } from '../event/event.js';
 import type { ReplayResult } from '../store/types.js';
 import { type Authenticated, authenticateRequest } from './credentials.js';
@@ -12,7 +13,6 @@ import {
   sseControlFrame,
   sseEventFrame,
   sseRetryFrame,
-  SseWriter,
 } from './sse.js';
 
 /**
@@ -28,7 +28,7 @@ const REPLAY_PAGE = 500;
 
 /** One open stream: its write path, its subscription, its timers. */
 export class OpenStream {
-  readonly writer: SseWriter;
+  readonly writer: WritePath;
   readonly subscriber: EventStreamSubscriber;
   private readonly cleanups: (() => void)[] = [];
   private expiryTimer: NodeJS.Timeout | undefined;
@@ -42,7 +42,8 @@ export class OpenStream {
     readonly kind: StreamKind,
     readonly auth: Authenticated | undefined,
   ) {
-    this.writer = new SseWriter(res, host.context.limits.maxOutputBytes, (pending) => this.onOverflow(pending));
+    // The same write path as a TCP client's, with the same output limit.
+    this.writer = new WritePath(res, () => host.context.limits.maxOutputBytes, (pending) => this.onOverflow(pending));
     this.subscriber = new EventStreamSubscriber(this.writer);
     host.streams.add(this);
     res.on('close', () => this.cleanUp());
@@ -63,7 +64,8 @@ export class OpenStream {
     // The socket closes with the stream: an ended stream leaves no idle keep-alive behind.
     this.res.shouldKeepAlive = false;
     // As for TCP clients: a reader that vanished without a FIN is found by the kernel.
-    this.req.socket.setKeepAlive(true, 60_000);
+    const keepAlive = this.host.context.limits.tcpKeepAliveMs;
+    if (keepAlive > 0) this.req.socket.setKeepAlive(true, keepAlive);
     this.res.writeHead(200, SSE_HEADERS);
     this.writer.write(sseRetryFrame(this.host.settings.retryMs));
     const principal = this.auth?.principal;
@@ -94,7 +96,7 @@ export class OpenStream {
       return;
     }
     this.writer.write(sseControlFrame('close', { reason }));
-    this.writer.end();
+    this.writer.endAfterWrites();
   }
 
   /** Gives up before `open()` (the caller answers with an error status). */
