@@ -287,6 +287,16 @@ export class Broker {
     return this.patterns.get(principal.workspaceId)?.size ?? 0;
   }
 
+  /**
+   * Bytes held by frame slabs grown past their minimum size (hot channels and patterns). The
+   * sweep keeps this in line with the current delivery rate; tests and metrics read it.
+   */
+  frameSlabBytes(): number {
+    let total = 0;
+    for (const writer of this.slabs.grown) total += writer.slabBytes;
+    return total;
+  }
+
   get channelCount(): number {
     return this.channels.size;
   }
@@ -311,7 +321,7 @@ const SLAB_MAX_BYTES = 256 * 1024;
 const SLAB_HOT_MS = 10;
 /** ...one that took longer than this is halved (down to the min); in between it stays. */
 const SLAB_COOL_MS = 100;
-/** A grown slab that received no frame for about this long is let go (see SlabState). */
+/** How often grown slabs are checked against what their form still writes (see SlabState). */
 const SLAB_IDLE_MS = 1_000;
 const EMPTY_SLAB = Buffer.alloc(0);
 
@@ -329,8 +339,11 @@ class FrameWriter {
   private slab: Buffer = EMPTY_SLAB;
   private used = 0;
   private slabStartedAt = 0;
-  /** SlabState epoch of the last frame written; an old epoch means idle. */
-  epoch = 0;
+  /** Slab size to start from after the slab was let go (see SlabState). */
+  private resumeBytes = SLAB_MIN_BYTES;
+  /** SlabState epoch of the last frame written, and bytes written in that epoch. */
+  epoch = -1;
+  epochBytes = 0;
 
   constructor(
     /** Everything before the variable part: `*3 message <channel>` or `*4 pmessage <pattern>`. */
@@ -338,13 +351,21 @@ class FrameWriter {
     private readonly state: SlabState,
   ) {}
 
+  get slabBytes(): number {
+    return this.slab.length;
+  }
+
   /** `channel` is given for pattern frames only (a channel frame's name is in the head). */
   frame(channel: string | undefined, payload: string, payloadBytes: number): Buffer {
     const head = this.head;
     const channelBytes = channel === undefined ? 0 : Buffer.byteLength(channel);
     const size = head.length + (channel === undefined ? 0 : bulkLength(channelBytes)) + bulkLength(payloadBytes);
     if (this.used + size > this.slab.length) this.refill(size);
-    this.epoch = this.state.epoch;
+    if (this.epoch !== this.state.epoch) {
+      this.epoch = this.state.epoch;
+      this.epochBytes = 0;
+    }
+    this.epochBytes += size;
     const slab = this.slab;
     const start = this.used;
     let at = start;
@@ -355,9 +376,10 @@ class FrameWriter {
   }
 
   /** Lets go of the slab (its frames stay valid for whoever still holds them). */
-  release(): void {
+  release(resumeBytes: number): void {
     this.slab = EMPTY_SLAB;
     this.used = 0;
+    this.resumeBytes = resumeBytes;
   }
 
   private refill(size: number): void {
@@ -365,9 +387,9 @@ class FrameWriter {
     // The slab size follows the form's rate: doubled while it fills fast, halved as it cools
     // (gradually, so that a rate hovering near a threshold doesn't fall back to the minimum).
     const last = this.slab.length;
-    const filledIn = now - this.slabStartedAt;
-    let next = SLAB_MIN_BYTES;
+    let next = this.resumeBytes;
     if (last > 0) {
+      const filledIn = now - this.slabStartedAt;
       if (filledIn < SLAB_HOT_MS) next = Math.min(SLAB_MAX_BYTES, last * 2);
       else if (filledIn > SLAB_COOL_MS) next = Math.max(SLAB_MIN_BYTES, last / 2);
       else next = last;
@@ -381,10 +403,12 @@ class FrameWriter {
 }
 
 /**
- * Bounds what slabs keep alive: a form that was hot once must not hold a large slab forever.
- * Writers whose slab grew past the minimum are tracked; about every SLAB_IDLE_MS (checked from
- * the fan-out, no timer) those that wrote no frame since the previous sweep let theirs go.
- * A writer of the minimum size keeps it: that is at most 2 KiB per form in use.
+ * Bounds what slabs keep alive: a form that was hot once must not hold a large slab while it
+ * trickles or sleeps. Writers whose slab grew past the minimum are tracked; about every
+ * SLAB_IDLE_MS (checked from the fan-out, no timer) each one that wrote less than a quarter of
+ * its slab since the previous sweep lets it go and starts smaller next time. So what slabs hold
+ * beyond 2 KiB per form in use follows the current delivery rate (a few times what one second
+ * of it writes), whatever the past peaks were.
  */
 class SlabState {
   epoch = 0;
@@ -396,10 +420,12 @@ class SlabState {
     const now = performance.now();
     if (now - this.sweptAt < SLAB_IDLE_MS) return;
     for (const writer of this.grown) {
-      if (writer.epoch !== this.epoch) {
-        writer.release();
-        this.grown.delete(writer);
-      }
+      const written = writer.epoch === this.epoch ? writer.epochBytes : 0;
+      const slab = writer.slabBytes;
+      if (written >= slab / 4) continue;
+      const resume = Math.max(SLAB_MIN_BYTES, Math.min(slab / 4, 2 ** Math.ceil(Math.log2(Math.max(written, 1)))));
+      writer.release(resume);
+      this.grown.delete(writer);
     }
     this.epoch += 1;
     this.sweptAt = now;
