@@ -332,6 +332,22 @@ export class TokenVerifier {
     this.cache.set(key, principal);
   }
 
+  /**
+   * The secret as a WebCrypto key, imported once per HMAC algorithm. Handing jose the raw bytes
+   * makes it import a key on every verification: a third of a 5,000-client connection storm's
+   * CPU went there (docs/performance.md). jose still checks the key against `alg`.
+   */
+  private readonly hmacKeys = new Map<string, Promise<CryptoKey>>();
+
+  private hmacKey(alg: string, secret: Uint8Array): Promise<CryptoKey> {
+    let key = this.hmacKeys.get(alg);
+    if (key === undefined) {
+      key = globalThis.crypto.subtle.importKey('raw', secret, { name: 'HMAC', hash: `SHA-${alg.slice(2)}` }, false, ['verify']);
+      this.hmacKeys.set(alg, key);
+    }
+    return key;
+  }
+
   private readonly getKey = async (
     header: CompactJWSHeaderParameters,
     token: FlattenedJWSInput,
@@ -340,7 +356,7 @@ export class TokenVerifier {
     // key never serves as an HMAC secret (jose checks the key type against alg as well).
     const alg = header.alg;
     if (HMAC_ALGS.includes(alg)) {
-      if (this.secretKey !== undefined) return this.secretKey;
+      if (this.secretKey !== undefined) return this.hmacKey(alg, this.secretKey);
     } else if (this.publicKey !== undefined) {
       return this.publicKey;
     } else if (this.keySet !== undefined) {
