@@ -1,80 +1,22 @@
-import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { mintToken, type MintOptions } from '../../src/auth/mint.js';
-import type { Limits } from '../../src/config.js';
 import type { HttpSettings } from '../../src/http/host.js';
-import { startServer, type RunningServer } from '../../src/server/server.js';
-import type { EventStore } from '../../src/store/types.js';
-import { RawClient } from '../support/raw-client.js';
+import { startTestServer, type TestServer, type TestServerOptions } from '../support/test-server.js';
 
-type TokenOptions = Partial<Omit<MintOptions, 'secret'>>;
-
-export interface HttpTestServer {
-  server: RunningServer;
-  /** TCP port. */
-  port: number;
+export interface HttpTestServer extends TestServer {
   httpPort: number;
   /** http://127.0.0.1:<httpPort> */
   url: string;
-  secret: string;
-  /** Default: workspace 1, role workspace, 1 h. */
-  token(options?: TokenOptions): Promise<string>;
-  /** A sandbox token for `sandboxId` in `workspaceId` (default 1). */
-  sandboxToken(sandboxId: string, workspaceId?: number): Promise<string>;
-  /** A raw TCP client that has sent AUTH and read +OK. */
-  authed(options?: TokenOptions): Promise<RawClient>;
-  /** Registers something for `close()` to close (EventSources, child processes, ...). */
-  track<T extends { close(): void }>(thing: T): T;
-  close(): Promise<void>;
 }
 
-export interface HttpTestServerOptions {
-  limits?: Partial<Limits>;
-  store?: EventStore;
+export interface HttpTestServerOptions extends Omit<TestServerOptions, 'http'> {
   http?: HttpSettings;
-  clockToleranceSeconds?: number;
 }
 
-/** The real daemon in process: TCP and HTTP both on 127.0.0.1, ports picked by the OS. */
+/** The real daemon in process with HTTP on: TCP and HTTP both on 127.0.0.1, ports picked by the OS. */
 export async function startHttpTestServer(options: HttpTestServerOptions = {}): Promise<HttpTestServer> {
-  const secret = randomBytes(32).toString('base64url');
-  const server = await startServer({
-    host: '127.0.0.1',
-    port: 0,
-    httpPort: 0,
-    http: options.http,
-    auth: { secret, clockToleranceSeconds: options.clockToleranceSeconds },
-    limits: options.limits,
-    store: options.store,
-  });
-  const tracked: { close(): void }[] = [];
-  const token = (extra: TokenOptions = {}): Promise<string> =>
-    mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3600, ...extra });
-  const track = <T extends { close(): void }>(thing: T): T => {
-    tracked.push(thing);
-    return thing;
-  };
-  return {
-    server,
-    port: server.port,
-    httpPort: server.httpPort!,
-    url: `http://127.0.0.1:${server.httpPort}`,
-    secret,
-    token,
-    sandboxToken: (sandboxId, workspaceId = 1) => token({ workspaceId, sandboxId, role: 'sandbox' }),
-    track,
-    async authed(extra = {}) {
-      const client = track(await RawClient.connect(server.port));
-      client.send(`AUTH ${await token(extra)}\r\n`);
-      const reply = await client.line();
-      if (reply !== '+OK\r\n') throw new Error(`AUTH failed: ${reply}`);
-      return client;
-    },
-    async close() {
-      for (const thing of tracked.splice(0)) thing.close();
-      await server.close();
-    },
-  };
+  const broker = await startTestServer({ ...options, http: options.http ?? {} });
+  const httpPort = broker.httpPort!;
+  return { ...broker, httpPort, url: `http://127.0.0.1:${httpPort}` };
 }
 
 /**
