@@ -54,6 +54,8 @@ export class Connection implements Subscriber {
   /** While a resume replays history, live frames of that channel wait here (see resume). */
   private replayBuffers: Map<string, { frame: Buffer; event: StoredEvent }[]> | undefined;
   private heldReplayBytes = 0;
+  /** Set by `quiesce`: no more commands are read; resolved once no PUBLISH awaits its reply. */
+  private quiescing: (() => void) | undefined;
 
   constructor(
     private readonly socket: Socket,
@@ -201,6 +203,18 @@ export class Connection implements Subscriber {
     if (this.authTimer === undefined) this.armAuthTimer();
   }
 
+  /**
+   * Shutdown, first step: reads no more commands, and resolves once every PUBLISH already
+   * read has its reply (its event is stored and delivered).
+   */
+  quiesce(): Promise<void> {
+    this.socket.pause();
+    return new Promise((resolve) => {
+      this.quiescing = resolve;
+      if (this.replySlots.length === 0) resolve();
+    });
+  }
+
   /** QUIT: the pending replies go out, then the connection closes. */
   closeAfterReplies(): void {
     this.closed = true;
@@ -235,7 +249,7 @@ export class Connection implements Subscriber {
 
   /** Decodes and runs commands until input runs out or a command must be waited for. */
   private pump(): void {
-    while (!this.closed && this.blockedBy === undefined) {
+    while (!this.closed && this.blockedBy === undefined && this.quiescing === undefined) {
       let command = this.heldCommand;
       this.heldCommand = undefined;
       if (command === undefined) {
@@ -291,7 +305,7 @@ export class Connection implements Subscriber {
   private unblock(reason: 'command' | 'replies'): void {
     if (this.blockedBy !== reason) return;
     this.blockedBy = undefined;
-    if (this.closed) return;
+    if (this.closed || this.quiescing !== undefined) return;
     this.socket.resume();
     this.pump();
   }
@@ -305,6 +319,7 @@ export class Connection implements Subscriber {
     }
     if (ready === 0) return;
     this.replySlots = ready === slots.length ? [] : slots.slice(ready);
+    if (this.replySlots.length === 0) this.quiescing?.();
     if (this.closed) {
       if (this.replySlots.length === 0) this.output.endAfterWrites();
       return;

@@ -109,6 +109,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       closing ??= (async () => {
         const httpStopped = http?.close();
         const stopped = new Promise<void>((resolve) => tcp.close(() => resolve()));
+        // First no client sends anything new, and every PUBLISH already read is stored and
+        // fanned out, so subscribers get the events their publishers were told are stored.
+        const quiet = Promise.all([...context.connections].map((connection) => connection.quiesce()));
+        await Promise.race([quiet, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
         for (const connection of context.connections) connection.closeAfterReplies();
         // Clients get what was queued for them; one that doesn't read is not waited for long.
         const deadline = setTimeout(() => {
