@@ -166,7 +166,7 @@ function clientSetInfo(connection: Connection, args: string[]): void {
 }
 
 /** One line in CLIENT LIST format, for this connection only (others belong to other tenants). */
-export function clientInfoLine(connection: Connection): string {
+function clientInfoLine(connection: Connection): string {
   const principal = connection.principal;
   const fields = [
     `id=${connection.id}`,
@@ -240,5 +240,3 @@ export const connectionCommands: CommandSpec[] = [
     ]),
   },
 ];
-
-export { helpReply };

@@ -3,20 +3,17 @@ import { resolveChannel } from '../broker/scope.js';
 import type { Connection } from '../connection/connection.js';
 import { type EventId, formatEventId, parseEventId, validateEventType } from '../event/event.js';
 import { array, bulk, bulkOrNull, deliveryFrame, integer, push } from '../protocol/encode.js';
-import type { HistoryQuery } from '../store/types.js';
+import { REPLAY_PAGE, sendReplay } from '../store/replay.js';
+import { DEFAULT_HISTORY_LIMIT, type HistoryQuery, MAX_HISTORY_LIMIT } from '../store/types.js';
 import { type CommandSpec, parseInteger, ReplyError, syntaxError } from './command.js';
 import { addSubscriptions, removeSubscription, resolveForSubscribe } from './pubsub-commands.js';
 
-export const MAX_HISTORY_LIMIT = 1000;
-export const DEFAULT_HISTORY_LIMIT = 100;
-/** Events read from the store per step of a resume replay. */
-const REPLAY_PAGE = 500;
 
 function invalidEventId(text: string): ReplyError {
   return new ReplyError('INVALID_EVENT_ID', `ERR invalid event id '${text.slice(0, 64)}': expected <ms>-<seq>`);
 }
 
-export function parseHistoryLimit(text: string): number {
+function parseHistoryLimit(text: string): number {
   const limit = parseInteger(text);
   if (limit === undefined || limit < 1 || limit > MAX_HISTORY_LIMIT) {
     throw new ReplyError('INVALID_LIMIT', `ERR limit must be an integer from 1 to ${MAX_HISTORY_LIMIT}`);
@@ -99,22 +96,22 @@ async function resume(connection: Connection, args: string[]): Promise<void> {
         connection.reply(confirmation(connection, target.displayName, 'complete', undefined, undefined));
         continue;
       }
-      let page = await store.replayAfter(target, from, REPLAY_PAGE);
+      const page = await store.replayAfter(target, from, REPLAY_PAGE);
       if (connection.closed) return;
       const status = page.complete ? 'complete' : (page.gap ?? 'unknown');
       connection.reply(confirmation(connection, target.displayName, status, page.earliestId, page.lastId));
-      for (;;) {
-        for (const event of page.events) {
+      await sendReplay(
+        store,
+        target,
+        page,
+        (event) => {
           connection.writeFrame(deliveryFrame(connection.protocol, undefined, target.displayName, event.json));
           lastSent = event.id;
-        }
-        if (page.events.length < REPLAY_PAGE || lastSent === undefined) break;
-        // Paced by the client's reading speed: a long replay never meets the output limit.
-        await connection.outputBelow(threshold);
-        if (connection.closed) return;
-        page = await store.replayAfter(target, lastSent, REPLAY_PAGE);
-        if (connection.closed) return;
-      }
+        },
+        () => connection.outputBelow(threshold),
+        () => !connection.closed,
+      );
+      if (connection.closed) return;
     } catch (error) {
       // A replay that failed half-way must not leave a subscription that silently lacks events.
       removeSubscription(connection, target.key);

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { resolveChannel } from '../broker/scope.js';
 import { formatEventId, parseEventId, parsePublishPayload, validateEventType } from '../event/event.js';
-import type { HistoryQuery } from '../store/types.js';
+import { DEFAULT_HISTORY_LIMIT, type HistoryQuery, MAX_HISTORY_LIMIT } from '../store/types.js';
 import { checkDeclaredLength, readBody } from './body.js';
 import { authenticateRequest } from './credentials.js';
 import { badRequest, forbidden } from './errors.js';
@@ -15,8 +15,6 @@ import { metricsStream, patternStream, sandboxStream } from './streams.js';
  * percent-decoded: a sandbox id with `/` in it is written `%2F`.
  */
 
-export const MAX_HISTORY_LIMIT = 1000;
-export const DEFAULT_HISTORY_LIMIT = 100;
 
 type Handler = (host: HttpHost, req: IncomingMessage, res: ServerResponse, url: URL, params: string[]) => Promise<void> | void;
 

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { resolveChannel, resolvePatternScope } from '../broker/scope.js';
 import { WritePath } from '../connection/write-path.js';
+import { REPLAY_PAGE, sendReplay } from '../store/replay.js';
 import { type EventId, formatEventId, parseEventId } from '../event/event.js';
 import type { ReplayResult } from '../store/types.js';
 import { type Authenticated, authenticateRequest } from './credentials.js';
@@ -23,8 +24,6 @@ import {
 
 export type StreamKind = 'channel' | 'pattern' | 'metrics';
 
-/** Events read from the store per step of a resume replay (as TCP RESUME). */
-const REPLAY_PAGE = 500;
 
 /** One open stream: its write path, its subscription, its timers. */
 export class OpenStream {
@@ -191,18 +190,17 @@ export async function sandboxStream(host: HttpHost, req: IncomingMessage, res: S
   let lastSent: EventId | undefined;
   try {
     const threshold = host.context.limits.maxOutputBytes / 4;
-    for (;;) {
-      for (const event of page.events) {
+    await sendReplay(
+      store,
+      target,
+      page,
+      (event) => {
         stream.writer.write(sseEventFrame(event));
         lastSent = event.id;
-      }
-      if (page.events.length < REPLAY_PAGE || lastSent === undefined) break;
-      // Paced by the reader: a long replay never meets the output limit.
-      await stream.writer.whenBelow(threshold);
-      if (stream.closed) return;
-      page = await store.replayAfter(target, lastSent, REPLAY_PAGE);
-      if (stream.closed) return;
-    }
+      },
+      () => stream.writer.whenBelow(threshold),
+      () => !stream.closed,
+    );
   } catch (error) {
     // The status line is gone: end the stream; the reader resumes from what it got.
     host.context.logger.error({ err: error }, 'stream replay failed');

@@ -6,6 +6,10 @@ export interface SandboxRef {
   sandboxId: string;
 }
 
+/** History reads return at most this many events (contract: limit 1 to 1000, default 100). */
+export const MAX_HISTORY_LIMIT = 1000;
+export const DEFAULT_HISTORY_LIMIT = 100;
+
 export interface HistoryQuery extends SandboxRef {
   /** Only events of this exact type. */
   type?: string;
