@@ -1,5 +1,5 @@
 import type { Principal } from '../auth/principal.js';
-import type { StoredEvent } from '../event/event.js';
+import type { NewEvent, StoredEvent } from '../event/event.js';
 import type { EventStore, SandboxRef } from '../store/types.js';
 import type { Broker } from './broker.js';
 import { type RateLimit, RateLimiter } from './rate-limit.js';
@@ -12,10 +12,24 @@ export interface PublishObserver {
   delivered(seconds: number): void;
 }
 
-interface FanOutRecord {
-  receivers: number;
-  storedAt: number;
-  deliveredAt: number;
+/**
+ * One publish on its way through the store. It is the store's `append` input itself, so the
+ * listener, which gets that same object back, records the fan-out on it: no per-event lookup
+ * (a WeakMap here cost ≈ 14 % of the publish path's CPU, most of it in the garbage collector).
+ */
+class PublishRequest implements NewEvent {
+  receivers = 0;
+  /** performance.now() readings, taken only while a metrics observer is attached. */
+  startedAt = 0;
+  storedAt = 0;
+  deliveredAt = 0;
+
+  constructor(
+    readonly workspaceId: number,
+    readonly sandboxId: string,
+    readonly type: string,
+    readonly dataJson: string,
+  ) {}
 }
 
 export interface PublishResult {
@@ -29,8 +43,6 @@ export interface PublishResult {
  * it is durable (issue 3: nobody may hold an id a restarted broker could reissue).
  */
 export class Publisher {
-  /** Receivers counted at fan-out (and when), handed to the publish that created the event. */
-  private readonly fanOuts = new WeakMap<StoredEvent, FanOutRecord>();
   private readonly limiter: RateLimiter;
   published = 0;
   rateLimited = 0;
@@ -42,10 +54,15 @@ export class Publisher {
     rateLimit: RateLimit,
   ) {
     this.limiter = new RateLimiter(rateLimit);
-    store.setListener((event) => {
-      const storedAt = performance.now();
-      const receivers = this.broker.fanOut(event);
-      this.fanOuts.set(event, { receivers, storedAt, deliveredAt: performance.now() });
+    store.setListener((event, appended) => {
+      if (!(appended instanceof PublishRequest)) {
+        this.broker.fanOut(event); // another node's event (Redis engine): nobody here waits for it
+        return;
+      }
+      const timed = appended.startedAt !== 0;
+      if (timed) appended.storedAt = performance.now();
+      appended.receivers = this.broker.fanOut(event);
+      if (timed) appended.deliveredAt = performance.now();
     });
   }
 
@@ -63,23 +80,18 @@ export class Publisher {
         throw error;
       }
     }
-    return this.append(ref, type, dataJson);
+    const request = new PublishRequest(ref.workspaceId, ref.sandboxId, type, dataJson);
+    if (this.observer !== undefined) request.startedAt = performance.now();
+    return this.store.append(request).then((event) => this.settle(request, event));
   }
 
-  private async append(ref: SandboxRef, type: string, dataJson: string): Promise<PublishResult> {
-    const startedAt = performance.now();
-    const event = await this.store.append({
-      workspaceId: ref.workspaceId,
-      sandboxId: ref.sandboxId,
-      type,
-      dataJson,
-    });
+  private settle(request: PublishRequest, event: StoredEvent): PublishResult {
     this.published += 1;
-    const fanOut = this.fanOuts.get(event);
-    if (fanOut !== undefined && this.observer !== undefined) {
-      this.observer.stored((fanOut.storedAt - startedAt) / 1000);
-      this.observer.delivered((fanOut.deliveredAt - startedAt) / 1000);
+    const observer = this.observer;
+    if (observer !== undefined && request.startedAt !== 0 && request.deliveredAt !== 0) {
+      observer.stored((request.storedAt - request.startedAt) / 1000);
+      observer.delivered((request.deliveredAt - request.startedAt) / 1000);
     }
-    return { event, receivers: fanOut?.receivers ?? 0 };
+    return { event, receivers: request.receivers };
   }
 }

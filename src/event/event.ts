@@ -1,4 +1,5 @@
 import { SandboxEventsError } from '../errors.js';
+import { compactDataText } from './payload-text.js';
 
 /** An event as it leaves the broker (contract, "The event"). */
 export interface SandboxEvent {
@@ -131,8 +132,8 @@ export function validateEventType(type: unknown): string {
 
 /**
  * Validates what a publisher sent: exactly `{"type": "...", "data": {...}}`, `data` optional.
- * Returns the type and `data` re-serialised (which also removes any raw newline the publisher's
- * formatting had). `byteLength` is the payload's size as sent, checked against the limit first
+ * Returns the type and `data` as compact JSON text (no raw newline, whatever the publisher's
+ * formatting). `byteLength` is the payload's size as sent, checked against the limit first
  * so that an oversized payload is never parsed.
  */
 export function parsePublishPayload(
@@ -147,14 +148,24 @@ export function parsePublishPayload(
   } catch {
     throw new InvalidEventError('payload is not valid JSON');
   }
-  return validatePublishObject(parsed);
+  const { type, data } = validatePublishFields(parsed);
+  if (data === undefined) return { type, dataJson: '{}' };
+  // JSON.parse accepted the payload, so when it has the usual layout, the text of `data` as sent
+  // is already valid compact JSON for the same object: slicing it out saves serialising it again
+  // (a third of this function's cost, and a string per event for the collector).
+  return { type, dataJson: compactDataText(payload) ?? JSON.stringify(data) };
 }
 
 export function validatePublishObject(parsed: unknown): { type: string; dataJson: string } {
+  const { type, data } = validatePublishFields(parsed);
+  return { type, dataJson: data === undefined ? '{}' : JSON.stringify(data) };
+}
+
+function validatePublishFields(parsed: unknown): { type: string; data: Record<string, unknown> | undefined } {
   if (!isPlainObject(parsed)) {
     throw new InvalidEventError('payload must be a JSON object {"type": "...", "data": {...}}');
   }
-  for (const key of Object.keys(parsed)) {
+  for (const key in parsed) {
     if (key !== 'type' && key !== 'data') {
       throw new InvalidEventError(`unexpected field "${key}": only "type" and "data" are accepted`);
     }
@@ -164,5 +175,5 @@ export function validatePublishObject(parsed: unknown): { type: string; dataJson
   if (data !== undefined && !isPlainObject(data)) {
     throw new InvalidEventError('"data" must be a JSON object');
   }
-  return { type, dataJson: data === undefined ? '{}' : JSON.stringify(data) };
+  return { type, data };
 }

@@ -149,7 +149,7 @@ export class MemoryStore implements EventStore {
       return Promise.reject(error);
     }
     // Memory is as durable as this store gets: notify at once, then resolve.
-    notifyListener(this.listener, event);
+    notifyListener(this.listener, event, input);
     return Promise.resolve(event);
   }
 

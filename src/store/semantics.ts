@@ -2,7 +2,7 @@
  * What every EventStore means by history, replay and retention. Both embedded stores (and a
  * future Redis engine) use these functions, so the rules exist once.
  */
-import { compareEventIds, type EventId, type StoredEvent } from '../event/event.js';
+import { compareEventIds, type EventId, type NewEvent, type StoredEvent } from '../event/event.js';
 import { SandboxEventsError } from '../errors.js';
 import type {
   DurableEventListener,
@@ -141,10 +141,14 @@ export function buildReplayResult(events: StoredEvent[], afterId: EventId, state
  * append still resolves; a throwing listener is a bug elsewhere, rethrown on its own stack so
  * it surfaces as an uncaught exception instead of failing the write.
  */
-export function notifyListener(listener: DurableEventListener | undefined, event: StoredEvent): void {
+export function notifyListener(
+  listener: DurableEventListener | undefined,
+  event: StoredEvent,
+  appended: NewEvent | undefined,
+): void {
   if (listener === undefined) return;
   try {
-    listener(event);
+    listener(event, appended);
   } catch (error) {
     queueMicrotask(() => {
       throw error;

@@ -563,7 +563,9 @@ export class SqliteStore implements EventStore {
     this.counters.batches++;
     this.scheduleCheckpoint();
     this.counters.appended += result.events.length;
-    for (const event of result.events) notifyListener(this.listener, event);
+    for (let i = 0; i < batch.length; i++) {
+      notifyListener(this.listener, result.events[i] as StoredEvent, (batch[i] as PendingAppend).input);
+    }
     for (let i = 0; i < batch.length; i++) (batch[i] as PendingAppend).resolve(result.events[i] as StoredEvent);
   }
 

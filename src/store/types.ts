@@ -52,8 +52,13 @@ export interface RetentionPolicy {
   maxAgeMs: number;
 }
 
-/** Called once per durable event, in id order per sandbox. */
-export type DurableEventListener = (event: StoredEvent) => void;
+/**
+ * Called once per durable event, in id order per sandbox. `appended` is the very object that
+ * was handed to this store's `append` for the event, so the caller of `append` can learn what
+ * the fan-out did without a lookup per event; it is undefined for events that did not come from
+ * an `append` of this process (the Redis engine's events published by other nodes).
+ */
+export type DurableEventListener = (event: StoredEvent, appended: NewEvent | undefined) => void;
 
 /**
  * Where events live. The protocol code only ever talks to this interface, so an embedded store

@@ -84,6 +84,7 @@ interface AppendWaiter {
   /** Fence sequence number at registration. */
   seq: number;
   event: StoredEvent;
+  input: NewEvent;
   resolve: (event: StoredEvent) => void;
 }
 
@@ -237,7 +238,7 @@ export class RedisEngine implements EventStore {
     if (sandboxRoute === undefined && workspaceRoute === undefined && this.allRoute === undefined) {
       // Nobody here watches this sandbox: nothing arrives by subscription; the listener still
       // sees the event (it fans out to no one, and counts).
-      notifyListener(this.listener, event);
+      notifyListener(this.listener, event, input);
       return event;
     }
     // Someone here watches it: the event comes back through the subscription, in order with
@@ -252,7 +253,7 @@ export class RedisEngine implements EventStore {
         resolve(event);
         return;
       }
-      this.waiters.set(waiterKey, { seq: this.fenceSeq, event, resolve });
+      this.waiters.set(waiterKey, { seq: this.fenceSeq, event, input, resolve });
       if (fenceNow) this.fence();
       else this.armFenceTimer();
     });
@@ -325,11 +326,11 @@ export class RedisEngine implements EventStore {
     if (waiter !== undefined) {
       this.waiters.delete(waiterKey);
       // The publishing node hands the same object to the listener and to its append's caller.
-      notifyListener(this.listener, waiter.event);
+      notifyListener(this.listener, waiter.event, waiter.input);
       waiter.resolve(waiter.event);
       return;
     }
-    notifyListener(this.listener, event);
+    notifyListener(this.listener, event, undefined);
   }
 
   private sweepDelivered(): void {

@@ -1,0 +1,83 @@
+// Micro-benchmark of the publish path without sockets: payload validation, the store append
+// (memory store), the Publisher, the fan-out to 10 subscribers whose sockets swallow the bytes,
+// and the PUBLISH reply, in CPU nanoseconds per published event. It isolates the per-event work
+// that cases 1, 2 and 4 of `npm run bench` pay before the fan-out. Not part of `npm run bench`.
+//
+//   node bench/micro/publish.js [buildDir=dist] [subscribers=10] [perTurn=200] [observer=1]
+// (`npm run build` first; pass a copy of an older dist/ as buildDir to compare before/after.)
+import { EventEmitter } from 'node:events';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+const [buildArg = 'dist', subsArg = '10', perTurnArg = '200', observerArg = '1'] = process.argv.slice(2);
+const build = resolve(buildArg);
+const load = (path) => import(pathToFileURL(join(build, path)).href);
+const { Broker } = await load('broker/broker.js');
+const { Publisher } = await load('broker/publisher.js');
+const { MemoryStore } = await load('store/memory-store.js');
+const { WritePath } = await load('connection/write-path.js');
+const { parsePublishPayload } = await load('event/event.js');
+
+const SUBS = Number(subsArg);
+const PER_TURN = Number(perTurnArg);
+
+class NullSocket extends EventEmitter {
+  writableLength = 0;
+  destroyed = false;
+  write() {
+    return true;
+  }
+  end() {}
+  cork() {}
+  uncork() {}
+}
+
+class Sub {
+  protocol = 2;
+  out = new WritePath(new NullSocket(), () => 8 * 1024 * 1024, () => {
+    throw new Error('overflow');
+  });
+  deliver(frame) {
+    this.out.write(frame);
+  }
+}
+
+const broker = new Broker();
+const store = new MemoryStore({ retention: { maxCount: Number(process.env.KEEP ?? 10_000), maxAgeMs: 86_400_000 }, pruneIntervalMs: 0 });
+const publisher = new Publisher(store, broker, { perSecond: 1_000, burst: 2_000 });
+if (observerArg === '1') publisher.observer = { stored() {}, delivered() {} };
+for (let k = 0; k < SUBS; k++) {
+  broker.subscribe(new Sub(), { key: '{1}sb-1', workspaceId: 1, sandboxId: 'sb-1', displayName: 'sb-1' });
+}
+const principal = { role: 'workspace', workspaceId: 1 };
+const ref = { workspaceId: 1, sandboxId: 'sb-1' };
+// The bench's 128-byte event.
+const payload = `{"type":"bench.tick","data":{"t":"0000000000000","p":"${'x'.repeat(72)}"}}`;
+const replies = [];
+
+async function round(turns) {
+  const cpu0 = process.cpuUsage();
+  let events = 0;
+  for (let t = 0; t < turns; t++) {
+    const pending = [];
+    for (let i = 0; i < PER_TURN; i++) {
+      const { type, dataJson } = parsePublishPayload(payload, payload.length, 65_536);
+      pending.push(publisher.publish(principal, ref, type, dataJson).then((r) => replies.push(r.receivers)));
+    }
+    await Promise.all(pending);
+    replies.length = 0;
+    events += PER_TURN;
+    await new Promise((r) => setImmediate(r)); // the write path flushes here
+  }
+  const cpu = process.cpuUsage(cpu0);
+  return ((cpu.user + cpu.system) * 1000) / events;
+}
+
+await round(500); // warm-up (JIT)
+const results = [];
+for (let r = 0; r < 7; r++) results.push(await round(1_000));
+results.sort((a, b) => a - b);
+console.log(
+  `${build}: ${SUBS} subs, ${PER_TURN} publishes per turn: ` +
+    `${results[0].toFixed(0)} ns (best) / ${results[3].toFixed(0)} ns (median) CPU per published event`,
+);
