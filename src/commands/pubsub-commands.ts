@@ -1,4 +1,5 @@
 import type { Principal } from '../auth/principal.js';
+import type { PublishResult } from '../broker/publisher.js';
 import {
   type ChannelTarget,
   type PatternScope,
@@ -148,13 +149,16 @@ function punsubscribe(connection: Connection, args: string[]): void {
   }
 }
 
+const receiversReply = (result: PublishResult): Buffer => integer(result.receivers);
+
 function publish(connection: Connection, args: string[], byteLengths: number[]): void {
   const principal = principalOf(connection);
   const target = resolveChannel(principal, args[1]!);
   const { type, dataJson } = parsePublishPayload(args[2]!, byteLengths[2]!, connection.context.limits.maxEventBytes);
   // The reply waits until the event is durable; later PUBLISHes of this pipeline go ahead.
   connection.deferReply(
-    connection.context.publisher.publish(principal, target, type, dataJson).then((result) => integer(result.receivers)),
+    connection.context.publisher.publish(principal, target, type, dataJson),
+    receiversReply,
     (error) => errorReplyFor(connection, error),
   );
 }

@@ -117,12 +117,12 @@ export class Connection implements Subscriber {
    * A reply computed later (PUBLISH waiting for its event to be durable). The connection goes
    * on decoding and running further PUBLISHes meanwhile; their replies keep request order.
    */
-  deferReply(pending: Promise<Buffer>, onError: (error: unknown) => Buffer): void {
+  deferReply<T>(pending: Promise<T>, toReply: (value: T) => Buffer, onError: (error: unknown) => Buffer): void {
     const slot: ReplySlot = { bytes: undefined };
     this.replySlots.push(slot);
     pending.then(
-      (bytes) => {
-        slot.bytes = bytes;
+      (value) => {
+        slot.bytes = toReply(value);
         this.releaseReplies();
       },
       (error: unknown) => {
