@@ -1,5 +1,4 @@
 import {
-  compareEventIds,
   createStoredEvent,
   nextEventId,
   type EventId,
@@ -12,12 +11,11 @@ import {
   checkLimit,
   checkRetention,
   historyFloor,
-  matchesHistoryFilters,
   maxEventId,
   notifyListener,
-  sandboxKey,
   storeClosedError,
 } from './semantics.js';
+import { EventRing, RingContext } from './event-ring.js';
 import type {
   DurableEventListener,
   EventStore,
@@ -40,68 +38,42 @@ export interface MemoryStoreStats {
   sandboxes: number;
 }
 
-/** FIFO of events with O(1) push/shift and indexed access, grown by doubling on demand. */
-class EventRing {
-  private buffer: (StoredEvent | undefined)[] = new Array<StoredEvent | undefined>(8);
-  private head = 0;
-  length = 0;
+/** One sandbox's stream: its retained events and what replay needs to know about it. */
+class MemoryStream {
+  /** Highest id pruned from this sandbox, as two numbers (NaN ms: nothing was). */
+  trimmedMs = NaN;
+  trimmedSeq = 0;
 
-  push(event: StoredEvent): void {
-    if (this.length === this.buffer.length) this.grow();
-    this.buffer[(this.head + this.length) & (this.buffer.length - 1)] = event;
-    this.length++;
+  constructor(
+    readonly events: EventRing,
+    /** Last id issued for this sandbox. */
+    public lastId: EventId,
+    /** now() of the last append; a stream with no events that is idle past the age limit is dropped. */
+    public activeAt: number,
+  ) {}
+
+  get trimmedThrough(): EventId | undefined {
+    return Number.isNaN(this.trimmedMs) ? undefined : { ms: this.trimmedMs, seq: this.trimmedSeq };
   }
-
-  shift(): StoredEvent {
-    const event = this.at(0);
-    this.buffer[this.head] = undefined; // let the event be collected
-    this.head = (this.head + 1) & (this.buffer.length - 1);
-    this.length--;
-    return event;
-  }
-
-  at(index: number): StoredEvent {
-    return this.buffer[(this.head + index) & (this.buffer.length - 1)] as StoredEvent;
-  }
-
-  /** Index of the first event whose id is >= `id` (length when none). */
-  lowerBound(id: EventId): number {
-    let lo = 0;
-    let hi = this.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (compareEventIds(this.at(mid).id, id) < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-
-  private grow(): void {
-    const next = new Array<StoredEvent | undefined>(this.buffer.length * 2);
-    for (let i = 0; i < this.length; i++) next[i] = this.at(i);
-    this.buffer = next;
-    this.head = 0;
-  }
-}
-
-interface MemoryStream {
-  events: EventRing;
-  lastId: EventId;
-  trimmedThrough?: EventId;
-  /** now() of the last append; a stream with no events that is idle past the age limit is dropped. */
-  activeAt: number;
 }
 
 /**
  * Events in process memory: a bounded ring per sandbox. Nothing survives a restart; ids stay
  * strictly increasing within the process, also for a sandbox whose state was dropped, because
  * new streams start above the store-wide high-water id.
+ *
+ * Retained events are kept compact (see event-ring.ts): numbers in typed arrays and the JSON
+ * lines' bytes outside the V8 heap, so what is retained costs the garbage collector nothing per
+ * event. Streams are found by workspace id, then by sandbox id, so an append builds no key
+ * string (a sandbox id string caches its own hash).
  */
 export class MemoryStore implements EventStore {
   readonly kind = 'memory';
   private readonly retention: RetentionPolicy;
   private readonly now: () => number;
-  private readonly streams = new Map<string, MemoryStream>();
+  private readonly workspaces = new Map<number, Map<string, MemoryStream>>();
+  private rings = new RingContext();
+  private streamCount = 0;
   /** Highest id issued in this process, for any sandbox. */
   private highWater: EventId | undefined;
   private listener: DurableEventListener | undefined;
@@ -129,22 +101,29 @@ export class MemoryStore implements EventStore {
     let event: StoredEvent;
     try {
       const now = this.now();
-      const key = sandboxKey(input);
-      let stream = this.streams.get(key);
+      let sandboxes = this.workspaces.get(input.workspaceId);
+      let stream = sandboxes?.get(input.sandboxId);
       const id = nextEventId(stream?.lastId ?? this.highWater, now);
       event = createStoredEvent(input, id, now);
       if (stream === undefined) {
-        stream = { events: new EventRing(), lastId: id, activeAt: now };
-        this.streams.set(key, stream);
+        const ring = new EventRing(input.workspaceId, input.sandboxId, this.rings, this.retention.maxCount);
+        stream = new MemoryStream(ring, id, now);
+        if (sandboxes === undefined) {
+          sandboxes = new Map();
+          this.workspaces.set(input.workspaceId, sandboxes);
+        }
+        sandboxes.set(input.sandboxId, stream);
+        this.streamCount++;
       }
-      stream.events.push(event);
+      // The count limit bounds memory at once (room is made before the push, so the bytes of
+      // the event leaving are reused); age is left to prune(), as in the SQLite store, so that
+      // both stores answer alike.
+      if (stream.events.length >= this.retention.maxCount) this.trim(stream, -Infinity, this.retention.maxCount - 1);
+      stream.events.push(id.ms, id.seq, now, input.type, event.json);
       stream.lastId = id;
       stream.activeAt = now;
       this.highWater = maxEventId(this.highWater, id);
       this.appended++;
-      // The count limit bounds memory at once; age is left to prune(), as in the SQLite store,
-      // so that both stores answer alike.
-      this.trim(stream, -Infinity);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -157,20 +136,33 @@ export class MemoryStore implements EventStore {
     if (this.closed) return Promise.reject(storeClosedError(this.kind));
     try {
       const limit = checkLimit(query.limit);
-      const events = this.streams.get(sandboxKey(query))?.events;
+      const events = this.stream(query)?.events;
       if (events === undefined) return Promise.resolve([]);
-      const from = events.lowerBound(historyFloor(query));
+      // The filters of matchesHistoryFilters, on the ring's numbers: an exact type is an exact
+      // interned type number (a type no retained event has matches nothing), then
+      // `timestamp >= since`.
+      let type = -1;
+      if (query.type !== undefined) {
+        const known = this.rings.types.lookup(query.type);
+        if (known === undefined) return Promise.resolve([]);
+        type = known;
+      }
+      const { since } = query;
+      const floor = historyFloor(query);
+      const from = events.lowerBound(floor.ms, floor.seq);
       const out: StoredEvent[] = [];
       if (query.newest === true) {
         for (let i = events.length - 1; i >= from && out.length < limit; i--) {
-          const event = events.at(i);
-          if (matchesHistoryFilters(event, query)) out.push(event);
+          if ((type < 0 || events.typeAt(i) === type) && (since === undefined || events.timestampAt(i) >= since)) {
+            out.push(events.eventAt(i));
+          }
         }
         out.reverse();
       } else {
         for (let i = from; i < events.length && out.length < limit; i++) {
-          const event = events.at(i);
-          if (matchesHistoryFilters(event, query)) out.push(event);
+          if ((type < 0 || events.typeAt(i) === type) && (since === undefined || events.timestampAt(i) >= since)) {
+            out.push(events.eventAt(i));
+          }
         }
       }
       return Promise.resolve(out);
@@ -183,23 +175,23 @@ export class MemoryStore implements EventStore {
     if (this.closed) return Promise.reject(storeClosedError(this.kind));
     try {
       checkLimit(limit);
-      const stream = this.streams.get(sandboxKey(ref));
+      const stream = this.stream(ref);
       if (stream === undefined) {
         return Promise.resolve(
           buildReplayResult([], afterId, { highWater: this.highWater, afterIdRetained: false }),
         );
       }
       const { events } = stream;
-      const from = events.lowerBound({ ms: afterId.ms, seq: afterId.seq + 1 });
+      const from = events.lowerBound(afterId.ms, afterId.seq + 1);
       const out: StoredEvent[] = [];
-      for (let i = from; i < events.length && out.length < limit; i++) out.push(events.at(i));
+      for (let i = from; i < events.length && out.length < limit; i++) out.push(events.eventAt(i));
       return Promise.resolve(
         buildReplayResult(out, afterId, {
           lastId: stream.lastId,
           trimmedThrough: stream.trimmedThrough,
-          earliestId: events.length > 0 ? events.at(0).id : undefined,
+          earliestId: events.length > 0 ? events.idAt(0) : undefined,
           highWater: this.highWater,
-          afterIdRetained: from > 0 && compareEventIds(events.at(from - 1).id, afterId) === 0,
+          afterIdRetained: from > 0 && events.idEquals(from - 1, afterId),
         }),
       );
     } catch (error) {
@@ -217,37 +209,63 @@ export class MemoryStore implements EventStore {
   }
 
   stats(): MemoryStoreStats {
-    return { appended: this.appended, pruned: this.pruned, sandboxes: this.streams.size };
+    return { appended: this.appended, pruned: this.pruned, sandboxes: this.streamCount };
+  }
+
+  /** Bytes allocated for retained events (slots and JSON lines), all sandboxes (spare chunks aside); for tests. */
+  retainedBytes(): number {
+    let total = 0;
+    for (const sandboxes of this.workspaces.values()) {
+      for (const { events } of sandboxes.values()) total += events.allocatedBytes;
+    }
+    return total;
   }
 
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
       clearInterval(this.pruneTimer);
-      this.streams.clear();
+      this.workspaces.clear();
+      this.streamCount = 0;
+      this.rings = new RingContext();
     }
     return Promise.resolve();
+  }
+
+  private stream(ref: SandboxRef): MemoryStream | undefined {
+    return this.workspaces.get(ref.workspaceId)?.get(ref.sandboxId);
   }
 
   private pruneAll(): number {
     const cutoff = ageCutoff(this.retention, this.now());
     let count = 0;
-    for (const [key, stream] of this.streams) {
-      count += this.trim(stream, cutoff);
-      if (stream.events.length === 0 && stream.activeAt < cutoff) this.streams.delete(key);
+    for (const [workspaceId, sandboxes] of this.workspaces) {
+      for (const [sandboxId, stream] of sandboxes) {
+        count += this.trim(stream, cutoff, this.retention.maxCount);
+        if (stream.events.length === 0 && stream.activeAt < cutoff) {
+          sandboxes.delete(sandboxId);
+          this.streamCount--;
+        } else {
+          // Gives back what a ring that shrank (age, or smaller events) no longer needs.
+          stream.events.compact();
+        }
+      }
+      if (sandboxes.size === 0) this.workspaces.delete(workspaceId);
     }
     return count;
   }
 
-  /** Drops the oldest events past the count or age limit; always a prefix of the stream. */
-  private trim(stream: MemoryStream, cutoff: number): number {
+  /**
+   * Drops the oldest events past the age cutoff or beyond `keep` events; always a prefix of
+   * the stream.
+   */
+  private trim(stream: MemoryStream, cutoff: number, keep: number): number {
     const { events } = stream;
     let count = 0;
-    while (
-      events.length > 0 &&
-      (events.length > this.retention.maxCount || events.at(0).id.ms < cutoff)
-    ) {
-      stream.trimmedThrough = events.shift().id;
+    while (events.length > 0 && (events.length > keep || events.msAt(0) < cutoff)) {
+      stream.trimmedMs = events.msAt(0);
+      stream.trimmedSeq = events.seqAt(0);
+      events.shift();
       count++;
     }
     this.pruned += count;

@@ -1,0 +1,364 @@
+/**
+ * Compact retained events for the memory store.
+ *
+ * Retaining each event as JS objects (a StoredEvent, its id object and a ~250-byte JSON string)
+ * made the garbage collector copy every event through the young generation and then mark it
+ * in the old one, again and again while it is retained. Here a sandbox's events live in three
+ * typed arrays whatever their number: ids and timestamps in a Float64Array, byte offsets and the
+ * type in a Uint32Array (both circular, one slot per event), and the JSON lines' bytes in a few
+ * byte chunks outside the V8 heap. The collector neither traces nor copies any of it.
+ * StoredEvent objects are built again only when a history or replay reads them.
+ */
+import type { EventId, StoredEvent } from '../event/event.js';
+
+/**
+ * Event types interned once per store, with a count of the retained events that use each one,
+ * so that a type is one string however many events carry it, a type filter compares numbers,
+ * and a type no retained event uses any more is forgotten (the table stays bounded by what is
+ * retained).
+ */
+export class TypeTable {
+  private readonly ids = new Map<string, number>();
+  private readonly names: (string | undefined)[] = [];
+  private readonly uses: number[] = [];
+  private readonly free: number[] = [];
+
+  /** Number of the type, counting one more use. */
+  acquire(type: string): number {
+    let id = this.ids.get(type);
+    if (id === undefined) {
+      id = this.free.pop() ?? this.names.length;
+      this.ids.set(type, id);
+      this.names[id] = type;
+      this.uses[id] = 1;
+    } else {
+      this.uses[id] = (this.uses[id] as number) + 1;
+    }
+    return id;
+  }
+
+  release(id: number): void {
+    const left = (this.uses[id] as number) - 1;
+    this.uses[id] = left;
+    if (left === 0) {
+      this.ids.delete(this.names[id] as string);
+      this.names[id] = undefined;
+      this.free.push(id);
+    }
+  }
+
+  /** Number of the type if some retained event has it. */
+  lookup(type: string): number | undefined {
+    return this.ids.get(type);
+  }
+
+  name(id: number): string {
+    return this.names[id] as string;
+  }
+
+  /** Distinct types in use (for tests). */
+  get size(): number {
+    return this.ids.size;
+  }
+}
+
+/**
+ * What the rings of one store share: the type table, and spare full-size byte chunks, so that
+ * a busy ring passing its oldest chunk on to the next ring that needs one costs neither a new
+ * allocation nor fresh pages.
+ */
+export class RingContext {
+  readonly types = new TypeTable();
+  private readonly spare: Buffer[] = [];
+
+  /** A chunk of at least `size` bytes. */
+  take(size: number): Buffer {
+    if (size === CHUNK_BYTES) {
+      const chunk = this.spare.pop();
+      if (chunk !== undefined) return chunk;
+    }
+    return Buffer.allocUnsafeSlow(size);
+  }
+
+  give(chunk: Buffer): void {
+    if (chunk.length === CHUNK_BYTES && this.spare.length < MAX_SPARE_CHUNKS) this.spare.push(chunk);
+  }
+}
+
+/** How an event's JSON line is stored (the low two bits of its type word). */
+const ASCII = 0; // UTF-8 that is all ASCII: read back as latin1, which is a plain copy
+const UTF8 = 1;
+const UTF16 = 2; // lines that are not well-formed UTF-16 (a lone surrogate): kept code unit by code unit
+
+const MIN_SLOTS = 4;
+/** Smallest and largest byte chunk (a larger event gets a chunk of its own size). */
+const MIN_CHUNK_BYTES = 256;
+const CHUNK_BYTES = 64 * 1024;
+const MAX_SPARE_CHUNKS = 32;
+const EMPTY_NUMS = new Float64Array(0);
+const EMPTY_WORDS = new Uint32Array(0);
+
+type WellFormed = { isWellFormed(): boolean }; // ES2024, in Node 20's V8; not in the ES2023 lib
+
+/** Smallest power of two >= size, within the chunk bounds. */
+function chunkSize(size: number): number {
+  let chunk = MIN_CHUNK_BYTES;
+  while (chunk < size && chunk < CHUNK_BYTES) chunk *= 2;
+  return chunk;
+}
+
+/**
+ * One sandbox's retained events, oldest first: a FIFO with O(1) push/shift and indexed access.
+ *
+ * Slot `s` holds `nums[3s..3s+2]` = id ms, id seq, timestamp and `words[4s..4s+3]` = chunk
+ * number, byte offset in that chunk, byte length, type number << 2 | encoding. Slots are a
+ * circular buffer that grows by doubling up to `maxSlots` (the retention count).
+ *
+ * JSON lines are written one after the other into byte chunks, a new chunk when the line does
+ * not fit the rest of the current one. A chunk is about half the bytes retained (256 bytes to
+ * 64 KiB), so a ring holds at most about twice what it retains, never copies bytes to grow,
+ * and gives a chunk back as soon as its last event is dropped. `compact()` releases what a ring
+ * that shrank (age retention) no longer needs.
+ */
+export class EventRing {
+  length = 0;
+  private nums: Float64Array = EMPTY_NUMS;
+  private words: Uint32Array = EMPTY_WORDS;
+  private slots = 0;
+  private head = 0;
+  /** Byte chunks in use, oldest first; `chunks[0]` is chunk number `firstChunk`. */
+  private chunks: Buffer[] = [];
+  private firstChunk = 0;
+  /** Offset just past the newest event in the last chunk. */
+  private tailAt = 0;
+  /** Bytes of the retained events' JSON lines. */
+  private liveBytes = 0;
+  private readonly types: TypeTable;
+
+  constructor(
+    readonly workspaceId: number,
+    readonly sandboxId: string,
+    private readonly context: RingContext,
+    private readonly maxSlots: number,
+  ) {
+    this.types = context.types;
+  }
+
+  /** Appends an event; `json` is its wire line (as createStoredEvent built it). */
+  push(ms: number, seq: number, timestamp: number, type: string, json: string): void {
+    if (this.length === this.slots) this.resizeSlots(Math.min(Math.max(MIN_SLOTS, this.slots * 2), this.maxSlots));
+    let chunk = this.chunks[this.chunks.length - 1];
+    let encoding = ASCII;
+    let size: number;
+    if ((json as unknown as WellFormed).isWellFormed()) {
+      // Most lines fit the room as it is: write at once with the worst case (3 bytes per UTF-16
+      // unit) as the bound, and measure the line only when that bound does not fit.
+      let bound = json.length * 3;
+      if (chunk === undefined || chunk.length - this.tailAt < bound) {
+        bound = Buffer.byteLength(json, 'utf8');
+        if (chunk === undefined || chunk.length - this.tailAt < bound) chunk = this.addChunk(bound);
+      }
+      size = chunk.write(json, this.tailAt, bound);
+      if (size !== json.length) encoding = UTF8;
+    } else {
+      size = json.length * 2;
+      if (chunk === undefined || chunk.length - this.tailAt < size) chunk = this.addChunk(size);
+      chunk.write(json, this.tailAt, size, 'utf16le');
+      encoding = UTF16;
+    }
+    // Nothing above changed what the ring holds when it threw; from here on nothing throws.
+    let slot = this.head + this.length;
+    if (slot >= this.slots) slot -= this.slots;
+    const n = slot * 3;
+    this.nums[n] = ms;
+    this.nums[n + 1] = seq;
+    this.nums[n + 2] = timestamp;
+    const w = slot * 4;
+    this.words[w] = this.firstChunk + this.chunks.length - 1;
+    this.words[w + 1] = this.tailAt;
+    this.words[w + 2] = size;
+    this.words[w + 3] = (this.types.acquire(type) << 2) | encoding;
+    this.tailAt += size;
+    this.liveBytes += size;
+    this.length++;
+  }
+
+  /** Drops the oldest event, and the chunks no retained event is in any more. */
+  shift(): void {
+    const w = this.head * 4;
+    this.types.release((this.words[w + 3] as number) >>> 2);
+    this.liveBytes -= this.words[w + 2] as number;
+    this.head = this.head + 1 === this.slots ? 0 : this.head + 1;
+    this.length--;
+    if (this.length === 0) {
+      // Keep the newest chunk for the next event, from its start.
+      this.head = 0;
+      this.tailAt = 0;
+      this.dropChunksBefore(this.firstChunk + this.chunks.length - 1);
+    } else {
+      this.dropChunksBefore(this.words[this.head * 4] as number);
+    }
+  }
+
+  /** Releases storage the ring no longer needs: all of it when empty, most of it when mostly unused. */
+  compact(): void {
+    if (this.length === 0) {
+      this.nums = EMPTY_NUMS;
+      this.words = EMPTY_WORDS;
+      this.slots = 0;
+      this.dropChunksBefore(this.firstChunk + this.chunks.length);
+      this.tailAt = 0;
+      return;
+    }
+    if (this.slots > MIN_SLOTS && this.length * 4 <= this.slots) {
+      this.resizeSlots(Math.max(MIN_SLOTS, this.length * 2));
+    }
+    if (this.byteCapacity > MIN_CHUNK_BYTES && this.liveBytes * 4 <= this.byteCapacity) this.repack();
+  }
+
+  msAt(index: number): number {
+    return this.nums[this.slot(index) * 3] as number;
+  }
+
+  seqAt(index: number): number {
+    return this.nums[this.slot(index) * 3 + 1] as number;
+  }
+
+  timestampAt(index: number): number {
+    return this.nums[this.slot(index) * 3 + 2] as number;
+  }
+
+  /** The interned type number of the event (compare with `TypeTable.lookup`). */
+  typeAt(index: number): number {
+    return (this.words[this.slot(index) * 4 + 3] as number) >>> 2;
+  }
+
+  idAt(index: number): EventId {
+    const n = this.slot(index) * 3;
+    return { ms: this.nums[n] as number, seq: this.nums[n + 1] as number };
+  }
+
+  /** Whether the event's id is exactly `id`. */
+  idEquals(index: number, id: EventId): boolean {
+    const n = this.slot(index) * 3;
+    return this.nums[n] === id.ms && this.nums[n + 1] === id.seq;
+  }
+
+  /** The event as append returned it (a new object, equal field by field). */
+  eventAt(index: number): StoredEvent {
+    const slot = this.slot(index);
+    const n = slot * 3;
+    const w = slot * 4;
+    const { nums, words } = this;
+    const chunk = this.chunks[((words[w] as number) - this.firstChunk) >>> 0] as Buffer;
+    const at = words[w + 1] as number;
+    const end = at + (words[w + 2] as number);
+    const word = words[w + 3] as number;
+    const encoding = word & 3;
+    return {
+      id: { ms: nums[n] as number, seq: nums[n + 1] as number },
+      workspaceId: this.workspaceId,
+      sandboxId: this.sandboxId,
+      type: this.types.name(word >>> 2),
+      timestamp: nums[n + 2] as number,
+      json: chunk.toString(encoding === ASCII ? 'latin1' : encoding === UTF8 ? 'utf8' : 'utf16le', at, end),
+    };
+  }
+
+  /** Index of the first event whose id is >= `ms-seq` (length when none). */
+  lowerBound(ms: number, seq: number): number {
+    const { nums } = this;
+    let lo = 0;
+    let hi = this.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const n = this.slot(mid) * 3;
+      const m = nums[n] as number;
+      if (m < ms || (m === ms && (nums[n + 1] as number) < seq)) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Slots allocated (for tests and stats). */
+  get slotCapacity(): number {
+    return this.slots;
+  }
+
+  /** Bytes allocated for slots and JSON lines (for tests and stats). */
+  get allocatedBytes(): number {
+    return this.slots * 40 + this.byteCapacity;
+  }
+
+  /** Bytes allocated for JSON lines (for tests and stats). */
+  get byteCapacity(): number {
+    let total = 0;
+    for (const chunk of this.chunks) total += chunk.length;
+    return total;
+  }
+
+  private slot(index: number): number {
+    const slot = this.head + index;
+    return slot >= this.slots ? slot - this.slots : slot;
+  }
+
+  /** Starts a new chunk with room for `size` bytes; drops the current one if it holds no event. */
+  private addChunk(size: number): Buffer {
+    if (this.length === 0) this.dropChunksBefore(this.firstChunk + this.chunks.length);
+    const chunk = this.context.take(
+      size > CHUNK_BYTES ? size : chunkSize(Math.max(size * 2, (this.liveBytes + size) / 2)),
+    );
+    this.chunks.push(chunk);
+    this.tailAt = 0;
+    return chunk;
+  }
+
+  /**
+   * Drops the chunks numbered below `chunkNumber`. Chunk numbers are kept modulo 2^32 in the
+   * slots (a Uint32Array), so distances between them are taken modulo 2^32 too.
+   */
+  private dropChunksBefore(chunkNumber: number): void {
+    for (let count = (chunkNumber - this.firstChunk) >>> 0; count > 0; count--) {
+      this.context.give(this.chunks.shift() as Buffer);
+      this.firstChunk++;
+    }
+  }
+
+  /** Copies the retained lines into one new chunk of about twice their size. */
+  private repack(): void {
+    const next = Buffer.allocUnsafeSlow(Math.max(MIN_CHUNK_BYTES, Math.ceil((this.liveBytes * 2) / 64) * 64));
+    const number = this.firstChunk + this.chunks.length;
+    const { words } = this;
+    let at = 0;
+    for (let index = 0; index < this.length; index++) {
+      const w = this.slot(index) * 4;
+      const from = words[w + 1] as number;
+      const size = words[w + 2] as number;
+      (this.chunks[((words[w] as number) - this.firstChunk) >>> 0] as Buffer).copy(next, at, from, from + size);
+      words[w] = number;
+      words[w + 1] = at;
+      at += size;
+    }
+    this.dropChunksBefore(number);
+    this.chunks.push(next);
+    this.tailAt = at;
+  }
+
+  /** Moves the slots, oldest first, to new arrays of `slots` slots. */
+  private resizeSlots(slots: number): void {
+    const nums = new Float64Array(slots * 3);
+    const words = new Uint32Array(slots * 4);
+    // Two runs: from the head to the end of the old arrays, then from their start.
+    const first = Math.min(this.length, this.slots - this.head);
+    nums.set(this.nums.subarray(this.head * 3, (this.head + first) * 3), 0);
+    words.set(this.words.subarray(this.head * 4, (this.head + first) * 4), 0);
+    if (first < this.length) {
+      nums.set(this.nums.subarray(0, (this.length - first) * 3), first * 3);
+      words.set(this.words.subarray(0, (this.length - first) * 4), first * 4);
+    }
+    this.nums = nums;
+    this.words = words;
+    this.slots = slots;
+    this.head = 0;
+  }
+}
