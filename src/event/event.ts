@@ -90,8 +90,8 @@ export function nextEventId(last: EventId | undefined, now: number): EventId {
 }
 
 /**
- * Builds the event's JSON line. Key order follows the contract. `dataJson` is trusted to be the
- * output of JSON.stringify on an object, so it has no raw CR or LF.
+ * Builds the event's JSON line. Key order follows the contract. `dataJson` is trusted to be
+ * compact JSON of an object (see parsePublishPayload), so it has no raw CR or LF.
  */
 export function eventJson(
   id: EventId,
@@ -101,11 +101,20 @@ export function eventJson(
   dataJson: string,
   timestamp: number,
 ): string {
-  return (
-    `{"id":"${id.ms}-${id.seq}","sandboxId":${JSON.stringify(sandboxId)},` +
-    `"workspaceId":${workspaceId},"type":${JSON.stringify(type)},` +
-    `"data":${dataJson},"timestamp":${timestamp}}`
-  );
+  return eventLine(id, eventLineMiddle(workspaceId, sandboxId), JSON.stringify(type), dataJson, timestamp);
+}
+
+/**
+ * The part of an event line that is the same for every event of one sandbox, for callers that
+ * build many lines of one sandbox (a history read) and quote the sandbox id once.
+ */
+export function eventLineMiddle(workspaceId: number, sandboxId: string): string {
+  return `","sandboxId":${JSON.stringify(sandboxId)},"workspaceId":${workspaceId},"type":`;
+}
+
+/** An event line from its parts; `typeJson` is the type as a JSON string (quoted). */
+export function eventLine(id: EventId, middle: string, typeJson: string, dataJson: string, timestamp: number): string {
+  return `{"id":"${id.ms}-${id.seq}${middle}${typeJson},"data":${dataJson},"timestamp":${timestamp}}`;
 }
 
 export function createStoredEvent(input: NewEvent, id: EventId, timestamp: number): StoredEvent {

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { formatEventId, type StoredEvent } from '../../src/event/event.js';
+import { createStoredEvent, formatEventId, type StoredEvent } from '../../src/event/event.js';
 import { SqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite-store.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
 import { BIG, Clock, T0, ids, newEvent, tempDir } from './helpers.js';
@@ -116,6 +116,110 @@ describe('restart', () => {
       'high_water',
       'sandboxes',
     ]);
+  });
+
+  it('opens a version-1 file (whole JSON lines, a type index): reads it, appends, and upgrades it', async () => {
+    // The schema a version-1 build wrote, with two of its events.
+    const v1 = new Database(path);
+    v1.pragma('journal_mode = WAL');
+    v1.exec(`
+      CREATE TABLE events (workspace_id INTEGER NOT NULL, sandbox_id TEXT NOT NULL, ms INTEGER NOT NULL,
+        seq INTEGER NOT NULL, type TEXT NOT NULL, timestamp INTEGER NOT NULL, json TEXT NOT NULL,
+        PRIMARY KEY (workspace_id, sandbox_id, ms, seq)) WITHOUT ROWID;
+      CREATE INDEX events_by_type ON events (workspace_id, sandbox_id, type, ms, seq);
+      CREATE TABLE sandboxes (workspace_id INTEGER NOT NULL, sandbox_id TEXT NOT NULL, last_ms INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL, retained INTEGER NOT NULL, first_ms INTEGER, first_seq INTEGER,
+        trimmed_ms INTEGER, trimmed_seq INTEGER, active_at INTEGER NOT NULL,
+        PRIMARY KEY (workspace_id, sandbox_id)) WITHOUT ROWID;
+      CREATE INDEX sandboxes_by_first ON sandboxes (first_ms) WHERE first_ms IS NOT NULL;
+      CREATE INDEX sandboxes_idle ON sandboxes (active_at) WHERE retained = 0;
+      CREATE TABLE high_water (only INTEGER PRIMARY KEY CHECK (only = 0), ms INTEGER NOT NULL, seq INTEGER NOT NULL);
+    `);
+    const old = [
+      createStoredEvent(newEvent('sb-1', 'a', { i: 0 }), { ms: T0 - 10, seq: 0 }, T0 - 10),
+      createStoredEvent(newEvent('sb-1', 'b', { i: 1, s: 'x"\\u2028' }), { ms: T0 - 10, seq: 1 }, T0 - 10),
+    ];
+    const insert = v1.prepare('INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)');
+    for (const e of old) insert.run(1, 'sb-1', e.id.ms, e.id.seq, e.type, e.timestamp, e.json);
+    v1.prepare('INSERT INTO sandboxes VALUES (1, ?, ?, 1, 2, ?, 0, NULL, NULL, ?)').run('sb-1', T0 - 10, T0 - 10, T0 - 10);
+    v1.pragma('user_version = 1');
+    v1.close();
+
+    const store = open();
+    expect(await store.history({ ...ref, limit: 100 })).toEqual(old);
+    const added = [await store.append(newEvent('sb-1', 'a', { i: 2 })), await store.append(newEvent('sb-1', 'b', { i: 3 }))];
+    expect(added.map((e) => e.id)).toEqual([{ ms: T0, seq: 0 }, { ms: T0, seq: 1 }]);
+    expect(await store.history({ ...ref, limit: 100 })).toEqual([...old, ...added]);
+    expect(await store.history({ ...ref, type: 'b', limit: 100 })).toEqual([old[1], added[1]]);
+    expect(await store.history({ ...ref, type: 'never', limit: 100 })).toEqual([]);
+    expect((await store.replayAfter(ref, (old[0] as StoredEvent).id, 100)).events).toEqual([old[1], ...added]);
+    const db = otherConnection();
+    expect(db.pragma('user_version', { simple: true })).toBe(2);
+    expect(db.prepare("SELECT name FROM sqlite_schema WHERE name = 'events_by_type'").all()).toEqual([]);
+    await store.close();
+    // And again, now that it is version 2.
+    const reopened = open();
+    expect(await reopened.history({ ...ref, limit: 100 })).toEqual([...old, ...added]);
+  });
+
+  it('stores the data text and returns the very line it announced', async () => {
+    const store = open();
+    const announced: StoredEvent[] = [];
+    store.setListener((event) => announced.push(event));
+    const odd = { text: 'quote " backslash \\ line\u2028sep é 😀', n: [1, 2.5, -0], nested: { deep: null } };
+    const events = await Promise.all([
+      store.append(newEvent('sb-1', 't', odd)),
+      store.append(newEvent('sb-"quoted"', 'type "with" quotes', {}, 7)),
+    ]);
+    expect(announced).toEqual(events);
+    expect(await store.history({ ...ref, limit: 10 })).toEqual([events[0]]);
+    expect(await store.history({ workspaceId: 7, sandboxId: 'sb-"quoted"', limit: 10 })).toEqual([events[1]]);
+    const row = otherConnection().prepare("SELECT json, data FROM events WHERE sandbox_id = 'sb-1'").get();
+    expect(row).toEqual({ json: '', data: JSON.stringify(odd) });
+  });
+
+  it('keeps the sandboxes rows in step with what batches and retention did', async () => {
+    const store = open({ retention: { maxCount: 5, maxAgeMs: 1_000 } });
+    for (let round = 0; round < 4; round++) {
+      await Promise.all(Array.from({ length: 30 }, (_, i) => store.append(newEvent(`sb-${i % 3}`))));
+    }
+    const row = (sb: string): unknown =>
+      otherConnection()
+        .prepare('SELECT last_ms, last_seq, retained, first_ms, first_seq FROM sandboxes WHERE sandbox_id = ?')
+        .get(sb);
+    expect(row('sb-1')).toEqual({ last_ms: T0, last_seq: 40, retained: 40, first_ms: T0, first_seq: 1 });
+    await store.prune();
+    expect(row('sb-1')).toMatchObject({ retained: 5, first_seq: 36 });
+    // Appends after pruning start from the pruned row, not from what the writer saw before.
+    await store.append(newEvent('sb-1'));
+    expect(row('sb-1')).toEqual({ last_ms: T0, last_seq: 41, retained: 6, first_ms: T0, first_seq: 36 });
+    // Pruned empty by age and forgotten, then written again: a new row.
+    clock.advance(2_000);
+    await store.prune();
+    expect(row('sb-1')).toBeUndefined();
+    const next = await store.append(newEvent('sb-1'));
+    expect(row('sb-1')).toEqual({ last_ms: T0 + 2_000, last_seq: 0, retained: 1, first_ms: T0 + 2_000, first_seq: 0 });
+    expect(await store.replayAfter({ workspaceId: 1, sandboxId: 'sb-1' }, { ms: T0, seq: 41 }, 10)).toMatchObject({
+      events: [next],
+    });
+  });
+
+  it('creates files with 8 KiB pages and keeps the page size of an existing file', async () => {
+    const store = open();
+    await store.append(newEvent('sb-1'));
+    expect(otherConnection().pragma('page_size', { simple: true })).toBe(8192);
+    await store.close();
+
+    // A file an earlier build created, with SQLite's default 4 KiB pages.
+    path = join(dir, 'old.db');
+    const old = new Database(path);
+    old.pragma('page_size = 4096');
+    old.pragma('journal_mode = WAL');
+    old.close();
+    const reopened = open();
+    const event = await reopened.append(newEvent('sb-1'));
+    expect(await reopened.history({ ...ref, limit: 10 })).toEqual([event]);
+    expect(otherConnection().pragma('page_size', { simple: true })).toBe(4096);
   });
 
   it('refuses a file written by a newer schema', async () => {
@@ -324,10 +428,30 @@ describe('background retention', () => {
   });
 });
 
+describe('forgotten sandboxes', () => {
+  it('get a new row when the same store writes to them again', async () => {
+    const store = open({ retention: { maxCount: 10, maxAgeMs: 1_000 } });
+    for (let i = 0; i < 10; i++) await store.append(newEvent(`sb-${i}`));
+    clock.advance(2_000);
+    await store.prune();
+    const db = otherConnection();
+    expect(db.prepare('SELECT count(*) FROM sandboxes').pluck().get()).toBe(0);
+    clock.t = T0; // behind the clock: the id still comes after every id issued
+    expect((await store.append(newEvent('sb-7'))).id).toEqual({ ms: T0, seq: 10 });
+    expect(db.prepare("SELECT retained, last_ms, last_seq FROM sandboxes WHERE sandbox_id = 'sb-7'").get()).toEqual({
+      retained: 1,
+      last_ms: T0,
+      last_seq: 10,
+    });
+  });
+});
+
 describe('checkpoints', () => {
   const fill = async (store: SqliteStore, rounds: number): Promise<void> => {
     for (let round = 0; round < rounds; round++) {
-      await Promise.all(Array.from({ length: 1_000 }, (_, i) => store.append(newEvent(`sb-${i % 10}`, 't', { i }))));
+      // About 250 bytes a row, so that 5 rounds fill a few hundred pages.
+      const pad = 'x'.repeat(200);
+      await Promise.all(Array.from({ length: 1_000 }, (_, i) => store.append(newEvent(`sb-${i % 10}`, 't', { i, pad }))));
     }
   };
 
@@ -344,7 +468,7 @@ describe('checkpoints', () => {
     const store = open();
     // White-box: the worker is private; kill it as a crash would.
     await (store as unknown as { checkpointer: Worker }).checkpointer.terminate();
-    await fill(store, 20); // past SQLite's 1,000-page automatic checkpoint
+    await fill(store, 20); // past the 4 MiB automatic checkpoint
     expect(statSync(path).size).toBeGreaterThan(1_000_000);
     expect(store.stats().checkpoints).toBe(0);
     await store.close();
