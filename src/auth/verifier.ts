@@ -308,12 +308,17 @@ export class TokenVerifier {
     const pending = this.inflight.get(key);
     if (pending !== undefined) return pending;
     this.cacheMisses++;
-    const verifying = this.verifyUncached(token)
-      .then((principal) => {
+    const verifying = this.verifyUncached(token).then(
+      (principal) => {
+        this.inflight.delete(key);
         this.remember(key, principal);
         return principal;
-      })
-      .finally(() => this.inflight.delete(key));
+      },
+      (error: unknown) => {
+        this.inflight.delete(key);
+        throw error;
+      },
+    );
     this.inflight.set(key, verifying);
     return verifying;
   }

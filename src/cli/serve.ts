@@ -8,7 +8,7 @@ import type { VerifierConfig } from '../auth/verifier.js';
 import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, type Limits } from '../config.js';
 import { apiKeysPath } from '../http/api-keys.js';
 import { DEFAULT_HTTP_PORT } from '../http/host.js';
-import { startServer } from '../server/server.js';
+import { DEFAULT_BACKLOG, kernelBacklogCap, startServer } from '../server/server.js';
 import { openEngine, openStore } from '../store/open-store.js';
 import { byteSizeArgument, durationArgument, integerArgument, option } from './options.js';
 
@@ -34,6 +34,7 @@ interface ServeOptions {
   publishRate: number;
   publishBurst: number;
   tcpKeepalive: number;
+  tcpBacklog: number;
 }
 
 export function registerServe(program: Command): void {
@@ -60,6 +61,7 @@ export function registerServe(program: Command): void {
     .addOption(option('--max-event-size <size>', 'largest event a publisher may send').default(DEFAULT_LIMITS.maxEventBytes, '64kb').argParser(byteSizeArgument))
     .addOption(option('--publish-rate <n>', 'publishes per second of one sandbox token').default(DEFAULT_LIMITS.publishRatePerSecond).argParser(integerArgument(1)))
     .addOption(option('--tcp-keepalive <seconds>', 'idle time before probing a silent client (0 turns it off)').default(DEFAULT_LIMITS.tcpKeepAliveMs / 1000).argParser(integerArgument(0, 7200)))
+    .addOption(option('--tcp-backlog <n>', "queue of connections the kernel holds until they are accepted (Linux caps it at net.core.somaxconn)").default(DEFAULT_BACKLOG).argParser(integerArgument(1, 65535)))
     .addOption(option('--publish-burst <n>', 'publishes one sandbox token may make at once').default(DEFAULT_LIMITS.publishBurst).argParser(integerArgument(1)))
     .action(async (options: ServeOptions) => {
       await serve(options);
@@ -109,6 +111,7 @@ async function serve(options: ServeOptions): Promise<void> {
   const server = await startServer({
     host: options.host,
     port: options.port,
+    backlog: options.tcpBacklog,
     auth,
     store,
     limits,
@@ -117,6 +120,16 @@ async function serve(options: ServeOptions): Promise<void> {
     http: { apiKeysFile: apiKeysPath(dataDir), corsOrigin: options.httpCorsOrigin },
   });
   logger.info({ host: server.host, port: server.port, httpPort: server.httpPort, store: store.kind }, 'sandbox-events listening');
+  const somaxconn = kernelBacklogCap();
+  if (somaxconn !== undefined && somaxconn < options.tcpBacklog) {
+    // Redis warns the same way at startup (checkTcpBacklogSettings): the kernel lowers the
+    // backlog silently, and the first connection storm finds out (clients retry after 1 s).
+    // After the "listening" line, which scripts wait for as the first line.
+    logger.warn(
+      { backlog: options.tcpBacklog, somaxconn },
+      `the TCP backlog of ${options.tcpBacklog} cannot be enforced because /proc/sys/net/core/somaxconn is set to the lower value of ${somaxconn}`,
+    );
+  }
 
   if (devSecret !== undefined) {
     const token = await mintToken({ secret: devSecret, workspaceId: 1, role: 'workspace', ttlSeconds: 24 * 3600 });

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { once } from 'node:events';
 import { pino, type Logger } from 'pino';
@@ -18,6 +19,11 @@ export interface ServerOptions {
   host?: string;
   /** 0 picks a free port; read it back from `RunningServer.port`. */
   port?: number;
+  /**
+   * Length of the kernel's queue of connections not yet accepted (Redis's `tcp-backlog`).
+   * Default DEFAULT_BACKLOG; Linux silently caps it at net.core.somaxconn.
+   */
+  backlog?: number;
   auth: VerifierConfig;
   /** Defaults to an in-memory store with the contract's default retention. */
   store?: EventStore;
@@ -40,6 +46,27 @@ export interface RunningServer {
 }
 
 const MAX_CLIENTS_REACHED = errorReply('ERR max number of clients reached');
+
+/**
+ * Node's (and Redis's) default backlog is 511. When thousands of clients connect at once
+ * (every sandbox watcher reconnecting after a restart) and the event loop is busy verifying
+ * the first ones' tokens, a queue of 511 overflows: Linux then drops the SYN or the final ACK
+ * (TcpExtListenOverflows) and the client retransmits after its 1 s initial RTO, so a few
+ * milliseconds of work become a second or three of waiting. 4096 is the kernel's default cap
+ * (net.core.somaxconn since Linux 5.4); a larger queue costs kernel memory only while full.
+ */
+export const DEFAULT_BACKLOG = 4096;
+
+/** Linux's cap on listen backlogs (net.core.somaxconn); undefined elsewhere or when unreadable. */
+export function kernelBacklogCap(): number | undefined {
+  if (process.platform !== 'linux') return undefined;
+  try {
+    const value = Number.parseInt(readFileSync('/proc/sys/net/core/somaxconn', 'latin1'), 10);
+    return Number.isSafeInteger(value) && value > 0 ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Builds everything and listens. The returned server is ready for clients. */
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
@@ -85,7 +112,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   tcp.on('error', (error) => logger.error({ err: error }, 'server socket error'));
 
   const host = options.host ?? DEFAULT_HOST;
-  tcp.listen(options.port ?? DEFAULT_PORT, host);
+  const backlog = options.backlog ?? DEFAULT_BACKLOG;
+  tcp.listen({ port: options.port ?? DEFAULT_PORT, host, backlog });
   await once(tcp, 'listening');
   let http: HttpServer | undefined;
   if (options.httpPort !== undefined) {
