@@ -537,6 +537,10 @@ function cpuPerMessage(r) {
   return r.srvBusy === undefined || !r.delivered ? '?' : ((r.srvBusy / 100 / r.delivered) * 1e6).toFixed(2);
 }
 
+function writesPerMessage(r) {
+  return r.srvWriteCalls === undefined || !r.srvWriteCalls ? '?' : ((r.delivered * r.seconds) / r.srvWriteCalls).toFixed(1);
+}
+
 function describe(c, r) {
   if (c === '4' || c === '4b') return `p50 ${r.p50?.toFixed(3)} ms, p99 ${r.p99?.toFixed(3)} ms, max ${r.max?.toFixed(2)} ms, ${Math.round(r.delivered)} msg/s, gen ${Math.round(r.genBusy)} %, srv ${Math.round(r.srvBusy)} %`;
   if (c === '5') return `${Math.round(r.perConnection)} B/conn (rss ${(r.before / 2 ** 20).toFixed(1)} -> ${(r.after / 2 ** 20).toFixed(1)} MiB), setup ${r.seconds.toFixed(2)} s`;
@@ -548,7 +552,7 @@ function describe(c, r) {
     );
   if (c === 'pub') return `${Math.round(r.rate)} appends/s, gen ${Math.round(r.genBusy)} %, srv ${Math.round(r.srvBusy)} %`;
   if (c === 'hist') return `p50 ${r.p50.toFixed(3)} ms, p99 ${r.p99.toFixed(3)} ms, max ${r.max.toFixed(2)} ms`;
-  return `${Math.round(r.delivered)} msg/s delivered (${Math.round(r.published)} publishes/s), gen ${Math.round(r.genBusy)} %, srv ${Math.round(r.srvBusy)} % = ${cpuPerMessage(r)} µs server CPU per message, lost ${r.lost}, dropped ${r.dropped}`;
+  return `${Math.round(r.delivered)} msg/s delivered (${Math.round(r.published)} publishes/s), gen ${Math.round(r.genBusy)} %, srv ${Math.round(r.srvBusy)} % = ${cpuPerMessage(r)} µs server CPU per message, ${writesPerMessage(r)} messages per server write call, lost ${r.lost}, dropped ${r.dropped}`;
 }
 
 function rows(results) {

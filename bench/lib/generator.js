@@ -58,12 +58,15 @@ class Meter {
     this.t0 = performance.now();
     this.cpu0 = process.cpuUsage();
     this.srv0 = serverTicks(this.pid);
+    this.writes0 = serverWriteCalls(this.pid);
   }
   stop() {
     const ms = performance.now() - this.t0;
     const cpu = process.cpuUsage(this.cpu0);
     const srv1 = serverTicks(this.pid);
+    const writes1 = serverWriteCalls(this.pid);
     return {
+      srvWriteCalls: this.writes0 === undefined || writes1 === undefined ? undefined : writes1 - this.writes0,
       seconds: ms / 1000,
       genBusy: ((cpu.user + cpu.system) / 1000 / ms) * 100,
       srvBusy: this.srv0 === undefined || srv1 === undefined ? undefined : (((srv1 - this.srv0) / this.clkTck) * 1000 * 100) / ms,
@@ -78,6 +81,17 @@ function serverTicks(pid) {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Write-type syscalls (write, writev, send...) the server made so far: /proc/<pid>/io `syscw`. */
+function serverWriteCalls(pid) {
+  if (!pid) return undefined;
+  try {
+    const match = /^syscw: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'latin1'));
+    return match === null ? undefined : Number(match[1]);
   } catch {
     return undefined;
   }
