@@ -5,9 +5,9 @@
 //
 //   node bench/micro/fanout.js [buildDir=dist] [subscribers=10] [channels=1] [perTurn=20]
 // (`npm run build` first; pass a copy of an older dist/ as buildDir to compare before/after.)
-import { EventEmitter } from 'node:events';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { nullSubscriberClass } from './null-subscriber.js';
 
 const [buildArg = 'dist', subsArg = '10', channelsArg = '1', perTurnArg = '20'] = process.argv.slice(2);
 const build = resolve(buildArg);
@@ -18,33 +18,7 @@ const SUBS = Number(subsArg);
 const CHANNELS = Number(channelsArg);
 const PER_TURN = Number(perTurnArg);
 
-class NullSocket extends EventEmitter {
-  writableLength = 0;
-  destroyed = false;
-  bytes = 0;
-  writes = 0;
-  write(data) {
-    this.bytes += data.length;
-    this.writes++;
-    return true;
-  }
-  end() {}
-  cork() {}
-  uncork() {}
-}
-
-class Sub {
-  protocol = 2;
-  constructor() {
-    this.socket = new NullSocket();
-    this.out = new WritePath(this.socket, () => 8 * 1024 * 1024, () => {
-      throw new Error('overflow');
-    });
-  }
-  deliver(frame) {
-    this.out.write(frame);
-  }
-}
+const Sub = nullSubscriberClass(WritePath);
 
 const broker = new Broker();
 const subs = [];

@@ -3,11 +3,11 @@
 // and the PUBLISH reply, in CPU nanoseconds per published event. It isolates the per-event work
 // that cases 1, 2 and 4 of `npm run bench` pay before the fan-out. Not part of `npm run bench`.
 //
-//   node bench/micro/publish.js [buildDir=dist] [subscribers=10] [perTurn=200] [observer=1]
+//   [KEEP=<events kept per sandbox, 10000>] node bench/micro/publish.js [buildDir=dist] [subscribers=10] [perTurn=200] [observer=1]
 // (`npm run build` first; pass a copy of an older dist/ as buildDir to compare before/after.)
-import { EventEmitter } from 'node:events';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { nullSubscriberClass } from './null-subscriber.js';
 
 const [buildArg = 'dist', subsArg = '10', perTurnArg = '200', observerArg = '1'] = process.argv.slice(2);
 const build = resolve(buildArg);
@@ -21,26 +21,7 @@ const { parsePublishPayload } = await load('event/event.js');
 const SUBS = Number(subsArg);
 const PER_TURN = Number(perTurnArg);
 
-class NullSocket extends EventEmitter {
-  writableLength = 0;
-  destroyed = false;
-  write() {
-    return true;
-  }
-  end() {}
-  cork() {}
-  uncork() {}
-}
-
-class Sub {
-  protocol = 2;
-  out = new WritePath(new NullSocket(), () => 8 * 1024 * 1024, () => {
-    throw new Error('overflow');
-  });
-  deliver(frame) {
-    this.out.write(frame);
-  }
-}
+const Sub = nullSubscriberClass(WritePath);
 
 const broker = new Broker();
 const store = new MemoryStore({ retention: { maxCount: Number(process.env.KEEP ?? 10_000), maxAgeMs: 86_400_000 }, pruneIntervalMs: 0 });
