@@ -117,14 +117,23 @@ export function eventLine(id: EventId, middle: string, typeJson: string, dataJso
   return `{"id":"${id.ms}-${id.seq}${middle}${typeJson},"data":${dataJson},"timestamp":${timestamp}}`;
 }
 
-export function createStoredEvent(input: NewEvent, id: EventId, timestamp: number): StoredEvent {
+/**
+ * `lineMiddle` is `eventLineMiddle` of the input's sandbox, for a store that keeps it per sandbox
+ * instead of quoting the sandbox id for every event.
+ */
+export function createStoredEvent(
+  input: NewEvent,
+  id: EventId,
+  timestamp: number,
+  lineMiddle = eventLineMiddle(input.workspaceId, input.sandboxId),
+): StoredEvent {
   return {
     id,
     workspaceId: input.workspaceId,
     sandboxId: input.sandboxId,
     type: input.type,
     timestamp,
-    json: eventJson(id, input.workspaceId, input.sandboxId, input.type, input.dataJson, timestamp),
+    json: eventLine(id, lineMiddle, JSON.stringify(input.type), input.dataJson, timestamp),
   };
 }
 

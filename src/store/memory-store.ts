@@ -1,5 +1,6 @@
 import {
   createStoredEvent,
+  eventLineMiddle,
   nextEventId,
   type EventId,
   type NewEvent,
@@ -44,13 +45,18 @@ class MemoryStream {
   trimmedMs = NaN;
   trimmedSeq = 0;
 
+  /** The part of every event line of this sandbox that names it (eventLineMiddle). */
+  readonly lineMiddle: string;
+
   constructor(
     readonly events: EventRing,
     /** Last id issued for this sandbox. */
     public lastId: EventId,
     /** now() of the last append; a stream with no events that is idle past the age limit is dropped. */
     public activeAt: number,
-  ) {}
+  ) {
+    this.lineMiddle = eventLineMiddle(events.workspaceId, events.sandboxId);
+  }
 
   get trimmedThrough(): EventId | undefined {
     return Number.isNaN(this.trimmedMs) ? undefined : { ms: this.trimmedMs, seq: this.trimmedSeq };
@@ -104,7 +110,6 @@ export class MemoryStore implements EventStore {
       let sandboxes = this.workspaces.get(input.workspaceId);
       let stream = sandboxes?.get(input.sandboxId);
       const id = nextEventId(stream?.lastId ?? this.highWater, now);
-      event = createStoredEvent(input, id, now);
       if (stream === undefined) {
         const ring = new EventRing(input.workspaceId, input.sandboxId, this.rings, this.retention.maxCount);
         stream = new MemoryStream(ring, id, now);
@@ -115,6 +120,7 @@ export class MemoryStore implements EventStore {
         sandboxes.set(input.sandboxId, stream);
         this.streamCount++;
       }
+      event = createStoredEvent(input, id, now, stream.lineMiddle);
       // The count limit bounds memory at once (room is made before the push, so the bytes of
       // the event leaving are reused); age is left to prune(), as in the SQLite store, so that
       // both stores answer alike.
