@@ -174,11 +174,6 @@ export function parsePublishPayload(
   return { type, dataJson: compactDataText(payload) ?? JSON.stringify(data) };
 }
 
-export function validatePublishObject(parsed: unknown): { type: string; dataJson: string } {
-  const { type, data } = validatePublishFields(parsed);
-  return { type, dataJson: data === undefined ? '{}' : JSON.stringify(data) };
-}
-
 function validatePublishFields(parsed: unknown): { type: string; data: Record<string, unknown> | undefined } {
   if (!isPlainObject(parsed)) {
     throw new InvalidEventError('payload must be a JSON object {"type": "...", "data": {...}}');
