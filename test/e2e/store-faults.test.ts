@@ -45,9 +45,12 @@ describe.skipIf(!mounted)('a full disk', () => {
     const publisher = await broker.authed();
     const event = (n: number) => JSON.stringify({ type: 'fill', data: { n, blob: 'x'.repeat(60_000) } });
 
-    // Fill the disk: 1 MiB of filler leaves room for the database to grow into and then fail.
+    // Fill the disk: the filler leaves 1.5 MiB for the database and its WAL to grow into and
+    // then fail. It is larger than that room on purpose: once it is deleted, the checkpoint may
+    // first copy the whole WAL into the database file (growing it by up to the WAL's size, which
+    // is reset, not truncated), and the freed space must still leave room for the next commit.
     const filler = path.join(mountPoint, 'filler');
-    writeFileSync(filler, Buffer.alloc(1024 * 1024));
+    writeFileSync(filler, Buffer.alloc(2.5 * 1024 * 1024));
     let acknowledged = 0;
     let failure = '';
     for (let n = 0; n < 200 && failure === ''; n += 1) {
