@@ -99,7 +99,7 @@ const SCHEMA_VERSION = 2;
  * events: one row per event, clustered on (workspace, sandbox, id), so history and replay are
  * one range read of adjacent rows. A row keeps the event's `data` text, not its whole JSON line:
  * everything else in the line is in the row's other columns, and reads rebuild the very same
- * line with eventJson (json is '', or the whole line in rows a version-1 file already had).
+ * line with the event module's builder (json is '', or the whole line in rows a version-1 file had).
  * That halves the row (about 125 bytes instead of 260 for a small event), so commits split and
  * rewrite fewer pages. The type filter reads that same range and skips other types:
  * there is no index on type (see MIGRATIONS), because every index is one more page per sandbox
