@@ -2,13 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import Parser from 'redis-parser';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/mint.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
 import { killDaemons, spawnDaemon } from '../support/daemon.js';
-import { RawClient, resp } from '../support/raw-client.js';
+import { RawClient, replyCollector, resp } from '../support/raw-client.js';
 import { startTestServer } from '../support/test-server.js';
 
 /** Issue 3 through the real daemon and a real SQLite file. */
@@ -42,12 +41,7 @@ async function sqliteServer(
 /** Reads RESP replies off a raw socket: events as parsed JSON, other replies as they are. */
 class ReplyReader {
   readonly replies: unknown[] = [];
-  private readonly parser = new Parser({
-    returnReply: (reply: unknown) => this.replies.push(reply),
-    returnError: (error: Error) => this.replies.push(error),
-    returnFatalError: (error: Error) => this.replies.push(error),
-    returnBuffers: false,
-  });
+  private readonly parser = replyCollector(this.replies);
   private consumed = 0;
 
   constructor(readonly client: RawClient) {}

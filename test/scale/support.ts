@@ -9,12 +9,12 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
-import Parser from 'redis-parser';
 import { mintToken, type MintOptions } from '../../src/auth/mint.js';
 import { RedisEngine } from '../../src/engine/redis/redis-engine.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
 import { BIN } from '../support/daemon.js';
+import { replyCollector, resp } from '../support/raw-client.js';
 import { requireTool } from '../support/tools.js';
 
 export const hasRedis = requireTool('redis-server', 'redis-server');
@@ -139,10 +139,6 @@ export function mint(secret: string, extra: Partial<Omit<MintOptions, 'secret'>>
   return mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3600, ...extra });
 }
 
-export function resp(...args: string[]): string {
-  return `*${args.length}\r\n${args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join('')}`;
-}
-
 /** The exact RESP2 frame a subscriber of `channel` gets for an event. */
 export function messageFrame(channel: string, json: string): string {
   return `*3\r\n$7\r\nmessage\r\n$${Buffer.byteLength(channel)}\r\n${channel}\r\n$${Buffer.byteLength(json)}\r\n${json}\r\n`;
@@ -152,12 +148,7 @@ export function messageFrame(channel: string, json: string): string {
 export class RespClient {
   raw = '';
   readonly replies: unknown[] = [];
-  private readonly parser = new Parser({
-    returnReply: (reply: unknown) => this.replies.push(reply),
-    returnError: (error: Error) => this.replies.push(error),
-    returnFatalError: (error: Error) => this.replies.push(error),
-    returnBuffers: false,
-  });
+  private readonly parser = replyCollector(this.replies);
   private taken = 0;
   closed = false;
   private wakers: (() => void)[] = [];

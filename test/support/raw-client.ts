@@ -1,4 +1,5 @@
 import net from 'node:net';
+import Parser from 'redis-parser';
 
 /**
  * A TCP client that sees exact bytes: for asserting replies byte for byte, and for sending
@@ -101,4 +102,17 @@ export function resp(...args: string[]): string {
 /** A bulk string as Redis sends it, lengths in bytes. */
 export function bulkString(text: string): string {
   return `$${Buffer.byteLength(text)}\r\n${text}\r\n`;
+}
+
+/**
+ * A RESP parser (redis-parser, as the broker uses) that pushes every reply it completes onto
+ * `replies`, errors included as Error objects, strings as strings.
+ */
+export function replyCollector(replies: unknown[]): Parser {
+  return new Parser({
+    returnReply: (reply: unknown) => replies.push(reply),
+    returnError: (error: Error) => replies.push(error),
+    returnFatalError: (error: Error) => replies.push(error),
+    returnBuffers: false,
+  });
 }
