@@ -154,21 +154,19 @@ export class MemoryStore implements EventStore {
         type = known;
       }
       const { since } = query;
+      const matches = (i: number): boolean =>
+        (type < 0 || events.typeAt(i) === type) && (since === undefined || events.timestampAt(i) >= since);
       const floor = historyFloor(query);
       const from = events.lowerBound(floor.ms, floor.seq);
       const out: StoredEvent[] = [];
       if (query.newest === true) {
         for (let i = events.length - 1; i >= from && out.length < limit; i--) {
-          if ((type < 0 || events.typeAt(i) === type) && (since === undefined || events.timestampAt(i) >= since)) {
-            out.push(events.eventAt(i));
-          }
+          if (matches(i)) out.push(events.eventAt(i));
         }
         out.reverse();
       } else {
         for (let i = from; i < events.length && out.length < limit; i++) {
-          if ((type < 0 || events.typeAt(i) === type) && (since === undefined || events.timestampAt(i) >= since)) {
-            out.push(events.eventAt(i));
-          }
+          if (matches(i)) out.push(events.eventAt(i));
         }
       }
       return Promise.resolve(out);
