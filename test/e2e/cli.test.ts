@@ -84,6 +84,11 @@ describe('sandbox-events serve', () => {
     const badPort = await failing(['serve', '--port', 'seventy']);
     expect(badPort.code).not.toBe(0);
     expect(badPort.stderr).toMatch(/--port.*expected an integer from 0 to 65535/);
+    for (const backlog of ['0', '65536']) {
+      const badBacklog = await failing(['serve', '--port', '0', '--http-port', '0', '--store', 'memory', '--tcp-backlog', backlog]);
+      expect(badBacklog.code).not.toBe(0);
+      expect(badBacklog.stderr).toMatch(/--tcp-backlog.*expected an integer from 1 to 65535/);
+    }
     const noWorkspace = await failing(['token', '--secret', 's']);
     expect(noWorkspace.code).not.toBe(0);
     expect(noWorkspace.stderr).toMatch(/required option '--workspace <id>'/);
