@@ -162,9 +162,11 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
     await watcherAtA.command('SUBSCRIBE', 'sb-seam');
     let published = 0;
     let stop = false;
+    const refused: string[] = [];
     const load = (async () => {
       while (!stop) {
-        await publisher.command('PUBLISH', 'sb-seam', JSON.stringify({ type: 'seam', data: { n: published } }));
+        const reply = await publisher.command('PUBLISH', 'sb-seam', JSON.stringify({ type: 'seam', data: { n: published } }));
+        if (typeof reply !== 'number') refused.push(String(reply));
         published += 1;
       }
     })();
@@ -175,6 +177,9 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
     await sleep(200);
     stop = true;
     await load;
+    // Every publish was acknowledged (a refused one would otherwise surface only as a timeout
+    // below, its event missing).
+    expect(refused).toEqual([]);
     await watcherAtA.until(() => watcherAtA.messages().length === published);
     await resumer.until(() => resumer.messages().length === published - 50);
     const confirmation = resumer.replies[1] as unknown[];
