@@ -65,6 +65,7 @@ export function addSubscriptions(connection: Connection, targets: ChannelTarget[
 export function removeSubscription(connection: Connection, key: string): boolean {
   if (!connection.channels.delete(key)) return false;
   connection.context.broker.unsubscribe(connection, key);
+  connection.forgetReplay(key);
   return true;
 }
 

@@ -2,10 +2,11 @@ import type { Socket } from 'node:net';
 import type { Principal } from '../auth/principal.js';
 import type { Subscriber } from '../broker/broker.js';
 import { type ChannelTarget, channelKey, type PatternScope } from '../broker/scope.js';
-import { compareEventIds, type EventId, type StoredEvent } from '../event/event.js';
+import type { EventId, StoredEvent } from '../event/event.js';
 import { errorReply, type Protocol } from '../protocol/encode.js';
 import { type DecodedCommand, type DecoderLimits, ProtocolError, RequestDecoder } from '../protocol/request-decoder.js';
 import type { ServerContext } from '../server/context.js';
+import { ReplaySeam } from '../store/replay.js';
 import { WritePath } from './write-path.js';
 
 /** A pattern subscription as this connection holds it. */
@@ -51,8 +52,8 @@ export class Connection implements Subscriber {
   private replySlots: ReplySlot[] = [];
   private authTimer: NodeJS.Timeout | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
-  /** While a resume replays history, live frames of that channel wait here (see resume). */
-  private replayBuffers: Map<string, { frame: Buffer; event: StoredEvent }[]> | undefined;
+  /** The seams of resumed channels, until each is finished (see ReplaySeam). */
+  private replaySeams: Map<string, ReplaySeam<Buffer>> | undefined;
   private heldReplayBytes = 0;
   /** Set by `quiesce`: no more commands are read; resolved once no PUBLISH awaits its reply. */
   private quiescing: (() => void) | undefined;
@@ -135,35 +136,50 @@ export class Connection implements Subscriber {
   /** Pub/sub delivery (Subscriber). */
   deliver(frame: Buffer, event: StoredEvent): void {
     if (this.closed) return;
-    const held = this.replayBuffers?.get(channelKey(event.workspaceId, event.sandboxId));
-    if (held === undefined) {
+    if (this.replaySeams === undefined) {
       this.output.write(frame);
       return;
     }
-    held.push({ frame, event });
-    this.heldReplayBytes += frame.length;
-    this.output.checkLimit(this.heldReplayBytes);
-  }
-
-  /**
-   * Resume support: until `endReplay`, live frames of this channel are held back so the replay
-   * can be written first; afterwards the held frames whose ids the replay already covered are
-   * dropped, so the seam has nothing missing and nothing twice.
-   */
-  beginReplay(key: string): void {
-    this.replayBuffers ??= new Map();
-    this.replayBuffers.set(key, []);
-  }
-
-  endReplay(key: string, lastReplayedId: EventId | undefined): void {
-    const held = this.replayBuffers?.get(key);
-    if (held === undefined) return;
-    this.replayBuffers!.delete(key);
-    if (this.replayBuffers!.size === 0) this.replayBuffers = undefined;
-    for (const { frame, event } of held) {
-      this.heldReplayBytes -= frame.length;
-      if (lastReplayedId === undefined || compareEventIds(event.id, lastReplayedId) > 0) this.output.write(frame);
+    const key = channelKey(event.workspaceId, event.sandboxId);
+    const seam = this.replaySeams.get(key);
+    if (seam === undefined) {
+      this.output.write(frame);
+      return;
     }
+    const action = seam.admit(frame, event.id, frame.length);
+    if (action === 'hold') {
+      // Held frames count against the output limit like queued ones.
+      this.heldReplayBytes += frame.length;
+      this.output.checkLimit(this.heldReplayBytes);
+    } else if (action === 'write') {
+      this.output.write(frame);
+      if (seam.finished) this.forgetReplay(key);
+    }
+  }
+
+  /** Resume support: from now, live frames of this channel go through a ReplaySeam. */
+  beginReplay(key: string): void {
+    this.forgetReplay(key);
+    this.replaySeams ??= new Map();
+    this.replaySeams.set(key, new ReplaySeam());
+  }
+
+  /** The replay of this channel was written up to `lastReplayedId`: the held frames it did not cover follow. */
+  endReplay(key: string, lastReplayedId: EventId | undefined): void {
+    const seam = this.replaySeams?.get(key);
+    if (seam === undefined) return;
+    this.heldReplayBytes -= seam.heldBytes;
+    for (const frame of seam.end(lastReplayedId)) this.output.write(frame);
+    if (seam.finished) this.forgetReplay(key);
+  }
+
+  /** The channel was unsubscribed (or its resume restarted): its seam goes. */
+  forgetReplay(key: string): void {
+    const seam = this.replaySeams?.get(key);
+    if (seam === undefined) return;
+    this.heldReplayBytes -= seam.heldBytes;
+    this.replaySeams!.delete(key);
+    if (this.replaySeams!.size === 0) this.replaySeams = undefined;
   }
 
   /** Writes raw bytes now, bypassing reply order (replayed history frames). */
@@ -355,7 +371,7 @@ export class Connection implements Subscriber {
     for (const { pattern, scope } of this.patterns.values()) broker.punsubscribe(this, pattern, scope);
     this.channels.clear();
     this.patterns.clear();
-    this.replayBuffers = undefined;
+    this.replaySeams = undefined;
     this.context.connections.delete(this);
     this.context.logger.debug({ conn: this.id, addr: this.remoteAddress }, 'connection closed');
   }

@@ -1,6 +1,7 @@
 import { EVENTS_ONLY, type Subscriber } from '../broker/broker.js';
 import type { WritePath } from '../connection/write-path.js';
-import { compareEventIds, type EventId, formatEventId, type StoredEvent } from '../event/event.js';
+import { type EventId, formatEventId, type StoredEvent } from '../event/event.js';
+import { ReplaySeam } from '../store/replay.js';
 
 /**
  * Server-Sent Events (WHATWG HTML, "Server-sent events"): the frame format, and the subscriber
@@ -61,35 +62,36 @@ export const HEARTBEAT_FRAME = Buffer.from(': heartbeat\n\n');
  */
 export class EventStreamSubscriber implements Subscriber {
   readonly protocol = EVENTS_ONLY;
-  private held: StoredEvent[] | undefined;
-  private heldBytes = 0;
+  private seam: ReplaySeam<StoredEvent> | undefined;
 
   constructor(readonly writer: WritePath) {}
 
   deliver(_frame: Buffer, event: StoredEvent): void {
     if (this.writer.isClosed) return;
-    if (this.held === undefined) {
+    const seam = this.seam;
+    if (seam === undefined) {
       this.writer.write(sseEventFrame(event));
       return;
     }
-    this.held.push(event);
-    this.heldBytes += sseEventFrame(event).length;
-    this.writer.checkLimit(this.heldBytes);
+    const frame = sseEventFrame(event);
+    const action = seam.admit(event, event.id, frame.length);
+    if (action === 'hold') this.writer.checkLimit(seam.heldBytes);
+    else if (action === 'write') {
+      this.writer.write(frame);
+      if (seam.finished) this.seam = undefined;
+    }
   }
 
   /** From now until `endReplay`, live events are held back. */
   beginReplay(): void {
-    this.held = [];
-    this.heldBytes = 0;
+    this.seam = new ReplaySeam();
   }
 
   /** Writes the held events that come after the replay's last one, and goes live. */
   endReplay(lastReplayedId: EventId | undefined): void {
-    const held = this.held ?? [];
-    this.held = undefined;
-    this.heldBytes = 0;
-    for (const event of held) {
-      if (lastReplayedId === undefined || compareEventIds(event.id, lastReplayedId) > 0) this.writer.write(sseEventFrame(event));
-    }
+    const seam = this.seam;
+    if (seam === undefined) return;
+    for (const event of seam.end(lastReplayedId)) this.writer.write(sseEventFrame(event));
+    if (seam.finished) this.seam = undefined;
   }
 }

@@ -4,9 +4,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/mint.js';
+import { formatEventId } from '../../src/event/event.js';
+import { MemoryStore } from '../../src/store/memory-store.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
 import { killDaemons, spawnDaemon } from '../support/daemon.js';
+import { LaggingStore } from '../support/lagging-store.js';
 import { RawClient, replyCollector, resp } from '../support/raw-client.js';
 import { startTestServer } from '../support/test-server.js';
 
@@ -223,6 +226,38 @@ describe('RESUME', () => {
     expect(String((await reader.next())[0])).toContain("invalid event id 'not-an-id'");
     client.send(resp('RESUME', 'sb-gap'));
     expect(String((await reader.next())[0])).toContain("wrong number of arguments for 'resume' command");
+  });
+
+  it('drops live copies of replayed events that arrive after the replay (a live path that lags reads, as across nodes)', async () => {
+    const store = new LaggingStore(new MemoryStore({ retention: { maxCount: 1_000, maxAgeMs: DAY } }));
+    const broker = await startTestServer({ store });
+    cleanups.push(() => broker.close());
+    // Another node's events: durable and readable at once, live later.
+    const elsewhere = () => store.append({ workspaceId: 1, sandboxId: 'sb-lag', type: 't', dataJson: '{}' });
+    const ids = [await elsewhere(), await elsewhere(), await elsewhere()].map((event) => formatEventId(event.id));
+    const subscriber = await broker.authed();
+    const reader = new ReplyReader(subscriber);
+    subscriber.send(resp('RESUME', 'sb-lag', '0'));
+    const [confirmation, ...replayed] = (await reader.next(4)) as string[][];
+    expect(confirmation!.slice(0, 4)).toEqual(['resume', 'sb-lag', 1, 'complete']);
+    expect(replayed.map((frame) => (JSON.parse(frame[2]!) as { id: string }).id)).toEqual(ids);
+    // The replayed events now arrive live, then one the replay did not have.
+    expect(store.release()).toBe(3);
+    ids.push(formatEventId((await elsewhere()).id));
+    expect(store.release()).toBe(1);
+    // PING answers after everything delivered before it: exactly one more event, then pong.
+    subscriber.send(resp('PING'));
+    const [next, pong] = (await reader.next(2)) as string[][];
+    expect(next![0]).toBe('message');
+    expect((JSON.parse(next![2]!) as { id: string }).id).toBe(ids[3]);
+    expect(pong).toEqual(['pong', '']);
+    // Past the seam, live events flow as they come, nothing filtered.
+    ids.push(formatEventId((await elsewhere()).id));
+    store.release();
+    subscriber.send(resp('PING'));
+    const [after, secondPong] = (await reader.next(2)) as string[][];
+    expect((JSON.parse(after![2]!) as { id: string }).id).toBe(ids[4]);
+    expect(secondPong).toEqual(['pong', '']);
   });
 });
 

@@ -3,7 +3,9 @@ import net from 'node:net';
 import { EventSource } from 'eventsource';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Principal } from '../../src/auth/principal.js';
+import { formatEventId } from '../../src/event/event.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
+import { LaggingStore } from '../support/lagging-store.js';
 import { resp } from '../support/raw-client.js';
 import { requireTool } from '../support/tools.js';
 import { type DropProxy, type HttpTestServer, postEvent, startDropProxy, startHttpTestServer } from './support.js';
@@ -181,6 +183,29 @@ describe('GET /events/<sandboxId>/stream', () => {
     expect(publishing).toBe(false);
     await watcher.until(() => watcher.received.length >= 579, 'every event after #20', 10_000);
     expect(watcher.received.map((r) => r.id)).toEqual(ids.slice(21));
+  });
+
+  it('drops live copies of replayed events that arrive after the replay (a live path that lags reads, as across nodes)', async () => {
+    const store = new LaggingStore(new MemoryStore({ retention: { maxCount: 1_000, maxAgeMs: 3_600_000 } }));
+    const lagging = await startHttpTestServer({ store, http: { retryMs: 50, heartbeatMs: 100 } });
+    try {
+      const elsewhere = async () => formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-lag', type: 't', dataJson: '{}' })).id);
+      const ids = [await elsewhere(), await elsewhere(), await elsewhere()];
+      const watcher = lagging.track(
+        new Watcher(new EventSource(`${lagging.url}/events/sb-lag/stream?lastEventId=0&token=${await lagging.token()}`), ['t']),
+      );
+      await watcher.until(() => watcher.received.length === 3, 'the replay');
+      expect(store.release()).toBe(3);
+      ids.push(await elsewhere());
+      expect(store.release()).toBe(1);
+      await watcher.until(() => watcher.received.length >= 4, 'the live event');
+      ids.push(await elsewhere());
+      store.release();
+      await watcher.until(() => watcher.received.length >= 5, 'the next live event');
+      expect(watcher.received.map((r) => r.id)).toEqual(ids);
+    } finally {
+      await lagging.close();
+    }
   });
 
   it('?lastEventId=0 replays everything retained; Last-Event-ID wins over ?lastEventId=', async () => {
