@@ -2,7 +2,7 @@ import type { Principal } from '../auth/principal.js';
 import { resolveChannel } from '../broker/scope.js';
 import type { Connection } from '../connection/connection.js';
 import { type EventId, formatEventId, parseEventId, validateEventType } from '../event/event.js';
-import { array, bulk, bulkOrNull, deliveryFrame, integer, push } from '../protocol/encode.js';
+import { bulk, bulkArray, bulkOrNull, deliveryFrame, integer, push } from '../protocol/encode.js';
 import { REPLAY_PAGE, sendReplay } from '../store/replay.js';
 import { DEFAULT_HISTORY_LIMIT, type HistoryQuery, MAX_HISTORY_LIMIT } from '../store/types.js';
 import { type CommandSpec, parseInteger, ReplyError, syntaxError } from './command.js';
@@ -52,7 +52,7 @@ async function history(connection: Connection, args: string[]): Promise<void> {
     else throw syntaxError();
   }
   const events = await connection.context.store.history(query);
-  connection.reply(array(events.map((event) => bulk(event.json))));
+  connection.reply(bulkArray(events.map((event) => event.json)));
 }
 
 function throwError(error: Error): never {

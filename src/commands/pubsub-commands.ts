@@ -8,7 +8,7 @@ import {
 } from '../broker/scope.js';
 import type { Connection } from '../connection/connection.js';
 import { parsePublishPayload } from '../event/event.js';
-import { array, bulk, errorReply, integer, nullBulk, push } from '../protocol/encode.js';
+import { array, bulk, bulkArray, errorReply, integer, nullBulk, push } from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
 import { type CommandSpec, ReplyError, table } from './command.js';
 import { errorText } from './errors.js';
@@ -171,7 +171,7 @@ function errorReplyFor(connection: Connection, error: unknown): Buffer {
 function pubsubChannels(connection: Connection, args: string[]): void {
   const matches = args.length > 2 ? compileGlob(args[2]!) : undefined;
   const names = connection.context.broker.visibleChannels(principalOf(connection), matches);
-  connection.reply(array(names.map((name) => bulk(name))));
+  connection.reply(bulkArray(names));
 }
 
 function pubsubNumsub(connection: Connection, args: string[]): void {

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import { COMPATIBLE_REDIS_VERSION } from '../config.js';
 import type { Connection } from '../connection/connection.js';
-import { array, bulk, EMPTY_ARRAY, integer, map, nullArray, simpleString, verbatimText } from '../protocol/encode.js';
+import { array, bulk, bulkArray, EMPTY_ARRAY, integer, map, nullArray, simpleString, verbatimText } from '../protocol/encode.js';
 import { PACKAGE_VERSION } from '../version.js';
 import { type CommandSpec, table } from './command.js';
 
@@ -165,7 +165,7 @@ function commandDocs(connection: Connection, args: string[]): void {
 }
 
 function commandList(connection: Connection): void {
-  connection.reply(array(selected([]).map((spec) => bulk(spec.name))));
+  connection.reply(bulkArray(selected([]).map((spec) => spec.name)));
 }
 
 const server = { group: 'server', since: '2.8.13' } as const;
