@@ -172,16 +172,13 @@ interface SandboxRow {
   active_at: number;
 }
 
-interface EventRow {
-  ms: number;
-  seq: number;
-  type: string;
-  timestamp: number;
-  /** '' unless the row was written by a version-1 file: then the whole line. */
-  json: string;
-  /** The event's `data` text (null in version-1 rows). */
-  data: string | null;
-}
+/**
+ * An event row as an array: history and replay statements run in better-sqlite3's raw mode,
+ * which skips building an object per row (100-row reads: 160-180 -> 95-100 µs of CPU).
+ * `json` is '' unless a version-1 file wrote the row (then the whole line); `data` is the
+ * event's `data` text (null in version-1 rows).
+ */
+type EventRow = [ms: number, seq: number, type: string, timestamp: number, json: string, data: string | null];
 
 interface RefRow {
   workspace_id: number;
@@ -900,14 +897,14 @@ function toStoredEvents(ref: SandboxRef, rows: EventRow[]): StoredEvent[] {
   const { workspaceId, sandboxId } = ref;
   let middle: string | undefined;
   for (let i = 0; i < rows.length; i++) {
-    const row = rows[i] as EventRow;
-    const id = { ms: row.ms, seq: row.seq };
-    let json = row.json;
+    const [ms, seq, type, timestamp, line, data] = rows[i] as EventRow;
+    const id = { ms, seq };
+    let json = line;
     if (json === '') {
       middle ??= eventLineMiddle(workspaceId, sandboxId);
-      json = eventLine(id, middle, quotedType(row.type), row.data as string, row.timestamp);
+      json = eventLine(id, middle, quotedType(type), data as string, timestamp);
     }
-    events[i] = { id, workspaceId, sandboxId, type: row.type, timestamp: row.timestamp, json };
+    events[i] = { id, workspaceId, sandboxId, type, timestamp, json };
   }
   return events;
 }
@@ -953,22 +950,22 @@ function prepareStatements(db: Database.Database) {
     historyAsc: db.prepare<[number, string, number, number, number, number], EventRow>(
       `SELECT ${eventColumns} FROM events WHERE ${stream} AND (ms, seq) >= (?, ?) AND timestamp >= ?
        ORDER BY ms, seq LIMIT ?`,
-    ),
+    ).raw(),
     historyDesc: db.prepare<[number, string, number, number, number, number], EventRow>(
       `SELECT ${eventColumns} FROM events WHERE ${stream} AND (ms, seq) >= (?, ?) AND timestamp >= ?
        ORDER BY ms DESC, seq DESC LIMIT ?`,
-    ),
+    ).raw(),
     historyTypeAsc: db.prepare<[number, string, string, number, number, number, number], EventRow>(
       `SELECT ${eventColumns} FROM events WHERE ${stream} AND type = ? AND (ms, seq) >= (?, ?) AND timestamp >= ?
        ORDER BY ms, seq LIMIT ?`,
-    ),
+    ).raw(),
     historyTypeDesc: db.prepare<[number, string, string, number, number, number, number], EventRow>(
       `SELECT ${eventColumns} FROM events WHERE ${stream} AND type = ? AND (ms, seq) >= (?, ?) AND timestamp >= ?
        ORDER BY ms DESC, seq DESC LIMIT ?`,
-    ),
+    ).raw(),
     eventsAfter: db.prepare<[number, string, number, number, number], EventRow>(
       `SELECT ${eventColumns} FROM events WHERE ${stream} AND (ms, seq) > (?, ?) ORDER BY ms, seq LIMIT ?`,
-    ),
+    ).raw(),
     hasEvent: db.prepare<[number, string, number, number], { one: number }>(
       `SELECT 1 AS one FROM events WHERE ${stream} AND ms = ? AND seq = ?`,
     ),
