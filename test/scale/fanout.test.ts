@@ -187,6 +187,54 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
     expect(resumer.messages().map((m) => m.id)).toEqual(watcherAtA.messages().slice(50).map((m) => m.id));
   });
 
+  it('resumes again and again at a node that publishes the sandbox too: every id once, in order (live copies lag the read)', async () => {
+    // The read (command connection) and an event's live copy (subscriber connection) reach the
+    // node on two sockets, in either order: a copy of a replayed event can come after the
+    // replay. Publishing at the resuming node as well as at another one, and resuming with the
+    // node's subscription both fresh and already in place, crosses that seam many times.
+    const publishers = [await a.client(), await b.client()];
+    let stop = false;
+    const refused: string[] = [];
+    const loads = publishers.map(async (publisher, p) => {
+      for (let n = 0; !stop; n++) {
+        const reply = await publisher.command('PUBLISH', 'sb-again', JSON.stringify({ type: 'again', data: { p, n } }));
+        if (typeof reply !== 'number') refused.push(String(reply));
+      }
+    });
+    const keeper = await b.client(); // keeps B's subscription in place for the odd rounds
+    const seen: string[] = [];
+    let lastId = '0';
+    for (let round = 0; round < 16; round++) {
+      if (round % 2 === 1) await keeper.command('SUBSCRIBE', 'sb-again');
+      const resumer = await b.client();
+      resumer.send('RESUME', 'sb-again', lastId);
+      const target = 40;
+      await resumer.until(() => resumer.messages().length >= target);
+      const ids = resumer.messages().map((m) => m.id);
+      seen.push(...ids);
+      lastId = ids.at(-1)!;
+      resumer.close();
+      if (round % 2 === 1) await keeper.command('UNSUBSCRIBE', 'sb-again');
+    }
+    stop = true;
+    await Promise.all(loads);
+    expect(refused).toEqual([]);
+    for (let k = 1; k < seen.length; k++) {
+      if (!idLess(seen[k - 1]!, seen[k]!)) throw new Error(`id ${seen[k]} after ${seen[k - 1]} (position ${k})`);
+    }
+    // No gap either: what was seen is exactly the stream from its first id to its last.
+    const reader = await a.client();
+    const history: string[] = [];
+    for (let after = '0-0'; ; ) {
+      const page = (await reader.command('HISTORY', 'sb-again', 'AFTER', after, 'LIMIT', '1000')) as string[];
+      for (const json of page) history.push((JSON.parse(json) as { id: string }).id);
+      if (page.length < 1000) break;
+      after = history.at(-1)!;
+    }
+    const first = history.indexOf(seen[0]!);
+    expect(history.slice(first, first + seen.length)).toEqual(seen);
+  });
+
   it('reports trimmed, unknown and future like the embedded stores', async () => {
     const redis2 = redis; // same Redis, a node with a tiny retention
     const small = await startNode(redis2.url, secret, { maxCount: 3, maxAgeMs: 24 * 3600 * 1000 });
