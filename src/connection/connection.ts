@@ -203,6 +203,10 @@ export class Connection implements Subscriber {
     if (this.expiryTimer !== undefined) clearTimeout(this.expiryTimer);
     // A token that expires while its connection is open does not keep it alive (contract):
     // the client may AUTH again before exp; otherwise it is told why and closed.
+    this.armExpiryTimer(principal);
+  }
+
+  private armExpiryTimer(principal: Principal): void {
     const delay = principal.expiresAt + this.context.clockToleranceMs - Date.now();
     this.expiryTimer = setTimeout(() => this.onTokenExpired(), Math.min(Math.max(delay, 0), 2_147_483_647));
     this.expiryTimer.unref();
@@ -238,11 +242,15 @@ export class Connection implements Subscriber {
     if (this.replySlots.length === 0) this.output.endAfterWrites();
   }
 
-  /** Sends one last error line (`message` starts with its code, e.g. `ERR ...`) and closes. */
+  /**
+   * Sends one last error line (`message` starts with its code, e.g. `ERR ...`) and closes. The
+   * line goes after the replies of PUBLISHes already read: their events are stored, and a
+   * client matches replies to requests by order.
+   */
   abort(message: string, reason: string): void {
     if (this.closed) return;
     this.context.logger.info({ conn: this.id, addr: this.remoteAddress, reason }, message);
-    this.output.write(errorReply(message));
+    this.reply(errorReply(message));
     this.closeAfterReplies();
   }
 
@@ -275,7 +283,7 @@ export class Connection implements Subscriber {
           if (!(error instanceof ProtocolError)) throw error;
           this.context.stats.protocolErrors += 1;
           this.context.logger.warn({ conn: this.id, addr: this.remoteAddress, err: error.message }, 'protocol error');
-          this.output.write(errorReply(`ERR ${error.message}`));
+          this.reply(errorReply(`ERR ${error.message}`));
           this.closeAfterReplies();
           return;
         }
@@ -345,7 +353,14 @@ export class Connection implements Subscriber {
 
   private onTokenExpired(): void {
     this.expiryTimer = undefined;
-    if (this.principal === undefined || this.principal.expiresAt + this.context.clockToleranceMs > Date.now()) return;
+    const principal = this.principal;
+    if (principal === undefined) return;
+    if (principal.expiresAt + this.context.clockToleranceMs > Date.now()) {
+      // Early by the clocks' difference (timers run on the monotonic clock, rounded to the
+      // millisecond; Date.now() is the wall clock), or a delay past setTimeout's 24.8-day cap.
+      this.armExpiryTimer(principal);
+      return;
+    }
     this.context.stats.authFailures.expired_while_connected = (this.context.stats.authFailures.expired_while_connected ?? 0) + 1;
     this.abort('ERR token expired: send AUTH with a fresh token before exp', 'token_expired');
   }

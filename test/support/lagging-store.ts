@@ -6,7 +6,8 @@ import type { EventId } from '../../src/event/event.js';
  * A real store whose live path lags its reads, as the Redis engine's can: an event comes live
  * on the subscriber connection, which a node may read after a replay's reply on the command
  * connection. Appended events are durable and readable at once, but reach the broker only when
- * the test calls `release()`, as another node's events do (no append waits for them).
+ * the test calls `release()`, as another node's events do (no append waits for them). Appends
+ * can be held too (`holdAppends`), as a slow disk holds a PUBLISH's reply.
  */
 export class LaggingStore implements EventStore {
   readonly kind = 'lagging';
@@ -23,8 +24,26 @@ export class LaggingStore implements EventStore {
     this.listener = listener;
   }
 
-  append(input: NewEvent): Promise<StoredEvent> {
-    return this.inner.append(input);
+  /** While true, appends wait (stored, not yet acknowledged) until `releaseAppends()`. */
+  holdAppends = false;
+  private readonly heldAppends: (() => void)[] = [];
+
+  async append(input: NewEvent): Promise<StoredEvent> {
+    const event = await this.inner.append(input);
+    if (this.holdAppends) await new Promise<void>((resolve) => this.heldAppends.push(resolve));
+    return event;
+  }
+
+  /** Acknowledges the held appends; returns how many. */
+  releaseAppends(): number {
+    const held = this.heldAppends.splice(0);
+    for (const resolve of held) resolve();
+    return held.length;
+  }
+
+  /** Appends waiting in `append` now. */
+  get appendsHeld(): number {
+    return this.heldAppends.length;
   }
 
   history(query: HistoryQuery): Promise<StoredEvent[]> {

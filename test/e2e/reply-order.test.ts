@@ -1,0 +1,59 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryStore } from '../../src/store/memory-store.js';
+import { LaggingStore } from '../support/lagging-store.js';
+import { resp } from '../support/raw-client.js';
+import { startTestServer, type TestServer } from '../support/test-server.js';
+
+/**
+ * A connection's last error line (protocol error, token expiry) goes out after the replies of
+ * the PUBLISHes it had already read, in request order: their events are stored, and a client
+ * pairs replies with requests by order. The store holds those PUBLISHes' acknowledgements, as
+ * a slow disk would, so that the error is due while they wait.
+ */
+let broker: TestServer;
+let store: LaggingStore;
+
+beforeAll(async () => {
+  store = new LaggingStore(new MemoryStore({ retention: { maxCount: 100, maxAgeMs: 3_600_000 } }));
+  broker = await startTestServer({ store, clockToleranceSeconds: 0 });
+});
+afterAll(() => broker.close());
+
+/** Resolves once `check` holds, looking again on each turn of the event loop. */
+async function until(check: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+describe('the closing error line', () => {
+  it('a protocol error waits for the replies of the PUBLISHes before it', async () => {
+    const client = await broker.authed();
+    store.holdAppends = true;
+    client.send(resp('PUBLISH', 'sb-order', '{"type":"a"}') + resp('PUBLISH', 'sb-order', '{"type":"b"}') + '*abc\r\n');
+    await until(() => store.appendsHeld === 2, 'both appends');
+    expect(client.pending).toBe('');
+    store.holdAppends = false;
+    expect(store.releaseAppends()).toBe(2);
+    const expected = ':0\r\n:0\r\n-ERR Protocol error: invalid multibulk length\r\n';
+    expect(await client.read(expected)).toBe(expected);
+    expect(await client.closedByServer()).toBe(true);
+  });
+
+  it('a token expiring while a PUBLISH waits: its reply first, then the expiry, then close', async () => {
+    const client = await broker.authed({ ttlSeconds: 1 });
+    store.holdAppends = true;
+    client.send(resp('PUBLISH', 'sb-order', '{"type":"c"}'));
+    await until(() => store.appendsHeld === 1, 'the append');
+    // The expiry closes the connection to commands at once; its output drains later.
+    await until(() => [...broker.server.context.connections].some((c) => c.closed), 'the expiry', 5_000);
+    expect(client.pending).toBe('');
+    store.holdAppends = false;
+    expect(store.releaseAppends()).toBe(1);
+    const expected = ':0\r\n-ERR token expired: send AUTH with a fresh token before exp\r\n';
+    expect(await client.read(expected)).toBe(expected);
+    expect(await client.closedByServer()).toBe(true);
+  });
+});
