@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { ExpiryTimer } from '../auth/expiry.js';
 import type { Principal } from '../auth/principal.js';
 import type { Subscriber } from '../broker/broker.js';
 import { type ChannelTarget, channelKey, type PatternScope } from '../broker/scope.js';
@@ -51,7 +52,7 @@ export class Connection implements Subscriber {
   private heldCommand: DecodedCommand | undefined;
   private replySlots: ReplySlot[] = [];
   private authTimer: NodeJS.Timeout | undefined;
-  private expiryTimer: NodeJS.Timeout | undefined;
+  private expiry: ExpiryTimer | undefined;
   /** The seams of resumed channels, until each is finished (see ReplaySeam). */
   private replaySeams: Map<string, ReplaySeam<Buffer>> | undefined;
   private heldReplayBytes = 0;
@@ -200,26 +201,17 @@ export class Connection implements Subscriber {
       clearTimeout(this.authTimer);
       this.authTimer = undefined;
     }
-    if (this.expiryTimer !== undefined) clearTimeout(this.expiryTimer);
     // A token that expires while its connection is open does not keep it alive (contract):
     // the client may AUTH again before exp; otherwise it is told why and closed.
-    this.armExpiryTimer(principal);
-  }
-
-  private armExpiryTimer(principal: Principal): void {
-    const delay = principal.expiresAt + this.context.clockToleranceMs - Date.now();
-    this.expiryTimer = setTimeout(() => this.onTokenExpired(), Math.min(Math.max(delay, 0), 2_147_483_647));
-    this.expiryTimer.unref();
+    this.expiry ??= new ExpiryTimer(() => this.onTokenExpired());
+    this.expiry.start(principal.expiresAt + this.context.clockToleranceMs);
   }
 
   /** RESET: back to a fresh, unauthenticated connection, with the pre-auth deadline again. */
   clearPrincipal(): void {
     this.principal = undefined;
     this.compat = false;
-    if (this.expiryTimer !== undefined) {
-      clearTimeout(this.expiryTimer);
-      this.expiryTimer = undefined;
-    }
+    this.expiry?.cancel();
     if (this.authTimer === undefined) this.armAuthTimer();
   }
 
@@ -352,15 +344,7 @@ export class Connection implements Subscriber {
   }
 
   private onTokenExpired(): void {
-    this.expiryTimer = undefined;
-    const principal = this.principal;
-    if (principal === undefined) return;
-    if (principal.expiresAt + this.context.clockToleranceMs > Date.now()) {
-      // Early by the clocks' difference (timers run on the monotonic clock, rounded to the
-      // millisecond; Date.now() is the wall clock), or a delay past setTimeout's 24.8-day cap.
-      this.armExpiryTimer(principal);
-      return;
-    }
+    if (this.principal === undefined) return;
     this.context.stats.authFailures.expired_while_connected = (this.context.stats.authFailures.expired_while_connected ?? 0) + 1;
     this.abort('ERR token expired: send AUTH with a fresh token before exp', 'token_expired');
   }
@@ -378,9 +362,8 @@ export class Connection implements Subscriber {
     this.closed = true;
     this.output.discard();
     if (this.authTimer !== undefined) clearTimeout(this.authTimer);
-    if (this.expiryTimer !== undefined) clearTimeout(this.expiryTimer);
+    this.expiry?.cancel();
     this.authTimer = undefined;
-    this.expiryTimer = undefined;
     const broker = this.context.broker;
     for (const key of this.channels.keys()) broker.unsubscribe(this, key);
     for (const { pattern, scope } of this.patterns.values()) broker.punsubscribe(this, pattern, scope);

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ExpiryTimer } from '../auth/expiry.js';
 import { resolveChannel, resolvePatternScope } from '../broker/scope.js';
 import { WritePath } from '../connection/write-path.js';
 import { REPLAY_PAGE, sendReplay } from '../store/replay.js';
@@ -30,7 +31,7 @@ export class OpenStream {
   readonly writer: WritePath;
   readonly subscriber: EventStreamSubscriber;
   private readonly cleanups: (() => void)[] = [];
-  private expiryTimer: NodeJS.Timeout | undefined;
+  private readonly expiry = new ExpiryTimer(() => this.end('token_expired'));
   private opened = false;
   private cleanedUp = false;
 
@@ -68,12 +69,8 @@ export class OpenStream {
     this.res.writeHead(200, SSE_HEADERS);
     this.writer.write(sseRetryFrame(this.host.settings.retryMs));
     const principal = this.auth?.principal;
-    if (principal !== undefined && Number.isFinite(principal.expiresAt)) {
-      // As on TCP, a token that expires does not keep its stream open (contract, tokens).
-      const delay = principal.expiresAt + this.host.context.clockToleranceMs - Date.now();
-      this.expiryTimer = setTimeout(() => this.end('token_expired'), Math.min(Math.max(delay, 0), 2_147_483_647));
-      this.expiryTimer.unref();
-    }
+    // As on TCP, a token that expires does not keep its stream open (contract, tokens).
+    if (principal !== undefined) this.expiry.start(principal.expiresAt + this.host.context.clockToleranceMs);
   }
 
   heartbeat(): void {
@@ -117,7 +114,7 @@ export class OpenStream {
     if (this.cleanedUp) return;
     this.cleanedUp = true;
     this.writer.discard();
-    if (this.expiryTimer !== undefined) clearTimeout(this.expiryTimer);
+    this.expiry.cancel();
     this.host.streams.delete(this);
     for (const cleanup of this.cleanups.splice(0)) cleanup();
   }
