@@ -14,8 +14,12 @@ export const EVENTS_ONLY = 'events';
 /** What the broker needs of a connection to deliver to it. */
 export interface Subscriber {
   readonly protocol: Protocol | typeof EVENTS_ONLY;
-  /** Queue one frame; `event` lets a resuming subscriber drop what its replay already sent. */
-  deliver(frame: Buffer, event: StoredEvent): void;
+  /**
+   * Queue one frame. `event` and `viaPattern` let a resuming subscriber drop what its replay
+   * already sent: the replay sends `message` frames of its channel, never `pmessage` frames of
+   * a pattern that also matches it (Redis sends both to a client subscribed both ways).
+   */
+  deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean): void;
 }
 
 const NO_FRAME = Buffer.alloc(0);
@@ -176,7 +180,7 @@ export class Broker {
           }
           frame = built;
         }
-        subscriber.deliver(frame, event);
+        subscriber.deliver(frame, event, false);
       }
       delivered += channel.subscribers.size;
     }
@@ -222,7 +226,7 @@ export class Broker {
       } else {
         frame = NO_FRAME;
       }
-      subscriber.deliver(frame, event);
+      subscriber.deliver(frame, event, true);
     }
     return group.subscribers.size;
   }

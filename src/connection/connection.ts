@@ -135,9 +135,9 @@ export class Connection implements Subscriber {
   }
 
   /** Pub/sub delivery (Subscriber). */
-  deliver(frame: Buffer, event: StoredEvent): void {
+  deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean): void {
     if (this.closed) return;
-    if (this.replaySeams === undefined) {
+    if (this.replaySeams === undefined || viaPattern) {
       this.output.write(frame);
       return;
     }

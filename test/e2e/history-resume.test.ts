@@ -228,6 +228,31 @@ describe('RESUME', () => {
     expect(String((await reader.next())[0])).toContain("wrong number of arguments for 'resume' command");
   });
 
+  it('leaves the pmessage frames of a pattern the resumed channel also matches alone (Redis sends both frames)', async () => {
+    const store = new LaggingStore(new MemoryStore({ retention: { maxCount: 1_000, maxAgeMs: DAY } }));
+    const broker = await startTestServer({ store });
+    cleanups.push(() => broker.close());
+    const subscriber = await broker.authed();
+    const reader = new ReplyReader(subscriber);
+    subscriber.send(resp('PSUBSCRIBE', 'sb-*'));
+    expect(await reader.next()).toEqual([['psubscribe', 'sb-*', 1]]);
+    const elsewhere = async () => formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-both', type: 't', dataJson: '{}' })).id);
+    const ids = [await elsewhere(), await elsewhere()];
+    subscriber.send(resp('RESUME', 'sb-both', '0'));
+    const [confirmation, ...replayed] = (await reader.next(3)) as string[][];
+    expect(confirmation!.slice(0, 4)).toEqual(['resume', 'sb-both', 2, 'complete']);
+    expect(replayed.map((frame) => [frame[0], (JSON.parse(frame[2]!) as { id: string }).id])).toEqual(ids.map((id) => ['message', id]));
+    // Live now: the channel's copies were replayed and are dropped; the pattern's were not.
+    expect(store.release()).toBe(2);
+    subscriber.send(resp('PING'));
+    const rest = (await reader.next(3)) as string[][];
+    expect(rest.map((frame) => (frame[0] === 'pong' ? 'pong' : `${frame[0]} ${(JSON.parse(frame[3]!) as { id: string }).id}`))).toEqual([
+      `pmessage ${ids[0]}`,
+      `pmessage ${ids[1]}`,
+      'pong',
+    ]);
+  });
+
   it('drops live copies of replayed events that arrive after the replay (a live path that lags reads, as across nodes)', async () => {
     const store = new LaggingStore(new MemoryStore({ retention: { maxCount: 1_000, maxAgeMs: DAY } }));
     const broker = await startTestServer({ store });

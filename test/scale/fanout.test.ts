@@ -13,6 +13,7 @@ import {
   startRedis,
   type Node,
   type RedisProcess,
+  waitFor,
 } from './support.js';
 
 describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
@@ -276,10 +277,3 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
   });
 });
 
-async function waitFor(predicate: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error('condition not met');
-    await sleep(20);
-  }
-}

@@ -94,6 +94,15 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** Polls `predicate` (state outside this process, such as Redis's, has no event to wait on). */
+export async function waitFor(predicate: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error('condition not met');
+    await sleep(20);
+  }
+}
+
 export const RETENTION: RetentionPolicy = { maxCount: 10_000, maxAgeMs: 24 * 3600 * 1000 };
 
 export interface Node {

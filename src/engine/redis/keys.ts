@@ -40,6 +40,18 @@ export function workspaceChannel(workspaceId: number): string {
 export const ALL_WORKSPACES_PATTERN = `${PREFIX}ws:*:live`;
 
 /**
+ * Channels nobody publishes to, which a node's subscriber connection holds for its whole life,
+ * one of each kind it uses. Redis 7.0 answers SUNSUBSCRIBE with the count of shard channels
+ * left and UNSUBSCRIBE / PUNSUBSCRIBE with the count of plain channels and patterns left, and
+ * ioredis leaves subscriber mode on a count of 0, after which it takes pushed messages for
+ * command replies: a node holding sandbox and workspace routes stopped receiving events when
+ * the last route of one kind went. With these held, neither count reaches 0.
+ */
+export function anchorChannels(nodeId: string): { shard: string; plain: string } {
+  return { shard: `${PREFIX}{node:${nodeId}}:anchor`, plain: `${PREFIX}node:${nodeId}:anchor` };
+}
+
+/**
  * The parts of an event's JSON line around its id and timestamp, which only Redis knows when it
  * runs XADD: `{"id":"` + id + middle + ms + `}` is exactly `eventJson(...)`.
  */

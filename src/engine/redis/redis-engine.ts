@@ -14,6 +14,7 @@
  * - Loss of Redis: commands fail at once (no offline queue) with STORE_UNAVAILABLE, ioredis
  *   reconnects with backoff, and the subscriptions are made again on the new connection.
  */
+import { randomBytes } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import { formatEventId, parseEventId, type EventId, type NewEvent, type StoredEvent, eventJson } from '../../event/event.js';
 import { SandboxEventsError } from '../../errors.js';
@@ -37,6 +38,7 @@ import type {
 } from '../../store/types.js';
 import {
   ALL_WORKSPACES_PATTERN,
+  anchorChannels,
   JSON_HEAD,
   decodeMessage,
   eventFromEntry,
@@ -136,6 +138,8 @@ export class RedisEngine implements EventStore {
   private readonly delivered = new Map<string, Delivered>();
   private readonly sweepTimer: NodeJS.Timeout;
   private closed = false;
+  /** Names this node's anchor channels (see anchorChannels). */
+  private readonly nodeId = randomBytes(8).toString('hex');
   readonly stats = { appended: 0, received: 0, duplicatesDropped: 0, fences: 0, resubscribes: 0 };
 
   constructor(options: RedisEngineOptions) {
@@ -356,7 +360,9 @@ export class RedisEngine implements EventStore {
   }
 
   setPatternInterest(scope: number | 'all', interested: boolean): void {
-    if (this.closed) return;
+    // Without workspace channels nothing is published where a pattern route would listen; such
+    // a route would only make every append in its scope wait for the fence timer.
+    if (this.closed || !this.workspaceChannels) return;
     let route = scope === 'all' ? this.allRoute : this.workspaceRoutes.get(scope);
     if (route === undefined) {
       if (!interested) return;
@@ -463,6 +469,14 @@ export class RedisEngine implements EventStore {
 
   private resubscribeAll(): void {
     this.stats.resubscribes += 1;
+    // The anchors first, so that they are in place before any route can be dropped again.
+    const epoch = this.subEpoch;
+    const anchors = anchorChannels(this.nodeId);
+    const anchoring: Promise<unknown>[] = [this.subscriber.subscribe(anchors.plain)];
+    if (this.sharded) anchoring.push(this.subscriber.ssubscribe(anchors.shard));
+    Promise.all(anchoring).catch((error: unknown) => {
+      if (epoch === this.subEpoch) this.onStatus('anchor subscription failed', error);
+    });
     for (const route of [...this.routes()]) this.sync(route);
   }
 
