@@ -104,12 +104,16 @@ async function resume(connection: Connection, args: string[]): Promise<void> {
         store,
         target,
         page,
-        (event) => {
-          connection.writeFrame(deliveryFrame(connection.protocol, undefined, target.displayName, event.json));
-          lastSent = event.id;
+        {
+          send(event) {
+            connection.writeFrame(deliveryFrame(connection.protocol, undefined, target.displayName, event.json));
+            lastSent = event.id;
+          },
+          pendingBytes: () => connection.pendingOutputBytes,
+          below: (bytes) => connection.outputBelow(bytes),
+          open: () => !connection.closed,
         },
-        () => connection.outputBelow(threshold),
-        () => !connection.closed,
+        threshold,
       );
       if (connection.closed) return;
     } catch (error) {

@@ -191,12 +191,16 @@ export async function sandboxStream(host: HttpHost, req: IncomingMessage, res: S
       store,
       target,
       page,
-      (event) => {
-        stream.writer.write(sseEventFrame(event));
-        lastSent = event.id;
+      {
+        send(event) {
+          stream.writer.write(sseEventFrame(event));
+          lastSent = event.id;
+        },
+        pendingBytes: () => stream.writer.pendingBytes,
+        below: (bytes) => stream.writer.whenBelow(bytes),
+        open: () => !stream.closed,
       },
-      () => stream.writer.whenBelow(threshold),
-      () => !stream.closed,
+      threshold,
     );
   } catch (error) {
     // The status line is gone: end the stream; the reader resumes from what it got.

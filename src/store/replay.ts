@@ -4,29 +4,44 @@ import type { EventStore, ReplayResult, SandboxRef } from './types.js';
 /** Events read from the store per step of a resume replay. */
 export const REPLAY_PAGE = 500;
 
+/** Where a resume replay goes: a TCP connection or an SSE stream. */
+export interface ReplayReader {
+  send(event: StoredEvent): void;
+  /** Unsent output, in bytes. */
+  pendingBytes(): number;
+  /** Resolves once unsent output is at most `bytes`, or the reader is gone. */
+  below(bytes: number): Promise<void>;
+  /** False once the reader is gone. */
+  open(): boolean;
+}
+
 /**
  * Sends a resume replay, page by page, paced by the reader: `first` is the page already read
- * (its status was told before any event). After each full page it waits for `room` (the
- * reader's unsent output to drain), so a long replay never meets the output limit, and stops
- * as soon as `open` says the reader is gone. TCP RESUME and SSE resume both replay this way.
+ * (its status was told before any event). Whenever the reader's unsent output passes
+ * `threshold` it waits for it to drain back below, so a long replay never meets the output
+ * limit, even with 500 events of 64 KiB to a page; and it stops as soon as the reader is gone.
+ * TCP RESUME and SSE resume both replay this way.
  */
 export async function sendReplay(
   store: EventStore,
   target: SandboxRef,
   first: ReplayResult,
-  send: (event: StoredEvent) => void,
-  room: () => Promise<void>,
-  open: () => boolean,
+  reader: ReplayReader,
+  threshold: number,
 ): Promise<void> {
   let page = first;
   for (;;) {
-    for (const event of page.events) send(event);
+    for (const event of page.events) {
+      reader.send(event);
+      if (reader.pendingBytes() > threshold) {
+        await reader.below(threshold);
+        if (!reader.open()) return;
+      }
+    }
     const last = page.events[page.events.length - 1];
     if (page.events.length < REPLAY_PAGE || last === undefined) return;
-    await room();
-    if (!open()) return;
     page = await store.replayAfter(target, last.id, REPLAY_PAGE);
-    if (!open()) return;
+    if (!reader.open()) return;
   }
 }
 

@@ -228,6 +228,25 @@ describe('RESUME', () => {
     expect(String((await reader.next())[0])).toContain("wrong number of arguments for 'resume' command");
   });
 
+  it('paces a replay of large events by bytes: a reader that keeps reading is never cut off at the output limit', async () => {
+    // 160 events of about 60 KiB (each within the 64 KiB event limit): 9.6 MB in one page of the
+    // replay, more than the 8 MiB default output limit (found in review: the client was cut off).
+    const store = new MemoryStore({ retention: { maxCount: 10_000, maxAgeMs: DAY } });
+    const broker = await startTestServer({ store });
+    cleanups.push(() => broker.close());
+    const dataJson = JSON.stringify({ blob: 'x'.repeat(60_000) });
+    for (let i = 0; i < 160; i++) await store.append({ workspaceId: 1, sandboxId: 'sb-big', type: 't', dataJson });
+    const client = await broker.authed();
+    let received = 0;
+    client.socket.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+    });
+    client.send(resp('RESUME', 'sb-big', '0'));
+    await client.waitFor(() => received > 160 * 60_000, 20_000);
+    expect(broker.server.context.stats.slowConsumerDisconnects).toBe(0);
+    expect(client.closed).toBe(false);
+  });
+
   it('leaves the pmessage frames of a pattern the resumed channel also matches alone (Redis sends both frames)', async () => {
     const store = new LaggingStore(new MemoryStore({ retention: { maxCount: 1_000, maxAgeMs: DAY } }));
     const broker = await startTestServer({ store });
