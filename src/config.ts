@@ -38,6 +38,12 @@ export interface Limits {
    * vanished without FIN is then reset and reaped. 0 turns keepalive off.
    */
   tcpKeepAliveMs: number;
+  /**
+   * Once a closing client's last frames are queued (QUIT, a closing error, a stream's `event:
+   * close`), the time it gets to read them; then it is cut off, so that one which stopped
+   * reading does not keep its socket and subscriptions for good.
+   */
+  closeGraceMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -57,6 +63,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   publishRatePerSecond: 1_000,
   publishBurst: 2_000,
   tcpKeepAliveMs: 60_000,
+  closeGraceMs: 10_000,
 });
 
 export const DEFAULT_PORT = 6380;

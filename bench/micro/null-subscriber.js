@@ -13,6 +13,7 @@ class NullSocket extends EventEmitter {
     return true;
   }
   end() {}
+  destroy() {}
   cork() {}
   uncork() {}
 }
@@ -22,9 +23,14 @@ export function nullSubscriberClass(WritePath) {
   return class NullSubscriber {
     protocol = 2;
     socket = new NullSocket();
-    out = new WritePath(this.socket, () => 8 * 1024 * 1024, () => {
-      throw new Error('overflow');
-    });
+    out = new WritePath(
+      this.socket,
+      () => 8 * 1024 * 1024,
+      () => {
+        throw new Error('overflow');
+      },
+      10_000,
+    );
     deliver(frame) {
       this.out.write(frame);
     }

@@ -90,7 +90,8 @@ async function resume(connection: Connection, args: string[]): Promise<void> {
     const from = pairs[index]!.from;
     connection.beginReplay(target.key);
     addSubscriptions(connection, [target]);
-    let lastSent: EventId | undefined;
+    // What the client has now, up to (see the SSE resume in src/http/streams.ts).
+    let coveredThrough: EventId | undefined;
     try {
       if (from === 'now') {
         connection.reply(confirmation(connection, target.displayName, 'complete', undefined, undefined));
@@ -99,6 +100,7 @@ async function resume(connection: Connection, args: string[]): Promise<void> {
       const page = await store.replayAfter(target, from, REPLAY_PAGE);
       if (connection.closed) return;
       const status = page.complete ? 'complete' : (page.gap ?? 'unknown');
+      if (page.complete) coveredThrough = from;
       connection.reply(confirmation(connection, target.displayName, status, page.earliestId, page.lastId));
       await sendReplay(
         store,
@@ -107,7 +109,7 @@ async function resume(connection: Connection, args: string[]): Promise<void> {
         {
           send(event) {
             connection.writeFrame(deliveryFrame(connection.protocol, undefined, target.displayName, event.json));
-            lastSent = event.id;
+            coveredThrough = event.id;
           },
           pendingBytes: () => connection.pendingOutputBytes,
           below: (bytes) => connection.outputBelow(bytes),
@@ -121,7 +123,7 @@ async function resume(connection: Connection, args: string[]): Promise<void> {
       removeSubscription(connection, target.key);
       throw error;
     } finally {
-      connection.endReplay(target.key, lastSent);
+      connection.endReplay(target.key, coveredThrough);
     }
   }
 }

@@ -66,7 +66,7 @@ export class Connection implements Subscriber {
   ) {
     this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     // The limit is read on every write: it grows from the pre-auth cap once AUTH succeeds.
-    this.output = new WritePath(socket, () => this.outputLimit, (pending) => this.onOutputOverflow(pending));
+    this.output = new WritePath(socket, () => this.outputLimit, (pending) => this.onOutputOverflow(pending), context.limits.closeGraceMs);
     socket.setNoDelay(true);
     const keepAlive = context.limits.tcpKeepAliveMs;
     if (keepAlive > 0) socket.setKeepAlive(true, keepAlive);

@@ -7,6 +7,7 @@ export interface OutputStream {
   cork(): void;
   uncork(): void;
   end(): unknown;
+  destroy(): unknown;
   readonly writableLength: number;
   readonly destroyed: boolean;
   on(event: 'drain' | 'close', listener: () => void): unknown;
@@ -54,6 +55,8 @@ export class WritePath {
     /** Current limit in bytes; a function because it grows once the client authenticates. */
     private readonly limit: () => number,
     private readonly onOverflow: (pendingBytes: number) => void,
+    /** After `endAfterWrites`, how long the reader gets before the stream is destroyed. */
+    private readonly closeGraceMs: number,
   ) {
     this.knownLimit = limit();
     socket.on('drain', () => {
@@ -114,6 +117,11 @@ export class WritePath {
   endAfterWrites(): void {
     if (this.closed || this.endAfterFlush) return;
     this.endAfterFlush = true;
+    // A reader that stopped reading never takes the last bytes, and the stream would stay open
+    // (with its subscriptions) for good: it gets a grace period, then it is cut off.
+    const grace = setTimeout(() => this.socket.destroy(), this.closeGraceMs);
+    grace.unref();
+    this.socket.on('close', () => clearTimeout(grace));
     if (!this.scheduled && !this.waitingForDrain) {
       this.scheduled = true;
       scheduleFlush(this);

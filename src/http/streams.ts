@@ -43,10 +43,16 @@ export class OpenStream {
     readonly auth: Authenticated | undefined,
   ) {
     // The same write path as a TCP client's, with the same output limit.
-    this.writer = new WritePath(res, () => host.context.limits.maxOutputBytes, (pending) => this.onOverflow(pending));
+    this.writer = new WritePath(
+      res,
+      () => host.context.limits.maxOutputBytes,
+      (pending) => this.onOverflow(pending),
+      host.context.limits.closeGraceMs,
+    );
     this.subscriber = new EventStreamSubscriber(this.writer);
     host.streams.add(this);
     res.on('close', () => this.cleanUp());
+    req.socket.once('close', () => this.cleanUp());
   }
 
   get closed(): boolean {
@@ -74,6 +80,9 @@ export class OpenStream {
   }
 
   heartbeat(): void {
+    // Not before `open()`: a byte written first would send an implicit 200 without the
+    // event-stream headers, and open() would then fail (a resume's first read is in between).
+    if (!this.opened) return;
     this.writer.write(HEARTBEAT_FRAME);
     const apiKey = this.auth?.apiKey;
     if (apiKey !== undefined && this.host.apiKeys !== undefined) {
@@ -140,6 +149,18 @@ function refuseWhileClosing(host: HttpHost): void {
 }
 
 /**
+ * The checks just before a stream starts (after any await): the server may have begun to shut
+ * down while the credential was verified, and a request pipelined behind another on its
+ * connection has no socket of its own yet (Node queues its response and never closes it if the
+ * connection dies): one connection could hold any number of such streams.
+ */
+function startStream(host: HttpHost, req: IncomingMessage, res: ServerResponse, kind: StreamKind, auth: Authenticated | undefined): OpenStream {
+  refuseWhileClosing(host);
+  if (res.socket === null) throw badRequest('BAD_HTTP_REQUEST', 'a stream cannot be pipelined behind another request; open a connection for it');
+  return new OpenStream(host, req, res, kind, auth);
+}
+
+/**
  * GET /events/<sandboxId>/stream. Resuming has TCP RESUME's exact-replay promise: the channel
  * is subscribed with live events held back before the store is read, the replay is written,
  * and then the held events the replay did not cover. When the replay can't be exact (the id
@@ -152,7 +173,7 @@ export async function sandboxStream(host: HttpHost, req: IncomingMessage, res: S
   const from = resumePoint(req, url);
   if (req.socket.destroyed) return;
   const { broker, store } = host.context;
-  const stream = new OpenStream(host, req, res, 'channel', auth);
+  const stream = startStream(host, req, res, 'channel', auth);
   const subscriber = stream.subscriber;
   if (from === undefined) {
     stream.open();
@@ -184,7 +205,10 @@ export async function sandboxStream(host: HttpHost, req: IncomingMessage, res: S
       }),
     );
   }
-  let lastSent: EventId | undefined;
+  // What the reader has now, up to: the replay's last event, or with nothing to replay the
+  // point it resumed from (a late live copy of that event is dropped too). Not for a `future`
+  // id, which the reader can't have: live events below it are new to it.
+  let coveredThrough: EventId | undefined = page.complete ? from : undefined;
   try {
     const threshold = host.context.limits.maxOutputBytes / 4;
     await sendReplay(
@@ -194,7 +218,7 @@ export async function sandboxStream(host: HttpHost, req: IncomingMessage, res: S
       {
         send(event) {
           stream.writer.write(sseEventFrame(event));
-          lastSent = event.id;
+          coveredThrough = event.id;
         },
         pendingBytes: () => stream.writer.pendingBytes,
         below: (bytes) => stream.writer.whenBelow(bytes),
@@ -208,7 +232,7 @@ export async function sandboxStream(host: HttpHost, req: IncomingMessage, res: S
     stream.end('replay_failed');
     return;
   } finally {
-    subscriber.endReplay(lastSent);
+    subscriber.endReplay(coveredThrough);
   }
 }
 
@@ -227,7 +251,7 @@ export async function patternStream(host: HttpHost, req: IncomingMessage, res: S
   const lastEventId = typeof header === 'string' && header.length > 0 ? header : url.searchParams.get('lastEventId');
   if (req.socket.destroyed) return;
   const broker = host.context.broker;
-  const stream = new OpenStream(host, req, res, 'pattern', auth);
+  const stream = startStream(host, req, res, 'pattern', auth);
   stream.open();
   if (lastEventId !== null && lastEventId !== '' && lastEventId !== '$') {
     stream.writer.write(
@@ -246,8 +270,7 @@ export async function patternStream(host: HttpHost, req: IncomingMessage, res: S
 
 /** GET /metrics/stream: a JSON snapshot each period (the host broadcasts them). */
 export function metricsStream(host: HttpHost, req: IncomingMessage, res: ServerResponse): OpenStream {
-  refuseWhileClosing(host);
-  const stream = new OpenStream(host, req, res, 'metrics', undefined);
+  const stream = startStream(host, req, res, 'metrics', undefined);
   stream.open();
   return stream;
 }

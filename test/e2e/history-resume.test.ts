@@ -247,6 +247,26 @@ describe('RESUME', () => {
     expect(client.closed).toBe(false);
   });
 
+  it('resuming at the newest id, a late live copy of that event is dropped (the floor is the resume point)', async () => {
+    const store = new LaggingStore(new MemoryStore({ retention: { maxCount: 1_000, maxAgeMs: DAY } }));
+    const broker = await startTestServer({ store });
+    cleanups.push(() => broker.close());
+    const elsewhere = async () => formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-at', type: 't', dataJson: '{}' })).id);
+    const seen = await elsewhere();
+    const subscriber = await broker.authed();
+    const reader = new ReplyReader(subscriber);
+    subscriber.send(resp('RESUME', 'sb-at', seen));
+    const [confirmation] = (await reader.next()) as string[][];
+    expect(confirmation!.slice(0, 4)).toEqual(['resume', 'sb-at', 1, 'complete']);
+    expect(store.release()).toBe(1);
+    const next = await elsewhere();
+    store.release();
+    subscriber.send(resp('PING'));
+    const [frame, pong] = (await reader.next(2)) as string[][];
+    expect((JSON.parse(frame![2]!) as { id: string }).id).toBe(next);
+    expect(pong).toEqual(['pong', '']);
+  });
+
   it('leaves the pmessage frames of a pattern the resumed channel also matches alone (Redis sends both frames)', async () => {
     const store = new LaggingStore(new MemoryStore({ retention: { maxCount: 1_000, maxAgeMs: DAY } }));
     const broker = await startTestServer({ store });

@@ -29,3 +29,25 @@ it('a connection whose token expires is told why and closed, unless it sent a fr
   expect(await refreshed.read('*2\r\n$4\r\npong\r\n$0\r\n\r\n')).toBe('*2\r\n$4\r\npong\r\n$0\r\n\r\n');
   expect(refreshed.closed).toBe(false);
 });
+
+it('a client that stopped reading is cut off once its closing error had the grace period', async () => {
+  // Its socket would otherwise stay half-closed, with its subscriptions, for as long as it lives
+  // (found in review, for SSE streams as for TCP: the last bytes and the FIN are never read).
+  const server = await startTestServer({ clockToleranceSeconds: 0, limits: { closeGraceMs: 200 } });
+  try {
+    const stalled = await server.raw();
+    stalled.send(resp('AUTH', await server.token({ ttlSeconds: 1 })) + resp('SUBSCRIBE', 'sb-stall'));
+    const expected = '+OK\r\n*3\r\n$9\r\nsubscribe\r\n$8\r\nsb-stall\r\n:1\r\n';
+    expect(await stalled.read(expected)).toBe(expected);
+    stalled.socket.pause();
+    const { connections, broker } = server.server.context;
+    expect(connections.size).toBe(1);
+    // The expiry ends the connection: error line, FIN; 200 ms later it is destroyed unread.
+    const deadline = Date.now() + 5_000;
+    while (connections.size > 0 && Date.now() < deadline) await new Promise((resolve) => setImmediate(resolve));
+    expect(connections.size).toBe(0);
+    expect(broker.visibleChannels({ workspaceId: 1, role: 'workspace', expiresAt: Number.POSITIVE_INFINITY }, undefined)).toEqual([]);
+  } finally {
+    await server.close();
+  }
+});

@@ -96,6 +96,13 @@ function withHeaders(headers: Record<string, string>) {
 }
 
 let broker: HttpTestServer;
+
+/** Open SSE streams, as /metrics counts them. */
+async function sseStreamCount(): Promise<number> {
+  const text = await (await fetch(`${broker.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('sandbox_events_connections{transport="sse"} '));
+  return Number(line?.split(' ')[1]);
+}
 const app: Principal = Object.freeze({ workspaceId: 1, role: 'workspace', expiresAt: Number.POSITIVE_INFINITY });
 
 /** Publishes through the one publish path, as any transport does. */
@@ -206,6 +213,76 @@ describe('GET /events/<sandboxId>/stream', () => {
     } finally {
       await lagging.close();
     }
+  });
+
+  it('resuming at the newest id, a late live copy of that event is not sent again (the floor is the resume point)', async () => {
+    const store = new LaggingStore(new MemoryStore({ retention: { maxCount: 1_000, maxAgeMs: 3_600_000 } }));
+    const lagging = await startHttpTestServer({ store, http: { retryMs: 50, heartbeatMs: 100 } });
+    try {
+      const elsewhere = async () => formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-floor', type: 't', dataJson: '{}' })).id);
+      const seen = await elsewhere(); // the reader had it from another node
+      const watcher = lagging.track(
+        new Watcher(new EventSource(`${lagging.url}/events/sb-floor/stream?lastEventId=${seen}&token=${await lagging.token()}`), ['t']),
+      );
+      await watcher.until(() => watcher.opens === 1, 'open');
+      expect(store.release()).toBe(1); // the late live copy of `seen`
+      const next = await elsewhere();
+      store.release();
+      await watcher.until(() => watcher.received.length >= 1, 'the next event');
+      expect(watcher.received.map((r) => r.id)).toEqual([next]);
+    } finally {
+      await lagging.close();
+    }
+  });
+
+  it('sends no heartbeat before the stream opens (a resume waiting for its first read)', async () => {
+    const store = new LaggingStore(new MemoryStore({ retention: { maxCount: 1_000, maxAgeMs: 3_600_000 } }));
+    const slow = await startHttpTestServer({ store, http: { retryMs: 50, heartbeatMs: 20 } });
+    try {
+      const id = formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-slow', type: 't', dataJson: '{}' })).id);
+      store.holdReads = true;
+      const response = fetch(`${slow.url}/events/sb-slow/stream?lastEventId=0`, { headers: { authorization: `Bearer ${await slow.token()}` } });
+      const deadline = Date.now() + 5_000;
+      while (store.readsHeld === 0 && Date.now() < deadline) await new Promise((resolve) => setImmediate(resolve));
+      // Heartbeats tick (every 20 ms) while the read waits; a byte written now would have sent
+      // the head without the event-stream headers (found in review).
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      store.holdReads = false;
+      expect(store.releaseReads()).toBe(1);
+      const opened = await response;
+      expect(opened.status).toBe(200);
+      expect(opened.headers.get('content-type')).toBe('text/event-stream; charset=utf-8');
+      const reader = opened.body!.getReader();
+      let text = '';
+      while (!text.includes(`id: ${id}`)) text += new TextDecoder().decode((await reader.read()).value);
+      await reader.cancel();
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('refuses a stream pipelined behind another request on its connection, and leaves nothing behind', async () => {
+    const token = await broker.token();
+    const socket = net.connect(broker.httpPort, '127.0.0.1');
+    socket.on('error', () => {});
+    let received = '';
+    const headArrived = new Promise<void>((resolve) =>
+      socket.on('data', (chunk: Buffer) => {
+        received += chunk.toString();
+        if (received.includes('\r\n\r\n')) resolve();
+      }),
+    );
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    const before = await sseStreamCount();
+    let requests = '';
+    for (let i = 0; i < 20; i++) requests += `GET /events/sb-pipe-${i}/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`;
+    socket.write(requests);
+    await headArrived; // the first stream is open; the parser has read the rest of the chunk
+    expect(await sseStreamCount()).toBe(before + 1);
+    socket.destroy();
+    const deadline = Date.now() + 5_000;
+    while ((await sseStreamCount()) !== before && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(await sseStreamCount()).toBe(before);
   });
 
   it('?lastEventId=0 replays everything retained; Last-Event-ID wins over ?lastEventId=', async () => {

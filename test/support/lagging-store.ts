@@ -50,8 +50,24 @@ export class LaggingStore implements EventStore {
     return this.inner.history(query);
   }
 
-  replayAfter(ref: SandboxRef, afterId: EventId, limit: number) {
+  /** While true, resume reads wait until `releaseReads()`, as a slow disk holds them. */
+  holdReads = false;
+  private readonly heldReads: (() => void)[] = [];
+
+  async replayAfter(ref: SandboxRef, afterId: EventId, limit: number) {
+    if (this.holdReads) await new Promise<void>((resolve) => this.heldReads.push(resolve));
     return this.inner.replayAfter(ref, afterId, limit);
+  }
+
+  /** Lets the held reads go on; returns how many. */
+  releaseReads(): number {
+    const held = this.heldReads.splice(0);
+    for (const resolve of held) resolve();
+    return held.length;
+  }
+
+  get readsHeld(): number {
+    return this.heldReads.length;
   }
 
   close(): Promise<void> {
