@@ -54,15 +54,14 @@ export class Publisher {
     rateLimit: RateLimit,
   ) {
     this.limiter = new RateLimiter(rateLimit);
-    store.setListener((event, appended) => {
-      if (!(appended instanceof PublishRequest)) {
-        this.broker.fanOut(event); // another node's event (Redis engine): nobody here waits for it
-        return;
-      }
+    store.setListener((event, appended, alreadyDelivered) => {
+      // Another node's event (Redis engine): nobody here waits for it.
+      if (!(appended instanceof PublishRequest)) return this.broker.fanOut(event);
       const timed = appended.startedAt !== 0;
       if (timed) appended.storedAt = performance.now();
-      appended.receivers = this.broker.fanOut(event);
+      appended.receivers = alreadyDelivered ?? this.broker.fanOut(event);
       if (timed) appended.deliveredAt = performance.now();
+      return appended.receivers;
     });
   }
 

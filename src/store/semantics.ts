@@ -145,13 +145,15 @@ export function notifyListener(
   listener: DurableEventListener | undefined,
   event: StoredEvent,
   appended: NewEvent | undefined,
-): void {
-  if (listener === undefined) return;
+  alreadyDelivered?: number,
+): number | undefined {
+  if (listener === undefined) return undefined;
   try {
-    listener(event, appended);
+    return listener(event, appended, alreadyDelivered) ?? undefined;
   } catch (error) {
     queueMicrotask(() => {
       throw error;
     });
+    return undefined;
   }
 }

@@ -56,9 +56,19 @@ export interface RetentionPolicy {
  * Called once per durable event, in id order per sandbox. `appended` is the very object that
  * was handed to this store's `append` for the event, so the caller of `append` can learn what
  * the fan-out did without a lookup per event; it is undefined for events that did not come from
- * an `append` of this process (the Redis engine's events published by other nodes).
+ * an `append` of this process (the Redis engine's events published by other nodes). It returns
+ * how many subscribers the event was delivered to, or nothing.
  */
-export type DurableEventListener = (event: StoredEvent, appended: NewEvent | undefined) => void;
+export type DurableEventListener = (
+  event: StoredEvent,
+  appended: NewEvent | undefined,
+  /**
+   * Set only by the Redis engine, when its own event came back by subscription before the
+   * append's reply did: it was fanned out then, as another node's event, to this many
+   * subscribers; the listener only records that for the append's caller, delivering nothing.
+   */
+  alreadyDelivered?: number,
+) => number | void;
 
 /**
  * Where events live. The protocol code only ever talks to this interface, so an embedded store

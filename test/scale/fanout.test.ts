@@ -236,6 +236,23 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
     expect(history.slice(first, first + seen.length)).toEqual(seen);
   });
 
+  it('counts the subscriber at the publishing node in every PUBLISH reply, also when its copy comes back before the reply', async () => {
+    // The script's reply (command connection) and the event's copy (subscriber connection) reach
+    // the node in either order; the count was lost when the copy came first (found in review:
+    // 5-46 of 400 replies said 0).
+    const watcher = await b.client();
+    await watcher.command('SUBSCRIBE', 'sb-count');
+    await waitFor(() => redis.cli('PUBSUB', 'SHARDNUMSUB', 'se:{1:sb-count}:live').split('\n')[1] === '1');
+    const publisher = await b.client();
+    const replies: unknown[] = [];
+    for (let i = 0; i < 200; i++) replies.push(await publisher.command('PUBLISH', 'sb-count', JSON.stringify({ type: 't', data: { i } })));
+    for (let i = 200; i < 400; i++) publisher.send('PUBLISH', 'sb-count', JSON.stringify({ type: 't', data: { i } }));
+    for (let i = 200; i < 400; i++) replies.push(await publisher.next());
+    await watcher.until(() => watcher.messages().length === 400);
+    expect(replies.filter((reply) => reply !== 1)).toEqual([]);
+    expect(watcher.messages().map((m) => m.data.i)).toEqual(Array.from({ length: 400 }, (_, i) => i));
+  });
+
   it('reports trimmed, unknown and future like the embedded stores', async () => {
     const redis2 = redis; // same Redis, a node with a tiny retention
     const small = await startNode(redis2.url, secret, { maxCount: 3, maxAgeMs: 24 * 3600 * 1000 });

@@ -136,6 +136,14 @@ export class RedisEngine implements EventStore {
   private readonly waiters = new Map<string, AppendWaiter>();
   private fenceTimer: NodeJS.Timeout | undefined;
   private readonly delivered = new Map<string, Delivered>();
+  /** Appends of this node waiting for the script's reply, per sandbox. */
+  private readonly appending = new Map<string, number>();
+  /**
+   * Events of a sandbox with appends in flight that arrived by subscription first, in arrival
+   * (= id) order: id text -> subscribers reached. One may be this node's own, whose reply is
+   * still on its way; its PUBLISH then reports that count.
+   */
+  private readonly arrivedFirst = new Map<string, Map<string, number>>();
   private readonly sweepTimer: NodeJS.Timeout;
   private closed = false;
   /** Names this node's anchor channels (see anchorChannels). */
@@ -207,6 +215,8 @@ export class RedisEngine implements EventStore {
     const middle = template.slice(JSON_HEAD.length + '0-0'.length, template.length - '0}'.length);
     const { maxCount, maxAgeMs } = this.retention;
     const finiteAge = Number.isFinite(maxAgeMs);
+    const key = sandboxKey(input);
+    this.appending.set(key, (this.appending.get(key) ?? 0) + 1);
     let idText: string;
     try {
       idText = await this.commands.seAppend(
@@ -223,8 +233,10 @@ export class RedisEngine implements EventStore {
         this.workspaceChannels ? workspaceChannel(input.workspaceId) : '',
       );
     } catch (error) {
+      this.appendAnswered(key, undefined);
       throw unavailable(error);
     }
+    const arrived = this.appendAnswered(key, idText);
     this.stats.appended += 1;
     const id = parseEventId(idText);
     if (id === undefined) throw unavailable(new Error(`Redis returned an invalid id ${idText}`));
@@ -236,7 +248,6 @@ export class RedisEngine implements EventStore {
       timestamp: id.ms,
       json: `${JSON_HEAD}${idText}${middle}${id.ms}}`,
     };
-    const key = sandboxKey(input);
     const sandboxRoute = this.sandboxRoutes.get(key);
     const workspaceRoute = this.workspaceRoutes.get(input.workspaceId);
     if (sandboxRoute === undefined && workspaceRoute === undefined && this.allRoute === undefined) {
@@ -253,7 +264,9 @@ export class RedisEngine implements EventStore {
       const waiterKey = `${key}\n${idText}`;
       const done = this.delivered.get(key);
       if (done !== undefined && compareIds(done.id, id) >= 0) {
-        // Already arrived by subscription before the script's reply did.
+        // Already arrived by subscription before the script's reply did, and was delivered
+        // then: the listener only learns how widely, for PUBLISH's reply.
+        if (arrived !== undefined) notifyListener(this.listener, event, input, arrived);
         resolve(event);
         return;
       }
@@ -270,6 +283,33 @@ export class RedisEngine implements EventStore {
    * promises, so when the reply's continuation runs, an undelivered waiter's message was never
    * pushed (the subscription began after the event, or ended before it).
    */
+  /**
+   * An append's reply came (`idText`, or undefined if it failed): returns the subscriber count
+   * if its event arrived by subscription first. Replies of one sandbox come in id order, so the
+   * entries up to this id that were not this append's are other nodes' events: dropped.
+   */
+  private appendAnswered(key: string, idText: string | undefined): number | undefined {
+    const inFlight = (this.appending.get(key) ?? 1) - 1;
+    const arrived = this.arrivedFirst.get(key);
+    let mine: number | undefined;
+    if (arrived !== undefined && idText !== undefined) {
+      mine = arrived.get(idText);
+      const id = parseEventId(idText);
+      for (const text of arrived.keys()) {
+        const other = parseEventId(text);
+        if (id === undefined || other === undefined || compareIds(other, id) > 0) break;
+        arrived.delete(text);
+      }
+    }
+    if (inFlight > 0) {
+      this.appending.set(key, inFlight);
+    } else {
+      this.appending.delete(key);
+      this.arrivedFirst.delete(key);
+    }
+    return mine;
+  }
+
   private fence(): void {
     if (this.fenceTimer !== undefined) {
       clearTimeout(this.fenceTimer);
@@ -325,7 +365,8 @@ export class RedisEngine implements EventStore {
       return;
     }
     this.delivered.set(key, { id: event.id, at: Date.now() });
-    const waiterKey = `${key}\n${formatEventId(event.id)}`;
+    const idText = formatEventId(event.id);
+    const waiterKey = `${key}\n${idText}`;
     const waiter = this.waiters.get(waiterKey);
     if (waiter !== undefined) {
       this.waiters.delete(waiterKey);
@@ -334,7 +375,12 @@ export class RedisEngine implements EventStore {
       waiter.resolve(waiter.event);
       return;
     }
-    notifyListener(this.listener, event, undefined);
+    const receivers = notifyListener(this.listener, event, undefined);
+    if (this.appending.has(key)) {
+      let arrived = this.arrivedFirst.get(key);
+      if (arrived === undefined) this.arrivedFirst.set(key, (arrived = new Map()));
+      arrived.set(idText, receivers ?? 0);
+    }
   }
 
   private sweepDelivered(): void {
