@@ -56,4 +56,32 @@ describe('the closing error line', () => {
     expect(await client.read(expected)).toBe(expected);
     expect(await client.closedByServer()).toBe(true);
   });
+
+  it('a pipeline of PUBLISHes (past the in-flight cap), a refused one, SUBSCRIBE, PING and QUIT: replies in request order', async () => {
+    const capped = new LaggingStore(new MemoryStore({ retention: { maxCount: 100, maxAgeMs: 3_600_000 } }));
+    const server = await startTestServer({ store: capped, limits: { maxPipelinedPublishes: 2 } });
+    try {
+      const client = await server.authed();
+      capped.holdAppends = true;
+      client.send(
+        resp('PUBLISH', 'sb-pipe', '{"type":"a"}') +
+          resp('PUBLISH', 'sb-pipe', 'not json') +
+          resp('PUBLISH', 'sb-pipe', '{"type":"b"}') +
+          resp('SUBSCRIBE', 'sb-pipe') +
+          resp('PING') +
+          resp('QUIT'),
+      );
+      await until(() => capped.appendsHeld === 1, 'the first append');
+      expect(client.pending).toBe('');
+      capped.holdAppends = false;
+      capped.releaseAppends();
+      expect(await client.line()).toBe(':0\r\n');
+      expect(await client.line()).toMatch(/^-ERR invalid event/);
+      const rest = ':0\r\n*3\r\n$9\r\nsubscribe\r\n$7\r\nsb-pipe\r\n:1\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n+OK\r\n';
+      expect(await client.read(rest)).toBe(rest);
+      expect(await client.closedByServer()).toBe(true);
+    } finally {
+      await server.close();
+    }
+  });
 });
