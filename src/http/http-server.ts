@@ -177,9 +177,7 @@ export class HttpServer implements HttpHost {
     });
     try {
       this.applyCors(req, res);
-      const target = req.url ?? '';
-      if (!target.startsWith('/')) throw badRequest('BAD_REQUEST_TARGET', 'the request target must be a path');
-      const url = new URL(`http://localhost${target}`);
+      const url = requestUrl(req.url ?? '');
       const match = matchRoute(req.method ?? 'GET', url.pathname);
       if (match === undefined) throw notFound();
       routeName = match.name;
@@ -248,4 +246,22 @@ export class HttpServer implements HttpHost {
         `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     );
   }
+}
+
+/**
+ * The request target as a URL. Origin form (`/path?query`) is the usual one; absolute form
+ * (`http://host/path`, what a client speaking to a proxy sends) must be accepted too (RFC 9112
+ * §3.2.2), and only its path and query count. Anything else (`*`, authority form) is refused.
+ */
+function requestUrl(target: string): URL {
+  if (target.startsWith('/')) return new URL(`http://localhost${target}`);
+  if (/^https?:\/\//i.test(target)) {
+    try {
+      const absolute = new URL(target);
+      return new URL(`http://localhost${absolute.pathname}${absolute.search}`);
+    } catch {
+      // not a URL after all: refused below
+    }
+  }
+  throw badRequest('BAD_HTTP_REQUEST', 'the request target must be a path or an absolute http URL');
 }

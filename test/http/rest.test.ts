@@ -326,6 +326,24 @@ describe('routing and operations', () => {
     });
   });
 
+  it('serves an absolute-form request target (RFC 9112 3.2.2) by its path; refuses `*` with a documented code', async () => {
+    const exchange = async (request: string): Promise<string> => {
+      const socket = net.connect(broker.httpPort, '127.0.0.1');
+      let received = '';
+      socket.on('data', (chunk: Buffer) => {
+        received += chunk.toString();
+      });
+      const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+      socket.write(request);
+      await closed;
+      return received;
+    };
+    expect(await exchange('GET http://proxy.example/healthz HTTP/1.1\r\nHost: proxy.example\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
+    const star = await exchange('OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    expect(star).toMatch(/^HTTP\/1\.1 400 /);
+    expect(star).toContain('"code":"BAD_HTTP_REQUEST"');
+  });
+
   it('a malformed request gets a JSON 400 and counts as an HTTP protocol error', async () => {
     const socket = net.connect(broker.httpPort, '127.0.0.1');
     let received = '';
