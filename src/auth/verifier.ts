@@ -140,9 +140,14 @@ class RemoteKeySet {
   private attemptedAt = -Infinity;
   private pending: Promise<void> | undefined;
 
+  /** The key set's text as last fetched: a change means keys may have been withdrawn. */
+  private lastText: string | undefined;
+
   constructor(
     private readonly url: URL,
     private readonly cooldownMs: number,
+    /** Called when a fetch brings a key set other than the one in use. */
+    private readonly onChange: () => void,
   ) {}
 
   async getKey(header: CompactJWSHeaderParameters, token: FlattenedJWSInput): Promise<CryptoKey> {
@@ -197,13 +202,18 @@ class RemoteKeySet {
       throw new KeySourceError('key_fetch_failed', `the key set server ${where} answered HTTP ${response.status}`);
     }
     let keys: LocalKeySet;
+    let text: string;
     try {
-      keys = createLocalJWKSet((await response.json()) as JSONWebKeySet);
+      text = await response.text();
+      keys = createLocalJWKSet(JSON.parse(text) as JSONWebKeySet);
     } catch (cause) {
       throw new KeySourceError('key_fetch_failed', `the key set from ${where} is not a valid JWKS`, { cause });
     }
+    const changed = this.lastText !== undefined && text !== this.lastText;
     this.keys = keys;
+    this.lastText = text;
     this.fetchedAt = Date.now();
+    if (changed) this.onChange();
   }
 }
 
@@ -256,7 +266,9 @@ export class TokenVerifier {
       if (url.protocol !== 'https:' && url.protocol !== 'http:') throw configError('jwksUrl must be http(s)');
       const cooldownMs = config.jwksCooldownMs ?? 30_000;
       if (!Number.isFinite(cooldownMs) || cooldownMs < 0) throw configError('jwksCooldownMs must be >= 0');
-      this.keySet = new RemoteKeySet(url, cooldownMs);
+      // A key withdrawn from the set must stop its tokens: verified tokens are cached, so the
+      // cache goes whenever the set changes (connections already open keep their principal).
+      this.keySet = new RemoteKeySet(url, cooldownMs, () => this.cache.clear());
       usable.push(...ASYMMETRIC_ALGS);
       defaults.push(...DEFAULT_ASYMMETRIC_ALGS);
     }

@@ -46,8 +46,8 @@ export function registerServe(program: Command): void {
     .addOption(option('--http-port <port>', 'HTTP port: REST, event streams, /metrics (0 turns HTTP off)').default(DEFAULT_HTTP_PORT).argParser(integerArgument(0, 65535)))
     .addOption(option('--http-cors-origin <origins>', 'origins (comma-separated, or *) that browsers may call the HTTP API from'))
     .addOption(option('--jwt-secret <secret>', 'HS256 secret that tokens are signed with'))
-    .addOption(option('--jwt-public-key <file>', 'PEM public key (RS256, ES256 or EdDSA) instead of a secret'))
-    .addOption(option('--jwks-url <url>', 'JWKS endpoint with the public keys instead of a secret'))
+    .addOption(option('--jwt-public-key <file>', 'PEM public key (RS256, ES256 or EdDSA); with --jwt-secret too, both kinds of token'))
+    .addOption(option('--jwks-url <url>', 'JWKS endpoint with the public keys (not with --jwt-public-key); with --jwt-secret too, both kinds'))
     .addOption(option('--jwt-issuer <iss>', 'required `iss` claim'))
     .addOption(option('--jwt-audience <aud>', 'required `aud` claim'))
     .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
@@ -76,10 +76,12 @@ async function serve(options: ServeOptions): Promise<void> {
     audience: options.jwtAudience,
   };
   let devSecret: string | undefined;
+  // Every key source given goes to the verifier: a secret may sit beside a public key or a JWKS
+  // (HS256 tokens and the others), and the verifier refuses a public key with a JWKS.
   if (options.jwtPublicKey !== undefined) auth.publicKeyPem = readFileSync(options.jwtPublicKey, 'utf8');
-  else if (options.jwksUrl !== undefined) auth.jwksUrl = options.jwksUrl;
-  else if (options.jwtSecret !== undefined) auth.secret = options.jwtSecret;
-  else {
+  if (options.jwksUrl !== undefined) auth.jwksUrl = options.jwksUrl;
+  if (options.jwtSecret !== undefined) auth.secret = options.jwtSecret;
+  if (auth.publicKeyPem === undefined && auth.jwksUrl === undefined && auth.secret === undefined) {
     // Embedded defaults: a random secret kept in the data dir so tokens survive restarts.
     const loaded = loadOrCreateSecret(dataDir);
     auth.secret = devSecret = loaded.secret;

@@ -70,7 +70,7 @@ export function kernelBacklogCap(): number | undefined {
 
 /** Builds everything and listens. The returned server is ready for clients. */
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
-  const limits: Limits = { ...DEFAULT_LIMITS, ...options.limits };
+  const limits = withRoomForEvents({ ...DEFAULT_LIMITS, ...options.limits });
   const logger = options.logger ?? pino({ level: 'silent' });
   const store: EventStore =
     options.store ?? new MemoryStore({ retention: { maxCount: 10_000, maxAgeMs: 24 * 60 * 60 * 1000 } });
@@ -154,4 +154,16 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       return closing;
     },
   };
+}
+
+/**
+ * An event the limits allow must fit in a PUBLISH: a raised event size (`--max-event-size`
+ * over 1 MiB) raises the RESP bulk and request caps with it, which otherwise refused such a
+ * PUBLISH as a protocol error. The bulk carries the payload (the event's JSON around `data`,
+ * plus the type); the request adds the command name and the sandbox id.
+ */
+function withRoomForEvents(limits: Limits): Limits {
+  const bulk = Math.max(limits.maxBulkBytes, limits.maxEventBytes + 4 * 1024);
+  const request = Math.max(limits.maxRequestBytes, bulk + 64 * 1024);
+  return { ...limits, maxBulkBytes: bulk, maxRequestBytes: request };
 }
