@@ -141,10 +141,16 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** A UTF-16 surrogate without its pair: `"\ud800"` in JSON parses to one. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
 export function validateEventType(type: unknown): string {
   if (typeof type !== 'string' || type.length === 0 || type.length > MAX_TYPE_LENGTH) {
     throw new InvalidEventError(`"type" must be a string of 1 to ${MAX_TYPE_LENGTH} characters`);
   }
+  // Such a type has no UTF-8 form: the SQLite store would read back U+FFFD in its place, and
+  // HISTORY would return another line than the one delivered (found in review).
+  if (LONE_SURROGATE.test(type)) throw new InvalidEventError('"type" must be valid Unicode (it holds an unpaired surrogate)');
   return type;
 }
 

@@ -685,7 +685,9 @@ export class SqliteStore implements EventStore {
 
   private forgetStream(workspaceId: number, sandboxId: string): void {
     const inWorkspace = this.streamCache.get(workspaceId);
-    if (inWorkspace?.delete(sandboxId) === true) this.streamCacheSize--;
+    if (inWorkspace?.delete(sandboxId) !== true) return;
+    this.streamCacheSize--;
+    if (inWorkspace.size === 0) this.streamCache.delete(workspaceId); // or one empty map per workspace ever seen stays
   }
 
   private clearStreamCache(): void {

@@ -74,4 +74,12 @@ describe('PUBLISH payload: data is reused as sent, never changed in meaning', ()
     expect(() => parse('{"type":"t","data":{}')).toThrow(/not valid JSON/);
     expect(parse('{"type":"t"}')).toEqual({ type: 't', dataJson: '{}' });
   });
+
+  it('refuses a type holding an unpaired surrogate (it has no UTF-8 form to store), not a paired one', () => {
+    // Found in review: SQLite read such a type back as U+FFFD, so HISTORY differed from delivery.
+    for (const type of ['\\ud800x', 'x\\udc00', '\\udc00\\ud800']) {
+      expect(() => parse(`{"type":"${type}","data":{}}`)).toThrow(/unpaired surrogate/);
+    }
+    expect(parse('{"type":"\\ud83d\\ude00 ok","data":{}}').type).toBe('\u{1F600} ok');
+  });
 });
