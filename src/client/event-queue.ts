@@ -12,7 +12,11 @@ export type PressureListener = (queue: EventQueue, over: boolean) => void;
 export class EventQueue implements AsyncIterableIterator<SandboxEvent> {
   private items: (SandboxEvent | undefined)[] = [];
   private head = 0;
-  private waiter: { resolve: (result: IteratorResult<SandboxEvent>) => void; reject: (error: unknown) => void } | undefined;
+  /**
+   * Pending next() calls, oldest first: `for await` keeps one at a time, but the iterator
+   * protocol lets a caller ask for several before any event arrives.
+   */
+  private waiters: { resolve: (result: IteratorResult<SandboxEvent>) => void; reject: (error: unknown) => void }[] = [];
   private finished = false;
   private failure: unknown;
   private over = false;
@@ -29,10 +33,9 @@ export class EventQueue implements AsyncIterableIterator<SandboxEvent> {
 
   push(event: SandboxEvent): void {
     if (this.finished) return;
-    if (this.waiter !== undefined) {
-      const { resolve } = this.waiter;
-      this.waiter = undefined;
-      resolve({ value: event, done: false });
+    const waiter = this.waiters.shift();
+    if (waiter !== undefined) {
+      waiter.resolve({ value: event, done: false });
       return;
     }
     this.items.push(event);
@@ -76,7 +79,7 @@ export class EventQueue implements AsyncIterableIterator<SandboxEvent> {
       return Promise.resolve({ value: undefined, done: true });
     }
     return new Promise((resolve, reject) => {
-      this.waiter = { resolve, reject };
+      this.waiters.push({ resolve, reject });
     });
   }
 
@@ -101,10 +104,10 @@ export class EventQueue implements AsyncIterableIterator<SandboxEvent> {
       this.onPressure(this, false);
     }
     this.onFinish(this);
-    if (this.waiter !== undefined) {
-      const waiter = this.waiter;
-      this.waiter = undefined;
-      if (error !== undefined) {
+    const waiters = this.waiters.splice(0);
+    for (const [i, waiter] of waiters.entries()) {
+      // The failure is thrown once, to the oldest; the others see the end.
+      if (error !== undefined && i === 0) {
         this.failure = undefined;
         waiter.reject(error);
       } else waiter.resolve({ value: undefined, done: true });

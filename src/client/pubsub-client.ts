@@ -250,7 +250,9 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
   private readonly queues = new Set<EventQueue>();
   private readonly pressured = new Set<EventQueue>();
   private readingPaused = false;
-  /** Deliveries held back until the turn after a connection became ready (see holdUntilNextTurn). */
+  /** UNSUBSCRIBEs waiting for their confirmation, by sandbox id (see subscribe). */
+  private readonly unsubscribing = new Map<string, Promise<void>>();
+  /** Deliveries held back until the turn after a connection became ready (see holdDeliveries). */
   private held: { event: SandboxEvent; meta: EventMeta }[] | undefined;
   private readonly counters: PubSubClientStats = {
     connects: 0,
@@ -404,6 +406,9 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
   async subscribe(sandboxId: string, options: SubscribeOptions = {}): Promise<void> {
     const name = checkName(sandboxId, 'sandboxId');
     const start = parseStart(options.from);
+    // Frames of a subscription still being undone would pass for this one's and move its
+    // position past what it asked to replay (found in review).
+    await this.unsubscribing.get(name)?.catch(() => {}); // its own caller hears of a failure
     if (this.channels.has(name)) return;
     if (options.from !== undefined && start !== 'now') this.cursors.delete(name);
     const subscription: ChannelSubscription = { name, start };
@@ -427,7 +432,13 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     if (this.patterns.size === 0) this.cursors.delete(sandboxId);
     const link = this.link;
     if (link === undefined || !link.channels.delete(sandboxId)) return;
-    await link.confirm(['UNSUBSCRIBE', sandboxId], 'unsubscribe', 1).catch(ignoreLinkLoss);
+    const undoing = link.confirm(['UNSUBSCRIBE', sandboxId], 'unsubscribe', 1).then(() => {}, ignoreLinkLoss);
+    this.unsubscribing.set(sandboxId, undoing);
+    try {
+      await undoing;
+    } finally {
+      if (this.unsubscribing.get(sandboxId) === undoing) this.unsubscribing.delete(sandboxId);
+    }
   }
 
   /**
@@ -593,7 +604,7 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     this.readyAt = Date.now();
     this.counters.connects += 1;
     this.setStatus('ready');
-    this.holdUntilNextTurn();
+    this.releaseHeld();
     if (this.readingPaused) link.pauseReading();
     this.startHeartbeat(link);
     this.scheduleRefresh(link);
@@ -747,7 +758,9 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
 
   /** Resolves when the client is ready; `timeoutMs` undefined waits as long as it is trying. */
   private whenReady(timeoutMs: number | undefined): Promise<void> {
-    if (this.status === 'ready') return Promise.resolve();
+    // Ready with no link: the connection just closed, and 'disconnect' listeners run before the
+    // state moves on; what they start waits for the next connection (it spun here, found in review).
+    if (this.status === 'ready' && this.link !== undefined) return Promise.resolve();
     if (this.status === 'idle' || this.status === 'failed') {
       return Promise.reject(
         new EventsNetworkError('NOT_CONNECTED', 'the client is not connected: call connect() first', { cause: this.lastError }),
@@ -789,7 +802,7 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
   ): Promise<void> {
     for (;;) {
       if (this.status === 'idle' || this.status === 'failed') return; // applied by the next connect()
-      if (this.status !== 'ready') await this.whenReady(undefined);
+      if (this.status !== 'ready' || this.link === undefined) await this.whenReady(undefined);
       if (!stillWanted()) {
         const reason = this.dropped.get(name);
         if (reason !== undefined) throw reason;
@@ -819,6 +832,7 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
    */
   private async restore(link: Link, allConfirmed: () => void): Promise<void> {
     const reconnect = this.everReady;
+    this.holdDeliveries();
     let outstanding = this.channels.size + (this.patterns.size > 0 ? 1 : 0);
     const confirmed = (): void => {
       outstanding -= 1;
@@ -977,17 +991,24 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
   }
 
   /**
-   * Events that arrive in the same packet as the last confirmation (a replay right behind it)
-   * are handed out on the next turn of the event loop, in order, so that code which starts a
-   * `for await` loop right after `await connect()` sees them too.
+   * Events that arrive while a connection restores its subscriptions (the replays of the first
+   * sandboxes come before the last confirmation) are handed out on the turn of the event loop
+   * after it became ready, in order, so that code which starts a `for await` loop right after
+   * `await connect()` sees them too. Held from the start of the restore (`holdDeliveries`);
+   * released once ready (`releaseHeld`). If the client is not ready on that turn (disconnect()
+   * came first), they stay held for the next connection: their ids are already the resume
+   * position, so dropping them would lose them (both found in review).
    */
-  private holdUntilNextTurn(): void {
-    if (this.held !== undefined) return;
-    const held: { event: SandboxEvent; meta: EventMeta }[] = [];
-    this.held = held;
+  private holdDeliveries(): void {
+    this.held ??= [];
+  }
+
+  private releaseHeld(): void {
+    const held = this.held;
+    if (held === undefined) return;
     setImmediate(() => {
-      if (this.held === held) this.held = undefined;
-      if (this.status === 'idle') return; // disconnect() came first: nobody is listening any more
+      if (this.held !== held || this.status !== 'ready') return;
+      this.held = undefined;
       for (const { event, meta } of held) this.deliver(event, meta);
     });
   }
