@@ -70,6 +70,23 @@ export class Publisher {
    * (contract: 1,000/s, burst 2,000), checked before anything is stored. Throws
    * RateLimitedError synchronously so a refused event never reaches the store.
    */
+  /** Resolves once no publish is waiting for the store (shutdown waits for them). */
+  whenIdle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private inFlight = 0;
+  private idleWaiters: (() => void)[] = [];
+
+  private publishDone(): void {
+    this.inFlight -= 1;
+    if (this.inFlight > 0 || this.idleWaiters.length === 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
   publish(publisher: Principal, ref: SandboxRef, type: string, dataJson: string): Promise<PublishResult> {
     if (publisher.role === 'sandbox') {
       try {
@@ -81,7 +98,17 @@ export class Publisher {
     }
     const request = new PublishRequest(ref.workspaceId, ref.sandboxId, type, dataJson);
     if (this.observer !== undefined) request.startedAt = performance.now();
-    return this.store.append(request).then((event) => this.settle(request, event));
+    this.inFlight += 1;
+    return this.store.append(request).then(
+      (event) => {
+        this.publishDone();
+        return this.settle(request, event);
+      },
+      (error: unknown) => {
+        this.publishDone();
+        throw error;
+      },
+    );
   }
 
   private settle(request: PublishRequest, event: StoredEvent): PublishResult {

@@ -39,7 +39,9 @@ export class RateLimiter {
       if (this.buckets.size >= this.maxBuckets) this.sweep(now);
       bucket = { tokens: this.limit.burst, updatedAt: now };
       this.buckets.set(key, bucket);
-    } else {
+    } else if (now > bucket.updatedAt) {
+      // Only forward: a wall clock stepped back (NTP) would otherwise take tokens away and
+      // lock the sandbox out for as long as the step (found in review).
       const refill = ((now - bucket.updatedAt) * this.limit.perSecond) / 1000;
       bucket.tokens = Math.min(this.limit.burst, bucket.tokens + refill);
       bucket.updatedAt = now;

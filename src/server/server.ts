@@ -46,6 +46,8 @@ export interface RunningServer {
 }
 
 const MAX_CLIENTS_REACHED = errorReply('ERR max number of clients reached');
+/** How long a client refused at --max-clients has to read its error line. */
+const REFUSED_GRACE_MS = 2_000;
 
 /**
  * Node's (and Redis's) default backlog is 511. When thousands of clients connect at once
@@ -103,6 +105,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       logger.warn({ addr: `${socket.remoteAddress}:${socket.remotePort}` }, 'max number of clients reached');
       socket.on('error', () => {});
       socket.end(MAX_CLIENTS_REACHED);
+      // A peer that never closes its side would hold the socket (and a file descriptor) past
+      // the limit, and keep shutdown waiting for ever (found in review).
+      const grace = setTimeout(() => socket.destroy(), Math.min(limits.closeGraceMs, REFUSED_GRACE_MS));
+      grace.unref();
+      socket.once('close', () => clearTimeout(grace));
       return;
     }
     const connection = new Connection(socket, context, runCommand);
@@ -139,7 +146,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         const stopped = new Promise<void>((resolve) => tcp.close(() => resolve()));
         // First no client sends anything new, and every PUBLISH already read is stored and
         // fanned out, so subscribers get the events their publishers were told are stored.
-        const quiet = Promise.all([...context.connections].map((connection) => connection.quiesce()));
+        // HTTP publishes in progress too: a POST told 201 must reach the TCP subscribers.
+        const quiet = Promise.all([...[...context.connections].map((connection) => connection.quiesce()), context.publisher.whenIdle()]);
         await Promise.race([quiet, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
         for (const connection of context.connections) connection.closeAfterReplies();
         // Clients get what was queued for them; one that doesn't read is not waited for long.

@@ -34,4 +34,15 @@ describe('RateLimiter', () => {
     limiter.take('new');
     expect(limiter.size).toBe(1);
   });
+
+  it('takes no tokens away when the wall clock steps back (found in review: a 5 s NTP step locked a sandbox out)', () => {
+    let now = 1_700_000_000_000;
+    const limiter = new RateLimiter({ perSecond: 1000, burst: 2000 }, () => now);
+    limiter.take('1:sb');
+    now -= 5_000;
+    for (let i = 0; i < 1999; i += 1) limiter.take('1:sb'); // the rest of the burst, still owed
+    expect(() => limiter.take('1:sb')).toThrow(RateLimitedError);
+    now += 5_001; // back to where it was, plus 1 ms: one token
+    limiter.take('1:sb');
+  });
 });
