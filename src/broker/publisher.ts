@@ -99,19 +99,17 @@ export class Publisher {
     const request = new PublishRequest(ref.workspaceId, ref.sandboxId, type, dataJson);
     if (this.observer !== undefined) request.startedAt = performance.now();
     this.inFlight += 1;
-    return this.store.append(request).then(
-      (event) => {
-        this.publishDone();
-        return this.settle(request, event);
-      },
-      (error: unknown) => {
-        this.publishDone();
-        throw error;
-      },
-    );
+    return this.store.append(request).then((event) => this.settle(request, event), this.failed);
   }
 
+  /** A refused append (one function for all, not a closure per publish). */
+  private readonly failed = (error: unknown): never => {
+    this.publishDone();
+    throw error;
+  };
+
   private settle(request: PublishRequest, event: StoredEvent): PublishResult {
+    this.publishDone();
     this.published += 1;
     const observer = this.observer;
     if (observer !== undefined && request.startedAt !== 0 && request.deliveredAt !== 0) {
