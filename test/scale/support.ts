@@ -36,6 +36,11 @@ export interface RedisProcess {
   kill(): Promise<void>;
   start(): Promise<void>;
   cli(...args: string[]): string;
+  /**
+   * Blocks Redis for `seconds` (DEBUG SLEEP, sent without waiting for its reply): commands sent
+   * meanwhile queue up and then run in arrival order, which makes races between nodes exact.
+   */
+  block(seconds: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -44,7 +49,7 @@ export async function startRedis(persistent = false): Promise<RedisProcess> {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), 'se-redis-'));
   let child: ChildProcess | undefined;
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', ''];
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--enable-debug-command', 'local'];
   args.push(...(persistent ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']));
   const start = async (): Promise<void> => {
     child = spawn('redis-server', args, { stdio: 'ignore' });
@@ -72,18 +77,30 @@ export async function startRedis(persistent = false): Promise<RedisProcess> {
   const cli = (...command: string[]): string =>
     spawnSync('redis-cli', ['-p', String(port), ...command], { encoding: 'utf8' }).stdout.trim();
   await start();
+  const blockers: net.Socket[] = [];
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
     start,
     kill,
     cli,
+    async block(seconds) {
+      const socket = net.connect(port, '127.0.0.1');
+      blockers.push(socket);
+      socket.on('error', () => {});
+      await once(socket, 'connect');
+      socket.write(resp('DEBUG', 'SLEEP', String(seconds)));
+      // The sleep's start has no event to wait on (Redis answers nothing while it sleeps): a
+      // short pause lets Redis read the command first, so that what the test sends next queues.
+      await sleep(30);
+    },
     async restart(downMs = 300) {
       await kill();
       await sleep(downMs);
       await start();
     },
     async stop() {
+      for (const socket of blockers) socket.destroy();
       await kill();
       rmSync(dir, { recursive: true, force: true });
     },

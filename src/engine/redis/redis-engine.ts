@@ -76,8 +76,10 @@ interface Route {
   want: boolean;
   /** Whether Redis confirmed it on the current subscriber connection. */
   have: boolean;
-  /** A (un)subscribe command is in flight. */
-  busy: boolean;
+  /** (Un)subscribe commands in flight on the subscriber connection. */
+  pending: number;
+  /** What the newest of them asks for (meaningful while `pending > 0`). */
+  requested: boolean;
   /** Waiting for `want && have` (a resume's replay must not start before). */
   settled: { resolve: () => void; reject: (error: Error) => void }[];
 }
@@ -258,7 +260,7 @@ export class RedisEngine implements EventStore {
     }
     // Someone here watches it: the event comes back through the subscription, in order with
     // other nodes' events, and is delivered from there.
-    const active = (route: Route | undefined): boolean => route !== undefined && route.have && route.want && !route.busy;
+    const active = (route: Route | undefined): boolean => route !== undefined && route.have && route.want && route.pending === 0;
     const fenceNow = !(active(sandboxRoute) || active(workspaceRoute) || active(this.allRoute));
     return new Promise<StoredEvent>((resolve) => {
       const waiterKey = `${key}\n${idText}`;
@@ -426,31 +428,39 @@ export class RedisEngine implements EventStore {
     if (this.allRoute !== undefined) yield this.allRoute;
   }
 
-  /** Brings one route's Redis subscription to what is wanted, one command at a time. */
+  /**
+   * Brings one route's Redis subscription to what is wanted. A change of mind while a command
+   * is in flight is sent at once behind it, not after its reply: Redis runs one connection's
+   * commands in order, and a SUBSCRIBE confirmed to a client while its SSUBSCRIBE waited for
+   * an UNSUBSCRIBE's reply missed events published in that round trip (found in review).
+   * Replies come in order too, so the last one leaves `have` as the newest command asked.
+   */
   private sync(route: Route): void {
-    if (route.busy) return;
-    if (route.want === route.have) {
+    const current = route.pending > 0 ? route.requested : route.have;
+    if (route.want === current) {
+      if (route.pending > 0) return;
       if (route.want) settle(route);
       else this.forget(route);
       return;
     }
     if (!this.subUp || !this.versionKnown) return; // made on (re)connect
-    route.busy = true;
-    const epoch = this.subEpoch;
+    route.pending += 1;
     const subscribing = route.want;
+    route.requested = subscribing;
+    const epoch = this.subEpoch;
     const seq = ++this.fenceSeq; // every reply on this connection is a fence too
     const command = this.subscriptionCommand(route, subscribing);
     command.then(
       () => {
         if (epoch !== this.subEpoch) return;
-        route.busy = false;
+        route.pending -= 1;
         route.have = subscribing;
         this.settleWaiters(seq);
-        this.sync(route);
+        if (route.pending === 0) this.sync(route);
       },
       (error: unknown) => {
         if (epoch !== this.subEpoch) return;
-        route.busy = false;
+        route.pending -= 1;
         this.onStatus('subscription failed', error);
         if (route.want) fail(route, unavailable(error));
         // The route stays wanted; the next connect makes it.
@@ -505,7 +515,7 @@ export class RedisEngine implements EventStore {
     this.onStatus('subscriber closed');
     for (const route of [...this.routes()]) {
       route.have = false;
-      route.busy = false;
+      route.pending = 0;
       fail(route, unavailable(new Error('lost the connection to Redis')));
       if (!route.want) this.forget(route);
     }
@@ -555,7 +565,7 @@ export class RedisEngine implements EventStore {
    */
   private whenSubscribed(ref: SandboxRef): Promise<void> {
     const route = this.sandboxRoutes.get(sandboxKey(ref));
-    if (route === undefined || !route.want || (route.have && !route.busy)) return Promise.resolve();
+    if (route === undefined || !route.want || (route.have && route.pending === 0)) return Promise.resolve();
     if (!this.subUp) return Promise.reject(unavailable(new Error('not connected to Redis')));
     return new Promise((resolve, reject) => route.settled.push({ resolve, reject }));
   }
@@ -668,7 +678,7 @@ export class RedisEngine implements EventStore {
 }
 
 function newRoute(kind: Route['kind'], name: string): Route {
-  return { kind, name, want: false, have: false, busy: false, settled: [] };
+  return { kind, name, want: false, have: false, pending: 0, requested: false, settled: [] };
 }
 
 function settle(route: Route): void {
