@@ -25,6 +25,7 @@ interface ServeOptions {
   logLevel: string;
   dataDir: string;
   store: string;
+  sqliteSynchronous: 'normal' | 'full';
   engine?: string;
   retentionCount: number;
   retentionAge: number;
@@ -53,6 +54,11 @@ export function registerServe(program: Command): void {
     .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
     .addOption(option('--data-dir <dir>', 'where the dev secret and the event store live').default('./data'))
     .addOption(option('--store <spec>', 'sqlite (<data-dir>/events.db), sqlite:<path> or memory').default('sqlite'))
+    .addOption(
+      option('--sqlite-synchronous <mode>', 'normal: an acknowledged event survives the process dying; full: power loss too (an fsync per commit)')
+        .choices(['normal', 'full'])
+        .default('normal'),
+    )
     .addOption(option('--engine <url>', 'share events with other nodes through Redis: redis://host:port (replaces --store)'))
     .addOption(option('--retention-count <n>', 'events kept per sandbox').default(10_000).argParser(integerArgument(1)))
     .addOption(option('--retention-age <duration>', 'events older than this are pruned (e.g. 24h)').default(24 * 3600 * 1000, '24h').argParser(durationArgument))
@@ -102,7 +108,7 @@ async function serve(options: ServeOptions): Promise<void> {
   const retention = { maxCount: options.retentionCount, maxAgeMs: options.retentionAge };
   const store =
     options.engine === undefined
-      ? openStore(options.store, { dataDir, retention })
+      ? openStore(options.store, { dataDir, retention, synchronous: options.sqliteSynchronous })
       : openEngine(options.engine, {
           retention,
           onStatus: (status, error) => {
@@ -121,7 +127,16 @@ async function serve(options: ServeOptions): Promise<void> {
     httpPort: options.httpPort === 0 ? undefined : options.httpPort,
     http: { apiKeysFile: apiKeysPath(dataDir), corsOrigin: options.httpCorsOrigin },
   });
-  logger.info({ host: server.host, port: server.port, httpPort: server.httpPort, store: store.kind }, 'sandbox-events listening');
+  logger.info(
+    {
+      host: server.host,
+      port: server.port,
+      httpPort: server.httpPort,
+      store: store.kind,
+      ...(store.kind === 'sqlite' ? { synchronous: options.sqliteSynchronous } : {}),
+    },
+    'sandbox-events listening',
+  );
   const somaxconn = kernelBacklogCap();
   if (somaxconn !== undefined && somaxconn < options.tcpBacklog) {
     // Redis warns the same way at startup (checkTcpBacklogSettings): the kernel lowers the

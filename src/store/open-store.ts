@@ -10,6 +10,8 @@ export interface OpenStoreOptions {
   /** Where `sqlite` keeps `events.db`; created when missing. */
   dataDir: string;
   retention: RetentionPolicy;
+  /** SQLite only: 'normal' survives the process dying, 'full' power loss too (SqliteStoreOptions). */
+  synchronous?: 'normal' | 'full';
 }
 
 /**
@@ -38,7 +40,7 @@ export function openStore(spec: string, options: OpenStoreOptions): EventStore {
       { cause: error },
     );
   }
-  return SqliteStore.open({ path, retention: options.retention });
+  return SqliteStore.open({ path, retention: options.retention, synchronous: options.synchronous });
 }
 
 /**

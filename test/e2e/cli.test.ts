@@ -93,6 +93,9 @@ describe('sandbox-events serve', () => {
       expect(badBacklog.code).not.toBe(0);
       expect(badBacklog.stderr).toMatch(/--tcp-backlog.*expected an integer from 1 to 65535/);
     }
+    const badSync = await failing(['serve', '--port', '0', '--http-port', '0', '--sqlite-synchronous', 'off']);
+    expect(badSync.code).not.toBe(0);
+    expect(badSync.stderr).toMatch(/--sqlite-synchronous.*'off' is invalid.*normal, full/);
     const noWorkspace = await failing(['token', '--secret', 's']);
     expect(noWorkspace.code).not.toBe(0);
     expect(noWorkspace.stderr).toMatch(/required option '--workspace <id>'/);
@@ -173,4 +176,20 @@ describe('serve: --max-event-size', () => {
     const reply = await client.line(10_000);
     expect(reply).toBe(':0\r\n');
   }, 20_000);
+});
+
+describe('serve: --sqlite-synchronous', () => {
+  it('defaults to normal and takes full (an fsync per commit), saying which in the listening line', async () => {
+    const normal = await startDaemon(['--store', 'sqlite'], { SANDBOX_EVENTS_JWT_SECRET: 'sync-secret-0123456789' });
+    expect(normal.listening).toMatchObject({ store: 'sqlite', synchronous: 'normal' });
+    killDaemons();
+    const full = await startDaemon(['--store', 'sqlite', '--sqlite-synchronous', 'full'], { SANDBOX_EVENTS_JWT_SECRET: 'sync-secret-0123456789' });
+    expect(full.listening).toMatchObject({ store: 'sqlite', synchronous: 'full' });
+    const token = await new SignJWT({ workspace_id: 1, sandbox_id: 'sb-1', exp: exp() })
+      .setProtectedHeader({ alg: 'HS256' })
+      .sign(new TextEncoder().encode('sync-secret-0123456789'));
+    const client = await connect(full.port);
+    client.send(resp('AUTH', token) + resp('PUBLISH', 'sb-1', '{"type":"synced"}'));
+    expect(await client.read('+OK\r\n:0\r\n')).toBe('+OK\r\n:0\r\n');
+  });
 });

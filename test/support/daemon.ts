@@ -21,6 +21,8 @@ export interface Daemon {
   child: ChildProcess;
   port: number;
   httpPort: number | undefined;
+  /** The `sandbox-events listening` log record. */
+  listening: Record<string, unknown>;
   /** stderr so far. */
   stderr(): string;
   /** Resolves with stderr once it contains `text`. */
@@ -64,14 +66,14 @@ export function spawnDaemon(args: string[], env: NodeJS.ProcessEnv = {}): Promis
     });
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
-      let record: { msg?: string; port?: number; httpPort?: number };
+      let record: { msg?: string; port?: number; httpPort?: number; [field: string]: unknown };
       try {
         record = JSON.parse(line) as typeof record;
       } catch {
         return;
       }
       if (record.msg === 'sandbox-events listening') {
-        resolve({ child, port: record.port!, httpPort: record.httpPort, stderr: () => stderr, stderrContaining, exited });
+        resolve({ child, port: record.port!, httpPort: record.httpPort, listening: record, stderr: () => stderr, stderrContaining, exited });
       }
     });
     void exited.then((code) => reject(new Error(`sandbox-events serve exited with ${code}: ${stderr}`)));
