@@ -47,6 +47,9 @@ export class Publisher {
   published = 0;
   rateLimited = 0;
   observer: PublishObserver | undefined;
+  /** Publishes waiting for the store, and who waits for there to be none (whenIdle). */
+  private inFlight = 0;
+  private idleWaiters: (() => void)[] = [];
 
   constructor(
     private readonly store: EventStore,
@@ -65,19 +68,11 @@ export class Publisher {
     });
   }
 
-  /**
-   * `publisher` is whoever publishes: a sandbox token is held to the publish rate limit
-   * (contract: 1,000/s, burst 2,000), checked before anything is stored. Throws
-   * RateLimitedError synchronously so a refused event never reaches the store.
-   */
   /** Resolves once no publish is waiting for the store (shutdown waits for them). */
   whenIdle(): Promise<void> {
     if (this.inFlight === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
-
-  private inFlight = 0;
-  private idleWaiters: (() => void)[] = [];
 
   private publishDone(): void {
     this.inFlight -= 1;
@@ -87,6 +82,11 @@ export class Publisher {
     for (const resolve of waiters) resolve();
   }
 
+  /**
+   * `publisher` is whoever publishes: a sandbox token is held to the publish rate limit
+   * (contract: 1,000/s, burst 2,000), checked before anything is stored. Throws
+   * RateLimitedError synchronously so a refused event never reaches the store.
+   */
   publish(publisher: Principal, ref: SandboxRef, type: string, dataJson: string): Promise<PublishResult> {
     if (publisher.role === 'sandbox') {
       try {

@@ -142,10 +142,10 @@ export class RedisEngine implements EventStore {
   private readonly appending = new Map<string, number>();
   /**
    * Events of a sandbox with appends in flight that arrived by subscription first, in arrival
-   * (= id) order: id text -> subscribers reached. One may be this node's own, whose reply is
-   * still on its way; its PUBLISH then reports that count.
+   * (= id) order, by id text: the id and the subscribers reached. One may be this node's own,
+   * whose reply is still on its way; its PUBLISH then reports that count.
    */
-  private readonly arrivedFirst = new Map<string, Map<string, number>>();
+  private readonly arrivedFirst = new Map<string, Map<string, { id: EventId; receivers: number }>>();
   private readonly sweepTimer: NodeJS.Timeout;
   private closed = false;
   /** Names this node's anchor channels (see anchorChannels). */
@@ -279,13 +279,6 @@ export class RedisEngine implements EventStore {
   }
 
   /**
-   * Settles append waiters whose message will not come. A command sent on the subscriber
-   * connection after an append's reply arrived is answered after every message Redis pushed for
-   * that append, and ioredis emits messages synchronously while it resolves replies through
-   * promises, so when the reply's continuation runs, an undelivered waiter's message was never
-   * pushed (the subscription began after the event, or ended before it).
-   */
-  /**
    * An append's reply came (`idText`, or undefined if it failed): returns the subscriber count
    * if its event arrived by subscription first. Replies of one sandbox come in id order, so the
    * entries up to this id that were not this append's are other nodes' events: dropped.
@@ -295,11 +288,10 @@ export class RedisEngine implements EventStore {
     const arrived = this.arrivedFirst.get(key);
     let mine: number | undefined;
     if (arrived !== undefined && idText !== undefined) {
-      mine = arrived.get(idText);
+      mine = arrived.get(idText)?.receivers;
       const id = parseEventId(idText);
-      for (const text of arrived.keys()) {
-        const other = parseEventId(text);
-        if (id === undefined || other === undefined || compareIds(other, id) > 0) break;
+      for (const [text, other] of arrived) {
+        if (id === undefined || compareIds(other.id, id) > 0) break;
         arrived.delete(text);
       }
     }
@@ -312,6 +304,13 @@ export class RedisEngine implements EventStore {
     return mine;
   }
 
+  /**
+   * Settles append waiters whose message will not come. A command sent on the subscriber
+   * connection after an append's reply arrived is answered after every message Redis pushed for
+   * that append, and ioredis emits messages synchronously while it resolves replies through
+   * promises, so when the reply's continuation runs, an undelivered waiter's message was never
+   * pushed (the subscription began after the event, or ended before it).
+   */
   private fence(): void {
     if (this.fenceTimer !== undefined) {
       clearTimeout(this.fenceTimer);
@@ -381,7 +380,7 @@ export class RedisEngine implements EventStore {
     if (this.appending.has(key)) {
       let arrived = this.arrivedFirst.get(key);
       if (arrived === undefined) this.arrivedFirst.set(key, (arrived = new Map()));
-      arrived.set(idText, receivers ?? 0);
+      arrived.set(idText, { id: event.id, receivers: receivers ?? 0 });
     }
   }
 
