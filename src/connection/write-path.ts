@@ -14,6 +14,17 @@ export interface OutputStream {
 }
 
 /**
+ * Destroys `stream` `ms` after it was told to end, unless it closed first: a peer that neither
+ * reads its last bytes nor closes its side would otherwise hold the socket (and the
+ * subscriptions hanging on it) for good.
+ */
+export function destroyAfterGrace(stream: Pick<OutputStream, 'destroy' | 'on'>, ms: number): void {
+  const grace = setTimeout(() => stream.destroy(), ms);
+  grace.unref();
+  stream.on('close', () => clearTimeout(grace));
+}
+
+/**
  * The one way bytes reach a client: a RESP connection's socket or an SSE stream's response.
  *
  * Frames are queued and flushed once per event-loop turn as a single write, so a burst of
@@ -117,11 +128,7 @@ export class WritePath {
   endAfterWrites(): void {
     if (this.closed || this.endAfterFlush) return;
     this.endAfterFlush = true;
-    // A reader that stopped reading never takes the last bytes, and the stream would stay open
-    // (with its subscriptions) for good: it gets a grace period, then it is cut off.
-    const grace = setTimeout(() => this.socket.destroy(), this.closeGraceMs);
-    grace.unref();
-    this.socket.on('close', () => clearTimeout(grace));
+    destroyAfterGrace(this.socket, this.closeGraceMs);
     if (!this.scheduled && !this.waitingForDrain) {
       this.scheduled = true;
       scheduleFlush(this);

@@ -8,6 +8,7 @@ import { Publisher } from '../broker/publisher.js';
 import { runCommand } from '../commands/dispatch.js';
 import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, type Limits } from '../config.js';
 import { Connection } from '../connection/connection.js';
+import { destroyAfterGrace } from '../connection/write-path.js';
 import type { HttpSettings } from '../http/host.js';
 import { HttpServer } from '../http/http-server.js';
 import { errorReply } from '../protocol/encode.js';
@@ -105,11 +106,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       logger.warn({ addr: `${socket.remoteAddress}:${socket.remotePort}` }, 'max number of clients reached');
       socket.on('error', () => {});
       socket.end(MAX_CLIENTS_REACHED);
-      // A peer that never closes its side would hold the socket (and a file descriptor) past
-      // the limit, and keep shutdown waiting for ever (found in review).
-      const grace = setTimeout(() => socket.destroy(), Math.min(limits.closeGraceMs, REFUSED_GRACE_MS));
-      grace.unref();
-      socket.once('close', () => clearTimeout(grace));
+      // Past the limit, a peer that never closes its side must not hold a descriptor, nor keep
+      // shutdown waiting for ever (found in review).
+      destroyAfterGrace(socket, Math.min(limits.closeGraceMs, REFUSED_GRACE_MS));
       return;
     }
     const connection = new Connection(socket, context, runCommand);
@@ -147,7 +146,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         // First no client sends anything new, and every PUBLISH already read is stored and
         // fanned out, so subscribers get the events their publishers were told are stored.
         // HTTP publishes in progress too: a POST told 201 must reach the TCP subscribers.
-        const quiet = Promise.all([...[...context.connections].map((connection) => connection.quiesce()), context.publisher.whenIdle()]);
+        const quiet = Promise.all([context.publisher.whenIdle(), ...Array.from(context.connections, (connection) => connection.quiesce())]);
         await Promise.race([quiet, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
         for (const connection of context.connections) connection.closeAfterReplies();
         // Clients get what was queued for them; one that doesn't read is not waited for long.
