@@ -9,7 +9,7 @@
  * byte chunks outside the V8 heap. The collector neither traces nor copies any of it.
  * StoredEvent objects are built again only when a history or replay reads them.
  */
-import type { EventId, StoredEvent } from '../event/event.js';
+import { type EventId, isWellFormedText, type StoredEvent } from '../event/event.js';
 
 /**
  * Event types interned once per store, with a count of the retained events that use each one,
@@ -98,8 +98,6 @@ const MAX_SPARE_CHUNKS = 32;
 const EMPTY_NUMS = new Float64Array(0);
 const EMPTY_WORDS = new Uint32Array(0);
 
-type WellFormed = { isWellFormed(): boolean }; // ES2024, in Node 20's V8; not in the ES2023 lib
-
 /** Smallest power of two >= size, within the chunk bounds. */
 function chunkSize(size: number): number {
   let chunk = MIN_CHUNK_BYTES;
@@ -150,7 +148,7 @@ export class EventRing {
     let chunk = this.chunks[this.chunks.length - 1];
     let encoding = ASCII;
     let size: number;
-    if ((json as unknown as WellFormed).isWellFormed()) {
+    if (isWellFormedText(json)) {
       // Most lines fit the room as it is: write at once with the worst case (3 bytes per UTF-16
       // unit) as the bound, and measure the line only when that bound does not fit.
       let bound = json.length * 3;
