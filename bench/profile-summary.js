@@ -51,22 +51,36 @@ for (const [id, us] of self) {
 const idle = [...selfBy].filter(([k]) => k.startsWith('(idle)')).reduce((n, [, us]) => n + us, 0);
 const busy = total - idle;
 const pct = (us) => `${((us / busy) * 100).toFixed(1).padStart(5)} %`;
-console.log(`${file}\nsampled ${(total / 1e6).toFixed(2)} s, busy ${(busy / 1e6).toFixed(2)} s (${((busy / total) * 100).toFixed(0)} %); percentages are of busy time\n`);
+console.log(
+  `${file}\nsampled ${(total / 1e6).toFixed(2)} s, busy ${(busy / 1e6).toFixed(2)} s (${((busy / total) * 100).toFixed(0)} %); percentages are of busy time\n`,
+);
 console.log('self time:');
-for (const [key, us] of [...selfBy].filter(([k]) => !k.startsWith('(idle)')).sort((a, b) => b[1] - a[1]).slice(0, top)) {
+for (const [key, us] of [...selfBy]
+  .filter(([k]) => !k.startsWith('(idle)'))
+  .sort((a, b) => b[1] - a[1])
+  .slice(0, top)) {
   console.log(`  ${pct(us)}  ${key}`);
 }
 // Self time by area, to say what stands between the broker and a target.
 const AREAS = [
   ['garbage collection', (k) => k.startsWith('(garbage collector)')],
   ['socket writes (syscalls)', (k) => /^(writeBuffer|writev|writeUtf8String|writeLatin1String) /.test(k)],
-  ['fan-out: broker.ts, write-path.ts, encode.ts', (k) => /\s(broker\/broker|connection\/write-path|protocol\/encode)\.js:/.test(k)],
+  [
+    'fan-out: broker.ts, write-path.ts, encode.ts',
+    (k) => /\s(broker\/broker|connection\/write-path|protocol\/encode)\.js:/.test(k),
+  ],
   ['publish: publisher.ts', (k) => /\sbroker\/publisher\.js:/.test(k)],
   ['event parse/validate/JSON: event.ts', (k) => /\sevent\/event\.js:/.test(k)],
-  ['commands, connection, RESP decode (incl. redis-parser)', (k) => /\s(commands|connection\/connection|protocol\/request-decoder|protocol\/inline)[/.]|redis-parser/.test(k)],
+  [
+    'commands, connection, RESP decode (incl. redis-parser)',
+    (k) => /\s(commands|connection\/connection|protocol\/request-decoder|protocol\/inline)[/.]|redis-parser/.test(k),
+  ],
   ['store (incl. better-sqlite3)', (k) => /\sstore\/|better-sqlite3/.test(k)],
   ['auth: JWT (jose, WebCrypto)', (k) => /\sauth\/|jose|internal\/crypto|webcrypto/.test(k)],
-  ['node net/streams/timers internals', (k) => /node:(net|internal\/(streams|stream_base_commons|timers|net|process|buffer)|buffer|events|timers)/.test(k)],
+  [
+    'node net/streams/timers internals',
+    (k) => /node:(net|internal\/(streams|stream_base_commons|timers|net|process|buffer)|buffer|events|timers)/.test(k),
+  ],
 ];
 const areas = new Map(AREAS.map(([name]) => [name, 0]));
 let otherUs = 0;

@@ -27,9 +27,29 @@ const token = await mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSe
 
 // A capped heap turns a leak into a crash the run reports, instead of RSS that merely looks high
 // because V8 had no reason to collect yet.
-const daemon = spawn(process.execPath, ['--max-old-space-size=192', path.join(root, 'bin/sandbox-events.js'), 'serve', '--port', '0', '--http-port', '0', '--store', 'memory', '--jwt-secret', secret, '--log-level', 'info', '--max-clients', '2000'], {
-  stdio: ['ignore', 'pipe', 'inherit'],
-});
+const daemon = spawn(
+  process.execPath,
+  [
+    '--max-old-space-size=192',
+    path.join(root, 'bin/sandbox-events.js'),
+    'serve',
+    '--port',
+    '0',
+    '--http-port',
+    '0',
+    '--store',
+    'memory',
+    '--jwt-secret',
+    secret,
+    '--log-level',
+    'info',
+    '--max-clients',
+    '2000',
+  ],
+  {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  },
+);
 const port = await new Promise((resolve, reject) => {
   createInterface({ input: daemon.stdout }).on('line', (line) => {
     try {
@@ -52,14 +72,69 @@ const rss = () => {
 // ---- inputs -------------------------------------------------------------------------------
 const resp = (...words) => `*${words.length}\r\n${words.map((w) => `$${Buffer.byteLength(w)}\r\n${w}\r\n`).join('')}`;
 const pick = (items) => items[randomInt(items.length)];
-const COMMANDS = ['SUBSCRIBE', 'UNSUBSCRIBE', 'PSUBSCRIBE', 'PUNSUBSCRIBE', 'PUBLISH', 'PING', 'PUBSUB', 'HISTORY', 'RESUME', 'HELLO', 'CLIENT', 'INFO', 'COMMAND', 'SELECT', 'RESET', 'AUTH', 'QUIT', 'GET', 'FOO'];
-const WORDS = ['sb-1', 'sb-*', '*', '?', '[a-', '{1}sb', '{2}x', '0', '$', '-1', '3', '2', 'CHANNELS', 'NUMSUB', 'DOCS', 'LIMIT', 'NEWEST', 'AFTER', 'TYPE', 'SETNAME', 'AUTH', '1-0', '9999999999999-0', '{"type":"t","data":{}}', '{"type":"', '{}', '[]', 'é€😀', ''];
+const COMMANDS = [
+  'SUBSCRIBE',
+  'UNSUBSCRIBE',
+  'PSUBSCRIBE',
+  'PUNSUBSCRIBE',
+  'PUBLISH',
+  'PING',
+  'PUBSUB',
+  'HISTORY',
+  'RESUME',
+  'HELLO',
+  'CLIENT',
+  'INFO',
+  'COMMAND',
+  'SELECT',
+  'RESET',
+  'AUTH',
+  'QUIT',
+  'GET',
+  'FOO',
+];
+const WORDS = [
+  'sb-1',
+  'sb-*',
+  '*',
+  '?',
+  '[a-',
+  '{1}sb',
+  '{2}x',
+  '0',
+  '$',
+  '-1',
+  '3',
+  '2',
+  'CHANNELS',
+  'NUMSUB',
+  'DOCS',
+  'LIMIT',
+  'NEWEST',
+  'AFTER',
+  'TYPE',
+  'SETNAME',
+  'AUTH',
+  '1-0',
+  '9999999999999-0',
+  '{"type":"t","data":{}}',
+  '{"type":"',
+  '{}',
+  '[]',
+  'é€😀',
+  '',
+];
 
 function validCommand() {
   const name = pick(COMMANDS);
   const count = randomInt(0, 5);
-  const words = [name, ...Array.from({ length: count }, () => (randomInt(10) === 0 ? 'x'.repeat(randomInt(70_000)) : pick(WORDS)))];
-  return randomInt(4) === 0 ? `${words.map((w) => (/[\s"']/.test(w) || w === '' ? `"${w}"` : w)).join(' ')}\r\n` : resp(...words);
+  const words = [
+    name,
+    ...Array.from({ length: count }, () => (randomInt(10) === 0 ? 'x'.repeat(randomInt(70_000)) : pick(WORDS))),
+  ];
+  return randomInt(4) === 0
+    ? `${words.map((w) => (/[\s"']/.test(w) || w === '' ? `"${w}"` : w)).join(' ')}\r\n`
+    : resp(...words);
 }
 
 function mutate(buffer) {
@@ -76,7 +151,24 @@ function mutate(buffer) {
         out = Buffer.concat([out.subarray(0, at), out.subarray(at + randomInt(1, 16))]);
         break;
       case 2: // insert a header-like token
-        out = Buffer.concat([out.subarray(0, at), Buffer.from(pick(['*', '$', '\r\n', '*3000000000\r\n', '$-10\r\n', '*1\r\n', '"', "'", '\x00', `$${randomInt(2 ** 31)}\r\n`])), out.subarray(at)]);
+        out = Buffer.concat([
+          out.subarray(0, at),
+          Buffer.from(
+            pick([
+              '*',
+              '$',
+              '\r\n',
+              '*3000000000\r\n',
+              '$-10\r\n',
+              '*1\r\n',
+              '"',
+              "'",
+              '\x00',
+              `$${randomInt(2 ** 31)}\r\n`,
+            ]),
+          ),
+          out.subarray(at),
+        ]);
         break;
       case 3: // duplicate a slice
         out = Buffer.concat([out, out.subarray(at, at + randomInt(1, 64))]);
@@ -148,10 +240,13 @@ function session() {
         at += size;
       }
       stats.bytes += data.length;
-      setTimeout(() => {
-        stats.errorsReceived += (received.match(/\r\n-/g) ?? []).length + (received.startsWith('-') ? 1 : 0);
-        done();
-      }, randomInt(20, 200));
+      setTimeout(
+        () => {
+          stats.errorsReceived += (received.match(/\r\n-/g) ?? []).length + (received.startsWith('-') ? 1 : 0);
+          done();
+        },
+        randomInt(20, 200),
+      );
     });
     stats.sessions += 1;
   });
@@ -189,7 +284,9 @@ const rssTimer = setInterval(() => rssSamples.push(rss()), 1000);
 const started = Date.now();
 const deadline = started + seconds * 1000;
 const progress = setInterval(() => {
-  console.log(`${Math.round((Date.now() - started) / 1000)} s: ${stats.sessions} sessions, ${(stats.bytes / 1e6).toFixed(1)} MB, rss ${(rss() / 1e6).toFixed(1)} MB, max ping ${stats.maxPingMs} ms`);
+  console.log(
+    `${Math.round((Date.now() - started) / 1000)} s: ${stats.sessions} sessions, ${(stats.bytes / 1e6).toFixed(1)} MB, rss ${(rss() / 1e6).toFixed(1)} MB, max ping ${stats.maxPingMs} ms`,
+  );
 }, 10_000);
 rssSamples.push(rss());
 await Promise.all(Array.from({ length: concurrency }, () => worker(deadline)));
@@ -212,5 +309,7 @@ console.log(`  closed by server    ${stats.closedByServer}`);
 console.log(`  error replies seen  ${stats.errorsReceived}`);
 console.log(`  crashes             ${stats.crashed ? 1 : 0}`);
 console.log(`  hangs (PING > 2 s)  ${stats.hangs}; slowest PING ${stats.maxPingMs} ms`);
-console.log(`  daemon RSS          start ${mb(rssSamples[0])}, peak ${mb(Math.max(...rssSamples))}, end ${mb(rssSamples.at(-1))}; peak of first third ${mb(early)}, of last third ${mb(late)}`);
+console.log(
+  `  daemon RSS          start ${mb(rssSamples[0])}, peak ${mb(Math.max(...rssSamples))}, end ${mb(rssSamples.at(-1))}; peak of first third ${mb(early)}, of last third ${mb(late)}`,
+);
 process.exit(stats.crashed || stats.hangs > 0 ? 1 : 0);

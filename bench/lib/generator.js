@@ -21,7 +21,10 @@ process.on('message', (message) => {
   if (message.type === 'job') {
     run(message.job).then(
       (result) => process.send({ type: 'result', result }, () => process.exit(0)),
-      (error) => process.send({ type: 'error', message: error instanceof Error ? error.stack : String(error) }, () => process.exit(1)),
+      (error) =>
+        process.send({ type: 'error', message: error instanceof Error ? error.stack : String(error) }, () =>
+          process.exit(1),
+        ),
     );
   } else if (message.type === 'release' && releaseWaiter) {
     releaseWaiter();
@@ -69,7 +72,10 @@ class Meter {
       srvWriteCalls: this.writes0 === undefined || writes1 === undefined ? undefined : writes1 - this.writes0,
       seconds: ms / 1000,
       genBusy: ((cpu.user + cpu.system) / 1000 / ms) * 100,
-      srvBusy: this.srv0 === undefined || srv1 === undefined ? undefined : (((srv1 - this.srv0) / this.clkTck) * 1000 * 100) / ms,
+      srvBusy:
+        this.srv0 === undefined || srv1 === undefined
+          ? undefined
+          : (((srv1 - this.srv0) / this.clkTck) * 1000 * 100) / ms,
     };
   }
 }
@@ -265,7 +271,13 @@ async function fanout(job) {
   // publish is plenty); the others only count, which keeps the generator cheap.
   const subs = await openMany(subscriberCount, job.connectConcurrency ?? 256, (index) => {
     const channel = job.channels[Math.floor(index / fan)];
-    return new Conn(job.port, Buffer.concat([auth, command('SUBSCRIBE', channel)]), 2, index % fan === 0 ? onTime : undefined, undefined);
+    return new Conn(
+      job.port,
+      Buffer.concat([auth, command('SUBSCRIBE', channel)]),
+      2,
+      index % fan === 0 ? onTime : undefined,
+      undefined,
+    );
   });
   for (const sub of subs) {
     sub.scanner.frames = 0;
@@ -281,7 +293,10 @@ async function fanout(job) {
     // More publishers than channels: several publish to the same channel.
     if (pub.channels.length === 0) pub.channels = [job.channels[p % job.channels.length]];
     pub.commands = pub.channels.map((channel) => {
-      const head = Buffer.from(`*3\r\n$7\r\nPUBLISH\r\n$${Buffer.byteLength(channel)}\r\n${channel}\r\n$${body.bytes.length}\r\n`, 'latin1');
+      const head = Buffer.from(
+        `*3\r\n$7\r\nPUBLISH\r\n$${Buffer.byteLength(channel)}\r\n${channel}\r\n$${body.bytes.length}\r\n`,
+        'latin1',
+      );
       return { bytes: Buffer.concat([head, body.bytes, Buffer.from('\r\n')]), tAt: head.length + body.tOffset };
     });
     pub.next = 0;
@@ -365,7 +380,7 @@ async function fanout(job) {
 
   // Drain: everything published must arrive (nothing lost, nobody disconnected). A server that
   // fell behind the offered rate (latency) is given a few seconds, then reported as behind.
-  const drainDeadline = performance.now() + (latencyMode ? job.drainMs ?? 3_000 : 10_000);
+  const drainDeadline = performance.now() + (latencyMode ? (job.drainMs ?? 3_000) : 10_000);
   while (received < published * fan && performance.now() < drainDeadline) await sleep(20);
   const dropped = subs.filter((s) => s.closedByPeer).length + pubs.filter((s) => s.closedByPeer).length;
   const errors = pubs.reduce((n, pub) => n + pub.scanner.errors, 0);
@@ -502,10 +517,13 @@ async function pipeline(job) {
       for (let i = 0; i < perCommand; i++) batches.push(batch);
     }
   } else {
-    for (let start = 0; start < all.length; start += batchSize) batches.push(Buffer.concat(all.slice(start, start + batchSize)));
+    for (let start = 0; start < all.length; start += batchSize)
+      batches.push(Buffer.concat(all.slice(start, start + batchSize)));
   }
-  const perBatch = batches.map((batch) => (job.repeatEach ? batchSize : undefined));
-  if (!job.repeatEach) batches.forEach((_, i) => (perBatch[i] = Math.min(batchSize, all.length - i * batchSize)));
+  const perBatch = batches.map((_batch) => (job.repeatEach ? batchSize : undefined));
+  if (!job.repeatEach) {
+    for (let i = 0; i < batches.length; i++) perBatch[i] = Math.min(batchSize, all.length - i * batchSize);
+  }
   let sent = 0;
   let b = 0;
   const meter = new Meter(job.pid, job.clkTck);

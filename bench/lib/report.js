@@ -25,7 +25,8 @@ export function renderTable(rows, stores) {
       cells.push(format(value) + mark(store));
       const ratio = row.redis && value !== undefined ? value / row.redis : undefined;
       let ratioText = ratio === undefined || !Number.isFinite(ratio) ? '—' : `${ratio.toFixed(2)}x`;
-      if (row.target?.check && value !== undefined) ratioText += row.target.check(value, row.redis, row, store) ? ' ✓' : ' ✗';
+      if (row.target?.check && value !== undefined)
+        ratioText += row.target.check(value, row.redis, row, store) ? ' ✓' : ' ✗';
       cells.push(ratioText);
     }
     cells.push(row.target?.text ?? '');

@@ -58,7 +58,9 @@ export function ensureFileLimit(needed) {
     );
   }
   nofileWrapper = ['sh', '-c', `ulimit -n ${needed} && exec "$0" "$@"`];
-  console.log(`open-files limit ${soft} is too low for 10,000 connections: raising it to ${needed} for the bench's children (hard limit ${hardText}).`);
+  console.log(
+    `open-files limit ${soft} is too low for 10,000 connections: raising it to ${needed} for the bench's children (hard limit ${hardText}).`,
+  );
   return { soft, raised: true };
 }
 
@@ -150,14 +152,22 @@ export async function startRedis({ password }) {
   const child = spawnChild(
     'redis-server',
     [
-      '--port', String(port),
-      '--bind', '127.0.0.1',
-      '--save', '',
-      '--appendonly', 'no',
-      '--requirepass', password,
-      '--maxclients', '15000',
-      '--dir', dir,
-      '--loglevel', 'warning',
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--requirepass',
+      password,
+      '--maxclients',
+      '15000',
+      '--dir',
+      dir,
+      '--loglevel',
+      'warning',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -198,7 +208,15 @@ export async function startRedis({ password }) {
  * Starts `sandbox-events serve` from `buildDir` with the given store ('sqlite' puts a fresh
  * file in a temp dir, 'memory'), on port 0, reading the port from its "listening" log line.
  */
-export async function startBroker({ buildDir, store, secret, maxClients = 20_000, nodeArgs = [], extraArgs = [], sqlitePath }) {
+export async function startBroker({
+  buildDir,
+  store,
+  secret,
+  maxClients = 20_000,
+  nodeArgs = [],
+  extraArgs = [],
+  sqlitePath,
+}) {
   const dir = tempDir(`broker-${store}`);
   const storeSpec = store === 'memory' ? 'memory' : `sqlite:${sqlitePath ?? join(dir, 'events.db')}`;
   const child = spawnChild(
@@ -207,16 +225,24 @@ export async function startBroker({ buildDir, store, secret, maxClients = 20_000
       ...nodeArgs,
       join(buildDir, 'cli', 'main.js'),
       'serve',
-      '--host', '127.0.0.1',
-      '--port', '0',
-      '--store', storeSpec,
-      '--jwt-secret', secret,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--store',
+      storeSpec,
+      '--jwt-secret',
+      secret,
       // info: the "listening" line carries the port; per-connection lines are debug.
-      '--log-level', 'info',
-      '--data-dir', dir,
-      '--max-clients', String(maxClients),
+      '--log-level',
+      'info',
+      '--data-dir',
+      dir,
+      '--max-clients',
+      String(maxClients),
       // RESP only: the HTTP listener (fixed port 8080 by default) is off.
-      '--http-port', '0',
+      '--http-port',
+      '0',
       ...extraArgs,
     ],
     { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir },
@@ -318,7 +344,9 @@ export function runGenerator(job, { timeoutMs, onReady, nodeArgs = [] } = {}) {
         }
       }
     });
-    child.on('exit', (code, signal) => settle(reject, new Error(`the generator exited (${signal ?? code}) without a result`)));
+    child.on('exit', (code, signal) =>
+      settle(reject, new Error(`the generator exited (${signal ?? code}) without a result`)),
+    );
     child.send({ type: 'job', job });
   });
 }

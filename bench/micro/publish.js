@@ -24,7 +24,10 @@ const PER_TURN = Number(perTurnArg);
 const Sub = nullSubscriberClass(WritePath);
 
 const broker = new Broker();
-const store = new MemoryStore({ retention: { maxCount: Number(process.env.KEEP ?? 10_000), maxAgeMs: 86_400_000 }, pruneIntervalMs: 0 });
+const store = new MemoryStore({
+  retention: { maxCount: Number(process.env.KEEP ?? 10_000), maxAgeMs: 86_400_000 },
+  pruneIntervalMs: 0,
+});
 const publisher = new Publisher(store, broker, { perSecond: 1_000, burst: 2_000 });
 if (observerArg === '1') publisher.observer = { stored() {}, delivered() {} };
 for (let k = 0; k < SUBS; k++) {

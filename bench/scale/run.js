@@ -58,10 +58,15 @@ async function startRedis() {
   const port = await freePort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'se-bench-redis-'));
   tempDirs.push(dir);
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
   children.push(child);
   for (let i = 0; i < 100; i++) {
-    if (spawnSync('redis-cli', ['-p', String(port), 'PING'], { encoding: 'utf8' }).stdout.trim() === 'PONG') return { port, child };
+    if (spawnSync('redis-cli', ['-p', String(port), 'PING'], { encoding: 'utf8' }).stdout.trim() === 'PONG')
+      return { port, child };
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new Error('redis-server did not start');
@@ -69,9 +74,27 @@ async function startRedis() {
 
 async function startNode(dist, redisPort, secret) {
   const store = redisPort === undefined ? ['--store', 'memory'] : ['--engine', `redis://127.0.0.1:${redisPort}`];
-  const child = spawn(process.execPath, [path.join(dist, 'cli/main.js'), 'serve', ...store,
-    '--port', '0', '--http-port', '0', '--jwt-secret', secret, '--log-level', 'info', '--max-clients', '50000',
-    '--data-dir', os.tmpdir()], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [
+      path.join(dist, 'cli/main.js'),
+      'serve',
+      ...store,
+      '--port',
+      '0',
+      '--http-port',
+      '0',
+      '--jwt-secret',
+      secret,
+      '--log-level',
+      'info',
+      '--max-clients',
+      '50000',
+      '--data-dir',
+      os.tmpdir(),
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   children.push(child);
   let output = '';
   const port = await new Promise((resolve, reject) => {
@@ -107,7 +130,7 @@ function countOf(haystack, needle) {
 
 async function runCase(dist, mint, nodes, withRedis = true) {
   const redis = withRedis ? await startRedis() : undefined;
-  const secret = 'bench-secret-' + Math.random().toString(36).slice(2);
+  const secret = `bench-secret-${Math.random().toString(36).slice(2)}`;
   const token = await mint({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3600 });
   const brokers = [];
   for (let i = 0; i < nodes; i++) brokers.push(await startNode(dist, redis?.port, secret));
@@ -153,7 +176,10 @@ async function runCase(dist, mint, nodes, withRedis = true) {
       while ((at = pending.indexOf('\r\n')) >= 0) {
         const line = pending.slice(0, at);
         pending = pending.slice(at + 2);
-        if (skipAuth) { skipAuth = false; continue; }
+        if (skipAuth) {
+          skipAuth = false;
+          continue;
+        }
         inFlight--;
         if (line[0] === ':') published++;
         else errors++;
@@ -185,12 +211,16 @@ async function runCase(dist, mint, nodes, withRedis = true) {
 
 const dist = build();
 const { mintToken } = await import(pathToFileURL(path.join(dist, 'auth/mint.js')).href);
-console.log(`cores: ${os.cpus().length} (${os.cpus()[0]?.model}); ${sandboxes} sandboxes, ${subscribers} subscribers, window ${window}, ${seconds} s per case`);
+console.log(
+  `cores: ${os.cpus().length} (${os.cpus()[0]?.model}); ${sandboxes} sandboxes, ${subscribers} subscribers, window ${window}, ${seconds} s per case`,
+);
 console.log('nodes | published/s | delivered/s | errors | generator CPU (cores)');
 const cases = nodeCounts.map((nodes) => [nodes, true]);
 if (embedded) cases.unshift([1, false]);
 for (const [nodes, withRedis] of cases) {
   const r = await runCase(dist, mintToken, nodes, withRedis);
-  console.log(`${String(r.nodes).padStart(5)} | ${String(r.published).padStart(11)} | ${String(r.delivered).padStart(11)} | ${String(r.errors).padStart(6)} | ${r.generatorCpu}`);
+  console.log(
+    `${String(r.nodes).padStart(5)} | ${String(r.published).padStart(11)} | ${String(r.delivered).padStart(11)} | ${String(r.errors).padStart(6)} | ${r.generatorCpu}`,
+  );
 }
 process.exit(0);

@@ -98,7 +98,9 @@ try {
       console.log(
         `  ${String(sandboxes).padStart(4)} sandboxes  ${kind.padEnd(26)} ${Math.round(rate.wall).toLocaleString('en')} events/s, ` +
           `${Math.round(rate.cpu).toLocaleString('en')} per CPU-second` +
-          (stats.batches ? ` (${stats.batches} transactions, ${Math.round(stats.appended / stats.batches)} events each)` : ''),
+          (stats.batches
+            ? ` (${stats.batches} transactions, ${Math.round(stats.appended / stats.batches)} events each)`
+            : ''),
       );
       await store.close();
     }

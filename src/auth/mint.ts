@@ -33,7 +33,8 @@ export async function mintToken(options: MintOptions): Promise<string> {
     throw invalid('ttlSeconds must be a positive number');
   }
   if (!Number.isFinite(now)) throw invalid('now must be a finite number');
-  if (issuer !== undefined && (typeof issuer !== 'string' || issuer.length === 0)) throw invalid('issuer must be a non-empty string');
+  if (issuer !== undefined && (typeof issuer !== 'string' || issuer.length === 0))
+    throw invalid('issuer must be a non-empty string');
   if (audience !== undefined && (typeof audience !== 'string' || audience.length === 0)) {
     throw invalid('audience must be a non-empty string');
   }
@@ -43,7 +44,10 @@ export async function mintToken(options: MintOptions): Promise<string> {
   const exp = Math.ceil((now + ttlSeconds * 1000) / 1000);
   const claims: Record<string, unknown> = { workspace_id: workspaceId, role };
   if (sandboxId !== undefined) claims.sandbox_id = sandboxId;
-  const jwt = new SignJWT(claims).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setIssuedAt(iat).setExpirationTime(exp);
+  const jwt = new SignJWT(claims)
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setIssuedAt(iat)
+    .setExpirationTime(exp);
   if (issuer !== undefined) jwt.setIssuer(issuer);
   if (audience !== undefined) jwt.setAudience(audience);
   return jwt.sign(new TextEncoder().encode(secret));

@@ -89,7 +89,8 @@ export function loadOrCreateSecret(dataDir: string): LoadedSecret {
       won = true;
     } catch (err) {
       if (isErrno(err, 'EEXIST')) won = false;
-      else if (isErrno(err, 'EPERM') || isErrno(err, 'ENOTSUP') || isErrno(err, 'ENOSYS')) won = createExclusive(path, content);
+      else if (isErrno(err, 'EPERM') || isErrno(err, 'ENOTSUP') || isErrno(err, 'ENOSYS'))
+        won = createExclusive(path, content);
       else throw err;
     }
   } finally {
@@ -101,7 +102,8 @@ export function loadOrCreateSecret(dataDir: string): LoadedSecret {
   }
   if (!won) {
     const other = readExisting(path);
-    if (other === undefined) throw new SandboxEventsError('AUTH_CONFIG', `the JWT secret at ${path} vanished while being created`);
+    if (other === undefined)
+      throw new SandboxEventsError('AUTH_CONFIG', `the JWT secret at ${path} vanished while being created`);
     return other;
   }
   syncDir(dataDir);

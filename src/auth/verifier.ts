@@ -288,7 +288,8 @@ export class TokenVerifier {
     const tolerance = config.clockToleranceSeconds ?? 5;
     if (!Number.isFinite(tolerance) || tolerance < 0) throw configError('clockToleranceSeconds must be >= 0');
     this.cacheSize = config.cacheSize ?? DEFAULT_CACHE_SIZE;
-    if (!Number.isSafeInteger(this.cacheSize) || this.cacheSize < 0) throw configError('cacheSize must be an integer >= 0');
+    if (!Number.isSafeInteger(this.cacheSize) || this.cacheSize < 0)
+      throw configError('cacheSize must be an integer >= 0');
 
     this.options = {
       algorithms: [...this.algorithms],
@@ -359,7 +360,9 @@ export class TokenVerifier {
   private hmacKey(alg: string, secret: Uint8Array): Promise<CryptoKey> {
     let key = this.hmacKeys.get(alg);
     if (key === undefined) {
-      key = globalThis.crypto.subtle.importKey('raw', secret, { name: 'HMAC', hash: `SHA-${alg.slice(2)}` }, false, ['verify']);
+      key = globalThis.crypto.subtle.importKey('raw', secret, { name: 'HMAC', hash: `SHA-${alg.slice(2)}` }, false, [
+        'verify',
+      ]);
       this.hmacKeys.set(alg, key);
     }
     return key;

@@ -164,7 +164,12 @@ export class Broker {
         const protocol = subscriber.protocol;
         let frame: Buffer;
         if (protocol === 2 && name === channel.sandboxId) {
-          frame = plain ??= this.encode((channel.plainFrames ??= this.writer(2, undefined, name)), undefined, payload, payloadBytes);
+          frame = plain ??= this.encode(
+            (channel.plainFrames ??= this.writer(2, undefined, name)),
+            undefined,
+            payload,
+            payloadBytes,
+          );
         } else if (protocol === EVENTS_ONLY) {
           frame = NO_FRAME;
         } else {
@@ -220,9 +225,19 @@ export class Broker {
       const protocol = subscriber.protocol;
       let frame: Buffer;
       if (protocol === 2) {
-        frame = resp2 ??= this.encode((group.resp2Frames ??= this.writer(2, group.pattern, undefined)), channelName, event.json, payloadBytes);
+        frame = resp2 ??= this.encode(
+          (group.resp2Frames ??= this.writer(2, group.pattern, undefined)),
+          channelName,
+          event.json,
+          payloadBytes,
+        );
       } else if (protocol === 3) {
-        frame = resp3 ??= this.encode((group.resp3Frames ??= this.writer(3, group.pattern, undefined)), channelName, event.json, payloadBytes);
+        frame = resp3 ??= this.encode(
+          (group.resp3Frames ??= this.writer(3, group.pattern, undefined)),
+          channelName,
+          event.json,
+          payloadBytes,
+        );
       } else {
         frame = NO_FRAME;
       }
@@ -240,10 +255,7 @@ export class Broker {
     return writer.frame(channel, payload, payloadBytes);
   }
 
-  private forEachMatchingPattern(
-    ref: SandboxRef,
-    visit: (group: PatternGroup, channelName: string) => void,
-  ): void {
+  private forEachMatchingPattern(ref: SandboxRef, visit: (group: PatternGroup, channelName: string) => void): void {
     const local = this.patterns.get(ref.workspaceId);
     if (local !== undefined) {
       for (const group of local.values()) {

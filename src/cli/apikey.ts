@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { apiKeysPath, createApiKey, listApiKeys, revokeApiKey } from '../http/api-keys.js';
+import { apiKeysPath, createApiKey, listApiKeys, revokeApiKey } from '../auth/api-keys.js';
 import { integerArgument, option } from './options.js';
 
 interface DataDirOptions {
@@ -13,9 +13,7 @@ interface DataDirOptions {
  * data dir sees changes without a restart.
  */
 export function registerApikey(program: Command): void {
-  const apikey = program
-    .command('apikey')
-    .description('Create, list and revoke API keys for the HTTP API (X-API-Key)');
+  const apikey = program.command('apikey').description('Create, list and revoke API keys for the HTTP API (X-API-Key)');
   const dataDirOption = () =>
     option('--data-dir <dir>', 'data dir of the broker (the keys live in <data-dir>/api-keys.json)').default('./data');
 
@@ -58,7 +56,12 @@ export function registerApikey(program: Command): void {
       for (const row of rows) lines.push([row.id, String(row.workspaceId), row.status, row.createdAt, row.name ?? '']);
       const widths = lines[0]!.map((_, column) => Math.max(...lines.map((line) => line[column]!.length)));
       for (const line of lines) {
-        process.stdout.write(`${line.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd()}\n`);
+        process.stdout.write(
+          `${line
+            .map((cell, column) => cell.padEnd(widths[column]!))
+            .join('  ')
+            .trimEnd()}\n`,
+        );
       }
     });
 

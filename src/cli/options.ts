@@ -27,7 +27,13 @@ export function byteSizeArgument(text: string): number {
   const match = /^(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?$/i.exec(text.trim());
   if (match === null) throw new InvalidArgumentError('expected a size such as 65536, 64kb or 8mb');
   const unit = (match[2] ?? 'b').toLowerCase();
-  const multiplier = unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 ** 2 : unit.startsWith('g') ? 1024 ** 3 : 1;
+  const multiplier = unit.startsWith('k')
+    ? 1024
+    : unit.startsWith('m')
+      ? 1024 ** 2
+      : unit.startsWith('g')
+        ? 1024 ** 3
+        : 1;
   const value = Number(match[1]) * multiplier;
   if (!Number.isSafeInteger(value) || value <= 0) throw new InvalidArgumentError('size out of range');
   return value;

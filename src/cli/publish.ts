@@ -30,7 +30,13 @@ export async function runPublish(
 ): Promise<void> {
   const token = requireToken(options.token);
   const data = parseData(dataJson);
-  const client = createPubSubClient({ host: options.host, port: options.port, accessToken: token, autoReconnect: false, clientName: 'sandbox-events-publish' });
+  const client = createPubSubClient({
+    host: options.host,
+    port: options.port,
+    accessToken: token,
+    autoReconnect: false,
+    clientName: 'sandbox-events-publish',
+  });
   try {
     await client.connect();
     const receivers = await client.publish(sandboxId, type, data);

@@ -6,7 +6,7 @@ import { mintToken } from '../auth/mint.js';
 import { loadOrCreateSecret } from '../auth/secret.js';
 import type { VerifierConfig } from '../auth/verifier.js';
 import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, type Limits } from '../config.js';
-import { apiKeysPath } from '../http/api-keys.js';
+import { apiKeysPath } from '../auth/api-keys.js';
 import { DEFAULT_HTTP_PORT } from '../http/host.js';
 import { DEFAULT_BACKLOG, kernelBacklogCap, startServer } from '../server/server.js';
 import { openEngine, openStore } from '../store/open-store.js';
@@ -43,32 +43,95 @@ export function registerServe(program: Command): void {
     .command('serve')
     .description('Run the broker daemon (Redis protocol on TCP; HTTP, Server-Sent Events and metrics)')
     .addOption(option('--host <address>', 'address to listen on; 0.0.0.0 exposes it').default(DEFAULT_HOST))
-    .addOption(option('--port <port>', 'TCP port (0 picks a free one)').default(DEFAULT_PORT).argParser(integerArgument(0, 65535)))
-    .addOption(option('--http-port <port>', 'HTTP port: REST, event streams, /metrics (0 turns HTTP off)').default(DEFAULT_HTTP_PORT).argParser(integerArgument(0, 65535)))
-    .addOption(option('--http-cors-origin <origins>', 'origins (comma-separated, or *) that browsers may call the HTTP API from'))
+    .addOption(
+      option('--port <port>', 'TCP port (0 picks a free one)')
+        .default(DEFAULT_PORT)
+        .argParser(integerArgument(0, 65535)),
+    )
+    .addOption(
+      option('--http-port <port>', 'HTTP port: REST, event streams, /metrics (0 turns HTTP off)')
+        .default(DEFAULT_HTTP_PORT)
+        .argParser(integerArgument(0, 65535)),
+    )
+    .addOption(
+      option(
+        '--http-cors-origin <origins>',
+        'origins (comma-separated, or *) that browsers may call the HTTP API from',
+      ),
+    )
     .addOption(option('--jwt-secret <secret>', 'HS256 secret that tokens are signed with'))
-    .addOption(option('--jwt-public-key <file>', 'PEM public key (RS256, ES256 or EdDSA); with --jwt-secret too, both kinds of token'))
-    .addOption(option('--jwks-url <url>', 'JWKS endpoint with the public keys (not with --jwt-public-key); with --jwt-secret too, both kinds'))
+    .addOption(
+      option(
+        '--jwt-public-key <file>',
+        'PEM public key (RS256, ES256 or EdDSA); with --jwt-secret too, both kinds of token',
+      ),
+    )
+    .addOption(
+      option(
+        '--jwks-url <url>',
+        'JWKS endpoint with the public keys (not with --jwt-public-key); with --jwt-secret too, both kinds',
+      ),
+    )
     .addOption(option('--jwt-issuer <iss>', 'required `iss` claim'))
     .addOption(option('--jwt-audience <aud>', 'required `aud` claim'))
     .addOption(option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent').default('info'))
     .addOption(option('--data-dir <dir>', 'where the dev secret and the event store live').default('./data'))
     .addOption(option('--store <spec>', 'sqlite (<data-dir>/events.db), sqlite:<path> or memory').default('sqlite'))
     .addOption(
-      option('--sqlite-synchronous <mode>', 'normal: an acknowledged event survives the process dying; full: power loss too (an fsync per commit)')
+      option(
+        '--sqlite-synchronous <mode>',
+        'normal: an acknowledged event survives the process dying; full: power loss too (an fsync per commit)',
+      )
         .choices(['normal', 'full'])
         .default('normal'),
     )
-    .addOption(option('--engine <url>', 'share events with other nodes through Redis: redis://host:port (replaces --store)'))
+    .addOption(
+      option('--engine <url>', 'share events with other nodes through Redis: redis://host:port (replaces --store)'),
+    )
     .addOption(option('--retention-count <n>', 'events kept per sandbox').default(10_000).argParser(integerArgument(1)))
-    .addOption(option('--retention-age <duration>', 'events older than this are pruned (e.g. 24h)').default(24 * 3600 * 1000, '24h').argParser(durationArgument))
-    .addOption(option('--max-clients <n>', 'open connections at most').default(DEFAULT_LIMITS.maxClients).argParser(integerArgument(1)))
-    .addOption(option('--max-output-buffer <size>', "one client's unsent output before it is disconnected").default(DEFAULT_LIMITS.maxOutputBytes, '8mb').argParser(byteSizeArgument))
-    .addOption(option('--max-event-size <size>', 'largest event a publisher may send').default(DEFAULT_LIMITS.maxEventBytes, '64kb').argParser(byteSizeArgument))
-    .addOption(option('--publish-rate <n>', 'publishes per second of one sandbox token').default(DEFAULT_LIMITS.publishRatePerSecond).argParser(integerArgument(1)))
-    .addOption(option('--tcp-keepalive <seconds>', 'idle time before probing a silent client (0 turns it off)').default(DEFAULT_LIMITS.tcpKeepAliveMs / 1000).argParser(integerArgument(0, 7200)))
-    .addOption(option('--tcp-backlog <n>', "queue of connections the kernel holds until they are accepted (Linux caps it at net.core.somaxconn)").default(DEFAULT_BACKLOG).argParser(integerArgument(1, 65535)))
-    .addOption(option('--publish-burst <n>', 'publishes one sandbox token may make at once').default(DEFAULT_LIMITS.publishBurst).argParser(integerArgument(1)))
+    .addOption(
+      option('--retention-age <duration>', 'events older than this are pruned (e.g. 24h)')
+        .default(24 * 3600 * 1000, '24h')
+        .argParser(durationArgument),
+    )
+    .addOption(
+      option('--max-clients <n>', 'open connections at most')
+        .default(DEFAULT_LIMITS.maxClients)
+        .argParser(integerArgument(1)),
+    )
+    .addOption(
+      option('--max-output-buffer <size>', "one client's unsent output before it is disconnected")
+        .default(DEFAULT_LIMITS.maxOutputBytes, '8mb')
+        .argParser(byteSizeArgument),
+    )
+    .addOption(
+      option('--max-event-size <size>', 'largest event a publisher may send')
+        .default(DEFAULT_LIMITS.maxEventBytes, '64kb')
+        .argParser(byteSizeArgument),
+    )
+    .addOption(
+      option('--publish-rate <n>', 'publishes per second of one sandbox token')
+        .default(DEFAULT_LIMITS.publishRatePerSecond)
+        .argParser(integerArgument(1)),
+    )
+    .addOption(
+      option('--tcp-keepalive <seconds>', 'idle time before probing a silent client (0 turns it off)')
+        .default(DEFAULT_LIMITS.tcpKeepAliveMs / 1000)
+        .argParser(integerArgument(0, 7200)),
+    )
+    .addOption(
+      option(
+        '--tcp-backlog <n>',
+        'queue of connections the kernel holds until they are accepted (Linux caps it at net.core.somaxconn)',
+      )
+        .default(DEFAULT_BACKLOG)
+        .argParser(integerArgument(1, 65535)),
+    )
+    .addOption(
+      option('--publish-burst <n>', 'publishes one sandbox token may make at once')
+        .default(DEFAULT_LIMITS.publishBurst)
+        .argParser(integerArgument(1)),
+    )
     .action(async (options: ServeOptions) => {
       await serve(options);
     });
@@ -91,7 +154,8 @@ async function serve(options: ServeOptions): Promise<void> {
     // Embedded defaults: a random secret kept in the data dir so tokens survive restarts.
     const loaded = loadOrCreateSecret(dataDir);
     auth.secret = devSecret = loaded.secret;
-    if (loaded.insecureMode) logger.warn({ path: loaded.path }, 'the secret file is readable by other users: chmod 600 it');
+    if (loaded.insecureMode)
+      logger.warn({ path: loaded.path }, 'the secret file is readable by other users: chmod 600 it');
     logger.warn(
       { path: loaded.path, created: loaded.created },
       'no --jwt-secret configured: using the development secret from the data dir; configure a real secret or keys in production',
@@ -155,7 +219,9 @@ async function serve(options: ServeOptions): Promise<void> {
       `\nsandbox-events is running in development mode (secret in ${path.join(dataDir, 'jwt-secret')}).\n` +
         `Try it with a workspace token for workspace 1, valid for 24 hours:\n\n` +
         `  redis-cli -h ${host} -p ${server.port} --no-auth-warning -a ${token}\n\n` +
-        (server.httpPort === undefined ? '' : `  curl -N -H "Authorization: Bearer ${token}" http://${host}:${server.httpPort}/events/stream\n\n`) +
+        (server.httpPort === undefined
+          ? ''
+          : `  curl -N -H "Authorization: Bearer ${token}" http://${host}:${server.httpPort}/events/stream\n\n`) +
         `Mint more with: sandbox-events token --data-dir ${options.dataDir} --workspace 1 --sandbox sb-1\n\n`,
     );
   }

@@ -119,7 +119,10 @@ export async function runTail(target: string, options: TailOptions, io: ClientCl
   const token = requireToken(options.token);
   const pattern = isPattern(target);
   if (pattern && options.from !== undefined) {
-    throw new SandboxEventsError('INVALID_ARGUMENT', '--from applies to a sandbox id: patterns cannot be resumed by id');
+    throw new SandboxEventsError(
+      'INVALID_ARGUMENT',
+      '--from applies to a sandbox id: patterns cannot be resumed by id',
+    );
   }
   const client: PubSubClient = createPubSubClient({
     host: options.host,
@@ -176,10 +179,15 @@ export function registerTail(program: Command, io: ClientCliIo = processIo()): v
   addConnectionOptions(
     program
       .command('tail')
-      .description('Print the events of a sandbox (or of a pattern over sandbox ids) as they arrive; survives broker restarts')
+      .description(
+        'Print the events of a sandbox (or of a pattern over sandbox ids) as they arrive; survives broker restarts',
+      )
       .argument('<target>', 'a sandbox id, or a glob pattern such as "sb-*" (workspace and admin tokens)'),
   )
-    .option('--from <id>', "where a sandbox starts: '$' (new events, default), '0' (every retained event) or an event id")
+    .option(
+      '--from <id>',
+      "where a sandbox starts: '$' (new events, default), '0' (every retained event) or an event id",
+    )
     .option('--json', 'one JSON line per event')
     .action((target: string, options: TailOptions) => runTail(target, options, io));
 }

@@ -21,16 +21,26 @@ const ROLES: readonly Role[] = ['sandbox', 'workspace', 'admin'];
 export function registerToken(program: Command): void {
   program
     .command('token')
-    .description('Mint a token signed with the broker\'s secret; prints it alone on stdout')
-    .addOption(option('--secret <secret>', 'HS256 secret (default: SANDBOX_EVENTS_JWT_SECRET, else the data dir\'s secret)'))
+    .description("Mint a token signed with the broker's secret; prints it alone on stdout")
+    .addOption(
+      option('--secret <secret>', "HS256 secret (default: SANDBOX_EVENTS_JWT_SECRET, else the data dir's secret)"),
+    )
     .addOption(option('--data-dir <dir>', 'data dir of the broker whose development secret to use').default('./data'))
     .requiredOption('--workspace <id>', 'workspace id (the tenant)', integerArgument(1))
     .option('--sandbox <id>', 'sandbox id (required for the sandbox role)')
-    .option('--role <role>', 'sandbox, workspace or admin (default: sandbox with --sandbox, else workspace)', (text: string) => {
-      if (!ROLES.includes(text as Role)) throw new InvalidArgumentError(`expected one of ${ROLES.join(', ')}`);
-      return text as Role;
-    })
-    .addOption(option('--ttl <duration>', 'lifetime, e.g. 1h, 30m, 7d').default(3600 * 1000, '1h').argParser(durationArgument))
+    .option(
+      '--role <role>',
+      'sandbox, workspace or admin (default: sandbox with --sandbox, else workspace)',
+      (text: string) => {
+        if (!ROLES.includes(text as Role)) throw new InvalidArgumentError(`expected one of ${ROLES.join(', ')}`);
+        return text as Role;
+      },
+    )
+    .addOption(
+      option('--ttl <duration>', 'lifetime, e.g. 1h, 30m, 7d')
+        .default(3600 * 1000, '1h')
+        .argParser(durationArgument),
+    )
     .addOption(option('--issuer <iss>', '`iss` claim'))
     .addOption(option('--audience <aud>', '`aud` claim'))
     .action(async (options: TokenOptions) => {

@@ -1,11 +1,5 @@
 import type { SandboxEvent } from '../event/event.js';
-import {
-  EventsAuthError,
-  EventsError,
-  type EventsErrorCode,
-  EventsNetworkError,
-  EventsPubSubError,
-} from './errors.js';
+import { EventsAuthError, EventsError, type EventsErrorCode, EventsNetworkError, EventsPubSubError } from './errors.js';
 import type { GapInfo, GapReason } from './pubsub-client.js';
 
 /**
@@ -85,7 +79,11 @@ interface SseGap {
 
 function gapInfo(gap: SseGap): GapInfo {
   const reason: GapReason =
-    gap.status === 'trimmed' || gap.status === 'future' ? gap.status : gap.status === 'not_resumable' ? 'pattern' : 'unknown';
+    gap.status === 'trimmed' || gap.status === 'future'
+      ? gap.status
+      : gap.status === 'not_resumable'
+        ? 'pattern'
+        : 'unknown';
   return {
     reason,
     ...(gap.sandboxId !== undefined ? { channel: gap.sandboxId } : {}),
@@ -130,7 +128,8 @@ export class EventsClient {
 
   /** POST /events with the sandbox token: stored and delivered like a PUBLISH. */
   async storeEvent(options: StoreEventOptions): Promise<StoreEventResult> {
-    if (!this.accessToken) throw new EventsAuthError('AUTH_FAILED', 'an access token (sandbox token) is required to store events');
+    if (!this.accessToken)
+      throw new EventsAuthError('AUTH_FAILED', 'an access token (sandbox token) is required to store events');
     const response = await this.request('/events', {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${this.accessToken}` },
@@ -144,14 +143,16 @@ export class EventsClient {
     const params = new URLSearchParams();
     if (options.type !== undefined && options.type !== '') params.set('type', options.type);
     if (options.since !== undefined) params.set('since', String(options.since));
-    if (options.limit !== undefined) params.set('limit', String(Math.min(Math.max(1, Math.trunc(options.limit)), 1000)));
+    if (options.limit !== undefined)
+      params.set('limit', String(Math.min(Math.max(1, Math.trunc(options.limit)), 1000)));
     const query = params.toString();
     const response = await this.request(`/events/${encodeURIComponent(sandboxId)}${query === '' ? '' : `?${query}`}`, {
       method: 'GET',
       headers: this.readHeaders(),
     });
     const data = (await this.successData(response)) as { events?: SandboxEvent[] };
-    if (!Array.isArray(data.events)) throw new EventsError('PROTOCOL_ERROR', 'invalid response from the server', {}, response.status);
+    if (!Array.isArray(data.events))
+      throw new EventsError('PROTOCOL_ERROR', 'invalid response from the server', {}, response.status);
     return data.events;
   }
 
@@ -170,7 +171,8 @@ export class EventsClient {
         yield* this.streamOnce(path, state, options);
       } catch (error) {
         if (isAborted(options.signal)) return;
-        const passing = error instanceof EventsNetworkError || (error instanceof EventsError && (error.statusCode ?? 0) >= 500);
+        const passing =
+          error instanceof EventsNetworkError || (error instanceof EventsError && (error.statusCode ?? 0) >= 500);
         if (!reconnect || !passing) throw error;
       }
       if (!reconnect || isAborted(options.signal)) return;
@@ -179,7 +181,11 @@ export class EventsClient {
   }
 
   /** One connection of a stream: yields its events until it ends. */
-  private async *streamOnce(path: string, state: StreamState, options: StreamOptions): AsyncGenerator<SandboxEvent, void, undefined> {
+  private async *streamOnce(
+    path: string,
+    state: StreamState,
+    options: StreamOptions,
+  ): AsyncGenerator<SandboxEvent, void, undefined> {
     const controller = new AbortController();
     const onAbort = (): void => controller.abort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -217,8 +223,10 @@ export class EventsClient {
             } else if (message.event === 'close') {
               const { reason } = JSON.parse(message.data) as { reason?: string };
               // Reconnecting with the same credential would be refused: say so now.
-              if (reason === 'token_expired') throw new EventsAuthError('TOKEN_EXPIRED', 'the token expired: the server ended the stream');
-              if (reason === 'api_key_revoked') throw new EventsAuthError('AUTH_FAILED', 'the API key was revoked: the server ended the stream');
+              if (reason === 'token_expired')
+                throw new EventsAuthError('TOKEN_EXPIRED', 'the token expired: the server ended the stream');
+              if (reason === 'api_key_revoked')
+                throw new EventsAuthError('AUTH_FAILED', 'the API key was revoked: the server ended the stream');
             } else {
               const event = JSON.parse(message.data) as SandboxEvent;
               if (message.id !== undefined) state.lastEventId = message.id;
@@ -266,8 +274,10 @@ export class EventsClient {
     try {
       return await fetch(`${this.gatewayUrl}${path}`, { ...init, signal: controller.signal });
     } catch (error) {
-      if (timedOut) throw new EventsNetworkError('CONNECT_TIMEOUT', `request timed out after ${this.timeout} ms`, { cause: error });
-      const detail = error instanceof Error ? ((error.cause as Error | undefined)?.message ?? error.message) : String(error);
+      if (timedOut)
+        throw new EventsNetworkError('CONNECT_TIMEOUT', `request timed out after ${this.timeout} ms`, { cause: error });
+      const detail =
+        error instanceof Error ? ((error.cause as Error | undefined)?.message ?? error.message) : String(error);
       throw new EventsNetworkError('CONNECTION_FAILED', `network error: ${detail}`, { cause: error });
     } finally {
       // The link to `outer` stays: aborting it later must still end a body being read.
@@ -367,7 +377,8 @@ export class SseParser {
       if (cr >= 0 && (lf < 0 || cr < lf)) {
         end = cr;
         next = cr + 1;
-        if (next === buffer.length) this.skipLf = true; // the LF of a CRLF may open the next chunk
+        if (next === buffer.length)
+          this.skipLf = true; // the LF of a CRLF may open the next chunk
         else if (buffer[next] === '\n') next += 1;
       } else {
         end = lf;
@@ -378,13 +389,19 @@ export class SseParser {
       start = next;
     }
     this.buffer = buffer.slice(start);
-    if (this.buffer.length > MAX_SSE_LINE) throw new EventsPubSubError('PROTOCOL_ERROR', 'the server sent an over-long line');
+    if (this.buffer.length > MAX_SSE_LINE)
+      throw new EventsPubSubError('PROTOCOL_ERROR', 'the server sent an over-long line');
     return messages;
   }
 
   private line(line: string): SseMessage | undefined {
     if (line === '') {
-      const message: SseMessage = { event: this.eventName || 'message', data: this.data?.join('\n'), id: this.id, retry: this.retry };
+      const message: SseMessage = {
+        event: this.eventName || 'message',
+        data: this.data?.join('\n'),
+        id: this.id,
+        retry: this.retry,
+      };
       const dispatch = this.data !== undefined || this.retry !== undefined;
       this.eventName = '';
       this.data = undefined;

@@ -26,6 +26,12 @@ export {
   type EventsNetworkErrorCode,
   type EventsPubSubErrorCode,
 } from './errors.js';
-export { backoffCeiling, backoffDelay, exponentialBackoff, type BackoffOptions, type ReconnectStrategy } from './backoff.js';
+export {
+  backoffCeiling,
+  backoffDelay,
+  exponentialBackoff,
+  type BackoffOptions,
+  type ReconnectStrategy,
+} from './backoff.js';
 export { readTokenTiming, refreshDelay, type AccessToken, type TokenTiming } from './token.js';
 export type { SandboxEvent } from '../event/event.js';

@@ -162,7 +162,18 @@ export class Link {
       return Promise.reject(this.lostError(name));
     }
     return new Promise<RespValue>((resolve, reject) => {
-      this.queue.push({ name, mode, kind, expect, pushes: [], hooks, error: undefined, settled: false, resolve, reject });
+      this.queue.push({
+        name,
+        mode,
+        kind,
+        expect,
+        pushes: [],
+        hooks,
+        error: undefined,
+        settled: false,
+        resolve,
+        reject,
+      });
       this.socket.write(encodeCommand(args));
       if (mode === 'confirm') this.socket.write(PING);
     });
@@ -174,7 +185,9 @@ export class Link {
       this.reader.feed(chunk);
     } catch (error) {
       const message = error instanceof RespProtocolError ? error.message : String(error);
-      this.destroy(new EventsPubSubError('PROTOCOL_ERROR', `broker sent an invalid reply: ${message}`, { cause: error }));
+      this.destroy(
+        new EventsPubSubError('PROTOCOL_ERROR', `broker sent an invalid reply: ${message}`, { cause: error }),
+      );
     }
   }
 
@@ -242,14 +255,23 @@ export class Link {
     pending.settled = true;
     pending.reject(
       pending.error ??
-        new EventsPubSubError('PROTOCOL_ERROR', `${pending.name}: ${pending.pushes.length} of ${pending.expect} confirmations`),
+        new EventsPubSubError(
+          'PROTOCOL_ERROR',
+          `${pending.name}: ${pending.pushes.length} of ${pending.expect} confirmations`,
+        ),
     );
   }
 
   private onPushFrame(push: RespValue[]): void {
     const kind = typeof push[0] === 'string' ? push[0].toLowerCase() : '';
     const pending = this.head();
-    if (pending !== undefined && pending.mode === 'confirm' && !pending.settled && kind === pending.kind && pending.error === undefined) {
+    if (
+      pending !== undefined &&
+      pending.mode === 'confirm' &&
+      !pending.settled &&
+      kind === pending.kind &&
+      pending.error === undefined
+    ) {
       pending.pushes.push(push);
       pending.hooks.onConfirmation?.(push);
       if (pending.pushes.length === pending.expect) {
@@ -279,7 +301,9 @@ export class Link {
             socketError === undefined ? 'the broker closed the connection' : `connection lost: ${socketError.message}`,
             { cause: socketError },
           )
-        : new EventsNetworkError('CONNECTION_FAILED', `cannot connect: ${socketError?.message ?? 'closed'}`, { cause: socketError });
+        : new EventsNetworkError('CONNECTION_FAILED', `cannot connect: ${socketError?.message ?? 'closed'}`, {
+            cause: socketError,
+          });
       this.cause = cause;
     }
     const pending = this.queue.slice(this.queueHead);

@@ -269,7 +269,12 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     const envPort = validPort(Number(process.env.COMPUTESDK_PUBSUB_PORT));
     if (config.hosts !== undefined && config.hosts.length > 0) {
       this.addresses = config.hosts.map((address, i) => {
-        if (address === null || typeof address !== 'object' || typeof address.host !== 'string' || address.host.length === 0) {
+        if (
+          address === null ||
+          typeof address !== 'object' ||
+          typeof address.host !== 'string' ||
+          address.host.length === 0
+        ) {
           throw new EventsPubSubError('INVALID_ARGUMENT', `hosts[${i}] must be { host: string, port?: number }`);
         }
         if (address.port !== undefined && validPort(address.port) === undefined) {
@@ -543,7 +548,10 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     this.connectTimer = setTimeout(() => {
       this.connectTimer = undefined;
       if (generation !== this.generation) return;
-      const timeout = new EventsNetworkError('CONNECT_TIMEOUT', `no connection to ${this.host}:${this.port} within ${this.connectTimeout} ms`);
+      const timeout = new EventsNetworkError(
+        'CONNECT_TIMEOUT',
+        `no connection to ${this.host}:${this.port} within ${this.connectTimeout} ms`,
+      );
       if (this.link !== undefined) this.link.destroy(timeout);
       else {
         this.generation += 1; // the token function is still running: ignore what it returns
@@ -567,7 +575,12 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     this.nextToken = undefined;
     if (generation !== this.generation) return;
     if (token === this.rejectedToken) {
-      this.fail(new EventsAuthError('AUTH_FAILED', 'the broker refused this token before, and the accessToken function returned it again'));
+      this.fail(
+        new EventsAuthError(
+          'AUTH_FAILED',
+          'the broker refused this token before, and the accessToken function returned it again',
+        ),
+      );
       return;
     }
     const link = new Link(
@@ -699,11 +712,19 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     try {
       delay = this.strategy(attempt, cause);
     } catch (error) {
-      this.fail(new EventsPubSubError('RECONNECT_STOPPED', `reconnectStrategy threw: ${describe(error)}`, { cause: error }));
+      this.fail(
+        new EventsPubSubError('RECONNECT_STOPPED', `reconnectStrategy threw: ${describe(error)}`, { cause: error }),
+      );
       return;
     }
     if (delay === false || typeof delay !== 'number' || !Number.isFinite(delay) || delay < 0) {
-      this.fail(new EventsPubSubError('RECONNECT_STOPPED', `gave up reconnecting after ${attempt - 1} attempts: ${cause.message}`, { cause }));
+      this.fail(
+        new EventsPubSubError(
+          'RECONNECT_STOPPED',
+          `gave up reconnecting after ${attempt - 1} attempts: ${cause.message}`,
+          { cause },
+        ),
+      );
       return;
     }
     this.counters.reconnects += 1;
@@ -712,10 +733,13 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     this.setStatus('reconnecting');
     this.safeEmit('reconnecting', { attempt, delay, cause, host: this.host, port: this.port });
     if (this.status !== 'reconnecting') return; // a listener called disconnect()
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = undefined;
-      this.startAttempt();
-    }, Math.min(delay, MAX_TIMER));
+    this.reconnectTimer = setTimeout(
+      () => {
+        this.reconnectTimer = undefined;
+        this.startAttempt();
+      },
+      Math.min(delay, MAX_TIMER),
+    );
   }
 
   /**
@@ -763,7 +787,9 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     if (this.status === 'ready' && this.link !== undefined) return Promise.resolve();
     if (this.status === 'idle' || this.status === 'failed') {
       return Promise.reject(
-        new EventsNetworkError('NOT_CONNECTED', 'the client is not connected: call connect() first', { cause: this.lastError }),
+        new EventsNetworkError('NOT_CONNECTED', 'the client is not connected: call connect() first', {
+          cause: this.lastError,
+        }),
       );
     }
     return new Promise((resolve, reject) => {
@@ -771,7 +797,11 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
       if (timeoutMs !== undefined) {
         waiter.timer = setTimeout(() => {
           this.readyWaiters.delete(waiter);
-          reject(new EventsNetworkError('COMMAND_TIMEOUT', `the broker was not reachable within ${timeoutMs} ms`, { cause: this.lastError }));
+          reject(
+            new EventsNetworkError('COMMAND_TIMEOUT', `the broker was not reachable within ${timeoutMs} ms`, {
+              cause: this.lastError,
+            }),
+          );
         }, timeoutMs);
       }
       this.readyWaiters.add(waiter);
@@ -899,11 +929,20 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
         confirmed?.();
       },
       onLateError: (error) =>
-        link.destroy(new EventsPubSubError('REPLAY_FAILED', `resume of ${name} failed during the replay: ${error.message}`, { cause: error })),
+        link.destroy(
+          new EventsPubSubError('REPLAY_FAILED', `resume of ${name} failed during the replay: ${error.message}`, {
+            cause: error,
+          }),
+        ),
     });
   }
 
-  private async subscribePatterns(link: Link, patterns: string[], reconnect: boolean, confirmed?: () => void): Promise<void> {
+  private async subscribePatterns(
+    link: Link,
+    patterns: string[],
+    reconnect: boolean,
+    confirmed?: () => void,
+  ): Promise<void> {
     for (const pattern of patterns) link.patterns.add(pattern);
     let confirmations = 0;
     try {
@@ -912,7 +951,9 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
           confirmations += 1;
           if (confirmations < patterns.length) return;
           // Patterns are live only: what matched while the client was away is not replayed.
-          if (reconnect) for (const pattern of patterns) this.reportGap({ reason: 'pattern', pattern, earliestId: null, lastId: null });
+          if (reconnect)
+            for (const pattern of patterns)
+              this.reportGap({ reason: 'pattern', pattern, earliestId: null, lastId: null });
           confirmed?.();
         },
       });
@@ -955,7 +996,11 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     // Other pushes (confirmations nobody waits for, unsubscribe notices) change nothing here.
   }
 
-  private onMessage(channel: RespValue | undefined, payload: RespValue | undefined, pattern: RespValue | undefined): void {
+  private onMessage(
+    channel: RespValue | undefined,
+    payload: RespValue | undefined,
+    pattern: RespValue | undefined,
+  ): void {
     if (typeof channel !== 'string' || typeof payload !== 'string') return;
     if (pattern === undefined) {
       if (!this.channels.has(channel)) return; // unsubscribed, frames still in flight
@@ -1031,31 +1076,37 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     if (this.heartbeatInterval <= 0) return;
     let lastSeen = link.bytesIn;
     let quietSince = Date.now();
-    this.heartbeatTimer = setInterval(() => {
-      if (link.closed || this.heartbeatDeadline !== undefined) return;
-      if (link.bytesIn !== lastSeen || this.readingPaused) {
-        lastSeen = link.bytesIn;
-        quietSince = Date.now();
-        return;
-      }
-      if (Date.now() - quietSince < this.heartbeatInterval) return;
-      const mark = link.bytesIn;
-      link.command(['PING']).catch(() => {});
-      const check = (): void => {
-        this.heartbeatDeadline = undefined;
-        if (link.closed) return;
-        if (link.bytesIn !== mark || this.readingPaused) {
+    this.heartbeatTimer = setInterval(
+      () => {
+        if (link.closed || this.heartbeatDeadline !== undefined) return;
+        if (link.bytesIn !== lastSeen || this.readingPaused) {
           lastSeen = link.bytesIn;
           quietSince = Date.now();
           return;
         }
-        link.destroy(
-          new EventsNetworkError('HEARTBEAT_TIMEOUT', `no reply from the broker within ${this.heartbeatTimeout} ms of a heartbeat PING`),
-        );
-      };
-      this.heartbeatDeadline = setTimeout(check, this.heartbeatTimeout);
-      this.heartbeatDeadline.unref();
-    }, Math.max(1, Math.min(this.heartbeatInterval, this.heartbeatTimeout) / 2));
+        if (Date.now() - quietSince < this.heartbeatInterval) return;
+        const mark = link.bytesIn;
+        link.command(['PING']).catch(() => {});
+        const check = (): void => {
+          this.heartbeatDeadline = undefined;
+          if (link.closed) return;
+          if (link.bytesIn !== mark || this.readingPaused) {
+            lastSeen = link.bytesIn;
+            quietSince = Date.now();
+            return;
+          }
+          link.destroy(
+            new EventsNetworkError(
+              'HEARTBEAT_TIMEOUT',
+              `no reply from the broker within ${this.heartbeatTimeout} ms of a heartbeat PING`,
+            ),
+          );
+        };
+        this.heartbeatDeadline = setTimeout(check, this.heartbeatTimeout);
+        this.heartbeatDeadline.unref();
+      },
+      Math.max(1, Math.min(this.heartbeatInterval, this.heartbeatTimeout) / 2),
+    );
     this.heartbeatTimer.unref();
   }
 
@@ -1086,10 +1137,13 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
   }
 
   private armRefresh(link: Link, timing: TokenTiming, delay: number): void {
-    this.refreshTimer = setTimeout(() => {
-      this.refreshTimer = undefined;
-      void this.refreshToken(link, timing);
-    }, Math.min(delay, MAX_TIMER));
+    this.refreshTimer = setTimeout(
+      () => {
+        this.refreshTimer = undefined;
+        void this.refreshToken(link, timing);
+      },
+      Math.min(delay, MAX_TIMER),
+    );
     this.refreshTimer.unref();
   }
 
@@ -1099,7 +1153,8 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     const retry = (): void => {
       // Try again every second while the current token still holds; past exp the broker
       // closes the connection and the reconnect asks for a token anyway.
-      if (link === this.link && !link.closed && Date.now() + 1_000 < timing.expiresAt) this.armRefresh(link, timing, 1_000);
+      if (link === this.link && !link.closed && Date.now() + 1_000 < timing.expiresAt)
+        this.armRefresh(link, timing, 1_000);
     };
     let token: string;
     try {
@@ -1192,7 +1247,10 @@ function parseStart(from: string | undefined): Start {
   if (from === '0') return ZERO_ID;
   const id = parseEventId(from);
   if (id === undefined) {
-    throw new EventsPubSubError('INVALID_ARGUMENT', `from must be '$', '0' or an event id <ms>-<seq>, got '${from.slice(0, 64)}'`);
+    throw new EventsPubSubError(
+      'INVALID_ARGUMENT',
+      `from must be '$', '0' or an event id <ms>-<seq>, got '${from.slice(0, 64)}'`,
+    );
   }
   return id;
 }

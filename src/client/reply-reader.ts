@@ -141,7 +141,10 @@ export class ReplyReader {
           const blob = Buffer.concat(this.blobPieces);
           this.blobPieces = [];
           this.mode = 'header';
-          const text = blob.subarray(0, blob.length - 2).toString('utf8').replace(/[\r\n]/g, ' ');
+          const text = blob
+            .subarray(0, blob.length - 2)
+            .toString('utf8')
+            .replace(/[\r\n]/g, ' ');
           out.push(Buffer.from(`-${text}\r\n`));
         }
         continue;
@@ -245,7 +248,8 @@ export class ReplyReader {
   /** The `<n>` of a header: -1 (null) up to `max`. */
   private count(line: Buffer, max: number): number {
     const text = line.toString('latin1', 1, line.length - 2);
-    if (!/^(?:-1|\d{1,10})$/.test(text)) throw new RespProtocolError(`invalid length ${JSON.stringify(text.slice(0, 16))}`);
+    if (!/^(?:-1|\d{1,10})$/.test(text))
+      throw new RespProtocolError(`invalid length ${JSON.stringify(text.slice(0, 16))}`);
     const value = Number(text);
     if (value > max) throw new RespProtocolError(`length ${value} over the limit ${max}`);
     return value;

@@ -52,7 +52,9 @@ export async function resolveToken(source: AccessToken): Promise<string> {
   try {
     token = typeof source === 'function' ? await source() : source;
   } catch (error) {
-    throw new EventsAuthError('TOKEN_PROVIDER_FAILED', `the accessToken function failed: ${describe(error)}`, { cause: error });
+    throw new EventsAuthError('TOKEN_PROVIDER_FAILED', `the accessToken function failed: ${describe(error)}`, {
+      cause: error,
+    });
   }
   if (typeof token !== 'string' || token.length === 0 || /[\r\n\s]/.test(token)) {
     throw new EventsAuthError('TOKEN_PROVIDER_FAILED', 'accessToken must be a non-empty string without whitespace');

@@ -19,7 +19,10 @@ export async function authenticate(connection: Connection, token: string): Promi
   } catch (error) {
     if (error instanceof AuthError) {
       stats.authFailures[error.reason] = (stats.authFailures[error.reason] ?? 0) + 1;
-      logger.info({ conn: connection.id, addr: connection.remoteAddress, reason: error.reason }, 'authentication failed');
+      logger.info(
+        { conn: connection.id, addr: connection.remoteAddress, reason: error.reason },
+        'authentication failed',
+      );
     }
     throw error;
   }
@@ -218,11 +221,44 @@ const connectionGroup = { group: 'connection', since: '1.0.0' } as const;
 export const connectionCommands: CommandSpec[] = [
   // AUTH runs in RESP2 subscribed mode too, unlike Redis: the contract lets a subscriber
   // refresh its token before exp, and a RESP2 subscriber has no other way to send one.
-  { ...connectionGroup, name: 'auth', arity: -2, noAuth: true, whileSubscribed: true, summary: 'Authenticate with a JWT: AUTH <token> or AUTH <username> <token>', run: auth },
-  { ...connectionGroup, name: 'hello', arity: -1, noAuth: true, since: '6.0.0', summary: 'Handshake: HELLO [2|3] [AUTH <user> <token>] [SETNAME <name>]', run: hello },
+  {
+    ...connectionGroup,
+    name: 'auth',
+    arity: -2,
+    noAuth: true,
+    whileSubscribed: true,
+    summary: 'Authenticate with a JWT: AUTH <token> or AUTH <username> <token>',
+    run: auth,
+  },
+  {
+    ...connectionGroup,
+    name: 'hello',
+    arity: -1,
+    noAuth: true,
+    since: '6.0.0',
+    summary: 'Handshake: HELLO [2|3] [AUTH <user> <token>] [SETNAME <name>]',
+    run: hello,
+  },
   { ...connectionGroup, name: 'ping', arity: -1, whileSubscribed: true, summary: 'Ping the broker', run: ping },
-  { ...connectionGroup, name: 'quit', arity: -1, noAuth: true, whileSubscribed: true, summary: 'Close the connection', run: quit },
-  { ...connectionGroup, name: 'reset', arity: 1, noAuth: true, whileSubscribed: true, since: '6.2.0', summary: 'Reset the connection: unsubscribe, RESP2, unauthenticated', run: reset },
+  {
+    ...connectionGroup,
+    name: 'quit',
+    arity: -1,
+    noAuth: true,
+    whileSubscribed: true,
+    summary: 'Close the connection',
+    run: quit,
+  },
+  {
+    ...connectionGroup,
+    name: 'reset',
+    arity: 1,
+    noAuth: true,
+    whileSubscribed: true,
+    since: '6.2.0',
+    summary: 'Reset the connection: unsubscribe, RESP2, unauthenticated',
+    run: reset,
+  },
   { ...connectionGroup, name: 'select', arity: 2, summary: 'Select database 0 (the only one)', run: select },
   {
     ...connectionGroup,
@@ -234,8 +270,22 @@ export const connectionCommands: CommandSpec[] = [
       { ...connectionGroup, name: 'client|setname', arity: 3, summary: 'Set the connection name', run: clientSetName },
       { ...connectionGroup, name: 'client|getname', arity: 2, summary: 'Get the connection name', run: clientGetName },
       { ...connectionGroup, name: 'client|id', arity: 2, summary: 'Get the connection id', run: clientId },
-      { ...connectionGroup, name: 'client|setinfo', arity: 4, since: '7.2.0', summary: 'Set the client library name or version', run: clientSetInfo },
-      { ...connectionGroup, name: 'client|info', arity: 2, since: '6.2.0', summary: 'Information about this connection', run: clientInfo },
+      {
+        ...connectionGroup,
+        name: 'client|setinfo',
+        arity: 4,
+        since: '7.2.0',
+        summary: 'Set the client library name or version',
+        run: clientSetInfo,
+      },
+      {
+        ...connectionGroup,
+        name: 'client|info',
+        arity: 2,
+        since: '6.2.0',
+        summary: 'Information about this connection',
+        run: clientInfo,
+      },
       { ...connectionGroup, name: 'client|help', arity: 2, summary: 'Show help', run: clientHelp },
     ]),
   },

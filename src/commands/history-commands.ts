@@ -8,7 +8,6 @@ import { DEFAULT_HISTORY_LIMIT, type HistoryQuery, MAX_HISTORY_LIMIT } from '../
 import { type CommandSpec, parseInteger, ReplyError, syntaxError } from './command.js';
 import { addSubscriptions, removeSubscription, resolveForSubscribe } from './pubsub-commands.js';
 
-
 function invalidEventId(text: string): ReplyError {
   return new ReplyError('INVALID_EVENT_ID', `ERR invalid event id '${text.slice(0, 64)}': expected <ms>-<seq>`);
 }
@@ -46,7 +45,8 @@ async function history(connection: Connection, args: string[]): Promise<void> {
     else if (option === 'AFTER') query.afterId = parseEventId(value) ?? throwError(invalidEventId(value));
     else if (option === 'SINCE') {
       const since = parseInteger(value);
-      if (since === undefined || since < 0) throw new ReplyError('INVALID_SINCE', 'ERR since must be Unix milliseconds');
+      if (since === undefined || since < 0)
+        throw new ReplyError('INVALID_SINCE', 'ERR since must be Unix milliseconds');
       query.since = since;
     } else if (option === 'LIMIT') query.limit = parseHistoryLimit(value);
     else throw syntaxError();
@@ -83,7 +83,10 @@ async function resume(connection: Connection, args: string[]): Promise<void> {
     if (from === undefined) throw invalidEventId(text);
     pairs.push({ name: args[i]!, from });
   }
-  const targets = resolveForSubscribe(connection, pairs.map((pair) => pair.name));
+  const targets = resolveForSubscribe(
+    connection,
+    pairs.map((pair) => pair.name),
+  );
   const store = connection.context.store;
   const threshold = connection.context.limits.maxOutputBytes / 4;
   for (const [index, target] of targets.entries()) {
@@ -149,6 +152,19 @@ function confirmation(
 const stream = { group: 'stream', since: '0.1.0' } as const;
 
 export const historyCommands: CommandSpec[] = [
-  { ...stream, name: 'history', arity: -2, summary: 'Past events of a sandbox: HISTORY <sandboxId> [TYPE t] [AFTER id] [SINCE ms] [LIMIT n] [NEWEST]', run: history },
-  { ...stream, name: 'resume', arity: -3, whileSubscribed: true, summary: 'Subscribe from a last-seen event id: RESUME <sandboxId> <lastId> [...]', run: resume },
+  {
+    ...stream,
+    name: 'history',
+    arity: -2,
+    summary: 'Past events of a sandbox: HISTORY <sandboxId> [TYPE t] [AFTER id] [SINCE ms] [LIMIT n] [NEWEST]',
+    run: history,
+  },
+  {
+    ...stream,
+    name: 'resume',
+    arity: -3,
+    whileSubscribed: true,
+    summary: 'Subscribe from a last-seen event id: RESUME <sandboxId> <lastId> [...]',
+    run: resume,
+  },
 ];

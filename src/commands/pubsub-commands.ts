@@ -1,11 +1,6 @@
 import type { Principal } from '../auth/principal.js';
 import type { PublishResult } from '../broker/publisher.js';
-import {
-  type ChannelTarget,
-  type PatternScope,
-  resolveChannel,
-  resolvePatternScope,
-} from '../broker/scope.js';
+import { type ChannelTarget, type PatternScope, resolveChannel, resolvePatternScope } from '../broker/scope.js';
 import type { Connection } from '../connection/connection.js';
 import { parsePublishPayload } from '../event/event.js';
 import { array, bulk, bulkArray, errorReply, integer, nullBulk, push } from '../protocol/encode.js';
@@ -26,7 +21,11 @@ function principalOf(connection: Connection): Principal {
 /** `*3 <kind> <name> <count>`, a push in RESP3: how Redis confirms (un)subscriptions. */
 function confirmation(connection: Connection, kind: Buffer, name: string | undefined): Buffer {
   const protocol = connection.protocol;
-  return push(protocol, [kind, name === undefined ? nullBulk(protocol) : bulk(name), integer(connection.subscriptionCount)]);
+  return push(protocol, [
+    kind,
+    name === undefined ? nullBulk(protocol) : bulk(name),
+    integer(connection.subscriptionCount),
+  ]);
 }
 
 function checkSubscriptionLimit(connection: Connection, adding: number): void {
@@ -191,20 +190,66 @@ function pubsubNumpat(connection: Connection): void {
 const pubsub = { group: 'pubsub', since: '2.0.0' } as const;
 
 export const pubsubCommands: CommandSpec[] = [
-  { ...pubsub, name: 'subscribe', arity: -2, whileSubscribed: true, summary: 'Listen for events of the given sandboxes', run: subscribe },
-  { ...pubsub, name: 'unsubscribe', arity: -1, whileSubscribed: true, summary: 'Stop listening for events of sandboxes', run: unsubscribe },
-  { ...pubsub, name: 'psubscribe', arity: -2, whileSubscribed: true, summary: 'Listen for events of sandboxes matching glob patterns', run: psubscribe },
-  { ...pubsub, name: 'punsubscribe', arity: -1, whileSubscribed: true, summary: 'Stop listening for events of sandboxes matching patterns', run: punsubscribe },
-  { ...pubsub, name: 'publish', arity: 3, summary: 'Store an event {"type","data"} and deliver it to subscribers', run: publish },
+  {
+    ...pubsub,
+    name: 'subscribe',
+    arity: -2,
+    whileSubscribed: true,
+    summary: 'Listen for events of the given sandboxes',
+    run: subscribe,
+  },
+  {
+    ...pubsub,
+    name: 'unsubscribe',
+    arity: -1,
+    whileSubscribed: true,
+    summary: 'Stop listening for events of sandboxes',
+    run: unsubscribe,
+  },
+  {
+    ...pubsub,
+    name: 'psubscribe',
+    arity: -2,
+    whileSubscribed: true,
+    summary: 'Listen for events of sandboxes matching glob patterns',
+    run: psubscribe,
+  },
+  {
+    ...pubsub,
+    name: 'punsubscribe',
+    arity: -1,
+    whileSubscribed: true,
+    summary: 'Stop listening for events of sandboxes matching patterns',
+    run: punsubscribe,
+  },
+  {
+    ...pubsub,
+    name: 'publish',
+    arity: 3,
+    summary: 'Store an event {"type","data"} and deliver it to subscribers',
+    run: publish,
+  },
   {
     ...pubsub,
     name: 'pubsub',
     arity: -2,
     summary: 'Inspect the pub/sub state visible to this token',
     subcommands: table([
-      { ...pubsub, name: 'pubsub|channels', arity: -2, summary: 'Active channels, optionally matching a pattern', run: pubsubChannels },
+      {
+        ...pubsub,
+        name: 'pubsub|channels',
+        arity: -2,
+        summary: 'Active channels, optionally matching a pattern',
+        run: pubsubChannels,
+      },
       { ...pubsub, name: 'pubsub|numsub', arity: -2, summary: 'Subscriber count of channels', run: pubsubNumsub },
-      { ...pubsub, name: 'pubsub|numpat', arity: 2, summary: 'Count of unique pattern subscriptions', run: pubsubNumpat },
+      {
+        ...pubsub,
+        name: 'pubsub|numpat',
+        arity: 2,
+        summary: 'Count of unique pattern subscriptions',
+        run: pubsubNumpat,
+      },
     ]),
   },
 ];

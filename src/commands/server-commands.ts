@@ -1,7 +1,17 @@
 import os from 'node:os';
 import { COMPATIBLE_REDIS_VERSION } from '../config.js';
 import type { Connection } from '../connection/connection.js';
-import { array, bulk, bulkArray, EMPTY_ARRAY, integer, map, nullArray, simpleString, verbatimText } from '../protocol/encode.js';
+import {
+  array,
+  bulk,
+  bulkArray,
+  EMPTY_ARRAY,
+  integer,
+  map,
+  nullArray,
+  simpleString,
+  verbatimText,
+} from '../protocol/encode.js';
 import { PACKAGE_VERSION } from '../version.js';
 import { type CommandSpec, table } from './command.js';
 
@@ -42,10 +52,7 @@ function infoSections(connection: Connection): InfoSection[] {
         ['client_output_limit_bytes', limits.maxOutputBytes],
       ],
     ],
-    [
-      'Memory',
-      [['used_memory_rss', process.memoryUsage.rss()]],
-    ],
+    ['Memory', [['used_memory_rss', process.memoryUsage.rss()]]],
     [
       // ioredis waits for `loading:0` before it reports ready.
       'Persistence',
@@ -161,7 +168,12 @@ function commandInfo(connection: Connection, args: string[]): void {
 
 function commandDocs(connection: Connection, args: string[]): void {
   const specs = selected(args.slice(2));
-  connection.reply(map(connection.protocol, specs.map((spec) => [bulk(spec.name), commandDocsEntry(connection, spec)] as const)));
+  connection.reply(
+    map(
+      connection.protocol,
+      specs.map((spec) => [bulk(spec.name), commandDocsEntry(connection, spec)] as const),
+    ),
+  );
 }
 
 function commandList(connection: Connection): void {
@@ -180,9 +192,30 @@ export const serverCommands: CommandSpec[] = [
     run: command,
     subcommands: table([
       { ...server, name: 'command|count', arity: 2, summary: 'Number of commands', run: commandCount },
-      { ...server, name: 'command|info', arity: -2, since: '2.8.13', summary: 'Details of the given commands', run: commandInfo },
-      { ...server, name: 'command|docs', arity: -2, since: '7.0.0', summary: 'Documentary information of commands', run: commandDocs },
-      { ...server, name: 'command|list', arity: -2, since: '7.0.0', summary: 'List of command names', run: commandList },
+      {
+        ...server,
+        name: 'command|info',
+        arity: -2,
+        since: '2.8.13',
+        summary: 'Details of the given commands',
+        run: commandInfo,
+      },
+      {
+        ...server,
+        name: 'command|docs',
+        arity: -2,
+        since: '7.0.0',
+        summary: 'Documentary information of commands',
+        run: commandDocs,
+      },
+      {
+        ...server,
+        name: 'command|list',
+        arity: -2,
+        since: '7.0.0',
+        summary: 'List of command names',
+        run: commandList,
+      },
     ]),
   },
 ];

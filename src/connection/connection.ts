@@ -66,7 +66,12 @@ export class Connection implements Subscriber {
   ) {
     this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     // The limit is read on every write: it grows from the pre-auth cap once AUTH succeeds.
-    this.output = new WritePath(socket, () => this.outputLimit, (pending) => this.onOutputOverflow(pending), context.limits.closeGraceMs);
+    this.output = new WritePath(
+      socket,
+      () => this.outputLimit,
+      (pending) => this.onOutputOverflow(pending),
+      context.limits.closeGraceMs,
+    );
     socket.setNoDelay(true);
     const keepAlive = context.limits.tcpKeepAliveMs;
     if (keepAlive > 0) socket.setKeepAlive(true, keepAlive);
@@ -102,7 +107,9 @@ export class Connection implements Subscriber {
   }
 
   get outputLimit(): number {
-    return this.principal === undefined ? this.context.limits.preAuthMaxOutputBytes : this.context.limits.maxOutputBytes;
+    return this.principal === undefined
+      ? this.context.limits.preAuthMaxOutputBytes
+      : this.context.limits.maxOutputBytes;
   }
 
   /** Sends a reply, after any replies that are still waiting for the store. */
@@ -192,7 +199,6 @@ export class Connection implements Subscriber {
   outputBelow(bytes: number): Promise<void> {
     return this.output.whenBelow(bytes);
   }
-
 
   /** Called when authentication succeeds: lifts the pre-auth limits and arms the expiry. */
   setPrincipal(principal: Principal): void {
@@ -345,7 +351,8 @@ export class Connection implements Subscriber {
 
   private onTokenExpired(): void {
     if (this.principal === undefined) return;
-    this.context.stats.authFailures.expired_while_connected = (this.context.stats.authFailures.expired_while_connected ?? 0) + 1;
+    this.context.stats.authFailures.expired_while_connected =
+      (this.context.stats.authFailures.expired_while_connected ?? 0) + 1;
     this.abort('ERR token expired: send AUTH with a fresh token before exp', 'token_expired');
   }
 
@@ -374,4 +381,3 @@ export class Connection implements Subscriber {
     this.context.logger.debug({ conn: this.id, addr: this.remoteAddress }, 'connection closed');
   }
 }
-

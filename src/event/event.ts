@@ -156,7 +156,8 @@ export function validateEventType(type: unknown): string {
   }
   // Such a type has no UTF-8 form: the SQLite store would read back U+FFFD in its place, and
   // HISTORY would return another line than the one delivered (found in review).
-  if (!isWellFormedText(type)) throw new InvalidEventError('"type" must be valid Unicode (it holds an unpaired surrogate)');
+  if (!isWellFormedText(type))
+    throw new InvalidEventError('"type" must be valid Unicode (it holds an unpaired surrogate)');
   return type;
 }
 

@@ -4,7 +4,9 @@ import { HttpError } from './errors.js';
 function tooLarge(limit: number): HttpError {
   // `connection: close`: the rest of the body is never read, so this connection can't carry
   // another request.
-  return new HttpError(413, 'EVENT_TOO_LARGE', `request body too large (limit ${limit} bytes)`, { connection: 'close' });
+  return new HttpError(413, 'EVENT_TOO_LARGE', `request body too large (limit ${limit} bytes)`, {
+    connection: 'close',
+  });
 }
 
 /** Refuses a declared Content-Length over `limit` before a byte of the body is read. */

@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Principal } from '../auth/principal.js';
 import { AuthError } from '../auth/verifier.js';
 import type { ServerContext } from '../server/context.js';
-import { ApiKeyError, type ApiKeyRegistry, looksLikeApiKey } from './api-keys.js';
+import { ApiKeyError, type ApiKeyRegistry, looksLikeApiKey } from '../auth/api-keys.js';
 import { unauthorized } from './errors.js';
 
 /** Who a request speaks for, and the API key it used (streams check it again later). */
@@ -35,7 +35,10 @@ export function credentialOf(req: IncomingMessage, url: URL, allowQueryToken: bo
 function countFailure(context: ServerContext, reason: string, req: IncomingMessage): void {
   context.stats.authFailures[reason] = (context.stats.authFailures[reason] ?? 0) + 1;
   // The client's address and the reason, never the credential (nor the URL, which may hold it).
-  context.logger.info({ transport: 'http', addr: `${req.socket.remoteAddress}:${req.socket.remotePort}`, reason }, 'authentication failed');
+  context.logger.info(
+    { transport: 'http', addr: `${req.socket.remoteAddress}:${req.socket.remotePort}`, reason },
+    'authentication failed',
+  );
 }
 
 /** Verifies the request's credential; throws a 401 HttpError (counted by reason) otherwise. */

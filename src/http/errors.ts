@@ -56,11 +56,18 @@ export function toHttpError(error: unknown): HttpError | undefined {
   if (error instanceof RateLimitedError) {
     // Retry-After is whole seconds (RFC 9110 §10.2.3); the exact figure is in the body.
     const seconds = Math.max(1, Math.ceil(error.retryAfterMs / 1000));
-    return new HttpError(429, error.code, error.message, { 'retry-after': String(seconds) }, { retryAfterMs: error.retryAfterMs });
+    return new HttpError(
+      429,
+      error.code,
+      error.message,
+      { 'retry-after': String(seconds) },
+      { retryAfterMs: error.retryAfterMs },
+    );
   }
   if (error instanceof SandboxEventsError && UNAVAILABLE_CODES.has(error.code)) {
     return new HttpError(503, error.code, 'the event store is unavailable', { 'retry-after': '1' });
   }
-  if (error instanceof SandboxEventsError && error.code === 'INVALID_PATTERN') return badRequest(error.code, error.message);
+  if (error instanceof SandboxEventsError && error.code === 'INVALID_PATTERN')
+    return badRequest(error.code, error.message);
   return undefined;
 }

@@ -1,5 +1,5 @@
 import type { ServerContext } from '../server/context.js';
-import type { ApiKeyRegistry } from './api-keys.js';
+import type { ApiKeyRegistry } from '../auth/api-keys.js';
 import type { BrokerMetrics } from './metrics.js';
 import type { OpenStream } from './streams.js';
 

@@ -3,7 +3,7 @@ import http, { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'n
 import type { Socket } from 'node:net';
 import { SandboxEventsError } from '../errors.js';
 import type { ServerContext } from '../server/context.js';
-import { ApiKeyRegistry } from './api-keys.js';
+import { ApiKeyRegistry } from '../auth/api-keys.js';
 import { badRequest, HttpError, methodNotAllowed, notFound, toHttpError } from './errors.js';
 import { HTTP_DEFAULTS, type HttpHost, type HttpSettings } from './host.js';
 import { BrokerMetrics } from './metrics.js';
@@ -60,7 +60,11 @@ export class HttpServer implements HttpHost {
         : new ApiKeyRegistry(options.apiKeysFile, { cacheMs: this.settings.apiKeyCacheMs, logger: context.logger });
     const cors = options.corsOrigin?.trim();
     this.corsOrigins =
-      cors === undefined || cors === '' ? undefined : cors === '*' ? '*' : new Set(cors.split(',').map((origin) => origin.trim()));
+      cors === undefined || cors === ''
+        ? undefined
+        : cors === '*'
+          ? '*'
+          : new Set(cors.split(',').map((origin) => origin.trim()));
     this.metrics = new BrokerMetrics(context, {
       sockets: () => this.sockets.size,
       streams: () => {
@@ -170,7 +174,13 @@ export class HttpServer implements HttpHost {
       if (logger.isLevelEnabled('debug')) {
         // The route, not the URL: a stream's URL may carry ?token=.
         logger.debug(
-          { transport: 'http', method: req.method, route: routeName, status: res.statusCode, ms: Math.round(performance.now() - startedAt) },
+          {
+            transport: 'http',
+            method: req.method,
+            route: routeName,
+            status: res.statusCode,
+            ms: Math.round(performance.now() - startedAt),
+          },
           'http request',
         );
       }
@@ -195,7 +205,10 @@ export class HttpServer implements HttpHost {
   private fail(req: IncomingMessage, res: ServerResponse, error: unknown): void {
     let httpError = toHttpError(error);
     if (httpError === undefined) {
-      this.context.logger.error({ err: error, method: req.method, path: req.url?.split('?')[0] }, 'http request failed');
+      this.context.logger.error(
+        { err: error, method: req.method, path: req.url?.split('?')[0] },
+        'http request failed',
+      );
       httpError = new HttpError(500, 'INTERNAL_ERROR', 'internal server error');
     }
     if (res.headersSent) {
@@ -238,9 +251,15 @@ export class HttpServer implements HttpHost {
       return;
     }
     this.protocolErrors += 1;
-    this.context.logger.warn({ transport: 'http', addr: `${socket.remoteAddress}:${socket.remotePort}`, err: error.message, code: error.code }, 'bad HTTP request');
+    this.context.logger.warn(
+      { transport: 'http', addr: `${socket.remoteAddress}:${socket.remotePort}`, err: error.message, code: error.code },
+      'bad HTTP request',
+    );
     const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    const body = JSON.stringify({ error: `bad HTTP request (${error.code ?? 'parse error'})`, code: 'BAD_HTTP_REQUEST' });
+    const body = JSON.stringify({
+      error: `bad HTTP request (${error.code ?? 'parse error'})`,
+      code: 'BAD_HTTP_REQUEST',
+    });
     socket.end(
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\n` +
         `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,

@@ -112,17 +112,42 @@ export class BrokerMetrics {
         this.set(broker.channelCount);
       },
     });
-    mirrorCounter(registers, 'sandbox_events_events_published_total', 'Events stored and fanned out', () => publisher.published);
-    mirrorCounter(registers, 'sandbox_events_events_delivered_total', 'Deliveries made (one per subscription reached)', () => broker.stats.delivered);
-    mirrorCounter(registers, 'sandbox_events_publish_rate_limited_total', 'Publishes refused by the per-sandbox rate limit', () => publisher.rateLimited);
+    mirrorCounter(
+      registers,
+      'sandbox_events_events_published_total',
+      'Events stored and fanned out',
+      () => publisher.published,
+    );
+    mirrorCounter(
+      registers,
+      'sandbox_events_events_delivered_total',
+      'Deliveries made (one per subscription reached)',
+      () => broker.stats.delivered,
+    );
+    mirrorCounter(
+      registers,
+      'sandbox_events_publish_rate_limited_total',
+      'Publishes refused by the per-sandbox rate limit',
+      () => publisher.rateLimited,
+    );
     mirrorCounter(
       registers,
       'sandbox_events_slow_consumer_disconnects_total',
       'Subscribers (TCP or SSE) cut off for passing the output limit',
       () => stats.slowConsumerDisconnects,
     );
-    mirrorCounter(registers, 'sandbox_events_rejected_connections_total', 'TCP connections refused at --max-clients', () => stats.rejectedConnections);
-    mirrorCounter(registers, 'sandbox_events_commands_processed_total', 'TCP commands run', () => stats.commandsProcessed);
+    mirrorCounter(
+      registers,
+      'sandbox_events_rejected_connections_total',
+      'TCP connections refused at --max-clients',
+      () => stats.rejectedConnections,
+    );
+    mirrorCounter(
+      registers,
+      'sandbox_events_commands_processed_total',
+      'TCP commands run',
+      () => stats.commandsProcessed,
+    );
     new Counter({
       name: 'sandbox_events_auth_failures_total',
       help: 'Refused credentials by reason, every transport',
@@ -196,7 +221,11 @@ export class BrokerMetrics {
     return {
       timestamp: now,
       uptime_seconds: Math.floor((now - context.startedAt) / 1000),
-      connections: { tcp: context.connections.size, http: http.sockets(), sse: streams.channel + streams.pattern + streams.metrics },
+      connections: {
+        tcp: context.connections.size,
+        http: http.sockets(),
+        sse: streams.channel + streams.pattern + streams.metrics,
+      },
       subscriptions: { tcp: tcpSubscriptions, sse: streams.channel + streams.pattern },
       events: {
         published,

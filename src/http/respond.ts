@@ -2,7 +2,12 @@ import type { ServerResponse } from 'node:http';
 import type { HttpError } from './errors.js';
 
 /** Sends a JSON body (already serialised) with the headers every JSON answer carries. */
-export function sendJson(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: string,
+  headers: Record<string, string> = {},
+): void {
   if (res.headersSent) {
     // Too late for a status line: the client sees the response cut short instead.
     res.destroy();
@@ -19,7 +24,12 @@ export function sendJson(res: ServerResponse, status: number, body: string, head
 }
 
 export function sendError(res: ServerResponse, error: HttpError): void {
-  sendJson(res, error.status, JSON.stringify({ error: error.message, code: error.code, ...error.extra }), error.headers);
+  sendJson(
+    res,
+    error.status,
+    JSON.stringify({ error: error.message, code: error.code, ...error.extra }),
+    error.headers,
+  );
 }
 
 export function sendText(res: ServerResponse, status: number, body: string, contentType: string): void {

@@ -15,8 +15,13 @@ import { metricsStream, patternStream, sandboxStream } from './streams.js';
  * percent-decoded: a sandbox id with `/` in it is written `%2F`.
  */
 
-
-type Handler = (host: HttpHost, req: IncomingMessage, res: ServerResponse, url: URL, params: string[]) => Promise<void> | void;
+type Handler = (
+  host: HttpHost,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  params: string[],
+) => Promise<void> | void;
 
 interface Route {
   /** For metrics labels: the path with its parameters named. */
@@ -49,9 +54,15 @@ const routes = {
   health: { name: '/healthz', methods: { GET: health } },
   ready: { name: '/readyz', methods: { GET: ready } },
   metrics: { name: '/metrics', methods: { GET: metrics } },
-  metricsStream: { name: '/metrics/stream', methods: { GET: (host, req, res) => host.addMetricsReader(metricsStream(host, req, res)) } },
+  metricsStream: {
+    name: '/metrics/stream',
+    methods: { GET: (host, req, res) => host.addMetricsReader(metricsStream(host, req, res)) },
+  },
   events: { name: '/events', methods: { POST: storeEvent } },
-  patternStream: { name: '/events/stream', methods: { GET: (host, req, res, url) => patternStream(host, req, res, url) } },
+  patternStream: {
+    name: '/events/stream',
+    methods: { GET: (host, req, res, url) => patternStream(host, req, res, url) },
+  },
   history: { name: '/events/:sandboxId', methods: { GET: history } },
   sandboxStream: {
     name: '/events/:sandboxId/stream',
@@ -80,7 +91,8 @@ function findRoute(raw: string[], decoded: string[]): { route: Route; params: st
     if (second === 'stream') return { route: routes.patternStream, params: [] };
     return { route: routes.history, params: [param] };
   }
-  if (first === 'events' && third === 'stream' && second !== '') return { route: routes.sandboxStream, params: [param] };
+  if (first === 'events' && third === 'stream' && second !== '')
+    return { route: routes.sandboxStream, params: [param] };
   return undefined;
 }
 
@@ -110,7 +122,10 @@ async function ready(host: HttpHost, _req: IncomingMessage, res: ServerResponse)
     await Promise.race([
       host.context.store.history({ workspaceId: 1, sandboxId: 'readyz-probe', limit: 1 }),
       new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${READY_PROBE_TIMEOUT_MS} ms`)), READY_PROBE_TIMEOUT_MS);
+        timer = setTimeout(
+          () => reject(new Error(`no answer within ${READY_PROBE_TIMEOUT_MS} ms`)),
+          READY_PROBE_TIMEOUT_MS,
+        );
       }),
     ]);
     checks.store = 'ok';
@@ -168,11 +183,21 @@ function integerParam(url: URL, name: string): number | undefined {
  * oldest first, as HISTORY. `since` is Unix ms (timestamp >= since), `limit` 1 to 1000
  * (default 100). `after=<id>` pages exactly; `newest=1` takes the newest `limit`.
  */
-async function history(host: HttpHost, req: IncomingMessage, res: ServerResponse, url: URL, params: string[]): Promise<void> {
+async function history(
+  host: HttpHost,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  params: string[],
+): Promise<void> {
   const { principal } = await authenticateRequest(host.context, host.apiKeys, req, url, false);
   const name = params[0]!;
   const target = resolveChannel(principal, name);
-  const query: HistoryQuery = { workspaceId: target.workspaceId, sandboxId: target.sandboxId, limit: DEFAULT_HISTORY_LIMIT };
+  const query: HistoryQuery = {
+    workspaceId: target.workspaceId,
+    sandboxId: target.sandboxId,
+    limit: DEFAULT_HISTORY_LIMIT,
+  };
   const limit = integerParam(url, 'limit');
   if (limit !== undefined) {
     if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_HISTORY_LIMIT) {
@@ -196,7 +221,8 @@ async function history(host: HttpHost, req: IncomingMessage, res: ServerResponse
   const after = url.searchParams.get('after');
   if (after !== null && after !== '') {
     const id = parseEventId(after);
-    if (id === undefined) throw badRequest('INVALID_EVENT_ID', `invalid event id '${after.slice(0, 64)}': expected <ms>-<seq>`);
+    if (id === undefined)
+      throw badRequest('INVALID_EVENT_ID', `invalid event id '${after.slice(0, 64)}': expected <ms>-<seq>`);
     query.afterId = id;
   }
   const newest = url.searchParams.get('newest');

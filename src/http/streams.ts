@@ -25,7 +25,6 @@ import {
 
 export type StreamKind = 'channel' | 'pattern' | 'metrics';
 
-
 /** One open stream: its write path, its subscription, its timers. */
 export class OpenStream {
   readonly writer: WritePath;
@@ -113,7 +112,12 @@ export class OpenStream {
     const context = this.host.context;
     context.stats.slowConsumerDisconnects += 1;
     context.logger.warn(
-      { transport: 'sse', addr: `${this.req.socket.remoteAddress}:${this.req.socket.remotePort}`, pendingBytes, limit: context.limits.maxOutputBytes },
+      {
+        transport: 'sse',
+        addr: `${this.req.socket.remoteAddress}:${this.req.socket.remotePort}`,
+        pendingBytes,
+        limit: context.limits.maxOutputBytes,
+      },
       'stream output over the limit: disconnected',
     );
     this.res.destroy();
@@ -140,7 +144,8 @@ function resumePoint(req: IncomingMessage, url: URL): EventId | undefined {
   if (text === '' || text === '$') return undefined;
   if (text === '0') return { ms: 0, seq: 0 };
   const id = parseEventId(text);
-  if (id === undefined) throw badRequest('INVALID_EVENT_ID', `invalid event id '${text.slice(0, 64)}': expected <ms>-<seq>`);
+  if (id === undefined)
+    throw badRequest('INVALID_EVENT_ID', `invalid event id '${text.slice(0, 64)}': expected <ms>-<seq>`);
   return id;
 }
 
@@ -154,9 +159,19 @@ function refuseWhileClosing(host: HttpHost): void {
  * connection has no socket of its own yet (Node queues its response and never closes it if the
  * connection dies): one connection could hold any number of such streams.
  */
-function startStream(host: HttpHost, req: IncomingMessage, res: ServerResponse, kind: StreamKind, auth: Authenticated | undefined): OpenStream {
+function startStream(
+  host: HttpHost,
+  req: IncomingMessage,
+  res: ServerResponse,
+  kind: StreamKind,
+  auth: Authenticated | undefined,
+): OpenStream {
   refuseWhileClosing(host);
-  if (res.socket === null) throw badRequest('BAD_HTTP_REQUEST', 'a stream cannot be pipelined behind another request; open a connection for it');
+  if (res.socket === null)
+    throw badRequest(
+      'BAD_HTTP_REQUEST',
+      'a stream cannot be pipelined behind another request; open a connection for it',
+    );
   return new OpenStream(host, req, res, kind, auth);
 }
 
@@ -166,7 +181,13 @@ function startStream(host: HttpHost, req: IncomingMessage, res: ServerResponse, 
  * and then the held events the replay did not cover. When the replay can't be exact (the id
  * is past retention, was never issued, or is in the future) an `event: gap` says so first.
  */
-export async function sandboxStream(host: HttpHost, req: IncomingMessage, res: ServerResponse, url: URL, name: string): Promise<void> {
+export async function sandboxStream(
+  host: HttpHost,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  name: string,
+): Promise<void> {
   refuseWhileClosing(host);
   const auth = await authenticateRequest(host.context, host.apiKeys, req, url, true);
   const target = resolveChannel(auth.principal, name);
@@ -242,7 +263,12 @@ export async function sandboxStream(host: HttpHost, req: IncomingMessage, res: S
  * many sandboxes stopped: a reconnect gets `event: gap` with status `not_resumable` and goes
  * on live (resume per sandbox with /events/<id>/stream).
  */
-export async function patternStream(host: HttpHost, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+export async function patternStream(
+  host: HttpHost,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+): Promise<void> {
   refuseWhileClosing(host);
   const auth = await authenticateRequest(host.context, host.apiKeys, req, url, true);
   const pattern = url.searchParams.get('pattern') ?? '*';

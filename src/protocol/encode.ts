@@ -114,7 +114,11 @@ const PMESSAGE_RESP3 = ascii('>4\r\n$8\r\npmessage\r\n');
  * subscription: the channel name is the same in every frame), or `*4 pmessage <pattern>` (a
  * pattern subscription: the channel follows, frame by frame). `>` instead of `*` in RESP3.
  */
-export function deliveryFrameHead(protocol: Protocol, pattern: string | undefined, channel: string | undefined): Buffer {
+export function deliveryFrameHead(
+  protocol: Protocol,
+  pattern: string | undefined,
+  channel: string | undefined,
+): Buffer {
   if (pattern === undefined) {
     if (channel === undefined) throw new TypeError('a message frame needs its channel');
     return Buffer.concat([protocol === 3 ? MESSAGE_RESP3 : MESSAGE_RESP2, bulk(channel)]);

@@ -132,9 +132,7 @@ function matchTokens({ kinds, values, classes }: CompiledPattern, s: string): bo
         continue;
       }
       const b = s.charCodeAt(si);
-      const ok =
-        kind === ANY ||
-        (kind === LITERAL ? values[ti] === b : classes[values[ti]!]![b] === 1);
+      const ok = kind === ANY || (kind === LITERAL ? values[ti] === b : classes[values[ti]!]![b] === 1);
       if (ok) {
         ti++;
         si++;

@@ -35,12 +35,18 @@ function hexValue(c: number): number {
 
 function escaped(c: number): string {
   switch (c) {
-    case 0x6e: return '\n'; // \n
-    case 0x72: return '\r'; // \r
-    case 0x74: return '\t'; // \t
-    case 0x62: return '\b'; // \b
-    case 0x61: return '\x07'; // \a
-    default: return String.fromCharCode(c);
+    case 0x6e:
+      return '\n'; // \n
+    case 0x72:
+      return '\r'; // \r
+    case 0x74:
+      return '\t'; // \t
+    case 0x62:
+      return '\b'; // \b
+    case 0x61:
+      return '\x07'; // \a
+    default:
+      return String.fromCharCode(c);
   }
 }
 
@@ -105,7 +111,7 @@ export function splitInlineArgs(line: string): string[] | null {
           const q = line.charCodeAt(i);
           if (q === BACKSLASH && i + 1 < n && line.charCodeAt(i + 1) === SQUOTE) {
             // The only escape between single quotes.
-            word += line.slice(segment, i) + "'";
+            word += `${line.slice(segment, i)}'`;
             i += 2;
             segment = i;
           } else if (q === SQUOTE) {

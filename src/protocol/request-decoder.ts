@@ -376,7 +376,7 @@ export class RequestDecoder {
         case ST_BULK_SKIP: {
           // Jump over LF, body and trailing CRLF without looking at them, as Redis does.
           const room = this.chunks[this.ci]!.length - this.co;
-          const step = room < this.skip ? room : this.skip;
+          const step = Math.min(room, this.skip);
           this.advance(step);
           this.skip -= step;
           this.reqBytes += step;

@@ -146,7 +146,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         // First no client sends anything new, and every PUBLISH already read is stored and
         // fanned out, so subscribers get the events their publishers were told are stored.
         // HTTP publishes in progress too: a POST told 201 must reach the TCP subscribers.
-        const quiet = Promise.all([context.publisher.whenIdle(), ...Array.from(context.connections, (connection) => connection.quiesce())]);
+        const quiet = Promise.all([
+          context.publisher.whenIdle(),
+          ...Array.from(context.connections, (connection) => connection.quiesce()),
+        ]);
         await Promise.race([quiet, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
         for (const connection of context.connections) connection.closeAfterReplies();
         // Clients get what was queued for them; one that doesn't read is not waited for long.

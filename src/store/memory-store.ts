@@ -181,9 +181,7 @@ export class MemoryStore implements EventStore {
       checkLimit(limit);
       const stream = this.stream(ref);
       if (stream === undefined) {
-        return Promise.resolve(
-          buildReplayResult([], afterId, { highWater: this.highWater, afterIdRetained: false }),
-        );
+        return Promise.resolve(buildReplayResult([], afterId, { highWater: this.highWater, afterIdRetained: false }));
       }
       const { events } = stream;
       const from = events.lowerBound(afterId.ms, afterId.seq + 1);

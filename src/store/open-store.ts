@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { RedisEngine } from '../engine/redis/redis-engine.js';
+import { RedisEngine } from './redis/redis-engine.js';
 import { SandboxEventsError } from '../errors.js';
 import { MemoryStore } from './memory-store.js';
 import { SqliteStore } from './sqlite-store.js';

@@ -456,9 +456,7 @@ export class SqliteStore implements EventStore {
       // see one consistent state.
       const row = this.sql.getSandbox.get(ws, sb);
       if (row === undefined) {
-        return Promise.resolve(
-          buildReplayResult([], afterId, { highWater: this.highWater, afterIdRetained: false }),
-        );
+        return Promise.resolve(buildReplayResult([], afterId, { highWater: this.highWater, afterIdRetained: false }));
       }
       const events = toStoredEvents(ref, this.sql.eventsAfter.all(ws, sb, afterId.ms, afterId.seq, max));
       return Promise.resolve(
@@ -715,7 +713,9 @@ export class SqliteStore implements EventStore {
         }
         stream = inWorkspace.get(input.sandboxId);
         if (stream === undefined) {
-          stream = this.cachedStream(input.workspaceId, input.sandboxId) ?? this.readStream(input.workspaceId, input.sandboxId);
+          stream =
+            this.cachedStream(input.workspaceId, input.sandboxId) ??
+            this.readStream(input.workspaceId, input.sandboxId);
           inWorkspace.set(input.sandboxId, stream);
           streams.push(stream);
         }
@@ -737,9 +737,27 @@ export class SqliteStore implements EventStore {
       const last = s.lastId as EventId;
       const first = s.firstId as EventId;
       if (!s.existed) {
-        this.sql.insertSandbox.run(s.workspaceId, s.sandboxId, last.ms, last.seq, s.retained, first.ms, first.seq, s.activeAt);
+        this.sql.insertSandbox.run(
+          s.workspaceId,
+          s.sandboxId,
+          last.ms,
+          last.seq,
+          s.retained,
+          first.ms,
+          first.seq,
+          s.activeAt,
+        );
       } else if (!s.hadFirst) {
-        this.sql.updateSandboxFirst.run(last.ms, last.seq, s.retained, first.ms, first.seq, s.activeAt, s.workspaceId, s.sandboxId);
+        this.sql.updateSandboxFirst.run(
+          last.ms,
+          last.seq,
+          s.retained,
+          first.ms,
+          first.seq,
+          s.activeAt,
+          s.workspaceId,
+          s.sandboxId,
+        );
       } else {
         this.sql.updateSandbox.run(last.ms, last.seq, s.retained, s.activeAt, s.workspaceId, s.sandboxId);
       }
@@ -882,7 +900,7 @@ export class SqliteStore implements EventStore {
 
 /** Brings a file of an earlier schema version to this one, without rewriting its events. */
 function upgradeSchema(db: Database.Database): void {
-  const columns = db.prepare<[], { name: string }>('SELECT name FROM pragma_table_info(\'events\')').all();
+  const columns = db.prepare<[], { name: string }>("SELECT name FROM pragma_table_info('events')").all();
   db.transaction(() => {
     if (!columns.some((column) => column.name === 'data')) db.exec('ALTER TABLE events ADD COLUMN data TEXT');
     db.exec(MIGRATIONS);
@@ -949,25 +967,35 @@ function prepareStatements(db: Database.Database) {
     ),
     getHighWater: db.prepare<[], { ms: number; seq: number }>('SELECT ms, seq FROM high_water WHERE only = 0'),
     setHighWater: db.prepare<[number, number]>('INSERT OR REPLACE INTO high_water (only, ms, seq) VALUES (0, ?, ?)'),
-    historyAsc: db.prepare<[number, string, number, number, number, number], EventRow>(
-      `SELECT ${eventColumns} FROM events WHERE ${stream} AND (ms, seq) >= (?, ?) AND timestamp >= ?
+    historyAsc: db
+      .prepare<[number, string, number, number, number, number], EventRow>(
+        `SELECT ${eventColumns} FROM events WHERE ${stream} AND (ms, seq) >= (?, ?) AND timestamp >= ?
        ORDER BY ms, seq LIMIT ?`,
-    ).raw(),
-    historyDesc: db.prepare<[number, string, number, number, number, number], EventRow>(
-      `SELECT ${eventColumns} FROM events WHERE ${stream} AND (ms, seq) >= (?, ?) AND timestamp >= ?
+      )
+      .raw(),
+    historyDesc: db
+      .prepare<[number, string, number, number, number, number], EventRow>(
+        `SELECT ${eventColumns} FROM events WHERE ${stream} AND (ms, seq) >= (?, ?) AND timestamp >= ?
        ORDER BY ms DESC, seq DESC LIMIT ?`,
-    ).raw(),
-    historyTypeAsc: db.prepare<[number, string, string, number, number, number, number], EventRow>(
-      `SELECT ${eventColumns} FROM events WHERE ${stream} AND type = ? AND (ms, seq) >= (?, ?) AND timestamp >= ?
+      )
+      .raw(),
+    historyTypeAsc: db
+      .prepare<[number, string, string, number, number, number, number], EventRow>(
+        `SELECT ${eventColumns} FROM events WHERE ${stream} AND type = ? AND (ms, seq) >= (?, ?) AND timestamp >= ?
        ORDER BY ms, seq LIMIT ?`,
-    ).raw(),
-    historyTypeDesc: db.prepare<[number, string, string, number, number, number, number], EventRow>(
-      `SELECT ${eventColumns} FROM events WHERE ${stream} AND type = ? AND (ms, seq) >= (?, ?) AND timestamp >= ?
+      )
+      .raw(),
+    historyTypeDesc: db
+      .prepare<[number, string, string, number, number, number, number], EventRow>(
+        `SELECT ${eventColumns} FROM events WHERE ${stream} AND type = ? AND (ms, seq) >= (?, ?) AND timestamp >= ?
        ORDER BY ms DESC, seq DESC LIMIT ?`,
-    ).raw(),
-    eventsAfter: db.prepare<[number, string, number, number, number], EventRow>(
-      `SELECT ${eventColumns} FROM events WHERE ${stream} AND (ms, seq) > (?, ?) ORDER BY ms, seq LIMIT ?`,
-    ).raw(),
+      )
+      .raw(),
+    eventsAfter: db
+      .prepare<[number, string, number, number, number], EventRow>(
+        `SELECT ${eventColumns} FROM events WHERE ${stream} AND (ms, seq) > (?, ?) ORDER BY ms, seq LIMIT ?`,
+      )
+      .raw(),
     hasEvent: db.prepare<[number, string, number, number], { one: number }>(
       `SELECT 1 AS one FROM events WHERE ${stream} AND ms = ? AND seq = ?`,
     ),
@@ -983,9 +1011,7 @@ function prepareStatements(db: Database.Database) {
     deleteThrough: db.prepare<[number, string, number, number]>(
       `DELETE FROM events WHERE ${stream} AND (ms, seq) <= (?, ?)`,
     ),
-    updatePruned: db.prepare<
-      [number, number | null, number | null, number | null, number | null, number, string]
-    >(
+    updatePruned: db.prepare<[number, number | null, number | null, number | null, number | null, number, string]>(
       `UPDATE sandboxes SET retained = ?, first_ms = ?, first_seq = ?, trimmed_ms = ?, trimmed_seq = ?
        WHERE ${stream}`,
     ),

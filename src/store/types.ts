@@ -68,6 +68,7 @@ export type DurableEventListener = (
    * subscribers; the listener only records that for the append's caller, delivering nothing.
    */
   alreadyDelivered?: number,
+  // biome-ignore lint/suspicious/noConfusingVoidType: a listener that delivers nothing itself just returns.
 ) => number | void;
 
 /**

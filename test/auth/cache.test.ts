@@ -84,7 +84,12 @@ describe('verification cache', () => {
     expect(verifier.stats()).toEqual({ cacheEntries: 0, cacheHits: 0, cacheMisses: 0 });
 
     const caching = new TokenVerifier({ secret: SECRET });
-    const forged = await mintToken({ secret: 'some-other-secret-entirely', workspaceId: 7, sandboxId: 'x', ttlSeconds: 60 });
+    const forged = await mintToken({
+      secret: 'some-other-secret-entirely',
+      workspaceId: 7,
+      sandboxId: 'x',
+      ttlSeconds: 60,
+    });
     await expect(caching.verify(forged)).rejects.toMatchObject({ reason: 'bad_signature' });
     await expect(caching.verify(forged)).rejects.toMatchObject({ reason: 'bad_signature' });
     expect(caching.stats().cacheEntries).toBe(0);

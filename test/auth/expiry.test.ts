@@ -21,7 +21,7 @@ describe('ExpiryTimer', () => {
     expect(fired).toHaveBeenCalledTimes(1);
   });
 
-  it('waits a deadline past setTimeout\'s 24.8 days out in steps', () => {
+  it("waits a deadline past setTimeout's 24.8 days out in steps", () => {
     const fired = vi.fn();
     new ExpiryTimer(fired).start(Date.now() + 30 * DAY);
     vi.advanceTimersByTime(25 * DAY);

@@ -80,9 +80,11 @@ describe('JWKS', () => {
   it('verifies an RS256 token by kid, fetching the set once', async () => {
     const verifier = new TokenVerifier({ jwksUrl: `${base}/jwks.json` });
     expect(await verifier.verify(await sign(main, 'main'))).toMatchObject({ workspaceId: 7, sandboxId: 'sb-1' });
-    expect(await verifier.verify(await sign(main, 'main', 'RS256', { ...claims(), sandbox_id: 'sb-2' }))).toMatchObject({
-      sandboxId: 'sb-2',
-    });
+    expect(await verifier.verify(await sign(main, 'main', 'RS256', { ...claims(), sandbox_id: 'sb-2' }))).toMatchObject(
+      {
+        sandboxId: 'sb-2',
+      },
+    );
     expect(hits.jwks).toBe(1);
   });
 
@@ -133,7 +135,11 @@ describe('JWKS', () => {
     failing = true;
     vi.setSystemTime(Date.now() + 11 * 60_000);
     // A different token, so the verification cache does not answer.
-    const other = await sign(main, 'main', 'RS256', { ...claims(), sandbox_id: 'sb-9', exp: Math.floor(Date.now() / 1000) + 60 });
+    const other = await sign(main, 'main', 'RS256', {
+      ...claims(),
+      sandbox_id: 'sb-9',
+      exp: Math.floor(Date.now() / 1000) + 60,
+    });
     expect(await verifier.verify(other)).toMatchObject({ sandboxId: 'sb-9' });
     await vi.waitFor(() => expect(hits.failing).toBe(1));
   });

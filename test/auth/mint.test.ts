@@ -3,7 +3,12 @@ import { describe, expect, it } from 'vitest';
 import { SandboxEventsError } from '../../src/errors.js';
 import { mintToken, type MintOptions } from '../../src/auth/mint.js';
 
-const base: MintOptions = { secret: 'mint-test-secret-0123456789abcdef', workspaceId: 7, sandboxId: 'sb-1', ttlSeconds: 3600 };
+const base: MintOptions = {
+  secret: 'mint-test-secret-0123456789abcdef',
+  workspaceId: 7,
+  sandboxId: 'sb-1',
+  ttlSeconds: 3600,
+};
 
 describe('mintToken', () => {
   it('writes HS256 with workspace_id, sandbox_id, role, iat and exp', async () => {
@@ -20,8 +25,22 @@ describe('mintToken', () => {
   });
 
   it('leaves sandbox_id out when not given, and writes iss and aud when given', async () => {
-    const token = await mintToken({ ...base, sandboxId: undefined, role: 'admin', issuer: 'se', audience: 'broker', now: 1_000_000 });
-    expect(decodeJwt(token)).toEqual({ workspace_id: 7, role: 'admin', iat: 1000, exp: 4600, iss: 'se', aud: 'broker' });
+    const token = await mintToken({
+      ...base,
+      sandboxId: undefined,
+      role: 'admin',
+      issuer: 'se',
+      audience: 'broker',
+      now: 1_000_000,
+    });
+    expect(decodeJwt(token)).toEqual({
+      workspace_id: 7,
+      role: 'admin',
+      iat: 1000,
+      exp: 4600,
+      iss: 'se',
+      aud: 'broker',
+    });
   });
 
   it('keeps a sub-second ttl valid for a moment', async () => {

@@ -42,7 +42,11 @@ describe('loadOrCreateSecret', () => {
 
   it('reads an existing secret trimmed', () => {
     writeFileSync(join(dir, 'jwt-secret'), '  my-own-secret-value \n', { mode: 0o600 });
-    expect(loadOrCreateSecret(dir)).toMatchObject({ secret: 'my-own-secret-value', created: false, insecureMode: false });
+    expect(loadOrCreateSecret(dir)).toMatchObject({
+      secret: 'my-own-secret-value',
+      created: false,
+      insecureMode: false,
+    });
   });
 
   it.skipIf(!posix)('still uses a secret readable by others, and says so', () => {

@@ -90,7 +90,13 @@ describe('mint then verify', () => {
     const bare = await mintToken({ secret: SECRET, workspaceId: 42, role: 'workspace', ttlSeconds: 60 });
     expect(await verifier.verify(bare)).toMatchObject({ workspaceId: 42, role: 'workspace' });
     expect((await verifier.verify(bare)).sandboxId).toBeUndefined();
-    const scoped = await mintToken({ secret: SECRET, workspaceId: 42, sandboxId: 'x', role: 'workspace', ttlSeconds: 60 });
+    const scoped = await mintToken({
+      secret: SECRET,
+      workspaceId: 42,
+      sandboxId: 'x',
+      role: 'workspace',
+      ttlSeconds: 60,
+    });
     expect(await verifier.verify(scoped)).toMatchObject({ workspaceId: 42, role: 'workspace', sandboxId: 'x' });
   });
 
@@ -102,13 +108,26 @@ describe('mint then verify', () => {
   it('defaults the role to sandbox and reports sub as subject', async () => {
     const exp = nowSeconds() + 60;
     const principal = await verifier.verify(await sign({ workspace_id: 3, sandbox_id: 'a', exp, sub: 'user-9' }));
-    expect(principal).toEqual({ workspaceId: 3, sandboxId: 'a', role: 'sandbox', expiresAt: exp * 1000, subject: 'user-9' });
+    expect(principal).toEqual({
+      workspaceId: 3,
+      sandboxId: 'a',
+      role: 'sandbox',
+      expiresAt: exp * 1000,
+      subject: 'user-9',
+    });
     expect(Object.isFrozen(principal)).toBe(true);
   });
 
   it('checks issuer and audience that mintToken sets', async () => {
     const strict = new TokenVerifier({ secret: SECRET, issuer: 'se', audience: 'broker' });
-    const token = await mintToken({ secret: SECRET, workspaceId: 7, sandboxId: 's', ttlSeconds: 60, issuer: 'se', audience: 'broker' });
+    const token = await mintToken({
+      secret: SECRET,
+      workspaceId: 7,
+      sandboxId: 's',
+      ttlSeconds: 60,
+      issuer: 'se',
+      audience: 'broker',
+    });
     expect(await strict.verify(token)).toMatchObject({ workspaceId: 7 });
   });
 });
@@ -124,7 +143,11 @@ describe('refusals', () => {
   });
 
   it('refuses a token signed with another secret', async () => {
-    await expectRefused(verifier, await sign(valid(), encoder.encode('another-secret-entirely-0123456789')), 'bad_signature');
+    await expectRefused(
+      verifier,
+      await sign(valid(), encoder.encode('another-secret-entirely-0123456789')),
+      'bad_signature',
+    );
   });
 
   it('refuses a tampered payload under the original signature', async () => {
@@ -153,13 +176,17 @@ describe('refusals', () => {
     const strict = new TokenVerifier({ secret: SECRET, issuer: 'https://issuer.example', audience: 'sandbox-events' });
     const good = { iss: 'https://issuer.example', aud: 'sandbox-events' };
     expect(await strict.verify(await sign(valid(good)))).toMatchObject({ workspaceId: 7 });
-    expect(await strict.verify(await sign(valid({ ...good, aud: ['other', 'sandbox-events'] })))).toMatchObject({ workspaceId: 7 });
+    expect(await strict.verify(await sign(valid({ ...good, aud: ['other', 'sandbox-events'] })))).toMatchObject({
+      workspaceId: 7,
+    });
     await expectRefused(strict, await sign(valid({ ...good, iss: 'https://evil.example' })), 'bad_issuer');
     await expectRefused(strict, await sign(valid({ aud: 'sandbox-events' })), 'bad_issuer');
     await expectRefused(strict, await sign(valid({ ...good, aud: 'other' })), 'bad_audience');
     await expectRefused(strict, await sign(valid({ iss: 'https://issuer.example' })), 'bad_audience');
     // Not configured: not checked.
-    expect(await verifier.verify(await sign(valid({ iss: 'anyone', aud: 'anything' })))).toMatchObject({ workspaceId: 7 });
+    expect(await verifier.verify(await sign(valid({ iss: 'anyone', aud: 'anything' })))).toMatchObject({
+      workspaceId: 7,
+    });
   });
 
   it('refuses an HS256 token signed with the PEM public key as HMAC secret (key confusion)', async () => {
@@ -173,7 +200,9 @@ describe('refusals', () => {
   });
 
   it('will not be configured into key confusion', () => {
-    expect(configError(() => new TokenVerifier({ publicKeyPem: rsa.pem, algorithms: ['HS256', 'RS256'] })).code).toBe('AUTH_CONFIG');
+    expect(configError(() => new TokenVerifier({ publicKeyPem: rsa.pem, algorithms: ['HS256', 'RS256'] })).code).toBe(
+      'AUTH_CONFIG',
+    );
     expect(configError(() => new TokenVerifier({ secret: SECRET, algorithms: ['RS256'] })).code).toBe('AUTH_CONFIG');
     expect(configError(() => new TokenVerifier({ secret: SECRET, algorithms: ['none'] })).code).toBe('AUTH_CONFIG');
   });
@@ -215,16 +244,22 @@ describe('refusals', () => {
     await expectRefused(verifier, big, 'malformed');
   });
 
-  it.each(['', 'not-a-token', 'a.b.c', 'eyJhbGciOiJIUzI1NiJ9.e30', 'eyJ!!.e30.abc', `${b64('str')}.${b64(valid())}.sig`])(
-    'refuses malformed input %j',
-    async (token) => {
-      await expectRefused(verifier, token, 'malformed');
-    },
-  );
+  it.each([
+    '',
+    'not-a-token',
+    'a.b.c',
+    'eyJhbGciOiJIUzI1NiJ9.e30',
+    'eyJ!!.e30.abc',
+    `${b64('str')}.${b64(valid())}.sig`,
+  ])('refuses malformed input %j', async (token) => {
+    await expectRefused(verifier, token, 'malformed');
+  });
 
   it('refuses a validly signed payload that is not a JSON object', async () => {
     for (const payload of ['not json', '[1,2]', '"text"']) {
-      const token = await new CompactSign(encoder.encode(payload)).setProtectedHeader({ alg: 'HS256' }).sign(encoder.encode(SECRET));
+      const token = await new CompactSign(encoder.encode(payload))
+        .setProtectedHeader({ alg: 'HS256' })
+        .sign(encoder.encode(SECRET));
       await expectRefused(verifier, token, 'malformed');
     }
   });

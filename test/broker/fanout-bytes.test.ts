@@ -29,7 +29,14 @@ class SlowSocket extends EventEmitter {
 
 class Sub implements Subscriber {
   socket = new SlowSocket();
-  out = new WritePath(this.socket, () => 1 << 30, () => { throw new Error('overflow'); }, 10_000);
+  out = new WritePath(
+    this.socket,
+    () => 1 << 30,
+    () => {
+      throw new Error('overflow');
+    },
+    10_000,
+  );
   expected: Buffer[] = [];
   constructor(readonly protocol: Protocol) {}
   deliver(frame: Buffer): void {
@@ -72,11 +79,19 @@ it('every subscriber receives exactly its frames, across slab growth, sweeps and
     const perTurn = 1 + (round % 13) * 5;
     for (let i = 0; i < perTurn; i += 1) {
       const sb = (seq & 1) === 0 ? 'a' : 'b';
-      const json = JSON.stringify({ id: `${seq}-0`, sandboxId: sb, workspaceId: 1, type: 't', data: { seq, pad: 'x'.repeat(seq % 300), u: 'é✓' }, timestamp: seq });
+      const json = JSON.stringify({
+        id: `${seq}-0`,
+        sandboxId: sb,
+        workspaceId: 1,
+        type: 't',
+        data: { seq, pad: 'x'.repeat(seq % 300), u: 'é✓' },
+        timestamp: seq,
+      });
       const event = { workspaceId: 1, sandboxId: sb, json, id: { ms: seq, seq: 0 } } as unknown as StoredEvent;
       seq += 1;
       for (const s of subs) {
-        if (s.kind === 'chan' && s.sb === sb) s.sub.expected.push(deliveryFrame(s.sub.protocol, undefined, s.name, json));
+        if (s.kind === 'chan' && s.sb === sb)
+          s.sub.expected.push(deliveryFrame(s.sub.protocol, undefined, s.name, json));
         if (s.kind === 'pat') s.sub.expected.push(deliveryFrame(s.sub.protocol, s.name, sb, json));
         if (s.kind === 'all') s.sub.expected.push(deliveryFrame(s.sub.protocol, s.name, `{1}${sb}`, json));
       }

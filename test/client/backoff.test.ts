@@ -49,7 +49,7 @@ describe('backoff (pure)', () => {
   });
 });
 
-describe('the client\'s reconnect schedule (fake timers)', () => {
+describe("the client's reconnect schedule (fake timers)", () => {
   it('waits growing jittered delays, keeps growing on unstable connections, resets after a stable one', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
     const random = vi.spyOn(Math, 'random').mockReturnValue(0.999_999);

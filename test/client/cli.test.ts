@@ -34,7 +34,12 @@ class Sink extends Writable {
   }
 
   waitForLines(count: number, filter: (line: string) => boolean = () => true): Promise<void> {
-    return until(this.written, 'text', () => this.lines().filter(filter).length >= count, `${count} lines in:\n${this.text}`);
+    return until(
+      this.written,
+      'text',
+      () => this.lines().filter(filter).length >= count,
+      `${count} lines in:\n${this.text}`,
+    );
   }
 }
 
@@ -62,7 +67,10 @@ async function sqliteBroker(): Promise<{ start: (port: number) => Promise<Runnin
       host: '127.0.0.1',
       port,
       auth: { secret },
-      store: SqliteStore.open({ path: path.join(dir, 'events.db'), retention: { maxCount: 10_000, maxAgeMs: 3_600_000 } }),
+      store: SqliteStore.open({
+        path: path.join(dir, 'events.db'),
+        retention: { maxCount: 10_000, maxAgeMs: 3_600_000 },
+      }),
     });
   return { start, secret };
 }
@@ -73,7 +81,13 @@ it('tail --json prints every event once, in order, across a broker restart; publ
   cleanups.push(() => broker.close());
   const port = String(broker.port);
   const token = await mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3600 });
-  const sandboxToken = await mintToken({ secret, workspaceId: 1, role: 'sandbox', sandboxId: 'sb-cli', ttlSeconds: 3600 });
+  const sandboxToken = await mintToken({
+    secret,
+    workspaceId: 1,
+    role: 'sandbox',
+    sandboxId: 'sb-cli',
+    ttlSeconds: 3600,
+  });
 
   const stop = new AbortController();
   const tail = io(stop.signal);
@@ -103,11 +117,24 @@ it('tail --json prints every event once, in order, across a broker restart; publ
   // --from picks up exactly after a given id.
   const again = new AbortController();
   const resumed = io(again.signal);
-  const resuming = run(resumed, ['tail', 'sb-cli', '--json', '--from', events[0]!.id, '--port', port, '--token', token]);
+  const resuming = run(resumed, [
+    'tail',
+    'sb-cli',
+    '--json',
+    '--from',
+    events[0]!.id,
+    '--port',
+    port,
+    '--token',
+    token,
+  ]);
   await resumed.stdout.waitForLines(2);
   again.abort();
   await resuming;
-  expect(resumed.stdout.lines().map((line) => (JSON.parse(line) as { id: string }).id)).toEqual([events[1]!.id, events[2]!.id]);
+  expect(resumed.stdout.lines().map((line) => (JSON.parse(line) as { id: string }).id)).toEqual([
+    events[1]!.id,
+    events[2]!.id,
+  ]);
 });
 
 it('tail follows a pattern with readable lines, coloured only on a terminal', async () => {
@@ -124,10 +151,14 @@ it('tail follows a pattern with readable lines, coloured only on a terminal', as
   await tail.stdout.waitForLines(1);
   stop.abort();
   await tailing;
-  expect(tail.stdout.lines()[0]).toMatch(/^\d\d:\d\d:\d\d\.\d{3} {2}job-7 {2}process\.exited {2}\{"code":0\} {2}\d+-\d+$/);
+  expect(tail.stdout.lines()[0]).toMatch(
+    /^\d\d:\d\d:\d\d\.\d{3} {2}job-7 {2}process\.exited {2}\{"code":0\} {2}\d+-\d+$/,
+  );
 
   const event = { id: '1-0', sandboxId: 'sb', workspaceId: 1, type: 't', data: {}, timestamp: 0 };
-  expect(formatEvent(event, true)).toBe('\x1b[2m00:00:00.000\x1b[22m  \x1b[36msb\x1b[39m  \x1b[1m\x1b[33mt\x1b[39m\x1b[22m  {}  \x1b[2m1-0\x1b[22m\n');
+  expect(formatEvent(event, true)).toBe(
+    '\x1b[2m00:00:00.000\x1b[22m  \x1b[36msb\x1b[39m  \x1b[1m\x1b[33mt\x1b[39m\x1b[22m  {}  \x1b[2m1-0\x1b[22m\n',
+  );
   expect(formatEvent(event, false)).toBe('00:00:00.000  sb  t  {}  1-0\n');
 });
 
@@ -138,11 +169,17 @@ it('explains what is wrong', async () => {
   const port = String(broker.port);
   const token = await mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3600 });
   await expect(run(io(), ['tail', 'sb', '--port', port])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
-  await expect(run(io(), ['tail', 'sb-*', '--from', '0', '--port', port, '--token', token])).rejects.toThrow(/patterns cannot be resumed/);
-  await expect(run(io(), ['publish', 'sb', 't', '[1]', '--port', port, '--token', token])).rejects.toThrow(/JSON object/);
+  await expect(run(io(), ['tail', 'sb-*', '--from', '0', '--port', port, '--token', token])).rejects.toThrow(
+    /patterns cannot be resumed/,
+  );
+  await expect(run(io(), ['publish', 'sb', 't', '[1]', '--port', port, '--token', token])).rejects.toThrow(
+    /JSON object/,
+  );
   await expect(run(io(), ['publish', 'sb', 't', '--port', port, '--token', 'not-a-token'])).rejects.toMatchObject({
     name: 'EventsAuthError',
     code: 'AUTH_FAILED',
   });
-  await expect(run(io(), ['tail', 'sb', '--port', port, '--token', 'not-a-token'])).rejects.toMatchObject({ code: 'AUTH_FAILED' });
+  await expect(run(io(), ['tail', 'sb', '--port', port, '--token', 'not-a-token'])).rejects.toMatchObject({
+    code: 'AUTH_FAILED',
+  });
 });

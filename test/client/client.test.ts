@@ -62,7 +62,12 @@ describe('subscribing, publishing, history', () => {
     expect(await pub.publish('sb-1', 'execution.completed', { exitCode: 0, text: 'ünïcödé ✓' })).toBe(1);
     await collected.waitFor(1);
     const [event] = collected.events as [SandboxEvent];
-    expect(event).toMatchObject({ sandboxId: 'sb-1', workspaceId: 1, type: 'execution.completed', data: { exitCode: 0, text: 'ünïcödé ✓' } });
+    expect(event).toMatchObject({
+      sandboxId: 'sb-1',
+      workspaceId: 1,
+      type: 'execution.completed',
+      data: { exitCode: 0, text: 'ünïcödé ✓' },
+    });
     expect(event.id).toMatch(/^\d+-\d+$/);
     expect(sub.lastEventId('sb-1')).toBe(event.id);
     await sub.ping();
@@ -160,10 +165,20 @@ describe('subscribing, publishing, history', () => {
     const broker = await server();
     const pub = await publisher(broker);
     await expect(pub.publish('sb-1', '')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
-    await expect(pub.publish('sb-1', 'x'.repeat(200))).rejects.toMatchObject({ name: 'EventsPubSubError', code: 'INVALID_EVENT' });
-    const sandbox = client({ port: broker.port, accessToken: await broker.token({ role: 'sandbox', sandboxId: 'sb-own' }) });
+    await expect(pub.publish('sb-1', 'x'.repeat(200))).rejects.toMatchObject({
+      name: 'EventsPubSubError',
+      code: 'INVALID_EVENT',
+    });
+    const sandbox = client({
+      port: broker.port,
+      accessToken: await broker.token({ role: 'sandbox', sandboxId: 'sb-own' }),
+    });
     await sandbox.connect();
-    await expect(sandbox.publish('sb-other', 'x')).rejects.toMatchObject({ name: 'EventsAuthError', code: 'NO_PERMISSION', statusCode: 403 });
+    await expect(sandbox.publish('sb-other', 'x')).rejects.toMatchObject({
+      name: 'EventsAuthError',
+      code: 'NO_PERMISSION',
+      statusCode: 403,
+    });
     await expect(sandbox.subscribe('sb-other')).rejects.toMatchObject({ code: 'NO_PERMISSION' });
     expect(sandbox.subscriptions().channels).toEqual([]);
     await expect(sandbox.psubscribe('*')).rejects.toMatchObject({ code: 'NO_PERMISSION' });
@@ -223,7 +238,9 @@ describe('exact resume', () => {
     const fromTrimmed = new Collector(trimmed);
     await trimmed.connect();
     await fromTrimmed.waitFor(5);
-    expect(gaps).toEqual([{ reason: 'trimmed', channel: 'sb-g', requestedId: '1-0', earliestId: first.id, lastId: last.id }]);
+    expect(gaps).toEqual([
+      { reason: 'trimmed', channel: 'sb-g', requestedId: '1-0', earliestId: first.id, lastId: last.id },
+    ]);
     expect(fromTrimmed.ids).toEqual(retained.map((event) => event.id));
 
     const future = client({ port: broker.port, accessToken: await broker.token() });
@@ -231,7 +248,13 @@ describe('exact resume', () => {
     const fromFuture = new Collector(future);
     await future.connect();
     await future.subscribe('sb-g', { from: '99999999999999-0' });
-    expect(gaps[1]).toEqual({ reason: 'future', channel: 'sb-g', requestedId: '99999999999999-0', earliestId: first.id, lastId: last.id });
+    expect(gaps[1]).toEqual({
+      reason: 'future',
+      channel: 'sb-g',
+      requestedId: '99999999999999-0',
+      earliestId: first.id,
+      lastId: last.id,
+    });
     // The cursor restarted at the broker's newest id: the next event is delivered, not dropped as "old".
     await pub.publish('sb-g', 'after-future');
     await fromFuture.waitFor(1);
@@ -256,7 +279,9 @@ describe('exact resume', () => {
     sub.on('gap', (gap) => gaps.push(gap));
     const collected = new Collector(sub);
     await sub.connect();
-    expect(gaps).toEqual([{ reason: 'unknown', channel: 'sb-u', requestedId: between, earliestId: first.id, lastId: last.id }]);
+    expect(gaps).toEqual([
+      { reason: 'unknown', channel: 'sb-u', requestedId: between, earliestId: first.id, lastId: last.id },
+    ]);
     await collected.waitFor(1); // what follows the id is still replayed
     expect(collected.events[0]!.id).toBe((await pub.history('sb-u', { after: between, limit: 1 }))[0]!.id);
   });
@@ -366,12 +391,20 @@ describe('the connection', () => {
   it('lets publish wait for a reconnect, and gives up after commandTimeout', async () => {
     const broker = await server();
     const proxy = await proxyFor(broker);
-    const pub = client({ port: proxy.port, accessToken: await broker.token(), connectTimeout: 200, commandTimeout: 1_000 });
+    const pub = client({
+      port: proxy.port,
+      accessToken: await broker.token(),
+      connectTimeout: 200,
+      commandTimeout: 1_000,
+    });
     await pub.connect();
     proxy.blackhole(true);
     proxy.cutAll();
     await next(pub, 'disconnect');
-    await expect(pub.publish('sb-1', 'waits')).rejects.toMatchObject({ name: 'EventsNetworkError', code: 'COMMAND_TIMEOUT' });
+    await expect(pub.publish('sb-1', 'waits')).rejects.toMatchObject({
+      name: 'EventsNetworkError',
+      code: 'COMMAND_TIMEOUT',
+    });
     const waiting = pub.publish('sb-1', 'waits');
     proxy.blackhole(false);
     await expect(waiting).resolves.toBe(0);
@@ -390,7 +423,13 @@ describe('the connection', () => {
 describe('flow control and runtime changes', () => {
   it('stops reading while a for-await loop is behind, without the heartbeat mistaking it for a dead peer', async () => {
     const broker = await server();
-    const sub = client({ port: broker.port, accessToken: await broker.token(), sandboxId: 'sb-slow', heartbeatInterval: 20, heartbeatTimeout: 40 });
+    const sub = client({
+      port: broker.port,
+      accessToken: await broker.token(),
+      sandboxId: 'sb-slow',
+      heartbeatInterval: 20,
+      heartbeatTimeout: 40,
+    });
     const iterator = sub.events({ highWaterMark: 5 });
     await sub.connect();
     const pub = await publisher(broker);
@@ -456,7 +495,14 @@ describe('authentication', () => {
     expect(calls).toBe(2);
 
     let sameCalls = 0;
-    const stuck = client({ port: broker.port, accessToken: async () => (sameCalls++, 'eyJhbGciOiJIUzI1NiJ9.e30.bad'), sandboxId: 'sb' });
+    const stuck = client({
+      port: broker.port,
+      accessToken: async () => {
+        sameCalls++;
+        return 'eyJhbGciOiJIUzI1NiJ9.e30.bad';
+      },
+      sandboxId: 'sb',
+    });
     await expect(stuck.connect()).rejects.toMatchObject({ code: 'AUTH_FAILED' });
     expect(sameCalls).toBe(2); // the connect, then once more to see whether a new token comes
     expect(stuck.getStats().reconnects).toBe(0);
@@ -464,7 +510,11 @@ describe('authentication', () => {
 
   it('refuses a sandbox it may not reach with NO_PERMISSION', async () => {
     const broker = await server();
-    const sub = client({ port: broker.port, accessToken: await broker.token({ role: 'sandbox', sandboxId: 'sb-mine' }), sandboxId: 'sb-theirs' });
+    const sub = client({
+      port: broker.port,
+      accessToken: await broker.token({ role: 'sandbox', sandboxId: 'sb-mine' }),
+      sandboxId: 'sb-theirs',
+    });
     await expect(sub.connect()).rejects.toMatchObject({ name: 'EventsAuthError', code: 'NO_PERMISSION' });
   });
 
@@ -473,7 +523,10 @@ describe('authentication', () => {
     let minted = 0;
     const sub = client({
       port: broker.port,
-      accessToken: () => (minted++, broker.token({ ttlSeconds: 2 })),
+      accessToken: () => {
+        minted++;
+        return broker.token({ ttlSeconds: 2 });
+      },
       sandboxId: 'sb-t',
     });
     const collected = new Collector(sub);

@@ -33,8 +33,11 @@ interface ComputeSdkPubSubClient {
   on(event: 'error', listener: (error: Error) => void): unknown;
 }
 
-it('has the ComputeSDK client\'s types', () => {
-  expectTypeOf(createPubSubClient).toBeCallableWith({ accessToken: 't', sandboxId: 's' } satisfies ComputeSdkPubSubClientConfig);
+it("has the ComputeSDK client's types", () => {
+  expectTypeOf(createPubSubClient).toBeCallableWith({
+    accessToken: 't',
+    sandboxId: 's',
+  } satisfies ComputeSdkPubSubClientConfig);
   const factory: (config: ComputeSdkPubSubClientConfig) => ComputeSdkPubSubClient = createPubSubClient;
   expect(typeof factory).toBe('function');
 });
@@ -44,12 +47,21 @@ it('runs an app written for the ComputeSDK client after changing only its import
   cleanups.push(() => broker.close());
   const proxy = await FaultProxy.start(broker.port);
   cleanups.push(() => proxy.close());
-  const app = await startApp({ host: '127.0.0.1', port: proxy.port, accessToken: await broker.token(), sandboxId: 'sandbox-123' });
+  const app = await startApp({
+    host: '127.0.0.1',
+    port: proxy.port,
+    accessToken: await broker.token(),
+    sandboxId: 'sandbox-123',
+  });
   cleanups.push(() => app.stop());
   expect(app.state()).toBe('connected');
   await app.ping();
 
-  const publisher = createPubSubClient({ host: '127.0.0.1', port: broker.port, accessToken: await broker.token({ role: 'sandbox', sandboxId: 'sandbox-123' }) });
+  const publisher = createPubSubClient({
+    host: '127.0.0.1',
+    port: broker.port,
+    accessToken: await broker.token({ role: 'sandbox', sandboxId: 'sandbox-123' }),
+  });
   cleanups.push(() => publisher.disconnect());
   await publisher.connect();
   await publisher.publish('sandbox-123', 'execution.started', { cmd: 'python main.py' });
@@ -62,7 +74,11 @@ it('runs an app written for the ComputeSDK client after changing only its import
   await publisher.publish('sandbox-123', 'execution.completed', { exitCode: 0 });
   await app.waitForEvents(3);
 
-  expect(app.received.map((event) => event.type)).toEqual(['execution.started', 'terminal.output', 'execution.completed']);
+  expect(app.received.map((event) => event.type)).toEqual([
+    'execution.started',
+    'terminal.output',
+    'execution.completed',
+  ]);
   expect(app.received[2]).toMatchObject({ sandboxId: 'sandbox-123', workspaceId: 1, data: { exitCode: 0 } });
   expect(app.log.filter((line) => !line.startsWith('Connection error'))).toEqual([
     'Connected to event stream',

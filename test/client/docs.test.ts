@@ -36,7 +36,10 @@ it('runs the example of docs/client.md against a real broker', async () => {
   cleanups.push(remove);
   const file = path.join(dir, 'example.mjs');
   // The package name resolves to the built package; here it points at the source.
-  await writeFile(file, code.replace("from 'sandbox-events'", `from ${JSON.stringify(path.join(ROOT, 'src/client/index.ts'))}`));
+  await writeFile(
+    file,
+    code.replace("from 'sandbox-events'", `from ${JSON.stringify(path.join(ROOT, 'src/client/index.ts'))}`),
+  );
   await import(/* @vite-ignore */ file);
 
   expect(printed[0]).toBe('subscribed to sb-1');

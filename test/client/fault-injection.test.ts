@@ -126,7 +126,10 @@ async function runScenario(seed: number): Promise<void> {
       faulty.holdCuts(true);
       for (;;) {
         if (sub.getState() !== 'connected') await next(sub, 'connect');
-        const alive = await sub.ping().then(() => true, () => false);
+        const alive = await sub.ping().then(
+          () => true,
+          () => false,
+        );
         if (alive) break;
       }
       faulty.blackhole(true);
@@ -148,13 +151,22 @@ async function runScenario(seed: number): Promise<void> {
   // What the broker stored is the truth: every publish succeeded once, so 10,000 ids.
   const stored: string[] = [];
   for (;;) {
-    const page = await pub.history('sb-fault', { limit: 1000, ...(stored.length > 0 ? { after: stored.at(-1)! } : {}) });
+    const page = await pub.history('sb-fault', {
+      limit: 1000,
+      ...(stored.length > 0 ? { after: stored.at(-1)! } : {}),
+    });
     stored.push(...page.map((event) => event.id));
     if (page.length < 1000) break;
   }
   expect(stored.length, context).toBe(EVENTS);
 
-  await until(sub, 'event', () => received.length >= stored.length, `${stored.length} events (have ${received.length}, ${context})`, 30_000);
+  await until(
+    sub,
+    'event',
+    () => received.length >= stored.length,
+    `${stored.length} events (have ${received.length}, ${context})`,
+    30_000,
+  );
   await chaos;
   await sub.ping(); // one more round trip: anything still in flight would have arrived by now
   expect(cuts, context).toBe(CUTS);

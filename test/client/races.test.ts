@@ -166,7 +166,11 @@ it("subscribe({ from: '0' }) right after an un-awaited unsubscribe() delivers ev
 
 // ── 5. EventQueue: two next() calls before an event arrives ──────────────────────────────────
 it('EventQueue settles every pending next() (async iterator protocol allows queued next calls)', async () => {
-  const queue = new EventQueue(100, () => {}, () => {});
+  const queue = new EventQueue(
+    100,
+    () => {},
+    () => {},
+  );
   const first = queue.next();
   const second = queue.next();
   const ev = (id: string): SandboxEvent => ({ id, sandboxId: 's', workspaceId: 1, type: 't', data: {}, timestamp: 1 });

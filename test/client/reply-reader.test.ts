@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { encodeCommand, type Frame, ReplyReader, RespProtocolError } from '../../src/client/reply-reader.js';
 
 /** Bytes captured from the broker in RESP3 (HELLO 3, HISTORY, RESUME, messages, errors). */
-const EVENT = '{"id":"1795474100694-0","sandboxId":"sb","workspaceId":1,"type":"a","data":{"x":"é 🚀 ü"},"timestamp":1795474100694}';
+const EVENT =
+  '{"id":"1795474100694-0","sandboxId":"sb","workspaceId":1,"type":"a","data":{"x":"é 🚀 ü"},"timestamp":1795474100694}';
 const bulk = (text: string): string => `$${Buffer.byteLength(text)}\r\n${text}\r\n`;
 const CAPTURE = Buffer.from(
   '%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:1\r\n' +
@@ -20,7 +21,22 @@ const CAPTURE = Buffer.from(
 const EXPECTED: Frame[] = [
   {
     kind: 'reply',
-    value: ['server', 'redis', 'version', '7.0.15', 'proto', 3, 'id', 1, 'mode', 'standalone', 'role', 'master', 'modules', []],
+    value: [
+      'server',
+      'redis',
+      'version',
+      '7.0.15',
+      'proto',
+      3,
+      'id',
+      1,
+      'mode',
+      'standalone',
+      'role',
+      'master',
+      'modules',
+      [],
+    ],
   },
   { kind: 'reply', value: 0 },
   { kind: 'reply', value: [EVENT] },
@@ -45,7 +61,7 @@ function readOne(text: string): Frame[] {
 }
 
 describe('ReplyReader', () => {
-  it('decodes the broker\'s RESP3 replies and tells pushes from replies', () => {
+  it("decodes the broker's RESP3 replies and tells pushes from replies", () => {
     expect(readAll([CAPTURE])).toEqual(EXPECTED);
   });
 

@@ -89,7 +89,9 @@ describe('a JWKS-configured daemon', () => {
     expect(await authReply(server, await rs256({ ...claims, exp: now() + 600 }))).toBe('+OK\r\n');
     const fetchesBefore = jwksFetches;
     const replies = await Promise.all(
-      Array.from({ length: 200 }, async (_, i) => authReply(server, await rs256({ ...claims, exp: now() + 600 }, `unknown-${i}`))),
+      Array.from({ length: 200 }, async (_, i) =>
+        authReply(server, await rs256({ ...claims, exp: now() + 600 }, `unknown-${i}`)),
+      ),
     );
     expect(replies.every((reply) => reply === WRONGPASS)).toBe(true);
     expect(jwksFetches - fetchesBefore).toBeLessThanOrEqual(1);
@@ -123,7 +125,8 @@ describe('logging', () => {
     const lines: Record<string, unknown>[] = [];
     const sink = new Writable({
       write(chunk: Buffer, _encoding, done) {
-        for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+        for (const line of chunk.toString().split('\n').filter(Boolean))
+          lines.push(JSON.parse(line) as Record<string, unknown>);
         done();
       },
     });

@@ -22,7 +22,12 @@ afterEach(async () => {
 });
 
 async function start(backlog?: number): Promise<RunningServer> {
-  const server = await startServer({ host: '127.0.0.1', port: 0, backlog, auth: { secret: randomBytes(32).toString('base64url') } });
+  const server = await startServer({
+    host: '127.0.0.1',
+    port: 0,
+    backlog,
+    auth: { secret: randomBytes(32).toString('base64url') },
+  });
   servers.push(server);
   return server;
 }
@@ -30,7 +35,9 @@ async function start(backlog?: number): Promise<RunningServer> {
 /** A listening socket's queue: `ss` shows connections waiting for accept as Recv-Q, the backlog as Send-Q. */
 function listenQueue(port: number): { queued: number; backlog: number } | undefined {
   try {
-    const [, queued, backlog] = execFileSync('ss', ['-Hltn', `sport = :${port}`], { encoding: 'utf8' }).trim().split(/\s+/);
+    const [, queued, backlog] = execFileSync('ss', ['-Hltn', `sport = :${port}`], { encoding: 'utf8' })
+      .trim()
+      .split(/\s+/);
     return { queued: Number(queued), backlog: Number(backlog) };
   } catch {
     return undefined;
@@ -41,11 +48,14 @@ const somaxconn = kernelBacklogCap();
 // Linux only (somaxconn); `ss` (iproute2) reads the listening socket's queue.
 const canInspect = somaxconn !== undefined && requireTool('ss', 'iproute2');
 
-it.skipIf(!canInspect)('listens with a backlog of 4096 by default (capped by somaxconn), or the one asked for', async () => {
-  expect(DEFAULT_BACKLOG).toBe(4096);
-  expect(listenQueue((await start()).port)?.backlog).toBe(Math.min(DEFAULT_BACKLOG, somaxconn!));
-  expect(listenQueue((await start(77)).port)?.backlog).toBe(77);
-});
+it.skipIf(!canInspect)(
+  'listens with a backlog of 4096 by default (capped by somaxconn), or the one asked for',
+  async () => {
+    expect(DEFAULT_BACKLOG).toBe(4096);
+    expect(listenQueue((await start()).port)?.backlog).toBe(Math.min(DEFAULT_BACKLOG, somaxconn!));
+    expect(listenQueue((await start(77)).port)?.backlog).toBe(77);
+  },
+);
 
 it.skipIf(!canInspect || somaxconn! < 2_000)(
   '1,500 clients connecting while the event loop is busy are all held by the kernel, then answered',
@@ -72,29 +82,54 @@ it.skipIf(!canInspect || somaxconn! < 2_000)(
 );
 
 it.skipIf(!canInspect)('serve --tcp-backlog (or SANDBOX_EVENTS_TCP_BACKLOG) sets it', async () => {
-  const common = ['--port', '0', '--http-port', '0', '--store', 'memory', '--jwt-secret', 'secret-for-the-backlog-test'];
+  const common = [
+    '--port',
+    '0',
+    '--http-port',
+    '0',
+    '--store',
+    'memory',
+    '--jwt-secret',
+    'secret-for-the-backlog-test',
+  ];
   expect(listenQueue((await spawnDaemon([...common, '--tcp-backlog', '123'])).port)?.backlog).toBe(123);
   expect(listenQueue((await spawnDaemon(common, { SANDBOX_EVENTS_TCP_BACKLOG: '200' })).port)?.backlog).toBe(200);
 });
 
-it.skipIf(somaxconn === undefined || somaxconn >= 65_535)('warns, as Redis does, when somaxconn is lower than the backlog asked for', async () => {
-  const child = spawn(
-    process.execPath,
-    [BIN, 'serve', '--port', '0', '--http-port', '0', '--store', 'memory', '--jwt-secret', 'secret-for-the-backlog-test', '--tcp-backlog', String(somaxconn! + 1)],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  try {
-    const messages: string[] = [];
-    for await (const line of createInterface({ input: child.stdout! })) {
-      messages.push((JSON.parse(line) as { msg: string }).msg);
-      if (messages.length === 2) break;
-    }
-    // The listening line stays first: scripts wait for it.
-    expect(messages[0]).toBe('sandbox-events listening');
-    expect(messages[1]).toBe(
-      `the TCP backlog of ${somaxconn! + 1} cannot be enforced because /proc/sys/net/core/somaxconn is set to the lower value of ${somaxconn}`,
+it.skipIf(somaxconn === undefined || somaxconn >= 65_535)(
+  'warns, as Redis does, when somaxconn is lower than the backlog asked for',
+  async () => {
+    const child = spawn(
+      process.execPath,
+      [
+        BIN,
+        'serve',
+        '--port',
+        '0',
+        '--http-port',
+        '0',
+        '--store',
+        'memory',
+        '--jwt-secret',
+        'secret-for-the-backlog-test',
+        '--tcp-backlog',
+        String(somaxconn! + 1),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
     );
-  } finally {
-    child.kill('SIGKILL');
-  }
-});
+    try {
+      const messages: string[] = [];
+      for await (const line of createInterface({ input: child.stdout! })) {
+        messages.push((JSON.parse(line) as { msg: string }).msg);
+        if (messages.length === 2) break;
+      }
+      // The listening line stays first: scripts wait for it.
+      expect(messages[0]).toBe('sandbox-events listening');
+      expect(messages[1]).toBe(
+        `the TCP backlog of ${somaxconn! + 1} cannot be enforced because /proc/sys/net/core/somaxconn is set to the lower value of ${somaxconn}`,
+      );
+    } finally {
+      child.kill('SIGKILL');
+    }
+  },
+);

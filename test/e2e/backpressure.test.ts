@@ -269,10 +269,14 @@ describe('encode once, write many', () => {
     const publisher = await server.raw();
     publisher.send(resp('AUTH', token) + resp('PUBLISH', 'sb-many', '{"type":"once","data":{"k":1}}'));
     expect(await publisher.read('+OK\r\n:8\r\n')).toBe('+OK\r\n:8\r\n');
-    const frames = await Promise.all(subscribers.map((client) => client.waitFor((received) => received.toString().endsWith('}\r\n'))));
+    const frames = await Promise.all(
+      subscribers.map((client) => client.waitFor((received) => received.toString().endsWith('}\r\n'))),
+    );
     expect(stats.framesEncoded - before).toBe(1);
     const first = frames[0]!.toString();
-    expect(first).toMatch(/^\*3\r\n\$7\r\nmessage\r\n\$7\r\nsb-many\r\n\$\d+\r\n\{"id":"\d+-\d+","sandboxId":"sb-many",/);
+    expect(first).toMatch(
+      /^\*3\r\n\$7\r\nmessage\r\n\$7\r\nsb-many\r\n\$\d+\r\n\{"id":"\d+-\d+","sandboxId":"sb-many",/,
+    );
     for (const frame of frames) expect(frame.toString()).toBe(first);
   });
 
@@ -286,7 +290,9 @@ describe('encode once, write many', () => {
       await resp2.read('*3\r\n$9\r\nsubscribe\r\n$8\r\nsb-forms\r\n:1\r\n');
       const resp3 = await server.raw();
       resp3.send(resp('HELLO', '3', 'AUTH', 'default', token) + resp('SUBSCRIBE', 'sb-forms'));
-      await resp3.waitFor((received) => received.toString().endsWith('>3\r\n$9\r\nsubscribe\r\n$8\r\nsb-forms\r\n:1\r\n'));
+      await resp3.waitFor((received) =>
+        received.toString().endsWith('>3\r\n$9\r\nsubscribe\r\n$8\r\nsb-forms\r\n:1\r\n'),
+      );
       const pattern = await server.authed({ workspaceId: 4 });
       pattern.send(resp('PSUBSCRIBE', 'sb-*'));
       await pattern.read('*3\r\n$10\r\npsubscribe\r\n$4\r\nsb-*\r\n:1\r\n');
@@ -307,18 +313,25 @@ describe('encode once, write many', () => {
     server = await startTestServer();
     const subscriber = await server.authed({ workspaceId: 5 });
     subscriber.send(resp('SUBSCRIBE', 'sb-a', 'sb-b') + resp('PSUBSCRIBE', 'sb-*'));
-    await subscriber.waitFor((received) => received.toString().endsWith('*3\r\n$10\r\npsubscribe\r\n$4\r\nsb-*\r\n:3\r\n'));
+    await subscriber.waitFor((received) =>
+      received.toString().endsWith('*3\r\n$10\r\npsubscribe\r\n$4\r\nsb-*\r\n:3\r\n'),
+    );
     await subscriber.take(subscriber.pending.length);
     const publisher = await server.authed({ workspaceId: 5 });
     let commands = '';
-    for (let i = 0; i < 300; i++) commands += resp('PUBLISH', i % 3 === 0 ? 'sb-b' : 'sb-a', `{"type":"t","data":{"i":${i}}}`);
+    for (let i = 0; i < 300; i++)
+      commands += resp('PUBLISH', i % 3 === 0 ? 'sb-b' : 'sb-a', `{"type":"t","data":{"i":${i}}}`);
     publisher.send(commands);
     await publisher.read(':2\r\n'.repeat(300));
-    const all = (await subscriber.waitFor((received) => (received.toString().match(/"i":/g) ?? []).length === 600)).toString();
+    const all = (
+      await subscriber.waitFor((received) => (received.toString().match(/"i":/g) ?? []).length === 600)
+    ).toString();
     // Each event: the channel message, then the pattern message (Redis's order), one event after another.
-    const seen = [...all.matchAll(/(\*3\r\n\$7\r\nmessage|\*4\r\n\$8\r\npmessage\r\n\$4\r\nsb-\*)\r\n\$4\r\n(sb-[ab])\r\n\$\d+\r\n\{[^\r]*"data":\{"i":(\d+)\}/g)].map(
-      (m) => `${m[1]!.includes('pmessage') ? 'p' : 'm'}:${m[2]}:${m[3]}`,
-    );
+    const seen = [
+      ...all.matchAll(
+        /(\*3\r\n\$7\r\nmessage|\*4\r\n\$8\r\npmessage\r\n\$4\r\nsb-\*)\r\n\$4\r\n(sb-[ab])\r\n\$\d+\r\n\{[^\r]*"data":\{"i":(\d+)\}/g,
+      ),
+    ].map((m) => `${m[1]!.includes('pmessage') ? 'p' : 'm'}:${m[2]}:${m[3]}`);
     const expected = Array.from({ length: 300 }, (_, i) => {
       const channel = i % 3 === 0 ? 'sb-b' : 'sb-a';
       return [`m:${channel}:${i}`, `p:${channel}:${i}`];

@@ -53,14 +53,26 @@ describe('sandbox-events serve', () => {
   });
 
   it('tokens minted by `sandbox-events token` survive a restart; sandbox tokens reach their sandbox only', async () => {
-    const { stdout } = await run(process.execPath, [BIN, 'token', '--data-dir', dataDir, '--workspace', '3', '--sandbox', 'sb-x']);
+    const { stdout } = await run(process.execPath, [
+      BIN,
+      'token',
+      '--data-dir',
+      dataDir,
+      '--workspace',
+      '3',
+      '--sandbox',
+      'sb-x',
+    ]);
     expect(stdout).toMatch(/^eyJ[\w-]+\.[\w-]+\.[\w-]+\n$/);
     const token = stdout.trim();
     for (let restart = 0; restart < 2; restart += 1) {
       const daemon = await startDaemon([]);
       const client = await connect(daemon.port);
-      client.send(resp('AUTH', token) + resp('PUBLISH', 'sb-x', '{"type":"t"}') + resp('PUBLISH', 'sb-y', '{"type":"t"}'));
-      const expected = '+OK\r\n:0\r\n-NOPERM this user has no permissions to access one of the channels used as arguments\r\n';
+      client.send(
+        resp('AUTH', token) + resp('PUBLISH', 'sb-x', '{"type":"t"}') + resp('PUBLISH', 'sb-y', '{"type":"t"}'),
+      );
+      const expected =
+        '+OK\r\n:0\r\n-NOPERM this user has no permissions to access one of the channels used as arguments\r\n';
       expect(await client.read(expected)).toBe(expected);
       daemon.child.kill('SIGINT');
       expect(await daemon.exited).toBe(0);
@@ -70,7 +82,14 @@ describe('sandbox-events serve', () => {
   it('takes its secret from SANDBOX_EVENTS_JWT_SECRET and prints no development banner', async () => {
     const daemon = await startDaemon([], { SANDBOX_EVENTS_JWT_SECRET: 'configured-secret-configured-secret' });
     expect(daemon.stderr()).not.toContain('development mode');
-    const { stdout } = await run(process.execPath, [BIN, 'token', '--secret', 'configured-secret-configured-secret', '--workspace', '5']);
+    const { stdout } = await run(process.execPath, [
+      BIN,
+      'token',
+      '--secret',
+      'configured-secret-configured-secret',
+      '--workspace',
+      '5',
+    ]);
     const client = await connect(daemon.port);
     client.send(resp('AUTH', stdout.trim()));
     expect(await client.line()).toBe('+OK\r\n');
@@ -89,7 +108,17 @@ describe('sandbox-events serve', () => {
     expect(badPort.code).not.toBe(0);
     expect(badPort.stderr).toMatch(/--port.*expected an integer from 0 to 65535/);
     for (const backlog of ['0', '65536']) {
-      const badBacklog = await failing(['serve', '--port', '0', '--http-port', '0', '--store', 'memory', '--tcp-backlog', backlog]);
+      const badBacklog = await failing([
+        'serve',
+        '--port',
+        '0',
+        '--http-port',
+        '0',
+        '--store',
+        'memory',
+        '--tcp-backlog',
+        backlog,
+      ]);
       expect(badBacklog.code).not.toBe(0);
       expect(badBacklog.stderr).toMatch(/--tcp-backlog.*expected an integer from 1 to 65535/);
     }
@@ -164,7 +193,9 @@ describe('serve: key source flags', () => {
 
 describe('serve: --max-event-size', () => {
   it('an event within a raised --max-event-size (2mb) can be published over TCP (the RESP caps follow it)', async () => {
-    const daemon = await startDaemon(['--max-event-size', '2mb'], { SANDBOX_EVENTS_JWT_SECRET: 'size-secret-0123456789' });
+    const daemon = await startDaemon(['--max-event-size', '2mb'], {
+      SANDBOX_EVENTS_JWT_SECRET: 'size-secret-0123456789',
+    });
     const token = await new SignJWT({ workspace_id: 1, sandbox_id: 'sb-1', exp: exp() })
       .setProtectedHeader({ alg: 'HS256' })
       .sign(new TextEncoder().encode('size-secret-0123456789'));
@@ -183,7 +214,9 @@ describe('serve: --sqlite-synchronous', () => {
     const normal = await startDaemon(['--store', 'sqlite'], { SANDBOX_EVENTS_JWT_SECRET: 'sync-secret-0123456789' });
     expect(normal.listening).toMatchObject({ store: 'sqlite', synchronous: 'normal' });
     killDaemons();
-    const full = await startDaemon(['--store', 'sqlite', '--sqlite-synchronous', 'full'], { SANDBOX_EVENTS_JWT_SECRET: 'sync-secret-0123456789' });
+    const full = await startDaemon(['--store', 'sqlite', '--sqlite-synchronous', 'full'], {
+      SANDBOX_EVENTS_JWT_SECRET: 'sync-secret-0123456789',
+    });
     expect(full.listening).toMatchObject({ store: 'sqlite', synchronous: 'full' });
     const token = await new SignJWT({ workspace_id: 1, sandbox_id: 'sb-1', exp: exp() })
       .setProtectedHeader({ alg: 'HS256' })

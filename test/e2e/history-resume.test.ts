@@ -73,14 +73,18 @@ function takeIntegerReplies(client: RawClient): number {
   return text.slice(0, end + 2).split('\r\n').length - 1;
 }
 
-const eventsOf = (reply: unknown) => (reply as string[]).map((json) => JSON.parse(json) as { id: string; type: string; data: { i: number }; timestamp: number });
+const eventsOf = (reply: unknown) =>
+  (reply as string[]).map(
+    (json) => JSON.parse(json) as { id: string; type: string; data: { i: number }; timestamp: number },
+  );
 
 describe('HISTORY', () => {
   it('filters by type, after an id, since a time; limits; the newest N; oldest first', async () => {
     const { broker } = await sqliteServer();
     const client = await broker.authed();
     let pipeline = '';
-    for (let i = 0; i < 10; i += 1) pipeline += resp('PUBLISH', 'sb-h', JSON.stringify({ type: i % 2 ? 'odd' : 'even', data: { i } }));
+    for (let i = 0; i < 10; i += 1)
+      pipeline += resp('PUBLISH', 'sb-h', JSON.stringify({ type: i % 2 ? 'odd' : 'even', data: { i } }));
     client.send(pipeline);
     await client.read(':0\r\n'.repeat(10));
     const reader = new ReplyReader(client);
@@ -89,13 +93,31 @@ describe('HISTORY', () => {
     expect(all.map((event) => event.data.i)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
 
     const queries: [string[], number[]][] = [
-      [['TYPE', 'odd'], [1, 3, 5, 7, 9]],
-      [['AFTER', all[6]!.id], [7, 8, 9]],
-      [['LIMIT', '3'], [0, 1, 2]],
-      [['NEWEST', 'LIMIT', '2'], [8, 9]],
-      [['TYPE', 'even', 'NEWEST', 'LIMIT', '2'], [6, 8]],
+      [
+        ['TYPE', 'odd'],
+        [1, 3, 5, 7, 9],
+      ],
+      [
+        ['AFTER', all[6]!.id],
+        [7, 8, 9],
+      ],
+      [
+        ['LIMIT', '3'],
+        [0, 1, 2],
+      ],
+      [
+        ['NEWEST', 'LIMIT', '2'],
+        [8, 9],
+      ],
+      [
+        ['TYPE', 'even', 'NEWEST', 'LIMIT', '2'],
+        [6, 8],
+      ],
       [['SINCE', String(all[9]!.timestamp + 1)], []],
-      [['SINCE', String(all[0]!.timestamp)], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]],
+      [
+        ['SINCE', String(all[0]!.timestamp)],
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+      ],
     ];
     for (const [options, expected] of queries) {
       client.send(resp('HISTORY', 'sb-h', ...options));
@@ -124,7 +146,12 @@ describe('HISTORY', () => {
 
     const second = await sqliteServer(undefined, first.dbPath);
     const again = await second.broker.raw();
-    again.send(resp('AUTH', await mintToken({ secret: second.broker.secret, workspaceId: 1, role: 'workspace', ttlSeconds: 60 })));
+    again.send(
+      resp(
+        'AUTH',
+        await mintToken({ secret: second.broker.secret, workspaceId: 1, role: 'workspace', ttlSeconds: 60 }),
+      ),
+    );
     await again.line();
     again.send(resp('PUBLISH', 'sb-r', '{"type":"after"}') + resp('HISTORY', 'sb-r'));
     const reader = new ReplyReader(again);
@@ -146,7 +173,8 @@ describe('RESUME', () => {
     const publishing = (async () => {
       for (let sent = 0; sent < total; sent += 200) {
         let batch = '';
-        for (let i = sent; i < sent + 200; i += 1) batch += resp('PUBLISH', 'sb-flow', JSON.stringify({ type: 'n', data: { i } }));
+        for (let i = sent; i < sent + 200; i += 1)
+          batch += resp('PUBLISH', 'sb-flow', JSON.stringify({ type: 'n', data: { i } }));
         publisher.send(batch);
         for (let replies = 0; replies < 200; ) {
           await publisher.waitFor((received) => received.includes('\r\n'));
@@ -195,7 +223,11 @@ describe('RESUME', () => {
     }
     await store.prune();
     client.send(resp('HISTORY', 'sb-gap', 'LIMIT', '1000'));
-    expect(eventsOf((await reader.next())[0]).map((event) => event.id)).toEqual(['1004000-0', '1005000-0', '1006000-0']);
+    expect(eventsOf((await reader.next())[0]).map((event) => event.id)).toEqual([
+      '1004000-0',
+      '1005000-0',
+      '1006000-0',
+    ]);
 
     const resumeFrom = async (id: string): Promise<unknown[]> => {
       const subscriber = await broker.authed();
@@ -251,7 +283,8 @@ describe('RESUME', () => {
     const store = new LaggingStore(new MemoryStore({ retention: { maxCount: 1_000, maxAgeMs: DAY } }));
     const broker = await startTestServer({ store });
     cleanups.push(() => broker.close());
-    const elsewhere = async () => formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-at', type: 't', dataJson: '{}' })).id);
+    const elsewhere = async () =>
+      formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-at', type: 't', dataJson: '{}' })).id);
     const seen = await elsewhere();
     const subscriber = await broker.authed();
     const reader = new ReplyReader(subscriber);
@@ -275,21 +308,24 @@ describe('RESUME', () => {
     const reader = new ReplyReader(subscriber);
     subscriber.send(resp('PSUBSCRIBE', 'sb-*'));
     expect(await reader.next()).toEqual([['psubscribe', 'sb-*', 1]]);
-    const elsewhere = async () => formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-both', type: 't', dataJson: '{}' })).id);
+    const elsewhere = async () =>
+      formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-both', type: 't', dataJson: '{}' })).id);
     const ids = [await elsewhere(), await elsewhere()];
     subscriber.send(resp('RESUME', 'sb-both', '0'));
     const [confirmation, ...replayed] = (await reader.next(3)) as string[][];
     expect(confirmation!.slice(0, 4)).toEqual(['resume', 'sb-both', 2, 'complete']);
-    expect(replayed.map((frame) => [frame[0], (JSON.parse(frame[2]!) as { id: string }).id])).toEqual(ids.map((id) => ['message', id]));
+    expect(replayed.map((frame) => [frame[0], (JSON.parse(frame[2]!) as { id: string }).id])).toEqual(
+      ids.map((id) => ['message', id]),
+    );
     // Live now: the channel's copies were replayed and are dropped; the pattern's were not.
     expect(store.release()).toBe(2);
     subscriber.send(resp('PING'));
     const rest = (await reader.next(3)) as string[][];
-    expect(rest.map((frame) => (frame[0] === 'pong' ? 'pong' : `${frame[0]} ${(JSON.parse(frame[3]!) as { id: string }).id}`))).toEqual([
-      `pmessage ${ids[0]}`,
-      `pmessage ${ids[1]}`,
-      'pong',
-    ]);
+    expect(
+      rest.map((frame) =>
+        frame[0] === 'pong' ? 'pong' : `${frame[0]} ${(JSON.parse(frame[3]!) as { id: string }).id}`,
+      ),
+    ).toEqual([`pmessage ${ids[0]}`, `pmessage ${ids[1]}`, 'pong']);
   });
 
   it('drops live copies of replayed events that arrive after the replay (a live path that lags reads, as across nodes)', async () => {
@@ -327,7 +363,18 @@ describe('RESUME', () => {
 
 describe('durability: kill -9 at any moment', () => {
   const spawnAt = (dataDir: string, secret: string) =>
-    spawnDaemon(['--port', '0', '--http-port', '0', '--data-dir', dataDir, '--jwt-secret', secret, '--log-level', 'info']);
+    spawnDaemon([
+      '--port',
+      '0',
+      '--http-port',
+      '0',
+      '--data-dir',
+      dataDir,
+      '--jwt-secret',
+      secret,
+      '--log-level',
+      'info',
+    ]);
 
   it('every acknowledged event and every delivered id is there after restart, in order', async () => {
     const dataDir = await mkdtemp(path.join(dir, 'crash-'));
@@ -351,7 +398,8 @@ describe('durability: kill -9 at any moment', () => {
     const killAfter = 2000 + Math.floor(Math.random() * 3000);
     while (!publisher.closed) {
       let batch = '';
-      for (let i = 0; i < 100; i += 1, sent += 1) batch += resp('PUBLISH', 'sb-crash', JSON.stringify({ type: 'n', data: { i: sent } }));
+      for (let i = 0; i < 100; i += 1, sent += 1)
+        batch += resp('PUBLISH', 'sb-crash', JSON.stringify({ type: 'n', data: { i: sent } }));
       publisher.send(batch);
       await publisher.waitFor((received) => received.includes('\r\n') || publisher.closed);
       acked += takeIntegerReplies(publisher);

@@ -47,7 +47,7 @@ async function expectProtocolError(client: RawClient, message: string): Promise<
 describe('protocol abuse (Redis behaviour matched)', () => {
   it('empty lines and *-10 are ignored', async () => {
     const client = await broker.authed();
-    client.send('\r\n\r\n   \r\n*-10\r\n*0\r\n' + resp('PING'));
+    client.send(`\r\n\r\n   \r\n*-10\r\n*0\r\n${resp('PING')}`);
     expect(await client.line()).toBe('+PONG\r\n');
   });
 
@@ -84,9 +84,9 @@ describe('protocol abuse (Redis behaviour matched)', () => {
     await expectProtocolError(client, 'too big inline request');
   });
 
-  it('wrong argument counts get Redis\'s error and the connection stays open', async () => {
+  it("wrong argument counts get Redis's error and the connection stays open", async () => {
     const client = await broker.authed();
-    client.send(resp('PUBLISH', 'a') + resp('SUBSCRIBE') + 'PING a b\r\n' + resp('PING'));
+    client.send(`${resp('PUBLISH', 'a') + resp('SUBSCRIBE')}PING a b\r\n${resp('PING')}`);
     const expected =
       "-ERR wrong number of arguments for 'publish' command\r\n" +
       "-ERR wrong number of arguments for 'subscribe' command\r\n" +
@@ -97,7 +97,7 @@ describe('protocol abuse (Redis behaviour matched)', () => {
 
   it('pipelined commands in one write, and one command split into single bytes, both work', async () => {
     const client = await broker.authed();
-    client.send(resp('PING', 'one') + 'PING two\r\n' + resp('PING', 'three'));
+    client.send(`${resp('PING', 'one')}PING two\r\n${resp('PING', 'three')}`);
     const expected = '$3\r\none\r\n$3\r\ntwo\r\n$5\r\nthree\r\n';
     expect(await client.read(expected)).toBe(expected);
     const command = resp('PUBLISH', 'sb-split', '{"type":"é€😀","data":{"text":"ünïcödé"}}');
@@ -166,7 +166,9 @@ describe('abuse after authentication', () => {
     await client.waitFor((received) => received.toString().endsWith(':1000\r\n'));
     await client.take(client.pending.length);
     client.send(resp('SUBSCRIBE', 'sb-1000', 'sb-1001'));
-    expect(await client.line()).toBe('-ERR subscription limit reached: at most 1000 channels and patterns per connection\r\n');
+    expect(await client.line()).toBe(
+      '-ERR subscription limit reached: at most 1000 channels and patterns per connection\r\n',
+    );
     client.send(resp('PING'));
     expect(await client.read('*2\r\n$4\r\npong\r\n$0\r\n\r\n')).toBe('*2\r\n$4\r\npong\r\n$0\r\n\r\n');
   });

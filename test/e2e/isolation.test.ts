@@ -72,7 +72,7 @@ describe('workspace isolation', () => {
     expect(spy.pending).not.toContain('secret');
   });
 
-  it('PUBSUB CHANNELS, NUMSUB and NUMPAT show only the token\'s own workspace', async () => {
+  it("PUBSUB CHANNELS, NUMSUB and NUMPAT show only the token's own workspace", async () => {
     await subscribedVictim('sb-listed');
     const intruder = await broker.authed({ workspaceId: 3 });
     intruder.send(
@@ -131,7 +131,7 @@ describe('sandbox tokens', () => {
     expect(await sandbox.line()).toBe('*0\r\n');
   });
 
-  it('a token of workspace 20 naming a sandbox of workspace 1 gets its own workspace\'s sandbox', async () => {
+  it("a token of workspace 20 naming a sandbox of workspace 1 gets its own workspace's sandbox", async () => {
     const victim = await subscribedVictim('sb-target');
     const forged = await broker.authed({ workspaceId: 20, role: 'sandbox', sandboxId: 'sb-target' });
     forged.send(resp('PUBLISH', 'sb-target', '{"type":"forged"}'));
@@ -165,8 +165,12 @@ describe('refused tokens', () => {
     [
       'tampered payload',
       async () => {
-        const [header, , signature] = (await sign({ workspace_id: 1, role: 'sandbox', sandbox_id: 'a', exp: now() + 3600 })).split('.');
-        const payload = Buffer.from(JSON.stringify({ workspace_id: 1, role: 'admin', exp: now() + 3600 })).toString('base64url');
+        const [header, , signature] = (
+          await sign({ workspace_id: 1, role: 'sandbox', sandbox_id: 'a', exp: now() + 3600 })
+        ).split('.');
+        const payload = Buffer.from(JSON.stringify({ workspace_id: 1, role: 'admin', exp: now() + 3600 })).toString(
+          'base64url',
+        );
         return `${header}.${payload}.${signature}`;
       },
     ],

@@ -36,12 +36,24 @@ function setUpNamespaces(): boolean {
   ip('link', 'set', clientIf, 'netns', clientNs);
   ip('-n', serverNs, 'addr', 'add', `${serverIp}/30`, 'dev', serverIf);
   ip('-n', clientNs, 'addr', 'add', `${clientIp}/30`, 'dev', clientIf);
-  for (const [ns, dev] of [[serverNs, serverIf], [clientNs, clientIf]] as const) {
+  for (const [ns, dev] of [
+    [serverNs, serverIf],
+    [clientNs, clientIf],
+  ] as const) {
     ip('-n', ns, 'link', 'set', dev, 'up');
     ip('-n', ns, 'link', 'set', 'lo', 'up');
   }
   // Per-namespace: probe every second, give up after two unanswered probes.
-  execFileSync('ip', ['netns', 'exec', serverNs, 'sysctl', '-q', '-w', 'net.ipv4.tcp_keepalive_intvl=1', 'net.ipv4.tcp_keepalive_probes=2']);
+  execFileSync('ip', [
+    'netns',
+    'exec',
+    serverNs,
+    'sysctl',
+    '-q',
+    '-w',
+    'net.ipv4.tcp_keepalive_intvl=1',
+    'net.ipv4.tcp_keepalive_probes=2',
+  ]);
   return true;
 }
 
@@ -102,8 +114,22 @@ it.skipIf(!ready)('a subscriber whose link vanishes without FIN is reaped by kee
   const secret = randomBytes(24).toString('base64url');
   const token = await mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 600 });
   const daemon = await inNamespace(serverNs, [
-    BIN, 'serve', '--host', serverIp, '--port', '0', '--http-port', '0', '--store', 'memory',
-    '--jwt-secret', secret, '--tcp-keepalive', '1', '--log-level', 'info',
+    BIN,
+    'serve',
+    '--host',
+    serverIp,
+    '--port',
+    '0',
+    '--http-port',
+    '0',
+    '--store',
+    'memory',
+    '--jwt-secret',
+    secret,
+    '--tcp-keepalive',
+    '1',
+    '--log-level',
+    'info',
   ]);
   const port = (JSON.parse(daemon.firstLine) as { port: number }).port;
 

@@ -18,7 +18,9 @@ describe('publish rate limit per sandbox token', () => {
     const expected = ':0\r\n'.repeat(20) + '-ERR rate limit exceeded\r\n'.repeat(5);
     expect(await sandbox.read(expected)).toBe(expected);
     sandbox.send(resp('HISTORY', 'sb-fast', 'LIMIT', '1000'));
-    const history = await sandbox.waitFor((received) => received.toString().startsWith('*20\r\n') && received.toString().endsWith('}\r\n'));
+    const history = await sandbox.waitFor(
+      (received) => received.toString().startsWith('*20\r\n') && received.toString().endsWith('}\r\n'),
+    );
     expect(history.toString().split('"type":"t"').length - 1).toBe(20);
   });
 

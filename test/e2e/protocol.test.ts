@@ -57,7 +57,7 @@ describe('Redis 7 reply vectors, byte for byte', () => {
     expect(reply.toString()).toMatch(/\$5\r\nproto\r\n:2\r\n/);
   });
 
-  it('HELLO before AUTH without AUTH option is refused with Redis\'s text', async () => {
+  it("HELLO before AUTH without AUTH option is refused with Redis's text", async () => {
     const client = await broker.raw();
     client.send(resp('HELLO', '3'));
     expect(await client.line()).toBe(
@@ -84,7 +84,9 @@ describe('Redis 7 reply vectors, byte for byte', () => {
 
   it('AUTH with three arguments is a syntax error; unknown subcommand names the container', async () => {
     const client = await broker.authed({ workspaceId });
-    client.send(resp('AUTH', 'a', 'b', 'c') + resp('CLIENT', 'NOPE') + resp('PUBSUB', 'shardchannels') + resp('CLIENT'));
+    client.send(
+      resp('AUTH', 'a', 'b', 'c') + resp('CLIENT', 'NOPE') + resp('PUBSUB', 'shardchannels') + resp('CLIENT'),
+    );
     expect(await client.line()).toBe('-ERR syntax error\r\n');
     expect(await client.line()).toBe("-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n");
     expect(await client.line()).toBe("-ERR unknown subcommand 'shardchannels'. Try PUBSUB HELP.\r\n");
@@ -120,7 +122,8 @@ describe('delivery frames', () => {
   it('a subscriber of sb-1 and sb-* gets message and pmessage; the publisher gets :2 (RESP2)', async () => {
     const subscriber = await broker.authed({ workspaceId });
     subscriber.send(resp('SUBSCRIBE', 'sb-1') + resp('PSUBSCRIBE', 'sb-*'));
-    const confirmations = '*3\r\n$9\r\nsubscribe\r\n$4\r\nsb-1\r\n:1\r\n*3\r\n$10\r\npsubscribe\r\n$4\r\nsb-*\r\n:2\r\n';
+    const confirmations =
+      '*3\r\n$9\r\nsubscribe\r\n$4\r\nsb-1\r\n:1\r\n*3\r\n$10\r\npsubscribe\r\n$4\r\nsb-*\r\n:2\r\n';
     expect(await subscriber.read(confirmations)).toBe(confirmations);
 
     const publisher = await broker.authed({ workspaceId });
@@ -137,7 +140,9 @@ describe('delivery frames', () => {
 
   it('the same in RESP3: > pushes', async () => {
     const subscriber = await broker.raw();
-    subscriber.send(resp('HELLO', '3', 'AUTH', 'default', token) + resp('SUBSCRIBE', 'sb-3') + resp('PSUBSCRIBE', 'sb-*'));
+    subscriber.send(
+      resp('HELLO', '3', 'AUTH', 'default', token) + resp('SUBSCRIBE', 'sb-3') + resp('PSUBSCRIBE', 'sb-*'),
+    );
     await subscriber.waitFor((received) => received.includes('$4\r\nsb-*\r\n:2\r\n'));
     await subscriber.take(subscriber.pending.length);
 
@@ -181,10 +186,16 @@ describe('delivery frames', () => {
       ['[1]', '-ERR invalid event: payload must be a JSON object {"type": "...", "data": {...}}\r\n'],
       ['{"data":{}}', '-ERR invalid event: "type" must be a string of 1 to 128 characters\r\n'],
       ['{"type":""}', '-ERR invalid event: "type" must be a string of 1 to 128 characters\r\n'],
-      [JSON.stringify({ type: 'x'.repeat(129) }), '-ERR invalid event: "type" must be a string of 1 to 128 characters\r\n'],
+      [
+        JSON.stringify({ type: 'x'.repeat(129) }),
+        '-ERR invalid event: "type" must be a string of 1 to 128 characters\r\n',
+      ],
       ['{"type":"t","data":[1]}', '-ERR invalid event: "data" must be a JSON object\r\n'],
       ['{"type":"t","id":"1-1"}', '-ERR invalid event: unexpected field "id": only "type" and "data" are accepted\r\n'],
-      [JSON.stringify({ type: 't', data: { blob: 'x'.repeat(70_000) } }), /^-ERR event too large \(\d+ bytes, limit 65536\)\r\n$/],
+      [
+        JSON.stringify({ type: 't', data: { blob: 'x'.repeat(70_000) } }),
+        /^-ERR event too large \(\d+ bytes, limit 65536\)\r\n$/,
+      ],
     ] as const;
     for (const [payload, reply] of bad) {
       client.send(resp('PUBLISH', 'sb-bad', payload));
@@ -237,7 +248,7 @@ describe('the ComputeSDK events client, its exact bytes', () => {
     expect(await client.line()).toBe(
       '-ERR permission denied: this user has no permissions to access one of the channels used as arguments\r\n',
     );
-    const badSignature = (await broker.token({ workspaceId, role: 'sandbox', sandboxId: 'sb-sdk' })).slice(0, -4) + 'AAAA';
+    const badSignature = `${(await broker.token({ workspaceId, role: 'sandbox', sandboxId: 'sb-sdk' })).slice(0, -4)}AAAA`;
     const second = await broker.raw();
     second.send(`SUBSCRIBE sb-sdk ${badSignature}\r\n`);
     expect(await second.line()).toMatch(/^-ERR authentication failed: /);
@@ -268,7 +279,10 @@ describe('INFO and COMMAND', () => {
     const length = Number(/^\$(\d+)\r\n$/.exec(await publisher.line())?.[1]);
     const info = Buffer.from(await publisher.take(length + 2), 'latin1').toString('utf8');
     const fields = Object.fromEntries(
-      info.split('\r\n').filter((line) => line.includes(':')).map((line) => line.split(':', 2) as [string, string]),
+      info
+        .split('\r\n')
+        .filter((line) => line.includes(':'))
+        .map((line) => line.split(':', 2) as [string, string]),
     );
     expect(fields).toMatchObject({ loading: '0', redis_version: '7.0.15', pubsub_channels: '1', pubsub_patterns: '0' });
     expect(Number(fields.connected_clients)).toBeGreaterThanOrEqual(2);

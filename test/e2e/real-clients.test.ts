@@ -25,20 +25,33 @@ function once<T>(register: (resolve: (value: T) => void) => void): Promise<T> {
 describe('ioredis', () => {
   it('subscribes, receives message and pmessage, publishes, reads history', async () => {
     const subscriber = new Redis({ port: broker.port, host: '127.0.0.1', password: token, lazyConnect: true });
-    const publisher = new Redis({ port: broker.port, host: '127.0.0.1', username: 'default', password: token, lazyConnect: true });
+    const publisher = new Redis({
+      port: broker.port,
+      host: '127.0.0.1',
+      username: 'default',
+      password: token,
+      lazyConnect: true,
+    });
     try {
       await subscriber.connect();
       await publisher.connect();
       expect(await subscriber.subscribe('sb-io', 'sb-io-2')).toBe(2);
       expect(await subscriber.psubscribe('sb-io*')).toBe(3);
-      const message = once<[string, string]>((resolve) => subscriber.on('message', (channel, text) => resolve([channel, text])));
+      const message = once<[string, string]>((resolve) =>
+        subscriber.on('message', (channel, text) => resolve([channel, text])),
+      );
       const pmessage = once<[string, string, string]>((resolve) =>
         subscriber.on('pmessage', (pattern, channel, text) => resolve([pattern, channel, text])),
       );
       expect(await publisher.publish('sb-io', JSON.stringify({ type: 'process.exited', data: { code: 0 } }))).toBe(2);
       const [channel, text] = await message;
       expect(channel).toBe('sb-io');
-      expect(JSON.parse(text)).toMatchObject({ sandboxId: 'sb-io', workspaceId: 1, type: 'process.exited', data: { code: 0 } });
+      expect(JSON.parse(text)).toMatchObject({
+        sandboxId: 'sb-io',
+        workspaceId: 1,
+        type: 'process.exited',
+        data: { code: 0 },
+      });
       expect(await pmessage).toEqual(['sb-io*', 'sb-io', text]);
       expect(await publisher.call('HISTORY', 'sb-io')).toEqual([text]);
       expect(await publisher.ping()).toBe('PONG');
@@ -49,8 +62,15 @@ describe('ioredis', () => {
     }
   });
 
-  it('a wrong token surfaces as ioredis\'s WRONGPASS error', async () => {
-    const client = new Redis({ port: broker.port, host: '127.0.0.1', password: 'wrong', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+  it("a wrong token surfaces as ioredis's WRONGPASS error", async () => {
+    const client = new Redis({
+      port: broker.port,
+      host: '127.0.0.1',
+      password: 'wrong',
+      lazyConnect: true,
+      retryStrategy: () => null,
+      maxRetriesPerRequest: 0,
+    });
     const failure = once<Error>((resolve) => client.on('error', resolve));
     await client.connect().catch(() => {});
     expect((await failure).message).toMatch(/^WRONGPASS invalid username-password pair/);
@@ -61,7 +81,11 @@ describe('ioredis', () => {
 describe('node-redis', () => {
   for (const RESP of [2, 3] as const) {
     it(`RESP${RESP}: subscribes, publishes and receives`, async () => {
-      const client = createClient({ socket: { host: '127.0.0.1', port: broker.port, reconnectStrategy: false }, password: token, RESP });
+      const client = createClient({
+        socket: { host: '127.0.0.1', port: broker.port, reconnectStrategy: false },
+        password: token,
+        RESP,
+      });
       client.on('error', () => {});
       await client.connect();
       const subscriber = client.duplicate();
@@ -80,7 +104,12 @@ describe('node-redis', () => {
           };
           void check();
         });
-        expect(await client.publish(`sb-node-${RESP}`, JSON.stringify({ type: 'lifecycle', data: { state: 'kernel_started' } }))).toBe(1);
+        expect(
+          await client.publish(
+            `sb-node-${RESP}`,
+            JSON.stringify({ type: 'lifecycle', data: { state: 'kernel_started' } }),
+          ),
+        ).toBe(1);
         const [channel, text] = await received;
         expect(channel).toBe(`sb-node-${RESP}`);
         expect(JSON.parse(text)).toMatchObject({ type: 'lifecycle', data: { state: 'kernel_started' } });
@@ -107,7 +136,17 @@ describe.skipIf(!hasRedisCli)('redis-cli', () => {
   });
 
   it('SUBSCRIBE in one redis-cli, PUBLISH from another', async () => {
-    const subscriber = spawn('redis-cli', ['-h', '127.0.0.1', '-p', String(broker.port), '--no-auth-warning', '-a', token, 'SUBSCRIBE', 'sb-tour']);
+    const subscriber = spawn('redis-cli', [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(broker.port),
+      '--no-auth-warning',
+      '-a',
+      token,
+      'SUBSCRIBE',
+      'sb-tour',
+    ]);
     let output = '';
     const seen = (text: string) =>
       new Promise<void>((resolve, reject) => {
@@ -123,18 +162,29 @@ describe.skipIf(!hasRedisCli)('redis-cli', () => {
       });
     try {
       await seen('subscribe\nsb-tour\n1\n');
-      expect((await cli('PUBLISH', 'sb-tour', '{"type":"execution.completed","data":{"exitCode":0}}')).stdout).toBe('1\n');
+      expect((await cli('PUBLISH', 'sb-tour', '{"type":"execution.completed","data":{"exitCode":0}}')).stdout).toBe(
+        '1\n',
+      );
       await seen('"type":"execution.completed"');
-      expect(output).toMatch(/message\nsb-tour\n\{"id":"\d+-\d+","sandboxId":"sb-tour","workspaceId":1,"type":"execution.completed"/);
+      expect(output).toMatch(
+        /message\nsb-tour\n\{"id":"\d+-\d+","sandboxId":"sb-tour","workspaceId":1,"type":"execution.completed"/,
+      );
     } finally {
       subscriber.kill();
     }
   });
 
   it('bad token: redis-cli shows the WRONGPASS error', async () => {
-    const result = await run('redis-cli', ['-h', '127.0.0.1', '-p', String(broker.port), '--no-auth-warning', '-a', 'nope', 'PING']).catch(
-      (error: { stdout: string; stderr: string }) => error,
-    );
+    const result = await run('redis-cli', [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(broker.port),
+      '--no-auth-warning',
+      '-a',
+      'nope',
+      'PING',
+    ]).catch((error: { stdout: string; stderr: string }) => error);
     expect(`${result.stdout}${result.stderr}`).toMatch(/WRONGPASS|NOAUTH/);
   });
 });

@@ -32,7 +32,7 @@ describe('the closing error line', () => {
   it('a protocol error waits for the replies of the PUBLISHes before it', async () => {
     const client = await broker.authed();
     store.holdAppends = true;
-    client.send(resp('PUBLISH', 'sb-order', '{"type":"a"}') + resp('PUBLISH', 'sb-order', '{"type":"b"}') + '*abc\r\n');
+    client.send(`${resp('PUBLISH', 'sb-order', '{"type":"a"}') + resp('PUBLISH', 'sb-order', '{"type":"b"}')}*abc\r\n`);
     await until(() => store.appendsHeld === 2, 'both appends');
     expect(client.pending).toBe('');
     store.holdAppends = false;

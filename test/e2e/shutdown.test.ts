@@ -42,7 +42,8 @@ it('SIGTERM under load: stops accepting, flushes, closes the store, exits 0 with
   let signalled: number | undefined;
   while (!publisher.closed) {
     let batch = '';
-    for (let i = 0; i < 100; i += 1, sent += 1) batch += resp('PUBLISH', 'sb-stop', JSON.stringify({ type: 'n', data: { i: sent } }));
+    for (let i = 0; i < 100; i += 1, sent += 1)
+      batch += resp('PUBLISH', 'sb-stop', JSON.stringify({ type: 'n', data: { i: sent } }));
     publisher.send(batch);
     await publisher.waitFor((received) => received.includes('\r\n') || publisher.closed);
     const text = publisher.pending;
@@ -66,7 +67,10 @@ it('SIGTERM under load: stops accepting, flushes, closes the store, exits 0 with
   expect(delivered).toBeGreaterThanOrEqual(acknowledged);
 
   // The store was closed cleanly and holds every acknowledged event, in order.
-  const store = SqliteStore.open({ path: path.join(dataDir, 'events.db'), retention: { maxCount: 100_000, maxAgeMs: 86_400_000 } });
+  const store = SqliteStore.open({
+    path: path.join(dataDir, 'events.db'),
+    retention: { maxCount: 100_000, maxAgeMs: 86_400_000 },
+  });
   try {
     const stored = [];
     let after = { ms: 0, seq: 0 };

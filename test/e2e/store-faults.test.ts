@@ -25,7 +25,10 @@ let store: SqliteStore;
 
 beforeAll(async () => {
   if (!mounted) return;
-  store = SqliteStore.open({ path: path.join(mountPoint, 'events.db'), retention: { maxCount: 100_000, maxAgeMs: 86_400_000 } });
+  store = SqliteStore.open({
+    path: path.join(mountPoint, 'events.db'),
+    retention: { maxCount: 100_000, maxAgeMs: 86_400_000 },
+  });
   broker = await startTestServer({ store });
 });
 

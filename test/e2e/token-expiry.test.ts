@@ -46,7 +46,9 @@ it('a client that stopped reading is cut off once its closing error had the grac
     const deadline = Date.now() + 5_000;
     while (connections.size > 0 && Date.now() < deadline) await new Promise((resolve) => setImmediate(resolve));
     expect(connections.size).toBe(0);
-    expect(broker.visibleChannels({ workspaceId: 1, role: 'workspace', expiresAt: Number.POSITIVE_INFINITY }, undefined)).toEqual([]);
+    expect(
+      broker.visibleChannels({ workspaceId: 1, role: 'workspace', expiresAt: Number.POSITIVE_INFINITY }, undefined),
+    ).toEqual([]);
   } finally {
     await server.close();
   }

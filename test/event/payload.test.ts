@@ -33,18 +33,24 @@ const spacedLayouts = [
 describe('PUBLISH payload: data is reused as sent, never changed in meaning', () => {
   it('gives back an equal object, as one line without whitespace outside strings', () => {
     fc.assert(
-      fc.property(trickyString.filter((t) => t.length > 0), jsonValue, fc.nat(2), fc.boolean(), (type, data, layout, pretty) => {
-        const dataText = pretty ? JSON.stringify(data, null, 2) : JSON.stringify(data);
-        const payload = spacedLayouts[layout]!(JSON.stringify(type), dataText);
-        const result = parse(payload);
-        expect(result.type).toBe(type);
-        // Compact data in any of these layouts is taken as sent, not re-serialised.
-        if (!pretty) expect(compactDataText(payload)).toBe(dataText);
-        expect(JSON.parse(result.dataJson)).toEqual(JSON.parse(dataText));
-        expect(result.dataJson).not.toMatch(/[\r\n]/);
-        // Compact: the text JSON.stringify would give, apart from number spelling.
-        expect(result.dataJson).toBe(JSON.stringify(JSON.parse(result.dataJson)));
-      }),
+      fc.property(
+        trickyString.filter((t) => t.length > 0),
+        jsonValue,
+        fc.nat(2),
+        fc.boolean(),
+        (type, data, layout, pretty) => {
+          const dataText = pretty ? JSON.stringify(data, null, 2) : JSON.stringify(data);
+          const payload = spacedLayouts[layout]!(JSON.stringify(type), dataText);
+          const result = parse(payload);
+          expect(result.type).toBe(type);
+          // Compact data in any of these layouts is taken as sent, not re-serialised.
+          if (!pretty) expect(compactDataText(payload)).toBe(dataText);
+          expect(JSON.parse(result.dataJson)).toEqual(JSON.parse(dataText));
+          expect(result.dataJson).not.toMatch(/[\r\n]/);
+          // Compact: the text JSON.stringify would give, apart from number spelling.
+          expect(result.dataJson).toBe(JSON.stringify(JSON.parse(result.dataJson)));
+        },
+      ),
       { numRuns: 2_000 },
     );
   });

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Logger } from 'pino';
-import { ApiKeyRegistry, apiKeysPath } from '../../src/http/api-keys.js';
+import { ApiKeyRegistry, apiKeysPath } from '../../src/auth/api-keys.js';
 import { getJson, type HttpTestServer, postEvent, startHttpTestServer } from './support.js';
 
 /**
@@ -19,7 +19,6 @@ import { getJson, type HttpTestServer, postEvent, startHttpTestServer } from './
 const here = path.dirname(fileURLToPath(import.meta.url));
 const BIN = path.resolve(here, '../../bin/sandbox-events.js');
 const run = promisify(execFile);
-
 
 let dataDir: string;
 let broker: HttpTestServer;
@@ -90,7 +89,7 @@ describe('sandbox-events apikey', () => {
     expect(broker.server.context.stats.authFailures.unknown_api_key).toBeGreaterThanOrEqual(1);
   });
 
-  it('revoke (by key or id) takes effect in the running daemon, and ends the key\'s streams', async () => {
+  it("revoke (by key or id) takes effect in the running daemon, and ends the key's streams", async () => {
     const key = (await apikey('create', '--workspace', '3')).stdout.trim();
     const id = key.slice(4, 20);
     expect((await read(key)).status).toBe(200);
@@ -120,7 +119,11 @@ describe('sandbox-events apikey', () => {
     expect(lines.some((line) => /\s3\s+active\s.*ci dashboard$/.test(line))).toBe(true);
     expect(lines.some((line) => /\s3\s+revoked\s/.test(line))).toBe(true);
     expect(stdout).not.toMatch(/sek_/);
-    const rows = JSON.parse((await apikey('list', '--json')).stdout) as { id: string; status: string; workspaceId: number }[];
+    const rows = JSON.parse((await apikey('list', '--json')).stdout) as {
+      id: string;
+      status: string;
+      workspaceId: number;
+    }[];
     expect(rows.length).toBe(lines.length - 1);
     expect(rows.every((row) => /^[0-9a-f]{16}$/.test(row.id) && row.workspaceId === 3)).toBe(true);
     expect(JSON.stringify(rows)).not.toContain('hash');

@@ -54,7 +54,9 @@ describe('sandbox-events serve --http-port', () => {
       const port = (taken.address() as net.AddressInfo).port;
       const failure = await serve(['--http-port', String(port)]).catch((error: Error) => error);
       expect(failure).toBeInstanceOf(Error);
-      expect((failure as Error).message).toMatch(/exited with 1: .*cannot listen for HTTP on 127\.0\.0\.1:\d+ .*--http-port 0 turns HTTP off \[HTTP_LISTEN_FAILED\]/s);
+      expect((failure as Error).message).toMatch(
+        /exited with 1: .*cannot listen for HTTP on 127\.0\.0\.1:\d+ .*--http-port 0 turns HTTP off \[HTTP_LISTEN_FAILED\]/s,
+      );
     } finally {
       taken.close();
     }

@@ -26,7 +26,12 @@ describe('storeEvent and getEvents', () => {
   it('stores with the sandbox token and reads back with an API key (a workspace token here)', async () => {
     const producer = await sandboxClient('sb-c');
     const stored = await producer.storeEvent({ type: 'execution.started', data: { cell: 1 } });
-    expect(stored).toEqual({ eventId: expect.stringMatching(/^\d+-\d+$/), sandboxId: 'sb-c', type: 'execution.started', timestamp: expect.any(Number) });
+    expect(stored).toEqual({
+      eventId: expect.stringMatching(/^\d+-\d+$/),
+      sandboxId: 'sb-c',
+      type: 'execution.started',
+      timestamp: expect.any(Number),
+    });
     await producer.storeEvent({ type: 'execution.completed' });
 
     const reader = createEventsClient({ gatewayUrl: `${broker.url}/`, apiKey: await broker.token() });
@@ -52,18 +57,26 @@ describe('storeEvent and getEvents', () => {
   it('sandbox ids are percent-encoded on the way out', async () => {
     const producer = await sandboxClient('dir/with space?');
     await producer.storeEvent({ type: 't' });
-    const events = await createEventsClient({ gatewayUrl: broker.url, apiKey: await broker.token() }).getEvents('dir/with space?');
+    const events = await createEventsClient({ gatewayUrl: broker.url, apiKey: await broker.token() }).getEvents(
+      'dir/with space?',
+    );
     expect(events.map((event) => event.sandboxId)).toEqual(['dir/with space?']);
   });
 
-  it('errors are the package client\'s: EventsAuthError for 401/403, EventsError with the status otherwise', async () => {
-    const missing = await createEventsClient({ gatewayUrl: broker.url }).storeEvent({ type: 't' }).catch((error: unknown) => error);
+  it("errors are the package client's: EventsAuthError for 401/403, EventsError with the status otherwise", async () => {
+    const missing = await createEventsClient({ gatewayUrl: broker.url })
+      .storeEvent({ type: 't' })
+      .catch((error: unknown) => error);
     expect(missing).toBeInstanceOf(EventsAuthError);
     expect(missing).toMatchObject({ code: 'AUTH_FAILED', statusCode: 401 });
     const forged = createEventsClient({ gatewayUrl: broker.url, accessToken: 'eyJhbGciOiJIUzI1NiJ9.e30.AAAA' });
     const refused = await forged.storeEvent({ type: 't' }).catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(EventsAuthError);
-    expect(refused).toMatchObject({ statusCode: 401, code: 'AUTH_FAILED', reply: expect.stringMatching(/^AUTH_FAILED /) });
+    expect(refused).toMatchObject({
+      statusCode: 401,
+      code: 'AUTH_FAILED',
+      reply: expect.stringMatching(/^AUTH_FAILED /),
+    });
 
     const workspace = createEventsClient({ gatewayUrl: broker.url, accessToken: await broker.token() });
     const forbidden = await workspace.storeEvent({ type: 't' }).catch((error: unknown) => error);
@@ -73,7 +86,11 @@ describe('storeEvent and getEvents', () => {
     const invalid = await producer.storeEvent({ type: '' }).catch((error: unknown) => error);
     expect(invalid).toBeInstanceOf(EventsError);
     expect(invalid).not.toBeInstanceOf(EventsAuthError);
-    expect(invalid).toMatchObject({ statusCode: 400, code: 'INVALID_EVENT', reply: expect.stringMatching(/^INVALID_EVENT /) });
+    expect(invalid).toMatchObject({
+      statusCode: 400,
+      code: 'INVALID_EVENT',
+      reply: expect.stringMatching(/^INVALID_EVENT /),
+    });
     const other = await producer.getEvents('sb-other').catch((error: unknown) => error);
     expect(other).toMatchObject({ statusCode: 403, code: 'NO_PERMISSION' });
   });

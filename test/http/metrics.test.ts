@@ -60,7 +60,8 @@ describe('GET /metrics', () => {
     expect(sampleValue(during, 'sandbox_events_subscriptions', { transport: 'sse', kind: 'channel' })).toBe(1);
 
     const token = await broker.sandboxToken('sb-m');
-    for (let i = 0; i < 3; i += 1) expect((await postEvent(broker.url, token, { type: 't', data: { i } })).status).toBe(201);
+    for (let i = 0; i < 3; i += 1)
+      expect((await postEvent(broker.url, token, { type: 't', data: { i } })).status).toBe(201);
     await postEvent(broker.url, 'not-a-jwt', { type: 't' });
     await postEvent(broker.url, undefined, { type: 't' });
 
@@ -115,12 +116,23 @@ describe('GET /metrics/stream', () => {
       }
     };
     const first = await next(() => true);
-    expect(Object.keys(first).sort()).toEqual(['connections', 'errors', 'events', 'subscriptions', 'timestamp', 'uptime_seconds']);
+    expect(Object.keys(first).sort()).toEqual([
+      'connections',
+      'errors',
+      'events',
+      'subscriptions',
+      'timestamp',
+      'uptime_seconds',
+    ]);
     expect(first).toMatchObject({
       uptime_seconds: expect.any(Number),
       connections: { tcp: expect.any(Number), http: expect.any(Number), sse: expect.any(Number) },
       events: { published: expect.any(Number), published_per_second: expect.any(Number) },
-      errors: { auth_failures: expect.any(Number), protocol_errors: expect.any(Number), slow_consumer_disconnects: expect.any(Number) },
+      errors: {
+        auth_failures: expect.any(Number),
+        protocol_errors: expect.any(Number),
+        slow_consumer_disconnects: expect.any(Number),
+      },
     });
     const published = (first.events as { published: number }).published;
     await postEvent(broker.url, await broker.sandboxToken('sb-ms'), { type: 't' });

@@ -24,7 +24,8 @@ const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*/;
 /** As Prometheus reads values (Go's ParseFloat): NaN and Inf in any case (prom-client writes `Nan`). */
 function parseValue(text: string): number {
   const lower = text.toLowerCase();
-  if (lower === '+inf' || lower === 'inf' || lower === '+infinity' || lower === 'infinity') return Number.POSITIVE_INFINITY;
+  if (lower === '+inf' || lower === 'inf' || lower === '+infinity' || lower === 'infinity')
+    return Number.POSITIVE_INFINITY;
   if (lower === '-inf' || lower === '-infinity') return Number.NEGATIVE_INFINITY;
   if (lower === 'nan') return Number.NaN;
   const value = Number(text);

@@ -90,7 +90,9 @@ describe('POST /events', () => {
     expect(none.body).toEqual({ error: expect.any(String), code: 'UNAUTHENTICATED' });
     expect(none.headers.get('www-authenticate')).toMatch(/^Bearer/);
 
-    const forged = await postEvent(broker.url, `${(await broker.sandboxToken('sb-1')).slice(0, -4)}AAAA`, { type: 't' });
+    const forged = await postEvent(broker.url, `${(await broker.sandboxToken('sb-1')).slice(0, -4)}AAAA`, {
+      type: 't',
+    });
     expect(forged.status).toBe(401);
     expect(forged.body.code).toBe('AUTH_FAILED');
     expect(broker.server.context.stats.authFailures.bad_signature).toBeGreaterThanOrEqual(1);
@@ -99,13 +101,18 @@ describe('POST /events', () => {
     expect(basic.status).toBe(401);
     expect(basic.body.code).toBe('BAD_AUTHORIZATION');
 
-    const expired = await broker.token({ workspaceId: 1, sandboxId: 'sb-1', role: 'sandbox', now: Date.now() - 7_200_000 });
+    const expired = await broker.token({
+      workspaceId: 1,
+      sandboxId: 'sb-1',
+      role: 'sandbox',
+      now: Date.now() - 7_200_000,
+    });
     const late = await postEvent(broker.url, expired, { type: 't' });
     expect(late.status).toBe(401);
     expect(broker.server.context.stats.authFailures.expired).toBeGreaterThanOrEqual(1);
   });
 
-  it('403 for a token without a sandbox (the event goes to the token\'s own sandbox)', async () => {
+  it("403 for a token without a sandbox (the event goes to the token's own sandbox)", async () => {
     const { status, body } = await postEvent(broker.url, await broker.token(), { type: 't' });
     expect(status).toBe(403);
     expect(body.code).toBe('NO_PERMISSION');
@@ -151,7 +158,7 @@ describe('POST /events', () => {
     expect(((await chunked.json()) as { code: string }).code).toBe('EVENT_TOO_LARGE');
   });
 
-  it('429 with Retry-After past the sandbox token\'s rate limit, nothing of it stored', async () => {
+  it("429 with Retry-After past the sandbox token's rate limit, nothing of it stored", async () => {
     const token = await broker.sandboxToken('sb-rate');
     const statuses: number[] = [];
     let limited: Awaited<ReturnType<typeof postEvent>> | undefined;
@@ -173,7 +180,8 @@ describe('POST /events', () => {
 describe('GET /events/<sandboxId>', () => {
   it('filters by type, since and limit; oldest first; `after` pages exactly; `newest` takes the last', async () => {
     const app = await broker.authed({ workspaceId: 1 });
-    for (let i = 0; i < 6; i += 1) app.send(resp('PUBLISH', 'sb-hist', JSON.stringify({ type: i % 2 === 0 ? 'even' : 'odd', data: { i } })));
+    for (let i = 0; i < 6; i += 1)
+      app.send(resp('PUBLISH', 'sb-hist', JSON.stringify({ type: i % 2 === 0 ? 'even' : 'odd', data: { i } })));
     await app.read(':0\r\n'.repeat(6));
     const key = { 'x-api-key': await broker.token() };
     const all = await getJson(`${broker.url}/events/sb-hist`, key);
@@ -230,7 +238,9 @@ describe('GET /events/<sandboxId>', () => {
   it('percent-decodes the sandbox id; an invalid id is a 400', async () => {
     const token = await broker.sandboxToken('a/b c');
     expect((await postEvent(broker.url, token, { type: 't' })).status).toBe(201);
-    const read = await getJson(`${broker.url}/events/${encodeURIComponent('a/b c')}`, { 'x-api-key': await broker.token() });
+    const read = await getJson(`${broker.url}/events/${encodeURIComponent('a/b c')}`, {
+      'x-api-key': await broker.token(),
+    });
     expect((read.body.data as { count: number; sandboxId: string }).count).toBe(1);
     expect((read.body.data as { sandboxId: string }).sandboxId).toBe('a/b c');
     const bad = await getJson(`${broker.url}/events/%7Bnot-qualified`, { 'x-api-key': await broker.token() });
@@ -257,7 +267,11 @@ describe('workspace isolation over HTTP', () => {
     const same = await getJson(`${broker.url}/events/sb-secret`, { 'x-api-key': intruder });
     expect(same.status).toBe(200);
     expect((same.body.data as { count: number }).count).toBe(0);
-    for (const path of ['/events/%7B1%7Dsb-secret', '/events/%7B1%7Dsb-secret/stream', '/events/stream?pattern=%7B1%7D*']) {
+    for (const path of [
+      '/events/%7B1%7Dsb-secret',
+      '/events/%7B1%7Dsb-secret/stream',
+      '/events/stream?pattern=%7B1%7D*',
+    ]) {
       const response = await fetch(`${broker.url}${path}`, { headers: { 'x-api-key': intruder } });
       expect(response.status, path).toBe(403);
       expect(((await response.json()) as { code: string }).code).toBe('NO_PERMISSION');
@@ -279,7 +293,10 @@ describe('across transports', () => {
     const subscriber = await broker.authed({ workspaceId: 1 });
     subscriber.send(resp('SUBSCRIBE', 'sb-cross'));
     await subscriber.read('*3\r\n$9\r\nsubscribe\r\n$8\r\nsb-cross\r\n:1\r\n');
-    const { body } = await postEvent(broker.url, await broker.sandboxToken('sb-cross'), { type: 'kernel_started', data: {} });
+    const { body } = await postEvent(broker.url, await broker.sandboxToken('sb-cross'), {
+      type: 'kernel_started',
+      data: {},
+    });
     const data = body.data as { eventId: string; timestamp: number };
     const json = `{"id":"${data.eventId}","sandboxId":"sb-cross","workspaceId":1,"type":"kernel_started","data":{},"timestamp":${data.timestamp}}`;
     const frame = `*3\r\n$7\r\nmessage\r\n$8\r\nsb-cross\r\n$${json.length}\r\n${json}\r\n`;
@@ -338,7 +355,9 @@ describe('routing and operations', () => {
       await closed;
       return received;
     };
-    expect(await exchange('GET http://proxy.example/healthz HTTP/1.1\r\nHost: proxy.example\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
+    expect(
+      await exchange('GET http://proxy.example/healthz HTTP/1.1\r\nHost: proxy.example\r\nConnection: close\r\n\r\n'),
+    ).toMatch(/^HTTP\/1\.1 200 /);
     const star = await exchange('OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
     expect(star).toMatch(/^HTTP\/1\.1 400 /);
     expect(star).toContain('"code":"BAD_HTTP_REQUEST"');
@@ -385,10 +404,16 @@ describe('readiness', () => {
     await new Promise<void>((resolve) => tcpProbe.listen(0, '127.0.0.1', resolve));
     const freeTcpPort = (tcpProbe.address() as net.AddressInfo).port;
     await new Promise<void>((resolve) => tcpProbe.close(() => resolve()));
-    const failed = await startServer({ host: '127.0.0.1', port: freeTcpPort, httpPort: broker.httpPort, auth: { secret: 's' } }).catch(
-      (error: unknown) => error,
-    );
-    expect(failed).toMatchObject({ code: 'HTTP_LISTEN_FAILED', message: expect.stringContaining('--http-port 0 turns HTTP off') });
+    const failed = await startServer({
+      host: '127.0.0.1',
+      port: freeTcpPort,
+      httpPort: broker.httpPort,
+      auth: { secret: 's' },
+    }).catch((error: unknown) => error);
+    expect(failed).toMatchObject({
+      code: 'HTTP_LISTEN_FAILED',
+      message: expect.stringContaining('--http-port 0 turns HTTP off'),
+    });
     // The TCP side went with it: its port can be bound again.
     const again = net.createServer();
     await new Promise<void>((resolve, reject) => {

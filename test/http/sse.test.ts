@@ -66,7 +66,8 @@ class Watcher {
     const deadline = Date.now() + timeoutMs;
     while (!check()) {
       const remaining = deadline - Date.now();
-      if (remaining <= 0) throw new Error(`timed out waiting for ${what}; received ${JSON.stringify(this.received).slice(0, 500)}`);
+      if (remaining <= 0)
+        throw new Error(`timed out waiting for ${what}; received ${JSON.stringify(this.received).slice(0, 500)}`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, remaining);
         this.waiters.push(() => {
@@ -106,14 +107,26 @@ async function sseStreamCount(): Promise<number> {
 const app: Principal = Object.freeze({ workspaceId: 1, role: 'workspace', expiresAt: Number.POSITIVE_INFINITY });
 
 /** Publishes through the one publish path, as any transport does. */
-async function publish(sandboxId: string, data: Record<string, unknown> = {}, type = 't', workspaceId = 1): Promise<string> {
+async function publish(
+  sandboxId: string,
+  data: Record<string, unknown> = {},
+  type = 't',
+  workspaceId = 1,
+): Promise<string> {
   const principal = workspaceId === 1 ? app : { ...app, workspaceId };
-  const { event } = await broker.server.context.publisher.publish(principal, { workspaceId, sandboxId }, type, JSON.stringify(data));
+  const { event } = await broker.server.context.publisher.publish(
+    principal,
+    { workspaceId, sandboxId },
+    type,
+    JSON.stringify(data),
+  );
   return `${event.id.ms}-${event.id.seq}`;
 }
 
 function watch(url: string, types: string[], headers?: Record<string, string>): Watcher {
-  return broker.track(new Watcher(new EventSource(url, headers === undefined ? undefined : withHeaders(headers)), types));
+  return broker.track(
+    new Watcher(new EventSource(url, headers === undefined ? undefined : withHeaders(headers)), types),
+  );
 }
 
 beforeAll(async () => {
@@ -127,11 +140,18 @@ afterAll(() => broker.close());
 describe('GET /events/<sandboxId>/stream', () => {
   it('delivers each event as id / event / data, whatever transport published it', async () => {
     const token = await broker.token();
-    const watcher = watch(`${broker.url}/events/sb-live/stream`, ['execution.completed', 'kernel_started', 'process.exited'], {
-      authorization: `Bearer ${token}`,
-    });
+    const watcher = watch(
+      `${broker.url}/events/sb-live/stream`,
+      ['execution.completed', 'kernel_started', 'process.exited'],
+      {
+        authorization: `Bearer ${token}`,
+      },
+    );
     await watcher.until(() => watcher.opens === 1, 'open');
-    const posted = await postEvent(broker.url, await broker.sandboxToken('sb-live'), { type: 'execution.completed', data: { exitCode: 0 } });
+    const posted = await postEvent(broker.url, await broker.sandboxToken('sb-live'), {
+      type: 'execution.completed',
+      data: { exitCode: 0 },
+    });
     const tcp = await broker.authed({ workspaceId: 1, role: 'sandbox', sandboxId: 'sb-live' });
     tcp.send(resp('PUBLISH', 'sb-live', '{"type":"kernel_started"}'));
     await tcp.line();
@@ -196,10 +216,14 @@ describe('GET /events/<sandboxId>/stream', () => {
     const store = new LaggingStore(new MemoryStore({ retention: { maxCount: 1_000, maxAgeMs: 3_600_000 } }));
     const lagging = await startHttpTestServer({ store, http: { retryMs: 50, heartbeatMs: 100 } });
     try {
-      const elsewhere = async () => formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-lag', type: 't', dataJson: '{}' })).id);
+      const elsewhere = async () =>
+        formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-lag', type: 't', dataJson: '{}' })).id);
       const ids = [await elsewhere(), await elsewhere(), await elsewhere()];
       const watcher = lagging.track(
-        new Watcher(new EventSource(`${lagging.url}/events/sb-lag/stream?lastEventId=0&token=${await lagging.token()}`), ['t']),
+        new Watcher(
+          new EventSource(`${lagging.url}/events/sb-lag/stream?lastEventId=0&token=${await lagging.token()}`),
+          ['t'],
+        ),
       );
       await watcher.until(() => watcher.received.length === 3, 'the replay');
       expect(store.release()).toBe(3);
@@ -219,10 +243,14 @@ describe('GET /events/<sandboxId>/stream', () => {
     const store = new LaggingStore(new MemoryStore({ retention: { maxCount: 1_000, maxAgeMs: 3_600_000 } }));
     const lagging = await startHttpTestServer({ store, http: { retryMs: 50, heartbeatMs: 100 } });
     try {
-      const elsewhere = async () => formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-floor', type: 't', dataJson: '{}' })).id);
+      const elsewhere = async () =>
+        formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-floor', type: 't', dataJson: '{}' })).id);
       const seen = await elsewhere(); // the reader had it from another node
       const watcher = lagging.track(
-        new Watcher(new EventSource(`${lagging.url}/events/sb-floor/stream?lastEventId=${seen}&token=${await lagging.token()}`), ['t']),
+        new Watcher(
+          new EventSource(`${lagging.url}/events/sb-floor/stream?lastEventId=${seen}&token=${await lagging.token()}`),
+          ['t'],
+        ),
       );
       await watcher.until(() => watcher.opens === 1, 'open');
       expect(store.release()).toBe(1); // the late live copy of `seen`
@@ -239,9 +267,13 @@ describe('GET /events/<sandboxId>/stream', () => {
     const store = new LaggingStore(new MemoryStore({ retention: { maxCount: 1_000, maxAgeMs: 3_600_000 } }));
     const slow = await startHttpTestServer({ store, http: { retryMs: 50, heartbeatMs: 20 } });
     try {
-      const id = formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-slow', type: 't', dataJson: '{}' })).id);
+      const id = formatEventId(
+        (await store.append({ workspaceId: 1, sandboxId: 'sb-slow', type: 't', dataJson: '{}' })).id,
+      );
       store.holdReads = true;
-      const response = fetch(`${slow.url}/events/sb-slow/stream?lastEventId=0`, { headers: { authorization: `Bearer ${await slow.token()}` } });
+      const response = fetch(`${slow.url}/events/sb-slow/stream?lastEventId=0`, {
+        headers: { authorization: `Bearer ${await slow.token()}` },
+      });
       const deadline = Date.now() + 5_000;
       while (store.readsHeld === 0 && Date.now() < deadline) await new Promise((resolve) => setImmediate(resolve));
       // Heartbeats tick (every 20 ms) while the read waits; a byte written now would have sent
@@ -275,13 +307,15 @@ describe('GET /events/<sandboxId>/stream', () => {
     await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
     const before = await sseStreamCount();
     let requests = '';
-    for (let i = 0; i < 20; i++) requests += `GET /events/sb-pipe-${i}/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`;
+    for (let i = 0; i < 20; i++)
+      requests += `GET /events/sb-pipe-${i}/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`;
     socket.write(requests);
     await headArrived; // the first stream is open; the parser has read the rest of the chunk
     expect(await sseStreamCount()).toBe(before + 1);
     socket.destroy();
     const deadline = Date.now() + 5_000;
-    while ((await sseStreamCount()) !== before && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    while ((await sseStreamCount()) !== before && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 20));
     expect(await sseStreamCount()).toBe(before);
   });
 
@@ -304,15 +338,24 @@ describe('GET /events/<sandboxId>/stream', () => {
   });
 
   it('signals a resume past retention with event: gap, then sends what is retained', async () => {
-    const small = await startHttpTestServer({ store: new MemoryStore({ retention: { maxCount: 3, maxAgeMs: 3_600_000 } }) });
+    const small = await startHttpTestServer({
+      store: new MemoryStore({ retention: { maxCount: 3, maxAgeMs: 3_600_000 } }),
+    });
     try {
       const ids: string[] = [];
       for (let i = 0; i < 6; i += 1) {
-        const { body } = await postEvent(small.url, await small.token({ workspaceId: 1, sandboxId: 'sb-gap', role: 'sandbox' }), { type: 't', data: { i } });
+        const { body } = await postEvent(
+          small.url,
+          await small.token({ workspaceId: 1, sandboxId: 'sb-gap', role: 'sandbox' }),
+          { type: 't', data: { i } },
+        );
         ids.push((body.data as { eventId: string }).eventId);
       }
       const watcher = small.track(
-        new Watcher(new EventSource(`${small.url}/events/sb-gap/stream?lastEventId=${ids[0]}&token=${await small.token()}`), ['t', 'gap']),
+        new Watcher(
+          new EventSource(`${small.url}/events/sb-gap/stream?lastEventId=${ids[0]}&token=${await small.token()}`),
+          ['t', 'gap'],
+        ),
       );
       await watcher.until(() => watcher.received.length === 4, 'the gap and the retained events');
       expect(watcher.received[0]!.type).toBe('gap');
@@ -326,7 +369,12 @@ describe('GET /events/<sandboxId>/stream', () => {
       expect(watcher.received.slice(1).map((r) => r.id)).toEqual(ids.slice(3));
 
       const future = small.track(
-        new Watcher(new EventSource(`${small.url}/events/sb-gap/stream?lastEventId=99999999999999-0&token=${await small.token()}`), ['gap']),
+        new Watcher(
+          new EventSource(
+            `${small.url}/events/sb-gap/stream?lastEventId=99999999999999-0&token=${await small.token()}`,
+          ),
+          ['gap'],
+        ),
       );
       await future.until(() => future.received.length === 1, 'the future gap');
       expect(JSON.parse(future.received[0]!.data)).toMatchObject({ status: 'future', lastId: ids[5] });
@@ -361,7 +409,9 @@ describe('GET /events/<sandboxId>/stream', () => {
     const strict = await startHttpTestServer({ clockToleranceSeconds: 0, http: { retryMs: 50 } });
     try {
       const token = await strict.token({ ttlSeconds: 1 });
-      const watcher = strict.track(new Watcher(new EventSource(`${strict.url}/events/sb-1/stream?token=${token}`), ['close']));
+      const watcher = strict.track(
+        new Watcher(new EventSource(`${strict.url}/events/sb-1/stream?token=${token}`), ['close']),
+      );
       await watcher.until(() => watcher.received.length === 1, 'the close event', 5_000);
       expect(JSON.parse(watcher.received[0]!.data)).toEqual({ reason: 'token_expired' });
       // The reconnect with the same token is refused: the EventSource gives up.
@@ -374,7 +424,9 @@ describe('GET /events/<sandboxId>/stream', () => {
   it('ends every stream on shutdown with event: close', async () => {
     const local = await startHttpTestServer();
     // Not tracked: the test server would close it before stopping.
-    const watcher = new Watcher(new EventSource(`${local.url}/events/sb-1/stream?token=${await local.token()}`), ['close']);
+    const watcher = new Watcher(new EventSource(`${local.url}/events/sb-1/stream?token=${await local.token()}`), [
+      'close',
+    ]);
     try {
       await watcher.until(() => watcher.opens === 1, 'open');
       await local.close();
@@ -388,7 +440,7 @@ describe('GET /events/<sandboxId>/stream', () => {
 });
 
 describe('GET /events/stream?pattern=', () => {
-  it('delivers matching sandboxes of the token\'s workspace only', async () => {
+  it("delivers matching sandboxes of the token's workspace only", async () => {
     const watcher = watch(`${broker.url}/events/stream?pattern=job-*&token=${await broker.token()}`, ['t']);
     await watcher.until(() => watcher.opens === 1, 'open');
     await publish('job-1', { n: 1 });
@@ -410,11 +462,18 @@ describe('GET /events/stream?pattern=', () => {
     const reader = response.body!.getReader();
     let text = '';
     while (!text.includes('event: gap')) text += new TextDecoder().decode((await reader.read()).value);
-    while (!text.includes('\n\n', text.indexOf('event: gap'))) text += new TextDecoder().decode((await reader.read()).value);
+    while (!text.includes('\n\n', text.indexOf('event: gap')))
+      text += new TextDecoder().decode((await reader.read()).value);
     await reader.cancel();
     expect(text).toMatch(/^retry: 50\n\n/);
     const data = /event: gap\ndata: (.*)\n\n/.exec(text)![1]!;
-    expect(JSON.parse(data)).toEqual({ pattern: '*', lastEventId: '1-0', status: 'not_resumable', earliestId: null, lastId: null });
+    expect(JSON.parse(data)).toEqual({
+      pattern: '*',
+      lastEventId: '1-0',
+      status: 'not_resumable',
+      earliestId: null,
+      lastId: null,
+    });
   });
 });
 
@@ -425,12 +484,20 @@ describe('stream framing', () => {
     await publish('sb-forge', {}, 'x\nevent: evil\ndata: {"forged":true}\n');
     await watcher.until(() => watcher.received.length === 1, 'the event');
     expect(watcher.received[0]!.type).toBe('message');
-    expect((JSON.parse(watcher.received[0]!.data) as { type: string }).type).toBe('x\nevent: evil\ndata: {"forged":true}\n');
+    expect((JSON.parse(watcher.received[0]!.data) as { type: string }).type).toBe(
+      'x\nevent: evil\ndata: {"forged":true}\n',
+    );
   });
 
   it('curl -N sees the raw stream: retry, heartbeats, id / event / data', async () => {
     if (!requireTool('curl', 'curl')) return;
-    const curl = spawn('curl', ['-N', '-s', '-H', `Authorization: Bearer ${await broker.token()}`, `${broker.url}/events/sb-curl/stream`]);
+    const curl = spawn('curl', [
+      '-N',
+      '-s',
+      '-H',
+      `Authorization: Bearer ${await broker.token()}`,
+      `${broker.url}/events/sb-curl/stream`,
+    ]);
     broker.track({ close: () => curl.kill('SIGKILL') });
     let output = '';
     let wake: (() => void) | undefined;
@@ -441,7 +508,8 @@ describe('stream framing', () => {
     const seen = async (text: string): Promise<void> => {
       const deadline = Date.now() + 5_000;
       while (!output.includes(text)) {
-        if (Date.now() > deadline) throw new Error(`curl never printed ${JSON.stringify(text)}; got ${JSON.stringify(output)}`);
+        if (Date.now() > deadline)
+          throw new Error(`curl never printed ${JSON.stringify(text)}; got ${JSON.stringify(output)}`);
         await new Promise<void>((resolve) => {
           wake = resolve;
           setTimeout(resolve, 100);
@@ -450,7 +518,9 @@ describe('stream framing', () => {
     };
     await seen('retry: 50\n\n');
     const id = await publish('sb-curl', { line: 'hello' }, 'terminal.output');
-    await seen(`id: ${id}\nevent: terminal.output\ndata: {"id":"${id}","sandboxId":"sb-curl","workspaceId":1,"type":"terminal.output","data":{"line":"hello"},`);
+    await seen(
+      `id: ${id}\nevent: terminal.output\ndata: {"id":"${id}","sandboxId":"sb-curl","workspaceId":1,"type":"terminal.output","data":{"line":"hello"},`,
+    );
     await seen(': heartbeat\n\n');
     curl.kill('SIGKILL');
   });
@@ -476,7 +546,9 @@ describe('stream framing', () => {
         });
         stalled.write(`GET /events/sb-flood/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`);
       });
-      const healthy = tight.track(new Watcher(new EventSource(`${tight.url}/events/sb-flood/stream?token=${token}`), ['t']));
+      const healthy = tight.track(
+        new Watcher(new EventSource(`${tight.url}/events/sb-flood/stream?token=${token}`), ['t']),
+      );
       await healthy.until(() => healthy.opens === 1, 'open');
 
       const stats = tight.server.context.stats;

@@ -38,7 +38,7 @@ describe('splitInlineArgs (sds.c sdssplitargs)', () => {
     expect(splitInlineArgs('"a b\tc"')).toEqual(['a b\tc']);
   });
 
-  it('single quotes only know \\\'', () => {
+  it("single quotes only know \\'", () => {
     expect(splitInlineArgs("'it\\'s'")).toEqual(["it's"]);
     expect(splitInlineArgs("'a\\nb'")).toEqual(['a\\nb']);
     expect(splitInlineArgs("'\"'")).toEqual(['"']);

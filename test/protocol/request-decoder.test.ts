@@ -196,16 +196,16 @@ describe('RequestDecoder: protocol errors', () => {
 
   it('refuses a too long *<n> line once past maxInlineBytes', () => {
     const decoder = new RequestDecoder();
-    decoder.push(Buffer.from('*' + '1'.repeat(LIMITS.maxInlineBytes - 1)));
+    decoder.push(Buffer.from(`*${'1'.repeat(LIMITS.maxInlineBytes - 1)}`));
     expect(decoder.next(LIMITS)).toBeUndefined();
     decoder.push(Buffer.from('1'));
     expect(() => decoder.next(LIMITS)).toThrow('Protocol error: too big mbulk count string');
-    expect(protocolError('*' + '9'.repeat(70_000)).message).toBe('Protocol error: too big mbulk count string');
+    expect(protocolError(`*${'9'.repeat(70_000)}`).message).toBe('Protocol error: too big mbulk count string');
   });
 
   it('refuses a too long $<len> line once past maxInlineBytes', () => {
     const decoder = new RequestDecoder();
-    decoder.push(Buffer.from('*1\r\n$' + '1'.repeat(LIMITS.maxInlineBytes - 1)));
+    decoder.push(Buffer.from(`*1\r\n$${'1'.repeat(LIMITS.maxInlineBytes - 1)}`));
     expect(decoder.next(LIMITS)).toBeUndefined();
     decoder.push(Buffer.from('1'));
     expect(() => decoder.next(LIMITS)).toThrow('Protocol error: too big bulk count string');
@@ -219,7 +219,7 @@ describe('RequestDecoder: protocol errors', () => {
     expect(decoder.next(LIMITS)).toBeUndefined();
     decoder.push(Buffer.from('x'));
     expect(() => decoder.next(LIMITS)).toThrow('Protocol error: too big inline request');
-    expect(protocolError('x'.repeat(LIMITS.maxInlineBytes + 1) + '\r\n').message).toBe(
+    expect(protocolError(`${'x'.repeat(LIMITS.maxInlineBytes + 1)}\r\n`).message).toBe(
       'Protocol error: too big inline request',
     );
   });
@@ -245,7 +245,7 @@ describe('RequestDecoder: protocol errors', () => {
   });
 
   it('refuses too many inline arguments', () => {
-    const line = Array.from({ length: 11 }, (_, i) => `a${i}`).join(' ') + '\r\n';
+    const line = `${Array.from({ length: 11 }, (_, i) => `a${i}`).join(' ')}\r\n`;
     expect(protocolError(line, PRE_AUTH).message).toBe('Protocol error: too many arguments in inline request');
     expect(decode(line, LIMITS)[0]!.args).toHaveLength(11);
   });
@@ -254,7 +254,7 @@ describe('RequestDecoder: protocol errors', () => {
     const decoder = new RequestDecoder();
     decoder.push(Buffer.from('*3\r\n$4\r\nAUTH\r\n$10000\r\n'));
     expect(decoder.next(PRE_AUTH)).toBeUndefined();
-    decoder.push(Buffer.from('x'.repeat(10_000) + '\r\n'));
+    decoder.push(Buffer.from(`${'x'.repeat(10_000)}\r\n`));
     expect(decoder.next(PRE_AUTH)).toBeUndefined();
     decoder.push(Buffer.from('$10000\r\n'));
     expect(() => decoder.next(PRE_AUTH)).toThrow('Protocol error: request too large');
@@ -355,7 +355,11 @@ describe('RequestDecoder: chunking', () => {
 
   it('buffers a 1 MiB bulk arriving in 64 KiB chunks and then releases it', () => {
     const body = Buffer.alloc(1024 * 1024, 'z');
-    const frame = Buffer.concat([Buffer.from(`*2\r\n$7\r\nPUBLISH\r\n$${body.length}\r\n`), body, Buffer.from('\r\nPING\r\n')]);
+    const frame = Buffer.concat([
+      Buffer.from(`*2\r\n$7\r\nPUBLISH\r\n$${body.length}\r\n`),
+      body,
+      Buffer.from('\r\nPING\r\n'),
+    ]);
     const decoder = new RequestDecoder();
     const out: DecodedCommand[] = [];
     for (let at = 0; at < frame.length; at += 64 * 1024) {
@@ -442,8 +446,33 @@ describe('RequestDecoder: properties', () => {
   const SMALL: DecoderLimits = { maxArgs: 6, maxBulkBytes: 48, maxInlineBytes: 40, maxRequestBytes: 120 };
   const bound = Math.max(SMALL.maxInlineBytes, SMALL.maxRequestBytes);
   const token = fc.constantFrom(
-    '*', '$', '\r\n', '\r', '\n', '0', '1', '2', '3', '-1', '-', '10', '48', '49', '99999999999999999999',
-    'abc', 'PING', ' ', '"', "'", '\\', '\\x4', '\x00', 'é', '😀', '*1\r\n', '$1\r\na\r\n',
+    '*',
+    '$',
+    '\r\n',
+    '\r',
+    '\n',
+    '0',
+    '1',
+    '2',
+    '3',
+    '-1',
+    '-',
+    '10',
+    '48',
+    '49',
+    '99999999999999999999',
+    'abc',
+    'PING',
+    ' ',
+    '"',
+    "'",
+    '\\',
+    '\\x4',
+    '\x00',
+    'é',
+    '😀',
+    '*1\r\n',
+    '$1\r\na\r\n',
   );
   const soup = fc.array(token, { maxLength: 60 }).map((t) => Buffer.from(t.join('')));
   const mutated = fc
@@ -458,7 +487,11 @@ describe('RequestDecoder: properties', () => {
       }
       return Buffer.from(bytes);
     });
-  const anyInput = fc.oneof(fc.uint8Array({ maxLength: 400 }).map((a) => Buffer.from(a)), soup, mutated);
+  const anyInput = fc.oneof(
+    fc.uint8Array({ maxLength: 400 }).map((a) => Buffer.from(a)),
+    soup,
+    mutated,
+  );
 
   type Outcome = { commands: DecodedCommand[]; error?: string; buffered: number };
 

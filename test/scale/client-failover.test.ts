@@ -81,7 +81,11 @@ describe('hosts: round robin', () => {
     cleanups.push(() => broker.close());
     const [dead1, dead2] = [await freePort(), await freePort()];
     const sub = client({
-      hosts: [{ host: '127.0.0.1', port: dead1 }, { host: '127.0.0.1', port: dead2 }, { host: '127.0.0.1', port: broker.port }],
+      hosts: [
+        { host: '127.0.0.1', port: dead1 },
+        { host: '127.0.0.1', port: dead2 },
+        { host: '127.0.0.1', port: broker.port },
+      ],
       accessToken: await broker.token(),
       sandboxId: 'sb-1',
     });
@@ -90,7 +94,10 @@ describe('hosts: round robin', () => {
     expect(sub.getStats().reconnects).toBe(0);
 
     const nowhere = client({
-      hosts: [{ host: '127.0.0.1', port: dead1 }, { host: '127.0.0.1', port: dead2 }],
+      hosts: [
+        { host: '127.0.0.1', port: dead1 },
+        { host: '127.0.0.1', port: dead2 },
+      ],
       accessToken: await broker.token(),
     });
     await expect(nowhere.connect()).rejects.toMatchObject({ code: 'CONNECTION_FAILED' });
@@ -136,7 +143,10 @@ describe.skipIf(!hasRedis)('hosts: failover between nodes sharing a Redis engine
     const total = 3_000;
 
     const sub = client({
-      hosts: [{ host: '127.0.0.1', port: a.port }, { host: '127.0.0.1', port: b.port }],
+      hosts: [
+        { host: '127.0.0.1', port: a.port },
+        { host: '127.0.0.1', port: b.port },
+      ],
       accessToken: token,
       sandboxId: channel,
     });

@@ -48,7 +48,12 @@ function loadGenerator(client: RespClient, channel: string, tag: string) {
 }
 
 /** Every retained event of a sandbox after `after`, paging through HISTORY's 1,000 limit. */
-async function fullHistory(client: RespClient, channel: string, after = '0-0', ...filters: string[]): Promise<{ id: string; type: string; data: { i: number } }[]> {
+async function fullHistory(
+  client: RespClient,
+  channel: string,
+  after = '0-0',
+  ...filters: string[]
+): Promise<{ id: string; type: string; data: { i: number } }[]> {
   const out: { id: string; type: string; data: { i: number } }[] = [];
   for (;;) {
     const page = (await client.command('HISTORY', channel, 'AFTER', after, ...filters, 'LIMIT', '1000')) as string[];
@@ -79,11 +84,13 @@ describe.skipIf(!hasRedis)('failover', () => {
     const b = await startNode(redis.url, secret);
     nodes.push(b);
     const channels = ['sb-k1', 'sb-k2', 'sb-k3'];
-    const watchers = await Promise.all(channels.map(async (channel) => {
-      const client = await a.client();
-      await client.command('SUBSCRIBE', channel);
-      return client;
-    }));
+    const watchers = await Promise.all(
+      channels.map(async (channel) => {
+        const client = await a.client();
+        await client.command('SUBSCRIBE', channel);
+        return client;
+      }),
+    );
     // Load at both nodes: A's publisher dies with A, B's goes on.
     const loads = [
       ...channels.map(async (channel) => loadGenerator(await a.client(), channel, 'from-a')),
@@ -94,11 +101,13 @@ describe.skipIf(!hasRedis)('failover', () => {
     await a.kill();
     const lastSeen = watchers.map((watcher) => watcher.messages().at(-1)!.id);
     // Each watcher reconnects to B and resumes from the last id it saw at A.
-    const resumed = await Promise.all(channels.map(async (channel, i) => {
-      const client = await b.client();
-      client.send('RESUME', channel, lastSeen[i]!);
-      return client;
-    }));
+    const resumed = await Promise.all(
+      channels.map(async (channel, i) => {
+        const client = await b.client();
+        client.send('RESUME', channel, lastSeen[i]!);
+        return client;
+      }),
+    );
     await sleep(300);
     for (const generator of generators) await generator.stop();
     for (const [i, channel] of channels.entries()) {
@@ -146,7 +155,8 @@ describe.skipIf(!hasRedis)('failover', () => {
     await generator.stop();
     expect(watcher.closed).toBe(false);
     expect(generator.failed.length).toBeGreaterThan(0);
-    for (const message of generator.failed) expect(message).toMatch(/^ERR store unavailable: the Redis engine is unavailable/);
+    for (const message of generator.failed)
+      expect(message).toMatch(/^ERR store unavailable: the Redis engine is unavailable/);
     const history = await fullHistory(await a.client(), 'sb-restart');
     const stored = new Set(history.map((event) => event.data.i));
     const lost = generator.acked.filter((i) => !stored.has(i));

@@ -25,7 +25,11 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
 
   beforeAll(async () => {
     redis = await startRedis();
-    [a, b, c] = await Promise.all([startNode(redis.url, secret), startNode(redis.url, secret), startNode(redis.url, secret)]);
+    [a, b, c] = await Promise.all([
+      startNode(redis.url, secret),
+      startNode(redis.url, secret),
+      startNode(redis.url, secret),
+    ]);
   });
   afterAll(async () => {
     await Promise.all([a?.close(), b?.close(), c?.close()]);
@@ -42,7 +46,14 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
     const json = subs[0]!.messages()[0]!.json;
     expect(JSON.parse(json)).toMatchObject({ sandboxId: 'sb-fan', workspaceId: 1, type: 'exec', data: { n: 1 } });
     const parsed = JSON.parse(json) as { id: string; timestamp: number };
-    expect(Object.keys(JSON.parse(json) as object)).toEqual(['id', 'sandboxId', 'workspaceId', 'type', 'data', 'timestamp']);
+    expect(Object.keys(JSON.parse(json) as object)).toEqual([
+      'id',
+      'sandboxId',
+      'workspaceId',
+      'type',
+      'data',
+      'timestamp',
+    ]);
     expect(parsed.timestamp).toBe(Number(parsed.id.split('-')[0]));
     const frame = messageFrame('sb-fan', json);
     for (const sub of subs) expect(sub.raw.endsWith(frame)).toBe(true);
@@ -77,7 +88,9 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
     const all = answers[0] as string[];
     expect(all).toHaveLength(30);
     expect(all.map((json) => (JSON.parse(json) as { data: { i: number } }).data.i)).toEqual([...Array(30).keys()]);
-    expect((answers[1] as string[]).map((json) => (JSON.parse(json) as { data: { i: number } }).data.i)).toEqual([21, 23, 25, 27, 29]);
+    expect((answers[1] as string[]).map((json) => (JSON.parse(json) as { data: { i: number } }).data.i)).toEqual([
+      21, 23, 25, 27, 29,
+    ]);
     for (let i = 2; i < answers.length; i += 2) {
       expect(answers[i]).toEqual(answers[0]);
       expect(answers[i + 1]).toEqual(answers[1]);
@@ -146,7 +159,8 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
     const direct = await b.client();
     await direct.command('SUBSCRIBE', 'sb-pat-1');
     const publisher = await a.client();
-    for (let i = 0; i < 20; i++) await publisher.command('PUBLISH', `sb-pat-${i % 2}`, JSON.stringify({ type: 'p', data: { i } }));
+    for (let i = 0; i < 20; i++)
+      await publisher.command('PUBLISH', `sb-pat-${i % 2}`, JSON.stringify({ type: 'p', data: { i } }));
     await patterns.until(() => patterns.replies.filter((r) => Array.isArray(r) && r[0] === 'pmessage').length >= 20);
     await direct.until(() => direct.messages().length >= 10);
     await sleep(50);
@@ -166,7 +180,11 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
     const refused: string[] = [];
     const load = (async () => {
       while (!stop) {
-        const reply = await publisher.command('PUBLISH', 'sb-seam', JSON.stringify({ type: 'seam', data: { n: published } }));
+        const reply = await publisher.command(
+          'PUBLISH',
+          'sb-seam',
+          JSON.stringify({ type: 'seam', data: { n: published } }),
+        );
         if (typeof reply !== 'number') refused.push(String(reply));
         published += 1;
       }
@@ -185,7 +203,12 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
     await resumer.until(() => resumer.messages().length === published - 50);
     const confirmation = resumer.replies[1] as unknown[];
     expect(confirmation.slice(0, 4)).toEqual(['resume', 'sb-seam', 1, 'complete']);
-    expect(resumer.messages().map((m) => m.id)).toEqual(watcherAtA.messages().slice(50).map((m) => m.id));
+    expect(resumer.messages().map((m) => m.id)).toEqual(
+      watcherAtA
+        .messages()
+        .slice(50)
+        .map((m) => m.id),
+    );
   });
 
   it('resumes again and again at a node that publishes the sandbox too: every id once, in order (live copies lag the read)', async () => {
@@ -245,7 +268,8 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
     await waitFor(() => redis.cli('PUBSUB', 'SHARDNUMSUB', 'se:{1:sb-count}:live').split('\n')[1] === '1');
     const publisher = await b.client();
     const replies: unknown[] = [];
-    for (let i = 0; i < 200; i++) replies.push(await publisher.command('PUBLISH', 'sb-count', JSON.stringify({ type: 't', data: { i } })));
+    for (let i = 0; i < 200; i++)
+      replies.push(await publisher.command('PUBLISH', 'sb-count', JSON.stringify({ type: 't', data: { i } })));
     for (let i = 200; i < 400; i++) publisher.send('PUBLISH', 'sb-count', JSON.stringify({ type: 't', data: { i } }));
     for (let i = 200; i < 400; i++) replies.push(await publisher.next());
     await watcher.until(() => watcher.messages().length === 400);
@@ -293,4 +317,3 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
     }
   });
 });
-

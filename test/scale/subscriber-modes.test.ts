@@ -4,7 +4,7 @@
  * SUNSUBSCRIBE with the count of shard channels left and UNSUBSCRIBE / PUNSUBSCRIBE with the
  * count of plain ones left, and ioredis leaves subscriber mode on 0: the node then stopped
  * receiving events when its last route of one kind went (found in review; both tests failed
- * every run before the anchor channels, src/engine/redis/keys.ts anchorChannels).
+ * every run before the anchor channels, src/store/redis/keys.ts anchorChannels).
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { hasRedis, newSecret, startNode, startRedis, waitFor, type Node, type RedisProcess } from './support.js';
@@ -33,7 +33,10 @@ describe.skipIf(!hasRedis)('a node with channel and pattern subscribers', () => 
   const plainSubscribers = (channel: string) => Number(redis.cli('PUBSUB', 'NUMSUB', channel).split('\n')[1]);
   const publishFive = async (node: Node, channel: string) => {
     const publisher = await node.client();
-    for (let i = 0; i < 5; i++) expect(typeof (await publisher.command('PUBLISH', channel, JSON.stringify({ type: 't', data: { i } })))).toBe('number');
+    for (let i = 0; i < 5; i++)
+      expect(typeof (await publisher.command('PUBLISH', channel, JSON.stringify({ type: 't', data: { i } })))).toBe(
+        'number',
+      );
   };
 
   it('channel subscribers go on receiving after the last pattern subscriber leaves, from either node', async () => {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import { mintToken, type MintOptions } from '../../src/auth/mint.js';
-import { RedisEngine } from '../../src/engine/redis/redis-engine.js';
+import { RedisEngine } from '../../src/store/redis/redis-engine.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
 import { BIN } from '../support/daemon.js';
@@ -49,7 +49,18 @@ export async function startRedis(persistent = false): Promise<RedisProcess> {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), 'se-redis-'));
   let child: ChildProcess | undefined;
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--enable-debug-command', 'local'];
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--save',
+    '',
+    '--enable-debug-command',
+    'local',
+  ];
   args.push(...(persistent ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']));
   const start = async (): Promise<void> => {
     child = spawn('redis-server', args, { stdio: 'ignore' });
@@ -138,7 +149,13 @@ export async function startNode(redisUrl: string, secret: string, retention = RE
     redis: { retryStrategy: () => 100 },
   });
   await engine.waitReady();
-  const server = await startServer({ host: '127.0.0.1', port: 0, auth: { secret }, store: engine, httpPort: http ? 0 : undefined });
+  const server = await startServer({
+    host: '127.0.0.1',
+    port: 0,
+    auth: { secret },
+    store: engine,
+    httpPort: http ? 0 : undefined,
+  });
   const clients: RespClient[] = [];
   return {
     server,
@@ -209,7 +226,8 @@ export class RespClient {
     const deadline = Date.now() + timeoutMs;
     while (!predicate()) {
       const left = deadline - Date.now();
-      if (left <= 0 || this.closed) throw new Error(`timed out (closed=${this.closed}); ${this.replies.length} replies`);
+      if (left <= 0 || this.closed)
+        throw new Error(`timed out (closed=${this.closed}); ${this.replies.length} replies`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.min(left, 200));
         this.wakers.push(() => {
@@ -282,7 +300,22 @@ export interface ChildNode {
 export async function spawnNode(redisUrl: string, secret: string): Promise<ChildNode> {
   const child = spawn(
     process.execPath,
-    [BIN, 'serve', '--engine', redisUrl, '--port', '0', '--http-port', '0', '--jwt-secret', secret, '--log-level', 'info', '--data-dir', tmpdir()],
+    [
+      BIN,
+      'serve',
+      '--engine',
+      redisUrl,
+      '--port',
+      '0',
+      '--http-port',
+      '0',
+      '--jwt-secret',
+      secret,
+      '--log-level',
+      'info',
+      '--data-dir',
+      tmpdir(),
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';

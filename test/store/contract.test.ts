@@ -33,8 +33,7 @@ describe.each([
     await factory.cleanup();
   });
 
-  const open = (retention: RetentionPolicy = BIG): Promise<TestStore> =>
-    factory.create({ retention, now: clock.now });
+  const open = (retention: RetentionPolicy = BIG): Promise<TestStore> => factory.create({ retention, now: clock.now });
 
   /** Appends one event per entry, `step` ms apart. */
   async function fill(store: TestStore, sandboxId: string, types: string[], step = 1): Promise<StoredEvent[]> {
@@ -122,7 +121,9 @@ describe.each([
     it('filters by exact type', async () => {
       const store = await open();
       const all = await fill(store, 'sb-1', ['a', 'b', 'a', 'ab', 'a', 'A']);
-      expect(ids(await store.history({ ...ref, type: 'a', limit: 100 }))).toEqual(ids([all[0], all[2], all[4]] as StoredEvent[]));
+      expect(ids(await store.history({ ...ref, type: 'a', limit: 100 }))).toEqual(
+        ids([all[0], all[2], all[4]] as StoredEvent[]),
+      );
       expect(ids(await store.history({ ...ref, type: 'a', limit: 2 }))).toEqual(ids([all[0], all[2]] as StoredEvent[]));
       expect(await store.history({ ...ref, type: 'zzz', limit: 100 })).toEqual([]);
     });
@@ -170,7 +171,13 @@ describe.each([
     it('combines type, afterId, since and limit', async () => {
       const store = await open();
       const all = await fill(store, 'sb-1', ['a', 'a', 'b', 'a', 'a', 'a'], 10);
-      const got = await store.history({ ...ref, type: 'a', afterId: (all[0] as StoredEvent).id, since: T0 + 25, limit: 2 });
+      const got = await store.history({
+        ...ref,
+        type: 'a',
+        afterId: (all[0] as StoredEvent).id,
+        since: T0 + 25,
+        limit: 2,
+      });
       expect(ids(got)).toEqual(ids([all[3], all[4]] as StoredEvent[]));
     });
 
@@ -396,6 +403,5 @@ describe.each([
       expect(await store.replayAfter(empty, id(`${T0 - 1}-0`), 100)).toMatchObject({ gap: 'trimmed' });
       expect(await store.replayAfter(empty, id(`${T0}-1`), 100)).toMatchObject({ gap: 'future' });
     });
-
   });
 });

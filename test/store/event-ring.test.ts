@@ -75,8 +75,18 @@ describe('EventRing', () => {
 
   it('agrees with an array through random pushes, shifts and compactions', () => {
     const op = fc.oneof(
-      { weight: 5, arbitrary: fc.record({ kind: fc.constant('push' as const), size: fc.nat(700), text: fc.constantFrom('x', 'é', '€', '😀', '\ud800') }) },
-      { weight: 3, arbitrary: fc.record({ kind: fc.constant('shift' as const), count: fc.integer({ min: 1, max: 8 }) }) },
+      {
+        weight: 5,
+        arbitrary: fc.record({
+          kind: fc.constant('push' as const),
+          size: fc.nat(700),
+          text: fc.constantFrom('x', 'é', '€', '😀', '\ud800'),
+        }),
+      },
+      {
+        weight: 3,
+        arbitrary: fc.record({ kind: fc.constant('shift' as const), count: fc.integer({ min: 1, max: 8 }) }),
+      },
       { weight: 1, arbitrary: fc.record({ kind: fc.constant('compact' as const) }) },
     );
     fc.assert(
@@ -125,7 +135,11 @@ describe('MemoryStore memory', () => {
 
   it('keeps many small sandboxes small', async () => {
     const clock = new Clock();
-    const store = new MemoryStore({ retention: { maxCount: 10_000, maxAgeMs: week }, now: clock.now, pruneIntervalMs: 0 });
+    const store = new MemoryStore({
+      retention: { maxCount: 10_000, maxAgeMs: week },
+      now: clock.now,
+      pruneIntervalMs: 0,
+    });
     for (let s = 0; s < 5_000; s++) {
       for (let k = 0; k < 3; k++) await store.append(newEvent(`sb-${s}`, 'bench.tick', { p: 'x'.repeat(72) }));
     }
@@ -136,7 +150,11 @@ describe('MemoryStore memory', () => {
 
   it('gives memory back once age retention empties or shrinks a sandbox', async () => {
     const clock = new Clock();
-    const store = new MemoryStore({ retention: { maxCount: 20_000, maxAgeMs: 1_000 }, now: clock.now, pruneIntervalMs: 0 });
+    const store = new MemoryStore({
+      retention: { maxCount: 20_000, maxAgeMs: 1_000 },
+      now: clock.now,
+      pruneIntervalMs: 0,
+    });
     for (let k = 0; k < 10_000; k++) await store.append(newEvent('busy', 'x', { p: 'x'.repeat(200) }));
     const full = store.retainedBytes();
     expect(full).toBeGreaterThan(10_000 * 200);

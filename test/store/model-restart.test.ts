@@ -16,27 +16,58 @@ type Op =
   | { op: 'burst'; items: { ws: number; sb: string; type: string }[] }
   | { op: 'clock'; delta: number }
   | { op: 'restart' }
-  | { op: 'history'; ws: number; sb: string; type?: string; after?: number; since?: number; limit: number; newest: boolean }
+  | {
+      op: 'history';
+      ws: number;
+      sb: string;
+      type?: string;
+      after?: number;
+      since?: number;
+      limit: number;
+      newest: boolean;
+    }
   | { op: 'replay'; ws: number; sb: string; after: number; bump: number; limit: number };
 
 const ws = fc.constantFrom(1, 2);
 const sb = fc.constantFrom('a', 'b', 'c');
 const item = fc.record({ ws, sb, type: fc.constantFrom('x', 'y') });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ op: fc.constant('burst' as const), items: fc.array(item, { minLength: 1, maxLength: 6 }) }) },
-  { weight: 3, arbitrary: fc.record({ op: fc.constant('clock' as const), delta: fc.integer({ min: -300, max: 600 }) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({ op: fc.constant('burst' as const), items: fc.array(item, { minLength: 1, maxLength: 6 }) }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({ op: fc.constant('clock' as const), delta: fc.integer({ min: -300, max: 600 }) }),
+  },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('restart' as const) }) },
   {
     weight: 2,
     arbitrary: fc.record(
       {
-        op: fc.constant('history' as const), ws, sb, type: fc.constantFrom('x', 'y'), after: fc.nat(200),
-        since: fc.integer({ min: -50, max: 3_000 }), limit: fc.integer({ min: 1, max: 10 }), newest: fc.boolean(),
+        op: fc.constant('history' as const),
+        ws,
+        sb,
+        type: fc.constantFrom('x', 'y'),
+        after: fc.nat(200),
+        since: fc.integer({ min: -50, max: 3_000 }),
+        limit: fc.integer({ min: 1, max: 10 }),
+        newest: fc.boolean(),
       },
       { requiredKeys: ['op', 'ws', 'sb', 'limit', 'newest'] },
     ),
   },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('replay' as const), ws, sb, after: fc.nat(200), bump: fc.constantFrom(-1, 0, 0, 1), limit: fc.integer({ min: 1, max: 10 }) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      op: fc.constant('replay' as const),
+      ws,
+      sb,
+      after: fc.nat(200),
+      bump: fc.constantFrom(-1, 0, 0, 1),
+      limit: fc.integer({ min: 1, max: 10 }),
+    }),
+  },
 );
 
 describe('memory vs SQLite with restarts and bursts', () => {
@@ -55,7 +86,15 @@ describe('memory vs SQLite with restarts and bursts', () => {
         const clock = new Clock();
         const retention: RetentionPolicy = { maxCount: 4, maxAgeMs: 500 };
         const path = join(dir, `m-${run++}.db`);
-        const openSqlite = () => SqliteStore.open({ path, retention, now: clock.now, pruneIntervalMs: 0, pruneBatchSize: 3, checkpoint: 'inline' });
+        const openSqlite = () =>
+          SqliteStore.open({
+            path,
+            retention,
+            now: clock.now,
+            pruneIntervalMs: 0,
+            pruneBatchSize: 3,
+            checkpoint: 'inline',
+          });
         const memory = new MemoryStore({ retention, now: clock.now, pruneIntervalMs: 0 });
         let sqlite = openSqlite();
         const issued: EventId[] = [{ ms: 0, seq: 0 }];
@@ -85,7 +124,10 @@ describe('memory vs SQLite with restarts and bursts', () => {
               await Promise.all([memory.prune(), sqlite.prune()]);
               if (op.op === 'history') {
                 const query = {
-                  workspaceId: op.ws, sandboxId: op.sb, limit: op.limit, newest: op.newest,
+                  workspaceId: op.ws,
+                  sandboxId: op.sb,
+                  limit: op.limit,
+                  newest: op.newest,
                   ...(op.type === undefined ? {} : { type: op.type }),
                   ...(op.after === undefined ? {} : { afterId: pick(op.after) }),
                   ...(op.since === undefined ? {} : { since: T0 + op.since }),
@@ -95,7 +137,9 @@ describe('memory vs SQLite with restarts and bursts', () => {
                 const base = pick(op.after);
                 const afterId = { ms: base.ms, seq: Math.max(0, base.seq + op.bump) };
                 const ref = { workspaceId: op.ws, sandboxId: op.sb };
-                expect(await sqlite.replayAfter(ref, afterId, op.limit)).toEqual(await memory.replayAfter(ref, afterId, op.limit));
+                expect(await sqlite.replayAfter(ref, afterId, op.limit)).toEqual(
+                  await memory.replayAfter(ref, afterId, op.limit),
+                );
               }
             }
           }

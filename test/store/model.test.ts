@@ -15,14 +15,26 @@ import { Clock, T0, newEvent, tempDir } from './helpers.js';
 type Op =
   | { op: 'append'; ws: number; sb: string; type: string }
   | { op: 'clock'; delta: number }
-  | { op: 'history'; ws: number; sb: string; type?: string; after?: number; since?: number; limit: number; newest: boolean }
+  | {
+      op: 'history';
+      ws: number;
+      sb: string;
+      type?: string;
+      after?: number;
+      since?: number;
+      limit: number;
+      newest: boolean;
+    }
   | { op: 'replay'; ws: number; sb: string; after: number; bump: number; msBump: number; limit: number };
 
 const ws = fc.constantFrom(1, 2);
 const sb = fc.constantFrom('a', 'a', 'b');
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ op: fc.constant('append' as const), ws, sb, type: fc.constantFrom('x', 'y') }) },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('clock' as const), delta: fc.integer({ min: -100, max: 150 }) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ op: fc.constant('clock' as const), delta: fc.integer({ min: -100, max: 150 }) }),
+  },
   {
     weight: 2,
     arbitrary: fc.record(
@@ -118,7 +130,9 @@ describe('memory and SQLite stores agree', () => {
                 // "Complete" must mean exactly what the client missed. (Not checked from 0-0:
                 // a stream forgotten and started again cannot know what its first life had.)
                 if (expected.complete && (afterId.ms > 0 || afterId.seq > 0)) {
-                  const missed = (truth.get(`${op.ws}:${op.sb}`) ?? []).filter((e) => compareEventIds(e.id, afterId) > 0);
+                  const missed = (truth.get(`${op.ws}:${op.sb}`) ?? []).filter(
+                    (e) => compareEventIds(e.id, afterId) > 0,
+                  );
                   expect(expected.events).toEqual(missed.slice(0, op.limit));
                 }
               }

@@ -141,14 +141,25 @@ describe('restart', () => {
     ];
     const insert = v1.prepare('INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)');
     for (const e of old) insert.run(1, 'sb-1', e.id.ms, e.id.seq, e.type, e.timestamp, e.json);
-    v1.prepare('INSERT INTO sandboxes VALUES (1, ?, ?, 1, 2, ?, 0, NULL, NULL, ?)').run('sb-1', T0 - 10, T0 - 10, T0 - 10);
+    v1.prepare('INSERT INTO sandboxes VALUES (1, ?, ?, 1, 2, ?, 0, NULL, NULL, ?)').run(
+      'sb-1',
+      T0 - 10,
+      T0 - 10,
+      T0 - 10,
+    );
     v1.pragma('user_version = 1');
     v1.close();
 
     const store = open();
     expect(await store.history({ ...ref, limit: 100 })).toEqual(old);
-    const added = [await store.append(newEvent('sb-1', 'a', { i: 2 })), await store.append(newEvent('sb-1', 'b', { i: 3 }))];
-    expect(added.map((e) => e.id)).toEqual([{ ms: T0, seq: 0 }, { ms: T0, seq: 1 }]);
+    const added = [
+      await store.append(newEvent('sb-1', 'a', { i: 2 })),
+      await store.append(newEvent('sb-1', 'b', { i: 3 })),
+    ];
+    expect(added.map((e) => e.id)).toEqual([
+      { ms: T0, seq: 0 },
+      { ms: T0, seq: 1 },
+    ]);
     expect(await store.history({ ...ref, limit: 100 })).toEqual([...old, ...added]);
     expect(await store.history({ ...ref, type: 'b', limit: 100 })).toEqual([old[1], added[1]]);
     expect(await store.history({ ...ref, type: 'never', limit: 100 })).toEqual([]);
@@ -308,7 +319,9 @@ describe('write failures', () => {
     const first = await store.append(newEvent('sb-1'));
 
     const db = otherConnection();
-    db.exec("CREATE TRIGGER fail_insert BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk is full (simulated)'); END");
+    db.exec(
+      "CREATE TRIGGER fail_insert BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk is full (simulated)'); END",
+    );
     const failed = await Promise.allSettled([
       store.append(newEvent('sb-1')),
       store.append(newEvent('sb-1')),
@@ -378,9 +391,9 @@ describe('background retention', () => {
     expect(await store.prune()).toBe(130);
     expect(await store.history({ workspaceId: 1, sandboxId: 'sb-a', limit: 100 })).toEqual(a.slice(90));
     expect(await store.history({ workspaceId: 1, sandboxId: 'sb-b', limit: 100 })).toEqual(b.slice(40));
-    expect(await store.replayAfter({ workspaceId: 1, sandboxId: 'sb-a' }, (a[89] as StoredEvent).id, 100)).toMatchObject(
-      { complete: true },
-    );
+    expect(
+      await store.replayAfter({ workspaceId: 1, sandboxId: 'sb-a' }, (a[89] as StoredEvent).id, 100),
+    ).toMatchObject({ complete: true });
     // Age, also in steps of 7.
     clock.advance(1_001);
     const c = await store.append(newEvent('sb-a'));
@@ -451,7 +464,9 @@ describe('checkpoints', () => {
     for (let round = 0; round < rounds; round++) {
       // About 250 bytes a row, so that 5 rounds fill a few hundred pages.
       const pad = 'x'.repeat(200);
-      await Promise.all(Array.from({ length: 1_000 }, (_, i) => store.append(newEvent(`sb-${i % 10}`, 't', { i, pad }))));
+      await Promise.all(
+        Array.from({ length: 1_000 }, (_, i) => store.append(newEvent(`sb-${i % 10}`, 't', { i, pad }))),
+      );
     }
   };
 
@@ -478,9 +493,13 @@ describe('checkpoints', () => {
 
 describe('crash', () => {
   it('has every acknowledged or announced event after SIGKILL, in order, with the same id', async () => {
-    const child = spawn(process.execPath, [join(fixtures, 'crash-child.mjs'), distModule('store/sqlite-store.js'), path], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [join(fixtures, 'crash-child.mjs'), distModule('store/sqlite-store.js'), path],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let out = '';
     let err = '';
     child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));

@@ -73,7 +73,15 @@ export function spawnDaemon(args: string[], env: NodeJS.ProcessEnv = {}): Promis
         return;
       }
       if (record.msg === 'sandbox-events listening') {
-        resolve({ child, port: record.port!, httpPort: record.httpPort, listening: record, stderr: () => stderr, stderrContaining, exited });
+        resolve({
+          child,
+          port: record.port!,
+          httpPort: record.httpPort,
+          listening: record,
+          stderr: () => stderr,
+          stderrContaining,
+          exited,
+        });
       }
     });
     void exited.then((code) => reject(new Error(`sandbox-events serve exited with ${code}: ${stderr}`)));

@@ -16,7 +16,12 @@ export interface App {
   stop(): Promise<void>;
 }
 
-export async function startApp(options: { host: string; port: number; accessToken: string; sandboxId: string }): Promise<App> {
+export async function startApp(options: {
+  host: string;
+  port: number;
+  accessToken: string;
+  sandboxId: string;
+}): Promise<App> {
   const pubsub = createPubSubClient({
     host: options.host,
     port: options.port,

@@ -67,7 +67,13 @@ export class Collector {
   }
 
   waitFor(count: number, timeoutMs = 15_000): Promise<void> {
-    return until(this.client, 'event', () => this.events.length >= count, `${count} events (have ${this.events.length})`, timeoutMs);
+    return until(
+      this.client,
+      'event',
+      () => this.events.length >= count,
+      `${count} events (have ${this.events.length})`,
+      timeoutMs,
+    );
   }
 }
 

@@ -16,7 +16,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
-import { formatEventId, parseEventId, type EventId, type NewEvent, type StoredEvent, eventJson } from '../../event/event.js';
+import {
+  formatEventId,
+  parseEventId,
+  type EventId,
+  type NewEvent,
+  type StoredEvent,
+  eventJson,
+} from '../../event/event.js';
 import { SandboxEventsError } from '../../errors.js';
 import {
   buildReplayResult,
@@ -27,7 +34,7 @@ import {
   notifyListener,
   sandboxKey,
   storeClosedError,
-} from '../../store/semantics.js';
+} from '../semantics.js';
 import type {
   DurableEventListener,
   EventStore,
@@ -35,7 +42,7 @@ import type {
   ReplayResult,
   RetentionPolicy,
   SandboxRef,
-} from '../../store/types.js';
+} from '../types.js';
 import {
   ALL_WORKSPACES_PATTERN,
   anchorChannels,
@@ -165,11 +172,18 @@ export class RedisEngine implements EventStore {
       lazyConnect: false,
       ...options.redis,
     };
-    this.commands = new Redis(options.url, { ...common, connectionName: 'sandbox-events:commands' }) as RedisWithScripts;
+    this.commands = new Redis(options.url, {
+      ...common,
+      connectionName: 'sandbox-events:commands',
+    }) as RedisWithScripts;
     this.commands.defineCommand('seAppend', { numberOfKeys: 2, lua: APPEND_SCRIPT });
     this.commands.defineCommand('seReplay', { numberOfKeys: 2, lua: REPLAY_SCRIPT });
     // Subscriptions are made again by the engine itself on each connect, in its own order.
-    this.subscriber = new Redis(options.url, { ...common, autoResubscribe: false, connectionName: 'sandbox-events:subscriber' });
+    this.subscriber = new Redis(options.url, {
+      ...common,
+      autoResubscribe: false,
+      connectionName: 'sandbox-events:subscriber',
+    });
 
     this.commands.on('ready', () => {
       this.onStatus('commands ready');
@@ -260,7 +274,8 @@ export class RedisEngine implements EventStore {
     }
     // Someone here watches it: the event comes back through the subscription, in order with
     // other nodes' events, and is delivered from there.
-    const active = (route: Route | undefined): boolean => route !== undefined && route.have && route.want && route.pending === 0;
+    const active = (route: Route | undefined): boolean =>
+      route !== undefined && route.have && route.want && route.pending === 0;
     const fenceNow = !(active(sandboxRoute) || active(workspaceRoute) || active(this.allRoute));
     return new Promise<StoredEvent>((resolve) => {
       const waiterKey = `${key}\n${idText}`;
@@ -413,7 +428,8 @@ export class RedisEngine implements EventStore {
     let route = scope === 'all' ? this.allRoute : this.workspaceRoutes.get(scope);
     if (route === undefined) {
       if (!interested) return;
-      route = scope === 'all' ? newRoute('all', ALL_WORKSPACES_PATTERN) : newRoute('workspace', workspaceChannel(scope));
+      route =
+        scope === 'all' ? newRoute('all', ALL_WORKSPACES_PATTERN) : newRoute('workspace', workspaceChannel(scope));
       if (scope === 'all') this.allRoute = route;
       else this.workspaceRoutes.set(scope, route);
     }
@@ -590,7 +606,14 @@ export class RedisEngine implements EventStore {
     // Every id Redis ever issued has a millisecond at most its clock's now.
     const highWater: EventId = { ms: now, seq: ID_MAX_SEQ };
     if (reply[0] === 0) return buildReplayResult([], afterId, { highWater, afterIdRetained: false });
-    const [, , lastText, trimmedText, firstText, entries] = reply as [number, string, string, string, string, [string, string[]][]];
+    const [, , lastText, trimmedText, firstText, entries] = reply as [
+      number,
+      string,
+      string,
+      string,
+      string,
+      [string, string[]][],
+    ];
     const events: StoredEvent[] = [];
     let afterIdRetained = false;
     for (const entry of entries) {
@@ -626,7 +649,10 @@ export class RedisEngine implements EventStore {
       if (query.newest === true) {
         let upper = '+';
         for (;;) {
-          const entries = (await this.commands.xrevrange(key, upper, formatEventId(floor), 'COUNT', page)) as [string, string[]][];
+          const entries = (await this.commands.xrevrange(key, upper, formatEventId(floor), 'COUNT', page)) as [
+            string,
+            string[],
+          ][];
           for (const entry of entries) {
             const event = eventFromEntry(query, entry);
             if (event !== undefined && matchesHistoryFilters(event, query)) out.push(event);

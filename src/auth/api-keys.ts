@@ -4,7 +4,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import type { Principal } from '../auth/principal.js';
+import type { Principal } from './principal.js';
 import { SandboxEventsError } from '../errors.js';
 
 /**
@@ -185,7 +185,10 @@ export interface CreatedApiKey {
   record: ApiKeyRecord;
 }
 
-export async function createApiKey(path: string, options: { workspaceId: number; name?: string }): Promise<CreatedApiKey> {
+export async function createApiKey(
+  path: string,
+  options: { workspaceId: number; name?: string },
+): Promise<CreatedApiKey> {
   if (!Number.isSafeInteger(options.workspaceId) || options.workspaceId <= 0) {
     throw new SandboxEventsError('INVALID_ARGUMENT', 'workspace must be a positive integer');
   }
@@ -208,12 +211,16 @@ export async function createApiKey(path: string, options: { workspaceId: number;
 }
 
 /** Revokes by id or by the key itself. Returns the record and whether it was already revoked. */
-export async function revokeApiKey(path: string, idOrKey: string): Promise<{ record: ApiKeyRecord; alreadyRevoked: boolean }> {
+export async function revokeApiKey(
+  path: string,
+  idOrKey: string,
+): Promise<{ record: ApiKeyRecord; alreadyRevoked: boolean }> {
   const id = apiKeyId(idOrKey) ?? idOrKey;
   return withLock(path, async () => {
     const records = await readRecords(path);
     const index = records.findIndex((record) => record.id === id);
-    if (index < 0) throw new SandboxEventsError('API_KEY_NOT_FOUND', `no API key with id '${id.slice(0, 64)}' in ${path}`);
+    if (index < 0)
+      throw new SandboxEventsError('API_KEY_NOT_FOUND', `no API key with id '${id.slice(0, 64)}' in ${path}`);
     const record = records[index]!;
     if (record.revokedAt !== undefined) return { record, alreadyRevoked: true };
     const revoked = { ...record, revokedAt: new Date().toISOString() };
@@ -281,7 +288,10 @@ export class ApiKeyRegistry {
       record = this.records.get(id);
     }
     // Compared in constant time, although the id lookup already says which record it is.
-    if (record === undefined || !timingSafeEqual(Buffer.from(record.hash, 'hex'), Buffer.from(hashApiKey(key), 'hex'))) {
+    if (
+      record === undefined ||
+      !timingSafeEqual(Buffer.from(record.hash, 'hex'), Buffer.from(hashApiKey(key), 'hex'))
+    ) {
       throw new ApiKeyError('unknown_api_key', 'unknown API key');
     }
     if (record.revokedAt !== undefined) throw new ApiKeyError('revoked_api_key', 'this API key was revoked');
@@ -330,7 +340,10 @@ export class ApiKeyRegistry {
         this.signature = signature;
       } catch (error) {
         // A broken file (edited by hand) leaves the last good set in force, loudly.
-        this.options.logger?.error({ err: error, path: this.path }, 'cannot load the API key file; keeping the last good one');
+        this.options.logger?.error(
+          { err: error, path: this.path },
+          'cannot load the API key file; keeping the last good one',
+        );
       }
     }
     this.checkedAt = Date.now();

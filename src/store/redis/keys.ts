@@ -8,7 +8,7 @@
  * three names, so they still share a slot. The suffixes differ, so names never collide.
  */
 import { parseEventId, type StoredEvent } from '../../event/event.js';
-import type { SandboxRef } from '../../store/types.js';
+import type { SandboxRef } from '../types.js';
 
 const PREFIX = 'se:';
 
