@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { SandboxEventsError } from '../errors.js';
 import { PACKAGE_VERSION } from '../version.js';
 import { registerApikey } from './apikey.js';
+import { registerHistory } from './history.js';
 import { registerPublish } from './publish.js';
 import { registerServe } from './serve.js';
 import { registerTail } from './tail.js';
@@ -17,6 +18,7 @@ registerToken(program);
 registerApikey(program);
 registerTail(program);
 registerPublish(program);
+registerHistory(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   const message = error instanceof Error ? error.message : String(error);

@@ -90,7 +90,7 @@ function describeGap(gap: GapInfo): string {
   return `gap on ${gap.channel}: ${what} (${known})`;
 }
 
-function useColor(io: ClientCliIo): boolean {
+export function useColor(io: ClientCliIo): boolean {
   if (io.env.NO_COLOR !== undefined && io.env.NO_COLOR !== '') return false;
   if (io.env.FORCE_COLOR !== undefined && io.env.FORCE_COLOR !== '0') return true;
   return io.stdout.isTTY === true;
