@@ -9,7 +9,7 @@ import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, type Limits } from '../conf
 import { apiKeysPath } from '../auth/api-keys.js';
 import { DEFAULT_HTTP_PORT } from '../http/host.js';
 import { DEFAULT_BACKLOG, kernelBacklogCap, startServer } from '../server/server.js';
-import { openEngine, openStore } from '../store/open-store.js';
+import { DEFAULT_RETENTION_BYTES, defaultMemoryStoreMax, openEngine, openStore } from '../store/open-store.js';
 import { byteSizeArgument, durationArgument, integerArgument, option } from './options.js';
 
 interface ServeOptions {
@@ -29,6 +29,8 @@ interface ServeOptions {
   engine?: string;
   retentionCount: number;
   retentionAge: number;
+  retentionBytes: number;
+  memoryStoreMax: number;
   maxClients: number;
   maxOutputBuffer: number;
   maxEventSize: number;
@@ -93,6 +95,19 @@ export function registerServe(program: Command): void {
       option('--retention-age <duration>', 'events older than this are pruned (e.g. 24h)')
         .default(24 * 3600 * 1000, '24h')
         .argParser(durationArgument),
+    )
+    .addOption(
+      option('--retention-bytes <size>', 'bytes of events kept per sandbox; the oldest go first (e.g. 64mb)')
+        .default(DEFAULT_RETENTION_BYTES, '64mb')
+        .argParser(byteSizeArgument),
+    )
+    .addOption(
+      option(
+        '--memory-store-max <size>',
+        'bytes of events the memory store keeps in all; the least recently active sandboxes lose their oldest first',
+      )
+        .default(defaultMemoryStoreMax(), 'a quarter of the RAM')
+        .argParser(byteSizeArgument),
     )
     .addOption(
       option('--max-clients <n>', 'open connections at most')
@@ -169,10 +184,19 @@ async function serve(options: ServeOptions): Promise<void> {
     publishBurst: options.publishBurst,
     tcpKeepAliveMs: options.tcpKeepalive * 1000,
   };
-  const retention = { maxCount: options.retentionCount, maxAgeMs: options.retentionAge };
+  const retention = {
+    maxCount: options.retentionCount,
+    maxAgeMs: options.retentionAge,
+    maxBytes: options.retentionBytes,
+  };
   const store =
     options.engine === undefined
-      ? openStore(options.store, { dataDir, retention, synchronous: options.sqliteSynchronous })
+      ? openStore(options.store, {
+          dataDir,
+          retention,
+          synchronous: options.sqliteSynchronous,
+          memoryMaxBytes: options.memoryStoreMax,
+        })
       : openEngine(options.engine, {
           retention,
           onStatus: (status, error) => {

@@ -283,6 +283,11 @@ export class EventRing {
     return this.slots;
   }
 
+  /** Bytes of the retained events' JSON lines: what byte retention counts. */
+  get retainedBytes(): number {
+    return this.liveBytes;
+  }
+
   /** Bytes allocated for slots and JSON lines (for tests and stats). */
   get allocatedBytes(): number {
     return this.slots * 40 + this.byteCapacity;

@@ -16,6 +16,7 @@ import {
   notifyListener,
   storeClosedError,
 } from './semantics.js';
+import { SandboxEventsError } from '../errors.js';
 import { EventRing, RingContext } from './event-ring.js';
 import type {
   DurableEventListener,
@@ -28,6 +29,12 @@ import type {
 
 export interface MemoryStoreOptions {
   retention: RetentionPolicy;
+  /**
+   * Bytes of event lines the whole store keeps, over all sandboxes (`--memory-store-max`).
+   * Past it, the oldest events of the least recently active sandboxes go first, down to
+   * EVICT_TO of the budget. Default: Infinity (the CLI sizes it to the machine).
+   */
+  maxTotalBytes?: number;
   now?: () => number;
   /** How often age retention runs and idle sandboxes are forgotten; 0 disables the timer. */
   pruneIntervalMs?: number;
@@ -35,9 +42,20 @@ export interface MemoryStoreOptions {
 
 export interface MemoryStoreStats {
   appended: number;
+  /** Events dropped by retention (count, age, bytes) and by the store's total budget. */
   pruned: number;
+  /** Of `pruned`, those dropped to keep the store under its total budget. */
+  evicted: number;
   sandboxes: number;
+  /** Bytes of the retained events' lines, all sandboxes. */
+  retainedBytes: number;
 }
+
+/**
+ * An eviction pass for the total budget goes this far below it, so that the sort of sandboxes
+ * by activity it needs happens once per few percent of the budget appended, not on every append.
+ */
+export const EVICT_TO = 0.95;
 
 /** One sandbox's stream: its retained events and what replay needs to know about it. */
 class MemoryStream {
@@ -87,9 +105,22 @@ export class MemoryStore implements EventStore {
   private closed = false;
   private appended = 0;
   private pruned = 0;
+  private evicted = 0;
+  private readonly maxBytes: number;
+  private readonly maxTotalBytes: number;
+  /** Bytes of event lines retained over all sandboxes (kept up to date by push and trim). */
+  private totalBytes = 0;
 
   constructor(options: MemoryStoreOptions) {
     this.retention = checkRetention(options.retention);
+    this.maxBytes = this.retention.maxBytes ?? Infinity;
+    this.maxTotalBytes = options.maxTotalBytes ?? Infinity;
+    if (!(this.maxTotalBytes === Infinity || (Number.isSafeInteger(this.maxTotalBytes) && this.maxTotalBytes > 0))) {
+      throw new SandboxEventsError(
+        'INVALID_ARGUMENT',
+        `memory store budget must be > 0 bytes, got ${this.maxTotalBytes}`,
+      );
+    }
     this.now = options.now ?? Date.now;
     const interval = options.pruneIntervalMs ?? 5_000;
     if (interval > 0) {
@@ -124,12 +155,19 @@ export class MemoryStore implements EventStore {
       // The count limit bounds memory at once (room is made before the push, so the bytes of
       // the event leaving are reused); age is left to prune(), as in the SQLite store, so that
       // both stores answer alike.
-      if (stream.events.length >= this.retention.maxCount) this.trim(stream, -Infinity, this.retention.maxCount - 1);
-      stream.events.push(id.ms, id.seq, now, input.type, event.json);
+      const { events } = stream;
+      if (events.length >= this.retention.maxCount) this.trim(stream, -Infinity, this.retention.maxCount - 1);
+      const before = events.retainedBytes;
+      events.push(id.ms, id.seq, now, input.type, event.json);
+      this.totalBytes += events.retainedBytes - before;
       stream.lastId = id;
       stream.activeAt = now;
       this.highWater = maxEventId(this.highWater, id);
       this.appended++;
+      // Bytes are known only once the line is written, so these limits trim after the push: the
+      // newest event always stays (the minimum byte retention holds one of the largest).
+      if (events.retainedBytes > this.maxBytes) this.trimBytes(stream, this.maxBytes);
+      if (this.totalBytes > this.maxTotalBytes) this.evict(stream);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -211,7 +249,13 @@ export class MemoryStore implements EventStore {
   }
 
   stats(): MemoryStoreStats {
-    return { appended: this.appended, pruned: this.pruned, sandboxes: this.streamCount };
+    return {
+      appended: this.appended,
+      pruned: this.pruned,
+      evicted: this.evicted,
+      sandboxes: this.streamCount,
+      retainedBytes: this.totalBytes,
+    };
   }
 
   /** Bytes allocated for retained events (slots and JSON lines), all sandboxes (spare chunks aside); for tests. */
@@ -229,6 +273,7 @@ export class MemoryStore implements EventStore {
       clearInterval(this.pruneTimer);
       this.workspaces.clear();
       this.streamCount = 0;
+      this.totalBytes = 0;
       this.rings = new RingContext();
     }
     return Promise.resolve();
@@ -243,7 +288,7 @@ export class MemoryStore implements EventStore {
     let count = 0;
     for (const [workspaceId, sandboxes] of this.workspaces) {
       for (const [sandboxId, stream] of sandboxes) {
-        count += this.trim(stream, cutoff, this.retention.maxCount);
+        count += this.trim(stream, cutoff, this.retention.maxCount) + this.trimBytes(stream, this.maxBytes);
         if (stream.events.length === 0 && stream.activeAt < cutoff) {
           sandboxes.delete(sandboxId);
           this.streamCount--;
@@ -265,12 +310,55 @@ export class MemoryStore implements EventStore {
     const { events } = stream;
     let count = 0;
     while (events.length > 0 && (events.length > keep || events.msAt(0) < cutoff)) {
-      stream.trimmedMs = events.msAt(0);
-      stream.trimmedSeq = events.seqAt(0);
-      events.shift();
+      this.dropOldest(stream);
       count++;
     }
-    this.pruned += count;
     return count;
+  }
+
+  /** Drops the oldest events until the sandbox holds at most `bytes`, keeping its newest event. */
+  private trimBytes(stream: MemoryStream, bytes: number): number {
+    const { events } = stream;
+    let count = 0;
+    while (events.length > 1 && events.retainedBytes > bytes) {
+      this.dropOldest(stream);
+      count++;
+    }
+    return count;
+  }
+
+  /**
+   * Brings the store under its total budget: the least recently active sandboxes lose their
+   * oldest events first, as Redis's `allkeys-lru` picks the idlest keys; `current` (the sandbox
+   * being appended to) goes last. A replay into what was evicted answers `trimmed`, as for any
+   * retention (docs/protocol.md, RESUME).
+   */
+  private evict(current: MemoryStream): void {
+    const target = Math.floor(this.maxTotalBytes * EVICT_TO);
+    const streams: MemoryStream[] = [];
+    for (const sandboxes of this.workspaces.values()) {
+      for (const stream of sandboxes.values()) if (stream !== current && stream.events.length > 0) streams.push(stream);
+    }
+    streams.sort((a, b) => a.activeAt - b.activeAt);
+    streams.push(current);
+    for (const stream of streams) {
+      const { events } = stream;
+      const keep = stream === current ? 1 : 0;
+      while (events.length > keep && this.totalBytes > target) {
+        this.dropOldest(stream);
+        this.evicted++;
+      }
+      if (this.totalBytes <= target) break;
+    }
+  }
+
+  private dropOldest(stream: MemoryStream): void {
+    const { events } = stream;
+    stream.trimmedMs = events.msAt(0);
+    stream.trimmedSeq = events.seqAt(0);
+    const before = events.retainedBytes;
+    events.shift();
+    this.totalBytes -= before - events.retainedBytes;
+    this.pruned++;
   }
 }

@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { RedisEngine } from './redis/redis-engine.js';
 import { SandboxEventsError } from '../errors.js';
@@ -12,6 +13,16 @@ export interface OpenStoreOptions {
   retention: RetentionPolicy;
   /** SQLite only: 'normal' survives the process dying, 'full' power loss too (SqliteStoreOptions). */
   synchronous?: 'normal' | 'full';
+  /** Memory only: bytes of events kept over all sandboxes (MemoryStoreOptions.maxTotalBytes). */
+  memoryMaxBytes?: number;
+}
+
+/** `--retention-bytes` by default: 64 MiB of events per sandbox (about 1,000 of the largest). */
+export const DEFAULT_RETENTION_BYTES = 64 * 1024 * 1024;
+
+/** `--memory-store-max` by default: a quarter of the machine's memory. */
+export function defaultMemoryStoreMax(): number {
+  return Math.floor(totalmem() / 4);
 }
 
 /**
@@ -19,7 +30,12 @@ export interface OpenStoreOptions {
  * `sqlite:<path>`.
  */
 export function openStore(spec: string, options: OpenStoreOptions): EventStore {
-  if (spec === 'memory') return new MemoryStore({ retention: options.retention });
+  if (spec === 'memory') {
+    return new MemoryStore({
+      retention: options.retention,
+      ...(options.memoryMaxBytes === undefined ? {} : { maxTotalBytes: options.memoryMaxBytes }),
+    });
+  }
   let path: string;
   if (spec === 'sqlite') {
     path = join(options.dataDir, 'events.db');

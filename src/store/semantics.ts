@@ -40,15 +40,28 @@ export function checkLimit(limit: number): number {
   throw new SandboxEventsError('INVALID_ARGUMENT', `limit must be a positive integer, got ${limit}`);
 }
 
+/**
+ * The smallest byte retention accepted: one event at the largest size a PUBLISH may carry by
+ * default (64 KiB of event JSON plus its envelope), so a sandbox can always keep its newest event.
+ */
+export const MIN_RETENTION_BYTES = 128 * 1024;
+
 export function checkRetention(retention: RetentionPolicy): RetentionPolicy {
   const { maxCount, maxAgeMs } = retention;
+  const maxBytes = retention.maxBytes ?? Infinity;
   if (!(maxCount === Infinity || (Number.isSafeInteger(maxCount) && maxCount >= 1))) {
     throw new SandboxEventsError('INVALID_ARGUMENT', `retention count must be >= 1, got ${maxCount}`);
   }
   if (!(maxAgeMs > 0)) {
     throw new SandboxEventsError('INVALID_ARGUMENT', `retention age must be > 0 ms, got ${maxAgeMs}`);
   }
-  return { maxCount, maxAgeMs };
+  if (!(maxBytes === Infinity || (Number.isSafeInteger(maxBytes) && maxBytes >= MIN_RETENTION_BYTES))) {
+    throw new SandboxEventsError(
+      'INVALID_ARGUMENT',
+      `retention bytes must be at least ${MIN_RETENTION_BYTES} (one event of the largest size), got ${maxBytes}`,
+    );
+  }
+  return { maxCount, maxAgeMs, maxBytes };
 }
 
 /**

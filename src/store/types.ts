@@ -50,6 +50,11 @@ export interface RetentionPolicy {
   maxCount: number;
   /** Events older than this many milliseconds are pruned. */
   maxAgeMs: number;
+  /**
+   * Bytes of event lines (the JSON as delivered) kept per sandbox; the oldest go first. Infinity
+   * (the default when absent) for no limit. See docs/operations.md, "Retention".
+   */
+  maxBytes?: number;
 }
 
 /**

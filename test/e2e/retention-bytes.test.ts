@@ -1,0 +1,63 @@
+/**
+ * `serve --store memory --retention-bytes 8mb`: a sandbox that publishes 16 MB keeps at most
+ * 8 MiB of events, its newest, through the real daemon and a real client (docs/operations.md,
+ * "Retention").
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { BIN, type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
+
+const run = promisify(execFile);
+let dataDir: string;
+let daemon: Daemon;
+const clients: Redis[] = [];
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(path.join(tmpdir(), 'sandbox-events-retention-bytes-'));
+  daemon = await spawnDaemon([
+    ...['--port', '0', '--http-port', '0', '--data-dir', dataDir, '--store', 'memory'],
+    ...['--retention-bytes', '8mb', '--max-output-buffer', '64mb'],
+    ...['--publish-rate', '100000', '--publish-burst', '100000'],
+  ]);
+});
+afterAll(async () => {
+  for (const client of clients) client.disconnect();
+  killDaemons();
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+async function connect(...tokenArgs: string[]): Promise<Redis> {
+  const { stdout } = await run(process.execPath, [BIN, 'token', '--data-dir', dataDir, ...tokenArgs]);
+  const client = new Redis({ port: daemon.port, host: '127.0.0.1', password: stdout.trim(), lazyConnect: true });
+  clients.push(client);
+  await client.connect();
+  return client;
+}
+
+it('keeps each sandbox at or under --retention-bytes, newest events first', async () => {
+  const publisher = await connect('--workspace', '1', '--sandbox', 'sb-big');
+  const count = 1_000;
+  const text = 'y'.repeat(16 * 1024);
+  for (let start = 0; start < count; start += 100) {
+    const batch = publisher.pipeline();
+    for (let n = start; n < start + 100; n++) {
+      batch.publish('sb-big', JSON.stringify({ type: 'terminal.output', data: { n, text } }));
+    }
+    const results = await batch.exec();
+    expect(results?.every(([error]) => error === null)).toBe(true);
+  }
+
+  const reader = await connect('--workspace', '1');
+  const lines = (await reader.call('HISTORY', 'sb-big', 'LIMIT', '1000')) as string[];
+  const bytes = lines.reduce((sum, line) => sum + Buffer.byteLength(line), 0);
+  expect(bytes).toBeLessThanOrEqual(8 * 1024 * 1024);
+  // Full to within one event, and exactly the newest ones, in order.
+  expect(bytes).toBeGreaterThan(8 * 1024 * 1024 - Buffer.byteLength(lines[0]!));
+  const ns = lines.map((line) => (JSON.parse(line) as { data: { n: number } }).data.n);
+  expect(ns).toEqual(Array.from({ length: ns.length }, (_, i) => count - ns.length + i));
+});
