@@ -67,7 +67,7 @@ const AREAS = [
   ['socket writes (syscalls)', (k) => /^(writeBuffer|writev|writeUtf8String|writeLatin1String) /.test(k)],
   [
     'fan-out: broker.ts, write-path.ts, encode.ts',
-    (k) => /\s(broker\/broker|connection\/write-path|protocol\/encode)\.js:/.test(k),
+    (k) => /\s(broker\/broker|(?:connection|session)\/write-path|protocol\/encode)\.js:/.test(k),
   ],
   ['publish: publisher.ts', (k) => /\sbroker\/publisher\.js:/.test(k)],
   ['event parse/validate/JSON: event.ts', (k) => /\sevent\/event\.js:/.test(k)],

@@ -1,5 +1,5 @@
 import { SandboxEventsError } from '../errors.js';
-import type { Connection } from '../connection/connection.js';
+import type { RespClient } from './client.js';
 
 /** One command (or subcommand) the broker answers, in the shape Redis's command table has. */
 export interface CommandSpec {
@@ -16,7 +16,7 @@ export interface CommandSpec {
   group: 'connection' | 'pubsub' | 'server' | 'stream';
   since: string;
   /** Absent on a container that has only subcommands. */
-  run?: (connection: Connection, args: string[], byteLengths: number[]) => void | Promise<void>;
+  run?: (connection: RespClient, args: string[], byteLengths: number[]) => void | Promise<void>;
   subcommands?: ReadonlyMap<string, CommandSpec>;
 }
 

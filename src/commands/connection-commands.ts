@@ -1,17 +1,16 @@
 import type { Principal } from '../auth/principal.js';
 import { AuthError } from '../auth/verifier.js';
 import { COMPATIBLE_REDIS_VERSION } from '../config.js';
-import type { Connection } from '../connection/connection.js';
+import type { RespClient } from './client.js';
 import { array, bulk, bulkOrNull, integer, map, OK, PONG, RESET, simpleString } from '../protocol/encode.js';
 import { type CommandSpec, notAnInteger, parseInteger, ReplyError, syntaxError, table, wrongArity } from './command.js';
-import { dropAllSubscriptions } from './pubsub-commands.js';
 
 /**
  * Verifies a token and makes it the connection's identity. Failures are counted and logged
  * with the client's address and the reason, never the token. Resolves to undefined when the
  * connection closed while the signature check ran (it must not act on a dead connection).
  */
-export async function authenticate(connection: Connection, token: string): Promise<Principal | undefined> {
+export async function authenticate(connection: RespClient, token: string): Promise<Principal | undefined> {
   const { stats, logger, verifier } = connection.context;
   let principal: Principal;
   try {
@@ -44,13 +43,13 @@ function sameIdentity(a: Principal, b: Principal): boolean {
   return a.workspaceId === b.workspaceId && a.role === b.role && a.sandboxId === b.sandboxId;
 }
 
-async function auth(connection: Connection, args: string[]): Promise<void> {
+async function auth(connection: RespClient, args: string[]): Promise<void> {
   // AUTH <token> or AUTH <username> <token>; the username is accepted and ignored.
   if (args.length > 3) throw syntaxError();
   if ((await authenticate(connection, args[args.length - 1]!)) !== undefined) connection.reply(OK);
 }
 
-async function hello(connection: Connection, args: string[]): Promise<void> {
+async function hello(connection: RespClient, args: string[]): Promise<void> {
   let protocol = connection.protocol;
   let token: string | undefined;
   let name: string | undefined;
@@ -99,7 +98,7 @@ async function hello(connection: Connection, args: string[]): Promise<void> {
 
 const PONG_BULK = bulk('pong');
 
-function ping(connection: Connection, args: string[]): void {
+function ping(connection: RespClient, args: string[]): void {
   if (args.length > 2) throw wrongArity('ping');
   const message = args[1];
   if (connection.protocol === 2 && connection.subscriptionCount > 0 && !(connection.compat && message === undefined)) {
@@ -111,22 +110,22 @@ function ping(connection: Connection, args: string[]): void {
   connection.reply(message === undefined ? PONG : bulk(message));
 }
 
-function quit(connection: Connection): void {
+function quit(connection: RespClient): void {
   connection.reply(OK);
   connection.closeAfterReplies();
 }
 
-function reset(connection: Connection): void {
+function reset(connection: RespClient): void {
   // Redis's RESET: unsubscribe from everything, back to RESP2, forget the name and the
   // authentication. The reply is +RESET.
-  dropAllSubscriptions(connection);
+  connection.session.unsubscribeAll();
   connection.protocol = 2;
   connection.name = undefined;
   connection.clearPrincipal();
   connection.reply(RESET);
 }
 
-function select(connection: Connection, args: string[]): void {
+function select(connection: RespClient, args: string[]): void {
   const index = parseInteger(args[1]!);
   if (index === undefined) throw notAnInteger();
   // There is one database; Redis replies this text for an index past `databases`.
@@ -142,20 +141,20 @@ function validClientName(name: string): string | undefined {
   return name === '' ? undefined : name;
 }
 
-function clientSetName(connection: Connection, args: string[]): void {
+function clientSetName(connection: RespClient, args: string[]): void {
   connection.name = validClientName(args[2]!);
   connection.reply(OK);
 }
 
-function clientGetName(connection: Connection): void {
+function clientGetName(connection: RespClient): void {
   connection.reply(bulkOrNull(connection.name, connection.protocol));
 }
 
-function clientId(connection: Connection): void {
+function clientId(connection: RespClient): void {
   connection.reply(integer(connection.id));
 }
 
-function clientSetInfo(connection: Connection, args: string[]): void {
+function clientSetInfo(connection: RespClient, args: string[]): void {
   // Redis 7.2 stores these for CLIENT LIST; 7.0 does not know them. node-redis sends them.
   const attribute = args[2]!.toLowerCase();
   const value = args[3]!;
@@ -169,16 +168,16 @@ function clientSetInfo(connection: Connection, args: string[]): void {
 }
 
 /** One line in CLIENT LIST format, for this connection only (others belong to other tenants). */
-function clientInfoLine(connection: Connection): string {
+function clientInfoLine(connection: RespClient): string {
   const principal = connection.principal;
   const fields = [
     `id=${connection.id}`,
     `addr=${connection.remoteAddress}`,
     `name=${connection.name ?? ''}`,
     `age=${Math.floor((Date.now() - connection.createdAt) / 1000)}`,
-    `sub=${connection.channels.size}`,
-    `psub=${connection.patterns.size}`,
-    `omem=${connection.pendingOutputBytes}`,
+    `sub=${connection.session.channels.size}`,
+    `psub=${connection.session.patterns.size}`,
+    `omem=${connection.session.pendingBytes}`,
     `resp=${connection.protocol}`,
     `lib-name=${connection.libName ?? ''}`,
     `lib-ver=${connection.libVersion ?? ''}`,
@@ -188,7 +187,7 @@ function clientInfoLine(connection: Connection): string {
   return `${fields.join(' ')}\n`;
 }
 
-function clientInfo(connection: Connection): void {
+function clientInfo(connection: RespClient): void {
   connection.reply(bulk(clientInfoLine(connection)));
 }
 
@@ -196,7 +195,7 @@ function helpReply(lines: string[]): Buffer {
   return array(lines.map((line) => simpleString(line)));
 }
 
-function clientHelp(connection: Connection): void {
+function clientHelp(connection: RespClient): void {
   connection.reply(
     helpReply([
       'CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:',

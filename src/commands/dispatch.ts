@@ -1,11 +1,11 @@
 import { looksLikeJwt } from '../auth/verifier.js';
-import type { Connection } from '../connection/connection.js';
+import type { RespClient } from './client.js';
 import { OK } from '../protocol/encode.js';
 import type { DecodedCommand } from '../protocol/request-decoder.js';
 import { type CommandSpec, ReplyError, wrongArity } from './command.js';
 import { authenticate } from './connection-commands.js';
 import { connectionCommands } from './connection-commands.js';
-import { errorText } from './errors.js';
+import { errorLine } from './error-line.js';
 import { historyCommands } from './history-commands.js';
 import { addSubscriptions, pubsubCommands, resolveForSubscribe } from './pubsub-commands.js';
 import { registerCommandTable, serverCommands } from './server-commands.js';
@@ -37,7 +37,7 @@ function cannotExecuteWhileSubscribed(name: string): ReplyError {
 }
 
 /** Finds the command or subcommand and checks its arity, as Redis's lookupCommand does. */
-function lookup(connection: Connection, args: string[]): CommandSpec {
+function lookup(connection: RespClient, args: string[]): CommandSpec {
   const spec = commands.get(args[0]!.toLowerCase());
   if (spec === undefined) {
     // Redis knows GET, SET and the rest and refuses them in RESP2 subscribed mode with this
@@ -69,7 +69,7 @@ function checkArity(spec: CommandSpec, args: string[]): CommandSpec {
  * Runs one command with Redis 7's processCommand checks, in its order: unknown command and
  * arity, then authentication, then the RESP2 subscribed-mode restriction.
  */
-export function runCommand(connection: Connection, command: DecodedCommand): void | Promise<void> {
+export function runCommand(connection: RespClient, command: DecodedCommand): void | Promise<void> {
   const { args } = command;
   try {
     if (isComputeSdkSubscribe(connection, args)) return settle(connection, computeSdkSubscribe(connection, args));
@@ -79,20 +79,20 @@ export function runCommand(connection: Connection, command: DecodedCommand): voi
     const result = spec.run!(connection, args, command.byteLengths);
     return result === undefined ? undefined : settle(connection, result);
   } catch (error) {
-    connection.replyError(errorText(error, connection));
+    connection.replyError(errorLine(error, connection));
     return undefined;
   }
 }
 
-function isSubscribedResp2(connection: Connection): boolean {
+function isSubscribedResp2(connection: RespClient): boolean {
   return connection.protocol === 2 && connection.subscriptionCount > 0;
 }
 
-async function settle(connection: Connection, pending: Promise<void>): Promise<void> {
+async function settle(connection: RespClient, pending: Promise<void>): Promise<void> {
   try {
     await pending;
   } catch (error) {
-    if (!connection.closed) connection.replyError(errorText(error, connection));
+    if (!connection.closed) connection.replyError(errorLine(error, connection));
   }
 }
 
@@ -101,7 +101,7 @@ async function settle(connection: Connection, pending: Promise<void>): Promise<v
  * with no AUTH before it (contract, "Compatibility"). Recognised only on a connection that has
  * not authenticated, when the last argument has the shape of a JWT.
  */
-function isComputeSdkSubscribe(connection: Connection, args: string[]): boolean {
+function isComputeSdkSubscribe(connection: RespClient, args: string[]): boolean {
   return (
     !connection.authenticated &&
     args.length >= 3 &&
@@ -110,14 +110,14 @@ function isComputeSdkSubscribe(connection: Connection, args: string[]): boolean 
   );
 }
 
-async function computeSdkSubscribe(connection: Connection, args: string[]): Promise<void> {
+async function computeSdkSubscribe(connection: RespClient, args: string[]): Promise<void> {
   // Errors on this path begin with `-ERR ` (errorText maps them once compat is set).
   connection.compat = true;
   try {
     if ((await authenticate(connection, args[args.length - 1]!)) === undefined) return;
     addSubscriptions(connection, resolveForSubscribe(connection, args.slice(1, -1)));
   } catch (error) {
-    const text = errorText(error, connection);
+    const text = errorLine(error, connection);
     connection.compat = connection.authenticated;
     throw new ReplyError('COMPAT_SUBSCRIBE_FAILED', text);
   }

@@ -1,25 +1,25 @@
 import type { Principal } from '../auth/principal.js';
 import type { PublishResult } from '../broker/publisher.js';
 import { type ChannelTarget, type PatternScope, resolveChannel, resolvePatternScope } from '../broker/scope.js';
-import type { Connection } from '../connection/connection.js';
+import type { RespClient } from './client.js';
 import { parsePublishPayload } from '../event/event.js';
 import { array, bulk, bulkArray, errorReply, integer, nullBulk, push } from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
 import { type CommandSpec, ReplyError, table } from './command.js';
-import { errorText } from './errors.js';
+import { errorLine } from './error-line.js';
 
 const SUBSCRIBE = bulk('subscribe');
 const UNSUBSCRIBE = bulk('unsubscribe');
 const PSUBSCRIBE = bulk('psubscribe');
 const PUNSUBSCRIBE = bulk('punsubscribe');
 
-function principalOf(connection: Connection): Principal {
+function principalOf(connection: RespClient): Principal {
   // The dispatcher refuses every command here before AUTH (NOAUTH), so this always holds.
   return connection.principal!;
 }
 
 /** `*3 <kind> <name> <count>`, a push in RESP3: how Redis confirms (un)subscriptions. */
-function confirmation(connection: Connection, kind: Buffer, name: string | undefined): Buffer {
+function confirmation(connection: RespClient, kind: Buffer, name: string | undefined): Buffer {
   const protocol = connection.protocol;
   return push(protocol, [
     kind,
@@ -28,7 +28,7 @@ function confirmation(connection: Connection, kind: Buffer, name: string | undef
   ]);
 }
 
-function checkSubscriptionLimit(connection: Connection, adding: number): void {
+function checkSubscriptionLimit(connection: RespClient, adding: number): void {
   const limit = connection.context.limits.maxSubscriptionsPerConnection;
   if (connection.subscriptionCount + adding > limit) {
     throw new ReplyError(
@@ -42,68 +42,46 @@ function checkSubscriptionLimit(connection: Connection, adding: number): void {
  * Resolves every name first: like Redis's ACL check, one refused channel refuses the whole
  * command and nothing is subscribed.
  */
-export function resolveForSubscribe(connection: Connection, names: string[]): ChannelTarget[] {
+export function resolveForSubscribe(connection: RespClient, names: string[]): ChannelTarget[] {
   const principal = principalOf(connection);
   const targets = names.map((name) => resolveChannel(principal, name));
-  const fresh = new Set(targets.map((target) => target.key).filter((key) => !connection.channels.has(key)));
+  const channels = connection.session.channels;
+  const fresh = new Set(targets.map((target) => target.key).filter((key) => !channels.has(key)));
   checkSubscriptionLimit(connection, fresh.size);
   return targets;
 }
 
 /** Adds the subscriptions; returns the confirmations Redis would send, one per name. */
-export function addSubscriptions(connection: Connection, targets: ChannelTarget[]): Buffer[] {
+export function addSubscriptions(connection: RespClient, targets: ChannelTarget[]): Buffer[] {
   return targets.map((target) => {
-    if (!connection.channels.has(target.key)) {
-      connection.channels.set(target.key, target);
-      connection.context.broker.subscribe(connection, target);
-    }
+    connection.session.subscribe(target);
     return confirmation(connection, SUBSCRIBE, target.displayName);
   });
 }
 
-export function removeSubscription(connection: Connection, key: string): boolean {
-  if (!connection.channels.delete(key)) return false;
-  connection.context.broker.unsubscribe(connection, key);
-  connection.forgetReplay(key);
-  return true;
-}
-
-function removePattern(connection: Connection, pattern: string): boolean {
-  const held = connection.patterns.get(pattern);
-  if (held === undefined) return false;
-  connection.patterns.delete(pattern);
-  connection.context.broker.punsubscribe(connection, held.pattern, held.scope);
-  return true;
-}
-
-/** Drops every subscription without replies (RESET, re-authentication). */
-export function dropAllSubscriptions(connection: Connection): void {
-  for (const key of [...connection.channels.keys()]) removeSubscription(connection, key);
-  for (const pattern of [...connection.patterns.keys()]) removePattern(connection, pattern);
-}
-
-function subscribe(connection: Connection, args: string[]): void {
+function subscribe(connection: RespClient, args: string[]): void {
   const targets = resolveForSubscribe(connection, args.slice(1));
   for (const reply of addSubscriptions(connection, targets)) connection.reply(reply);
 }
 
-function unsubscribe(connection: Connection, args: string[]): void {
+function unsubscribe(connection: RespClient, args: string[]): void {
   const principal = principalOf(connection);
+  const session = connection.session;
   if (args.length === 1) {
-    if (connection.channels.size === 0) {
+    if (session.channels.size === 0) {
       connection.reply(confirmation(connection, UNSUBSCRIBE, undefined));
       return;
     }
     // Newest first: for the two-channel case this is the order Redis 7 replies in.
-    for (const [key, target] of [...connection.channels].reverse()) {
-      removeSubscription(connection, key);
+    for (const [key, { target }] of [...session.channels].reverse()) {
+      session.unsubscribe(key);
       connection.reply(confirmation(connection, UNSUBSCRIBE, target.displayName));
     }
     return;
   }
   for (const name of args.slice(1)) {
     const key = keyIfResolvable(principal, name);
-    if (key !== undefined) removeSubscription(connection, key);
+    if (key !== undefined) session.unsubscribe(key);
     connection.reply(confirmation(connection, UNSUBSCRIBE, name));
   }
 }
@@ -116,42 +94,40 @@ function keyIfResolvable(principal: Principal, name: string): string | undefined
   }
 }
 
-function psubscribe(connection: Connection, args: string[]): void {
+function psubscribe(connection: RespClient, args: string[]): void {
   const principal = principalOf(connection);
   const patterns = args.slice(1);
   const scopes: PatternScope[] = patterns.map((pattern) => resolvePatternScope(principal, pattern));
-  checkSubscriptionLimit(connection, new Set(patterns.filter((pattern) => !connection.patterns.has(pattern))).size);
+  const session = connection.session;
+  checkSubscriptionLimit(connection, new Set(patterns.filter((pattern) => !session.patterns.has(pattern))).size);
   patterns.forEach((pattern, index) => {
-    if (!connection.patterns.has(pattern)) {
-      const scope = scopes[index]!;
-      connection.patterns.set(pattern, { pattern, scope });
-      connection.context.broker.psubscribe(connection, pattern, scope);
-    }
+    session.psubscribe(pattern, scopes[index]!);
     connection.reply(confirmation(connection, PSUBSCRIBE, pattern));
   });
 }
 
-function punsubscribe(connection: Connection, args: string[]): void {
+function punsubscribe(connection: RespClient, args: string[]): void {
+  const session = connection.session;
   if (args.length === 1) {
-    if (connection.patterns.size === 0) {
+    if (session.patterns.size === 0) {
       connection.reply(confirmation(connection, PUNSUBSCRIBE, undefined));
       return;
     }
-    for (const pattern of [...connection.patterns.keys()].reverse()) {
-      removePattern(connection, pattern);
+    for (const pattern of [...session.patterns.keys()].reverse()) {
+      session.punsubscribe(pattern);
       connection.reply(confirmation(connection, PUNSUBSCRIBE, pattern));
     }
     return;
   }
   for (const pattern of args.slice(1)) {
-    removePattern(connection, pattern);
+    session.punsubscribe(pattern);
     connection.reply(confirmation(connection, PUNSUBSCRIBE, pattern));
   }
 }
 
 const receiversReply = (result: PublishResult): Buffer => integer(result.receivers);
 
-function publish(connection: Connection, args: string[], byteLengths: number[]): void {
+function publish(connection: RespClient, args: string[], byteLengths: number[]): void {
   const principal = principalOf(connection);
   const target = resolveChannel(principal, args[1]!);
   const { type, dataJson } = parsePublishPayload(args[2]!, byteLengths[2]!, connection.context.limits.maxEventBytes);
@@ -163,17 +139,17 @@ function publish(connection: Connection, args: string[], byteLengths: number[]):
   );
 }
 
-function errorReplyFor(connection: Connection, error: unknown): Buffer {
-  return errorReply(errorText(error, connection));
+function errorReplyFor(connection: RespClient, error: unknown): Buffer {
+  return errorReply(errorLine(error, connection));
 }
 
-function pubsubChannels(connection: Connection, args: string[]): void {
+function pubsubChannels(connection: RespClient, args: string[]): void {
   const matches = args.length > 2 ? compileGlob(args[2]!) : undefined;
   const names = connection.context.broker.visibleChannels(principalOf(connection), matches);
   connection.reply(bulkArray(names));
 }
 
-function pubsubNumsub(connection: Connection, args: string[]): void {
+function pubsubNumsub(connection: RespClient, args: string[]): void {
   const principal = principalOf(connection);
   const items: Buffer[] = [];
   for (const name of args.slice(2)) {
@@ -183,7 +159,7 @@ function pubsubNumsub(connection: Connection, args: string[]): void {
   connection.reply(array(items));
 }
 
-function pubsubNumpat(connection: Connection): void {
+function pubsubNumpat(connection: RespClient): void {
   connection.reply(integer(connection.context.broker.patternCount(principalOf(connection))));
 }
 

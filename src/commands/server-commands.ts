@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { COMPATIBLE_REDIS_VERSION } from '../config.js';
-import type { Connection } from '../connection/connection.js';
+import type { RespClient } from './client.js';
 import {
   array,
   bulk,
@@ -24,7 +24,7 @@ export function registerCommandTable(commands: ReadonlyMap<string, CommandSpec>)
 
 type InfoSection = [title: string, fields: [string, string | number][]];
 
-function infoSections(connection: Connection): InfoSection[] {
+function infoSections(connection: RespClient): InfoSection[] {
   const context = connection.context;
   const { stats, broker, publisher, limits } = context;
   const principal = connection.principal!;
@@ -80,7 +80,7 @@ function infoSections(connection: Connection): InfoSection[] {
   ];
 }
 
-function info(connection: Connection, args: string[]): void {
+function info(connection: RespClient, args: string[]): void {
   const wanted = new Set(args.slice(1).map((section) => section.toLowerCase()));
   const everything = wanted.size === 0 || wanted.has('all') || wanted.has('everything') || wanted.has('default');
   const text = infoSections(connection)
@@ -115,7 +115,7 @@ function commandInfoEntry(spec: CommandSpec): Buffer {
 }
 
 /** COMMAND DOCS entry: interactive redis-cli builds its hints and HELP from these. */
-function commandDocsEntry(connection: Connection, spec: CommandSpec): Buffer {
+function commandDocsEntry(connection: RespClient, spec: CommandSpec): Buffer {
   const entries: [Buffer, Buffer][] = [
     [bulk('summary'), bulk(spec.summary)],
     [bulk('since'), bulk(spec.since)],
@@ -141,15 +141,15 @@ function selected(args: string[]): CommandSpec[] {
   });
 }
 
-function command(connection: Connection): void {
+function command(connection: RespClient): void {
   connection.reply(array(selected([]).map(commandInfoEntry)));
 }
 
-function commandCount(connection: Connection): void {
+function commandCount(connection: RespClient): void {
   connection.reply(integer(commandTable.size));
 }
 
-function commandInfo(connection: Connection, args: string[]): void {
+function commandInfo(connection: RespClient, args: string[]): void {
   const names = args.slice(2);
   if (names.length === 0) {
     connection.reply(array(selected([]).map(commandInfoEntry)));
@@ -166,7 +166,7 @@ function commandInfo(connection: Connection, args: string[]): void {
   );
 }
 
-function commandDocs(connection: Connection, args: string[]): void {
+function commandDocs(connection: RespClient, args: string[]): void {
   const specs = selected(args.slice(2));
   connection.reply(
     map(
@@ -176,7 +176,7 @@ function commandDocs(connection: Connection, args: string[]): void {
   );
 }
 
-function commandList(connection: Connection): void {
+function commandList(connection: RespClient): void {
   connection.reply(bulkArray(selected([]).map((spec) => spec.name)));
 }
 

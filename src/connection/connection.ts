@@ -1,20 +1,11 @@
 import type { Socket } from 'node:net';
-import { ExpiryTimer } from '../auth/expiry.js';
 import type { Principal } from '../auth/principal.js';
-import type { Subscriber } from '../broker/broker.js';
-import { type ChannelTarget, channelKey, type PatternScope } from '../broker/scope.js';
-import type { EventId, StoredEvent } from '../event/event.js';
-import { errorReply, type Protocol } from '../protocol/encode.js';
+import type { RespClient } from '../commands/client.js';
+import type { StoredEvent } from '../event/event.js';
+import { deliveryFrame, errorReply, type Protocol } from '../protocol/encode.js';
 import { type DecodedCommand, type DecoderLimits, ProtocolError, RequestDecoder } from '../protocol/request-decoder.js';
 import type { ServerContext } from '../server/context.js';
-import { ReplaySeam } from '../store/replay.js';
-import { WritePath } from './write-path.js';
-
-/** A pattern subscription as this connection holds it. */
-export interface PatternSubscription {
-  pattern: string;
-  scope: PatternScope;
-}
+import { type ChannelSubscription, type PatternSubscription, Session } from '../session/session.js';
 
 /** Runs one command; a returned promise holds back the next command until it settles. */
 export type CommandRunner = (connection: Connection, command: DecodedCommand) => void | Promise<void>;
@@ -27,35 +18,28 @@ interface ReplySlot {
 let nextConnectionId = 1;
 
 /**
- * One client: its protocol state (auth, RESP version, subscriptions), its input decoding, and
- * its single write path. Commands run strictly in order; PUBLISH may be pipelined (its reply
- * waits for the store) while replies still leave in request order.
+ * The RESP transport of one client: its input decoding, command order and reply order, and
+ * its RESP framing. Subscriptions, resume, output and token expiry are its `session`'s (the
+ * same layer the SSE streams use). Commands run strictly in order; PUBLISH may be pipelined
+ * (its reply waits for the store) while replies still leave in request order.
  */
-export class Connection implements Subscriber {
+export class Connection implements RespClient {
   readonly id = nextConnectionId++;
   readonly remoteAddress: string;
-  protocol: Protocol = 2;
   principal: Principal | undefined;
-  /** Authenticated through the ComputeSDK client's `SUBSCRIBE <id> <jwt>` line (contract). */
+  /** Authenticated through the ComputeSDK events client's `SUBSCRIBE <id> <jwt>` line. */
   compat = false;
   name: string | undefined;
   libName: string | undefined;
   libVersion: string | undefined;
-  readonly channels = new Map<string, ChannelTarget>();
-  readonly patterns = new Map<string, PatternSubscription>();
   readonly createdAt = Date.now();
-  closed = false;
+  readonly session: Session;
 
   private readonly decoder = new RequestDecoder();
-  private readonly output: WritePath;
   private blockedBy: 'command' | 'replies' | undefined;
   private heldCommand: DecodedCommand | undefined;
   private replySlots: ReplySlot[] = [];
   private authTimer: NodeJS.Timeout | undefined;
-  private expiry: ExpiryTimer | undefined;
-  /** The seams of resumed channels, until each is finished (see ReplaySeam). */
-  private replaySeams: Map<string, ReplaySeam<Buffer>> | undefined;
-  private heldReplayBytes = 0;
   /** Set by `quiesce`: no more commands are read; resolved once no PUBLISH awaits its reply. */
   private quiescing: (() => void) | undefined;
 
@@ -65,12 +49,25 @@ export class Connection implements Subscriber {
     private readonly runCommand: CommandRunner,
   ) {
     this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
-    // The limit is read on every write: it grows from the pre-auth cap once AUTH succeeds.
-    this.output = new WritePath(
-      socket,
-      () => this.outputLimit,
-      (pending) => this.onOutputOverflow(pending),
-      context.limits.closeGraceMs,
+    this.session = new Session(
+      {
+        output: socket,
+        protocol: 2,
+        // The limit is read on every write: it grows from the pre-auth cap once AUTH succeeds.
+        outputLimit: () => this.outputLimit,
+        replayPaceBytes: context.limits.maxOutputBytes / 4,
+        closeGraceMs: context.limits.closeGraceMs,
+        clockToleranceMs: context.clockToleranceMs,
+        broker: context.broker,
+        store: context.store,
+      },
+      {
+        replayFrame: (event: StoredEvent, channel) =>
+          deliveryFrame(this.protocol, undefined, channel.displayName, event.json),
+        isOpen: () => !this.closed,
+        overflow: (pending) => this.onOutputOverflow(pending),
+        expired: () => this.onTokenExpired(),
+      },
     );
     socket.setNoDelay(true);
     const keepAlive = context.limits.tcpKeepAliveMs;
@@ -81,7 +78,7 @@ export class Connection implements Subscriber {
     this.armAuthTimer();
   }
 
-  /** An unauthenticated client gets a fixed time to authenticate (issue 7: 10 s), then is closed. */
+  /** An unauthenticated client gets a fixed time to authenticate (10 s by default), then is closed. */
   private armAuthTimer(): void {
     const timeoutMs = this.context.limits.authTimeoutMs;
     this.authTimer = setTimeout(() => {
@@ -97,13 +94,34 @@ export class Connection implements Subscriber {
     return this.principal !== undefined;
   }
 
+  /** The RESP version (HELLO switches it); the broker frames deliveries to match. */
+  get protocol(): Protocol {
+    return this.session.protocol as Protocol;
+  }
+
+  set protocol(protocol: Protocol) {
+    this.session.protocol = protocol;
+  }
+
+  get closed(): boolean {
+    return this.session.closed;
+  }
+
+  get channels(): ReadonlyMap<string, ChannelSubscription> {
+    return this.session.channels;
+  }
+
+  get patterns(): ReadonlyMap<string, PatternSubscription> {
+    return this.session.patterns;
+  }
+
   get subscriptionCount(): number {
-    return this.channels.size + this.patterns.size;
+    return this.session.subscriptionCount;
   }
 
   /** Unsent output in bytes (queued here plus the socket's buffer). */
   get pendingOutputBytes(): number {
-    return this.output.pendingBytes;
+    return this.session.pendingBytes;
   }
 
   get outputLimit(): number {
@@ -114,7 +132,7 @@ export class Connection implements Subscriber {
 
   /** Sends a reply, after any replies that are still waiting for the store. */
   reply(bytes: Buffer): void {
-    if (this.replySlots.length === 0) this.output.write(bytes);
+    if (this.replySlots.length === 0) this.session.write(bytes);
     else this.replySlots.push({ bytes });
   }
 
@@ -141,65 +159,6 @@ export class Connection implements Subscriber {
     );
   }
 
-  /** Pub/sub delivery (Subscriber). */
-  deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean): void {
-    if (this.closed) return;
-    if (this.replaySeams === undefined || viaPattern) {
-      this.output.write(frame);
-      return;
-    }
-    const key = channelKey(event.workspaceId, event.sandboxId);
-    const seam = this.replaySeams.get(key);
-    if (seam === undefined) {
-      this.output.write(frame);
-      return;
-    }
-    const action = seam.admit(frame, event.id, frame.length);
-    if (action === 'hold') {
-      // Held frames count against the output limit like queued ones.
-      this.heldReplayBytes += frame.length;
-      this.output.checkLimit(this.heldReplayBytes);
-    } else if (action === 'write') {
-      this.output.write(frame);
-      if (seam.finished) this.forgetReplay(key);
-    }
-  }
-
-  /** Resume support: from now, live frames of this channel go through a ReplaySeam. */
-  beginReplay(key: string): void {
-    this.forgetReplay(key);
-    this.replaySeams ??= new Map();
-    this.replaySeams.set(key, new ReplaySeam());
-  }
-
-  /** The replay of this channel was written up to `lastReplayedId`: the held frames it did not cover follow. */
-  endReplay(key: string, lastReplayedId: EventId | undefined): void {
-    const seam = this.replaySeams?.get(key);
-    if (seam === undefined) return;
-    this.heldReplayBytes -= seam.heldBytes;
-    for (const frame of seam.end(lastReplayedId)) this.output.write(frame);
-    if (seam.finished) this.forgetReplay(key);
-  }
-
-  /** The channel was unsubscribed (or its resume restarted): its seam goes. */
-  forgetReplay(key: string): void {
-    const seam = this.replaySeams?.get(key);
-    if (seam === undefined) return;
-    this.heldReplayBytes -= seam.heldBytes;
-    this.replaySeams!.delete(key);
-    if (this.replaySeams!.size === 0) this.replaySeams = undefined;
-  }
-
-  /** Writes raw bytes now, bypassing reply order (replayed history frames). */
-  writeFrame(frame: Buffer): void {
-    this.output.write(frame);
-  }
-
-  /** Resolves once unsent output is at most `bytes` (or the connection closed). */
-  outputBelow(bytes: number): Promise<void> {
-    return this.output.whenBelow(bytes);
-  }
-
   /** Called when authentication succeeds: lifts the pre-auth limits and arms the expiry. */
   setPrincipal(principal: Principal): void {
     this.principal = principal;
@@ -207,17 +166,16 @@ export class Connection implements Subscriber {
       clearTimeout(this.authTimer);
       this.authTimer = undefined;
     }
-    // A token that expires while its connection is open does not keep it alive (contract):
-    // the client may AUTH again before exp; otherwise it is told why and closed.
-    this.expiry ??= new ExpiryTimer(() => this.onTokenExpired());
-    this.expiry.start(principal.expiresAt + this.context.clockToleranceMs);
+    // A token that expires while its connection is open does not keep it alive
+    // (docs/protocol.md): the client may AUTH again before exp; otherwise it is told why and closed.
+    this.session.expireWith(principal);
   }
 
   /** RESET: back to a fresh, unauthenticated connection, with the pre-auth deadline again. */
   clearPrincipal(): void {
     this.principal = undefined;
     this.compat = false;
-    this.expiry?.cancel();
+    this.session.cancelExpiry();
     if (this.authTimer === undefined) this.armAuthTimer();
   }
 
@@ -235,9 +193,9 @@ export class Connection implements Subscriber {
 
   /** QUIT: the pending replies go out, then the connection closes. */
   closeAfterReplies(): void {
-    this.closed = true;
+    this.session.closed = true;
     this.socket.pause();
-    if (this.replySlots.length === 0) this.output.endAfterWrites();
+    if (this.replySlots.length === 0) this.session.endAfterWrites();
   }
 
   /**
@@ -254,8 +212,8 @@ export class Connection implements Subscriber {
 
   /** Closes at once, dropping queued output. */
   destroy(): void {
-    this.closed = true;
-    this.output.discard();
+    this.session.closed = true;
+    this.session.discard();
     this.socket.destroy();
   }
 
@@ -336,14 +294,14 @@ export class Connection implements Subscriber {
     const slots = this.replySlots;
     let ready = 0;
     while (ready < slots.length && slots[ready]!.bytes !== undefined) {
-      this.output.write(slots[ready]!.bytes!);
+      this.session.write(slots[ready]!.bytes!);
       ready += 1;
     }
     if (ready === 0) return;
     this.replySlots = ready === slots.length ? [] : slots.slice(ready);
     if (this.replySlots.length === 0) this.quiescing?.();
     if (this.closed) {
-      if (this.replySlots.length === 0) this.output.endAfterWrites();
+      if (this.replySlots.length === 0) this.session.endAfterWrites();
       return;
     }
     if (this.blockedBy === 'replies') this.unblock('replies');
@@ -366,17 +324,9 @@ export class Connection implements Subscriber {
   }
 
   private cleanUp(): void {
-    this.closed = true;
-    this.output.discard();
+    this.session.close();
     if (this.authTimer !== undefined) clearTimeout(this.authTimer);
-    this.expiry?.cancel();
     this.authTimer = undefined;
-    const broker = this.context.broker;
-    for (const key of this.channels.keys()) broker.unsubscribe(this, key);
-    for (const { pattern, scope } of this.patterns.values()) broker.punsubscribe(this, pattern, scope);
-    this.channels.clear();
-    this.patterns.clear();
-    this.replaySeams = undefined;
     this.context.connections.delete(this);
     this.context.logger.debug({ conn: this.id, addr: this.remoteAddress }, 'connection closed');
   }

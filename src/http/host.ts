@@ -1,7 +1,6 @@
 import type { ServerContext } from '../server/context.js';
 import type { ApiKeyRegistry } from '../auth/api-keys.js';
 import type { BrokerMetrics } from './metrics.js';
-import type { OpenStream } from './streams.js';
 
 /** HTTP settings beyond the port (ServerOptions.http). */
 export interface HttpSettings {
@@ -31,17 +30,30 @@ export const HTTP_DEFAULTS = {
   metricsIntervalMs: 1_000,
 } as const;
 
+export type StreamKind = 'channel' | 'pattern' | 'metrics';
+
+/** An open event stream as its listener sees it (streams.ts, OpenStream). */
+export interface HostedStream {
+  readonly kind: StreamKind;
+  /** Writes one frame to the stream (the /metrics/stream snapshots). */
+  write(frame: Buffer): void;
+  /** A comment line that keeps proxies from timing the stream out. */
+  heartbeat(): void;
+  /** Tells the reader why, then ends the stream. */
+  end(reason: 'shutdown'): void;
+}
+
 /** What request handlers and streams reach: one per HTTP listener. */
 export interface HttpHost {
   readonly context: ServerContext;
   readonly settings: Required<Omit<HttpSettings, 'apiKeysFile' | 'corsOrigin'>>;
   readonly apiKeys: ApiKeyRegistry | undefined;
   readonly metrics: BrokerMetrics;
-  readonly streams: Set<OpenStream>;
+  readonly streams: Set<HostedStream>;
   /** Stopping: new streams are refused, readiness fails. */
   readonly closing: boolean;
   /** Both listeners bound and not closing. */
   listening(): boolean;
   /** Starts sending /metrics/stream snapshots to this stream. */
-  addMetricsReader(stream: OpenStream): void;
+  addMetricsReader(stream: HostedStream): void;
 }

@@ -4,12 +4,12 @@ import type { Socket } from 'node:net';
 import { SandboxEventsError } from '../errors.js';
 import type { ServerContext } from '../server/context.js';
 import { ApiKeyRegistry } from '../auth/api-keys.js';
+import { QueryError } from '../session/query.js';
 import { badRequest, HttpError, methodNotAllowed, notFound, toHttpError } from './errors.js';
-import { HTTP_DEFAULTS, type HttpHost, type HttpSettings } from './host.js';
+import { type HostedStream, HTTP_DEFAULTS, type HttpHost, type HttpSettings } from './host.js';
 import { BrokerMetrics } from './metrics.js';
 import { sendError } from './respond.js';
 import { matchRoute } from './routes.js';
-import type { OpenStream } from './streams.js';
 
 export interface HttpListenOptions extends HttpSettings {
   host: string;
@@ -35,7 +35,7 @@ export class HttpServer implements HttpHost {
   readonly settings: HttpHost['settings'];
   readonly apiKeys: ApiKeyRegistry | undefined;
   readonly metrics: BrokerMetrics;
-  readonly streams = new Set<OpenStream>();
+  readonly streams = new Set<HostedStream>();
   closing = false;
   private readonly sockets = new Set<Socket>();
   private readonly corsOrigins: '*' | Set<string> | undefined;
@@ -120,15 +120,15 @@ export class HttpServer implements HttpHost {
   }
 
   /** A /metrics/stream reader: a snapshot now, then one each period to every reader. */
-  addMetricsReader(stream: OpenStream): void {
-    stream.writer.write(this.metricsFrame());
+  addMetricsReader(stream: HostedStream): void {
+    stream.write(this.metricsFrame());
     if (this.metricsTimer === undefined) {
       this.metricsTimer = setInterval(() => {
         let readers = 0;
         const frame = this.metricsFrame();
         for (const reader of this.streams) {
           if (reader.kind !== 'metrics') continue;
-          reader.writer.write(frame);
+          reader.write(frame);
           readers += 1;
         }
         if (readers === 0) {
@@ -203,7 +203,9 @@ export class HttpServer implements HttpHost {
   }
 
   private fail(req: IncomingMessage, res: ServerResponse, error: unknown): void {
-    let httpError = toHttpError(error);
+    // A refused history or resume query is a 400 with the refusal's code (session/query.ts).
+    let httpError =
+      toHttpError(error) ?? (error instanceof QueryError ? badRequest(error.code, error.message) : undefined);
     if (httpError === undefined) {
       this.context.logger.error(
         { err: error, method: req.method, path: req.url?.split('?')[0] },

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { resolveChannel } from '../broker/scope.js';
-import { formatEventId, parseEventId, parsePublishPayload, validateEventType } from '../event/event.js';
-import { DEFAULT_HISTORY_LIMIT, type HistoryQuery, MAX_HISTORY_LIMIT } from '../store/types.js';
+import { formatEventId, parsePublishPayload, validateEventType } from '../event/event.js';
+import { eventIdArgument, historyLimit, historyQuery, historySince } from '../session/query.js';
 import { checkDeclaredLength, readBody } from './body.js';
 import { authenticateRequest } from './credentials.js';
 import { badRequest, forbidden } from './errors.js';
@@ -171,6 +171,7 @@ async function storeEvent(host: HttpHost, req: IncomingMessage, res: ServerRespo
   );
 }
 
+/** A non-negative integer parameter; NaN when it is not one, undefined when absent or empty. */
 function integerParam(url: URL, name: string): number | undefined {
   const text = url.searchParams.get(name);
   if (text === null || text === '') return undefined;
@@ -193,23 +194,12 @@ async function history(
   const { principal } = await authenticateRequest(host.context, host.apiKeys, req, url, false);
   const name = params[0]!;
   const target = resolveChannel(principal, name);
-  const query: HistoryQuery = {
-    workspaceId: target.workspaceId,
-    sandboxId: target.sandboxId,
-    limit: DEFAULT_HISTORY_LIMIT,
-  };
+  const query = historyQuery(target);
+  // Checked in this order, whatever the order of the parameters.
   const limit = integerParam(url, 'limit');
-  if (limit !== undefined) {
-    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_HISTORY_LIMIT) {
-      throw badRequest('INVALID_LIMIT', `limit must be an integer from 1 to ${MAX_HISTORY_LIMIT}`);
-    }
-    query.limit = limit;
-  }
+  if (limit !== undefined) query.limit = historyLimit(limit);
   const since = integerParam(url, 'since');
-  if (since !== undefined) {
-    if (!Number.isSafeInteger(since)) throw badRequest('INVALID_SINCE', 'since must be Unix milliseconds');
-    query.since = since;
-  }
+  if (since !== undefined) query.since = historySince(since);
   const type = url.searchParams.get('type');
   if (type !== null && type !== '') {
     try {
@@ -219,12 +209,7 @@ async function history(
     }
   }
   const after = url.searchParams.get('after');
-  if (after !== null && after !== '') {
-    const id = parseEventId(after);
-    if (id === undefined)
-      throw badRequest('INVALID_EVENT_ID', `invalid event id '${after.slice(0, 64)}': expected <ms>-<seq>`);
-    query.afterId = id;
-  }
+  if (after !== null && after !== '') query.afterId = eventIdArgument(after);
   const newest = url.searchParams.get('newest');
   if (newest === '1' || newest === 'true') query.newest = true;
   const events = await host.context.store.history(query);

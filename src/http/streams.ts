@@ -1,36 +1,26 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { ExpiryTimer } from '../auth/expiry.js';
+import { EVENTS_ONLY } from '../broker/broker.js';
 import { resolveChannel, resolvePatternScope } from '../broker/scope.js';
-import { WritePath } from '../connection/write-path.js';
-import { REPLAY_PAGE, sendReplay } from '../store/replay.js';
-import { type EventId, formatEventId, parseEventId } from '../event/event.js';
-import type { ReplayResult } from '../store/types.js';
+import { formatEventId } from '../event/event.js';
+import { type ResumeFrom, resumePoint } from '../session/query.js';
+import { Session } from '../session/session.js';
 import { type Authenticated, authenticateRequest } from './credentials.js';
 import { badRequest, HttpError } from './errors.js';
-import type { HttpHost } from './host.js';
-import {
-  EventStreamSubscriber,
-  HEARTBEAT_FRAME,
-  SSE_HEADERS,
-  sseControlFrame,
-  sseEventFrame,
-  sseRetryFrame,
-} from './sse.js';
+import type { HostedStream, HttpHost, StreamKind } from './host.js';
+import { HEARTBEAT_FRAME, SSE_HEADERS, sseControlFrame, sseEventFrame, sseRetryFrame } from './sse.js';
 
 /**
- * The event streams (issue 5): one sandbox (`GET /events/<id>/stream`), a pattern over the
- * workspace's sandboxes (`GET /events/stream?pattern=<glob>`), and the broker's own figures
- * (`GET /metrics/stream`).
+ * The event streams (docs/http.md): one sandbox (`GET /events/<id>/stream`), a pattern over
+ * the workspace's sandboxes (`GET /events/stream?pattern=<glob>`), and the broker's own
+ * figures (`GET /metrics/stream`).
  */
 
-export type StreamKind = 'channel' | 'pattern' | 'metrics';
-
-/** One open stream: its write path, its subscription, its timers. */
-export class OpenStream {
-  readonly writer: WritePath;
-  readonly subscriber: EventStreamSubscriber;
-  private readonly cleanups: (() => void)[] = [];
-  private readonly expiry = new ExpiryTimer(() => this.end('token_expired'));
+/**
+ * One open stream: the SSE transport of a session (src/session/session.ts), which holds its
+ * subscription, its write path and its token's expiry. This class frames and ends it.
+ */
+export class OpenStream implements HostedStream {
+  readonly session: Session;
   private opened = false;
   private cleanedUp = false;
 
@@ -41,26 +31,43 @@ export class OpenStream {
     readonly kind: StreamKind,
     readonly auth: Authenticated | undefined,
   ) {
-    // The same write path as a TCP client's, with the same output limit.
-    this.writer = new WritePath(
-      res,
-      () => host.context.limits.maxOutputBytes,
-      (pending) => this.onOverflow(pending),
-      host.context.limits.closeGraceMs,
+    const { limits, clockToleranceMs, broker, store } = host.context;
+    // The same session and write path as a TCP client's, with the same output limit.
+    this.session = new Session(
+      {
+        output: res,
+        protocol: EVENTS_ONLY,
+        outputLimit: () => limits.maxOutputBytes,
+        replayPaceBytes: limits.maxOutputBytes / 4,
+        closeGraceMs: limits.closeGraceMs,
+        clockToleranceMs,
+        broker,
+        store,
+      },
+      {
+        liveFrame: sseEventFrame,
+        replayFrame: sseEventFrame,
+        isOpen: () => !this.closed,
+        overflow: (pending) => this.onOverflow(pending),
+        expired: () => this.end('token_expired'),
+      },
     );
-    this.subscriber = new EventStreamSubscriber(this.writer);
     host.streams.add(this);
     res.on('close', () => this.cleanUp());
     req.socket.once('close', () => this.cleanUp());
   }
 
   get closed(): boolean {
-    return this.writer.isClosed || this.res.destroyed;
+    return this.session.outputClosed || this.res.destroyed;
   }
 
-  /** Runs when the stream ends, however it ends (unsubscribing). */
-  onClose(cleanup: () => void): void {
-    this.cleanups.push(cleanup);
+  /** True once the headers went out: from then on errors end the stream instead of a status. */
+  get isOpened(): boolean {
+    return this.opened;
+  }
+
+  write(frame: Buffer): void {
+    this.session.write(frame);
   }
 
   /** Sends the headers and `retry:`; from here on errors end the stream instead of a status. */
@@ -72,17 +79,17 @@ export class OpenStream {
     const keepAlive = this.host.context.limits.tcpKeepAliveMs;
     if (keepAlive > 0) this.req.socket.setKeepAlive(true, keepAlive);
     this.res.writeHead(200, SSE_HEADERS);
-    this.writer.write(sseRetryFrame(this.host.settings.retryMs));
+    this.session.write(sseRetryFrame(this.host.settings.retryMs));
     const principal = this.auth?.principal;
-    // As on TCP, a token that expires does not keep its stream open (contract, tokens).
-    if (principal !== undefined) this.expiry.start(principal.expiresAt + this.host.context.clockToleranceMs);
+    // As on TCP, a token that expires does not keep its stream open (docs/http.md).
+    if (principal !== undefined) this.session.expireWith(principal);
   }
 
   heartbeat(): void {
     // Not before `open()`: a byte written first would send an implicit 200 without the
     // event-stream headers, and open() would then fail (a resume's first read is in between).
     if (!this.opened) return;
-    this.writer.write(HEARTBEAT_FRAME);
+    this.session.write(HEARTBEAT_FRAME);
     const apiKey = this.auth?.apiKey;
     if (apiKey !== undefined && this.host.apiKeys !== undefined) {
       // A revoked API key does not keep its streams: checked again at each heartbeat.
@@ -99,8 +106,8 @@ export class OpenStream {
       this.res.destroy();
       return;
     }
-    this.writer.write(sseControlFrame('close', { reason }));
-    this.writer.endAfterWrites();
+    this.session.write(sseControlFrame('close', { reason }));
+    this.session.endAfterWrites();
   }
 
   /** Gives up before `open()` (the caller answers with an error status). */
@@ -126,10 +133,8 @@ export class OpenStream {
   private cleanUp(): void {
     if (this.cleanedUp) return;
     this.cleanedUp = true;
-    this.writer.discard();
-    this.expiry.cancel();
+    this.session.close();
     this.host.streams.delete(this);
-    for (const cleanup of this.cleanups.splice(0)) cleanup();
   }
 }
 
@@ -138,15 +143,10 @@ export class OpenStream {
  * reconnects) wins over `?lastEventId=` (what a page passes to a new EventSource). `0` means
  * from the oldest retained event, `$` from now, as with RESUME.
  */
-function resumePoint(req: IncomingMessage, url: URL): EventId | undefined {
+function streamResumePoint(req: IncomingMessage, url: URL): ResumeFrom {
   const header = req.headers['last-event-id'];
   const text = typeof header === 'string' && header.length > 0 ? header : (url.searchParams.get('lastEventId') ?? '');
-  if (text === '' || text === '$') return undefined;
-  if (text === '0') return { ms: 0, seq: 0 };
-  const id = parseEventId(text);
-  if (id === undefined)
-    throw badRequest('INVALID_EVENT_ID', `invalid event id '${text.slice(0, 64)}': expected <ms>-<seq>`);
-  return id;
+  return text === '' ? 'now' : resumePoint(text);
 }
 
 function refuseWhileClosing(host: HttpHost): void {
@@ -191,69 +191,36 @@ export async function sandboxStream(
   refuseWhileClosing(host);
   const auth = await authenticateRequest(host.context, host.apiKeys, req, url, true);
   const target = resolveChannel(auth.principal, name);
-  const from = resumePoint(req, url);
+  const from = streamResumePoint(req, url);
   if (req.socket.destroyed) return;
-  const { broker, store } = host.context;
   const stream = startStream(host, req, res, 'channel', auth);
-  const subscriber = stream.subscriber;
-  if (from === undefined) {
+  if (from === 'now') {
     stream.open();
-    broker.subscribe(subscriber, target);
-    stream.onClose(() => broker.unsubscribe(subscriber, target.key));
+    stream.session.subscribe(target);
     return;
   }
-
-  subscriber.beginReplay();
-  broker.subscribe(subscriber, target);
-  stream.onClose(() => broker.unsubscribe(subscriber, target.key));
-  let page: ReplayResult;
   try {
-    page = await store.replayAfter(target, from, REPLAY_PAGE);
+    await stream.session.resume(target, from, ({ status, earliestId, lastId }) => {
+      stream.open();
+      if (status === 'complete') return;
+      stream.write(
+        sseControlFrame('gap', {
+          sandboxId: name,
+          lastEventId: formatEventId(from),
+          status,
+          earliestId: earliestId === undefined ? null : formatEventId(earliestId),
+          lastId: lastId === undefined ? null : formatEventId(lastId),
+        }),
+      );
+    });
   } catch (error) {
-    stream.abandon();
-    throw error;
-  }
-  if (stream.closed) return;
-  stream.open();
-  if (!page.complete) {
-    stream.writer.write(
-      sseControlFrame('gap', {
-        sandboxId: name,
-        lastEventId: formatEventId(from),
-        status: page.gap ?? 'unknown',
-        earliestId: page.earliestId === undefined ? null : formatEventId(page.earliestId),
-        lastId: page.lastId === undefined ? null : formatEventId(page.lastId),
-      }),
-    );
-  }
-  // What the reader has now, up to: the replay's last event, or with nothing to replay the
-  // point it resumed from (a late live copy of that event is dropped too). Not for a `future`
-  // id, which the reader can't have: live events below it are new to it.
-  let coveredThrough: EventId | undefined = page.complete ? from : undefined;
-  try {
-    const threshold = host.context.limits.maxOutputBytes / 4;
-    await sendReplay(
-      store,
-      target,
-      page,
-      {
-        send(event) {
-          stream.writer.write(sseEventFrame(event));
-          coveredThrough = event.id;
-        },
-        pendingBytes: () => stream.writer.pendingBytes,
-        below: (bytes) => stream.writer.whenBelow(bytes),
-        open: () => !stream.closed,
-      },
-      threshold,
-    );
-  } catch (error) {
+    if (!stream.isOpened) {
+      stream.abandon();
+      throw error;
+    }
     // The status line is gone: end the stream; the reader resumes from what it got.
     host.context.logger.error({ err: error }, 'stream replay failed');
     stream.end('replay_failed');
-    return;
-  } finally {
-    subscriber.endReplay(coveredThrough);
   }
 }
 
@@ -276,11 +243,10 @@ export async function patternStream(
   const header = req.headers['last-event-id'];
   const lastEventId = typeof header === 'string' && header.length > 0 ? header : url.searchParams.get('lastEventId');
   if (req.socket.destroyed) return;
-  const broker = host.context.broker;
   const stream = startStream(host, req, res, 'pattern', auth);
   stream.open();
   if (lastEventId !== null && lastEventId !== '' && lastEventId !== '$') {
-    stream.writer.write(
+    stream.write(
       sseControlFrame('gap', {
         pattern,
         lastEventId: lastEventId.slice(0, 64),
@@ -290,8 +256,7 @@ export async function patternStream(
       }),
     );
   }
-  broker.psubscribe(stream.subscriber, pattern, scope);
-  stream.onClose(() => broker.punsubscribe(stream.subscriber, pattern, scope));
+  stream.session.psubscribe(pattern, scope);
 }
 
 /** GET /metrics/stream: a JSON snapshot each period (the host broadcasts them). */

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ExpiryTimer } from '../../src/auth/expiry.js';
+import { ExpiryTimer } from '../../src/session/expiry.js';
 
 const DAY = 24 * 3600 * 1000;
 

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { afterEach, expect, it, vi } from 'vitest';
 import { Broker, type Subscriber } from '../../src/broker/broker.js';
 import { channelKey } from '../../src/broker/scope.js';
-import { WritePath } from '../../src/connection/write-path.js';
+import { WritePath } from '../../src/session/write-path.js';
 import type { StoredEvent } from '../../src/event/event.js';
 import { deliveryFrame, type Protocol } from '../../src/protocol/encode.js';
 

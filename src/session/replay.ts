@@ -1,47 +1,61 @@
 import { compareEventIds, type EventId, type StoredEvent } from '../event/event.js';
-import type { EventStore, ReplayResult, SandboxRef } from './types.js';
+import type { EventStore, ReplayResult, SandboxRef } from '../store/types.js';
 
 /** Events read from the store per step of a resume replay. */
 export const REPLAY_PAGE = 500;
 
-/** Where a resume replay goes: a TCP connection or an SSE stream. */
-export interface ReplayReader {
-  send(event: StoredEvent): void;
+/**
+ * Where paced output goes (a session): bulk output is written no faster than its reader
+ * takes it, so a long reply or replay never meets the output limit.
+ */
+export interface PacedOutput {
   /** Unsent output, in bytes. */
-  pendingBytes(): number;
+  readonly pendingBytes: number;
   /** Resolves once unsent output is at most `bytes`, or the reader is gone. */
-  below(bytes: number): Promise<void>;
+  whenBelow(bytes: number): Promise<void>;
   /** False once the reader is gone. */
-  open(): boolean;
+  isOpen(): boolean;
 }
 
 /**
- * Sends a resume replay, page by page, paced by the reader: `first` is the page already read
- * (its status was told before any event). Whenever the reader's unsent output passes
- * `threshold` it waits for it to drain back below, so a long replay never meets the output
- * limit, even with 500 events of 64 KiB to a page; and it stops as soon as the reader is gone.
- * TCP RESUME and SSE resume both replay this way.
+ * The pages of a resume replay: `first` (already read, its status told before any event),
+ * then each next page read only when the writer asks for it.
  */
-export async function sendReplay(
+export async function* replayPages(
   store: EventStore,
   target: SandboxRef,
   first: ReplayResult,
-  reader: ReplayReader,
+): AsyncGenerator<readonly StoredEvent[]> {
+  let page = first.events;
+  for (;;) {
+    yield page;
+    const last = page[page.length - 1];
+    if (page.length < REPLAY_PAGE || last === undefined) return;
+    page = (await store.replayAfter(target, last.id, REPLAY_PAGE)).events;
+  }
+}
+
+/**
+ * Sends `pages` item by item through `send`, paced by `output`: whenever its unsent output
+ * passes `threshold` it waits for it to drain back below, so even 500 events of 64 KiB to a
+ * page never meet the output limit; and it stops as soon as the reader is gone. A reply whose
+ * length is known up front (a RESP array header) is written first, then its items this way.
+ */
+export async function writePaced<T>(
+  output: PacedOutput,
+  pages: AsyncIterable<readonly T[]>,
+  send: (item: T) => void,
   threshold: number,
 ): Promise<void> {
-  let page = first;
-  for (;;) {
-    for (const event of page.events) {
-      reader.send(event);
-      if (reader.pendingBytes() > threshold) {
-        await reader.below(threshold);
-        if (!reader.open()) return;
+  for await (const page of pages) {
+    if (!output.isOpen()) return;
+    for (const item of page) {
+      send(item);
+      if (output.pendingBytes > threshold) {
+        await output.whenBelow(threshold);
+        if (!output.isOpen()) return;
       }
     }
-    const last = page.events[page.events.length - 1];
-    if (page.events.length < REPLAY_PAGE || last === undefined) return;
-    page = await store.replayAfter(target, last.id, REPLAY_PAGE);
-    if (!reader.open()) return;
   }
 }
 
@@ -56,10 +70,10 @@ export type SeamAction = 'write' | 'hold' | 'drop';
  *
  * Live events the replay covered can also arrive after `end`: with the Redis engine an event
  * comes live on the subscriber connection, which the node may read after the replay's reply
- * on the command connection (seen in CI as one id delivered twice after a failover). Live
+ * on the command connection. Live
  * events of a channel come in id order, so the replay's last id stays as a floor, and what is
  * not above it is dropped, until the first live event passes it; then the seam is `finished`.
- * TCP RESUME and SSE resume both use this.
+ * Session.resume uses it for TCP RESUME and SSE resume alike.
  */
 export class ReplaySeam<T> {
   private held: { item: T; id: EventId }[] | undefined = [];

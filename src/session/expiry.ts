@@ -3,7 +3,7 @@ const MAX_TIMEOUT_MS = 2_147_483_647;
 
 /**
  * Calls `onExpired` once the wall clock reaches a deadline (a token's `exp` plus the clock
- * tolerance): what ends a connection or a stream whose token expires (contract, tokens). A
+ * tolerance): what ends a connection or a stream whose token expires (docs/protocol.md, docs/http.md). A
  * single setTimeout is not enough. Node arms timers from the event loop's cached time and runs
  * them on the monotonic clock, so one can fire a few milliseconds before `Date.now()` reaches
  * the deadline; and a delay past 24.8 days has to be waited out in steps. Either way the timer

@@ -1,0 +1,340 @@
+import type { Principal } from '../auth/principal.js';
+import type { Broker, EVENTS_ONLY, Subscriber } from '../broker/broker.js';
+import { type ChannelTarget, channelKey, type PatternScope } from '../broker/scope.js';
+import type { EventId, StoredEvent } from '../event/event.js';
+import type { Protocol } from '../protocol/encode.js';
+import type { EventStore, ReplayGap } from '../store/types.js';
+import { ExpiryTimer } from './expiry.js';
+import type { ResumeFrom } from './query.js';
+import { REPLAY_PAGE, ReplaySeam, replayPages, writePaced } from './replay.js';
+import { type OutputStream, WritePath } from './write-path.js';
+
+/**
+ * One subscription to one channel. While a resume replays the channel, its live frames wait in
+ * `seam` (see ReplaySeam). A type filter or a resume cursor of its own would live here too.
+ */
+export class ChannelSubscription {
+  seam: ReplaySeam<Buffer> | undefined;
+
+  constructor(readonly target: ChannelTarget) {}
+}
+
+/** A pattern subscription as a session holds it. */
+export interface PatternSubscription {
+  readonly pattern: string;
+  readonly scope: PatternScope;
+}
+
+/** What a resume can promise, told to the reader before any replayed event. */
+export interface ResumeStatus {
+  /** `complete`: exactly what the reader missed follows; otherwise why it can't be exact. */
+  status: 'complete' | ReplayGap;
+  /** Oldest retained id of the channel, if any. */
+  earliestId?: EventId;
+  /** Newest id ever issued for the channel, if any. */
+  lastId?: EventId;
+}
+
+/**
+ * What a session needs of its transport (the RESP connection or the SSE stream): its framing,
+ * and what to do when the session ends it. The session never writes a byte of its own.
+ */
+export interface SessionTransport {
+  /**
+   * The frame of a live event. Absent for RESP, whose frames the broker encodes once per
+   * channel, protocol and name and hands over as they are.
+   */
+  readonly liveFrame?: (event: StoredEvent) => Buffer;
+  /** The frame of one replayed event of `channel`. */
+  replayFrame(event: StoredEvent, channel: ChannelTarget): Buffer;
+  /** False once the reader is gone: a replay stops. */
+  isOpen(): boolean;
+  /** Unsent output passed the limit: cut the reader off (nobody else waits for it). */
+  overflow(pendingBytes: number): void;
+  /** The token's deadline passed. */
+  expired(): void;
+}
+
+export interface SessionOptions {
+  /** What the transport writes to: a socket, or the response carrying an event stream. */
+  output: OutputStream;
+  /** The broker's frame format for this session: a RESP version, or EVENTS_ONLY (SSE). */
+  protocol: Protocol | typeof EVENTS_ONLY;
+  /** The output limit in bytes; a function because it grows once a RESP client authenticates. */
+  outputLimit: () => number;
+  /** The output a replay lets wait before it waits for the reader to drain. */
+  replayPaceBytes: number;
+  closeGraceMs: number;
+  clockToleranceMs: number;
+  broker: Broker;
+  store: EventStore;
+}
+
+/**
+ * A client's state that does not depend on its transport, after Centrifuge's `Client`, of
+ * which SSE is one more transport: its subscriptions and their registration with the broker,
+ * resume (the replay seam, written once for TCP RESUME and SSE resume), paced bulk output,
+ * the write path every byte to the client takes, and the token's expiry. docs/protocol.md
+ * ("History and resume") and docs/http.md ("Resume") describe what a client sees.
+ */
+export class Session implements Subscriber {
+  protocol: Protocol | typeof EVENTS_ONLY;
+  readonly channels = new Map<string, ChannelSubscription>();
+  readonly patterns = new Map<string, PatternSubscription>();
+  /** Set once the transport is closing: live events are no longer taken. */
+  closed = false;
+
+  private readonly output: WritePath;
+  private readonly expiry: ExpiryTimer;
+  private readonly liveFrame: ((event: StoredEvent) => Buffer) | undefined;
+  /** Channel subscriptions with a seam: while none, live frames skip the lookup. */
+  private resuming = 0;
+  /** Bytes of every seam's held frames: they count against the output limit. */
+  private heldBytes = 0;
+
+  constructor(
+    private readonly options: SessionOptions,
+    private readonly transport: SessionTransport,
+  ) {
+    this.protocol = options.protocol;
+    this.output = new WritePath(
+      options.output,
+      options.outputLimit,
+      (pending) => transport.overflow(pending),
+      options.closeGraceMs,
+    );
+    this.expiry = new ExpiryTimer(() => transport.expired());
+    this.liveFrame = transport.liveFrame;
+  }
+
+  get subscriptionCount(): number {
+    return this.channels.size + this.patterns.size;
+  }
+
+  // --- Output -------------------------------------------------------------------------------
+
+  /** Unsent output in bytes (queued here plus the socket's buffer). */
+  get pendingBytes(): number {
+    return this.output.pendingBytes;
+  }
+
+  /** True once the write path takes no more frames (closed, overflowed, or ending). */
+  get outputClosed(): boolean {
+    return this.output.isClosed;
+  }
+
+  write(frame: Buffer): void {
+    this.output.write(frame);
+  }
+
+  /** Resolves once unsent output is at most `bytes` (or the output closed). */
+  whenBelow(bytes: number): Promise<void> {
+    return this.output.whenBelow(bytes);
+  }
+
+  isOpen(): boolean {
+    return this.transport.isOpen();
+  }
+
+  /** Writes what is queued, then half-closes; the reader gets a grace period to take it. */
+  endAfterWrites(): void {
+    this.output.endAfterWrites();
+  }
+
+  /** Drops queued output: the transport is being destroyed. */
+  discard(): void {
+    this.output.discard();
+  }
+
+  // --- Token expiry --------------------------------------------------------------------------
+
+  /**
+   * A token that expires does not keep its client (docs/protocol.md, docs/http.md): at its
+   * `exp` plus the clock tolerance the transport's `expired` runs, unless a fresh token came.
+   */
+  expireWith(principal: Principal): void {
+    this.expiry.start(principal.expiresAt + this.options.clockToleranceMs);
+  }
+
+  cancelExpiry(): void {
+    this.expiry.cancel();
+  }
+
+  // --- Subscriptions -------------------------------------------------------------------------
+
+  /** Subscribes to a channel; the existing subscription if there is one (counted once, as Redis). */
+  subscribe(target: ChannelTarget): ChannelSubscription {
+    let subscription = this.channels.get(target.key);
+    if (subscription === undefined) {
+      subscription = new ChannelSubscription(target);
+      this.channels.set(target.key, subscription);
+      this.options.broker.subscribe(this, target);
+    }
+    return subscription;
+  }
+
+  unsubscribe(key: string): boolean {
+    const subscription = this.channels.get(key);
+    if (subscription === undefined) return false;
+    this.channels.delete(key);
+    this.options.broker.unsubscribe(this, key);
+    this.dropSeam(subscription);
+    return true;
+  }
+
+  psubscribe(pattern: string, scope: PatternScope): boolean {
+    if (this.patterns.has(pattern)) return false;
+    this.patterns.set(pattern, { pattern, scope });
+    this.options.broker.psubscribe(this, pattern, scope);
+    return true;
+  }
+
+  punsubscribe(pattern: string): boolean {
+    const held = this.patterns.get(pattern);
+    if (held === undefined) return false;
+    this.patterns.delete(pattern);
+    this.options.broker.punsubscribe(this, held.pattern, held.scope);
+    return true;
+  }
+
+  /** Drops every subscription (RESP RESET). */
+  unsubscribeAll(): void {
+    for (const key of [...this.channels.keys()]) this.unsubscribe(key);
+    for (const pattern of [...this.patterns.keys()]) this.punsubscribe(pattern);
+  }
+
+  /** The transport closed: nothing more is written, subscriptions and timers go. */
+  close(): void {
+    this.closed = true;
+    this.output.discard();
+    this.expiry.cancel();
+    const broker = this.options.broker;
+    for (const [key, subscription] of this.channels) {
+      broker.unsubscribe(this, key);
+      subscription.seam = undefined; // a resume under way finds nothing left to release
+    }
+    for (const { pattern, scope } of this.patterns.values()) broker.punsubscribe(this, pattern, scope);
+    this.channels.clear();
+    this.patterns.clear();
+    this.resuming = 0;
+    this.heldBytes = 0;
+  }
+
+  // --- Live delivery (Subscriber) ---------------------------------------------------------
+
+  /**
+   * The broker's fan-out. A frame of a resuming channel goes through its seam; one that came
+   * through a pattern never does: a replay sends `message` frames of its channel, never the
+   * `pmessage` frames of a pattern that also matches it (Redis sends both).
+   */
+  deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean): void {
+    if (this.closed || this.output.isClosed) return;
+    const liveFrame = this.liveFrame;
+    const bytes = liveFrame === undefined ? frame : liveFrame(event);
+    if (this.resuming === 0 || viaPattern) {
+      this.output.write(bytes);
+      return;
+    }
+    const subscription = this.channels.get(channelKey(event.workspaceId, event.sandboxId));
+    const seam = subscription?.seam;
+    if (seam === undefined) {
+      this.output.write(bytes);
+      return;
+    }
+    const action = seam.admit(bytes, event.id, bytes.length);
+    if (action === 'hold') {
+      // Held frames count against the output limit like queued ones.
+      this.heldBytes += bytes.length;
+      this.output.checkLimit(this.heldBytes);
+    } else if (action === 'write') {
+      this.output.write(bytes);
+      if (seam.finished) this.dropSeam(subscription!);
+    }
+  }
+
+  // --- Resume --------------------------------------------------------------------------------
+
+  /**
+   * Subscribes to `target` from a last-seen id: nothing missing, nothing twice, even while
+   * publishing goes on. The channel is subscribed with its live frames held back before the
+   * store is read; `tell` gets the status before any replayed event (the transport frames it:
+   * a RESP `resume` confirmation, an SSE `gap` event); the replay is written paced by the
+   * reader; then the held frames the replay did not cover. If reading fails, the subscription
+   * is dropped (it must not silently lack events) and the error thrown.
+   *
+   * Resolves to false when the reader went away meanwhile.
+   */
+  async resume(target: ChannelTarget, from: ResumeFrom, tell: (status: ResumeStatus) => void): Promise<boolean> {
+    const subscription = this.beginReplay(target);
+    // What the reader has now, up to: the replay's last event, or with nothing to replay the
+    // point it resumed from (a late live copy of that event is dropped too). Not for a
+    // `future` id, which the reader can't have: live events below it are new to it.
+    let coveredThrough: EventId | undefined;
+    try {
+      if (from === 'now') {
+        tell({ status: 'complete' });
+        return true;
+      }
+      const store = this.options.store;
+      const first = await store.replayAfter(target, from, REPLAY_PAGE);
+      if (!this.isOpen()) return false;
+      if (first.complete) coveredThrough = from;
+      tell({
+        status: first.complete ? 'complete' : (first.gap ?? 'unknown'),
+        earliestId: first.earliestId,
+        lastId: first.lastId,
+      });
+      const replayFrame = this.transport.replayFrame;
+      await writePaced(
+        this,
+        replayPages(store, target, first),
+        (event) => {
+          this.output.write(replayFrame(event, target));
+          coveredThrough = event.id;
+        },
+        this.options.replayPaceBytes,
+      );
+      return this.isOpen();
+    } catch (error) {
+      this.unsubscribe(target.key);
+      throw error;
+    } finally {
+      this.endReplay(subscription, coveredThrough);
+    }
+  }
+
+  /** From now, live frames of this channel go through a new seam (a repeated resume restarts it). */
+  private beginReplay(target: ChannelTarget): ChannelSubscription {
+    const existing = this.channels.get(target.key);
+    if (existing !== undefined) this.dropSeam(existing);
+    const seam = new ReplaySeam<Buffer>();
+    this.resuming += 1;
+    if (existing !== undefined) {
+      existing.seam = seam;
+      return existing;
+    }
+    // The seam is in place before the broker can deliver anything of the channel.
+    const subscription = new ChannelSubscription(target);
+    subscription.seam = seam;
+    this.channels.set(target.key, subscription);
+    this.options.broker.subscribe(this, target);
+    return subscription;
+  }
+
+  /** The replay was written up to `lastReplayedId`: the held frames it did not cover follow. */
+  private endReplay(subscription: ChannelSubscription, lastReplayedId: EventId | undefined): void {
+    const seam = subscription.seam;
+    if (seam === undefined) return;
+    this.heldBytes -= seam.heldBytes;
+    for (const frame of seam.end(lastReplayedId)) this.output.write(frame);
+    if (seam.finished) this.dropSeam(subscription);
+  }
+
+  private dropSeam(subscription: ChannelSubscription): void {
+    const seam = subscription.seam;
+    if (seam === undefined) return;
+    this.heldBytes -= seam.heldBytes;
+    subscription.seam = undefined;
+    this.resuming -= 1;
+  }
+}

@@ -1,0 +1,255 @@
+/**
+ * What a write path writes to: a TCP socket, or an HTTP response carrying a Server-Sent Events
+ * stream. Both are Node writables with these members.
+ */
+export interface OutputStream {
+  write(chunk: Buffer): boolean;
+  cork(): void;
+  uncork(): void;
+  end(): unknown;
+  destroy(): unknown;
+  readonly writableLength: number;
+  readonly destroyed: boolean;
+  on(event: 'drain' | 'close', listener: () => void): unknown;
+}
+
+/**
+ * Destroys `stream` `ms` after it was told to end, unless it closed first: a peer that neither
+ * reads its last bytes nor closes its side would otherwise hold the socket (and the
+ * subscriptions hanging on it) for good.
+ */
+export function destroyAfterGrace(stream: Pick<OutputStream, 'destroy' | 'on'>, ms: number): void {
+  const grace = setTimeout(() => stream.destroy(), ms);
+  grace.unref();
+  stream.on('close', () => clearTimeout(grace));
+}
+
+/**
+ * The one way bytes reach a client: a RESP connection's socket or an SSE stream's response.
+ *
+ * Frames are queued and flushed once per event-loop turn as a single write, so a burst of
+ * publishes costs each subscriber one syscall, not one per frame (node-redis client/socket.ts
+ * coalesces the same way). `write()` returning false is honoured: nothing more is written until
+ * 'drain'. What waits (our queue plus the socket's own buffer) is bounded by the output limit;
+ * past it the client is cut off through `onOverflow`, and nobody else waits for it.
+ *
+ * Frames that lie next to each other in memory are joined as they are queued: the broker writes
+ * the frames of one channel one after another into a slab (broker.ts, FrameWriter), so a
+ * subscriber's frames of a turn usually form one run of bytes that is written as it is, with
+ * no Buffer.concat and nothing allocated per frame. That is only correct because a Buffer
+ * handed to `write` is never changed afterwards (the same rule as for socket.write).
+ */
+export class WritePath {
+  /** Closed runs of bytes, oldest first; the newest run is still open (the tail fields). */
+  private queue: Buffer[] = [];
+  private queuedBytes = 0;
+  /** The open run: bytes [tailStart, tailEnd) of tailMemory, which began with tailFirst. */
+  private tailFirst: Buffer | undefined;
+  private tailMemory: ArrayBufferLike | undefined;
+  private tailStart = 0;
+  private tailEnd = 0;
+  /**
+   * The socket's own buffer and the limit as last seen. The socket's buffer only shrinks
+   * between our writes, and the limit only grows (on AUTH), so the per-frame check against
+   * these is conservative; the real figures are read before anything is decided.
+   */
+  private socketBytes = 0;
+  private knownLimit: number;
+  private waitingForDrain = false;
+  private scheduled = false;
+  private closed = false;
+  private endAfterFlush = false;
+  private lowWaters: { threshold: number; resolve: () => void }[] = [];
+
+  constructor(
+    private readonly socket: OutputStream,
+    /** Current limit in bytes; a function because it grows once the client authenticates. */
+    private readonly limit: () => number,
+    private readonly onOverflow: (pendingBytes: number) => void,
+    /** After `endAfterWrites`, how long the reader gets before the stream is destroyed. */
+    private readonly closeGraceMs: number,
+  ) {
+    this.knownLimit = limit();
+    socket.on('drain', () => {
+      this.waitingForDrain = false;
+      this.flush();
+    });
+    socket.on('close', () => this.discard());
+  }
+
+  /** Bytes accepted but not yet handed to the kernel. */
+  get pendingBytes(): number {
+    return this.queuedBytes + this.socket.writableLength;
+  }
+
+  /** True once it takes no more frames (closed, overflowed, or ending). */
+  get isClosed(): boolean {
+    return this.closed || this.endAfterFlush;
+  }
+
+  /**
+   * Cuts the client off if `heldBytes` (frames its owner holds back, say during a resume
+   * replay) plus what waits here pass the limit: held frames count like queued ones.
+   */
+  checkLimit(heldBytes: number): void {
+    if (this.closed) return;
+    const pending = heldBytes + this.pendingBytes;
+    if (pending <= this.limit()) return;
+    this.closed = true;
+    this.dropQueue();
+    this.releaseLowWaters();
+    this.onOverflow(pending);
+  }
+
+  write(frame: Buffer): void {
+    if (this.closed || this.endAfterFlush) return;
+    const length = frame.length;
+    if (length === 0) return;
+    const memory = frame.buffer;
+    const offset = frame.byteOffset;
+    if (memory === this.tailMemory && offset === this.tailEnd) {
+      this.tailEnd += length; // adjacent to the open run: it just grows
+    } else {
+      if (this.tailFirst !== undefined) this.queue.push(this.takeTail());
+      this.tailFirst = frame;
+      this.tailMemory = memory;
+      this.tailStart = offset;
+      this.tailEnd = offset + length;
+    }
+    this.queuedBytes += length;
+    if (this.queuedBytes + this.socketBytes > this.knownLimit && this.overLimit()) return;
+    if (!this.scheduled && !this.waitingForDrain) {
+      this.scheduled = true;
+      scheduleFlush(this);
+    }
+  }
+
+  /** Writes what is queued, then half-closes (QUIT, protocol errors): the reply still arrives. */
+  endAfterWrites(): void {
+    if (this.closed || this.endAfterFlush) return;
+    this.endAfterFlush = true;
+    destroyAfterGrace(this.socket, this.closeGraceMs);
+    if (!this.scheduled && !this.waitingForDrain) {
+      this.scheduled = true;
+      scheduleFlush(this);
+    }
+  }
+
+  /** Stops writing; queued frames are dropped (the socket is being destroyed). */
+  discard(): void {
+    this.closed = true;
+    this.dropQueue();
+    this.releaseLowWaters();
+  }
+
+  /**
+   * Resolves once unsent output is at most `threshold` bytes (or the path closed): a producer
+   * of bulk output (a resume replay) paces itself with it instead of hitting the limit.
+   */
+  whenBelow(threshold: number): Promise<void> {
+    if (this.closed || this.pendingBytes <= threshold) return Promise.resolve();
+    return new Promise((resolve) => this.lowWaters.push({ threshold, resolve }));
+  }
+
+  private releaseLowWaters(): void {
+    if (this.lowWaters.length === 0) return;
+    const pending = this.pendingBytes;
+    const waiting = this.lowWaters;
+    this.lowWaters = [];
+    for (const waiter of waiting) {
+      if (this.closed || pending <= waiter.threshold) waiter.resolve();
+      else this.lowWaters.push(waiter);
+    }
+  }
+
+  /** The quick check said "maybe over": decide on the real figures. */
+  private overLimit(): boolean {
+    this.socketBytes = this.socket.writableLength;
+    this.knownLimit = this.limit();
+    const pending = this.queuedBytes + this.socketBytes;
+    if (pending <= this.knownLimit) return false;
+    this.closed = true;
+    this.dropQueue();
+    this.onOverflow(pending);
+    return true;
+  }
+
+  /** Closes the open run: the first frame itself when nothing joined it, else one view. */
+  private takeTail(): Buffer {
+    const first = this.tailFirst!;
+    const length = this.tailEnd - this.tailStart;
+    const run = length === first.length ? first : Buffer.from(this.tailMemory as ArrayBuffer, this.tailStart, length);
+    this.tailFirst = undefined;
+    this.tailMemory = undefined;
+    return run;
+  }
+
+  private dropQueue(): void {
+    this.queue.length = 0;
+    this.queuedBytes = 0;
+    this.tailFirst = undefined;
+    this.tailMemory = undefined;
+  }
+
+  /** @internal called by the flush scheduler and on 'drain'. */
+  flush(): void {
+    this.scheduled = false;
+    if (this.closed || this.socket.destroyed) return;
+    if (this.queuedBytes > 0 && !this.waitingForDrain) {
+      const queue = this.queue;
+      let ok: boolean;
+      if (queue.length === 0) {
+        ok = this.socket.write(this.takeTail()); // the common case: one run, written as it is
+      } else {
+        if (this.tailFirst !== undefined) queue.push(this.takeTail());
+        const runs = queue.length;
+        if (runs <= WRITEV_MAX_RUNS && this.queuedBytes >= runs * WRITEV_MIN_RUN_BYTES) {
+          // A few large runs (a turn's frames spanning slabs): one writev, nothing copied.
+          this.socket.cork();
+          ok = true;
+          for (let i = 0; i < runs; i++) ok = this.socket.write(queue[i]!);
+          this.socket.uncork();
+        } else {
+          // Many small pieces (replies): one copy is cheaper than a writev entry each.
+          ok = this.socket.write(runs === 1 ? queue[0]! : Buffer.concat(queue, this.queuedBytes));
+        }
+        queue.length = 0;
+      }
+      this.queuedBytes = 0;
+      if (!ok) this.waitingForDrain = true;
+      this.socketBytes = this.socket.writableLength;
+      this.knownLimit = this.limit();
+    }
+    if (this.endAfterFlush && this.queuedBytes === 0) {
+      this.closed = true;
+      this.socket.end();
+    }
+    this.releaseLowWaters();
+  }
+}
+
+/** Up to this many runs of this average size go out as one writev instead of being joined. */
+const WRITEV_MAX_RUNS = 8;
+const WRITEV_MIN_RUN_BYTES = 4 * 1024;
+
+/*
+ * One setImmediate for all connections with queued output. It runs right after the poll phase,
+ * so every frame produced while handling this turn's reads goes out in one write per client.
+ */
+let dirty: WritePath[] = [];
+let flushScheduled = false;
+
+function scheduleFlush(path: WritePath): void {
+  dirty.push(path);
+  if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(flushDirty);
+  }
+}
+
+function flushDirty(): void {
+  flushScheduled = false;
+  const paths = dirty;
+  dirty = [];
+  for (const path of paths) path.flush();
+}
