@@ -6,7 +6,7 @@ import { type ChannelTarget, channelKey, type PatternScope } from '../broker/sco
 import type { EventId, StoredEvent } from '../event/event.js';
 import { errorReply, type Protocol } from '../protocol/encode.js';
 import { type DecodedCommand, type DecoderLimits, ProtocolError, RequestDecoder } from '../protocol/request-decoder.js';
-import type { ServerContext } from '../server/context.js';
+import type { ServerContext } from '../runtime/context.js';
 import { ReplaySeam } from '../store/replay.js';
 import { WritePath } from './write-path.js';
 
