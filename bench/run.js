@@ -20,7 +20,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
+import { buildModules } from './lib/build.js';
 import { renderTable } from './lib/report.js';
 import {
   cleanUp,
@@ -322,7 +323,7 @@ async function fillOverTcp(server, auth, isRedis) {
  * would be laid out after compaction; ids and timestamps are the store's own.
  */
 async function prefillSqlite(buildDir, path) {
-  const { SqliteStore } = await import(pathToFileURL(join(buildDir, 'store', 'sqlite-store.js')).href);
+  const { SqliteStore } = await buildModules(buildDir).sqliteStore();
   const store = SqliteStore.open({ path, retention: { maxCount: 10_000, maxAgeMs: 86_400_000 }, pruneIntervalMs: 0 });
   const perSandbox = S.historyEvents / S.historySandboxes;
   const dataJson = JSON.stringify(JSON.parse(fillPayload()).data);
@@ -365,7 +366,7 @@ async function main() {
 
   const buildDir = resolve(root, prebuilt ?? 'dist');
   checkBuild(buildDir);
-  const { mintToken } = await import(pathToFileURL(join(buildDir, 'auth', 'mint.js')).href);
+  const { mintToken } = await buildModules(buildDir).mint();
   const secret = randomBytes(32).toString('base64url');
   const redisPassword = randomBytes(16).toString('hex');
   const workspaceToken = await mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3 * 3600 });

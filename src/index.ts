@@ -1,4 +1,4 @@
-export { startServer, type RunningServer, type ServerOptions } from './server/server.js';
+export { startServer, type RunningServer, type ServerOptions, type StoreConfig } from './daemon.js';
 export { DEFAULT_LIMITS, DEFAULT_PORT, type Limits } from './config.js';
 export { SandboxEventsError } from './errors.js';
 export type { SandboxEvent, StoredEvent, EventId } from './event/event.js';

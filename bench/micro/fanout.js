@@ -5,14 +5,15 @@
 //
 //   node bench/micro/fanout.js [buildDir=dist] [subscribers=10] [channels=1] [perTurn=20]
 // (`npm run build` first; pass a copy of an older dist/ as buildDir to compare before/after.)
-import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+// @ts-check
+import { buildModules } from '../lib/build.js';
 import { nullSubscriberClass } from './null-subscriber.js';
 
 const [buildArg = 'dist', subsArg = '10', channelsArg = '1', perTurnArg = '20'] = process.argv.slice(2);
-const build = resolve(buildArg);
-const { Broker } = await import(pathToFileURL(join(build, 'broker', 'broker.js')).href);
-const { WritePath } = await import(pathToFileURL(join(build, 'connection', 'write-path.js')).href);
+const modules = buildModules(buildArg);
+const build = modules.dir;
+const { Broker } = await modules.broker();
+const { WritePath } = await modules.writePath();
 
 const SUBS = Number(subsArg);
 const CHANNELS = Number(channelsArg);

@@ -1,3 +1,4 @@
+// @ts-check
 // A subscriber for the micro-benchmarks: the broker's real WritePath over a socket that
 // swallows the bytes (and counts them), so only the broker's side of a delivery is measured.
 import { EventEmitter } from 'node:events';
@@ -18,9 +19,10 @@ class NullSocket extends EventEmitter {
   uncork() {}
 }
 
-/** `WritePath` is the class from the build under test (dist/connection/write-path.js). */
+/** `WritePath` is the class from the build under test (dist/session/write-path.js). */
 export function nullSubscriberClass(WritePath) {
   return class NullSubscriber {
+    /** @type {2} RESP2 */
     protocol = 2;
     socket = new NullSocket();
     out = new WritePath(

@@ -5,18 +5,18 @@
 //
 //   [KEEP=<events kept per sandbox, 10000>] node bench/micro/publish.js [buildDir=dist] [subscribers=10] [perTurn=200] [observer=1]
 // (`npm run build` first; pass a copy of an older dist/ as buildDir to compare before/after.)
-import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+// @ts-check
+import { buildModules } from '../lib/build.js';
 import { nullSubscriberClass } from './null-subscriber.js';
 
 const [buildArg = 'dist', subsArg = '10', perTurnArg = '200', observerArg = '1'] = process.argv.slice(2);
-const build = resolve(buildArg);
-const load = (path) => import(pathToFileURL(join(build, path)).href);
-const { Broker } = await load('broker/broker.js');
-const { Publisher } = await load('broker/publisher.js');
-const { MemoryStore } = await load('store/memory-store.js');
-const { WritePath } = await load('connection/write-path.js');
-const { parsePublishPayload } = await load('event/event.js');
+const modules = buildModules(buildArg);
+const build = modules.dir;
+const { Broker } = await modules.broker();
+const { Publisher } = await modules.publisher();
+const { MemoryStore } = await modules.memoryStore();
+const { WritePath } = await modules.writePath();
+const { parsePublishPayload } = await modules.event();
 
 const SUBS = Number(subsArg);
 const PER_TURN = Number(perTurnArg);
@@ -33,7 +33,8 @@ if (observerArg === '1') publisher.observer = { stored() {}, delivered() {} };
 for (let k = 0; k < SUBS; k++) {
   broker.subscribe(new Sub(), { key: '{1}sb-1', workspaceId: 1, sandboxId: 'sb-1', displayName: 'sb-1' });
 }
-const principal = { role: 'workspace', workspaceId: 1 };
+/** @type {import('../../src/auth/principal.js').Principal} */
+const principal = { role: 'workspace', workspaceId: 1, expiresAt: Number.POSITIVE_INFINITY };
 const ref = { workspaceId: 1, sandboxId: 'sb-1' };
 // The bench's 128-byte event.
 const payload = `{"type":"bench.tick","data":{"t":"0000000000000","p":"${'x'.repeat(72)}"}}`;

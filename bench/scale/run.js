@@ -14,7 +14,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
+import { buildModules } from '../lib/build.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const argv = process.argv.slice(2);
@@ -210,7 +211,7 @@ async function runCase(dist, mint, nodes, withRedis = true) {
 }
 
 const dist = build();
-const { mintToken } = await import(pathToFileURL(path.join(dist, 'auth/mint.js')).href);
+const { mintToken } = await buildModules(dist).mint();
 console.log(
   `cores: ${os.cpus().length} (${os.cpus()[0]?.model}); ${sandboxes} sandboxes, ${subscribers} subscribers, window ${window}, ${seconds} s per case`,
 );

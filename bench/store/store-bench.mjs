@@ -1,9 +1,11 @@
+// @ts-check
 // Rough store figures, not run by tests: append throughput (memory vs SQLite, 10,000 appends
 // in flight) and history latency (LIMIT 100) on a file of 1,000,000 events over 1,000 sandboxes.
 // Usage: npm run build && node bench/store/store-bench.mjs [events=1000000]
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { buildModules } from '../lib/build.js';
 
 const TOTAL = Number(process.argv[2] ?? 1_000_000);
 const SANDBOXES = 1_000;
@@ -12,8 +14,9 @@ const retention = { maxCount: 10_000, maxAgeMs: 86_400_000 };
 
 const dir = await mkdtemp(join(tmpdir(), 'store-bench-'));
 // The compiled package (npm run build): Node 20 runs no TypeScript.
-const { MemoryStore } = await import('../../dist/store/memory-store.js');
-const { SqliteStore } = await import('../../dist/store/sqlite-store.js');
+const modules = buildModules(new URL('../../dist', import.meta.url).pathname);
+const { MemoryStore } = await modules.memoryStore();
+const { SqliteStore } = await modules.sqliteStore();
 
 let counter = 0;
 function input(sandbox) {
@@ -35,7 +38,7 @@ async function appendRate(store, total, inFlight, sandboxes, firstSandbox = 0) {
   let started = 0;
   const t0 = performance.now();
   const c0 = cpuNow();
-  await new Promise((resolve, reject) => {
+  await new Promise((/** @type {(value?: unknown) => void} */ resolve, reject) => {
     let done = 0;
     const next = () => {
       if (started >= total) return;
@@ -75,7 +78,7 @@ async function latency(label, count, query) {
   cpu.sort((a, b) => a - b);
   const f = (sorted, p) => percentile(sorted, p).toFixed(3);
   console.log(
-    `  ${label.padEnd(32)} wall p50 ${f(wall, 50)} p99 ${f(wall, 99)} max ${wall.at(-1).toFixed(1)} | cpu p50 ${f(cpu, 50)} p99 ${f(cpu, 99)} ms`,
+    `  ${label.padEnd(32)} wall p50 ${f(wall, 50)} p99 ${f(wall, 99)} max ${wall[wall.length - 1].toFixed(1)} | cpu p50 ${f(cpu, 50)} p99 ${f(cpu, 99)} ms`,
   );
 }
 
@@ -98,7 +101,7 @@ try {
       console.log(
         `  ${String(sandboxes).padStart(4)} sandboxes  ${kind.padEnd(26)} ${Math.round(rate.wall).toLocaleString('en')} events/s, ` +
           `${Math.round(rate.cpu).toLocaleString('en')} per CPU-second` +
-          (stats.batches
+          ('batches' in stats && stats.batches
             ? ` (${stats.batches} transactions, ${Math.round(stats.appended / stats.batches)} events each)`
             : ''),
       );

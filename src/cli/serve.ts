@@ -8,8 +8,9 @@ import type { VerifierConfig } from '../auth/verifier.js';
 import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, type Limits } from '../config.js';
 import { apiKeysPath } from '../auth/api-keys.js';
 import { DEFAULT_HTTP_PORT } from '../http/host.js';
-import { DEFAULT_BACKLOG, kernelBacklogCap, startServer } from '../server/server.js';
-import { DEFAULT_RETENTION_BYTES, defaultMemoryStoreMax, openEngine, openStore } from '../store/open-store.js';
+import { startServer } from '../daemon.js';
+import { DEFAULT_BACKLOG, kernelBacklogCap } from '../server/server.js';
+import { DEFAULT_RETENTION_BYTES, defaultMemoryStoreMax } from '../store/open-store.js';
 import { byteSizeArgument, durationArgument, integerArgument, option } from './options.js';
 
 interface ServeOptions {
@@ -184,37 +185,25 @@ async function serve(options: ServeOptions): Promise<void> {
     publishBurst: options.publishBurst,
     tcpKeepAliveMs: options.tcpKeepalive * 1000,
   };
-  const retention = {
-    maxCount: options.retentionCount,
-    maxAgeMs: options.retentionAge,
-    maxBytes: options.retentionBytes,
-  };
-  const store =
-    options.engine === undefined
-      ? openStore(options.store, {
-          dataDir,
-          retention,
-          synchronous: options.sqliteSynchronous,
-          memoryMaxBytes: options.memoryStoreMax,
-        })
-      : openEngine(options.engine, {
-          retention,
-          onStatus: (status, error) => {
-            if (error === undefined) logger.info({ engine: 'redis' }, `redis: ${status}`);
-            else logger.warn({ engine: 'redis', err: error }, `redis: ${status}`);
-          },
-        });
   const server = await startServer({
     host: options.host,
     port: options.port,
     backlog: options.tcpBacklog,
     auth,
-    store,
+    storeConfig: {
+      store: options.store,
+      engine: options.engine,
+      dataDir,
+      retention: { maxCount: options.retentionCount, maxAgeMs: options.retentionAge, maxBytes: options.retentionBytes },
+      synchronous: options.sqliteSynchronous,
+      memoryMaxBytes: options.memoryStoreMax,
+    },
     limits,
     logger,
     httpPort: options.httpPort === 0 ? undefined : options.httpPort,
     http: { apiKeysFile: apiKeysPath(dataDir), corsOrigin: options.httpCorsOrigin },
   });
+  const store = server.context.store;
   logger.info(
     {
       host: server.host,

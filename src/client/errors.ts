@@ -63,7 +63,7 @@ export interface EventsErrorOptions {
 }
 
 /** Base class of every error the client raises. */
-export class EventsError extends SandboxEventsError {
+export class EventsError extends SandboxEventsError<EventsErrorCode> {
   declare readonly code: EventsErrorCode;
   /** The broker's error line, when there was one (e.g. `WRONGPASS invalid username-password pair ...`). */
   readonly reply: string | undefined;

@@ -1,6 +1,6 @@
 import type { Principal } from '../auth/principal.js';
 import type { Protocol } from '../protocol/encode.js';
-import type { ServerContext } from '../server/context.js';
+import type { ServerContext } from '../runtime/context.js';
 import type { Session } from '../session/session.js';
 
 /**

@@ -1,4 +1,4 @@
-import { SandboxEventsError } from '../errors.js';
+import { type ErrorCode, SandboxEventsError } from '../errors.js';
 import type { RespClient } from './client.js';
 
 /** One command (or subcommand) the broker answers, in the shape Redis's command table has. */
@@ -23,7 +23,7 @@ export interface CommandSpec {
 /** An error reply: `text` is the whole line after `-`, e.g. `ERR syntax error`. */
 export class ReplyError extends SandboxEventsError {
   constructor(
-    code: string,
+    code: ErrorCode,
     readonly text: string,
   ) {
     super(code, text);

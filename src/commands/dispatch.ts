@@ -5,7 +5,7 @@ import type { DecodedCommand } from '../protocol/request-decoder.js';
 import { type CommandSpec, ReplyError, wrongArity } from './command.js';
 import { authenticate } from './connection-commands.js';
 import { connectionCommands } from './connection-commands.js';
-import { errorLine } from './error-line.js';
+import { errorText } from './errors.js';
 import { historyCommands } from './history-commands.js';
 import { addSubscriptions, pubsubCommands, resolveForSubscribe } from './pubsub-commands.js';
 import { registerCommandTable, serverCommands } from './server-commands.js';
@@ -79,7 +79,7 @@ export function runCommand(connection: RespClient, command: DecodedCommand): voi
     const result = spec.run!(connection, args, command.byteLengths);
     return result === undefined ? undefined : settle(connection, result);
   } catch (error) {
-    connection.replyError(errorLine(error, connection));
+    connection.replyError(errorText(error, connection));
     return undefined;
   }
 }
@@ -92,7 +92,7 @@ async function settle(connection: RespClient, pending: Promise<void>): Promise<v
   try {
     await pending;
   } catch (error) {
-    if (!connection.closed) connection.replyError(errorLine(error, connection));
+    if (!connection.closed) connection.replyError(errorText(error, connection));
   }
 }
 
@@ -117,7 +117,7 @@ async function computeSdkSubscribe(connection: RespClient, args: string[]): Prom
     if ((await authenticate(connection, args[args.length - 1]!)) === undefined) return;
     addSubscriptions(connection, resolveForSubscribe(connection, args.slice(1, -1)));
   } catch (error) {
-    const text = errorLine(error, connection);
+    const text = errorText(error, connection);
     connection.compat = connection.authenticated;
     throw new ReplyError('COMPAT_SUBSCRIBE_FAILED', text);
   }

@@ -1,33 +1,44 @@
+import type { Logger } from 'pino';
 import { AuthError } from '../auth/verifier.js';
 import { PermissionError } from '../broker/scope.js';
-import type { Connection } from '../connection/connection.js';
-import { SandboxEventsError } from '../errors.js';
+import { respPrefixOf, SandboxEventsError } from '../errors.js';
 import { InvalidEventError } from '../event/event.js';
 import { ReplyError } from './command.js';
 
 /** Redis's reply to a failed AUTH, byte for byte. */
 export const WRONGPASS = 'WRONGPASS invalid username-password pair or user is disabled.';
 
+/** What errorText needs of the connection the error is for. */
+export interface ErrorReplyTarget {
+  readonly id: number;
+  /** Came in through the ComputeSDK client's path: error lines start with `ERR `. */
+  readonly compat: boolean;
+  readonly context: { readonly logger: Logger };
+}
+
 /**
- * The error line (without `-` and CRLF) for an error a command raised. Connections that came
+ * The error line (without `-` and CRLF) for an error a command raised: the RESP prefix the
+ * code's entry in ERROR_CODES (src/errors.ts) gives, then the message. Connections that came
  * in through the ComputeSDK client's path get `ERR ...` only: that client treats a line
- * starting with `-ERR ` as the error and knows no other prefix (contract, "Compatibility").
+ * starting with `-ERR ` as the error and knows no other prefix (docs/protocol.md).
  */
-export function errorText(error: unknown, connection: Connection): string {
+export function errorText(error: unknown, connection: ErrorReplyTarget): string {
   if (error instanceof ReplyError) return error.text;
+  if (!(error instanceof SandboxEventsError)) {
+    connection.context.logger.error({ conn: connection.id, err: error }, 'unexpected error in command');
+    return 'ERR internal error';
+  }
+  const prefix = respPrefixOf(error.code);
   if (error instanceof PermissionError) {
-    return connection.compat ? `ERR permission denied: ${error.message}` : `NOPERM ${error.message}`;
+    return connection.compat ? `ERR permission denied: ${error.message}` : `${prefix} ${error.message}`;
   }
-  if (error instanceof AuthError) {
-    return connection.compat ? `ERR authentication failed: ${error.message}` : WRONGPASS;
-  }
-  if (error instanceof InvalidEventError) return `ERR invalid event: ${error.message}`;
-  if (error instanceof SandboxEventsError && (error.code === 'STORE_UNAVAILABLE' || error.code === 'STORE_CLOSED')) {
+  // Redis's fixed text: the reason stays in the log, not on the wire.
+  if (error instanceof AuthError) return connection.compat ? `ERR authentication failed: ${error.message}` : WRONGPASS;
+  if (error instanceof InvalidEventError) return `${prefix} invalid event: ${error.message}`;
+  if (error.code === 'STORE_UNAVAILABLE' || error.code === 'STORE_CLOSED') {
     // Not acknowledged. The embedded stores stored nothing; the Redis engine may have stored
     // the event if only Redis's reply was lost (docs/scaling.md), so a retry can duplicate it.
-    return `ERR store unavailable: ${error.message}`;
+    return `${prefix} store unavailable: ${error.message}`;
   }
-  if (error instanceof SandboxEventsError) return `ERR ${error.message}`;
-  connection.context.logger.error({ conn: connection.id, err: error }, 'unexpected error in command');
-  return 'ERR internal error';
+  return `${prefix} ${error.message}`;
 }

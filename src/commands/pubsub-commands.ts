@@ -6,7 +6,7 @@ import { parsePublishPayload } from '../event/event.js';
 import { array, bulk, bulkArray, errorReply, integer, nullBulk, push } from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
 import { type CommandSpec, ReplyError, table } from './command.js';
-import { errorLine } from './error-line.js';
+import { errorText } from './errors.js';
 
 const SUBSCRIBE = bulk('subscribe');
 const UNSUBSCRIBE = bulk('unsubscribe');
@@ -140,7 +140,7 @@ function publish(connection: RespClient, args: string[], byteLengths: number[]):
 }
 
 function errorReplyFor(connection: RespClient, error: unknown): Buffer {
-  return errorReply(errorLine(error, connection));
+  return errorReply(errorText(error, connection));
 }
 
 function pubsubChannels(connection: RespClient, args: string[]): void {

@@ -4,7 +4,7 @@ import type { RespClient } from '../commands/client.js';
 import type { StoredEvent } from '../event/event.js';
 import { deliveryFrame, errorReply, type Protocol } from '../protocol/encode.js';
 import { type DecodedCommand, type DecoderLimits, ProtocolError, RequestDecoder } from '../protocol/request-decoder.js';
-import type { ServerContext } from '../server/context.js';
+import type { ServerContext } from '../runtime/context.js';
 import { type ChannelSubscription, type PatternSubscription, Session } from '../session/session.js';
 
 /** Runs one command; a returned promise holds back the next command until it settles. */

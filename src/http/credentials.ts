@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Principal } from '../auth/principal.js';
 import { AuthError } from '../auth/verifier.js';
-import type { ServerContext } from '../server/context.js';
+import type { ServerContext } from '../runtime/context.js';
 import { ApiKeyError, type ApiKeyRegistry, looksLikeApiKey } from '../auth/api-keys.js';
 import { unauthorized } from './errors.js';
 

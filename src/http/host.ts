@@ -1,4 +1,4 @@
-import type { ServerContext } from '../server/context.js';
+import type { ServerContext } from '../runtime/context.js';
 import type { ApiKeyRegistry } from '../auth/api-keys.js';
 import type { BrokerMetrics } from './metrics.js';
 

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import http, { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { SandboxEventsError } from '../errors.js';
-import type { ServerContext } from '../server/context.js';
+import type { ServerContext } from '../runtime/context.js';
 import { ApiKeyRegistry } from '../auth/api-keys.js';
 import { QueryError } from '../session/query.js';
 import { badRequest, HttpError, methodNotAllowed, notFound, toHttpError } from './errors.js';

@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { ServerContext } from '../server/context.js';
+import type { ServerContext } from '../runtime/context.js';
 
 /**
  * The broker's figures in the Prometheus text format (prom-client), and as a JSON snapshot for

@@ -1,49 +1,21 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { once } from 'node:events';
-import { pino, type Logger } from 'pino';
-import { TokenVerifier, type VerifierConfig } from '../auth/verifier.js';
-import { Broker } from '../broker/broker.js';
-import { Publisher } from '../broker/publisher.js';
 import { runCommand } from '../commands/dispatch.js';
-import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, type Limits } from '../config.js';
 import { Connection } from '../connection/connection.js';
-import { destroyAfterGrace } from '../connection/write-path.js';
-import type { HttpSettings } from '../http/host.js';
-import { HttpServer } from '../http/http-server.js';
+import { destroyAfterGrace } from '../session/write-path.js';
 import { errorReply } from '../protocol/encode.js';
-import { MemoryStore } from '../store/memory-store.js';
-import type { EventStore } from '../store/types.js';
-import { createStats, decoderLimitsFor, type ServerContext } from './context.js';
+import type { ServerContext } from '../runtime/context.js';
 
-export interface ServerOptions {
-  host?: string;
-  /** 0 picks a free port; read it back from `RunningServer.port`. */
-  port?: number;
+export interface TcpListenOptions {
+  host: string;
+  /** 0 picks a free port; read it back from `TcpListener.port`. */
+  port: number;
   /**
    * Length of the kernel's queue of connections not yet accepted (Redis's `tcp-backlog`).
-   * Default DEFAULT_BACKLOG; Linux silently caps it at net.core.somaxconn.
+   * Linux silently caps it at net.core.somaxconn.
    */
-  backlog?: number;
-  auth: VerifierConfig;
-  /** Defaults to an in-memory store with the contract's default retention. */
-  store?: EventStore;
-  limits?: Partial<Limits>;
-  logger?: Logger;
-  /** HTTP on the same host (issue 5): a port, 0 picks a free one; undefined: no HTTP. */
-  httpPort?: number;
-  /** HTTP settings beyond the port: the API key file, heartbeats, CORS. */
-  http?: HttpSettings;
-}
-
-export interface RunningServer {
-  readonly host: string;
-  readonly port: number;
-  /** The HTTP port actually bound; undefined when HTTP is off. */
-  readonly httpPort: number | undefined;
-  readonly context: ServerContext;
-  /** Stops accepting, flushes and closes every client, closes the store. Idempotent. */
-  close(): Promise<void>;
+  backlog: number;
 }
 
 const MAX_CLIENTS_REACHED = errorReply('ERR max number of clients reached');
@@ -71,109 +43,51 @@ export function kernelBacklogCap(): number | undefined {
   }
 }
 
-/** Builds everything and listens. The returned server is ready for clients. */
-export async function startServer(options: ServerOptions): Promise<RunningServer> {
-  const limits = withRoomForEvents({ ...DEFAULT_LIMITS, ...options.limits });
-  const logger = options.logger ?? pino({ level: 'silent' });
-  const store: EventStore =
-    options.store ?? new MemoryStore({ retention: { maxCount: 10_000, maxAgeMs: 24 * 60 * 60 * 1000 } });
-  const broker = new Broker(store);
-  const verifier = new TokenVerifier(options.auth);
-  const tcp = net.createServer({ noDelay: true });
-  const context: ServerContext = {
-    limits,
-    decoderLimits: decoderLimitsFor(limits, true),
-    preAuthDecoderLimits: decoderLimitsFor(limits, false),
-    clockToleranceMs: (options.auth.clockToleranceSeconds ?? 5) * 1000,
-    broker,
-    publisher: new Publisher(store, broker, { perSecond: limits.publishRatePerSecond, burst: limits.publishBurst }),
-    store,
-    verifier,
-    logger,
-    stats: createStats(),
-    connections: new Set(),
-    startedAt: Date.now(),
-    port: () => {
-      const address = tcp.address();
-      return typeof address === 'object' && address !== null ? address.port : 0;
-    },
-  };
+/**
+ * The Redis-protocol listener: accepts sockets, refuses those past `--max-clients`, and turns
+ * each other one into a Connection registered in the context. What the daemon builds around
+ * it (store, broker, HTTP) and the order of shutdown are src/daemon.ts's.
+ */
+export class TcpListener {
+  private constructor(private readonly tcp: net.Server) {}
 
-  tcp.on('connection', (socket) => {
-    context.stats.connectionsReceived += 1;
-    if (context.connections.size >= limits.maxClients) {
-      context.stats.rejectedConnections += 1;
-      logger.warn({ addr: `${socket.remoteAddress}:${socket.remotePort}` }, 'max number of clients reached');
-      socket.on('error', () => {});
-      socket.end(MAX_CLIENTS_REACHED);
-      // Past the limit, a peer that never closes its side must not hold a descriptor, nor keep
-      // shutdown waiting for ever (found in review).
-      destroyAfterGrace(socket, Math.min(limits.closeGraceMs, REFUSED_GRACE_MS));
-      return;
-    }
-    const connection = new Connection(socket, context, runCommand);
-    context.connections.add(connection);
-    logger.debug({ conn: connection.id, addr: connection.remoteAddress }, 'connection opened');
-  });
-  tcp.on('error', (error) => logger.error({ err: error }, 'server socket error'));
-
-  const host = options.host ?? DEFAULT_HOST;
-  const backlog = options.backlog ?? DEFAULT_BACKLOG;
-  tcp.listen({ port: options.port ?? DEFAULT_PORT, host, backlog });
-  await once(tcp, 'listening');
-  let http: HttpServer | undefined;
-  if (options.httpPort !== undefined) {
-    try {
-      http = await HttpServer.start(context, { ...options.http, host, port: options.httpPort });
-    } catch (error) {
-      // Half a daemon is worse than none: the TCP side goes too, and the store is released.
-      await new Promise<void>((resolve) => tcp.close(() => resolve()));
-      await store.close();
-      throw error;
-    }
+  static async listen(context: ServerContext<Connection>, options: TcpListenOptions): Promise<TcpListener> {
+    const { limits, logger } = context;
+    const tcp = net.createServer({ noDelay: true });
+    tcp.on('connection', (socket) => {
+      context.stats.connectionsReceived += 1;
+      if (context.connections.size >= limits.maxClients) {
+        context.stats.rejectedConnections += 1;
+        logger.warn({ addr: `${socket.remoteAddress}:${socket.remotePort}` }, 'max number of clients reached');
+        socket.on('error', () => {});
+        socket.end(MAX_CLIENTS_REACHED);
+        // Past the limit, a peer that never closes its side must not hold a descriptor, nor keep
+        // shutdown waiting for ever.
+        destroyAfterGrace(socket, Math.min(limits.closeGraceMs, REFUSED_GRACE_MS));
+        return;
+      }
+      const connection = new Connection(socket, context, runCommand);
+      context.connections.add(connection);
+      logger.debug({ conn: connection.id, addr: connection.remoteAddress }, 'connection opened');
+    });
+    tcp.on('error', (error) => logger.error({ err: error }, 'server socket error'));
+    const listener = new TcpListener(tcp);
+    tcp.listen({ port: options.port, host: options.host, backlog: options.backlog });
+    await once(tcp, 'listening');
+    return listener;
   }
 
-  let closing: Promise<void> | undefined;
-  return {
-    host,
-    port: context.port(),
-    httpPort: http?.port,
-    context,
-    close() {
-      closing ??= (async () => {
-        const httpStopped = http?.close();
-        const stopped = new Promise<void>((resolve) => tcp.close(() => resolve()));
-        // First no client sends anything new, and every PUBLISH already read is stored and
-        // fanned out, so subscribers get the events their publishers were told are stored.
-        // HTTP publishes in progress too: a POST told 201 must reach the TCP subscribers.
-        const quiet = Promise.all([
-          context.publisher.whenIdle(),
-          ...Array.from(context.connections, (connection) => connection.quiesce()),
-        ]);
-        await Promise.race([quiet, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
-        for (const connection of context.connections) connection.closeAfterReplies();
-        // Clients get what was queued for them; one that doesn't read is not waited for long.
-        const deadline = setTimeout(() => {
-          for (const connection of context.connections) connection.destroy();
-        }, 2_000);
-        await stopped;
-        clearTimeout(deadline);
-        await httpStopped;
-        await store.close();
-      })();
-      return closing;
-    },
-  };
-}
+  /** The port actually bound (port 0 picks one); 0 once closed. */
+  get port(): number {
+    const address = this.tcp.address();
+    return typeof address === 'object' && address !== null ? address.port : 0;
+  }
 
-/**
- * An event the limits allow must fit in a PUBLISH: a raised event size (`--max-event-size`
- * over 1 MiB) raises the RESP bulk and request caps with it, which otherwise refused such a
- * PUBLISH as a protocol error. The bulk carries the payload (the event's JSON around `data`,
- * plus the type); the request adds the command name and the sandbox id.
- */
-function withRoomForEvents(limits: Limits): Limits {
-  const bulk = Math.max(limits.maxBulkBytes, limits.maxEventBytes + 4 * 1024);
-  const request = Math.max(limits.maxRequestBytes, bulk + 64 * 1024);
-  return { ...limits, maxBulkBytes: bulk, maxRequestBytes: request };
+  /**
+   * Stops accepting. Settles once every accepted connection has ended as well (net.Server
+   * 'close'): the caller drains and closes them meanwhile.
+   */
+  close(): Promise<void> {
+    return new Promise<void>((resolve) => this.tcp.close(() => resolve()));
+  }
 }

@@ -1,4 +1,4 @@
-import { SandboxEventsError } from '../errors.js';
+import { type CodeWithStatus, SandboxEventsError } from '../errors.js';
 import { type EventId, parseEventId } from '../event/event.js';
 import { DEFAULT_HISTORY_LIMIT, type HistoryQuery, MAX_HISTORY_LIMIT, type SandboxRef } from '../store/types.js';
 
@@ -9,7 +9,7 @@ import { DEFAULT_HISTORY_LIMIT, type HistoryQuery, MAX_HISTORY_LIMIT, type Sandb
  * query parameters, `Last-Event-ID`) and hands the values here; a refusal is a QueryError,
  * whose message RESP sends as `-ERR <message>` and HTTP as a 400 with the same code.
  */
-export class QueryError extends SandboxEventsError {}
+export class QueryError extends SandboxEventsError<CodeWithStatus<400>> {}
 
 /** Where a resume starts: after an event id, or from now (`$`). */
 export type ResumeFrom = EventId | 'now';

@@ -6,7 +6,7 @@ import {
   EventsError,
   type ReconnectInfo,
 } from '../../src/client/index.js';
-import { startServer } from '../../src/server/server.js';
+import { startServer } from '../../src/daemon.js';
 import { startTestServer } from '../support/test-server.js';
 import { next } from './support/helpers.js';
 

@@ -7,7 +7,7 @@ import { afterEach, expect, it, vi } from 'vitest';
 import { mintToken } from '../../src/auth/mint.js';
 import { registerPublish } from '../../src/cli/publish.js';
 import { type ClientCliIo, formatEvent, registerTail } from '../../src/cli/tail.js';
-import { type RunningServer, startServer } from '../../src/server/server.js';
+import { type RunningServer, startServer } from '../../src/daemon.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { tempDir, until } from './support/helpers.js';
 

@@ -315,7 +315,7 @@ describe('exact resume', () => {
     const gap = next<[GapInfo]>(sub, 'gap');
     await first.close();
     // A new, empty broker on the same port with the same secret: our ids are "from the future" to it.
-    const { startServer } = await import('../../src/server/server.js');
+    const { startServer } = await import('../../src/daemon.js');
     const second = await startServer({ host: '127.0.0.1', port, auth: { secret: first.secret } });
     cleanups.push(() => second.close());
     expect((await gap)[0]).toMatchObject({ reason: 'future', channel: 'sb-f', lastId: null });

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/mint.js';
 import { createPubSubClient, type EventsError, type PubSubClient, type ReconnectInfo } from '../../src/client/index.js';
-import { type RunningServer, startServer } from '../../src/server/server.js';
+import { type RunningServer, startServer } from '../../src/daemon.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { FaultProxy } from './support/fault-proxy.js';
 import { next, strictlyIncreasing, tempDir, until } from './support/helpers.js';

@@ -4,7 +4,7 @@ import { Writable } from 'node:stream';
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT } from 'jose';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, type RunningServer } from '../../src/server/server.js';
+import { startServer, type RunningServer } from '../../src/daemon.js';
 import { RawClient, resp } from '../support/raw-client.js';
 import { startTestServer } from '../support/test-server.js';
 

@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { afterEach, expect, it } from 'vitest';
-import { DEFAULT_BACKLOG, kernelBacklogCap, type RunningServer, startServer } from '../../src/server/server.js';
+import { type RunningServer, startServer } from '../../src/daemon.js';
+import { DEFAULT_BACKLOG, kernelBacklogCap } from '../../src/server/server.js';
 import { BIN, killDaemons, spawnDaemon } from '../support/daemon.js';
 import { requireTool } from '../support/tools.js';
 

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer } from '../../src/server/server.js';
+import { startServer } from '../../src/daemon.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import type { EventStore, HistoryQuery } from '../../src/store/types.js';
 import { resp } from '../support/raw-client.js';

@@ -2,7 +2,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startServer, type RunningServer } from '../../src/server/server.js';
+import { startServer, type RunningServer } from '../../src/daemon.js';
 
 let running: RunningServer | undefined;
 let jwks: http.Server | undefined;

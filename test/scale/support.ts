@@ -11,7 +11,7 @@ import path from 'node:path';
 import { once } from 'node:events';
 import { mintToken, type MintOptions } from '../../src/auth/mint.js';
 import { RedisEngine } from '../../src/store/redis/redis-engine.js';
-import { startServer, type RunningServer } from '../../src/server/server.js';
+import { startServer, type RunningServer } from '../../src/daemon.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
 import { BIN } from '../support/daemon.js';
 import { replyCollector, resp } from '../support/raw-client.js';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mintToken, type MintOptions } from '../../src/auth/mint.js';
 import type { Limits } from '../../src/config.js';
 import type { HttpSettings } from '../../src/http/host.js';
-import { startServer, type RunningServer } from '../../src/server/server.js';
+import { startServer, type RunningServer } from '../../src/daemon.js';
 import type { EventStore } from '../../src/store/types.js';
 import { RawClient } from './raw-client.js';
 

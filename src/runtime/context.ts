@@ -3,7 +3,6 @@ import type { TokenVerifier } from '../auth/verifier.js';
 import type { Broker } from '../broker/broker.js';
 import type { Publisher } from '../broker/publisher.js';
 import type { Limits } from '../config.js';
-import type { Connection } from '../connection/connection.js';
 import type { DecoderLimits } from '../protocol/request-decoder.js';
 import type { EventStore } from '../store/types.js';
 
@@ -18,8 +17,34 @@ export interface ServerStats {
   authFailures: Record<string, number>;
 }
 
-/** Everything a connection and its commands reach: one per running server. */
-export interface ServerContext {
+/**
+ * What the daemon needs of a connected TCP client, beside the commands it runs: INFO and
+ * /metrics count clients and their subscriptions, shutdown drains and closes them. The
+ * connection layer implements it; this layer names only the interface, so the context sits
+ * below every transport that reaches it.
+ */
+export interface ConnectedClient {
+  /** Channel subscriptions (SUBSCRIBE, SSUBSCRIBE) held. */
+  readonly channels: { readonly size: number };
+  /** Pattern subscriptions (PSUBSCRIBE) held. */
+  readonly patterns: { readonly size: number };
+  /** Channels and patterns together, as a subscribe reply counts them. */
+  readonly subscriptionCount: number;
+  /** Stops reading commands; settles once no PUBLISH it sent still awaits its reply. */
+  quiesce(): Promise<void>;
+  /** Ends the connection once the replies already queued are written. */
+  closeAfterReplies(): void;
+  /** Cuts the connection now. */
+  destroy(): void;
+}
+
+/**
+ * Everything a connection, its commands and the HTTP handlers reach: one per running daemon.
+ * It lives in runtime/, below connection/, http/ and server/, which all import it downward;
+ * the daemon (src/daemon.ts) builds it. `Client` is what the registry holds: any ConnectedClient
+ * for the code that only counts and drains clients, the concrete Connection for the daemon.
+ */
+export interface ServerContext<Client extends ConnectedClient = ConnectedClient> {
   readonly limits: Limits;
   readonly decoderLimits: DecoderLimits;
   readonly preAuthDecoderLimits: DecoderLimits;
@@ -30,7 +55,8 @@ export interface ServerContext {
   readonly verifier: TokenVerifier;
   readonly logger: Logger;
   readonly stats: ServerStats;
-  readonly connections: Set<Connection>;
+  /** The connected TCP clients; a connection adds itself on accept and removes itself on close. */
+  readonly connections: Set<Client>;
   readonly startedAt: number;
   /** The TCP port actually bound (port 0 picks one). */
   readonly port: () => number;
