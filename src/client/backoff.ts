@@ -41,3 +41,6 @@ export function backoffDelay(attempt: number, options: BackoffOptions): number {
 export function exponentialBackoff(options: BackoffOptions): ReconnectStrategy {
   return (attempt) => backoffDelay(attempt, options);
 }
+
+/** The longest delay `setTimeout` honours (2^31 - 1 ms): Node fires a longer one at once. */
+export const MAX_TIMER_DELAY = 2_147_483_647;
