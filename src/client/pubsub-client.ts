@@ -1,52 +1,43 @@
 import { EventEmitter } from 'node:events';
-import { isPlainObject, parseEventId, type SandboxEvent } from '../event/event.js';
+import { parseEventId, type SandboxEvent } from '../event/event.js';
 import { parseEvent } from '../event/parse-event.js';
-import { exponentialBackoff, MAX_TIMER_DELAY, type ReconnectStrategy } from './backoff.js';
+import { MAX_TIMER_DELAY, reconnectDelay } from './backoff.js';
+import { EventsAuthError, type EventsError, EventsNetworkError, EventsPubSubError, toEventsError } from './errors.js';
 import {
-  describeError,
-  EventsAuthError,
-  type EventsError,
-  EventsNetworkError,
-  EventsPubSubError,
-  toEventsError,
-} from './errors.js';
+  checkHelloReply,
+  helloCommand,
+  historyCommand,
+  publishCommand,
+  readHistoryReply,
+  readMessagePush,
+  readPublishReply,
+} from './commands.js';
 import { Deliveries } from './deliveries.js';
 import { Heartbeat } from './heartbeat.js';
 import { HostRing } from './host-ring.js';
 import { Link } from './link.js';
+import { type ClientOptions, resolveClientOptions } from './options.js';
 import { ReadyWaiters } from './ready-waiters.js';
 import type { RespValue } from './reply-reader.js';
 import { Restorer } from './restore.js';
+import { Subscriptions } from './subscriptions.js';
 import { checkName, parseStart, SubscriptionRegistry } from './subscription-registry.js';
 import { resolveToken } from './token.js';
-import { TokenRefresh } from './token-refresh.js';
-import type {
-  ClientStatus,
-  ConnectionState,
-  EventsIteratorOptions,
-  GapInfo,
-  HistoryOptions,
-  PubSubClientConfig,
-  PubSubClientEvents,
-  PubSubClientStats,
-  SubscribeOptions,
+import { freshTokenAfterRefusal, TokenRefresh } from './token-refresh.js';
+import {
+  CONNECTION_STATE,
+  type ClientStatus,
+  type ConnectionState,
+  type EventsIteratorOptions,
+  type GapInfo,
+  type HistoryOptions,
+  type PubSubClientConfig,
+  type PubSubClientEvents,
+  type PubSubClientStats,
+  type SubscribeOptions,
 } from './types.js';
 
-export type {
-  BrokerAddress,
-  ClientStatus,
-  ConnectionState,
-  EventMeta,
-  EventsIteratorOptions,
-  GapInfo,
-  GapReason,
-  HistoryOptions,
-  PubSubClientConfig,
-  PubSubClientEvents,
-  PubSubClientStats,
-  ReconnectInfo,
-  SubscribeOptions,
-} from './types.js';
+export type * from './types.js';
 export { parseEvent } from '../event/parse-event.js';
 
 /**
@@ -81,13 +72,7 @@ export function createPubSubClient(config: PubSubClientConfig): PubSubClient {
 export class PubSubClient extends EventEmitter<PubSubClientEvents> {
   private readonly hosts: HostRing;
   private readonly config: PubSubClientConfig;
-  private readonly autoReconnect: boolean;
-  private readonly strategy: ReconnectStrategy;
-  private readonly stableAfter: number;
-  private readonly connectTimeout: number;
-  private readonly heartbeatInterval: number;
-  private readonly heartbeatTimeout: number;
-  private readonly commandTimeout: number;
+  private readonly options: ClientOptions;
 
   private status: ClientStatus = 'idle';
   private link: Link | undefined;
@@ -118,8 +103,12 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     pauseChanged: (paused) => this.onPauseChanged(paused),
   });
   private readonly readyWaiters = new ReadyWaiters();
-  /** UNSUBSCRIBEs waiting for their confirmation, by sandbox id (see subscribe). */
-  private readonly unsubscribing = new Map<string, Promise<void>>();
+  private readonly subscriptionCalls = new Subscriptions(this.registry, this.restorer, {
+    readyLink: () => (this.status === 'ready' ? this.link : undefined),
+    currentLink: () => this.link,
+    stopped: () => this.status === 'idle' || this.status === 'failed',
+    whenReady: () => this.whenReady(undefined),
+  });
   private readonly counters: PubSubClientStats = {
     connects: 0,
     reconnects: 0,
@@ -133,16 +122,7 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     super();
     this.config = config;
     this.hosts = new HostRing(config);
-    this.autoReconnect = config.autoReconnect ?? true;
-    // ComputeSDK reads `config.reconnectDelay || 1000`: 0 means the default there too.
-    const baseDelay = positive(config.reconnectDelay) ?? 1000;
-    const maxDelay = Math.max(baseDelay, positive(config.maxReconnectDelay) ?? 30_000);
-    this.strategy = config.reconnectStrategy ?? exponentialBackoff({ baseDelay, maxDelay });
-    this.stableAfter = config.stableAfter ?? 10_000;
-    this.connectTimeout = positive(config.connectTimeout) ?? 10_000;
-    this.heartbeatInterval = config.heartbeatInterval ?? 10_000;
-    this.heartbeatTimeout = positive(config.heartbeatTimeout) ?? 10_000;
-    this.commandTimeout = positive(config.commandTimeout) ?? 10_000;
+    this.options = resolveClientOptions(config);
     if (config.sandboxId !== undefined) {
       this.registry.addChannel(checkName(config.sandboxId, 'sandboxId'), parseStart(config.from));
     }
@@ -201,17 +181,7 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
   }
 
   getState(): ConnectionState {
-    switch (this.status) {
-      case 'idle':
-        return 'disconnected';
-      case 'connecting':
-      case 'reconnecting':
-        return 'connecting';
-      case 'ready':
-        return 'connected';
-      case 'failed':
-        return 'error';
-    }
+    return CONNECTION_STATE[this.status];
   }
 
   /**
@@ -248,38 +218,16 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
    * remembered. Resolves once the broker confirmed (or at once while idle); rejects on a refusal
    * (NO_PERMISSION, an invalid id), after which it is not kept.
    */
-  async subscribe(sandboxId: string, options: SubscribeOptions = {}): Promise<void> {
-    const name = checkName(sandboxId, 'sandboxId');
-    const start = parseStart(options.from);
-    // Frames of a subscription still being undone would pass for this one's and move its
-    // position past what it asked to replay.
-    await this.unsubscribing.get(name)?.catch(() => {}); // its own caller hears of a failure
-    const subscription = this.registry.addChannel(name, start);
-    if (subscription === undefined) return;
-    await this.ensure(
-      (link) => link.channels.has(name),
-      () => this.registry.isCurrent(subscription),
-      (link) => this.restorer.channel(link, subscription),
-      () => this.registry.dropChannel(name),
-      name,
-    );
+  subscribe(sandboxId: string, options: SubscribeOptions = {}): Promise<void> {
+    return this.subscriptionCalls.subscribe(sandboxId, options);
   }
 
   /**
    * Stops a sandbox subscription. Subscribing to it again later starts from now (its position
    * is forgotten unless a pattern still delivers it).
    */
-  async unsubscribe(sandboxId: string): Promise<void> {
-    if (!this.registry.removeChannel(sandboxId)) return;
-    const link = this.link;
-    if (link === undefined || !link.channels.delete(sandboxId)) return;
-    const undoing = link.confirm(['UNSUBSCRIBE', sandboxId], 'unsubscribe', 1).then(() => {}, ignoreLinkLoss);
-    this.unsubscribing.set(sandboxId, undoing);
-    try {
-      await undoing;
-    } finally {
-      if (this.unsubscribing.get(sandboxId) === undoing) this.unsubscribing.delete(sandboxId);
-    }
+  unsubscribe(sandboxId: string): Promise<void> {
+    return this.subscriptionCalls.unsubscribe(sandboxId);
   }
 
   /**
@@ -288,24 +236,12 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
    * and emits `gap` with reason `pattern` (events in between are not replayed). Subscribe to a
    * sandbox by id for exact resume.
    */
-  async psubscribe(pattern: string): Promise<void> {
-    checkName(pattern, 'pattern');
-    const subscription = this.registry.addPattern(pattern);
-    if (subscription === undefined) return;
-    await this.ensure(
-      (link) => link.patterns.has(pattern),
-      () => this.registry.hasPattern(pattern),
-      (link) => this.restorer.patterns(link, [subscription], false),
-      () => this.registry.removePattern(pattern),
-      pattern,
-    );
+  psubscribe(pattern: string): Promise<void> {
+    return this.subscriptionCalls.psubscribe(pattern);
   }
 
-  async punsubscribe(pattern: string): Promise<void> {
-    if (!this.registry.removePattern(pattern)) return;
-    const link = this.link;
-    if (link === undefined || !link.patterns.delete(pattern)) return;
-    await link.confirm(['PUNSUBSCRIBE', pattern], 'punsubscribe', 1).catch(ignoreLinkLoss);
+  punsubscribe(pattern: string): Promise<void> {
+    return this.subscriptionCalls.punsubscribe(pattern);
   }
 
   /**
@@ -314,30 +250,12 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
    * may not have been stored (not retried, so never stored twice).
    */
   async publish(sandboxId: string, type: string, data: Record<string, unknown> = {}): Promise<number> {
-    if (typeof type !== 'string' || type.length === 0) {
-      throw new EventsPubSubError('INVALID_ARGUMENT', 'type must be a non-empty string');
-    }
-    if (!isPlainObject(data)) throw new EventsPubSubError('INVALID_ARGUMENT', 'data must be a plain object');
-    const reply = await this.command(['PUBLISH', checkName(sandboxId, 'sandboxId'), JSON.stringify({ type, data })]);
-    if (typeof reply !== 'number') throw new EventsPubSubError('PROTOCOL_ERROR', 'PUBLISH: expected an integer reply');
-    return reply;
+    return readPublishReply(await this.command(publishCommand(sandboxId, type, data)));
   }
 
   /** Past events of a sandbox, oldest first (the broker's HISTORY command). */
   async history(sandboxId: string, options: HistoryOptions = {}): Promise<SandboxEvent[]> {
-    const args = ['HISTORY', checkName(sandboxId, 'sandboxId')];
-    if (options.type !== undefined) args.push('TYPE', options.type);
-    if (options.after !== undefined) args.push('AFTER', options.after);
-    if (options.since !== undefined) args.push('SINCE', String(Math.floor(options.since)));
-    if (options.limit !== undefined) args.push('LIMIT', String(options.limit));
-    if (options.newest === true) args.push('NEWEST');
-    const reply = await this.command(args);
-    if (!Array.isArray(reply)) throw new EventsPubSubError('PROTOCOL_ERROR', 'HISTORY: expected an array reply');
-    return reply.map((item) => {
-      const event = typeof item === 'string' ? parseEvent(item) : undefined;
-      if (event === undefined) throw new EventsPubSubError('PROTOCOL_ERROR', 'HISTORY: an item is not an event');
-      return event;
-    });
+    return readHistoryReply(await this.command(historyCommand(sandboxId, options)));
   }
 
   /**
@@ -365,14 +283,14 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
       if (generation !== this.generation) return;
       const timeout = new EventsNetworkError(
         'CONNECT_TIMEOUT',
-        `no connection to ${this.host}:${this.port} within ${this.connectTimeout} ms`,
+        `no connection to ${this.host}:${this.port} within ${this.options.connectTimeout} ms`,
       );
       if (this.link !== undefined) this.link.destroy(timeout);
       else {
         this.generation += 1; // the token function is still running: ignore what it returns
         this.afterFailure(timeout, undefined);
       }
-    }, this.connectTimeout);
+    }, this.options.connectTimeout);
     void this.runAttempt(generation);
   }
 
@@ -408,10 +326,7 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     );
     this.link = link;
     try {
-      const hello = ['HELLO', '3', 'AUTH', 'default', token];
-      if (this.config.clientName !== undefined) hello.push('SETNAME', this.config.clientName);
-      const reply = await link.command(hello);
-      if (!Array.isArray(reply)) throw new EventsPubSubError('PROTOCOL_ERROR', 'HELLO: expected a map reply');
+      checkHelloReply(await link.command(helloCommand(token, this.config.clientName)));
       this.deliveries.hold();
       await this.restorer.restoreAll(link, this.everReady, () => this.readyIfCurrent(link, generation));
     } catch (error) {
@@ -447,7 +362,7 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     if (this.status === 'idle' || this.status === 'failed') return;
     if (link.ready) {
       // A connection that held `stableAfter` resets the backoff (docs/client.md, "Reconnecting").
-      if (Date.now() - this.readyAt >= this.stableAfter) this.attempt = 0;
+      if (Date.now() - this.readyAt >= this.options.stableAfter) this.attempt = 0;
       if (cause instanceof EventsNetworkError && cause.cause !== undefined) this.emitError(cause);
       this.safeEmit('disconnect', cause);
     } else {
@@ -475,7 +390,7 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
       this.fail(cause);
       return;
     }
-    if (!this.autoReconnect) {
+    if (!this.options.autoReconnect) {
       this.generation += 1;
       this.setStatus('idle');
       this.readyWaiters.rejectAll(cause);
@@ -493,23 +408,11 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
   private async retryWithFreshToken(cause: EventsAuthError, refused: string): Promise<void> {
     this.rejectedToken = refused;
     const source = this.config.accessToken;
-    if (typeof source !== 'function') {
-      this.fail(cause);
-      return;
-    }
+    if (typeof source !== 'function') return this.fail(cause);
     const generation = this.generation;
-    let fresh: string;
-    try {
-      fresh = await resolveToken(source);
-    } catch {
-      if (generation === this.generation) this.fail(cause);
-      return;
-    }
+    const fresh = await freshTokenAfterRefusal(source, refused);
     if (generation !== this.generation) return;
-    if (fresh === refused) {
-      this.fail(cause);
-      return;
-    }
+    if (fresh === undefined) return this.fail(cause);
     this.nextToken = fresh;
     this.scheduleReconnect(cause);
   }
@@ -517,25 +420,9 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
   private scheduleReconnect(cause: EventsError): void {
     this.attempt += 1;
     const attempt = this.attempt;
-    let delay: number | false;
-    try {
-      delay = this.strategy(attempt, cause);
-    } catch (error) {
-      this.fail(
-        new EventsPubSubError('RECONNECT_STOPPED', `reconnectStrategy threw: ${describeError(error)}`, {
-          cause: error,
-        }),
-      );
-      return;
-    }
-    if (delay === false || typeof delay !== 'number' || !Number.isFinite(delay) || delay < 0) {
-      this.fail(
-        new EventsPubSubError(
-          'RECONNECT_STOPPED',
-          `gave up reconnecting after ${attempt - 1} attempts: ${cause.message}`,
-          { cause },
-        ),
-      );
+    const delay = reconnectDelay(this.options.strategy, attempt, cause);
+    if (delay instanceof EventsPubSubError) {
+      this.fail(delay);
       return;
     }
     this.counters.reconnects += 1;
@@ -599,7 +486,7 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
 
   /** A command on the current connection, waiting (bounded) for one while reconnecting. */
   private async command(args: string[]): Promise<RespValue> {
-    await this.whenReady(this.commandTimeout);
+    await this.whenReady(this.options.commandTimeout);
     const link = this.link;
     if (link === undefined || this.status !== 'ready') {
       throw new EventsNetworkError('NOT_CONNECTED', `${args[0]}: the client is not connected`);
@@ -607,53 +494,15 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     return link.command(args);
   }
 
-  /**
-   * Makes a runtime subscription effective: now if ready, on the next connection otherwise (the
-   * restore includes it). A refusal drops it and rejects; a lost connection leaves it to the
-   * restore of the next one.
-   */
-  private async ensure(
-    sentOn: (link: Link) => boolean,
-    stillWanted: () => boolean,
-    send: (link: Link) => Promise<void>,
-    forget: () => void,
-    name: string,
-  ): Promise<void> {
-    for (;;) {
-      if (this.status === 'idle' || this.status === 'failed') return; // applied by the next connect()
-      if (this.status !== 'ready' || this.link === undefined) await this.whenReady(undefined);
-      if (!stillWanted()) {
-        const reason = this.registry.droppedReason(name);
-        if (reason !== undefined) throw reason;
-        return; // unsubscribed meanwhile
-      }
-      const link = this.link;
-      if (link === undefined || this.status !== 'ready') continue;
-      if (sentOn(link)) return;
-      try {
-        await send(link);
-        return;
-      } catch (error) {
-        if (error instanceof EventsNetworkError && !link.alive && stillWanted()) continue;
-        if (stillWanted()) forget();
-        throw error;
-      }
-    }
-  }
-
   // ── Per-connection timers ────────────────────────────────────────────────────────────────
 
   /** Heartbeats, and with a token function a refresh before the token's `exp`. */
   private startLinkTimers(link: Link): void {
-    this.heartbeat = new Heartbeat(
-      link,
-      { interval: this.heartbeatInterval, timeout: this.heartbeatTimeout },
-      {
-        sendPing: () => void link.command(['PING']).catch(() => {}),
-        readingPaused: () => this.deliveries.readingPaused,
-        onDead: (error) => link.destroy(error),
-      },
-    );
+    this.heartbeat = new Heartbeat(link, this.options.heartbeat, {
+      sendPing: () => void link.command(['PING']).catch(() => {}),
+      readingPaused: () => this.deliveries.readingPaused,
+      onDead: (error) => link.destroy(error),
+    });
     this.heartbeat.start();
     const source = this.config.accessToken;
     if (typeof source !== 'function') return;
@@ -682,25 +531,13 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     this.safeEmit('gap', gap);
   }
 
-  // ── Messages ─────────────────────────────────────────────────────────────────────────────
-
   private onPush(link: Link, push: RespValue[]): void {
     if (link !== this.link) return;
-    const kind = push[0];
-    if (kind === 'message' && push.length === 3) this.onMessage(push[1], push[2], undefined);
-    else if (kind === 'pmessage' && push.length === 4) this.onMessage(push[2], push[3], push[1]);
     // Other pushes (confirmations nobody waits for, unsubscribe notices) change nothing here.
-  }
-
-  private onMessage(
-    channel: RespValue | undefined,
-    payload: RespValue | undefined,
-    pattern: RespValue | undefined,
-  ): void {
-    if (typeof channel !== 'string' || typeof payload !== 'string') return;
-    if (pattern !== undefined && typeof pattern !== 'string') return;
-    if (!this.registry.routes(channel, pattern)) return;
-    const event = parseEvent(payload);
+    const message = readMessagePush(push);
+    if (message === undefined || !this.registry.routes(message.channel, message.pattern)) return;
+    const { channel, pattern } = message;
+    const event = parseEvent(message.payload);
     if (event === undefined) {
       this.emitError(new EventsPubSubError('INVALID_ARGUMENT', `a message on ${channel} is not an event`));
       return;
@@ -751,16 +588,4 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
   private emitError(error: EventsError): void {
     if (this.listenerCount('error') > 0) this.safeEmit('error', error);
   }
-}
-
-// ── Helpers ────────────────────────────────────────────────────────────────────────────────
-
-function positive(value: number | undefined): number | undefined {
-  return typeof value === 'number' && Number.isFinite(value) && value > 0 ? value : undefined;
-}
-
-/** UNSUBSCRIBE on a connection that dropped meanwhile: nothing left to undo. */
-function ignoreLinkLoss(error: unknown): void {
-  if (error instanceof EventsNetworkError) return;
-  throw error;
 }

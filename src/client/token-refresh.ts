@@ -97,3 +97,20 @@ export class TokenRefresh {
     this.hooks.refreshed(readTokenTiming(token)?.expiresAt);
   }
 }
+
+/**
+ * After the broker refused `refused`, asks the token function once more. A different token is
+ * worth a new attempt; the same one (or a failure) is not: retrying it would loop forever
+ * (docs/client.md, "Tokens"). Undefined then.
+ */
+export async function freshTokenAfterRefusal(
+  source: () => string | Promise<string>,
+  refused: string,
+): Promise<string | undefined> {
+  try {
+    const fresh = await resolveToken(source);
+    return fresh === refused ? undefined : fresh;
+  } catch {
+    return undefined;
+  }
+}

@@ -15,6 +15,15 @@ export type ConnectionState = 'disconnected' | 'connecting' | 'connected' | 'err
 /** The state machine's own states (finer than `ConnectionState`). */
 export type ClientStatus = 'idle' | 'connecting' | 'ready' | 'reconnecting' | 'failed';
 
+/** What `getState()` reports for each state of the state machine. */
+export const CONNECTION_STATE: Readonly<Record<ClientStatus, ConnectionState>> = {
+  idle: 'disconnected',
+  connecting: 'connecting',
+  reconnecting: 'connecting',
+  ready: 'connected',
+  failed: 'error',
+};
+
 export interface PubSubClientConfig {
   /** Broker host (default: `COMPUTESDK_PUBSUB_HOST`, else 127.0.0.1). */
   host?: string;
