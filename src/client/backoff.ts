@@ -1,4 +1,4 @@
-import type { EventsError } from './errors.js';
+import { describeError, type EventsError, EventsPubSubError } from './errors.js';
 
 /**
  * Decides what happens after a connection attempt failed or an open connection was lost.
@@ -40,4 +40,36 @@ export function backoffDelay(attempt: number, options: BackoffOptions): number {
 /** The strategy the client uses unless given its own. */
 export function exponentialBackoff(options: BackoffOptions): ReconnectStrategy {
   return (attempt) => backoffDelay(attempt, options);
+}
+
+/** The longest delay `setTimeout` honours (2^31 - 1 ms): Node fires a longer one at once. */
+export const MAX_TIMER_DELAY = 2_147_483_647;
+
+/**
+ * Asks `strategy` for the delay before reconnect `attempt`. A RECONNECT_STOPPED error instead
+ * when it says stop (`false`), returns something that is not a delay, or throws.
+ */
+export function reconnectDelay(
+  strategy: ReconnectStrategy,
+  attempt: number,
+  cause: EventsError,
+): number | EventsPubSubError {
+  let delay: number | false;
+  try {
+    delay = strategy(attempt, cause);
+  } catch (error) {
+    return new EventsPubSubError('RECONNECT_STOPPED', `reconnectStrategy threw: ${describeError(error)}`, {
+      cause: error,
+    });
+  }
+  if (delay === false || typeof delay !== 'number' || !Number.isFinite(delay) || delay < 0) {
+    return new EventsPubSubError(
+      'RECONNECT_STOPPED',
+      `gave up reconnecting after ${attempt - 1} attempts: ${cause.message}`,
+      {
+        cause,
+      },
+    );
+  }
+  return delay;
 }

@@ -134,3 +134,14 @@ export function errorFromReply(line: string, command: string): EventsError {
   }
   return new EventsPubSubError('REPLY_ERROR', `${command}: ${line}`, options);
 }
+
+/** Any failure as an `EventsError`: one that is not becomes PROTOCOL_ERROR, keeping the cause. */
+export function toEventsError(error: unknown): EventsError {
+  if (error instanceof EventsError) return error;
+  return new EventsPubSubError('PROTOCOL_ERROR', describeError(error), { cause: error });
+}
+
+/** A thrown value's message (anything may be thrown, not only an Error). */
+export function describeError(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,6 +1,6 @@
 import type { SandboxEvent } from '../event/event.js';
 import { EventsAuthError, EventsError, type EventsErrorCode, EventsNetworkError, EventsPubSubError } from './errors.js';
-import type { GapInfo, GapReason } from './pubsub-client.js';
+import type { GapInfo, GapReason } from './types.js';
 
 /**
  * The package's HTTP client: the surface of ComputeSDK's `createEventsClient` (`storeEvent`,

@@ -1,21 +1,20 @@
-export {
-  createPubSubClient,
-  parseEvent,
-  PubSubClient,
-  type BrokerAddress,
-  type ClientStatus,
-  type ConnectionState,
-  type EventMeta,
-  type EventsIteratorOptions,
-  type GapInfo,
-  type GapReason,
-  type HistoryOptions,
-  type PubSubClientConfig,
-  type PubSubClientEvents,
-  type PubSubClientStats,
-  type ReconnectInfo,
-  type SubscribeOptions,
-} from './pubsub-client.js';
+export { parseEvent } from '../event/parse-event.js';
+export { createPubSubClient, PubSubClient } from './pubsub-client.js';
+export type {
+  BrokerAddress,
+  ClientStatus,
+  ConnectionState,
+  EventMeta,
+  EventsIteratorOptions,
+  GapInfo,
+  GapReason,
+  HistoryOptions,
+  PubSubClientConfig,
+  PubSubClientEvents,
+  PubSubClientStats,
+  ReconnectInfo,
+  SubscribeOptions,
+} from './types.js';
 export {
   EventsAuthError,
   EventsError,

@@ -1,4 +1,4 @@
-import { EventsAuthError } from './errors.js';
+import { describeError, EventsAuthError } from './errors.js';
 
 /** A token, or a function that returns one (sync or async), called on every (re)connect. */
 export type AccessToken = string | (() => string | Promise<string>);
@@ -52,7 +52,7 @@ export async function resolveToken(source: AccessToken): Promise<string> {
   try {
     token = typeof source === 'function' ? await source() : source;
   } catch (error) {
-    throw new EventsAuthError('TOKEN_PROVIDER_FAILED', `the accessToken function failed: ${describe(error)}`, {
+    throw new EventsAuthError('TOKEN_PROVIDER_FAILED', `the accessToken function failed: ${describeError(error)}`, {
       cause: error,
     });
   }
@@ -60,8 +60,4 @@ export async function resolveToken(source: AccessToken): Promise<string> {
     throw new EventsAuthError('TOKEN_PROVIDER_FAILED', 'accessToken must be a non-empty string without whitespace');
   }
   return token;
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

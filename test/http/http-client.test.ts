@@ -2,7 +2,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventsAuthError, EventsError, EventsNetworkError } from '../../src/client/errors.js';
 import { createEventsClient, EventsGapError, SseParser } from '../../src/client/http-client.js';
-import type { GapInfo } from '../../src/client/pubsub-client.js';
+import type { GapInfo } from '../../src/client/types.js';
 import type { SandboxEvent } from '../../src/event/event.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import { type HttpTestServer, startDropProxy, startHttpTestServer, until } from './support.js';

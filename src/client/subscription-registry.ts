@@ -1,0 +1,199 @@
+import { compareEventIds, type EventId, formatEventId, parseEventId } from '../event/event.js';
+import { type EventsError, EventsPubSubError } from './errors.js';
+
+/**
+ * What the client keeps subscribed, and where each sandbox resumes from (the idea of
+ * node-redis `client/pub-sub.ts`: pub/sub bookkeeping apart from the connection). It knows no
+ * sockets: the client asks it what to restore on a fresh connection, whether a message belongs
+ * to a subscription, and records each delivered id as that channel's cursor
+ * (docs/client.md, "Exact resume").
+ */
+
+/** `$`: from now on; otherwise a start id (`0` is the zero id: every retained event). */
+export type Start = 'now' | EventId;
+
+export interface ChannelSubscription {
+  readonly name: string;
+  readonly start: Start;
+}
+
+/**
+ * How a restore brings a pattern back. The broker's `RESUME` works per sandbox, so patterns
+ * come back live and the client reports a `pattern` gap (docs/client.md, "Exact resume"). A
+ * per-pattern resume position would be a second kind here, `{ kind: 'after', id }`, carried by
+ * `PatternSubscription` like a channel's cursor.
+ */
+export type PatternResume = { readonly kind: 'live' };
+
+export interface PatternSubscription {
+  readonly pattern: string;
+  readonly resume: PatternResume;
+}
+
+/** What a fresh connection must subscribe again, in the order it was asked for. */
+export interface RestorePlan {
+  readonly channels: readonly ChannelSubscription[];
+  readonly patterns: readonly PatternSubscription[];
+}
+
+export const ZERO_ID: EventId = { ms: 0, seq: 0 };
+const LIVE: PatternResume = { kind: 'live' };
+
+export class SubscriptionRegistry {
+  private readonly channels = new Map<string, ChannelSubscription>();
+  private readonly patterns = new Map<string, PatternSubscription>();
+  /** The last id delivered, per channel (however it arrived: channel or pattern). */
+  private readonly cursors = new Map<string, EventId>();
+  /** Why a channel or pattern was dropped while restoring it (for the `subscribe()` waiting on it). */
+  private readonly dropped = new Map<string, EventsError>();
+
+  /**
+   * Keeps a channel. A start id replaces the position it had (the caller asked for that
+   * replay); `now` keeps it (resubscribing resumes after the last event already seen).
+   * Undefined when the channel is already kept.
+   */
+  addChannel(name: string, start: Start): ChannelSubscription | undefined {
+    if (this.channels.has(name)) return undefined;
+    if (start !== 'now') this.cursors.delete(name);
+    const subscription: ChannelSubscription = { name, start };
+    this.channels.set(name, subscription);
+    this.dropped.delete(name);
+    return subscription;
+  }
+
+  /** Whether `subscription` is still the one kept for its channel (not removed or replaced). */
+  isCurrent(subscription: ChannelSubscription): boolean {
+    return this.channels.get(subscription.name) === subscription;
+  }
+
+  hasChannel(name: string): boolean {
+    return this.channels.has(name);
+  }
+
+  /**
+   * The application unsubscribed: the position is forgotten too, unless a pattern may still
+   * deliver that sandbox. False when the channel was not kept.
+   */
+  removeChannel(name: string): boolean {
+    if (!this.channels.delete(name)) return false;
+    if (this.patterns.size === 0) this.cursors.delete(name);
+    return true;
+  }
+
+  /** The broker refused the channel: it is no longer kept; `reason` answers a waiting `subscribe()`. */
+  dropChannel(name: string, reason?: EventsError): void {
+    this.channels.delete(name);
+    if (reason !== undefined) this.dropped.set(name, reason);
+  }
+
+  /** Keeps a pattern. Undefined when it is already kept. */
+  addPattern(pattern: string): PatternSubscription | undefined {
+    if (this.patterns.has(pattern)) return undefined;
+    const subscription: PatternSubscription = { pattern, resume: LIVE };
+    this.patterns.set(pattern, subscription);
+    this.dropped.delete(pattern);
+    return subscription;
+  }
+
+  hasPattern(pattern: string): boolean {
+    return this.patterns.has(pattern);
+  }
+
+  /** False when the pattern was not kept. Cursors stay: they belong to channels. */
+  removePattern(pattern: string): boolean {
+    return this.patterns.delete(pattern);
+  }
+
+  /** Why the restore dropped a channel or pattern, if it did. */
+  droppedReason(name: string): EventsError | undefined {
+    return this.dropped.get(name);
+  }
+
+  restorePlan(): RestorePlan {
+    return { channels: [...this.channels.values()], patterns: [...this.patterns.values()] };
+  }
+
+  list(): { channels: string[]; patterns: string[] } {
+    return { channels: [...this.channels.keys()], patterns: [...this.patterns.keys()] };
+  }
+
+  // ── Positions ──────────────────────────────────────────────────────────────────────────
+
+  lastEventId(channel: string): string | undefined {
+    const cursor = this.cursors.get(channel);
+    return cursor === undefined ? undefined : formatEventId(cursor);
+  }
+
+  /**
+   * Where a (re)subscription resumes after: the channel's cursor, else its start id (which
+   * becomes the cursor: nothing at or before it is delivered). Undefined for "from now on"
+   * with no position yet: the broker must be asked for its newest id first (`settleNow`).
+   */
+  resumePoint(subscription: ChannelSubscription): EventId | undefined {
+    const cursor = this.cursors.get(subscription.name);
+    if (cursor !== undefined || subscription.start === 'now') return cursor;
+    this.cursors.set(subscription.name, subscription.start);
+    return subscription.start;
+  }
+
+  /**
+   * Turns "from now on" into a position: after the broker's newest id (`undefined`: nothing
+   * retained, so the zero id), unless an event arrived meanwhile. Undefined when the
+   * subscription is no longer kept.
+   */
+  settleNow(subscription: ChannelSubscription, newest: EventId | undefined): EventId | undefined {
+    if (!this.isCurrent(subscription)) return undefined;
+    const from = this.cursors.get(subscription.name) ?? newest ?? ZERO_ID;
+    this.cursors.set(subscription.name, from);
+    return from;
+  }
+
+  /** The broker's stream restarted below the cursor: start over after its newest id (`null`: none). */
+  restartAt(channel: string, lastId: string | null): void {
+    this.cursors.set(channel, (lastId === null ? undefined : parseEventId(lastId)) ?? ZERO_ID);
+  }
+
+  /**
+   * Whether a message belongs to a kept subscription: a channel's own, or a pattern's for a
+   * sandbox not subscribed by id (that one's events come from its resumable subscription; the
+   * pattern's copy would arrive outside the replay order).
+   */
+  routes(channel: string, pattern: string | undefined): boolean {
+    if (pattern === undefined) return this.channels.has(channel); // else unsubscribed, frames in flight
+    return this.patterns.has(pattern) && !this.channels.has(channel);
+  }
+
+  /**
+   * Records `id` as the channel's position; false when it is not newer than the last one
+   * delivered (a replay overlapping live events, two patterns matching one sandbox): each
+   * event is delivered at most once, in order.
+   */
+  admit(channel: string, id: EventId): boolean {
+    const cursor = this.cursors.get(channel);
+    if (cursor !== undefined && compareEventIds(id, cursor) <= 0) return false;
+    this.cursors.set(channel, id);
+    return true;
+  }
+}
+
+/** A sandbox id or pattern as the broker takes it: non-empty, without CR or LF. */
+export function checkName(name: string, what: string): string {
+  if (typeof name !== 'string' || name.length === 0 || /[\r\n]/.test(name)) {
+    throw new EventsPubSubError('INVALID_ARGUMENT', `${what} must be a non-empty string without CR or LF`);
+  }
+  return name;
+}
+
+/** `from` of the config or `subscribe()`: `$` (or nothing), `0`, or an event id. */
+export function parseStart(from: string | undefined): Start {
+  if (from === undefined || from === '$') return 'now';
+  if (from === '0') return ZERO_ID;
+  const id = parseEventId(from);
+  if (id === undefined) {
+    throw new EventsPubSubError(
+      'INVALID_ARGUMENT',
+      `from must be '$', '0' or an event id <ms>-<seq>, got '${from.slice(0, 64)}'`,
+    );
+  }
+  return id;
+}
