@@ -20,6 +20,8 @@ export interface HttpSettings {
    * Default: none (same-origin and non-browser clients only).
    */
   corsOrigin?: string;
+  /** Serve the browser console at /console (default true; docs/console.md). */
+  console?: boolean;
 }
 
 export const DEFAULT_HTTP_PORT = 8080;
@@ -29,6 +31,7 @@ export const HTTP_DEFAULTS = {
   heartbeatMs: 15_000,
   retryMs: 2_000,
   metricsIntervalMs: 1_000,
+  console: true,
 } as const;
 
 /** What request handlers and streams reach: one per HTTP listener. */

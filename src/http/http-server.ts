@@ -6,7 +6,7 @@ import type { ServerContext } from '../server/context.js';
 import { ApiKeyRegistry } from '../auth/api-keys.js';
 import { badRequest, HttpError, methodNotAllowed, notFound, toHttpError } from './errors.js';
 import { HTTP_DEFAULTS, type HttpHost, type HttpSettings } from './host.js';
-import { BrokerMetrics } from './metrics.js';
+import { BrokerMetrics, type MetricsSnapshot } from './metrics.js';
 import { sendError } from './respond.js';
 import { matchRoute } from './routes.js';
 import type { OpenStream } from './streams.js';
@@ -53,6 +53,7 @@ export class HttpServer implements HttpHost {
       heartbeatMs: options.heartbeatMs ?? HTTP_DEFAULTS.heartbeatMs,
       retryMs: options.retryMs ?? HTTP_DEFAULTS.retryMs,
       metricsIntervalMs: options.metricsIntervalMs ?? HTTP_DEFAULTS.metricsIntervalMs,
+      console: options.console ?? HTTP_DEFAULTS.console,
     };
     this.apiKeys =
       options.apiKeysFile === undefined
@@ -121,14 +122,15 @@ export class HttpServer implements HttpHost {
 
   /** A /metrics/stream reader: a snapshot now, then one each period to every reader. */
   addMetricsReader(stream: OpenStream): void {
-    stream.writer.write(this.metricsFrame());
+    stream.writer.write(this.metricsFrame(this.metrics.snapshot(), stream));
     if (this.metricsTimer === undefined) {
       this.metricsTimer = setInterval(() => {
         let readers = 0;
-        const frame = this.metricsFrame();
+        const snapshot = this.metrics.snapshot();
+        const frame = this.metricsFrame(snapshot, undefined);
         for (const reader of this.streams) {
           if (reader.kind !== 'metrics') continue;
-          reader.writer.write(frame);
+          reader.writer.write(reader.auth === undefined ? frame : this.metricsFrame(snapshot, reader));
           readers += 1;
         }
         if (readers === 0) {
@@ -140,8 +142,11 @@ export class HttpServer implements HttpHost {
     }
   }
 
-  private metricsFrame(): Buffer {
-    return Buffer.from(`event: metrics\ndata: ${JSON.stringify(this.metrics.snapshot())}\n\n`);
+  /** A stream opened with a credential gets its workspaces' figures too (docs/http.md). */
+  private metricsFrame(snapshot: MetricsSnapshot, reader: OpenStream | undefined): Buffer {
+    const principal = reader?.auth?.principal;
+    const figures = principal === undefined ? snapshot : this.metrics.scoped(snapshot, principal);
+    return Buffer.from(`event: metrics\ndata: ${JSON.stringify(figures)}\n\n`);
   }
 
   /** Stops accepting, ends every stream, lets requests under way finish. Idempotent. */

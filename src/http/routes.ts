@@ -8,6 +8,8 @@ import { badRequest, forbidden } from './errors.js';
 import type { HttpHost } from './host.js';
 import { sendJson, sendText } from './respond.js';
 import { metricsStream, patternStream, sandboxStream } from './streams.js';
+import { listSandboxes } from './activity.js';
+import { serveConsole } from './console.js';
 
 /**
  * The HTTP API (issue 5; contract, "Compatibility" for the ComputeSDK client's two calls).
@@ -56,8 +58,15 @@ const routes = {
   metrics: { name: '/metrics', methods: { GET: metrics } },
   metricsStream: {
     name: '/metrics/stream',
-    methods: { GET: (host, req, res) => host.addMetricsReader(metricsStream(host, req, res)) },
+    methods: {
+      GET: async (host, req, res, url) => {
+        const stream = await metricsStream(host, req, res, url);
+        if (stream !== undefined) host.addMetricsReader(stream);
+      },
+    },
   },
+  sandboxes: { name: '/sandboxes', methods: { GET: listSandboxes } },
+  console: { name: '/console', methods: { GET: serveConsole } },
   events: { name: '/events', methods: { POST: storeEvent } },
   patternStream: {
     name: '/events/stream',
@@ -84,8 +93,11 @@ function findRoute(raw: string[], decoded: string[]): { route: Route; params: st
       if (first === 'readyz') return { route: routes.ready, params: [] };
       if (first === 'metrics') return { route: routes.metrics, params: [] };
       if (first === 'events') return { route: routes.events, params: [] };
+      if (first === 'sandboxes') return { route: routes.sandboxes, params: [] };
+      if (first === 'console') return { route: routes.console, params: [] };
       return undefined;
     }
+    if (first === 'console') return { route: routes.console, params: [second] };
     if (first === 'metrics' && second === 'stream') return { route: routes.metricsStream, params: [] };
     if (first !== 'events' || second === '') return undefined;
     if (second === 'stream') return { route: routes.patternStream, params: [] };
