@@ -133,15 +133,7 @@ export class SandboxActivity {
     for (const row of sandboxes) {
       let summary = byWorkspace.get(row.workspaceId);
       if (summary === undefined) {
-        const totals = principal.role === 'sandbox' ? undefined : this.workspaces.get(row.workspaceId);
-        summary = {
-          workspaceId: row.workspaceId,
-          published: totals?.published ?? 0,
-          delivered: totals?.delivered ?? 0,
-          published_per_second: 0,
-          active_sandboxes: 0,
-          subscribers: 0,
-        };
+        summary = this.emptySummary(principal, row.workspaceId);
         byWorkspace.set(row.workspaceId, summary);
       }
       summary.active_sandboxes += 1;
@@ -151,17 +143,22 @@ export class SandboxActivity {
       if (principal.role === 'sandbox') summary.published += row.events;
     }
     if (principal.role !== 'admin' && !byWorkspace.has(principal.workspaceId)) {
-      const totals = principal.role === 'sandbox' ? undefined : this.workspaces.get(principal.workspaceId);
-      byWorkspace.set(principal.workspaceId, {
-        workspaceId: principal.workspaceId,
-        published: totals?.published ?? 0,
-        delivered: totals?.delivered ?? 0,
-        published_per_second: 0,
-        active_sandboxes: 0,
-        subscribers: 0,
-      });
+      byWorkspace.set(principal.workspaceId, this.emptySummary(principal, principal.workspaceId));
     }
     return [...byWorkspace.values()].sort((a, b) => a.workspaceId - b.workspaceId);
+  }
+
+  /** A workspace's totals before its sandboxes are added (a sandbox token's start at zero). */
+  private emptySummary(principal: Principal, workspaceId: number): WorkspaceSummary {
+    const totals = principal.role === 'sandbox' ? undefined : this.workspaces.get(workspaceId);
+    return {
+      workspaceId,
+      published: totals?.published ?? 0,
+      delivered: totals?.delivered ?? 0,
+      published_per_second: 0,
+      active_sandboxes: 0,
+      subscribers: 0,
+    };
   }
 
   private summary(name: string, figures: SandboxFigures): SandboxSummary {
