@@ -71,6 +71,8 @@ export const ERROR_CODES = {
   NOT_READY: { resp: 'ERR', http: 503, wire: 'http' },
   SHUTTING_DOWN: { resp: 'ERR', http: 503, wire: 'http' },
   INTERNAL_ERROR: { resp: 'ERR', http: 500, wire: 'http' },
+  /** GET /console before `npm run build` made its assets (a checkout run from source). */
+  CONSOLE_NOT_BUILT: { resp: 'ERR', http: 503, wire: 'http' },
   // Configuration and files, reported by the CLI at startup or by `apikey`.
   AUTH_CONFIG: { resp: 'ERR', http: 500, wire: 'none' },
   HTTP_LISTEN_FAILED: { resp: 'ERR', http: 500, wire: 'none' },

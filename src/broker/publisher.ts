@@ -10,6 +10,8 @@ export interface PublishObserver {
   stored(seconds: number): void;
   /** Fan-out finished: every subscriber's frame was queued. */
   delivered(seconds: number): void;
+  /** The event, once published, and the subscriptions it reached (GET /sandboxes' figures). */
+  published?(event: StoredEvent, receivers: number): void;
 }
 
 /**
@@ -112,9 +114,12 @@ export class Publisher {
     this.publishDone();
     this.published += 1;
     const observer = this.observer;
-    if (observer !== undefined && request.startedAt !== 0 && request.deliveredAt !== 0) {
-      observer.stored((request.storedAt - request.startedAt) / 1000);
-      observer.delivered((request.deliveredAt - request.startedAt) / 1000);
+    if (observer !== undefined) {
+      if (request.startedAt !== 0 && request.deliveredAt !== 0) {
+        observer.stored((request.storedAt - request.startedAt) / 1000);
+        observer.delivered((request.deliveredAt - request.startedAt) / 1000);
+      }
+      observer.published?.(event, request.receivers);
     }
     return { event, receivers: request.receivers };
   }

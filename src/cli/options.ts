@@ -46,3 +46,11 @@ export function durationArgument(text: string): number {
     throw new InvalidArgumentError((error as Error).message);
   }
 }
+
+/** A switch given a value, so the environment can set it too: true/false, on/off, yes/no, 1/0. */
+export function booleanArgument(text: string): boolean {
+  const value = text.trim().toLowerCase();
+  if (['true', 'on', 'yes', '1'].includes(value)) return true;
+  if (['false', 'off', 'no', '0'].includes(value)) return false;
+  throw new InvalidArgumentError('expected true or false');
+}

@@ -11,13 +11,14 @@ import { DEFAULT_HTTP_PORT } from '../http/host.js';
 import { startServer } from '../daemon.js';
 import { DEFAULT_BACKLOG, kernelBacklogCap } from '../server/server.js';
 import { DEFAULT_RETENTION_BYTES, defaultMemoryStoreMax } from '../store/open-store.js';
-import { byteSizeArgument, durationArgument, integerArgument, option } from './options.js';
+import { booleanArgument, byteSizeArgument, durationArgument, integerArgument, option } from './options.js';
 
 interface ServeOptions {
   host: string;
   port: number;
   httpPort: number;
   httpCorsOrigin?: string;
+  console: boolean;
   jwtSecret?: string;
   jwtPublicKey?: string;
   jwksUrl?: string;
@@ -61,6 +62,11 @@ export function registerServe(program: Command): void {
         '--http-cors-origin <origins>',
         'origins (comma-separated, or *) that browsers may call the HTTP API from',
       ),
+    )
+    .addOption(
+      option('--console <bool>', 'serve the browser console at /console on the HTTP port (docs/console.md)')
+        .default(true)
+        .argParser(booleanArgument),
     )
     .addOption(option('--jwt-secret <secret>', 'HS256 secret that tokens are signed with'))
     .addOption(
@@ -201,7 +207,7 @@ async function serve(options: ServeOptions): Promise<void> {
     limits,
     logger,
     httpPort: options.httpPort === 0 ? undefined : options.httpPort,
-    http: { apiKeysFile: apiKeysPath(dataDir), corsOrigin: options.httpCorsOrigin },
+    http: { apiKeysFile: apiKeysPath(dataDir), corsOrigin: options.httpCorsOrigin, console: options.console },
   });
   const store = server.context.store;
   logger.info(
@@ -234,7 +240,8 @@ async function serve(options: ServeOptions): Promise<void> {
         `  redis-cli -h ${host} -p ${server.port} --no-auth-warning -a ${token}\n\n` +
         (server.httpPort === undefined
           ? ''
-          : `  curl -N -H "Authorization: Bearer ${token}" http://${host}:${server.httpPort}/events/stream\n\n`) +
+          : `  curl -N -H "Authorization: Bearer ${token}" http://${host}:${server.httpPort}/events/stream\n\n` +
+            (options.console ? `  open http://${host}:${server.httpPort}/console#token=${token}\n\n` : '')) +
         `Mint more with: sandbox-events token --data-dir ${options.dataDir} --workspace 1 --sandbox sb-1\n\n`,
     );
   }

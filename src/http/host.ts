@@ -1,3 +1,4 @@
+import type { Principal } from '../auth/principal.js';
 import type { ServerContext } from '../runtime/context.js';
 import type { ApiKeyRegistry } from '../auth/api-keys.js';
 import type { BrokerMetrics } from './metrics.js';
@@ -19,6 +20,8 @@ export interface HttpSettings {
    * Default: none (same-origin and non-browser clients only).
    */
   corsOrigin?: string;
+  /** Serve the browser console at /console (default true; docs/console.md). */
+  console?: boolean;
 }
 
 export const DEFAULT_HTTP_PORT = 8080;
@@ -28,6 +31,7 @@ export const HTTP_DEFAULTS = {
   heartbeatMs: 15_000,
   retryMs: 2_000,
   metricsIntervalMs: 1_000,
+  console: true,
 } as const;
 
 export type StreamKind = 'channel' | 'pattern' | 'metrics';
@@ -35,6 +39,8 @@ export type StreamKind = 'channel' | 'pattern' | 'metrics';
 /** An open event stream as its listener sees it (streams.ts, OpenStream). */
 export interface HostedStream {
   readonly kind: StreamKind;
+  /** Who opened the stream, when it was opened with a credential (/metrics/stream may be read without). */
+  readonly principal: Principal | undefined;
   /** Writes one frame to the stream (the /metrics/stream snapshots). */
   write(frame: Buffer): void;
   /** A comment line that keeps proxies from timing the stream out. */

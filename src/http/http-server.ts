@@ -7,7 +7,7 @@ import { ApiKeyRegistry } from '../auth/api-keys.js';
 import { QueryError } from '../session/query.js';
 import { badRequest, HttpError, methodNotAllowed, notFound, toHttpError } from './errors.js';
 import { type HostedStream, HTTP_DEFAULTS, type HttpHost, type HttpSettings } from './host.js';
-import { BrokerMetrics } from './metrics.js';
+import { BrokerMetrics, type MetricsSnapshot } from './metrics.js';
 import { sendError } from './respond.js';
 import { matchRoute } from './routes.js';
 
@@ -53,6 +53,7 @@ export class HttpServer implements HttpHost {
       heartbeatMs: options.heartbeatMs ?? HTTP_DEFAULTS.heartbeatMs,
       retryMs: options.retryMs ?? HTTP_DEFAULTS.retryMs,
       metricsIntervalMs: options.metricsIntervalMs ?? HTTP_DEFAULTS.metricsIntervalMs,
+      console: options.console ?? HTTP_DEFAULTS.console,
     };
     this.apiKeys =
       options.apiKeysFile === undefined
@@ -121,14 +122,15 @@ export class HttpServer implements HttpHost {
 
   /** A /metrics/stream reader: a snapshot now, then one each period to every reader. */
   addMetricsReader(stream: HostedStream): void {
-    stream.write(this.metricsFrame());
+    stream.write(this.metricsFrame(this.metrics.snapshot(), stream));
     if (this.metricsTimer === undefined) {
       this.metricsTimer = setInterval(() => {
         let readers = 0;
-        const frame = this.metricsFrame();
+        const snapshot = this.metrics.snapshot();
+        const frame = this.metricsFrame(snapshot, undefined);
         for (const reader of this.streams) {
           if (reader.kind !== 'metrics') continue;
-          reader.write(frame);
+          reader.write(reader.principal === undefined ? frame : this.metricsFrame(snapshot, reader));
           readers += 1;
         }
         if (readers === 0) {
@@ -140,8 +142,11 @@ export class HttpServer implements HttpHost {
     }
   }
 
-  private metricsFrame(): Buffer {
-    return Buffer.from(`event: metrics\ndata: ${JSON.stringify(this.metrics.snapshot())}\n\n`);
+  /** A stream opened with a credential gets its workspaces' figures too (docs/http.md). */
+  private metricsFrame(snapshot: MetricsSnapshot, reader: HostedStream | undefined): Buffer {
+    const principal = reader?.principal;
+    const figures = principal === undefined ? snapshot : this.metrics.scoped(snapshot, principal);
+    return Buffer.from(`event: metrics\ndata: ${JSON.stringify(figures)}\n\n`);
   }
 
   /** Stops accepting, ends every stream, lets requests under way finish. Idempotent. */

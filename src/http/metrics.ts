@@ -1,5 +1,8 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { statSync } from 'node:fs';
+import type { Principal } from '../auth/principal.js';
 import type { ServerContext } from '../runtime/context.js';
+import { SandboxActivity, type WorkspaceSummary } from './activity.js';
 
 /**
  * The broker's figures in the Prometheus text format (prom-client), and as a JSON snapshot for
@@ -38,6 +41,12 @@ export interface MetricsSnapshot {
     slow_consumer_disconnects: number;
     rate_limited: number;
   };
+  /** Sandboxes with at least one subscriber. */
+  channels: number;
+  /** The store: its kind, its size on disk or in memory where known, and a shared engine's state. */
+  store: { kind: string; bytes: number | null; state: 'ready' | 'not_ready' };
+  /** Only on a stream opened with a credential: its workspaces' figures (docs/http.md). */
+  workspaces?: WorkspaceSummary[];
 }
 
 /** Latency buckets in seconds, 100 µs to 1 s: delivery is meant to take about a millisecond. */
@@ -56,6 +65,7 @@ function processMetrics(): Registry {
 export class BrokerMetrics {
   readonly registry = new Registry();
   readonly httpRequests: Counter<'route' | 'status'>;
+  readonly activity: SandboxActivity;
   private last: { at: number; published: number; delivered: number } | undefined;
 
   constructor(
@@ -64,6 +74,7 @@ export class BrokerMetrics {
   ) {
     const registers = [this.registry];
     const { stats, broker, publisher } = context;
+    this.activity = new SandboxActivity(broker);
 
     new Gauge({
       name: 'sandbox_events_uptime_seconds',
@@ -191,6 +202,7 @@ export class BrokerMetrics {
     publisher.observer = {
       stored: (seconds) => storeLatency.observe(seconds),
       delivered: (seconds) => deliverLatency.observe(seconds),
+      published: (event, receivers) => this.activity.record(event, receivers),
     };
   }
 
@@ -239,12 +251,44 @@ export class BrokerMetrics {
         slow_consumer_disconnects: stats.slowConsumerDisconnects,
         rate_limited: context.publisher.rateLimited,
       },
+      channels: context.broker.channelCount,
+      store: storeFigures(context.store),
     };
+  }
+
+  /** A snapshot with the per-workspace figures this principal may see added. */
+  scoped(snapshot: MetricsSnapshot, principal: Principal): MetricsSnapshot {
+    return { ...snapshot, workspaces: this.activity.visibleWorkspaces(principal) };
   }
 
   /** Unhooks the latency observers (the server is closing). */
   detach(): void {
     this.context.publisher.observer = undefined;
+  }
+}
+
+/**
+ * What the console shows of the store. The stores have no common interface for this, so each
+ * kind is asked what it has: SQLite its file and write-ahead log, the memory store its
+ * retained bytes, the Redis engine whether it is connected and subscribed (`isReady`).
+ */
+function storeFigures(store: ServerContext['store']): MetricsSnapshot['store'] {
+  const probe = store as Partial<{ path: string; retainedBytes(): number; isReady(): boolean }>;
+  let bytes: number | null = null;
+  if (typeof probe.path === 'string' && probe.path !== ':memory:') {
+    bytes = fileSize(probe.path) + fileSize(`${probe.path}-wal`);
+  } else if (typeof probe.retainedBytes === 'function') {
+    bytes = probe.retainedBytes();
+  }
+  const ready = typeof probe.isReady === 'function' ? probe.isReady() : true;
+  return { kind: store.kind, bytes, state: ready ? 'ready' : 'not_ready' };
+}
+
+function fileSize(file: string): number {
+  try {
+    return statSync(file).size;
+  } catch {
+    return 0;
   }
 }
 

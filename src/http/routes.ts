@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { resolveChannel } from '../broker/scope.js';
+import { mayAccess, resolveChannel } from '../broker/scope.js';
 import { formatEventId, parsePublishPayload, validateEventType } from '../event/event.js';
 import { eventIdArgument, historyLimit, historyQuery, historySince } from '../session/query.js';
 import { checkDeclaredLength, readBody } from './body.js';
@@ -8,6 +8,7 @@ import { badRequest, forbidden } from './errors.js';
 import type { HttpHost } from './host.js';
 import { sendJson, sendText } from './respond.js';
 import { metricsStream, patternStream, sandboxStream } from './streams.js';
+import { serveConsole } from './console.js';
 
 /**
  * The HTTP API (issue 5; contract, "Compatibility" for the ComputeSDK client's two calls).
@@ -56,8 +57,15 @@ const routes = {
   metrics: { name: '/metrics', methods: { GET: metrics } },
   metricsStream: {
     name: '/metrics/stream',
-    methods: { GET: (host, req, res) => host.addMetricsReader(metricsStream(host, req, res)) },
+    methods: {
+      GET: async (host, req, res, url) => {
+        const stream = await metricsStream(host, req, res, url);
+        if (stream !== undefined) host.addMetricsReader(stream);
+      },
+    },
   },
+  sandboxes: { name: '/sandboxes', methods: { GET: listSandboxes } },
+  console: { name: '/console', methods: { GET: serveConsole } },
   events: { name: '/events', methods: { POST: storeEvent } },
   patternStream: {
     name: '/events/stream',
@@ -84,8 +92,11 @@ function findRoute(raw: string[], decoded: string[]): { route: Route; params: st
       if (first === 'readyz') return { route: routes.ready, params: [] };
       if (first === 'metrics') return { route: routes.metrics, params: [] };
       if (first === 'events') return { route: routes.events, params: [] };
+      if (first === 'sandboxes') return { route: routes.sandboxes, params: [] };
+      if (first === 'console') return { route: routes.console, params: [] };
       return undefined;
     }
+    if (first === 'console') return { route: routes.console, params: [second] };
     if (first === 'metrics' && second === 'stream') return { route: routes.metricsStream, params: [] };
     if (first !== 'events' || second === '') return undefined;
     if (second === 'stream') return { route: routes.patternStream, params: [] };
@@ -219,5 +230,36 @@ async function history(
     200,
     `{"success":true,"data":{"sandboxId":${JSON.stringify(name)},"events":[${events.map((event) => event.json).join(',')}],` +
       `"count":${events.length}}}`,
+  );
+}
+
+/**
+ * GET /sandboxes: the active sandboxes the credential may see (a workspace token or API key:
+ * its workspace's; an admin token: every workspace's; a sandbox token: its own), with their
+ * event rate, last event and subscriber count. Read-only; headers only, like the history.
+ */
+export async function listSandboxes(
+  host: HttpHost,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+): Promise<void> {
+  const { principal } = await authenticateRequest(host.context, host.apiKeys, req, url, false);
+  const sandboxes = host.metrics.activity.visibleSandboxes(principal);
+  const own =
+    principal.sandboxId !== undefined && mayAccess(principal, principal.workspaceId, principal.sandboxId)
+      ? principal.sandboxId
+      : null;
+  sendJson(
+    res,
+    200,
+    JSON.stringify({
+      success: true,
+      data: {
+        credential: { role: principal.role, workspaceId: principal.workspaceId, sandboxId: own },
+        sandboxes,
+        count: sandboxes.length,
+      },
+    }),
   );
 }

@@ -1,3 +1,4 @@
+import type { Principal } from '../auth/principal.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { EVENTS_ONLY } from '../broker/broker.js';
 import { resolveChannel, resolvePatternScope } from '../broker/scope.js';
@@ -22,6 +23,10 @@ import { HEARTBEAT_FRAME, SSE_HEADERS, sseControlFrame, sseEventFrame, sseRetryF
 export class OpenStream implements HostedStream {
   readonly session: Session;
   private opened = false;
+
+  get principal(): Principal | undefined {
+    return this.auth?.principal;
+  }
   private cleanedUp = false;
 
   constructor(
@@ -259,9 +264,21 @@ export async function patternStream(
   stream.session.psubscribe(pattern, scope);
 }
 
-/** GET /metrics/stream: a JSON snapshot each period (the host broadcasts them). */
-export function metricsStream(host: HttpHost, req: IncomingMessage, res: ServerResponse): OpenStream {
-  const stream = startStream(host, req, res, 'metrics', undefined);
+/**
+ * GET /metrics/stream: a JSON snapshot each period (the host broadcasts them). It needs no
+ * credential; one given (as on the other streams) adds the figures of the workspaces it sees.
+ */
+export async function metricsStream(
+  host: HttpHost,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+): Promise<OpenStream | undefined> {
+  const hasCredential =
+    req.headers.authorization !== undefined || req.headers['x-api-key'] !== undefined || url.searchParams.has('token');
+  const auth = hasCredential ? await authenticateRequest(host.context, host.apiKeys, req, url, true) : undefined;
+  if (req.socket.destroyed) return undefined;
+  const stream = startStream(host, req, res, 'metrics', auth);
   stream.open();
   return stream;
 }

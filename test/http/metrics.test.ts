@@ -116,10 +116,13 @@ describe('GET /metrics/stream', () => {
       }
     };
     const first = await next(() => true);
+    // Without a credential: no `workspaces` (docs/http.md, GET /metrics/stream).
     expect(Object.keys(first).sort()).toEqual([
+      'channels',
       'connections',
       'errors',
       'events',
+      'store',
       'subscriptions',
       'timestamp',
       'uptime_seconds',
