@@ -42,12 +42,12 @@ const WORKER_FILE = 'checkpoint-worker.js';
  * same place under the package root. `npm test` builds first; after changing the worker, run
  * `npm run build` before running a test file alone.
  */
-export function checkpointWorkerFile(moduleUrl: string = import.meta.url): string {
-  const beside = fileURLToPath(new URL(WORKER_FILE, moduleUrl));
-  if (!moduleUrl.endsWith('.ts')) return beside;
+function checkpointWorkerFile(): string {
+  const beside = new URL(WORKER_FILE, import.meta.url).href;
+  if (!import.meta.url.endsWith('.ts')) return fileURLToPath(beside);
   const src = beside.lastIndexOf('/src/');
   if (src < 0) throw new Error(`cannot find the package's src/ in ${beside}`);
-  const built = `${beside.slice(0, src)}/dist/${beside.slice(src + '/src/'.length)}`;
+  const built = fileURLToPath(`${beside.slice(0, src)}/dist/${beside.slice(src + '/src/'.length)}`);
   if (!existsSync(built)) throw new Error(`the checkpoint worker ${built} is missing: run \`npm run build\``);
   return built;
 }
