@@ -1,14 +1,15 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, statSync, unlinkSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Principal } from './principal.js';
 import { SandboxEventsError } from '../errors.js';
+import { isErrno, replaceFileDurably } from './durable-file.js';
 
 /**
- * Opaque API keys (issue 5): `sandbox-events apikey create --workspace N` prints a key once;
+ * Opaque API keys: `sandbox-events apikey create --workspace N` prints a key once;
  * the data dir keeps only its SHA-256. A key reads like `sek_<id>_<secret>`: the 16 hex digit
  * id finds the record, the 256-bit secret is what is hashed and compared. A fast hash is the
  * right one here (as for GitHub's tokens): the secret is random, so there is nothing for a
@@ -65,10 +66,6 @@ function corrupt(path: string, detail: string): SandboxEventsError {
   return new SandboxEventsError('API_KEYS_CORRUPT', `the API key file ${path} is not valid: ${detail}`);
 }
 
-function isErrno(error: unknown, code: string): boolean {
-  return error instanceof Error && (error as NodeJS.ErrnoException).code === code;
-}
-
 function parseFile(path: string, text: string): ApiKeyRecord[] {
   let parsed: unknown;
   try {
@@ -110,36 +107,10 @@ async function readRecords(path: string): Promise<ApiKeyRecord[]> {
 
 /** Writes the file complete under a temporary name, then renames it over the old one. */
 function writeRecords(path: string, records: ApiKeyRecord[]): void {
-  const dir = dirname(path);
-  const temp = join(dir, `.${API_KEYS_FILE_NAME}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  const content = `${JSON.stringify({ version: FILE_VERSION, keys: records } satisfies ApiKeyFile, null, 2)}\n`;
-  const fd = openSync(temp, 'wx', 0o600);
-  try {
-    writeSync(fd, content);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    renameSync(temp, path);
-  } catch (error) {
-    try {
-      unlinkSync(temp);
-    } catch {
-      // already gone
-    }
-    throw error;
-  }
-  try {
-    const dirFd = openSync(dir, 'r');
-    try {
-      fsyncSync(dirFd);
-    } finally {
-      closeSync(dirFd);
-    }
-  } catch {
-    // Not possible everywhere (Windows); the rename happened either way.
-  }
+  replaceFileDurably(
+    path,
+    `${JSON.stringify({ version: FILE_VERSION, keys: records } satisfies ApiKeyFile, null, 2)}\n`,
+  );
 }
 
 /** Runs `change` holding `<file>.lock`, so that concurrent `apikey` commands serialise. */

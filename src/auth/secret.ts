@@ -1,17 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  fsyncSync,
-  linkSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  statSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SandboxEventsError } from '../errors.js';
+import { createFileDurably, isErrno } from './durable-file.js';
 
 export const SECRET_FILE_NAME = 'jwt-secret';
 
@@ -22,10 +13,6 @@ export interface LoadedSecret {
   path: string;
   /** the file is readable or writable by group or others; warning about it is the caller's job */
   insecureMode: boolean;
-}
-
-function isErrno(err: unknown, code: string): boolean {
-  return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
 }
 
 function readExisting(path: string): LoadedSecret | undefined {
@@ -43,29 +30,6 @@ function readExisting(path: string): LoadedSecret | undefined {
   return { secret, created: false, path, insecureMode: process.platform !== 'win32' && (mode & 0o077) !== 0 };
 }
 
-function writeFile(path: string, flags: string, content: string): void {
-  const fd = openSync(path, flags, 0o600);
-  try {
-    writeSync(fd, content);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function syncDir(dir: string): void {
-  try {
-    const fd = openSync(dir, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    // Not possible everywhere (Windows); the secret is written either way.
-  }
-}
-
 /**
  * Reads `<dataDir>/jwt-secret`, or creates it with 32 random bytes (base64url), mode 0600.
  * The file is written complete under a temporary name and then hard-linked into place, which
@@ -79,48 +43,12 @@ export function loadOrCreateSecret(dataDir: string): LoadedSecret {
 
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const secret = randomBytes(32).toString('base64url');
-  const content = `${secret}\n`;
-  const temp = join(dataDir, `.${SECRET_FILE_NAME}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  let won: boolean;
-  try {
-    writeFile(temp, 'wx', content);
-    try {
-      linkSync(temp, path);
-      won = true;
-    } catch (err) {
-      if (isErrno(err, 'EEXIST')) won = false;
-      else if (isErrno(err, 'EPERM') || isErrno(err, 'ENOTSUP') || isErrno(err, 'ENOSYS'))
-        won = createExclusive(path, content);
-      else throw err;
-    }
-  } finally {
-    try {
-      unlinkSync(temp);
-    } catch {
-      // already gone
-    }
-  }
+  const won = createFileDurably(path, `${secret}\n`);
   if (!won) {
     const other = readExisting(path);
     if (other === undefined)
       throw new SandboxEventsError('AUTH_CONFIG', `the JWT secret at ${path} vanished while being created`);
     return other;
   }
-  syncDir(dataDir);
   return { secret, created: true, path, insecureMode: false };
-}
-
-/** Fallback for file systems without hard links: 'wx' is atomic, though a reader may see it empty briefly. */
-function createExclusive(path: string, content: string): boolean {
-  try {
-    writeFile(path, 'wx', content);
-    return true;
-  } catch (err) {
-    if (!isErrno(err, 'EEXIST')) throw err;
-  }
-  for (let attempt = 0; attempt < 50; attempt++) {
-    if (readFileSync(path, 'utf8').trim().length > 0) return false;
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
-  }
-  return false;
 }

@@ -1,0 +1,218 @@
+import type Database from 'better-sqlite3';
+import { compareEventIds, type EventId } from '../../event/event.js';
+import { ageCutoff, maxEventId, sandboxKey } from '../semantics.js';
+import type { RetentionPolicy, SandboxRef } from '../types.js';
+import type { WalWrites } from './checkpointer.js';
+import { idOf, type Ref, type Statements } from './statements.js';
+import type { StreamCache } from './stream-cache.js';
+
+export interface RetentionOptions {
+  policy: RetentionPolicy;
+  now: () => number;
+  /** Most rows one step deletes in one transaction. */
+  batchSize: number;
+}
+
+/** Rows per query when retention looks for sandboxes to prune. */
+const PRUNE_PAGE = 64;
+/** Retention yields to the event loop after working this long. */
+const PRUNE_SLICE_MS = 4;
+
+const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * Deletes what the retention policy no longer keeps: events past the count limit (only in
+ * sandboxes a commit left above it), events past the age limit (oldest sandboxes first), then
+ * the rows of sandboxes with nothing retained and no append for longer than the age limit
+ * (their last ids go to high_water, so ids keep increasing). It works in small transactions
+ * and yields to the event loop between them, on a timer and on demand.
+ */
+export class Retention {
+  /** Events deleted. */
+  pruned = 0;
+  /** Background runs that failed. */
+  pruneErrors = 0;
+  /** Sandboxes that had more than maxCount events at their last commit. */
+  private readonly overCount = new Map<string, Ref>();
+  private running: Promise<number> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private readonly pruneStepTx: Database.Transaction<(ref: Ref) => { deleted: number; more: boolean }>;
+  private readonly dropIdleTx: Database.Transaction<(cutoff: number) => number>;
+
+  constructor(
+    db: Database.Database,
+    private readonly sql: Statements,
+    private readonly streamCache: StreamCache,
+    private readonly wal: WalWrites,
+    private readonly options: RetentionOptions,
+  ) {
+    this.pruneStepTx = db.transaction((ref: Ref) => this.pruneStep(ref));
+    this.dropIdleTx = db.transaction((cutoff: number) => this.dropIdle(cutoff));
+    // Retention state lives in the file; only "over the count limit" is tracked in memory,
+    // so find those left from before a restart once.
+    for (const row of sql.overCountSandboxes.all(options.policy.maxCount)) {
+      this.overCount.set(sandboxKey({ workspaceId: row.workspace_id, sandboxId: row.sandbox_id }), [
+        row.workspace_id,
+        row.sandbox_id,
+      ]);
+    }
+  }
+
+  /** Runs retention in the background every intervalMs (0: only when prune() is called). */
+  start(intervalMs: number): void {
+    if (intervalMs <= 0 || this.stopped) return;
+    this.timer = setInterval(this.onTimer, intervalMs);
+    this.timer.unref();
+  }
+
+  /** After a commit: these streams hold more than the count limit. */
+  readonly noteOverCount = (streams: readonly SandboxRef[]): void => {
+    for (const ref of streams) this.overCount.set(sandboxKey(ref), [ref.workspaceId, ref.sandboxId]);
+  };
+
+  /**
+   * Runs retention to the end now, after any run in progress. Resolves with the number of
+   * events pruned.
+   */
+  prune(): Promise<number> {
+    const previous = this.running ?? Promise.resolve(0);
+    const run = previous.catch(() => 0).then(() => this.pruneAll());
+    this.running = run;
+    const clear = (): void => {
+      if (this.running === run) this.running = undefined;
+    };
+    run.then(clear, clear);
+    return run;
+  }
+
+  /** No more runs; a run in progress checks this after every step and stops. */
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.timer);
+  }
+
+  private readonly onTimer = (): void => {
+    if (this.running !== undefined || this.stopped) return;
+    this.prune().catch(() => {
+      this.pruneErrors++;
+    });
+  };
+
+  private async pruneAll(): Promise<number> {
+    const { policy, now } = this.options;
+    let deleted = 0;
+    let sliceStart = performance.now();
+    const pause = async (): Promise<void> => {
+      if (performance.now() - sliceStart >= PRUNE_SLICE_MS) {
+        await yieldToLoop();
+        sliceStart = performance.now();
+      }
+    };
+    /** Prunes one sandbox in steps; false when retention stopped meanwhile. */
+    const pruneSandbox = async (ref: Ref): Promise<{ open: boolean; deleted: number }> => {
+      let count = 0;
+      for (;;) {
+        if (this.stopped) return { open: false, deleted: count };
+        this.wal.beforeWrite();
+        const step = this.pruneStepTx.immediate(ref);
+        this.wal.afterWrite();
+        count += step.deleted;
+        this.pruned += step.deleted;
+        await pause();
+        if (!step.more) return { open: true, deleted: count };
+      }
+    };
+
+    // Count limit: only sandboxes a commit left above it.
+    for (const [key, ref] of this.overCount) {
+      this.overCount.delete(key);
+      let done: { open: boolean; deleted: number };
+      try {
+        done = await pruneSandbox(ref);
+      } catch (error) {
+        this.overCount.set(key, ref); // try again next run
+        throw error;
+      }
+      deleted += done.deleted;
+      if (!done.open) return deleted;
+    }
+
+    // Age limit: sandboxes whose oldest event is past it, oldest first.
+    for (;;) {
+      if (this.stopped) return deleted;
+      const page = this.sql.agedSandboxes.all(ageCutoff(policy, now()), PRUNE_PAGE);
+      if (page.length === 0) break;
+      let progress = 0;
+      for (const row of page) {
+        const done = await pruneSandbox([row.workspace_id, row.sandbox_id]);
+        deleted += done.deleted;
+        progress += done.deleted;
+        if (!done.open) return deleted;
+      }
+      if (progress === 0) break; // nothing movable (pruneStep repairs stale rows): don't spin
+    }
+
+    // Forget sandboxes with nothing retained and no append for longer than the age limit.
+    for (;;) {
+      if (this.stopped) return deleted;
+      this.wal.beforeWrite();
+      const dropped = this.dropIdleTx.immediate(ageCutoff(policy, now()));
+      this.wal.afterWrite();
+      if (dropped < PRUNE_PAGE) break;
+      await pause();
+    }
+    return deleted;
+  }
+
+  /**
+   * One small retention transaction on one sandbox: deletes at most batchSize of its oldest
+   * events past the count or age limit, and records the highest deleted id.
+   */
+  private pruneStep([ws, sb]: Ref): { deleted: number; more: boolean } {
+    const { policy, batchSize } = this.options;
+    this.streamCache.forget(ws, sb); // this step may change the row: the next batch rereads it
+    const row = this.sql.getSandbox.get(ws, sb);
+    if (row === undefined) return { deleted: 0, more: false };
+    const cutoff = ageCutoff(policy, this.options.now());
+    let through: EventId | undefined;
+    const excess = row.retained - policy.maxCount;
+    if (excess > 0) through = this.sql.nthOldestId.get(ws, sb, Math.min(excess, batchSize) - 1);
+    if (row.first_ms !== null && row.first_ms < cutoff) {
+      let aged = this.sql.newestIdBefore.get(ws, sb, cutoff);
+      const cap = this.sql.nthOldestId.get(ws, sb, batchSize - 1);
+      if (aged !== undefined && cap !== undefined && compareEventIds(cap, aged) < 0) aged = cap;
+      through = maxEventId(through, aged);
+    }
+    let deleted = 0;
+    if (through !== undefined) deleted = this.sql.deleteThrough.run(ws, sb, through.ms, through.seq).changes;
+    else if (row.first_ms === null || row.first_ms >= cutoff) return { deleted: 0, more: false };
+    // Recount from the file when the stream emptied, so a drifted count heals itself.
+    const first = this.sql.oldestId.get(ws, sb);
+    const retained = first === undefined ? 0 : Math.max(1, row.retained - deleted);
+    const trimmed = maxEventId(idOf(row.trimmed_ms, row.trimmed_seq), through);
+    this.sql.updatePruned.run(
+      retained,
+      first?.ms ?? null,
+      first?.seq ?? null,
+      trimmed?.ms ?? null,
+      trimmed?.seq ?? null,
+      ws,
+      sb,
+    );
+    const more = deleted > 0 && (retained > policy.maxCount || (first !== undefined && first.ms < cutoff));
+    return { deleted, more };
+  }
+
+  private dropIdle(cutoff: number): number {
+    const rows = this.sql.idleSandboxes.all(cutoff, PRUNE_PAGE);
+    let forgotten = this.sql.getHighWater.get();
+    for (const row of rows) {
+      forgotten = maxEventId(forgotten, { ms: row.last_ms, seq: row.last_seq });
+      this.streamCache.forget(row.workspace_id, row.sandbox_id);
+      this.sql.deleteSandbox.run(row.workspace_id, row.sandbox_id);
+    }
+    if (forgotten !== undefined) this.sql.setHighWater.run(forgotten.ms, forgotten.seq);
+    return rows.length;
+  }
+}

@@ -1,0 +1,77 @@
+import type { EventId } from '../../event/event.js';
+
+/** A stream's state while one batch is being written; as committed, once the batch is. */
+export interface BatchStream {
+  workspaceId: number;
+  sandboxId: string;
+  /** The stream has a row in `sandboxes`. */
+  existed: boolean;
+  /** That row has an oldest id (first_ms), so an append need not set it. */
+  hadFirst: boolean;
+  lastId: EventId | undefined;
+  retained: number;
+  firstId: EventId | undefined;
+  activeAt: number;
+}
+
+/**
+ * Most streams whose committed state the writer keeps in memory (a few hundred bytes each);
+ * past it the cache starts over and rereads rows as batches need them.
+ */
+const STREAM_CACHE_LIMIT = 16_384;
+
+/**
+ * The committed `sandboxes` row of streams recent batches wrote, by workspace then sandbox, so a
+ * batch reads a stream's row only the first time. It is right only while its connection is the
+ * file's only writer. Entries are replaced only after a commit (commit), so a rolled-back batch
+ * leaves them as they were; retention, which changes rows, removes the entries it touches (forget).
+ */
+export class StreamCache {
+  private readonly byWorkspace = new Map<number, Map<string, BatchStream>>();
+  private size = 0;
+
+  constructor(private readonly limit = STREAM_CACHE_LIMIT) {}
+
+  /** A copy of a stream's committed state, for a batch to change, when the cache has it. */
+  get(workspaceId: number, sandboxId: string): BatchStream | undefined {
+    const cached = this.byWorkspace.get(workspaceId)?.get(sandboxId);
+    if (cached === undefined) return undefined;
+    return {
+      workspaceId,
+      sandboxId,
+      existed: true,
+      hadFirst: cached.firstId !== undefined,
+      lastId: cached.lastId,
+      retained: cached.retained,
+      firstId: cached.firstId,
+      activeAt: cached.activeAt,
+    };
+  }
+
+  /** After a commit: what the batch wrote is now each stream's committed state. */
+  commit(streams: readonly BatchStream[]): void {
+    for (const s of streams) {
+      let inWorkspace = this.byWorkspace.get(s.workspaceId);
+      if (inWorkspace === undefined) {
+        inWorkspace = new Map();
+        this.byWorkspace.set(s.workspaceId, inWorkspace);
+      }
+      const size = inWorkspace.size;
+      inWorkspace.set(s.sandboxId, s);
+      if (inWorkspace.size > size && ++this.size > this.limit) this.clear();
+    }
+  }
+
+  /** Before a change to a stream's row outside a batch: the next batch rereads it. */
+  forget(workspaceId: number, sandboxId: string): void {
+    const inWorkspace = this.byWorkspace.get(workspaceId);
+    if (inWorkspace?.delete(sandboxId) !== true) return;
+    this.size--;
+    if (inWorkspace.size === 0) this.byWorkspace.delete(workspaceId); // or one empty map per workspace ever seen stays
+  }
+
+  private clear(): void {
+    this.byWorkspace.clear();
+    this.size = 0;
+  }
+}

@@ -1,0 +1,237 @@
+import type Database from 'better-sqlite3';
+import { createStoredEvent, nextEventId, type EventId, type NewEvent, type StoredEvent } from '../../event/event.js';
+import { maxEventId, notifyListener } from '../semantics.js';
+import type { DurableEventListener, SandboxRef } from '../types.js';
+import type { WalWrites } from './checkpointer.js';
+import { idOf, type Statements } from './statements.js';
+import type { BatchStream, StreamCache } from './stream-cache.js';
+import { storeUnavailable } from './unavailable.js';
+
+export interface WriterOptions {
+  /** The database file, for error messages. */
+  path: string;
+  now: () => number;
+  /** 0: write on the next event-loop turn; more: wait up to this many ms to gather more. */
+  maxDelayMs: number;
+  /** Most appends in one transaction; a full batch is written at once. */
+  maxBatch: number;
+  /** The retention count limit: streams a commit leaves above it are reported to onOverCount. */
+  maxCount: number;
+  /** Highest id the file has committed for any sandbox (also forgotten ones). */
+  highWater: EventId | undefined;
+  /** After each commit, the streams it left above maxCount. */
+  onOverCount: (streams: readonly SandboxRef[]) => void;
+}
+
+interface PendingAppend {
+  input: NewEvent;
+  resolve: (event: StoredEvent) => void;
+  reject: (error: unknown) => void;
+}
+
+interface BatchResult {
+  events: StoredEvent[];
+  /** The state of every stream the batch wrote, as committed. */
+  streams: BatchStream[];
+  highWater: EventId | undefined;
+  overCount: SandboxRef[];
+}
+
+/**
+ * Group commit: appends queue up and are written in one transaction per batch, which holds
+ * everything one event-loop turn produced (or up to maxDelayMs of it). Ids are assigned inside
+ * the transaction from the committed state, so a rolled-back batch leaves no gap and no id
+ * anyone saw. Only after the commit does the listener see the events and do their promises
+ * resolve, so nothing leaves the broker before it is on disk.
+ */
+export class GroupCommitWriter {
+  /** Transactions committed. */
+  batches = 0;
+  /** Events committed. */
+  appended = 0;
+  /** Transactions that failed (their appends were rejected). */
+  failedBatches = 0;
+  /** Highest id committed for any sandbox (also forgotten ones). */
+  highWater: EventId | undefined;
+  private listener: DurableEventListener | undefined;
+  private queue: PendingAppend[] = [];
+  private flushImmediate: NodeJS.Immediate | undefined;
+  private flushTimeout: NodeJS.Timeout | undefined;
+  private readonly writeBatchTx: Database.Transaction<(batch: PendingAppend[]) => BatchResult>;
+
+  constructor(
+    db: Database.Database,
+    private readonly sql: Statements,
+    private readonly streamCache: StreamCache,
+    private readonly wal: WalWrites,
+    private readonly options: WriterOptions,
+  ) {
+    this.highWater = options.highWater;
+    this.writeBatchTx = db.transaction((batch: PendingAppend[]) => this.writeBatch(batch));
+  }
+
+  /** Appends waiting for the next batch. */
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  setListener(listener: DurableEventListener): void {
+    this.listener = listener;
+  }
+
+  append(input: NewEvent): Promise<StoredEvent> {
+    return new Promise<StoredEvent>((resolve, reject) => {
+      this.queue.push({ input, resolve, reject });
+      this.scheduleFlush();
+    });
+  }
+
+  /** Writes (and announces) everything queued now, in batches; for close. */
+  drain(): void {
+    this.cancelFlush();
+    while (this.queue.length > 0) this.flushBatch();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushImmediate !== undefined) return;
+    if (this.options.maxDelayMs === 0 || this.queue.length >= this.options.maxBatch) {
+      if (this.flushTimeout !== undefined) {
+        clearTimeout(this.flushTimeout);
+        this.flushTimeout = undefined;
+      }
+      this.flushImmediate = setImmediate(this.onFlush);
+    } else if (this.flushTimeout === undefined) {
+      this.flushTimeout = setTimeout(this.onFlush, this.options.maxDelayMs);
+    }
+  }
+
+  private cancelFlush(): void {
+    if (this.flushImmediate !== undefined) clearImmediate(this.flushImmediate);
+    if (this.flushTimeout !== undefined) clearTimeout(this.flushTimeout);
+    this.flushImmediate = undefined;
+    this.flushTimeout = undefined;
+  }
+
+  private readonly onFlush = (): void => {
+    this.cancelFlush();
+    this.flushBatch();
+    // What is left already waited a turn: write it on the next one, letting I/O in between.
+    if (this.queue.length > 0) this.flushImmediate = setImmediate(this.onFlush);
+  };
+
+  private flushBatch(): void {
+    const batch = this.queue.splice(0, this.options.maxBatch);
+    if (batch.length === 0) return;
+    this.wal.beforeWrite();
+    let result: BatchResult;
+    try {
+      result = this.writeBatchTx.immediate(batch);
+    } catch (error) {
+      // Rolled back: no id of this batch was seen by anyone, and the ids are computed from
+      // the committed state inside the transaction, so later appends reissue them.
+      this.failedBatches++;
+      const failure = storeUnavailable(`could not write ${batch.length} event(s) to ${this.options.path}`, error);
+      for (const pending of batch) pending.reject(failure);
+      this.wal.afterWrite(); // a full disk may be a WAL waiting to be checkpointed
+      return;
+    }
+    this.highWater = result.highWater;
+    this.streamCache.commit(result.streams);
+    if (result.overCount.length > 0) this.options.onOverCount(result.overCount);
+    this.batches++;
+    this.wal.afterWrite();
+    this.appended += result.events.length;
+    for (let i = 0; i < batch.length; i++) {
+      notifyListener(this.listener, result.events[i] as StoredEvent, (batch[i] as PendingAppend).input);
+    }
+    for (let i = 0; i < batch.length; i++) (batch[i] as PendingAppend).resolve(result.events[i] as StoredEvent);
+  }
+
+  /** A stream's committed state, from its row. */
+  private readStream(workspaceId: number, sandboxId: string): BatchStream {
+    const row = this.sql.getSandbox.get(workspaceId, sandboxId);
+    return {
+      workspaceId,
+      sandboxId,
+      existed: row !== undefined,
+      hadFirst: row?.first_ms != null,
+      lastId: row === undefined ? undefined : { ms: row.last_ms, seq: row.last_seq },
+      retained: row?.retained ?? 0,
+      firstId: row === undefined ? undefined : idOf(row.first_ms, row.first_seq),
+      activeAt: 0,
+    };
+  }
+
+  /** Runs inside one transaction: assigns ids from committed state, inserts, updates streams. */
+  private writeBatch(batch: PendingAppend[]): BatchResult {
+    // Streams by workspace, then sandbox: no key string built per event. `stream` is the last
+    // one used, as consecutive events often share a sandbox.
+    const byWorkspace = new Map<number, Map<string, BatchStream>>();
+    const streams: BatchStream[] = [];
+    let stream: BatchStream | undefined;
+    let highWater = this.highWater;
+    const events: StoredEvent[] = new Array<StoredEvent>(batch.length);
+    const insertEvent = this.sql.insertEvent;
+    for (let i = 0; i < batch.length; i++) {
+      const input = (batch[i] as PendingAppend).input;
+      if (stream === undefined || stream.sandboxId !== input.sandboxId || stream.workspaceId !== input.workspaceId) {
+        let inWorkspace = byWorkspace.get(input.workspaceId);
+        if (inWorkspace === undefined) {
+          inWorkspace = new Map();
+          byWorkspace.set(input.workspaceId, inWorkspace);
+        }
+        stream = inWorkspace.get(input.sandboxId);
+        if (stream === undefined) {
+          stream =
+            this.streamCache.get(input.workspaceId, input.sandboxId) ??
+            this.readStream(input.workspaceId, input.sandboxId);
+          inWorkspace.set(input.sandboxId, stream);
+          streams.push(stream);
+        }
+      }
+      const now = this.options.now();
+      // A stream this file has no state for starts above every id ever issued.
+      const id = nextEventId(stream.lastId ?? highWater, now);
+      const event = createStoredEvent(input, id, now);
+      insertEvent.run(input.workspaceId, input.sandboxId, id.ms, id.seq, input.type, now, input.dataJson);
+      stream.lastId = id;
+      stream.retained++;
+      stream.firstId ??= id;
+      stream.activeAt = now;
+      highWater = maxEventId(highWater, id);
+      events[i] = event;
+    }
+    const overCount: SandboxRef[] = [];
+    for (const s of streams) {
+      const last = s.lastId as EventId;
+      const first = s.firstId as EventId;
+      if (!s.existed) {
+        this.sql.insertSandbox.run(
+          s.workspaceId,
+          s.sandboxId,
+          last.ms,
+          last.seq,
+          s.retained,
+          first.ms,
+          first.seq,
+          s.activeAt,
+        );
+      } else if (!s.hadFirst) {
+        this.sql.updateSandboxFirst.run(
+          last.ms,
+          last.seq,
+          s.retained,
+          first.ms,
+          first.seq,
+          s.activeAt,
+          s.workspaceId,
+          s.sandboxId,
+        );
+      } else {
+        this.sql.updateSandbox.run(last.ms, last.seq, s.retained, s.activeAt, s.workspaceId, s.sandboxId);
+      }
+      if (s.retained > this.options.maxCount) overCount.push(s);
+    }
+    return { events, streams, highWater, overCount };
+  }
+}
