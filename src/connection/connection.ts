@@ -141,6 +141,11 @@ export class Connection implements Subscriber {
     );
   }
 
+  /** Events this connection should have had are lost (Subscriber): one error line, then close. */
+  interrupt(message: string): void {
+    this.abort(message, 'events_lost');
+  }
+
   /** Pub/sub delivery (Subscriber). */
   deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean): void {
     if (this.closed) return;

@@ -82,6 +82,14 @@ export class EventStreamSubscriber implements Subscriber {
     }
   }
 
+  /**
+   * Events this stream should have had are lost (Subscriber): it ends, and the EventSource
+   * reconnects with Last-Event-ID, whose resume reports the gap (`event: gap`).
+   */
+  interrupt(): void {
+    this.writer.endAfterWrites();
+  }
+
   /** From now until `endReplay`, live events are held back. */
   beginReplay(): void {
     this.seam = new ReplaySeam();

@@ -101,7 +101,16 @@ export interface EventStore {
   setInterest?(ref: SandboxRef, interested: boolean): void;
   /** Optional: the same for pattern subscriptions of one workspace, or of every workspace ('all'). */
   setPatternInterest?(scope: number | 'all', interested: boolean): void;
+  /**
+   * Optional: a shared engine that finds events of a sandbox lost to this node's subscribers
+   * (missed while it was cut off from the engine, and trimmed before it could fetch them) calls
+   * this, so that every local subscriber that would have received them is interrupted with
+   * `message` (an error line) and resumes from its last id (docs/scaling.md, "Gap-fill").
+   */
+  setLostEventsListener?(listener: LostEventsListener): void;
 }
 
+export type LostEventsListener = (ref: SandboxRef, message: string) => void;
+
 /** What the broker calls on a store that wants to know this node's interests. */
-export type InterestHooks = Pick<EventStore, 'setInterest' | 'setPatternInterest'>;
+export type InterestHooks = Pick<EventStore, 'setInterest' | 'setPatternInterest' | 'setLostEventsListener'>;

@@ -41,6 +41,11 @@ export interface RedisProcess {
    * meanwhile queue up and then run in arrival order, which makes races between nodes exact.
    */
   block(seconds: number): Promise<void>;
+  /**
+   * SHUTDOWN (sent on its own connection, so it queues behind a `block`), and waits for the
+   * process to exit: Redis writes its AOF and closes every client connection.
+   */
+  shutdown(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -104,6 +109,18 @@ export async function startRedis(persistent = false): Promise<RedisProcess> {
       // The sleep's start has no event to wait on (Redis answers nothing while it sleeps): a
       // short pause lets Redis read the command first, so that what the test sends next queues.
       await sleep(30);
+    },
+    async shutdown() {
+      const running = child;
+      if (running === undefined || running.exitCode !== null) return;
+      const exited = once(running, 'exit');
+      const socket = net.connect(port, '127.0.0.1');
+      blockers.push(socket);
+      socket.on('error', () => {});
+      await once(socket, 'connect');
+      socket.write(resp('SHUTDOWN'));
+      await exited;
+      child = undefined;
     },
     async restart(downMs = 300) {
       await kill();
@@ -285,6 +302,54 @@ export function idLess(a: string, b: string): boolean {
   const [am, as] = idPair(a);
   const [bm, bs] = idPair(b);
   return am < bm || (am === bm && as < bs);
+}
+
+/** Publishes numbered events until stopped; remembers which were acknowledged. */
+export function loadGenerator(client: RespClient, channel: string, tag: string, pauseMs = 0) {
+  const acked: number[] = [];
+  const failed: string[] = [];
+  let stop = false;
+  let n = 0;
+  const done = (async () => {
+    while (!stop && !client.closed) {
+      const i = n++;
+      let reply: unknown;
+      try {
+        reply = await client.command('PUBLISH', channel, JSON.stringify({ type: tag, data: { i } }));
+      } catch {
+        break; // the connection died with its node
+      }
+      if (typeof reply === 'number') acked.push(i);
+      else failed.push(reply instanceof Error ? reply.message : String(reply));
+      if (failed.length > 0) await sleep(5);
+      // A paced publisher (the issue's round: one event every 2 ms), else flat out.
+      if (pauseMs > 0) await sleep(pauseMs);
+    }
+  })();
+  return {
+    acked,
+    failed,
+    async stop() {
+      stop = true;
+      await done;
+    },
+  };
+}
+
+/** Every retained event of a sandbox after `after`, paging through HISTORY's 1,000 limit. */
+export async function fullHistory(
+  client: RespClient,
+  channel: string,
+  after = '0-0',
+  ...filters: string[]
+): Promise<{ id: string; type: string; data: { i: number } }[]> {
+  const out: { id: string; type: string; data: { i: number } }[] = [];
+  for (;;) {
+    const page = (await client.command('HISTORY', channel, 'AFTER', after, ...filters, 'LIMIT', '1000')) as string[];
+    for (const json of page) out.push(JSON.parse(json) as { id: string; type: string; data: { i: number } });
+    if (page.length < 1000) return out;
+    after = out.at(-1)!.id;
+  }
 }
 
 // ------------------------------------------------------------ child-process nodes

@@ -5,6 +5,18 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { SandboxEventsError } from '../../errors.js';
 import { APPEND_SCRIPT, REPLAY_SCRIPT } from './scripts.js';
 
+/** The engine's counters (RedisEngine.stats), each part owned by the module that counts it. */
+export interface RedisEngineStats {
+  appended: number;
+  received: number;
+  duplicatesDropped: number;
+  fences: number;
+  resubscribes: number;
+  gapFills: number;
+  gapFilled: number;
+  gapsReported: number;
+}
+
 /** The commands connection with the engine's scripts (ioredis `defineCommand`: EVALSHA, EVAL on NOSCRIPT). */
 export interface RedisWithScripts extends Redis {
   seAppend(stream: string, meta: string, ...args: string[]): Promise<string>;

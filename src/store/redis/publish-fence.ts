@@ -16,6 +16,7 @@ import {
   type StoredEvent,
 } from '../../event/event.js';
 import { sandboxKey } from '../semantics.js';
+import type { RedisEngineStats } from './connection.js';
 
 /** Fans one event out locally (the store listener); returns the subscribers reached. */
 export type Deliver = (
@@ -42,11 +43,7 @@ interface Delivered {
 const WAITER_FENCE_MS = 500;
 const DELIVERED_SWEEP_MS = 30_000;
 
-export interface FenceStats {
-  received: number;
-  duplicatesDropped: number;
-  fences: number;
-}
+export type FenceStats = Pick<RedisEngineStats, 'received' | 'duplicatesDropped' | 'fences'>;
 
 export class PublishFence {
   private seq = 0;
@@ -62,6 +59,14 @@ export class PublishFence {
    */
   private readonly arrivedFirst = new Map<string, Map<string, { id: EventId; receivers: number }>>();
   private readonly sweepTimer: NodeJS.Timeout;
+  /**
+   * The highest id of a live message received on the subscriber connection. Redis pushes one
+   * connection's messages in the order its scripts ran, so every watched event published before
+   * that one came before it (ids of other streams may share its millisecond: see gap-fill.ts).
+   */
+  private liveThrough: EventId | undefined;
+  /** While a gap-fill runs, fences settle nothing (an append's message may be held); the newest asked. */
+  private heldSettle: number | undefined;
 
   /**
    * `probe` sends a command on the subscriber connection (undefined when it is down): its reply
@@ -177,6 +182,26 @@ export class PublishFence {
 
   /** Resolves waiters registered before fence `seq` was sent: durable, not delivered here. */
   settle(seq: number): void {
+    if (this.heldSettle !== undefined) {
+      this.heldSettle = Math.max(this.heldSettle, seq);
+      return;
+    }
+    this.settleBefore(seq);
+  }
+
+  /** From now until `release`, no waiter is settled by a fence (messages are held back meanwhile). */
+  hold(): void {
+    this.heldSettle ??= 0;
+  }
+
+  /** Settles what the fences asked for meanwhile; the held messages were delivered before this. */
+  release(): void {
+    const seq = this.heldSettle;
+    this.heldSettle = undefined;
+    if (seq !== undefined && seq > 0) this.settleBefore(seq);
+  }
+
+  private settleBefore(seq: number): void {
     for (const [key, waiter] of this.waiters) {
       if (waiter.seq >= seq) continue;
       this.waiters.delete(key);
@@ -187,7 +212,7 @@ export class PublishFence {
 
   /** Settles every waiter (the subscriber connection went, or the engine closes). */
   settleAll(): void {
-    this.settle(this.nextSeq());
+    this.settleBefore(this.nextSeq());
   }
 
   /** The last id delivered for a sandbox, if the node still remembers it. */
@@ -195,9 +220,29 @@ export class PublishFence {
     return this.delivered.get(key)?.id;
   }
 
-  /** Delivers an event that came by subscription (or gap-fill), once per id, in id order. */
-  receive(event: StoredEvent): void {
+  /**
+   * Records `id` as delivered for a sandbox without delivering anything (its local subscribers
+   * were told that events are lost instead): older copies that still arrive are dropped.
+   */
+  skipThrough(key: string, id: EventId): void {
+    const last = this.delivered.get(key);
+    if (last === undefined || compareEventIds(id, last.id) > 0) this.delivered.set(key, { id, at: Date.now() });
+  }
+
+  /** The highest id of a live message received so far (undefined before the first). */
+  receivedThrough(): EventId | undefined {
+    return this.liveThrough;
+  }
+
+  /**
+   * Delivers an event that came by subscription (`live`) or was read from its stream by a
+   * gap-fill, once per id, in id order.
+   */
+  receive(event: StoredEvent, live = true): void {
     this.stats.received += 1;
+    if (live && (this.liveThrough === undefined || compareEventIds(event.id, this.liveThrough) > 0)) {
+      this.liveThrough = event.id;
+    }
     const key = sandboxKey(event);
     const last = this.delivered.get(key);
     // The same event arrives twice when this node watches both its sandbox and a pattern of
@@ -229,7 +274,9 @@ export class PublishFence {
   private sweepDelivered(): void {
     const old = Date.now() - DELIVERED_SWEEP_MS;
     for (const [key, entry] of this.delivered) {
-      if (entry.at < old && !this.keepDelivered(key)) this.delivered.delete(key);
+      // An entry at the newest live millisecond stays: a gap-fill would start just below it.
+      const recent = this.liveThrough !== undefined && entry.id.ms >= this.liveThrough.ms - 1;
+      if (entry.at < old && !recent && !this.keepDelivered(key)) this.delivered.delete(key);
     }
   }
 

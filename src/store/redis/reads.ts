@@ -3,7 +3,7 @@
  * at one instant) and history pages (XRANGE / XREVRANGE).
  */
 import { compareEventIds, formatEventId, parseEventId, type EventId, type StoredEvent } from '../../event/event.js';
-import { buildReplayResult, historyFloor, matchesHistoryFilters } from '../semantics.js';
+import { buildReplayResult, historyFloor, matchesHistoryFilters, type ReplayState } from '../semantics.js';
 import type { HistoryQuery, ReplayResult, RetentionPolicy, SandboxRef } from '../types.js';
 import { type RedisWithScripts, unavailable } from './connection.js';
 import { eventFromEntry, metaKey, streamKey } from './keys.js';
@@ -21,6 +21,18 @@ export async function readReplay(
   afterId: EventId,
   limit: number,
 ): Promise<ReplayResult> {
+  const { events, state } = await readStreamAfter(commands, retention, ref, afterId, limit);
+  return buildReplayResult(events, afterId, state);
+}
+
+/** Retained events after `afterId` (at most `limit`), and what the stream's bookkeeping says. */
+export async function readStreamAfter(
+  commands: RedisWithScripts,
+  retention: RetentionPolicy,
+  ref: SandboxRef,
+  afterId: EventId,
+  limit: number,
+): Promise<{ events: StoredEvent[]; state: ReplayState }> {
   let reply: unknown[];
   try {
     reply = await commands.seReplay(
@@ -37,7 +49,7 @@ export async function readReplay(
   const now = Number(reply[1]);
   // Every id Redis ever issued has a millisecond at most its clock's now.
   const highWater: EventId = { ms: now, seq: ID_MAX_SEQ };
-  if (reply[0] === 0) return buildReplayResult([], afterId, { highWater, afterIdRetained: false });
+  if (reply[0] === 0) return { events: [], state: { highWater, afterIdRetained: false } };
   const [, , lastText, trimmedText, firstText, entries] = reply as [
     number,
     string,
@@ -55,13 +67,14 @@ export async function readReplay(
     if (vs === 0) afterIdRetained = true;
     else if (vs > 0 && events.length < limit) events.push(event);
   }
-  return buildReplayResult(events, afterId, {
+  const state: ReplayState = {
     lastId: parseEventId(lastText),
     trimmedThrough: trimmedText === '' ? undefined : parseEventId(trimmedText),
     earliestId: firstText === '' ? undefined : parseEventId(firstText),
     highWater,
     afterIdRetained,
-  });
+  };
+  return { events, state };
 }
 
 /** A history query, read in pages of the stream. */

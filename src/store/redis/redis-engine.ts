@@ -22,6 +22,7 @@ import type {
   DurableEventListener,
   EventStore,
   HistoryQuery,
+  LostEventsListener,
   ReplayResult,
   RetentionPolicy,
   SandboxRef,
@@ -30,6 +31,7 @@ import {
   connectionOptions,
   openCommandConnection,
   quitConnection,
+  type RedisEngineStats,
   type RedisWithScripts,
   unavailable,
 } from './connection.js';
@@ -42,6 +44,7 @@ import {
   streamKey,
   workspaceChannel,
 } from './keys.js';
+import { GapFill } from './gap-fill.js';
 import { PublishFence } from './publish-fence.js';
 import { readHistory, readReplay } from './reads.js';
 import { Subscriptions } from './subscriptions.js';
@@ -73,11 +76,21 @@ export class RedisEngine implements EventStore {
   private readonly commands: RedisWithScripts;
   private readonly subscriptions: Subscriptions;
   private readonly fence: PublishFence;
+  private readonly gapFill: GapFill;
   private readonly workspaceChannels: boolean;
   private readonly onStatus: (status: string, error?: unknown) => void;
   private listener: DurableEventListener | undefined;
   private closed = false;
-  readonly stats = { appended: 0, received: 0, duplicatesDropped: 0, fences: 0, resubscribes: 0 };
+  readonly stats: RedisEngineStats = {
+    appended: 0,
+    received: 0,
+    duplicatesDropped: 0,
+    fences: 0,
+    resubscribes: 0,
+    gapFills: 0,
+    gapFilled: 0,
+    gapsReported: 0,
+  };
 
   constructor(options: RedisEngineOptions) {
     this.retention = checkRetention(options.retention);
@@ -96,7 +109,19 @@ export class RedisEngine implements EventStore {
       common,
       randomBytes(8).toString('hex'),
       this.fence,
-      { onStatus: this.onStatus, onMessage: (message) => this.receive(message) },
+      {
+        onStatus: this.onStatus,
+        onMessage: (message) => this.receive(message),
+        onReconnect: (confirmed) => this.gapFill.reconnected(confirmed),
+      },
+      this.stats,
+    );
+    this.gapFill = new GapFill(
+      this.commands,
+      this.retention,
+      this.fence,
+      this.subscriptions,
+      this.onStatus,
       this.stats,
     );
     this.commands.on('ready', () => {
@@ -107,9 +132,12 @@ export class RedisEngine implements EventStore {
     this.commands.on('close', () => this.onStatus('commands closed'));
   }
 
-  /** Connected to Redis on both connections, and every wanted subscription is in place. */
+  /**
+   * Connected to Redis on both connections, every wanted subscription is in place, and no
+   * gap-fill is running (the node is sure it saw every message).
+   */
   isReady(): boolean {
-    return !this.closed && this.commands.status === 'ready' && this.subscriptions.allInPlace();
+    return !this.closed && this.commands.status === 'ready' && this.subscriptions.allInPlace() && !this.gapFill.filling;
   }
 
   /** Resolves once `isReady()` (polling), rejects after `timeoutMs`. */
@@ -123,6 +151,10 @@ export class RedisEngine implements EventStore {
 
   setListener(listener: DurableEventListener): void {
     this.listener = listener;
+  }
+
+  setLostEventsListener(listener: LostEventsListener): void {
+    this.gapFill.lostListener = listener;
   }
 
   async append(input: NewEvent): Promise<StoredEvent> {
@@ -183,7 +215,7 @@ export class RedisEngine implements EventStore {
       this.onStatus('ignored a message that is not an event');
       return;
     }
-    this.fence.receive(event);
+    this.gapFill.live(event);
   }
 
   setInterest(ref: SandboxRef, interested: boolean): void {
@@ -202,6 +234,8 @@ export class RedisEngine implements EventStore {
     try {
       const info = await this.commands.info('server');
       const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? '0');
+      const micros = /server_time_usec:(\d+)/.exec(info)?.[1];
+      if (micros !== undefined) this.gapFill.firstConnect(Math.floor(Number(micros) / 1000));
       this.subscriptions.versionDetected(major >= 7);
     } catch (error) {
       this.onStatus('version check failed', error);
@@ -225,6 +259,7 @@ export class RedisEngine implements EventStore {
     if (this.closed) return;
     this.closed = true;
     this.fence.close();
+    this.gapFill.close();
     await Promise.all([quitConnection(this.commands), this.subscriptions.close(storeClosedError(this.kind))]);
   }
 }

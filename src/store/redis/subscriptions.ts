@@ -14,6 +14,8 @@ import type { PublishFence } from './publish-fence.js';
 interface Route {
   kind: 'sandbox' | 'workspace' | 'all';
   name: string;
+  /** The sandbox (kind `sandbox`) or the workspace id (kind `workspace`). */
+  target?: SandboxRef | number;
   /** Whether local clients want it. */
   want: boolean;
   /** Whether Redis confirmed it on the current subscriber connection. */
@@ -30,6 +32,12 @@ export interface SubscriptionEvents {
   onStatus: (status: string, error?: unknown) => void;
   /** A message pushed on any route, in the order Redis pushed it. */
   onMessage: (message: string) => void;
+  /**
+   * The connection came back and its subscriptions were sent again (not on the first connect):
+   * messages pushed while it was down are lost. `confirmed` resolves once Redis answered every
+   * one of them (a PING behind them), so from then on every message comes.
+   */
+  onReconnect: (confirmed: Promise<unknown>) => void;
 }
 
 export class Subscriptions {
@@ -43,6 +51,7 @@ export class Subscriptions {
   /** Bumped on each subscriber (re)connect: replies of an older connection are ignored. */
   private epoch = 0;
   private up = false;
+  private connects = 0;
   private closed = false;
   /** Names this node's anchor channels (see anchorChannels). */
   private readonly anchors: { shard: string; plain: string };
@@ -138,6 +147,7 @@ export class Subscriptions {
     if (route === undefined) {
       if (!interested) return;
       route = newRoute('sandbox', sandboxChannel(ref));
+      route.target = { workspaceId: ref.workspaceId, sandboxId: ref.sandboxId };
       this.sandboxRoutes.set(key, route);
     }
     route.want = interested;
@@ -151,6 +161,7 @@ export class Subscriptions {
       if (!interested) return;
       route =
         scope === 'all' ? newRoute('all', ALL_WORKSPACES_PATTERN) : newRoute('workspace', workspaceChannel(scope));
+      if (scope !== 'all') route.target = scope;
       if (scope === 'all') this.allRoute = route;
       else this.workspaceRoutes.set(scope, route);
     }
@@ -168,6 +179,23 @@ export class Subscriptions {
     if (route === undefined || !route.want || (route.have && route.pending === 0)) return Promise.resolve();
     if (!this.up) return Promise.reject(unavailable(new Error('not connected to Redis')));
     return new Promise((resolve, reject) => route.settled.push({ resolve, reject }));
+  }
+
+  /** The sandboxes local clients watch by channel. */
+  watchedSandboxes(): SandboxRef[] {
+    const out: SandboxRef[] = [];
+    for (const route of this.sandboxRoutes.values()) {
+      if (route.want && typeof route.target === 'object') out.push(route.target);
+    }
+    return out;
+  }
+
+  /** The pattern scopes local clients hold: workspace ids, or 'all'. */
+  patternScopes(): (number | 'all')[] {
+    const out: (number | 'all')[] = [];
+    for (const route of this.workspaceRoutes.values()) if (route.want) out.push(route.target as number);
+    if (this.allRoute?.want === true) out.push('all');
+    return out;
   }
 
   private *routes(): Iterable<Route> {
@@ -275,6 +303,8 @@ export class Subscriptions {
       if (epoch === this.epoch) this.events.onStatus('anchor subscription failed', error);
     });
     for (const route of [...this.routes()]) this.sync(route);
+    this.connects += 1;
+    if (this.connects > 1) this.events.onReconnect(this.subscriber.ping());
   }
 
   /** Fails every waiting resume with `error` and drops the connection. */
