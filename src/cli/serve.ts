@@ -179,6 +179,12 @@ async function serve(options: ServeOptions): Promise<void> {
             if (error === undefined) logger.info({ engine: 'redis' }, `redis: ${status}`);
             else logger.warn({ engine: 'redis', err: error }, `redis: ${status}`);
           },
+          // An address the engine cannot fully serve is never half served: the node stops.
+          onRefused: (error) => {
+            logger.fatal({ engine: 'redis', code: error.code }, error.message);
+            logger.flush();
+            process.exit(1);
+          },
         });
   const server = await startServer({
     host: options.host,

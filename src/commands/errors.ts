@@ -3,7 +3,13 @@ import { PermissionError } from '../broker/scope.js';
 import type { Connection } from '../connection/connection.js';
 import { SandboxEventsError } from '../errors.js';
 import { InvalidEventError } from '../event/event.js';
+import { STORE_LOADING, STORE_LOADING_MESSAGE } from '../store/types.js';
 import { ReplyError } from './command.js';
+
+/** A shared engine not connected yet since start (docs/scaling.md, "Readiness"). */
+export function storeLoadingError(): SandboxEventsError {
+  return new SandboxEventsError(STORE_LOADING, STORE_LOADING_MESSAGE);
+}
 
 /** Redis's reply to a failed AUTH, byte for byte. */
 export const WRONGPASS = 'WRONGPASS invalid username-password pair or user is disabled.';
@@ -22,6 +28,9 @@ export function errorText(error: unknown, connection: Connection): string {
     return connection.compat ? `ERR authentication failed: ${error.message}` : WRONGPASS;
   }
   if (error instanceof InvalidEventError) return `ERR invalid event: ${error.message}`;
+  if (error instanceof SandboxEventsError && error.code === STORE_LOADING) {
+    return connection.compat ? `ERR ${error.message}` : `LOADING ${error.message}`;
+  }
   if (error instanceof SandboxEventsError && (error.code === 'STORE_UNAVAILABLE' || error.code === 'STORE_CLOSED')) {
     // Not acknowledged. The embedded stores stored nothing; the Redis engine may have stored
     // the event if only Redis's reply was lost (docs/scaling.md), so a retry can duplicate it.

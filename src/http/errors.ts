@@ -43,7 +43,7 @@ export function forbidden(message: string): HttpError {
 }
 
 /** Codes of store failures that a retry may cure: answered 503 rather than 500. */
-const UNAVAILABLE_CODES = new Set(['STORE_CLOSED', 'STORE_UNAVAILABLE']);
+const UNAVAILABLE_CODES = new Set(['STORE_CLOSED', 'STORE_UNAVAILABLE', 'STORE_LOADING', 'ENGINE_REFUSED']);
 
 /** Maps what the broker's shared code throws to the HTTP answer; undefined for a bug. */
 export function toHttpError(error: unknown): HttpError | undefined {

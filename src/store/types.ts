@@ -108,7 +108,20 @@ export interface EventStore {
    * `message` (an error line) and resumes from its last id (docs/scaling.md, "Gap-fill").
    */
   setLostEventsListener?(listener: LostEventsListener): void;
+  /**
+   * Optional: whether a shared engine can serve. `loading`: not connected yet since the node
+   * started (commands that need the store answer `-LOADING`, as Redis does while it loads its
+   * dataset); `unavailable`: connected before, cut off now (or catching up after a reconnect);
+   * `ready`. Embedded stores are always ready and leave it out.
+   */
+  readiness?(): StoreReadiness;
 }
+
+export type StoreReadiness = 'loading' | 'ready' | 'unavailable';
+
+/** What a store that is not connected yet throws (docs/scaling.md, "Readiness"). */
+export const STORE_LOADING = 'STORE_LOADING';
+export const STORE_LOADING_MESSAGE = 'the node is connecting to its event engine (Redis); try again';
 
 export type LostEventsListener = (ref: SandboxRef, message: string) => void;
 

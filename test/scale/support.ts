@@ -49,9 +49,16 @@ export interface RedisProcess {
   stop(): Promise<void>;
 }
 
-/** `persistent`: AOF with fsync always, so acknowledged writes survive a kill. */
-export async function startRedis(persistent = false): Promise<RedisProcess> {
-  const port = await freePort();
+/**
+ * `persistent`: AOF with fsync always, so acknowledged writes survive a kill. `extraArgs`: more
+ * redis-server options (`--cluster-enabled yes`); `fixedPort`: a port chosen by the caller.
+ */
+export async function startRedis(
+  persistent = false,
+  extraArgs: string[] = [],
+  fixedPort?: number,
+): Promise<RedisProcess> {
+  const port = fixedPort ?? (await freePort());
   const dir = mkdtempSync(path.join(tmpdir(), 'se-redis-'));
   let child: ChildProcess | undefined;
   const args = [
@@ -67,6 +74,7 @@ export async function startRedis(persistent = false): Promise<RedisProcess> {
     'local',
   ];
   args.push(...(persistent ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']));
+  args.push(...extraArgs);
   const start = async (): Promise<void> => {
     child = spawn('redis-server', args, { stdio: 'ignore' });
     const deadline = Date.now() + 5_000;
@@ -352,17 +360,105 @@ export async function fullHistory(
   }
 }
 
+// ------------------------------------------------------------ Redis Cluster
+
+/** A free port whose cluster bus port (port + 10000, Redis Cluster's default) is free too. */
+async function freeClusterPort(taken: Set<number>): Promise<number> {
+  for (;;) {
+    const port = await freePort();
+    if (port > 55_535 || taken.has(port) || taken.has(port + 10_000)) continue;
+    const bus = net.createServer();
+    const ok = await new Promise<boolean>((resolve) => {
+      bus.once('error', () => resolve(false));
+      bus.listen(port + 10_000, '127.0.0.1', () => resolve(true));
+    });
+    if (ok) await new Promise<void>((resolve) => bus.close(() => resolve()));
+    if (ok) {
+      taken.add(port);
+      taken.add(port + 10_000);
+      return port;
+    }
+  }
+}
+
+export interface RedisCluster {
+  /** Every node, masters first (as `redis-cli --cluster create` assigned them). */
+  nodes: RedisProcess[];
+  /** `redis://127.0.0.1:<port>` of each node, as seeds. */
+  urls: string[];
+  /** The node's role now (`master` / `slave`), from ROLE. */
+  role(node: RedisProcess): string;
+  /** Waits until every live node reports `cluster_state:ok`. */
+  waitHealthy(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A real Redis Cluster: `masters` masters with one replica each, from `redis-server
+ * --cluster-enabled yes` on free ports (AOF, fsync always), joined by `redis-cli --cluster
+ * create`. Every process and directory goes with `stop()`.
+ */
+export async function startCluster(masters = 3): Promise<RedisCluster> {
+  const taken = new Set<number>();
+  const nodes: RedisProcess[] = [];
+  try {
+    for (let i = 0; i < masters * 2; i++) {
+      const port = await freeClusterPort(taken);
+      nodes.push(await startRedis(true, ['--cluster-enabled', 'yes', '--cluster-node-timeout', '2000'], port));
+    }
+    const create = spawnSync(
+      'redis-cli',
+      [
+        '--cluster',
+        'create',
+        ...nodes.map((node) => `127.0.0.1:${node.port}`),
+        '--cluster-replicas',
+        '1',
+        '--cluster-yes',
+      ],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
+  } catch (error) {
+    for (const node of nodes) await node.stop();
+    throw error;
+  }
+  const cluster: RedisCluster = {
+    nodes,
+    urls: nodes.map((node) => node.url),
+    role: (node) => node.cli('ROLE').split('\n')[0]!.trim(),
+    async waitHealthy(timeoutMs = 30_000) {
+      await waitFor(() => nodes.every((node) => /cluster_state:ok/.test(node.cli('CLUSTER', 'INFO'))), timeoutMs);
+    },
+    async stop() {
+      for (const node of nodes) await node.stop();
+    },
+  };
+  try {
+    await cluster.waitHealthy();
+  } catch (error) {
+    await cluster.stop();
+    throw error;
+  }
+  return cluster;
+}
+
 // ------------------------------------------------------------ child-process nodes
 
 export interface ChildNode {
   port: number;
+  httpPort: number;
   child: ChildProcess;
   client(token?: Partial<Omit<MintOptions, 'secret'>>): Promise<RespClient>;
   kill(): Promise<void>;
 }
 
-/** A node as a real process (the package's bin, so it can be SIGKILLed). */
-export async function spawnNode(redisUrl: string, secret: string): Promise<ChildNode> {
+/**
+ * A node as a real process (the package's bin, so it can be SIGKILLed). Resolves once it
+ * listens and, with `waitForEngine`, once its subscriber connection to Redis is ready.
+ */
+export async function spawnNode(redisUrl: string, secret: string, waitForEngine = true): Promise<ChildNode> {
+  const httpPort = await freePort(); // 0 turns HTTP off in the CLI
   const child = spawn(
     process.execPath,
     [
@@ -373,7 +469,7 @@ export async function spawnNode(redisUrl: string, secret: string): Promise<Child
       '--port',
       '0',
       '--http-port',
-      '0',
+      String(httpPort),
       '--jwt-secret',
       secret,
       '--log-level',
@@ -389,7 +485,7 @@ export async function spawnNode(redisUrl: string, secret: string): Promise<Child
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk.toString();
       const match = /"port":(\d+).*"msg":"sandbox-events listening"/.exec(output);
-      if (match !== null && /redis: subscriber ready/.test(output)) {
+      if (match !== null && (!waitForEngine || /redis: subscriber ready/.test(output))) {
         clearTimeout(timer);
         resolve(Number(match[1]));
       }
@@ -400,6 +496,7 @@ export async function spawnNode(redisUrl: string, secret: string): Promise<Child
   const clients: RespClient[] = [];
   return {
     port,
+    httpPort,
     child,
     async client(token = {}) {
       const client = await RespClient.connect(port);

@@ -18,11 +18,14 @@ import { randomBytes } from 'node:crypto';
 import type { RedisOptions } from 'ioredis';
 import { eventJson, parseEventId, type EventId, type NewEvent, type StoredEvent } from '../../event/event.js';
 import { checkLimit, checkRetention, notifyListener, sandboxKey, storeClosedError } from '../semantics.js';
+import { SandboxEventsError } from '../../errors.js';
+import { STORE_LOADING, STORE_LOADING_MESSAGE } from '../types.js';
 import type {
   DurableEventListener,
   EventStore,
   HistoryQuery,
   LostEventsListener,
+  StoreReadiness,
   ReplayResult,
   RetentionPolicy,
   SandboxRef,
@@ -65,6 +68,11 @@ export interface RedisEngineOptions {
   redis?: RedisOptions;
   /** Called with connection state changes and errors, for logs. */
   onStatus?: (status: string, error?: unknown) => void;
+  /**
+   * Called once if the address turns out to be one the engine cannot fully serve (a node of a
+   * Redis Cluster): the daemon stops with this error. Default: reported through `onStatus`.
+   */
+  onRefused?: (error: SandboxEventsError) => void;
 }
 
 /** A stream key outlives its last append by the age limit plus this. */
@@ -81,6 +89,11 @@ export class RedisEngine implements EventStore {
   private readonly onStatus: (status: string, error?: unknown) => void;
   private listener: DurableEventListener | undefined;
   private closed = false;
+  /** Ready once since start: before that, the node is loading (see `readiness`). */
+  private everReady = false;
+  /** Why this address cannot be served (checked on connect); every call fails with it. */
+  private refusal: SandboxEventsError | undefined;
+  private readonly onRefused: (error: SandboxEventsError) => void;
   readonly stats: RedisEngineStats = {
     appended: 0,
     received: 0,
@@ -96,6 +109,7 @@ export class RedisEngine implements EventStore {
     this.retention = checkRetention(options.retention);
     this.workspaceChannels = options.workspaceChannels ?? true;
     this.onStatus = options.onStatus ?? (() => {});
+    this.onRefused = options.onRefused ?? ((error) => this.onStatus('refused', error));
     const common = connectionOptions(options.redis);
     this.commands = openCommandConnection(options.url, common);
     this.fence = new PublishFence(
@@ -137,7 +151,34 @@ export class RedisEngine implements EventStore {
    * gap-fill is running (the node is sure it saw every message).
    */
   isReady(): boolean {
-    return !this.closed && this.commands.status === 'ready' && this.subscriptions.allInPlace() && !this.gapFill.filling;
+    return this.readiness() === 'ready' && this.subscriptions.allInPlace();
+  }
+
+  /**
+   * `ready`: both connections up, the server checked, no gap-fill running (a subscription still
+   * being made does not count: it is waited for where it matters, by a resume's read).
+   */
+  readiness(): StoreReadiness {
+    const serving =
+      !this.closed &&
+      this.refusal === undefined &&
+      this.commands.status === 'ready' &&
+      this.subscriptions.connected() &&
+      !this.gapFill.filling;
+    if (serving) {
+      this.everReady = true;
+      return 'ready';
+    }
+    return this.everReady || this.refusal !== undefined || this.closed ? 'unavailable' : 'loading';
+  }
+
+  /** Throws what a call gets while the engine cannot serve it at all (closed, refused, loading). */
+  private checkServing(): void {
+    if (this.closed) throw storeClosedError(this.kind);
+    if (this.refusal !== undefined) throw this.refusal;
+    if (this.readiness() === 'loading') {
+      throw new SandboxEventsError(STORE_LOADING, STORE_LOADING_MESSAGE);
+    }
   }
 
   /** Resolves once `isReady()` (polling), rejects after `timeoutMs`. */
@@ -158,7 +199,7 @@ export class RedisEngine implements EventStore {
   }
 
   async append(input: NewEvent): Promise<StoredEvent> {
-    if (this.closed) throw storeClosedError(this.kind);
+    this.checkServing();
     // The JSON line around the id and timestamp, built by the same function as every store's.
     const template = eventJson({ ms: 0, seq: 0 }, input.workspaceId, input.sandboxId, input.type, input.dataJson, 0);
     const middle = template.slice(JSON_HEAD.length + '0-0'.length, template.length - '0}'.length);
@@ -233,6 +274,12 @@ export class RedisEngine implements EventStore {
   private async detectVersion(): Promise<void> {
     try {
       const info = await this.commands.info('server');
+      if (/redis_mode:cluster/.test(info)) {
+        this.refuse(
+          'the address is a node of a Redis Cluster; this engine serves a standalone Redis only (one master serves only its own slots)',
+        );
+        return;
+      }
       const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? '0');
       const micros = /server_time_usec:(\d+)/.exec(info)?.[1];
       if (micros !== undefined) this.gapFill.firstConnect(Math.floor(Number(micros) / 1000));
@@ -242,15 +289,22 @@ export class RedisEngine implements EventStore {
     }
   }
 
+  /** This address cannot be fully served: never half serve it (docs/scaling.md, "Readiness"). */
+  private refuse(reason: string): void {
+    if (this.refusal !== undefined) return;
+    this.refusal = new SandboxEventsError('ENGINE_REFUSED', `cannot use this Redis: ${reason}`);
+    this.onRefused(this.refusal);
+  }
+
   async replayAfter(ref: SandboxRef, afterId: EventId, limit: number): Promise<ReplayResult> {
-    if (this.closed) throw storeClosedError(this.kind);
+    this.checkServing();
     checkLimit(limit);
     await this.subscriptions.whenSubscribed(ref);
     return readReplay(this.commands, this.retention, ref, afterId, limit);
   }
 
   async history(query: HistoryQuery): Promise<StoredEvent[]> {
-    if (this.closed) throw storeClosedError(this.kind);
+    this.checkServing();
     const limit = checkLimit(query.limit);
     return readHistory(this.commands, this.retention, query, limit);
   }

@@ -73,8 +73,8 @@ export class Subscriptions {
     });
     const { onStatus, onMessage } = events;
     this.subscriber.on('error', (error) => onStatus('subscriber error', error));
-    this.subscriber.on('ready', () => this.connected());
-    this.subscriber.on('close', () => this.disconnected());
+    this.subscriber.on('ready', () => this.onConnect());
+    this.subscriber.on('close', () => this.onDisconnect());
     this.subscriber.on('smessage', (_channel: string, message: string) => onMessage(message));
     this.subscriber.on('message', (_channel: string, message: string) => onMessage(message));
     this.subscriber.on('pmessage', (_pattern: string, _channel: string, message: string) => onMessage(message));
@@ -89,9 +89,14 @@ export class Subscriptions {
     return this.sharded;
   }
 
+  /** Connected, and the server's version known (so subscriptions are being made). */
+  connected(): boolean {
+    return this.up && this.versionKnown;
+  }
+
   /** Connected, the server's version known, and every wanted subscription confirmed. */
   allInPlace(): boolean {
-    if (!this.up || !this.versionKnown) return false;
+    if (!this.connected()) return false;
     for (const route of this.routes()) if (route.want && !route.have) return false;
     return true;
   }
@@ -271,14 +276,14 @@ export class Subscriptions {
     }
   }
 
-  private connected(): void {
+  private onConnect(): void {
     this.up = true;
     this.epoch += 1;
     this.events.onStatus('subscriber ready');
     if (this.versionKnown) this.resubscribeAll();
   }
 
-  private disconnected(): void {
+  private onDisconnect(): void {
     if (!this.up) return;
     this.up = false;
     this.epoch += 1;
