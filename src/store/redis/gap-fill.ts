@@ -18,7 +18,12 @@ import { readStreamAfter } from './reads.js';
 import type { Subscriptions } from './subscriptions.js';
 
 const RETRY_MS = 200;
+/** Entries per read of a fill: one script call never copies a whole long stream at once. */
+const FILL_PAGE = 1000;
 const SCAN_COUNT = 1000;
+
+const LOST_MESSAGE =
+  'ERR events lost: this node was cut off from its Redis engine and events of this channel were trimmed meanwhile; resume from your last event id';
 
 export type GapFillStats = Pick<RedisEngineStats, 'gapFills' | 'gapFilled' | 'gapsReported'>;
 
@@ -100,23 +105,30 @@ export class GapFill {
     for (const [key, ref] of refs) {
       const from = this.position(key);
       if (from === undefined) continue;
-      const { events, state } = await readStreamAfter(this.commands, this.retention, ref, from, Infinity);
+      if (!(await this.fillOne(generation, key, ref, from))) return false;
+    }
+    return generation === this.generation;
+  }
+
+  /** Fills one sandbox from `from`, page by page; false if a newer reconnect took over. */
+  private async fillOne(generation: number, key: string, ref: SandboxRef, from: EventId): Promise<boolean> {
+    let after = from;
+    for (;;) {
+      const { events, state } = await readStreamAfter(this.commands, this.retention, ref, after, FILL_PAGE);
       if (generation !== this.generation || this.closed) return false;
       const trimmed = state.trimmedThrough;
-      if (trimmed !== undefined && compareEventIds(trimmed, from) > 0) {
-        // Events after `from` are gone: delivering the rest would leave a hole nobody sees.
+      if (trimmed !== undefined && compareEventIds(trimmed, after) > 0) {
+        // Events after `after` are gone: delivering the rest would leave a hole nobody sees.
         this.stats.gapsReported += 1;
         this.fence.skipThrough(key, state.lastId ?? trimmed);
-        this.lostListener?.(
-          ref,
-          'ERR events lost: this node was cut off from its Redis engine and events of this channel were trimmed meanwhile; resume from your last event id',
-        );
-        continue;
+        this.lostListener?.(ref, LOST_MESSAGE);
+        return true;
       }
       for (const event of events) this.fence.receive(event, false);
       this.stats.gapFilled += events.length;
+      if (events.length < FILL_PAGE) return true;
+      after = events[events.length - 1]!.id;
     }
-    return generation === this.generation;
   }
 
   /**
