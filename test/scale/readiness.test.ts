@@ -29,8 +29,9 @@ describe.skipIf(!hasRedis)('readiness of a node on the Redis engine', () => {
   it('answers -LOADING and /readyz 503 until the engine is connected, then serves the first RESUME', async () => {
     const redis = await startRedis();
     servers.push(redis);
-    // Redis stalls: the node's connections open but their handshake waits behind the sleep.
-    await redis.block(3);
+    // Redis is not there yet when the node starts (its port stays reserved for it): the node
+    // listens, and its engine keeps retrying until the test starts Redis below.
+    await redis.kill();
     const node = await spawnNode(redis.url, secret, false);
     children.push(node);
     const client = await node.client(); // AUTH needs no store
@@ -41,6 +42,7 @@ describe.skipIf(!hasRedis)('readiness of a node on the Redis engine', () => {
     const early = await readyz(node);
     expect(early.status).toBe(503);
     expect(early.body.checks?.store).not.toBe('ok');
+    await redis.start();
     // /readyz is the only outward sign of the engine's connection: polled.
     let last = early.status;
     const deadline = Date.now() + 15_000;
