@@ -1,3 +1,4 @@
+import type { SandboxEventsError } from './errors.js';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
 import { TokenVerifier, type VerifierConfig } from './auth/verifier.js';
@@ -25,6 +26,8 @@ export interface StoreConfig {
   synchronous?: 'normal' | 'full';
   /** Memory only: bytes of events kept over all sandboxes (`--memory-store-max`). */
   memoryMaxBytes?: number;
+  /** The engine refused its address (a node it cannot fully serve): `serve` stops there. */
+  onEngineRefused?: (error: SandboxEventsError) => void;
 }
 
 export interface ServerOptions {
@@ -169,6 +172,7 @@ function openConfiguredStore(config: StoreConfig | undefined, logger: Logger): E
       if (error === undefined) logger.info({ engine: 'redis' }, `redis: ${status}`);
       else logger.warn({ engine: 'redis', err: error }, `redis: ${status}`);
     },
+    ...(config.onEngineRefused === undefined ? {} : { onRefused: config.onEngineRefused }),
   });
 }
 

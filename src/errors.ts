@@ -2,7 +2,7 @@
  * The first word of a RESP error line: Redis's error codes (https://redis.io/docs/latest/develop/reference/protocol-spec/#simple-errors),
  * the ones this broker answers with.
  */
-export type RespErrorPrefix = 'ERR' | 'NOAUTH' | 'WRONGPASS' | 'NOPERM' | 'NOPROTO';
+export type RespErrorPrefix = 'ERR' | 'NOAUTH' | 'WRONGPASS' | 'NOPERM' | 'NOPROTO' | 'LOADING';
 
 /** Which transports send a code to clients: in a RESP error line, in an HTTP error body, or none (CLI and startup). */
 export type ErrorWire = 'resp' | 'http' | 'both' | 'none';
@@ -68,6 +68,10 @@ export const ERROR_CODES = {
   // The store and the daemon.
   STORE_UNAVAILABLE: { resp: 'ERR', http: 503, wire: 'both' },
   STORE_CLOSED: { resp: 'ERR', http: 503, wire: 'both' },
+  /** A node whose shared engine has not connected since start; Redis answers `-LOADING` while it loads. */
+  STORE_LOADING: { resp: 'LOADING', http: 503, wire: 'both' },
+  /** An engine address the node cannot fully serve (a Redis Cluster node): refused at start. */
+  ENGINE_REFUSED: { resp: 'ERR', http: 503, wire: 'none' },
   NOT_READY: { resp: 'ERR', http: 503, wire: 'http' },
   SHUTTING_DOWN: { resp: 'ERR', http: 503, wire: 'http' },
   INTERNAL_ERROR: { resp: 'ERR', http: 500, wire: 'http' },

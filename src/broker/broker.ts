@@ -20,6 +20,11 @@ export interface Subscriber {
    * a pattern that also matches it (Redis sends both to a client subscribed both ways).
    */
   deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean): void;
+  /**
+   * Events this subscriber should have had are lost (docs/scaling.md, "Gap-fill"): it is cut off
+   * with `message` (`ERR ...`), so that its client resumes from its last id and is told.
+   */
+  interrupt?(message: string): void;
 }
 
 const NO_FRAME = Buffer.alloc(0);
@@ -71,7 +76,21 @@ export class Broker {
    * `interest`: told when a channel gets its first local subscriber or loses its last, and when
    * a pattern scope does (issue 8: a shared engine subscribes upstream only to what is watched).
    */
-  constructor(private readonly interest?: InterestHooks) {}
+  constructor(private readonly interest?: InterestHooks) {
+    interest?.setLostEventsListener?.((ref, message) => this.interrupt(ref, message));
+  }
+
+  /** Cuts off every local subscriber that would have received events of `ref` (Subscriber.interrupt). */
+  interrupt(ref: SandboxRef, message: string): number {
+    const reached = new Set<Subscriber>(
+      this.channels.get(channelKey(ref.workspaceId, ref.sandboxId))?.subscribers.keys(),
+    );
+    this.forEachMatchingPattern(ref, (group) => {
+      for (const subscriber of group.subscribers) reached.add(subscriber);
+    });
+    for (const subscriber of reached) subscriber.interrupt?.(message);
+    return reached.size;
+  }
 
   /** Adds a subscription; false if the subscriber already had it (Redis counts it once). */
   subscribe(subscriber: Subscriber, target: ChannelTarget): boolean {

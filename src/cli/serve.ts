@@ -203,6 +203,12 @@ async function serve(options: ServeOptions): Promise<void> {
       retention: { maxCount: options.retentionCount, maxAgeMs: options.retentionAge, maxBytes: options.retentionBytes },
       synchronous: options.sqliteSynchronous,
       memoryMaxBytes: options.memoryStoreMax,
+      // An address the engine cannot fully serve is never half served: the node stops.
+      onEngineRefused: (error) => {
+        logger.fatal({ engine: 'redis', code: error.code }, error.message);
+        logger.flush();
+        process.exit(1);
+      },
     },
     limits,
     logger,

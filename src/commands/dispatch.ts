@@ -5,7 +5,7 @@ import type { DecodedCommand } from '../protocol/request-decoder.js';
 import { type CommandSpec, ReplyError, wrongArity } from './command.js';
 import { authenticate } from './connection-commands.js';
 import { connectionCommands } from './connection-commands.js';
-import { errorText } from './errors.js';
+import { errorText, storeLoadingError } from './errors.js';
 import { historyCommands } from './history-commands.js';
 import { addSubscriptions, pubsubCommands, resolveForSubscribe } from './pubsub-commands.js';
 import { registerCommandTable, serverCommands } from './server-commands.js';
@@ -16,6 +16,17 @@ const commands: ReadonlyMap<string, CommandSpec> = new Map(
 registerCommandTable(commands);
 
 const NOAUTH = 'NOAUTH Authentication required.';
+
+/**
+ * Commands that need the store: refused with `-LOADING` while a shared engine has not connected
+ * since start (Redis refuses commands the same way while it loads its dataset). A SUBSCRIBE
+ * confirmed then would miss what other nodes publish before the node's own subscription exists.
+ */
+const NEEDS_STORE = new Set(['publish', 'subscribe', 'psubscribe', 'history', 'resume']);
+
+function refuseWhileLoading(connection: RespClient, name: string): void {
+  if (NEEDS_STORE.has(name) && connection.context.store.readiness?.() === 'loading') throw storeLoadingError();
+}
 
 /** Redis's "unknown command" text: the name and up to 128 characters of quoted arguments. */
 function unknownCommand(args: string[]): ReplyError {
@@ -76,6 +87,7 @@ export function runCommand(connection: RespClient, command: DecodedCommand): voi
     const spec = lookup(connection, args);
     if (!connection.authenticated && !spec.noAuth) throw new ReplyError('NOAUTH', NOAUTH);
     if (isSubscribedResp2(connection) && !spec.whileSubscribed) throw cannotExecuteWhileSubscribed(spec.name);
+    refuseWhileLoading(connection, spec.name);
     const result = spec.run!(connection, args, command.byteLengths);
     return result === undefined ? undefined : settle(connection, result);
   } catch (error) {
@@ -115,6 +127,7 @@ async function computeSdkSubscribe(connection: RespClient, args: string[]): Prom
   connection.compat = true;
   try {
     if ((await authenticate(connection, args[args.length - 1]!)) === undefined) return;
+    refuseWhileLoading(connection, 'subscribe');
     addSubscriptions(connection, resolveForSubscribe(connection, args.slice(1, -1)));
   } catch (error) {
     const text = errorText(error, connection);

@@ -3,7 +3,13 @@ import { AuthError } from '../auth/verifier.js';
 import { PermissionError } from '../broker/scope.js';
 import { respPrefixOf, SandboxEventsError } from '../errors.js';
 import { InvalidEventError } from '../event/event.js';
+import { STORE_LOADING, STORE_LOADING_MESSAGE } from '../store/types.js';
 import { ReplyError } from './command.js';
+
+/** A shared engine not connected yet since start (docs/scaling.md, "Readiness"). */
+export function storeLoadingError(): SandboxEventsError {
+  return new SandboxEventsError(STORE_LOADING, STORE_LOADING_MESSAGE);
+}
 
 /** Redis's reply to a failed AUTH, byte for byte. */
 export const WRONGPASS = 'WRONGPASS invalid username-password pair or user is disabled.';
@@ -40,5 +46,6 @@ export function errorText(error: unknown, connection: ErrorReplyTarget): string 
     // the event if only Redis's reply was lost (docs/scaling.md), so a retry can duplicate it.
     return `${prefix} store unavailable: ${error.message}`;
   }
-  return `${prefix} ${error.message}`;
+  // The ComputeSDK client knows `-ERR ` only (docs/protocol.md): `LOADING ...` reaches it as `ERR ...`.
+  return `${connection.compat ? 'ERR' : prefix} ${error.message}`;
 }

@@ -67,6 +67,7 @@ export class Connection implements RespClient {
         isOpen: () => !this.closed,
         overflow: (pending) => this.onOutputOverflow(pending),
         expired: () => this.onTokenExpired(),
+        eventsLost: (message) => this.abort(message, 'events_lost'),
       },
     );
     socket.setNoDelay(true);

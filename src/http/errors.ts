@@ -63,7 +63,12 @@ export function toHttpError(error: unknown): HttpError | undefined {
     );
   }
   if (!(error instanceof SandboxEventsError)) return undefined;
-  if (error.code === 'STORE_CLOSED' || error.code === 'STORE_UNAVAILABLE') {
+  if (
+    error.code === 'STORE_CLOSED' ||
+    error.code === 'STORE_UNAVAILABLE' ||
+    error.code === 'STORE_LOADING' ||
+    error.code === 'ENGINE_REFUSED'
+  ) {
     // A retry may cure it: the message stays inside (it names files and hosts).
     return new HttpError(httpStatusOf(error.code), error.code, 'the event store is unavailable', {
       'retry-after': '1',

@@ -139,7 +139,9 @@ async function ready(host: HttpHost, _req: IncomingMessage, res: ServerResponse)
         );
       }),
     ]);
-    checks.store = 'ok';
+    // A shared engine says whether it is connected (and caught up) without a read.
+    const readiness = host.context.store.readiness?.() ?? 'ready';
+    checks.store = readiness === 'ready' ? 'ok' : readiness;
   } catch (error) {
     checks.store = error instanceof Error ? error.message : 'failed';
   } finally {

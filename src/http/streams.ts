@@ -55,6 +55,7 @@ export class OpenStream implements HostedStream {
         isOpen: () => !this.closed,
         overflow: (pending) => this.onOverflow(pending),
         expired: () => this.end('token_expired'),
+        eventsLost: () => this.end('events_lost'),
       },
     );
     host.streams.add(this);
@@ -105,7 +106,7 @@ export class OpenStream implements HostedStream {
   }
 
   /** Tells the reader why with an `event: close`, then ends the response. */
-  end(reason: 'token_expired' | 'api_key_revoked' | 'shutdown' | 'replay_failed'): void {
+  end(reason: 'token_expired' | 'api_key_revoked' | 'shutdown' | 'replay_failed' | 'events_lost'): void {
     if (this.closed) return;
     if (!this.opened) {
       this.res.destroy();

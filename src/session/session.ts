@@ -53,6 +53,12 @@ export interface SessionTransport {
   overflow(pendingBytes: number): void;
   /** The token's deadline passed. */
   expired(): void;
+  /**
+   * Events this reader should have had cannot be delivered (the Redis engine found them trimmed
+   * while it was cut off from Redis, docs/scaling.md): tell the reader and close, so that it
+   * reconnects and its resume reports the gap.
+   */
+  eventsLost(message: string): void;
 }
 
 export interface SessionOptions {
@@ -227,6 +233,11 @@ export class Session implements Subscriber {
    * through a pattern never does: a replay sends `message` frames of its channel, never the
    * `pmessage` frames of a pattern that also matches it (Redis sends both).
    */
+  /** Subscriber.interrupt: the broker cannot deliver events of a channel this session holds. */
+  interrupt(message: string): void {
+    this.transport.eventsLost(message);
+  }
+
   deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean): void {
     if (this.closed || this.output.isClosed) return;
     const liveFrame = this.liveFrame;

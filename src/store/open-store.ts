@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
-import { RedisEngine } from './redis/redis-engine.js';
+import { RedisEngine, type RedisEngineOptions } from './redis/redis-engine.js';
 import { SandboxEventsError } from '../errors.js';
 import { MemoryStore } from './memory-store.js';
 import { SqliteStore } from './sqlite-store.js';
@@ -66,10 +66,10 @@ export function openStore(spec: string, options: OpenStoreOptions): EventStore {
  */
 export function openEngine(
   spec: string,
-  options: { retention: RetentionPolicy; onStatus?: (status: string, error?: unknown) => void },
+  options: Pick<RedisEngineOptions, 'retention' | 'onStatus' | 'onRefused'>,
 ): EventStore {
   if (!/^rediss?:\/\/[^/\s]+/.test(spec)) {
     throw new SandboxEventsError('INVALID_ARGUMENT', `unknown engine "${spec}": use redis://host:port`);
   }
-  return new RedisEngine({ url: spec, retention: options.retention, onStatus: options.onStatus });
+  return new RedisEngine({ url: spec, ...options });
 }

@@ -106,7 +106,29 @@ export interface EventStore {
   setInterest?(ref: SandboxRef, interested: boolean): void;
   /** Optional: the same for pattern subscriptions of one workspace, or of every workspace ('all'). */
   setPatternInterest?(scope: number | 'all', interested: boolean): void;
+  /**
+   * Optional: a shared engine that finds events of a sandbox lost to this node's subscribers
+   * (missed while it was cut off from the engine, and trimmed before it could fetch them) calls
+   * this, so that every local subscriber that would have received them is interrupted with
+   * `message` (an error line) and resumes from its last id (docs/scaling.md, "Gap-fill").
+   */
+  setLostEventsListener?(listener: LostEventsListener): void;
+  /**
+   * Optional: whether a shared engine can serve. `loading`: not connected yet since the node
+   * started (commands that need the store answer `-LOADING`, as Redis does while it loads its
+   * dataset); `unavailable`: connected before, cut off now (or catching up after a reconnect);
+   * `ready`. Embedded stores are always ready and leave it out.
+   */
+  readiness?(): StoreReadiness;
 }
 
+export type StoreReadiness = 'loading' | 'ready' | 'unavailable';
+
+/** What a store that is not connected yet throws (docs/scaling.md, "Readiness"). */
+export const STORE_LOADING = 'STORE_LOADING';
+export const STORE_LOADING_MESSAGE = 'the node is connecting to its event engine (Redis); try again';
+
+export type LostEventsListener = (ref: SandboxRef, message: string) => void;
+
 /** What the broker calls on a store that wants to know this node's interests. */
-export type InterestHooks = Pick<EventStore, 'setInterest' | 'setPatternInterest'>;
+export type InterestHooks = Pick<EventStore, 'setInterest' | 'setPatternInterest' | 'setLostEventsListener'>;

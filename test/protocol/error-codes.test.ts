@@ -6,7 +6,7 @@ import { ERROR_CODES, type ErrorCode } from '../../src/errors.js';
 const root = path.resolve(import.meta.dirname, '../..');
 const read = (file: string): string => readFileSync(path.join(root, file), 'utf8');
 const entries = Object.entries(ERROR_CODES) as [ErrorCode, (typeof ERROR_CODES)[ErrorCode]][];
-const RESP_PREFIXES = new Set(['ERR', 'NOAUTH', 'WRONGPASS', 'NOPERM', 'NOPROTO']);
+const RESP_PREFIXES = new Set(['ERR', 'NOAUTH', 'WRONGPASS', 'NOPERM', 'NOPROTO', 'LOADING']);
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(path.join(root, dir), { withFileTypes: true }).flatMap((entry) =>

@@ -14,54 +14,9 @@ import {
   type ChildNode,
   type Node,
   type RedisProcess,
-  type RespClient,
+  fullHistory,
+  loadGenerator,
 } from './support.js';
-
-/** Publishes numbered events until stopped; remembers which were acknowledged. */
-function loadGenerator(client: RespClient, channel: string, tag: string) {
-  const acked: number[] = [];
-  const failed: string[] = [];
-  let stop = false;
-  let n = 0;
-  const done = (async () => {
-    while (!stop && !client.closed) {
-      const i = n++;
-      let reply: unknown;
-      try {
-        reply = await client.command('PUBLISH', channel, JSON.stringify({ type: tag, data: { i } }));
-      } catch {
-        break; // the connection died with its node
-      }
-      if (typeof reply === 'number') acked.push(i);
-      else failed.push(reply instanceof Error ? reply.message : String(reply));
-      if (failed.length > 0) await sleep(5);
-    }
-  })();
-  return {
-    acked,
-    failed,
-    async stop() {
-      stop = true;
-      await done;
-    },
-  };
-}
-
-/** Every retained event of a sandbox after `after`, paging through HISTORY's 1,000 limit. */
-async function fullHistory(
-  client: RespClient,
-  channel: string,
-  after = '0-0',
-  ...filters: string[]
-): Promise<{ id: string; type: string; data: { i: number } }[]> {
-  const out: { id: string; type: string; data: { i: number } }[] = [];
-  for (;;) {
-    const page = (await client.command('HISTORY', channel, 'AFTER', after, ...filters, 'LIMIT', '1000')) as string[];
-    for (const json of page) out.push(JSON.parse(json) as { id: string; type: string; data: { i: number } });
-    if (page.length < 1000) return out;
-    after = out.at(-1)!.id;
-  }
-}
 
 describe.skipIf(!hasRedis)('failover', () => {
   let redis: RedisProcess;

@@ -41,12 +41,24 @@ export interface RedisProcess {
    * meanwhile queue up and then run in arrival order, which makes races between nodes exact.
    */
   block(seconds: number): Promise<void>;
+  /**
+   * SHUTDOWN (sent on its own connection, so it queues behind a `block`), and waits for the
+   * process to exit: Redis writes its AOF and closes every client connection.
+   */
+  shutdown(): Promise<void>;
   stop(): Promise<void>;
 }
 
-/** `persistent`: AOF with fsync always, so acknowledged writes survive a kill. */
-export async function startRedis(persistent = false): Promise<RedisProcess> {
-  const port = await freePort();
+/**
+ * `persistent`: AOF with fsync always, so acknowledged writes survive a kill. `extraArgs`: more
+ * redis-server options (`--cluster-enabled yes`); `fixedPort`: a port chosen by the caller.
+ */
+export async function startRedis(
+  persistent = false,
+  extraArgs: string[] = [],
+  fixedPort?: number,
+): Promise<RedisProcess> {
+  const port = fixedPort ?? (await freePort());
   const dir = mkdtempSync(path.join(tmpdir(), 'se-redis-'));
   let child: ChildProcess | undefined;
   const args = [
@@ -62,6 +74,7 @@ export async function startRedis(persistent = false): Promise<RedisProcess> {
     'local',
   ];
   args.push(...(persistent ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']));
+  args.push(...extraArgs);
   const start = async (): Promise<void> => {
     child = spawn('redis-server', args, { stdio: 'ignore' });
     const deadline = Date.now() + 5_000;
@@ -104,6 +117,18 @@ export async function startRedis(persistent = false): Promise<RedisProcess> {
       // The sleep's start has no event to wait on (Redis answers nothing while it sleeps): a
       // short pause lets Redis read the command first, so that what the test sends next queues.
       await sleep(30);
+    },
+    async shutdown() {
+      const running = child;
+      if (running === undefined || running.exitCode !== null) return;
+      const exited = once(running, 'exit');
+      const socket = net.connect(port, '127.0.0.1');
+      blockers.push(socket);
+      socket.on('error', () => {});
+      await once(socket, 'connect');
+      socket.write(resp('SHUTDOWN'));
+      await exited;
+      child = undefined;
     },
     async restart(downMs = 300) {
       await kill();
@@ -287,17 +312,153 @@ export function idLess(a: string, b: string): boolean {
   return am < bm || (am === bm && as < bs);
 }
 
+/** Publishes numbered events until stopped; remembers which were acknowledged. */
+export function loadGenerator(client: RespClient, channel: string, tag: string, pauseMs = 0) {
+  const acked: number[] = [];
+  const failed: string[] = [];
+  let stop = false;
+  let n = 0;
+  const done = (async () => {
+    while (!stop && !client.closed) {
+      const i = n++;
+      let reply: unknown;
+      try {
+        reply = await client.command('PUBLISH', channel, JSON.stringify({ type: tag, data: { i } }));
+      } catch {
+        break; // the connection died with its node
+      }
+      if (typeof reply === 'number') acked.push(i);
+      else failed.push(reply instanceof Error ? reply.message : String(reply));
+      if (failed.length > 0) await sleep(5);
+      // A paced publisher (the issue's round: one event every 2 ms), else flat out.
+      if (pauseMs > 0) await sleep(pauseMs);
+    }
+  })();
+  return {
+    acked,
+    failed,
+    async stop() {
+      stop = true;
+      await done;
+    },
+  };
+}
+
+/** Every retained event of a sandbox after `after`, paging through HISTORY's 1,000 limit. */
+export async function fullHistory(
+  client: RespClient,
+  channel: string,
+  after = '0-0',
+  ...filters: string[]
+): Promise<{ id: string; type: string; data: { i: number } }[]> {
+  const out: { id: string; type: string; data: { i: number } }[] = [];
+  for (;;) {
+    const page = (await client.command('HISTORY', channel, 'AFTER', after, ...filters, 'LIMIT', '1000')) as string[];
+    for (const json of page) out.push(JSON.parse(json) as { id: string; type: string; data: { i: number } });
+    if (page.length < 1000) return out;
+    after = out.at(-1)!.id;
+  }
+}
+
+// ------------------------------------------------------------ Redis Cluster
+
+/** A free port whose cluster bus port (port + 10000, Redis Cluster's default) is free too. */
+async function freeClusterPort(taken: Set<number>): Promise<number> {
+  for (;;) {
+    const port = await freePort();
+    if (port > 55_535 || taken.has(port) || taken.has(port + 10_000)) continue;
+    const bus = net.createServer();
+    const ok = await new Promise<boolean>((resolve) => {
+      bus.once('error', () => resolve(false));
+      bus.listen(port + 10_000, '127.0.0.1', () => resolve(true));
+    });
+    if (ok) await new Promise<void>((resolve) => bus.close(() => resolve()));
+    if (ok) {
+      taken.add(port);
+      taken.add(port + 10_000);
+      return port;
+    }
+  }
+}
+
+export interface RedisCluster {
+  /** Every node, masters first (as `redis-cli --cluster create` assigned them). */
+  nodes: RedisProcess[];
+  /** `redis://127.0.0.1:<port>` of each node, as seeds. */
+  urls: string[];
+  /** The node's role now (`master` / `slave`), from ROLE. */
+  role(node: RedisProcess): string;
+  /** Waits until every live node reports `cluster_state:ok`. */
+  waitHealthy(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A real Redis Cluster: `masters` masters with one replica each, from `redis-server
+ * --cluster-enabled yes` on free ports (AOF, fsync always), joined by `redis-cli --cluster
+ * create`. Every process and directory goes with `stop()`.
+ */
+export async function startCluster(masters = 3): Promise<RedisCluster> {
+  const taken = new Set<number>();
+  const nodes: RedisProcess[] = [];
+  try {
+    for (let i = 0; i < masters * 2; i++) {
+      const port = await freeClusterPort(taken);
+      nodes.push(await startRedis(true, ['--cluster-enabled', 'yes', '--cluster-node-timeout', '2000'], port));
+    }
+    const create = spawnSync(
+      'redis-cli',
+      [
+        '--cluster',
+        'create',
+        ...nodes.map((node) => `127.0.0.1:${node.port}`),
+        '--cluster-replicas',
+        '1',
+        '--cluster-yes',
+      ],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
+  } catch (error) {
+    for (const node of nodes) await node.stop();
+    throw error;
+  }
+  const cluster: RedisCluster = {
+    nodes,
+    urls: nodes.map((node) => node.url),
+    role: (node) => node.cli('ROLE').split('\n')[0]!.trim(),
+    async waitHealthy(timeoutMs = 30_000) {
+      await waitFor(() => nodes.every((node) => /cluster_state:ok/.test(node.cli('CLUSTER', 'INFO'))), timeoutMs);
+    },
+    async stop() {
+      for (const node of nodes) await node.stop();
+    },
+  };
+  try {
+    await cluster.waitHealthy();
+  } catch (error) {
+    await cluster.stop();
+    throw error;
+  }
+  return cluster;
+}
+
 // ------------------------------------------------------------ child-process nodes
 
 export interface ChildNode {
   port: number;
+  httpPort: number;
   child: ChildProcess;
   client(token?: Partial<Omit<MintOptions, 'secret'>>): Promise<RespClient>;
   kill(): Promise<void>;
 }
 
-/** A node as a real process (the package's bin, so it can be SIGKILLed). */
-export async function spawnNode(redisUrl: string, secret: string): Promise<ChildNode> {
+/**
+ * A node as a real process (the package's bin, so it can be SIGKILLed). Resolves once it
+ * listens and, with `waitForEngine`, once its subscriber connection to Redis is ready.
+ */
+export async function spawnNode(redisUrl: string, secret: string, waitForEngine = true): Promise<ChildNode> {
+  const httpPort = await freePort(); // 0 turns HTTP off in the CLI
   const child = spawn(
     process.execPath,
     [
@@ -308,7 +469,7 @@ export async function spawnNode(redisUrl: string, secret: string): Promise<Child
       '--port',
       '0',
       '--http-port',
-      '0',
+      String(httpPort),
       '--jwt-secret',
       secret,
       '--log-level',
@@ -324,7 +485,7 @@ export async function spawnNode(redisUrl: string, secret: string): Promise<Child
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk.toString();
       const match = /"port":(\d+).*"msg":"sandbox-events listening"/.exec(output);
-      if (match !== null && /redis: subscriber ready/.test(output)) {
+      if (match !== null && (!waitForEngine || /redis: subscriber ready/.test(output))) {
         clearTimeout(timer);
         resolve(Number(match[1]));
       }
@@ -335,6 +496,7 @@ export async function spawnNode(redisUrl: string, secret: string): Promise<Child
   const clients: RespClient[] = [];
   return {
     port,
+    httpPort,
     child,
     async client(token = {}) {
       const client = await RespClient.connect(port);

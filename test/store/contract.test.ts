@@ -1,8 +1,11 @@
 /**
- * The EventStore contract, run against every embedded store: both must behave identically.
+ * The EventStore contract, run against every store: memory, SQLite and the Redis engine on a real
+ * redis-server must behave identically. Where the engine legitimately differs (its ids come from
+ * Redis's clock, which a test cannot set), the difference is spelled out below, test by test,
+ * with docs/scaling.md ("Differences from the embedded stores") as the reference.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { formatEventId, parseEventId, type EventId, type StoredEvent } from '../../src/event/event.js';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { eventJson, formatEventId, parseEventId, type EventId, type StoredEvent } from '../../src/event/event.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
 import {
   BIG,
@@ -11,19 +14,36 @@ import {
   ids,
   memoryFactory,
   newEvent,
+  redisFactory,
+  SharedRedis,
   sqliteFactory,
   type StoreFactory,
   type TestStore,
 } from './helpers.js';
+import { hasRedis } from '../scale/support.js';
 
 const id = (text: string): EventId => parseEventId(text) as EventId;
 
-describe.each([
-  ['memory', memoryFactory],
-  ['sqlite', () => sqliteFactory()],
-])('%s store', (_kind, makeFactory) => {
+const redisServer = new SharedRedis();
+afterAll(() => redisServer.stop());
+
+const stores: [string, 'injected' | 'server', () => StoreFactory][] = [
+  ['memory', 'injected', memoryFactory],
+  ['sqlite', 'injected', () => sqliteFactory()],
+];
+if (hasRedis) stores.push(['redis', 'server', () => redisFactory(redisServer)]);
+
+describe.each(stores)('%s store', (_kind, clockKind, makeFactory) => {
   let factory: StoreFactory;
   let clock: Clock;
+  /**
+   * A test that sets the store's clock (steps it back, jumps hours, asserts ids built from T0).
+   * The Redis engine takes ids and timestamps from Redis's clock (docs/scaling.md, "Differences
+   * from the embedded stores"), so these run on the embedded stores only, and the engine's own
+   * clock behaviour is asserted by the `server clock` tests below instead.
+   */
+  const withInjectedClock = clockKind === 'injected' ? it : it.skip;
+  const withServerClock = clockKind === 'server' ? it : it.skip;
 
   beforeEach(() => {
     factory = makeFactory();
@@ -35,18 +55,32 @@ describe.each([
 
   const open = (retention: RetentionPolicy = BIG): Promise<TestStore> => factory.create({ retention, now: clock.now });
 
-  /** Appends one event per entry, `step` ms apart. */
+  /**
+   * Moves the store's clock `step` ms past `event`. With Redis's clock (same machine, same
+   * clock as this process) it waits until that millisecond has come, so that the next id is
+   * `<later ms>-0` on every store.
+   */
+  async function tick(event: StoredEvent, step = 1): Promise<void> {
+    if (clockKind === 'injected') {
+      clock.advance(step);
+      return;
+    }
+    while (Date.now() < event.id.ms + step) await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+
+  /** Appends one event per entry, `step` ms apart (at least `step` ms with Redis's clock). */
   async function fill(store: TestStore, sandboxId: string, types: string[], step = 1): Promise<StoredEvent[]> {
     const out: StoredEvent[] = [];
     for (const [i, type] of types.entries()) {
-      out.push(await store.append(newEvent(sandboxId, type, { i })));
-      clock.advance(step);
+      const event = await store.append(newEvent(sandboxId, type, { i }));
+      out.push(event);
+      if (step > 0) await tick(event, step);
     }
     return out;
   }
 
   describe('append', () => {
-    it('assigns id and timestamp from the clock and builds the wire JSON', async () => {
+    withInjectedClock('assigns id and timestamp from the clock and builds the wire JSON', async () => {
       const store = await open();
       const event = await store.append(newEvent('sb-1', 'execution.completed', { exitCode: 0 }));
       expect(event).toEqual({
@@ -63,7 +97,7 @@ describe.each([
       expect(formatEventId((await store.append(newEvent('sb-1'))).id)).toBe(`${T0 + 5}-0`);
     });
 
-    it('keeps ids strictly increasing when the clock steps back', async () => {
+    withInjectedClock('keeps ids strictly increasing when the clock steps back', async () => {
       const store = await open();
       await store.append(newEvent('sb-1'));
       clock.advance(-3_600_000);
@@ -73,6 +107,23 @@ describe.each([
       clock.advance(3_600_001);
       expect((await store.append(newEvent('sb-1'))).id).toEqual({ ms: T0 + 1, seq: 0 });
     });
+
+    withServerClock(
+      'server clock: the id is from Redis, the timestamp its millisecond, the JSON the same line',
+      async () => {
+        const store = await open();
+        const before = Date.now();
+        const event = await store.append(newEvent('sb-1', 'execution.completed', { exitCode: 0 }));
+        const after = Date.now();
+        expect(event.id.ms).toBeGreaterThanOrEqual(before);
+        expect(event.id.ms).toBeLessThanOrEqual(after);
+        expect(event.timestamp).toBe(event.id.ms);
+        expect(event.json).toBe(eventJson(event.id, 1, 'sb-1', 'execution.completed', '{"exitCode":0}', event.id.ms));
+        const next = await store.append(newEvent('sb-1'));
+        expect(next.id.ms > event.id.ms || (next.id.ms === event.id.ms && next.id.seq === event.id.seq + 1)).toBe(true);
+        expect(await store.history({ workspaceId: 1, sandboxId: 'sb-1', limit: 10 })).toEqual([event, next]);
+      },
+    );
 
     it('calls the listener once per event, in id order, before the append resolves', async () => {
       const store = await open();
@@ -140,7 +191,7 @@ describe.each([
       expect(await store.history({ ...ref, afterId: (all[3] as StoredEvent).id, limit: 100 })).toEqual([]);
     });
 
-    it('filters by since (timestamp >= since), also after the clock stepped back', async () => {
+    withInjectedClock('filters by since (timestamp >= since), also after the clock stepped back', async () => {
       const store = await open();
       const all = await fill(store, 'sb-1', ['a', 'b', 'c', 'd'], 10); // T0, +10, +20, +30
       expect(ids(await store.history({ ...ref, since: T0 + 10, limit: 100 }))).toEqual(ids(all.slice(1)));
@@ -175,7 +226,7 @@ describe.each([
         ...ref,
         type: 'a',
         afterId: (all[0] as StoredEvent).id,
-        since: T0 + 25,
+        since: (all[2] as StoredEvent).timestamp + 1,
         limit: 2,
       });
       expect(ids(got)).toEqual(ids([all[3], all[4]] as StoredEvent[]));
@@ -195,12 +246,15 @@ describe.each([
       const a1 = await store.append(newEvent('sb-1', 'a', {}, 1));
       const b1 = await store.append(newEvent('sb-1', 'b', {}, 2));
       const a2 = await store.append(newEvent('sb-1', 'a', {}, 1));
-      // Each stream numbers its own events; a new stream starts above every id issued so far.
-      expect(ids([a1, b1, a2])).toEqual([`${T0}-0`, `${T0}-1`, `${T0}-1`]);
+      // Each stream numbers its own events; a new embedded stream starts above every id issued
+      // so far. Redis numbers each stream from its own clock (docs/scaling.md, "Differences from
+      // the embedded stores"): the two streams' ids are independent there.
+      if (clockKind === 'injected') expect(ids([a1, b1, a2])).toEqual([`${T0}-0`, `${T0}-1`, `${T0}-1`]);
       expect(ids(await store.history({ workspaceId: 1, sandboxId: 'sb-1', limit: 10 }))).toEqual(ids([a1, a2]));
       const other = await store.history({ workspaceId: 2, sandboxId: 'sb-1', limit: 10 });
       expect(other).toEqual([b1]);
       expect(JSON.parse(b1.json).workspaceId).toBe(2);
+      await tick(b1, clockKind === 'injected' ? 0 : 1);
       const a3 = await store.append(newEvent('sb-1', 'a', {}, 1));
       const replay = await store.replayAfter({ workspaceId: 2, sandboxId: 'sb-1' }, a3.id, 10);
       expect(replay).toMatchObject({ complete: false, gap: 'future', events: [] });
@@ -231,7 +285,7 @@ describe.each([
       );
     });
 
-    it('prunes events older than maxAgeMs by the injected clock', async () => {
+    withInjectedClock('prunes events older than maxAgeMs by the injected clock', async () => {
       const store = await open({ maxCount: 1000, maxAgeMs: 1_000 });
       const early = await fill(store, 'sb-1', ['a', 'b'], 500); // T0, T0+500
       clock.t = T0 + 1_500;
@@ -273,7 +327,7 @@ describe.each([
       expect(await store.prune()).toBe(0);
     });
 
-    it('forgets an idle empty sandbox but never reissues its ids', async () => {
+    withInjectedClock('forgets an idle empty sandbox but never reissues its ids', async () => {
       const store = await open({ maxCount: 100, maxAgeMs: 1_000 });
       const old = await fill(store, 'sb-1', ['a', 'b', 'c'], 0);
       clock.advance(5_000);
@@ -342,7 +396,8 @@ describe.each([
 
     it('reports trimmed below the trimmed-through id, and for 0-0 once something was trimmed', async () => {
       const { store, all } = await trimmedStream();
-      for (const after of [(all[2] as StoredEvent).id, id('0-0'), id(`${T0 + 2}-5`)]) {
+      const between2and3 = { ms: (all[2] as StoredEvent).id.ms, seq: 5 };
+      for (const after of [(all[2] as StoredEvent).id, id('0-0'), between2and3]) {
         const result = await store.replayAfter(ref, after, 100);
         expect(result).toEqual({
           events: all.slice(4),
@@ -356,7 +411,7 @@ describe.each([
 
     it('reports unknown for an id inside the retained range that was never issued', async () => {
       const { store, all } = await trimmedStream();
-      const result = await store.replayAfter(ref, id(`${T0 + 6}-3`), 100);
+      const result = await store.replayAfter(ref, { ms: (all[6] as StoredEvent).id.ms, seq: 3 }, 100);
       expect(result).toMatchObject({ complete: false, gap: 'unknown', lastId: (all[9] as StoredEvent).id });
       // Still hands over what is retained after it; the caller decides.
       expect(ids(result.events)).toEqual(ids(all.slice(7)));
@@ -364,7 +419,8 @@ describe.each([
 
     it('reports future for an id past the last issued one', async () => {
       const { store, all } = await trimmedStream();
-      for (const after of [id(`${T0 + 9}-1`), id(`${T0 + 100}-0`), id('99999999999999-0')]) {
+      const lastMs = (all[9] as StoredEvent).id.ms;
+      for (const after of [{ ms: lastMs, seq: 1 }, { ms: lastMs + 100, seq: 0 }, id('99999999999999-0')]) {
         expect(await store.replayAfter(ref, after, 100)).toEqual({
           events: [],
           complete: false,
@@ -388,7 +444,7 @@ describe.each([
       expect(await store.replayAfter(ref, id('5-0'), 100)).toMatchObject({ complete: false, gap: 'trimmed' });
     });
 
-    it('handles a sandbox with no events: 0-0 is complete, any other id future or trimmed', async () => {
+    withInjectedClock('handles a sandbox with no events: 0-0 is complete, any other id future or trimmed', async () => {
       const store = await open();
       const empty = { workspaceId: 1, sandboxId: 'never' };
       expect(await store.replayAfter(empty, id('0-0'), 100)).toEqual({ events: [], complete: true });
@@ -403,5 +459,26 @@ describe.each([
       expect(await store.replayAfter(empty, id(`${T0 - 1}-0`), 100)).toMatchObject({ gap: 'trimmed' });
       expect(await store.replayAfter(empty, id(`${T0}-1`), 100)).toMatchObject({ gap: 'future' });
     });
+
+    withServerClock(
+      'server clock: a sandbox with no events: 0-0 complete, an id up to Redis now trimmed, later future',
+      async () => {
+        // Redis keeps no store-wide high-water mark; its clock is one (docs/scaling.md,
+        // "Retention": every id Redis issued has a millisecond at most its now).
+        const store = await open();
+        const empty = { workspaceId: 1, sandboxId: 'never' };
+        expect(await store.replayAfter(empty, id('0-0'), 100)).toEqual({ events: [], complete: true });
+        expect(await store.replayAfter(empty, { ms: Date.now() - 1, seq: 0 }, 100)).toEqual({
+          events: [],
+          complete: false,
+          gap: 'trimmed',
+        });
+        expect(await store.replayAfter(empty, { ms: Date.now() + 3_600_000, seq: 0 }, 100)).toEqual({
+          events: [],
+          complete: false,
+          gap: 'future',
+        });
+      },
+    );
   });
 });

@@ -4,8 +4,10 @@ import { join } from 'node:path';
 import type { NewEvent, StoredEvent } from '../../src/event/event.js';
 import { formatEventId } from '../../src/event/event.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
+import { RedisEngine } from '../../src/store/redis/redis-engine.js';
 import { SqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite-store.js';
 import type { EventStore, RetentionPolicy } from '../../src/store/types.js';
+import { startRedis, type RedisProcess } from '../scale/support.js';
 
 export const T0 = 1_700_000_000_000;
 
@@ -21,7 +23,13 @@ export class Clock {
 export type TestStore = EventStore & { prune(): Promise<number> };
 
 export interface StoreFactory {
-  kind: 'memory' | 'sqlite';
+  kind: 'memory' | 'sqlite' | 'redis';
+  /**
+   * `injected`: ids and timestamps come from the `now` given to `create` (the embedded stores).
+   * `server`: from Redis's clock, which a test cannot set (docs/scaling.md, "Differences from the
+   * embedded stores").
+   */
+  clock: 'injected' | 'server';
   /** A new, empty store (timers off, so retention runs only on prune()). */
   create(options: { retention: RetentionPolicy; now: () => number }): Promise<TestStore>;
   /** Closes every store and removes every file this factory made. */
@@ -32,6 +40,7 @@ export function memoryFactory(): StoreFactory {
   const stores: TestStore[] = [];
   return {
     kind: 'memory',
+    clock: 'injected',
     async create({ retention, now }) {
       const store = new MemoryStore({ retention, now, pruneIntervalMs: 0 });
       stores.push(store);
@@ -48,6 +57,7 @@ export function sqliteFactory(extra: Partial<SqliteStoreOptions> = {}): StoreFac
   const dirs: string[] = [];
   return {
     kind: 'sqlite',
+    clock: 'injected',
     async create({ retention, now }) {
       const dir = await tempDir();
       dirs.push(dir);
@@ -58,6 +68,45 @@ export function sqliteFactory(extra: Partial<SqliteStoreOptions> = {}): StoreFac
     async cleanup() {
       await Promise.all(stores.splice(0).map((s) => s.close()));
       await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+    },
+  };
+}
+
+/** One redis-server for a whole test file, started on first use on a free port. */
+export class SharedRedis {
+  private started: Promise<RedisProcess> | undefined;
+  get(): Promise<RedisProcess> {
+    this.started ??= startRedis();
+    return this.started;
+  }
+  async stop(): Promise<void> {
+    const started = this.started;
+    this.started = undefined;
+    if (started !== undefined) await (await started).stop();
+  }
+}
+
+/**
+ * The Redis engine on a real redis-server, emptied (FLUSHALL) for each new store. `now` is not
+ * used: ids are Redis's. `prune()` has nothing to do: the append script applies retention on
+ * every write and the replay script the age limit on every read (docs/scaling.md, "Retention").
+ */
+export function redisFactory(server: SharedRedis): StoreFactory {
+  const stores: TestStore[] = [];
+  return {
+    kind: 'redis',
+    clock: 'server',
+    async create({ retention }) {
+      const redis = await server.get();
+      redis.cli('FLUSHALL');
+      const engine = new RedisEngine({ url: redis.url, retention, redis: { retryStrategy: () => 100 } });
+      await engine.waitReady();
+      const store = Object.assign(engine, { prune: async (): Promise<number> => 0 });
+      stores.push(store);
+      return store;
+    },
+    async cleanup() {
+      await Promise.all(stores.splice(0).map((s) => s.close()));
     },
   };
 }

@@ -21,6 +21,23 @@ export function streamKey(ref: SandboxRef): string {
   return `${tag(ref)}:events`;
 }
 
+/** The sandbox of a stream key (as SCAN returns them); undefined for other names. */
+export function refFromStreamKey(key: string): SandboxRef | undefined {
+  const open = `${PREFIX}{`;
+  const close = '}:events';
+  if (!key.startsWith(open) || !key.endsWith(close)) return undefined;
+  const inner = key.slice(open.length, key.length - close.length);
+  const colon = inner.indexOf(':');
+  const workspaceId = Number(inner.slice(0, colon));
+  if (colon <= 0 || !Number.isSafeInteger(workspaceId)) return undefined;
+  return { workspaceId, sandboxId: inner.slice(colon + 1) };
+}
+
+/** SCAN MATCH pattern for the streams of one workspace, or of every workspace. */
+export function streamKeyPattern(scope: number | 'all'): string {
+  return scope === 'all' ? `${PREFIX}{*}:events` : `${PREFIX}{${scope}:*}:events`;
+}
+
 /** Small hash: `tt` = the highest id trimmed from the stream (Redis 7.0 does not record it on trim). */
 export function metaKey(ref: SandboxRef): string {
   return `${tag(ref)}:meta`;

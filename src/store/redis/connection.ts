@@ -1,0 +1,61 @@
+/**
+ * The engine's Redis connections and the error every failed Redis call becomes.
+ */
+import { Redis, type RedisOptions } from 'ioredis';
+import { SandboxEventsError } from '../../errors.js';
+import { APPEND_SCRIPT, REPLAY_SCRIPT } from './scripts.js';
+
+/** The engine's counters (RedisEngine.stats), each part owned by the module that counts it. */
+export interface RedisEngineStats {
+  appended: number;
+  received: number;
+  duplicatesDropped: number;
+  fences: number;
+  resubscribes: number;
+  gapFills: number;
+  gapFilled: number;
+  gapsReported: number;
+}
+
+/** The commands connection with the engine's scripts (ioredis `defineCommand`: EVALSHA, EVAL on NOSCRIPT). */
+export interface RedisWithScripts extends Redis {
+  seAppend(stream: string, meta: string, ...args: string[]): Promise<string>;
+  seReplay(stream: string, meta: string, ...args: string[]): Promise<unknown[]>;
+}
+
+/** What a failed Redis call is reported as: `STORE_UNAVAILABLE`, the cause kept. */
+export function unavailable(error: unknown): SandboxEventsError {
+  if (error instanceof SandboxEventsError) return error;
+  const detail = error instanceof Error ? error.message : String(error);
+  return new SandboxEventsError('STORE_UNAVAILABLE', `the Redis engine is unavailable: ${detail}`, { cause: error });
+}
+
+/** Options shared by both connections; `extra` (tests: retry timing) overrides them. */
+export function connectionOptions(extra: RedisOptions | undefined): RedisOptions {
+  return {
+    // Never queue a command while disconnected: a publish fails at once with a clear error
+    // instead of being acknowledged later, or never (docs/scaling.md, "Loss of Redis").
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2_000),
+    lazyConnect: false,
+    ...extra,
+  };
+}
+
+export function openCommandConnection(url: string, common: RedisOptions): RedisWithScripts {
+  const commands = new Redis(url, { ...common, connectionName: 'sandbox-events:commands' }) as RedisWithScripts;
+  commands.defineCommand('seAppend', { numberOfKeys: 2, lua: APPEND_SCRIPT });
+  commands.defineCommand('seReplay', { numberOfKeys: 2, lua: REPLAY_SCRIPT });
+  return commands;
+}
+
+/** QUIT when connected (replies in flight still arrive), else just drop the socket. */
+export async function quitConnection(redis: Redis): Promise<void> {
+  try {
+    if (redis.status === 'ready') await redis.quit();
+    else redis.disconnect();
+  } catch {
+    redis.disconnect();
+  }
+}
