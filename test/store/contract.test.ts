@@ -1,5 +1,5 @@
 /**
- * The EventStore contract, run against every embedded store: both must behave identically.
+ * What every EventStore promises (src/store/types.ts), run against every embedded store: both must behave identically.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { formatEventId, parseEventId, type EventId, type StoredEvent } from '../../src/event/event.js';

@@ -1,5 +1,5 @@
 /**
- * The Redis engine (issue 8): several broker nodes share one Redis and behave as one broker.
+ * The Redis engine (docs/scaling.md): several broker nodes share one Redis and behave as one broker.
  *
  * - Events live in one stream per workspace and sandbox; the stream id is the event id.
  *   `append` is one Lua script (XADD, exact retention, SPUBLISH on the sandbox's channel, PUBLISH
@@ -165,7 +165,7 @@ export class RedisEngine implements EventStore {
     this.onStatus = options.onStatus ?? (() => {});
     const common: RedisOptions = {
       // Never queue a command while disconnected: a publish fails at once with a clear error
-      // instead of being acknowledged later, or never (issue 8, "Loss of Redis").
+      // instead of being acknowledged later, or never (docs/scaling.md, "Loss of Redis").
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2_000),
@@ -447,7 +447,7 @@ export class RedisEngine implements EventStore {
    * Brings one route's Redis subscription to what is wanted. A change of mind while a command
    * is in flight is sent at once behind it, not after its reply: Redis runs one connection's
    * commands in order, and a SUBSCRIBE confirmed to a client while its SSUBSCRIBE waited for
-   * an UNSUBSCRIBE's reply missed events published in that round trip (found in review).
+   * an UNSUBSCRIBE's reply missed events published in that round trip (test/scale/subscriber-modes.test.ts).
    * Replies come in order too, so the last one leaves `have` as the newest command asked.
    */
   private sync(route: Route): void {
