@@ -1,4 +1,4 @@
-// sandbox-events against redis-server, same load generator, same run (issue 6; issue 3's store
+// sandbox-events against redis-server, same load generator, same run (docs/performance.md; the store
 // figures too). Usage:
 //
 //   npm run bench                     full run, both stores (about 4 minutes)
@@ -97,7 +97,7 @@ const S = quick
 const PAYLOAD_BYTES = 128;
 /** Generator busy % from which a figure is marked as (possibly) limited by the generator. */
 const GENERATOR_BOUND = 90;
-/** Case 4: publishes/s at half of Redis's case-1 rate (issue 6); 4b: a light, fixed load. */
+/** Case 4: publishes/s at half of Redis's case-1 rate (docs/performance.md); 4b: a light, fixed load. */
 const LIGHT_PUBLISHES_PER_SECOND = 1_000;
 
 // ---- clean-up on every way out -------------------------------------------------------------
@@ -269,7 +269,7 @@ function fillPayload() {
   return JSON.stringify({ type: 'bench.fill', data: { p: 'x'.repeat(PAYLOAD_BYTES - text.length) } });
 }
 
-/** Issue 3: one client pipelining appends, round robin over a few sandboxes, fresh store. */
+/** Store: one client pipelining appends, round robin over a few sandboxes, fresh store. */
 async function publishCase(server, auth, isRedis) {
   const payload = fillPayload();
   const commands = channels(S.pubSandboxes).map((channel) =>
@@ -481,7 +481,7 @@ async function main() {
     }
   }
 
-  // Issue 3: publish throughput of one pipelining client on a fresh store.
+  // Store: publish throughput of one pipelining client on a fresh store.
   if (cases.has('pub')) {
     for (const target of targets) {
       log(`store: ${S.pubEvents.toLocaleString('en')} pipelined appends on ${target.name} ...`);
@@ -499,7 +499,7 @@ async function main() {
     }
   }
 
-  // Issue 3: history latency on a full store (1,000,000 events over 1,000 sandboxes).
+  // Store: history latency on a full store (1,000,000 events over 1,000 sandboxes).
   if (cases.has('hist')) {
     for (const target of targets) {
       log(

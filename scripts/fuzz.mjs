@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Throws random and mutated command streams at a running daemon for a set time and reports
-// crashes, hangs and memory growth (issue 7). Not part of CI's time budget:
+// crashes, hangs and memory growth (docs/security.md, "Fuzzing"). Not part of CI's time budget:
 //
 //   npm run fuzz                 # 60 s
 //   npm run fuzz -- --seconds 600

@@ -1,27 +1,27 @@
 /**
- * Limits from the contract's "Limits" table (each configurable), plus the protocol caps that
+ * The limits of docs/security.md ("Limits"), each configurable, plus the protocol caps that
  * keep one client's input and output bounded.
  */
 export interface Limits {
-  /** One event as published (contract: 64 KiB). */
+  /** One event as published (64 KiB by default). */
   maxEventBytes: number;
-  /** Arguments in one command (contract: 1,024). */
+  /** Arguments in one command (1,024 by default). */
   maxArgs: number;
-  /** One inline line, and one `*`/`$` header line (contract: 64 KiB). */
+  /** One inline line, and one `*`/`$` header line (64 KiB by default). */
   maxInlineBytes: number;
   /** One bulk string of an authenticated client. */
   maxBulkBytes: number;
   /** One whole request of an authenticated client. */
   maxRequestBytes: number;
-  /** Before AUTH: arguments per command (contract: 10; Redis's CVE-2021-32675 fix). */
+  /** Before AUTH: arguments per command (10 by default; Redis's CVE-2021-32675 fix). */
   preAuthMaxArgs: number;
-  /** Before AUTH: bytes per bulk / command (contract: 16 KiB). */
+  /** Before AUTH: bytes per bulk / command (16 KiB by default). */
   preAuthMaxBulkBytes: number;
   /** Before AUTH: unsent output (CVE-2025-21605: an unauthenticated client can't grow it). */
   preAuthMaxOutputBytes: number;
   /** Before AUTH: time to authenticate. */
   authTimeoutMs: number;
-  /** One client's unsent output (contract: 8 MiB); past it the client is disconnected. */
+  /** One client's unsent output (8 MiB by default); past it the client is disconnected. */
   maxOutputBytes: number;
   /** Open connections (`--max-clients`). */
   maxClients: number;
@@ -29,9 +29,9 @@ export interface Limits {
   maxSubscriptionsPerConnection: number;
   /** PUBLISH commands of one connection waiting for the store at once. */
   maxPipelinedPublishes: number;
-  /** Publishes per second of one sandbox token (contract: 1,000). */
+  /** Publishes per second of one sandbox token (1,000 by default). */
   publishRatePerSecond: number;
-  /** Publishes one sandbox token may make at once after a quiet period (contract: 2,000). */
+  /** Publishes one sandbox token may make at once after a quiet period (2,000 by default). */
   publishBurst: number;
   /**
    * Idle time before the kernel probes a silent peer (Redis's `tcp-keepalive`); a client that

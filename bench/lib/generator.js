@@ -494,7 +494,7 @@ async function storm(job) {
   };
 }
 
-// ---- one pipelining client (issue 3: publish throughput) ------------------------------------
+// ---- one pipelining client (store: publish throughput) ---------------------------------------
 
 /**
  * One connection sending `total` commands, `depth` outstanding at most, in pre-encoded batches:
@@ -559,7 +559,7 @@ async function pipeline(job) {
   return { ...window, rate: window.count / window.seconds };
 }
 
-// ---- request/response latency (issue 3: history) -----------------------------------------
+// ---- request/response latency (store: history) --------------------------------------------
 
 /** One connection, one request at a time, picking `commands` at random; latency per reply. */
 async function query(job) {

@@ -1,4 +1,4 @@
-// Delivered messages/s with 1, 2 and 3 broker nodes sharing one Redis (issue 8). Run by hand:
+// Delivered messages/s with 1, 2 and 3 broker nodes sharing one Redis (docs/scaling.md). Run by hand:
 //
 //   npm run build && node bench/scale/run.js [--nodes 1,2,3] [--seconds 5] [--sandboxes 10] [--subscribers 300] [--window 64]
 //

@@ -74,7 +74,7 @@ export class Broker {
 
   /**
    * `interest`: told when a channel gets its first local subscriber or loses its last, and when
-   * a pattern scope does (issue 8: a shared engine subscribes upstream only to what is watched).
+   * a pattern scope does (docs/scaling.md: a shared engine subscribes upstream only to what is watched).
    */
   constructor(private readonly interest?: InterestHooks) {
     interest?.setLostEventsListener?.((ref, message) => this.interrupt(ref, message));

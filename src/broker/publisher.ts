@@ -4,7 +4,7 @@ import type { EventStore, SandboxRef } from '../store/types.js';
 import type { Broker } from './broker.js';
 import { type RateLimit, RateLimiter } from './rate-limit.js';
 
-/** Metrics hooks (issue 5), called once per published event, in seconds from `publish()`. */
+/** Metrics hooks (docs/http.md, "GET /metrics"), called once per published event, in seconds from `publish()`. */
 export interface PublishObserver {
   /** The store reported the event durable. */
   stored(seconds: number): void;
@@ -42,7 +42,7 @@ export interface PublishResult {
 
 /**
  * The one publish path, shared by every transport: store the event, and deliver it only once
- * it is durable (issue 3: nobody may hold an id a restarted broker could reissue).
+ * it is durable (docs/operations.md, "Durability": nobody may hold an id a restarted broker could reissue).
  */
 export class Publisher {
   private readonly limiter: RateLimiter;
@@ -86,7 +86,7 @@ export class Publisher {
 
   /**
    * `publisher` is whoever publishes: a sandbox token is held to the publish rate limit
-   * (contract: 1,000/s, burst 2,000), checked before anything is stored. Throws
+   * (docs/protocol.md: 1,000/s, burst 2,000 by default), checked before anything is stored. Throws
    * RateLimitedError synchronously so a refused event never reaches the store.
    */
   publish(publisher: Principal, ref: SandboxRef, type: string, dataJson: string): Promise<PublishResult> {

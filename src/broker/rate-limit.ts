@@ -41,7 +41,7 @@ export class RateLimiter {
       this.buckets.set(key, bucket);
     } else if (now > bucket.updatedAt) {
       // Only forward: a wall clock stepped back (NTP) would otherwise take tokens away and
-      // lock the sandbox out for as long as the step (found in review).
+      // lock the sandbox out for as long as the step.
       const refill = ((now - bucket.updatedAt) * this.limit.perSecond) / 1000;
       bucket.tokens = Math.min(this.limit.burst, bucket.tokens + refill);
       bucket.updatedAt = now;

@@ -3,7 +3,7 @@ import { SandboxEventsError } from '../errors.js';
 import type { SandboxRef } from '../store/types.js';
 
 /**
- * Channel names and what a token may reach (contract, "Who may do what").
+ * Channel names and what a token may reach (docs/protocol.md, "Channels and permissions").
  *
  * Clients name a channel by its sandbox id, which means "that sandbox in my token's workspace".
  * Inside the broker every channel is keyed by workspace *and* sandbox, so equal names in two

@@ -8,7 +8,7 @@ interface DataDirOptions {
 }
 
 /**
- * `sandbox-events apikey create|list|revoke`: opaque API keys for the HTTP API (issue 5). The
+ * `sandbox-events apikey create|list|revoke`: opaque API keys for the HTTP API (docs/http.md, "API keys"). The
  * file is `<data-dir>/api-keys.json` (hashes only, mode 0600); a running daemon with the same
  * data dir sees changes without a restart.
  */

@@ -214,7 +214,7 @@ export class Link {
     }
     if (frame.kind === 'error' && frame.message.startsWith('ERR token expired')) {
       // Written by the broker outside the reply order, right before it closes the connection
-      // (contract: "the broker tells it why and closes the connection"). Not a command's reply.
+      // (docs/protocol.md, "Authentication": told why, then closed). Not a command's reply.
       this.cause ??= errorFromReply(frame.message, 'connection');
       return;
     }

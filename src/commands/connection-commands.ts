@@ -103,7 +103,7 @@ function ping(connection: RespClient, args: string[]): void {
   const message = args[1];
   if (connection.protocol === 2 && connection.subscriptionCount > 0 && !(connection.compat && message === undefined)) {
     // Redis in RESP2 subscribed mode answers a two-element array. The ComputeSDK client's
-    // plain PING gets +PONG (contract, "Compatibility").
+    // plain PING gets +PONG (docs/protocol.md, "The ComputeSDK events client").
     connection.reply(array([PONG_BULK, bulk(message ?? '')]));
     return;
   }
@@ -218,7 +218,7 @@ function clientHelp(connection: RespClient): void {
 const connectionGroup = { group: 'connection', since: '1.0.0' } as const;
 
 export const connectionCommands: CommandSpec[] = [
-  // AUTH runs in RESP2 subscribed mode too, unlike Redis: the contract lets a subscriber
+  // AUTH runs in RESP2 subscribed mode too, unlike Redis: docs/protocol.md lets a subscriber
   // refresh its token before exp, and a RESP2 subscriber has no other way to send one.
   {
     ...connectionGroup,

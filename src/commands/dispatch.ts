@@ -110,7 +110,7 @@ async function settle(connection: RespClient, pending: Promise<void>): Promise<v
 
 /**
  * The ComputeSDK events client's first and only line: `SUBSCRIBE <sandboxId> <accessToken>`
- * with no AUTH before it (contract, "Compatibility"). Recognised only on a connection that has
+ * with no AUTH before it (docs/protocol.md, "The ComputeSDK events client"). Recognised only on a connection that has
  * not authenticated, when the last argument has the shape of a JWT.
  */
 function isComputeSdkSubscribe(connection: RespClient, args: string[]): boolean {

@@ -1,7 +1,7 @@
 import { SandboxEventsError } from '../errors.js';
 import { compactDataText } from './payload-text.js';
 
-/** An event as it leaves the broker (contract, "The event"). */
+/** An event as it leaves the broker (docs/protocol.md, "Pub/sub"). */
 export interface SandboxEvent {
   /** `<milliseconds>-<sequence>`, strictly increasing per sandbox. */
   id: string;
@@ -32,7 +32,7 @@ export interface StoredEvent {
   sandboxId: string;
   type: string;
   timestamp: number;
-  /** The whole event as one line of JSON, in the contract's key order. */
+  /** The whole event as one line of JSON, in the key order docs/protocol.md gives. */
   json: string;
 }
 
@@ -90,7 +90,7 @@ export function nextEventId(last: EventId | undefined, now: number): EventId {
 }
 
 /**
- * Builds the event's JSON line. Key order follows the contract. `dataJson` is trusted to be
+ * Builds the event's JSON line. Key order is docs/protocol.md's. `dataJson` is trusted to be
  * compact JSON of an object (see parsePublishPayload), so it has no raw CR or LF.
  */
 export function eventJson(
@@ -155,7 +155,7 @@ export function validateEventType(type: unknown): string {
     throw new InvalidEventError(`"type" must be a string of 1 to ${MAX_TYPE_LENGTH} characters`);
   }
   // Such a type has no UTF-8 form: the SQLite store would read back U+FFFD in its place, and
-  // HISTORY would return another line than the one delivered (found in review).
+  // HISTORY would return another line than the one delivered (docs/protocol.md: a type is valid Unicode).
   if (!isWellFormedText(type))
     throw new InvalidEventError('"type" must be valid Unicode (it holds an unpaired surrogate)');
   return type;

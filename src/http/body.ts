@@ -18,7 +18,7 @@ export function checkDeclaredLength(req: IncomingMessage, limit: number): void {
 /**
  * Reads a request body of at most `limit` bytes. A declared Content-Length over the limit is
  * refused before a byte of the body is read; a chunked body is refused as soon as it passes
- * the limit. Either way the rest is never read (issue 5): the connection is closed after the
+ * the limit. Either way the rest is never read (docs/http.md, "POST /events"): the connection is closed after the
  * 413 instead.
  */
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {

@@ -26,7 +26,7 @@ const MAX_HEADER_BYTES = 32 * 1024;
 const CLOSE_GRACE_MS = 2_000;
 
 /**
- * The HTTP listener beside the TCP one (issue 5): node:http, no framework. It shares the
+ * The HTTP listener beside the TCP one (docs/http.md): node:http, no framework. It shares the
  * server's context, so both transports publish through the one Publisher, deliver through the
  * one Broker and read the one store, with the same tokens and permissions.
  */

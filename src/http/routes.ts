@@ -11,7 +11,7 @@ import { metricsStream, patternStream, sandboxStream } from './streams.js';
 import { serveConsole } from './console.js';
 
 /**
- * The HTTP API (issue 5; contract, "Compatibility" for the ComputeSDK client's two calls).
+ * The HTTP API (docs/http.md; `POST /events` and `GET /events/<id>` are the ComputeSDK client's calls).
  * Paths are matched segment by segment on the raw path, and each segment is then
  * percent-decoded: a sandbox id with `/` in it is written `%2F`.
  */
@@ -162,7 +162,7 @@ async function metrics(host: HttpHost, _req: IncomingMessage, res: ServerRespons
 /**
  * POST /events: `{"type", "data"}` with a sandbox token, stored and fanned out by the same
  * path as PUBLISH (so TCP subscribers see it, and the same rate limit holds). The sandbox is
- * the token's: the payload never names one (contract, "The event").
+ * the token's: the payload never names one (docs/http.md, "POST /events").
  */
 async function storeEvent(host: HttpHost, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
   const { limits, publisher } = host.context;

@@ -82,7 +82,7 @@ export function decoderLimitsFor(limits: Limits, authenticated: boolean): Decode
       maxRequestBytes: limits.maxRequestBytes,
     };
   }
-  // Before AUTH one whole command is capped at the pre-auth size (contract: 16 KiB, 10 args).
+  // Before AUTH one whole command is capped at the pre-auth size (docs/protocol.md, "Authentication": 16 KiB, 10 args).
   return {
     maxArgs: limits.preAuthMaxArgs,
     maxBulkBytes: limits.preAuthMaxBulkBytes,

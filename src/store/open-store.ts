@@ -60,7 +60,7 @@ export function openStore(spec: string, options: OpenStoreOptions): EventStore {
 }
 
 /**
- * Opens the shared engine named by `--engine` (issue 8): `redis://host:port[/db]` or
+ * Opens the shared engine named by `--engine` (docs/scaling.md): `redis://host:port[/db]` or
  * `rediss://...`. Connecting goes on in the background; until it succeeds publishes fail with
  * STORE_UNAVAILABLE and /readyz says not ready.
  */

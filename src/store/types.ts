@@ -1,12 +1,12 @@
 import type { EventId, NewEvent, StoredEvent } from '../event/event.js';
 
-/** Identifies one sandbox's stream: channels are keyed by workspace *and* sandbox (contract). */
+/** Identifies one sandbox's stream: channels are keyed by workspace *and* sandbox (docs/protocol.md). */
 export interface SandboxRef {
   workspaceId: number;
   sandboxId: string;
 }
 
-/** History reads return at most this many events (contract: limit 1 to 1000, default 100). */
+/** History reads return at most this many events (docs/protocol.md: LIMIT 1 to 1000, default 100). */
 export const MAX_HISTORY_LIMIT = 1000;
 export const DEFAULT_HISTORY_LIMIT = 100;
 
@@ -80,7 +80,7 @@ export type DurableEventListener = (
  * Where events live. The protocol code only ever talks to this interface, so an embedded store
  * (memory, SQLite) and a shared Redis engine are interchangeable.
  *
- * Durability contract (issue 3): `append` resolves only once the event is durable, and the
+ * Durability (docs/operations.md, "Durability"): `append` resolves only once the event is durable, and the
  * listener sees an event only once it is durable, so no client can ever hold an id that a
  * restarted broker could hand to a different event. The listener is called synchronously,
  * in id order per sandbox, *before* the `append` promise of that event resolves.
@@ -98,7 +98,7 @@ export interface EventStore {
   /** Flushes pending writes and releases files. Idempotent. */
   close(): Promise<void>;
   /**
-   * Optional (issue 8): the broker tells a shared engine which sandboxes this node's own
+   * Optional (docs/scaling.md): the broker tells a shared engine which sandboxes this node's own
    * clients watch, so the node subscribes upstream (Redis) only to those. Called when a channel
    * gets its first local subscriber (`true`) and loses its last (`false`). Embedded stores have
    * no upstream and leave it out.

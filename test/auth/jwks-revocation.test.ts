@@ -1,4 +1,4 @@
-/** Found in review: tokens verified before a key was withdrawn from the JWKS stayed accepted (cached) until their exp. */
+/** Regression: tokens verified before a key was withdrawn from the JWKS stayed accepted (cached) until their exp. */
 import { generateKeyPairSync } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';

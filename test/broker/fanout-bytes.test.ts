@@ -1,4 +1,4 @@
-/** Found in review: fan-out frames stay exact for every form (RESP2/3, qualified names, patterns) across slab growth, sweeps and sockets that stop draining. */
+/** Regression: fan-out frames stay exact for every form (RESP2/3, qualified names, patterns) across slab growth, sweeps and sockets that stop draining. */
 import { EventEmitter } from 'node:events';
 import { afterEach, expect, it, vi } from 'vitest';
 import { Broker, type Subscriber } from '../../src/broker/broker.js';

@@ -35,7 +35,7 @@ describe('RateLimiter', () => {
     expect(limiter.size).toBe(1);
   });
 
-  it('takes no tokens away when the wall clock steps back (found in review: a 5 s NTP step locked a sandbox out)', () => {
+  it('takes no tokens away when the wall clock steps back (a 5 s NTP step once locked a sandbox out)', () => {
     let now = 1_700_000_000_000;
     const limiter = new RateLimiter({ perSecond: 1000, burst: 2000 }, () => now);
     limiter.take('1:sb');

@@ -9,7 +9,7 @@ import { FaultProxy } from './support/fault-proxy.js';
 import { next, strictlyIncreasing, tempDir, until } from './support/helpers.js';
 
 /**
- * The issue's acceptance run: while a publisher sends 10,000 events, the subscriber's
+ * The acceptance run of docs/client.md's exact resume: while a publisher sends 10,000 events, the subscriber's
  * connection is cut 20 times at random byte offsets (inside frames, during handshakes and
  * replays), the broker is restarted on its SQLite file, and the path is blackholed (half-open:
  * nothing forwarded, nothing closed). At the end the subscriber holds exactly the ids the broker

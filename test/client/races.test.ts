@@ -1,5 +1,5 @@
 /**
- * Races in the client found in review, each failing before its fix: work started from a
+ * Races in the client, each a regression test failing before its fix: work started from a
  * 'disconnect' listener (it spun, or failed at once), replayed events held for the next turn
  * (dropped by a disconnect(), or handed out before `connect` with several sandboxes), a
  * subscribe right behind an unsubscribe of the same sandbox, and queued next() calls.
@@ -99,7 +99,7 @@ it('events held for the next turn are not skipped by a later connect() when disc
   await sub.connect();
   await pub.publish('sb-h', 'marker', { i: 99 });
   await waitFor(() => got.includes(99), 'the marker');
-  // The contract: connect() again resumes after the last event *delivered*.
+  // docs/client.md, "Exact resume": connect() again resumes after the last event *delivered*.
   expect({ deliveredBeforeReconnect, cursorAfterFirstConnect: cursorAfterFirstConnect !== undefined, got }).toEqual({
     deliveredBeforeReconnect: [],
     cursorAfterFirstConnect: true,

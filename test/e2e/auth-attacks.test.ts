@@ -9,7 +9,7 @@ import { RawClient, resp } from '../support/raw-client.js';
 import { startTestServer } from '../support/test-server.js';
 
 /**
- * Auth attacks against the real daemon (issue 7; jose's own test suite is the catalogue):
+ * Auth attacks against the real daemon (docs/security.md; jose's own test suite is the catalogue):
  * each is refused with -WRONGPASS and logged without the token.
  */
 const WRONGPASS = '-WRONGPASS invalid username-password pair or user is disabled.\r\n';

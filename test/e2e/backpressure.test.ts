@@ -1,5 +1,5 @@
 /**
- * Issue 6, "How it is checked": slow subscribers are cut off at the output limit without
+ * docs/security.md, "Limits": slow subscribers are cut off at the output limit without
  * holding anyone else back, what a stalled subscriber costs stays bounded, and one publish is
  * encoded once for any number of subscribers. Against the real server over TCP.
  */

@@ -157,7 +157,7 @@ describe('serve: key source flags', () => {
 
   it('--jwt-public-key together with --jwks-url is refused, not one of them silently dropped', async () => {
     // The verifier refuses this combination ("configure either publicKeyPem or jwksUrl, not
-    // both"); the CLI used to drop --jwks-url before the verifier could see it (found in review).
+    // both"); the CLI used to drop --jwks-url before the verifier could see it.
     let started: Daemon | undefined;
     let startError: unknown;
     try {

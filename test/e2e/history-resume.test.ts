@@ -13,7 +13,7 @@ import { LaggingStore } from '../support/lagging-store.js';
 import { RawClient, replyCollector, resp } from '../support/raw-client.js';
 import { startTestServer } from '../support/test-server.js';
 
-/** Issue 3 through the real daemon and a real SQLite file. */
+/** docs/protocol.md, "History and resume", through the real daemon and a real SQLite file. */
 const DAY = 24 * 3600 * 1000;
 let dir: string;
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -262,7 +262,7 @@ describe('RESUME', () => {
 
   it('paces a replay of large events by bytes: a reader that keeps reading is never cut off at the output limit', async () => {
     // 160 events of about 60 KiB (each within the 64 KiB event limit): 9.6 MB in one page of the
-    // replay, more than the 8 MiB default output limit (found in review: the client was cut off).
+    // replay, more than the 8 MiB default output limit (before the fix the client was cut off).
     const store = new MemoryStore({ retention: { maxCount: 10_000, maxAgeMs: DAY } });
     const broker = await startTestServer({ store });
     cleanups.push(() => broker.close());

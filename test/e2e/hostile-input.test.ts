@@ -3,7 +3,7 @@ import { type RawClient, resp } from '../support/raw-client.js';
 import { startTestServer, type TestServer } from '../support/test-server.js';
 
 /**
- * What untrusted senders can throw at the port (issue 7). Each case asserts the exact reply,
+ * What untrusted senders can throw at the port (docs/security.md). Each case asserts the exact reply,
  * and that a well-behaved subscriber on the same daemon still gets PONG and its events.
  */
 let broker: TestServer;

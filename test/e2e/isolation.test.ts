@@ -4,7 +4,7 @@ import { resp } from '../support/raw-client.js';
 import { startTestServer, type TestServer } from '../support/test-server.js';
 
 /**
- * The contract's first security promise: no token of workspace A can publish into, subscribe
+ * The first security promise (docs/security.md, "Isolation"): no token of workspace A can publish into, subscribe
  * to, pattern-match, list or read the history of workspace B's sandboxes, whatever names it
  * uses; a sandbox token reaches only its own sandbox.
  */

@@ -8,7 +8,7 @@ import { mintToken } from '../../src/auth/mint.js';
 
 /**
  * A client that vanishes without FIN (its machine gone, its link cut) is reaped by TCP
- * keepalive (issue 7). Two network namespaces joined by a veth pair: the daemon in one, with
+ * keepalive (docs/security.md, "Limits"). Two network namespaces joined by a veth pair: the daemon in one, with
  * `--tcp-keepalive 1` and the namespace's own probe interval and count shortened (those
  * sysctls are per network namespace), the subscriber in the other. Then the subscriber's link
  * goes down: no FIN, no RST, nothing; only keepalive can notice.

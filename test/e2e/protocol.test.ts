@@ -156,7 +156,7 @@ describe('delivery frames', () => {
     expect(text).toContain('"type":"exec.done","data":{"exitCode":0}');
   });
 
-  it('ids are strictly increasing per sandbox and the event has the contract shape', async () => {
+  it('ids are strictly increasing per sandbox and the event has the documented shape', async () => {
     const subscriber = await broker.authed({ workspaceId });
     subscriber.send(resp('SUBSCRIBE', 'sb-ids'));
     const confirmation = '*3\r\n$9\r\nsubscribe\r\n$6\r\nsb-ids\r\n:1\r\n';

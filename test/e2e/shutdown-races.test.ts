@@ -5,7 +5,7 @@ import { LaggingStore } from '../support/lagging-store.js';
 import { resp } from '../support/raw-client.js';
 import { startTestServer, type TestServer } from '../support/test-server.js';
 
-/** Shutdown corner cases found in review; each test failed before its fix. */
+/** Shutdown corner cases (docs/operations.md, "Stopping"); each test failed before its fix. */
 let ts: TestServer | undefined;
 const sockets: net.Socket[] = [];
 afterEach(async () => {

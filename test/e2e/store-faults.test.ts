@@ -8,7 +8,7 @@ import { resp } from '../support/raw-client.js';
 import { startTestServer, type TestServer } from '../support/test-server.js';
 
 /**
- * The store's disk fills up (issue 7, faults): a publish fails with a clear error, nothing is
+ * The store's disk fills up (docs/security.md, faults): a publish fails with a clear error, nothing is
  * acknowledged that isn't stored, live subscribers stay connected and served, and publishing
  * recovers once the disk does. A real full disk: a 4 MiB tmpfs (needs root, as in CI).
  */

@@ -32,7 +32,7 @@ it('a connection whose token expires is told why and closed, unless it sent a fr
 
 it('a client that stopped reading is cut off once its closing error had the grace period', async () => {
   // Its socket would otherwise stay half-closed, with its subscriptions, for as long as it lives
-  // (found in review, for SSE streams as for TCP: the last bytes and the FIN are never read).
+  // (a regression, for SSE streams as for TCP: the last bytes and the FIN are never read).
   const server = await startTestServer({ clockToleranceSeconds: 0, limits: { closeGraceMs: 200 } });
   try {
     const stalled = await server.raw();

@@ -73,7 +73,7 @@ describe('PUBLISH payload: data is reused as sent, never changed in meaning', ()
     expect(parse('{"typ\\u0065":"t","data":{"x":1}}')).toEqual({ type: 't', dataJson: '{"x":1}' });
   });
 
-  it('still refuses what the contract refuses', () => {
+  it('still refuses what docs/protocol.md refuses', () => {
     expect(() => parse('{"type":"t","data":[]}')).toThrow(/"data" must be a JSON object/);
     expect(() => parse('{"type":"t","data":{},"extra":1}')).toThrow(/unexpected field "extra"/);
     expect(() => parse('{"type":"","data":{}}')).toThrow(/"type" must be a string/);
@@ -82,7 +82,7 @@ describe('PUBLISH payload: data is reused as sent, never changed in meaning', ()
   });
 
   it('refuses a type holding an unpaired surrogate (it has no UTF-8 form to store), not a paired one', () => {
-    // Found in review: SQLite read such a type back as U+FFFD, so HISTORY differed from delivery.
+    // Regression: SQLite read such a type back as U+FFFD, so HISTORY differed from delivery.
     for (const type of ['\\ud800x', 'x\\udc00', '\\udc00\\ud800']) {
       expect(() => parse(`{"type":"${type}","data":{}}`)).toThrow(/unpaired surrogate/);
     }

@@ -20,7 +20,7 @@ async function scrape() {
 }
 
 describe('GET /metrics', () => {
-  it('exposes every family the issue names, with types, in valid text format', async () => {
+  it('exposes every family docs/http.md names, with types, in valid text format', async () => {
     const families = await scrape();
     const expected: [string, string][] = [
       ['sandbox_events_connections', 'gauge'],

@@ -7,7 +7,7 @@ import { resp } from '../support/raw-client.js';
 import { getJson, type HttpTestServer, postEvent, startHttpTestServer } from './support.js';
 
 /**
- * The REST side (issue 5; contract, "Compatibility"): POST /events and GET /events/<id> as
+ * The REST side (docs/http.md): POST /events and GET /events/<id> as
  * ComputeSDK's HTTP client calls them, against the real daemon, every status code.
  */
 let broker: HttpTestServer;

@@ -15,7 +15,7 @@ afterEach(async () => {
 });
 
 /**
- * Found in review: a stream whose credential was still being verified (here a JWKS fetch) when
+ * Regression: a stream whose credential was still being verified (here a JWKS fetch) when
  * shutdown began was opened afterwards, never told `shutdown`, and cut at the close deadline.
  * The closing check runs again once the credential is verified.
  */

@@ -277,7 +277,7 @@ describe('GET /events/<sandboxId>/stream', () => {
       const deadline = Date.now() + 5_000;
       while (store.readsHeld === 0 && Date.now() < deadline) await new Promise((resolve) => setImmediate(resolve));
       // Heartbeats tick (every 20 ms) while the read waits; a byte written now would have sent
-      // the head without the event-stream headers (found in review).
+      // the head without the event-stream headers (a regression test).
       await new Promise((resolve) => setTimeout(resolve, 100));
       store.holdReads = false;
       expect(store.releaseReads()).toBe(1);

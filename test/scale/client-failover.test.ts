@@ -1,5 +1,5 @@
 /**
- * Issue 8, "The client follows": a client with `hosts: [A, B]` whose node A is SIGKILLed
+ * docs/scaling.md, "Clients across nodes": a client with `hosts: [A, B]` whose node A is SIGKILLed
  * mid-stream moves to B and resumes there from its last id, ending up with exactly the
  * published ids (nodes sharing a Redis engine issue the same ids). Plus the host rotation
  * itself (round robin, wrapping around; the first connect() trying each node once) against

@@ -1,5 +1,5 @@
 /**
- * Issue 8, failures: a node dies under load and its subscribers resume at another node with
+ * docs/scaling.md, failures: a node dies under load and its subscribers resume at another node with
  * exactly the published ids; Redis restarts under load and no acknowledged event is lost.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

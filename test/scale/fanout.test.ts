@@ -1,5 +1,5 @@
 /**
- * Issue 8: several nodes sharing one Redis behave as one broker. A real redis-server, three
+ * docs/scaling.md: several nodes sharing one Redis behave as one broker. A real redis-server, three
  * nodes in this process.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -261,7 +261,7 @@ describe.skipIf(!hasRedis)('three nodes sharing one Redis', () => {
 
   it('counts the subscriber at the publishing node in every PUBLISH reply, also when its copy comes back before the reply', async () => {
     // The script's reply (command connection) and the event's copy (subscriber connection) reach
-    // the node in either order; the count was lost when the copy came first (found in review:
+    // the node in either order; the count was lost when the copy came first (before the fix,
     // 5-46 of 400 replies said 0).
     const watcher = await b.client();
     await watcher.command('SUBSCRIBE', 'sb-count');

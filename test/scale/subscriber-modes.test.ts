@@ -3,7 +3,7 @@
  * plain ones (SUBSCRIBE / PSUBSCRIBE, for workspace routes) at once. Redis 7.0 answers
  * SUNSUBSCRIBE with the count of shard channels left and UNSUBSCRIBE / PUNSUBSCRIBE with the
  * count of plain ones left, and ioredis leaves subscriber mode on 0: the node then stopped
- * receiving events when its last route of one kind went (found in review; both tests failed
+ * receiving events when its last route of one kind went (a regression: both tests failed
  * every run before the anchor channels, src/store/redis/keys.ts anchorChannels).
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -69,7 +69,7 @@ describe.skipIf(!hasRedis)('a node with channel and pattern subscribers', () => 
 
   it('a SUBSCRIBE confirmed while the node still unsubscribes that sandbox in Redis gets what is published next', async () => {
     // The node's SSUBSCRIBE used to wait for its SUNSUBSCRIBE's reply, a round trip after the
-    // client had its confirmation: an event published in between was missed (found in review,
+    // client had its confirmation: an event published in between was missed (before the fix,
     // 5 of 5 with Redis held up, 5-13 of 50 without). Now it goes out right behind it.
     for (let round = 0; round < 3; round++) {
       const sandbox = `sb-again-${round}`;

@@ -1,5 +1,5 @@
 /**
- * Test support for the Redis engine (issue 8): a real redis-server per test file on a free port,
+ * Test support for the Redis engine (docs/scaling.md): a real redis-server per test file on a free port,
  * broker nodes in process (or as child processes of the compiled CLI), and a small RESP client.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';

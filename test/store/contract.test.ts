@@ -1,5 +1,5 @@
 /**
- * The EventStore contract, run against every store: memory, SQLite and the Redis engine on a real
+ * What every EventStore promises (src/store/types.ts), run against every store: memory, SQLite and the Redis engine on a real
  * redis-server must behave identically. Where the engine legitimately differs (its ids come from
  * Redis's clock, which a test cannot set), the difference is spelled out below, test by test,
  * with docs/scaling.md ("Differences from the embedded stores") as the reference.

@@ -1,5 +1,5 @@
 /**
- * Redis names of the engine (issue 8). A sandbox's stream, its bookkeeping hash and its live
+ * Redis names of the engine (docs/scaling.md). A sandbox's stream, its bookkeeping hash and its live
  * channel share the hash tag `{<workspaceId>:<sandboxId>}`, so in Redis Cluster they live in one
  * slot: the append script may touch all three (Cluster refuses scripts that cross slots, and
  * counts shard channels as keys), and sandboxes spread over all 16,384 slots.
