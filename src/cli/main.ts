@@ -3,6 +3,7 @@ import { SandboxEventsError } from '../errors.js';
 import { PACKAGE_VERSION } from '../version.js';
 import { registerApikey } from './apikey.js';
 import { registerPublish } from './publish.js';
+import { registerConfig } from './config.js';
 import { registerServe } from './serve.js';
 import { registerTail } from './tail.js';
 import { registerToken } from './token.js';
@@ -13,6 +14,7 @@ const program = new Command()
   .version(PACKAGE_VERSION);
 
 registerServe(program);
+registerConfig(program);
 registerToken(program);
 registerApikey(program);
 registerTail(program);

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { ExpiryTimer } from '../auth/expiry.js';
+import { ExpiryTimer, TOKEN_EXPIRED_ERROR } from '../auth/expiry.js';
 import type { Principal } from '../auth/principal.js';
 import type { Subscriber } from '../broker/broker.js';
 import { type ChannelTarget, channelKey, type PatternScope } from '../broker/scope.js';
@@ -353,7 +353,7 @@ export class Connection implements Subscriber {
     if (this.principal === undefined) return;
     this.context.stats.authFailures.expired_while_connected =
       (this.context.stats.authFailures.expired_while_connected ?? 0) + 1;
-    this.abort('ERR token expired: send AUTH with a fresh token before exp', 'token_expired');
+    this.abort(TOKEN_EXPIRED_ERROR, 'token_expired');
   }
 
   private onOutputOverflow(pendingBytes: number): void {

@@ -3,6 +3,7 @@ import type { TokenVerifier } from '../auth/verifier.js';
 import type { Broker } from '../broker/broker.js';
 import type { Publisher } from '../broker/publisher.js';
 import type { Limits } from '../config.js';
+import type { ConfigControl } from '../config/reload.js';
 import type { Connection } from '../connection/connection.js';
 import type { DecoderLimits } from '../protocol/request-decoder.js';
 import type { EventStore } from '../store/types.js';
@@ -34,6 +35,8 @@ export interface ServerContext {
   readonly startedAt: number;
   /** The TCP port actually bound (port 0 picks one). */
   readonly port: () => number;
+  /** CONFIG GET and CONFIG RELOAD; set when the daemon runs from settings (sandbox-events serve). */
+  configControl?: ConfigControl;
 }
 
 export function createStats(): ServerStats {

@@ -42,6 +42,8 @@ export interface RunningServer {
   /** The HTTP port actually bound; undefined when HTTP is off. */
   readonly httpPort: number | undefined;
   readonly context: ServerContext;
+  /** The HTTP side, when it is on. */
+  readonly http: HttpServer | undefined;
   /** Stops accepting, flushes and closes every client, closes the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -139,6 +141,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     port: context.port(),
     httpPort: http?.port,
     context,
+    http,
     close() {
       closing ??= (async () => {
         const httpStopped = http?.close();
@@ -172,7 +175,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
  * PUBLISH as a protocol error. The bulk carries the payload (the event's JSON around `data`,
  * plus the type); the request adds the command name and the sandbox id.
  */
-function withRoomForEvents(limits: Limits): Limits {
+export function withRoomForEvents(limits: Limits): Limits {
   const bulk = Math.max(limits.maxBulkBytes, limits.maxEventBytes + 4 * 1024);
   const request = Math.max(limits.maxRequestBytes, bulk + 64 * 1024);
   return { ...limits, maxBulkBytes: bulk, maxRequestBytes: request };

@@ -289,7 +289,7 @@ export class SqliteStore implements EventStore {
   readonly kind = 'sqlite';
   readonly path: string;
   private readonly db: Database.Database;
-  private readonly retention: RetentionPolicy;
+  private retention: RetentionPolicy;
   private readonly now: () => number;
   private readonly maxBatch: number;
   private readonly maxDelayMs: number;
@@ -384,12 +384,7 @@ export class SqliteStore implements EventStore {
       this.highWater = maxEventId(this.sql.getHighWater.get(), this.sql.maxLastId.get());
       // Retention state lives in the file; only "over the count limit" is tracked in memory,
       // so find those left from before a restart once.
-      for (const row of this.sql.overCountSandboxes.all(this.retention.maxCount)) {
-        this.overCount.set(sandboxKey({ workspaceId: row.workspace_id, sandboxId: row.sandbox_id }), [
-          row.workspace_id,
-          row.sandbox_id,
-        ]);
-      }
+      this.findOverCount();
       if (checkpointWorker) this.startCheckpointer(synchronous);
     } catch (error) {
       void this.checkpointer?.terminate();
@@ -405,6 +400,22 @@ export class SqliteStore implements EventStore {
       this.pruneTimer = setInterval(this.onPruneTimer, interval);
       this.pruneTimer.unref();
     }
+  }
+
+  /** Sandboxes holding more events than the count limit, for the background prune to trim. */
+  private findOverCount(): void {
+    for (const row of this.sql.overCountSandboxes.all(this.retention.maxCount)) {
+      this.overCount.set(sandboxKey({ workspaceId: row.workspace_id, sandboxId: row.sandbox_id }), [
+        row.workspace_id,
+        row.sandbox_id,
+      ]);
+    }
+  }
+
+  setRetention(retention: RetentionPolicy): void {
+    this.retention = checkRetention(retention);
+    // A lowered count: sandboxes not written since are over it too.
+    if (!this.closed) this.findOverCount();
   }
 
   setListener(listener: DurableEventListener): void {

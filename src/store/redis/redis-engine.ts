@@ -126,7 +126,7 @@ interface RedisWithScripts extends Redis {
 
 export class RedisEngine implements EventStore {
   readonly kind = 'redis';
-  private readonly retention: RetentionPolicy;
+  private retention: RetentionPolicy;
   private readonly commands: RedisWithScripts;
   private readonly subscriber: Redis;
   private readonly workspaceChannels: boolean;
@@ -216,6 +216,11 @@ export class RedisEngine implements EventStore {
       if (Date.now() > deadline) throw unavailable(new Error(`not connected within ${timeoutMs} ms`));
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
+  }
+
+  /** Redis trims a sandbox's stream when it is next written (its append script gets the limits). */
+  setRetention(retention: RetentionPolicy): void {
+    this.retention = checkRetention(retention);
   }
 
   setListener(listener: DurableEventListener): void {
