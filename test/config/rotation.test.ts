@@ -1,7 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { killDaemons } from '../support/daemon.js';
+import { BIN, killDaemons } from '../support/daemon.js';
 import type { RawClient } from '../support/raw-client.js';
 import { resp } from '../support/raw-client.js';
 import {
@@ -95,6 +96,29 @@ describe('HS256 key rotation through SIGHUP', () => {
     const other = await rawAuth(daemon.port, await tokenFor('neither-of-them-neither-of-them-0000'));
     clients.push(other.client);
     expect(other.reply).toMatch(/^-WRONGPASS/);
+  });
+
+  it('`token --config` signs with the first secret of the file', async () => {
+    const file = path.join(temp.dir, 'sandbox-events.toml');
+    writeFileSync(file, `store = "memory"\njwt-secret = "${SECRET_A}"\n`);
+    const daemon = await startWithConfig(temp.dir, file, ['--port', '0', '--http-port', '0']);
+    const mint = (secrets: string[]): string => {
+      const minting = path.join(temp.dir, 'minting.yaml');
+      writeFileSync(minting, `jwt-secret: [${secrets.join(', ')}]\n`);
+      const { SANDBOX_EVENTS_JWT_SECRET: _, ...env } = process.env;
+      const run = spawnSync(process.execPath, [BIN, 'token', '--config', minting, '--workspace', '1'], {
+        encoding: 'utf8',
+        env,
+      });
+      expect(run.status).toBe(0);
+      return run.stdout.trim();
+    };
+    const first = await rawAuth(daemon.port, mint([SECRET_A, SECRET_B]));
+    clients.push(first.client);
+    expect(first.reply).toBe('+OK\r\n');
+    const second = await rawAuth(daemon.port, mint([SECRET_B, SECRET_A]));
+    clients.push(second.client);
+    expect(second.reply).toMatch(/^-WRONGPASS/);
   });
 });
 
