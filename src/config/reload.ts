@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { TOKEN_EXPIRED_ERROR } from '../auth/expiry.js';
 import type { Principal } from '../auth/principal.js';
-import { TokenVerifier, type VerifierConfig } from '../auth/verifier.js';
+import type { VerifierConfig } from '../auth/verifier.js';
 import type { HttpServer } from '../http/http-server.js';
 import { compileGlob } from '../protocol/glob.js';
 import { withRoomForEvents } from '../server/server.js';
@@ -66,8 +66,9 @@ export class ConfigReloader implements ConfigControl {
         ...(keySourcesFor(next.values) ?? this.targets.fallbackKeys()),
         clockToleranceSeconds: this.targets.context.clockToleranceMs / 1000,
       };
-      // Checked in full before anything changes: the verifier refuses bad keys here.
-      new TokenVerifier(keys);
+      // The verifier checks the keys in full and changes nothing when it refuses them; it goes
+      // first, and nothing after it can fail (every value passed its setting's parser).
+      this.targets.context.verifier.reconfigure(keys);
     } catch (error) {
       const message = (error as Error).message;
       logger.error({ file: this.current.file, err: message }, 'config reload failed: nothing changed');
@@ -92,7 +93,7 @@ export class ConfigReloader implements ConfigControl {
       logger.warn({ setting: name }, `config reload: ${name} changed, but takes effect only at a restart`);
     }
     const applied: EffectiveConfig = { values: values as EffectiveConfig['values'], sources, file: this.current.file };
-    this.apply(applied, keys);
+    this.apply(applied);
     this.current = applied;
     logger.info(
       {
@@ -104,10 +105,9 @@ export class ConfigReloader implements ConfigControl {
     return { ok: true, changed: changed.map(kebabName), restartNeeded };
   }
 
-  private apply(config: EffectiveConfig, keys: VerifierConfig): void {
+  private apply(config: EffectiveConfig): void {
     const { context, http, logger } = this.targets;
     const settings = config.values;
-    context.verifier.reconfigure(keys);
     // Limits are read where they are used (each connection, write and publish), so changing
     // the shared objects is enough; a raised event size raises the RESP caps with it.
     const limits = withRoomForEvents({ ...context.limits, ...limitsFor(settings) });
