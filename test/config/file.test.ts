@@ -1,25 +1,16 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BIN, killDaemons, spawnDaemon } from '../support/daemon.js';
-import { rawAuth, redisClient, startWithConfig, tempDir, tokenFor } from './support.js';
+import { describe, expect, it } from 'vitest';
+import { BIN, spawnDaemon } from '../support/daemon.js';
+import { rawAuth, redisClient, perTest, startWithConfig, tokenFor } from './support.js';
 
 const SECRET = 'file-secret-0123456789-0123456789-0123456';
 
-let temp: ReturnType<typeof tempDir>;
-const clients: { close(): void }[] = [];
-beforeEach(() => {
-  temp = tempDir();
-});
-afterEach(() => {
-  for (const client of clients.splice(0)) client.close();
-  killDaemons();
-  temp.remove();
-});
+const harness = perTest();
 
 function write(name: string, text: string): string {
-  const file = path.join(temp.dir, name);
+  const file = path.join(harness.dir, name);
   writeFileSync(file, text);
   return file;
 }
@@ -39,7 +30,7 @@ function configCheck(
 /** `maxclients` from INFO, as an admin sees it. */
 async function maxClients(port: number): Promise<string> {
   const admin = redisClient(port, await tokenFor(SECRET, { role: 'admin' }));
-  clients.push({ close: () => admin.disconnect() });
+  harness.track({ close: () => admin.disconnect() });
   return /maxclients:(\d+)/.exec((await admin.call('INFO', 'clients')) as string)![1]!;
 }
 
@@ -64,13 +55,13 @@ describe('config file formats', () => {
   ];
   it.each(formats)('%s: keys kebab-case or snake_case, values as the flags take them', async (name, text) => {
     const file = write(name, text.replace('%SECRET%', SECRET));
-    const daemon = await startWithConfig(temp.dir, file);
+    const daemon = await startWithConfig(harness.dir, file);
     const { client, reply } = await rawAuth(daemon.port, await tokenFor(SECRET));
-    clients.push(client);
+    harness.track(client);
     expect(reply).toBe('+OK\r\n');
     expect(await maxClients(daemon.port)).toBe('42');
     const admin = redisClient(daemon.port, await tokenFor(SECRET, { role: 'admin' }));
-    clients.push({ close: () => admin.disconnect() });
+    harness.track({ close: () => admin.disconnect() });
     expect(await admin.call('CONFIG', 'GET', 'max-event-size')).toEqual(['max-event-size', '2048']);
   });
 });
@@ -85,13 +76,13 @@ describe('precedence: flags, then environment, then the file, then defaults', ()
       'c.toml',
       `port = 0\nhttp-port = 0\nstore = "memory"\njwt-secret = "${SECRET}"\nmax-clients = 50\n`,
     );
-    const daemon = await startWithConfig(temp.dir, file, args, env);
+    const daemon = await startWithConfig(harness.dir, file, args, env);
     expect(await maxClients(daemon.port)).toBe(expected);
   });
 
   it('defaults when nothing sets a value', async () => {
     const file = write('c.toml', `port = 0\nhttp-port = 0\nstore = "memory"\njwt-secret = "${SECRET}"\n`);
-    const daemon = await startWithConfig(temp.dir, file);
+    const daemon = await startWithConfig(harness.dir, file);
     expect(await maxClients(daemon.port)).toBe('10000');
   });
 
@@ -100,7 +91,7 @@ describe('precedence: flags, then environment, then the file, then defaults', ()
       'c.json',
       JSON.stringify({ port: 0, 'http-port': 0, store: 'memory', 'jwt-secret': SECRET, 'max-clients': 43 }),
     );
-    const daemon = await spawnDaemon(['--data-dir', path.join(temp.dir, 'data')], { SANDBOX_EVENTS_CONFIG: file });
+    const daemon = await spawnDaemon(['--data-dir', path.join(harness.dir, 'data')], { SANDBOX_EVENTS_CONFIG: file });
     expect(await maxClients(daemon.port)).toBe('43');
   });
 });
@@ -127,12 +118,12 @@ describe('a file the daemon refuses at start', () => {
     ['broken TOML', 'port = \n', 'not valid TOML'],
   ])('%s', async (_, text, message) => {
     const file = write('bad.toml', text);
-    await expect(startWithConfig(temp.dir, file, ['--port', '0'])).rejects.toThrow(message);
+    await expect(startWithConfig(harness.dir, file, ['--port', '0'])).rejects.toThrow(message);
   });
 
   it('an unknown format', async () => {
     const file = write('sandbox-events.ini', 'port=0\n');
-    await expect(startWithConfig(temp.dir, file)).rejects.toThrow(
+    await expect(startWithConfig(harness.dir, file)).rejects.toThrow(
       'unknown config format (use .toml, .yaml, .yml or .json)',
     );
   });
@@ -160,10 +151,10 @@ describe('config check', () => {
   });
 
   it('says when the development secret would be used', () => {
-    const { status, stdout } = configCheck(['--data-dir', path.join(temp.dir, 'data')]);
+    const { status, stdout } = configCheck(['--data-dir', path.join(harness.dir, 'data')]);
     expect(status).toBe(0);
     expect(stdout).toContain(
-      `# no key source: serve would use the development secret in ${path.join(temp.dir, 'data', 'jwt-secret')}`,
+      `# no key source: serve would use the development secret in ${path.join(harness.dir, 'data', 'jwt-secret')}`,
     );
   });
 
@@ -185,7 +176,7 @@ describe('config check', () => {
   ])('exits 1 on %s, saying why', (_, args, text, message) => {
     const file = write('c.toml', text);
     const resolved = args.map((arg) =>
-      arg === 'FILE' ? file : arg === 'MISSING' ? path.join(temp.dir, 'nope.toml') : arg,
+      arg === 'FILE' ? file : arg === 'MISSING' ? path.join(harness.dir, 'nope.toml') : arg,
     );
     const { status, stdout, stderr } = configCheck(resolved);
     expect(status).toBe(1);

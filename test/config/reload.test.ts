@@ -1,8 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { freePort } from '../scale/support.js';
-import { killDaemons } from '../support/daemon.js';
 import { RawClient, resp } from '../support/raw-client.js';
 import {
   type ConfiguredDaemon,
@@ -10,7 +9,7 @@ import {
   rawAuth,
   redisClient,
   startWithConfig,
-  tempDir,
+  perTest,
   tokenFor,
   writeJson,
 } from './support.js';
@@ -30,28 +29,11 @@ const BASE = {
   'http-cors-origin': 'https://old.example',
 };
 
-let temp: ReturnType<typeof tempDir>;
-let file: string;
-const clients: { close(): void }[] = [];
-beforeEach(() => {
-  temp = tempDir();
-  file = path.join(temp.dir, 'sandbox-events.json');
-});
-afterEach(() => {
-  for (const client of clients.splice(0)) client.close();
-  killDaemons();
-  temp.remove();
-});
-
-async function authed(port: number, token: string): Promise<RawClient> {
-  const { client, reply } = await rawAuth(port, token);
-  clients.push(client);
-  expect(reply).toBe('+OK\r\n');
-  return client;
-}
+const harness = perTest();
+const configFile = (): string => path.join(harness.dir, 'sandbox-events.json');
 
 async function reloadWith(daemon: ConfiguredDaemon, changes: Record<string, unknown>): Promise<void> {
-  writeJson(file, { ...BASE, ...changes });
+  writeJson(configFile(), { ...BASE, ...changes });
   expect((await daemon.reload()).msg).toBe('config reloaded');
 }
 
@@ -64,10 +46,10 @@ function corsOrigin(httpPort: number, origin: string): Promise<string | null> {
 
 describe('SIGHUP applies the reloadable settings live', () => {
   it('limits, rate limits, retention, CORS, log level and claim checks, as clients see them', async () => {
-    writeJson(file, BASE);
+    writeJson(configFile(), BASE);
     // HTTP on (port 0 turns it off): a port free a moment ago.
-    const daemon = await startWithConfig(temp.dir, file, ['--http-port', String(await freePort())]);
-    const publisher = await authed(daemon.port, await tokenFor(SECRET, { sandboxId: 'sb-r' }));
+    const daemon = await startWithConfig(harness.dir, configFile(), ['--http-port', String(await freePort())]);
+    const publisher = await harness.authed(daemon.port, await tokenFor(SECRET, { sandboxId: 'sb-r' }));
 
     // max-event-size: 2 KiB of data is refused at 1 KiB, accepted at 4 KiB.
     const big = JSON.stringify({ type: 'big', data: { blob: 'x'.repeat(2048) } });
@@ -83,7 +65,7 @@ describe('SIGHUP applies the reloadable settings live', () => {
       expect(await publisher.line()).toBe(':0\r\n');
     }
     const reader = redisClient(daemon.port, await tokenFor(SECRET));
-    clients.push({ close: () => reader.disconnect() });
+    harness.track({ close: () => reader.disconnect() });
     expect(((await reader.call('HISTORY', 'sb-r')) as string[]).length).toBe(5);
     await reloadWith(daemon, { 'max-event-size': '4kb', 'retention-count': 2 });
     publisher.send(resp('PUBLISH', 'sb-r', '{"type":"last"}'));
@@ -113,26 +95,26 @@ describe('SIGHUP applies the reloadable settings live', () => {
     await reloadWith(daemon, { 'log-level': 'debug' });
     const from = daemon.records.length;
     const probe = await RawClient.connect(daemon.port);
-    clients.push(probe);
+    harness.track(probe);
     expect((await daemon.record((record) => record.msg === 'connection opened', from)).level).toBe(20);
 
     // jwt-issuer (and jwt-audience alike): new AUTHs must carry it.
     await reloadWith(daemon, { 'jwt-issuer': 'issuer-x' });
     expect((await rawAuth(daemon.port, await tokenFor(SECRET))).reply).toMatch(/^-WRONGPASS/);
-    await authed(daemon.port, await tokenFor(SECRET, { issuer: 'issuer-x' }));
+    await harness.authed(daemon.port, await tokenFor(SECRET, { issuer: 'issuer-x' }));
 
     // max-clients: with the connections open now, one more is refused.
     const open = (await reader.call('INFO', 'clients')) as string;
     const connected = Number(/connected_clients:(\d+)/.exec(open)![1]);
     await reloadWith(daemon, { 'jwt-issuer': 'issuer-x', 'max-clients': connected });
     const refused = await RawClient.connect(daemon.port);
-    clients.push(refused);
+    harness.track(refused);
     expect(await refused.line()).toBe('-ERR max number of clients reached\r\n');
 
     // Settings with no effect a client can observe at once: CONFIG GET shows them in force.
     await reloadWith(daemon, { 'jwt-issuer': 'issuer-x', 'retention-age': '2h', 'tcp-keepalive': 30 });
     const admin = redisClient(daemon.port, await tokenFor(SECRET, { role: 'admin', issuer: 'issuer-x' }));
-    clients.push({ close: () => admin.disconnect() });
+    harness.track({ close: () => admin.disconnect() });
     expect(await configGet(admin, '*')).toMatchObject({
       'retention-age': String(2 * 3600 * 1000),
       'tcp-keepalive': '30',
@@ -142,26 +124,26 @@ describe('SIGHUP applies the reloadable settings live', () => {
   });
 
   it('leaves restart-only settings as they are, and says so in the log', async () => {
-    writeJson(file, BASE);
-    const daemon = await startWithConfig(temp.dir, file);
-    writeJson(file, { ...BASE, store: 'sqlite', 'tcp-backlog': 100, 'max-clients': 90 });
+    writeJson(configFile(), BASE);
+    const daemon = await startWithConfig(harness.dir, configFile());
+    writeJson(configFile(), { ...BASE, store: 'sqlite', 'tcp-backlog': 100, 'max-clients': 90 });
     const from = daemon.records.length;
     expect((await daemon.reload()).msg).toBe('config reloaded');
     const warnings = daemon.records.slice(from).filter((record) => record.level === 40);
     expect(warnings.map((record) => record.setting)).toEqual(['store', 'tcp-backlog']);
     const admin = redisClient(daemon.port, await tokenFor(SECRET, { role: 'admin' }));
-    clients.push({ close: () => admin.disconnect() });
+    harness.track({ close: () => admin.disconnect() });
     expect(await configGet(admin, '*')).toMatchObject({ store: 'memory', 'tcp-backlog': '4096', 'max-clients': '90' });
   });
 
   it('keeps flags and environment variables above the file', async () => {
-    writeJson(file, BASE);
-    const daemon = await startWithConfig(temp.dir, file, ['--max-clients', '30'], {
+    writeJson(configFile(), BASE);
+    const daemon = await startWithConfig(harness.dir, configFile(), ['--max-clients', '30'], {
       SANDBOX_EVENTS_PUBLISH_BURST: '40',
     });
     await reloadWith(daemon, { 'max-clients': 60, 'publish-burst': 70, 'retention-count': 9 });
     const admin = redisClient(daemon.port, await tokenFor(SECRET, { role: 'admin' }));
-    clients.push({ close: () => admin.disconnect() });
+    harness.track({ close: () => admin.disconnect() });
     expect(await configGet(admin, '*')).toMatchObject({
       'max-clients': '30',
       'publish-burst': '40',
@@ -181,10 +163,10 @@ describe('a file that fails at reload', () => {
       JSON.stringify({ ...BASE, 'jwt-public-key': __filename, 'jwks-url': 'http://127.0.0.1:1/jwks' }),
     ],
   ])('%s: changes nothing and says why', async (_, broken) => {
-    writeJson(file, BASE);
-    const daemon = await startWithConfig(temp.dir, file);
-    const subscriber = await authed(daemon.port, await tokenFor(SECRET));
-    writeFileSync(file, broken);
+    writeJson(configFile(), BASE);
+    const daemon = await startWithConfig(harness.dir, configFile());
+    const subscriber = await harness.authed(daemon.port, await tokenFor(SECRET));
+    writeFileSync(configFile(), broken);
     const outcome = await daemon.reload();
     expect(outcome.msg).toBe('config reload failed: nothing changed');
     expect(outcome.level).toBe(50);
@@ -193,7 +175,7 @@ describe('a file that fails at reload', () => {
     subscriber.send(resp('PING'));
     expect(await subscriber.line()).toBe('+PONG\r\n');
     const admin = redisClient(daemon.port, await tokenFor(SECRET, { role: 'admin' }));
-    clients.push({ close: () => admin.disconnect() });
+    harness.track({ close: () => admin.disconnect() });
     expect(await configGet(admin, 'max-*')).toMatchObject({ 'max-clients': '100', 'max-event-size': '1024' });
   });
 });

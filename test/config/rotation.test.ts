@@ -1,9 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BIN, killDaemons } from '../support/daemon.js';
-import type { RawClient } from '../support/raw-client.js';
+import { describe, expect, it } from 'vitest';
+import { BIN } from '../support/daemon.js';
 import { resp } from '../support/raw-client.js';
 import {
   type ConfiguredDaemon,
@@ -11,7 +10,7 @@ import {
   rawAuth,
   redisClient,
   startWithConfig,
-  tempDir,
+  perTest,
   tokenFor,
   writeJson,
 } from './support.js';
@@ -20,32 +19,16 @@ const SECRET_A = 'secret-a-0123456789-0123456789-0123456789';
 const SECRET_B = 'secret-b-9876543210-9876543210-9876543210';
 const EXPIRED = '-ERR token expired: send AUTH with a fresh token before exp\r\n';
 
-let temp: ReturnType<typeof tempDir>;
-const clients: { close(): void }[] = [];
-beforeEach(() => {
-  temp = tempDir();
-});
-afterEach(() => {
-  for (const client of clients.splice(0)) client.close();
-  killDaemons();
-  temp.remove();
-});
-
-async function authed(port: number, token: string): Promise<RawClient> {
-  const { client, reply } = await rawAuth(port, token);
-  clients.push(client);
-  expect(reply).toBe('+OK\r\n');
-  return client;
-}
+const harness = perTest();
 
 describe('HS256 key rotation through SIGHUP', () => {
   it('adds a secret without dropping anyone, then removes the old one and closes its connections', async () => {
     // A daemon whose JSON file holds its port and one secret, A.
-    const file = path.join(temp.dir, 'sandbox-events.json');
+    const file = path.join(harness.dir, 'sandbox-events.json');
     writeJson(file, { port: 0, 'http-port': 0, store: 'memory', 'jwt-secret': SECRET_A });
-    const daemon = await startWithConfig(temp.dir, file);
+    const daemon = await startWithConfig(harness.dir, file);
 
-    const subscriber = await authed(daemon.port, await tokenFor(SECRET_A));
+    const subscriber = await harness.authed(daemon.port, await tokenFor(SECRET_A));
     subscriber.send(resp('SUBSCRIBE', 'sb-1'));
     const subscribed = '*3\r\n$9\r\nsubscribe\r\n$4\r\nsb-1\r\n:1\r\n';
     expect(await subscriber.read(subscribed)).toBe(subscribed);
@@ -54,7 +37,7 @@ describe('HS256 key rotation through SIGHUP', () => {
     writeJson(file, { port: 0, 'http-port': 0, store: 'memory', 'jwt-secret': [SECRET_A, SECRET_B] });
     expect((await daemon.reload()).msg).toBe('config reloaded');
     expect(subscriber.closed).toBe(false);
-    const publisher = await authed(daemon.port, await tokenFor(SECRET_B, { sandboxId: 'sb-1' }));
+    const publisher = await harness.authed(daemon.port, await tokenFor(SECRET_B, { sandboxId: 'sb-1' }));
     publisher.send(resp('PUBLISH', 'sb-1', '{"type":"rotated"}'));
     expect(await publisher.line()).toBe(':1\r\n');
     const delivered = await subscriber.waitFor((received) => received.includes('"type":"rotated"'));
@@ -71,17 +54,17 @@ describe('HS256 key rotation through SIGHUP', () => {
     expect(await publisher.line()).toBe('+PONG\r\n');
 
     const withA = await rawAuth(daemon.port, await tokenFor(SECRET_A));
-    clients.push(withA.client);
+    harness.track(withA.client);
     expect(withA.reply).toBe('-WRONGPASS invalid username-password pair or user is disabled.\r\n');
     const withB = await rawAuth(daemon.port, await tokenFor(SECRET_B));
-    clients.push(withB.client);
+    harness.track(withB.client);
     expect(withB.reply).toBe('+OK\r\n');
   });
 
   it('signs with the first secret given on the command line, and verifies with every one', async () => {
-    const file = path.join(temp.dir, 'sandbox-events.toml');
+    const file = path.join(harness.dir, 'sandbox-events.toml');
     writeFileSync(file, 'store = "memory"\n');
-    const daemon = await startWithConfig(temp.dir, file, [
+    const daemon = await startWithConfig(harness.dir, file, [
       '--port',
       '0',
       '--http-port',
@@ -91,19 +74,19 @@ describe('HS256 key rotation through SIGHUP', () => {
       '--jwt-secret',
       SECRET_B,
     ]);
-    await authed(daemon.port, await tokenFor(SECRET_A));
-    await authed(daemon.port, await tokenFor(SECRET_B));
+    await harness.authed(daemon.port, await tokenFor(SECRET_A));
+    await harness.authed(daemon.port, await tokenFor(SECRET_B));
     const other = await rawAuth(daemon.port, await tokenFor('neither-of-them-neither-of-them-0000'));
-    clients.push(other.client);
+    harness.track(other.client);
     expect(other.reply).toMatch(/^-WRONGPASS/);
   });
 
   it('`token --config` signs with the first secret of the file', async () => {
-    const file = path.join(temp.dir, 'sandbox-events.toml');
+    const file = path.join(harness.dir, 'sandbox-events.toml');
     writeFileSync(file, `store = "memory"\njwt-secret = "${SECRET_A}"\n`);
-    const daemon = await startWithConfig(temp.dir, file, ['--port', '0', '--http-port', '0']);
+    const daemon = await startWithConfig(harness.dir, file, ['--port', '0', '--http-port', '0']);
     const mint = (secrets: string[]): string => {
-      const minting = path.join(temp.dir, 'minting.yaml');
+      const minting = path.join(harness.dir, 'minting.yaml');
       writeFileSync(minting, `jwt-secret: [${secrets.join(', ')}]\n`);
       const { SANDBOX_EVENTS_JWT_SECRET: _, ...env } = process.env;
       const run = spawnSync(process.execPath, [BIN, 'token', '--config', minting, '--workspace', '1'], {
@@ -114,17 +97,17 @@ describe('HS256 key rotation through SIGHUP', () => {
       return run.stdout.trim();
     };
     const first = await rawAuth(daemon.port, mint([SECRET_A, SECRET_B]));
-    clients.push(first.client);
+    harness.track(first.client);
     expect(first.reply).toBe('+OK\r\n');
     const second = await rawAuth(daemon.port, mint([SECRET_B, SECRET_A]));
-    clients.push(second.client);
+    harness.track(second.client);
     expect(second.reply).toMatch(/^-WRONGPASS/);
   });
 });
 
 describe('CONFIG GET and CONFIG RELOAD', () => {
   async function start(): Promise<{ daemon: ConfiguredDaemon; file: string }> {
-    const file = path.join(temp.dir, 'sandbox-events.json');
+    const file = path.join(harness.dir, 'sandbox-events.json');
     writeJson(file, {
       port: 0,
       'http-port': 0,
@@ -132,13 +115,13 @@ describe('CONFIG GET and CONFIG RELOAD', () => {
       'jwt-secret': [SECRET_A, SECRET_B],
       'max-clients': 77,
     });
-    return { daemon: await startWithConfig(temp.dir, file), file };
+    return { daemon: await startWithConfig(harness.dir, file), file };
   }
 
   it('answers admins with the settings matching the glob, secrets redacted', async () => {
     const { daemon } = await start();
     const admin = redisClient(daemon.port, await tokenFor(SECRET_A, { role: 'admin' }));
-    clients.push({ close: () => admin.disconnect() });
+    harness.track({ close: () => admin.disconnect() });
     expect(await configGet(admin, 'max-c*')).toEqual({ 'max-clients': '77' });
     expect(await configGet(admin, 'jwt-secret')).toEqual({ 'jwt-secret': '<redacted>,<redacted>' });
     const everything = await configGet(admin, '*');
@@ -146,7 +129,7 @@ describe('CONFIG GET and CONFIG RELOAD', () => {
     expect(JSON.stringify(everything)).not.toContain(SECRET_A);
     expect(JSON.stringify(everything)).not.toContain(SECRET_B);
     // Several patterns, as Redis 7 takes them.
-    const raw = await authed(daemon.port, await tokenFor(SECRET_B, { role: 'admin' }));
+    const raw = await harness.authed(daemon.port, await tokenFor(SECRET_B, { role: 'admin' }));
     raw.send(resp('CONFIG', 'GET', 'max-clients', 'store'));
     const reply = '*4\r\n$11\r\nmax-clients\r\n$2\r\n77\r\n$5\r\nstore\r\n$6\r\nmemory\r\n';
     expect(await raw.read(reply)).toBe(reply);
@@ -154,7 +137,7 @@ describe('CONFIG GET and CONFIG RELOAD', () => {
 
   it('refuses tokens other than admin', async () => {
     const { daemon } = await start();
-    const workspace = await authed(daemon.port, await tokenFor(SECRET_A));
+    const workspace = await harness.authed(daemon.port, await tokenFor(SECRET_A));
     workspace.send(resp('CONFIG', 'GET', '*') + resp('CONFIG', 'RELOAD'));
     expect(await workspace.line()).toBe("-NOPERM this token has no permissions to run the 'config|get' command\r\n");
     expect(await workspace.line()).toBe("-NOPERM this token has no permissions to run the 'config|reload' command\r\n");
@@ -162,7 +145,7 @@ describe('CONFIG GET and CONFIG RELOAD', () => {
 
   it('CONFIG RELOAD re-reads the file as SIGHUP does, and says why when it cannot', async () => {
     const { daemon, file } = await start();
-    const admin = await authed(daemon.port, await tokenFor(SECRET_A, { role: 'admin' }));
+    const admin = await harness.authed(daemon.port, await tokenFor(SECRET_A, { role: 'admin' }));
     writeJson(file, { port: 0, 'http-port': 0, store: 'memory', 'jwt-secret': [SECRET_A], 'max-clients': 78 });
     admin.send(resp('CONFIG', 'RELOAD') + resp('CONFIG', 'GET', 'max-clients'));
     expect(await admin.line()).toBe('+OK\r\n');

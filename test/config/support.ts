@@ -3,8 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Redis } from 'ioredis';
+import { afterEach, beforeEach, expect } from 'vitest';
 import { mintToken } from '../../src/auth/mint.js';
-import { type Daemon, spawnDaemon } from '../support/daemon.js';
+import { type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
 import { RawClient, resp } from '../support/raw-client.js';
 
 export type LogRecord = { msg?: string; level?: number; [field: string]: unknown };
@@ -69,6 +70,45 @@ export async function startWithConfig(
 export function tempDir(): { dir: string; remove(): void } {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'se-config-'));
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export interface PerTest {
+  /** This test's temporary directory. */
+  readonly dir: string;
+  /** Closed after the test. */
+  track<T extends { close(): void }>(thing: T): T;
+  /** A raw client that sent AUTH with `token` and got +OK; closed after the test. */
+  authed(port: number, token: string): Promise<RawClient>;
+}
+
+/** Gives each test a temporary directory; after it, closes its clients, kills its daemons, removes the directory. */
+export function perTest(): PerTest {
+  let temp: ReturnType<typeof tempDir> | undefined;
+  const tracked: { close(): void }[] = [];
+  beforeEach(() => {
+    temp = tempDir();
+  });
+  afterEach(() => {
+    for (const thing of tracked.splice(0)) thing.close();
+    killDaemons();
+    temp?.remove();
+  });
+  const track = <T extends { close(): void }>(thing: T): T => {
+    tracked.push(thing);
+    return thing;
+  };
+  return {
+    get dir() {
+      return temp!.dir;
+    },
+    track,
+    async authed(port, token) {
+      const { client, reply } = await rawAuth(port, token);
+      track(client);
+      expect(reply).toBe('+OK\r\n');
+      return client;
+    },
+  };
 }
 
 export function writeJson(file: string, value: unknown): void {
