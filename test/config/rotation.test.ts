@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { freePort } from '../scale/support.js';
 import { BIN } from '../support/daemon.js';
 import { resp } from '../support/raw-client.js';
 import {
@@ -102,6 +103,44 @@ describe('HS256 key rotation through SIGHUP', () => {
     const second = await rawAuth(daemon.port, mint([SECRET_B, SECRET_A]));
     harness.track(second.client);
     expect(second.reply).toMatch(/^-WRONGPASS/);
+  });
+});
+
+describe('event streams and key removal', () => {
+  it('a stream authenticated with a removed secret ends with event: close, reason token_expired', async () => {
+    const file = path.join(harness.dir, 'sandbox-events.json');
+    const settings = { port: 0, store: 'memory', 'http-port': await freePort() };
+    writeJson(file, { ...settings, 'jwt-secret': [SECRET_A, SECRET_B] });
+    const daemon = await startWithConfig(harness.dir, file);
+    const open = async (secret: string): Promise<ReadableStreamDefaultReader<Uint8Array>> => {
+      const response = await fetch(`http://127.0.0.1:${daemon.httpPort}/events/sb-1/stream`, {
+        headers: { authorization: `Bearer ${await tokenFor(secret)}` },
+      });
+      expect(response.status).toBe(200);
+      const reader = response.body!.getReader();
+      harness.track({ close: () => void reader.cancel().catch(() => {}) });
+      return reader;
+    };
+    const readUntil = async (reader: ReadableStreamDefaultReader<Uint8Array>, text: string): Promise<string> => {
+      let received = '';
+      while (!received.includes(text)) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        received += Buffer.from(value).toString();
+      }
+      return received;
+    };
+    const withA = await open(SECRET_A);
+    const withB = await open(SECRET_B);
+    writeJson(file, { ...settings, 'jwt-secret': [SECRET_B] });
+    expect((await daemon.reload()).msg).toBe('config reloaded');
+    expect(await readUntil(withA, 'token_expired')).toMatch(/event: close\ndata: \{"reason":"token_expired"\}/);
+    expect((await withA.read()).done).toBe(true);
+    // The stream of B goes on: an event published now reaches it.
+    const publisher = await harness.authed(daemon.port, await tokenFor(SECRET_B, { sandboxId: 'sb-1' }));
+    publisher.send(resp('PUBLISH', 'sb-1', '{"type":"after-rotation"}'));
+    expect(await publisher.line()).toBe(':1\r\n');
+    expect(await readUntil(withB, 'after-rotation')).toContain('"type":"after-rotation"');
   });
 });
 
