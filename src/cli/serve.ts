@@ -26,6 +26,14 @@ export function registerServe(program: Command): void {
 async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Promise<void> {
   const options = config.values;
   const logger = pino({ level: options.logLevel, base: { pid: process.pid } });
+  // SIGHUP and CONFIG RELOAD re-read the config file (docs/operations.md, "Reloading"). The
+  // handler is in place from the start: SIGHUP's default action would end the process.
+  let reloader: ConfigReloader | undefined;
+  let stopping = false;
+  process.on('SIGHUP', () => {
+    if (reloader === undefined) logger.warn('SIGHUP while starting: ignored; send it again once listening');
+    else if (!stopping) reloader.reload();
+  });
   const dataDir = path.resolve(options.dataDir);
   let devSecret: string | undefined;
   // Embedded defaults: a random secret kept in the data dir so tokens survive restarts. Also
@@ -65,6 +73,13 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
     httpPort: options.httpPort === 0 ? undefined : options.httpPort,
     http: { apiKeysFile: apiKeysPath(dataDir), corsOrigin: options.httpCorsOrigin },
   });
+  reloader = new ConfigReloader(commandLine, config, {
+    context: server.context,
+    http: server.http,
+    logger,
+    fallbackKeys: developmentKeys,
+  });
+  server.context.configControl = reloader;
   logger.info(
     {
       host: server.host,
@@ -100,7 +115,6 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
     );
   }
 
-  let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) {
       process.exit(1); // a second signal: stop waiting
@@ -121,16 +135,4 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
-
-  // SIGHUP and CONFIG RELOAD re-read the config file (docs/operations.md, "Reloading").
-  const reloader = new ConfigReloader(commandLine, config, {
-    context: server.context,
-    http: server.http,
-    logger,
-    fallbackKeys: developmentKeys,
-  });
-  server.context.configControl = reloader;
-  process.on('SIGHUP', () => {
-    if (!stopping) reloader.reload();
-  });
 }

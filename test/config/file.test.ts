@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BIN, spawnDaemon } from '../support/daemon.js';
-import { rawAuth, redisClient, perTest, startWithConfig, tokenFor } from './support.js';
+import { perTest, redisClient, startWithConfig, tokenFor } from './support.js';
 
 const SECRET = 'file-secret-0123456789-0123456789-0123456';
 
@@ -56,9 +56,7 @@ describe('config file formats', () => {
   it.each(formats)('%s: keys kebab-case or snake_case, values as the flags take them', async (name, text) => {
     const file = write(name, text.replace('%SECRET%', SECRET));
     const daemon = await startWithConfig(harness.dir, file);
-    const { client, reply } = await rawAuth(daemon.port, await tokenFor(SECRET));
-    harness.track(client);
-    expect(reply).toBe('+OK\r\n');
+    await harness.authed(daemon.port, await tokenFor(SECRET));
     expect(await maxClients(daemon.port)).toBe('42');
     const admin = redisClient(daemon.port, await tokenFor(SECRET, { role: 'admin' }));
     harness.track({ close: () => admin.disconnect() });

@@ -1,12 +1,12 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { exportSPKI, generateKeyPair, SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { freePort } from '../scale/support.js';
 import { RawClient, resp } from '../support/raw-client.js';
 import {
   type ConfiguredDaemon,
   configGet,
-  rawAuth,
   redisClient,
   startWithConfig,
   perTest,
@@ -100,7 +100,7 @@ describe('SIGHUP applies the reloadable settings live', () => {
 
     // jwt-issuer (and jwt-audience alike): new AUTHs must carry it.
     await reloadWith(daemon, { 'jwt-issuer': 'issuer-x' });
-    expect((await rawAuth(daemon.port, await tokenFor(SECRET))).reply).toMatch(/^-WRONGPASS/);
+    expect(await harness.authReply(daemon.port, await tokenFor(SECRET))).toMatch(/^-WRONGPASS/);
     await harness.authed(daemon.port, await tokenFor(SECRET, { issuer: 'issuer-x' }));
 
     // max-clients: with the connections open now, one more is refused.
@@ -149,6 +149,41 @@ describe('SIGHUP applies the reloadable settings live', () => {
       'publish-burst': '40',
       'retention-count': '9',
     });
+  });
+});
+
+describe('public keys at reload', () => {
+  async function es256(): Promise<{ pem: string; sign: () => Promise<string> }> {
+    const keys = await generateKeyPair('ES256', { extractable: true });
+    const sign = (): Promise<string> =>
+      new SignJWT({ workspace_id: 1, role: 'workspace' })
+        .setProtectedHeader({ alg: 'ES256' })
+        .setExpirationTime('1h')
+        .sign(keys.privateKey);
+    return { pem: await exportSPKI(keys.publicKey), sign };
+  }
+
+  it('a public key file added, then replaced: its tokens accepted, then their connections closed', async () => {
+    const [first, second] = [await es256(), await es256()];
+    const pemFile = path.join(harness.dir, 'public.pem');
+    writeJson(configFile(), BASE);
+    const daemon = await startWithConfig(harness.dir, configFile());
+    expect(await harness.authReply(daemon.port, await first.sign())).toMatch(/^-WRONGPASS/);
+
+    writeFileSync(pemFile, first.pem);
+    await reloadWith(daemon, { 'jwt-public-key': pemFile });
+    const viaFirst = await harness.authed(daemon.port, await first.sign());
+    const viaSecret = await harness.authed(daemon.port, await tokenFor(SECRET));
+
+    // Same path, new key: the file is read again at the reload.
+    writeFileSync(pemFile, second.pem);
+    expect((await daemon.reload()).msg).toBe('config reloaded');
+    expect(await viaFirst.line()).toBe('-ERR token expired: send AUTH with a fresh token before exp\r\n');
+    expect(await viaFirst.closedByServer()).toBe(true);
+    viaSecret.send(resp('PING'));
+    expect(await viaSecret.line()).toBe('+PONG\r\n');
+    expect(await harness.authReply(daemon.port, await first.sign())).toMatch(/^-WRONGPASS/);
+    await harness.authed(daemon.port, await second.sign());
   });
 });
 

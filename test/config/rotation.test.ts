@@ -8,7 +8,6 @@ import { resp } from '../support/raw-client.js';
 import {
   type ConfiguredDaemon,
   configGet,
-  rawAuth,
   redisClient,
   startWithConfig,
   perTest,
@@ -54,12 +53,10 @@ describe('HS256 key rotation through SIGHUP', () => {
     publisher.send(resp('PING'));
     expect(await publisher.line()).toBe('+PONG\r\n');
 
-    const withA = await rawAuth(daemon.port, await tokenFor(SECRET_A));
-    harness.track(withA.client);
-    expect(withA.reply).toBe('-WRONGPASS invalid username-password pair or user is disabled.\r\n');
-    const withB = await rawAuth(daemon.port, await tokenFor(SECRET_B));
-    harness.track(withB.client);
-    expect(withB.reply).toBe('+OK\r\n');
+    expect(await harness.authReply(daemon.port, await tokenFor(SECRET_A))).toBe(
+      '-WRONGPASS invalid username-password pair or user is disabled.\r\n',
+    );
+    expect(await harness.authReply(daemon.port, await tokenFor(SECRET_B))).toBe('+OK\r\n');
   });
 
   it('signs with the first secret given on the command line, and verifies with every one', async () => {
@@ -77,9 +74,9 @@ describe('HS256 key rotation through SIGHUP', () => {
     ]);
     await harness.authed(daemon.port, await tokenFor(SECRET_A));
     await harness.authed(daemon.port, await tokenFor(SECRET_B));
-    const other = await rawAuth(daemon.port, await tokenFor('neither-of-them-neither-of-them-0000'));
-    harness.track(other.client);
-    expect(other.reply).toMatch(/^-WRONGPASS/);
+    expect(await harness.authReply(daemon.port, await tokenFor('neither-of-them-neither-of-them-0000'))).toMatch(
+      /^-WRONGPASS/,
+    );
   });
 
   it('`token --config` signs with the first secret of the file', async () => {
@@ -97,12 +94,8 @@ describe('HS256 key rotation through SIGHUP', () => {
       expect(run.status).toBe(0);
       return run.stdout.trim();
     };
-    const first = await rawAuth(daemon.port, mint([SECRET_A, SECRET_B]));
-    harness.track(first.client);
-    expect(first.reply).toBe('+OK\r\n');
-    const second = await rawAuth(daemon.port, mint([SECRET_B, SECRET_A]));
-    harness.track(second.client);
-    expect(second.reply).toMatch(/^-WRONGPASS/);
+    expect(await harness.authReply(daemon.port, mint([SECRET_A, SECRET_B]))).toBe('+OK\r\n');
+    expect(await harness.authReply(daemon.port, mint([SECRET_B, SECRET_A]))).toMatch(/^-WRONGPASS/);
   });
 });
 

@@ -79,6 +79,8 @@ export interface PerTest {
   track<T extends { close(): void }>(thing: T): T;
   /** A raw client that sent AUTH with `token` and got +OK; closed after the test. */
   authed(port: number, token: string): Promise<RawClient>;
+  /** The reply to AUTH with `token` on a new raw client (closed after the test). */
+  authReply(port: number, token: string): Promise<string>;
 }
 
 /** Gives each test a temporary directory; after it, closes its clients, kills its daemons, removes the directory. */
@@ -107,6 +109,11 @@ export function perTest(): PerTest {
       track(client);
       expect(reply).toBe('+OK\r\n');
       return client;
+    },
+    async authReply(port, token) {
+      const { client, reply } = await rawAuth(port, token);
+      track(client);
+      return reply;
     },
   };
 }
