@@ -15,7 +15,8 @@ const LAYERS = [
   { name: 'commands', paths: ['^src/commands/'] },
   { name: 'transports', paths: ['^src/connection/', '^src/http/'] },
   { name: 'server', paths: ['^src/server/'] },
-  { name: 'composition-root', paths: ['^src/daemon\\.ts$', '^src/cli/', '^src/index\\.ts$'] },
+  // The settings table, config files and reload sit with the daemon they configure and the CLI.
+  { name: 'composition-root', paths: ['^src/daemon\\.ts$', '^src/config/', '^src/cli/', '^src/index\\.ts$'] },
 ];
 
 const upwardRules = LAYERS.slice(0, -1).map((layer, index) => ({

@@ -59,6 +59,8 @@ export interface RunningServer {
   readonly httpPort: number | undefined;
   /** The context every client shares; its registry holds the server side of each TCP client. */
   readonly context: ServerContext<Connection>;
+  /** The HTTP side, when it is on (a config reload changes its CORS origins). */
+  readonly http: HttpServer | undefined;
   /** Stops accepting, flushes and closes every client, closes the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -122,6 +124,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     host,
     port: listener.port,
     httpPort: http?.port,
+    http,
     context,
     close() {
       closing ??= stop(context, listener, http);
@@ -182,7 +185,7 @@ function openConfiguredStore(config: StoreConfig | undefined, logger: Logger): E
  * PUBLISH as a protocol error. The bulk carries the payload (the event's JSON around `data`,
  * plus the type); the request adds the command name and the sandbox id.
  */
-function withRoomForEvents(limits: Limits): Limits {
+export function withRoomForEvents(limits: Limits): Limits {
   const bulk = Math.max(limits.maxBulkBytes, limits.maxEventBytes + 4 * 1024);
   const request = Math.max(limits.maxRequestBytes, bulk + 64 * 1024);
   return { ...limits, maxBulkBytes: bulk, maxRequestBytes: request };

@@ -78,6 +78,12 @@ export const ERROR_CODES = {
   /** GET /console before `npm run build` made its assets (a checkout run from source). */
   CONSOLE_NOT_BUILT: { resp: 'ERR', http: 503, wire: 'http' },
   // Configuration and files, reported by the CLI at startup or by `apikey`.
+  /** A config file (or flag) that does not parse or validate (docs/operations.md, "Config file"). */
+  CONFIG_INVALID: { resp: 'ERR', http: 500, wire: 'none' },
+  /** CONFIG GET / CONFIG RELOAD on a broker started without settings (startServer in a program). */
+  CONFIG_UNAVAILABLE: { resp: 'ERR', http: 503, wire: 'resp' },
+  /** CONFIG RELOAD whose file failed: nothing changed, the reason follows. */
+  CONFIG_RELOAD_FAILED: { resp: 'ERR', http: 500, wire: 'resp' },
   AUTH_CONFIG: { resp: 'ERR', http: 500, wire: 'none' },
   HTTP_LISTEN_FAILED: { resp: 'ERR', http: 500, wire: 'none' },
   API_KEYS_CORRUPT: { resp: 'ERR', http: 500, wire: 'none' },

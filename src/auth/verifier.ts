@@ -37,8 +37,11 @@ export class AuthError extends SandboxEventsError {
 }
 
 export interface VerifierConfig {
-  /** HS256/HS384/HS512 shared secret (utf-8 bytes of the string) */
-  secret?: string;
+  /**
+   * HS256/HS384/HS512 shared secrets (utf-8 bytes of each string): every one verifies, so a
+   * secret can be rotated in before the old one is removed (docs/operations.md).
+   */
+  secret?: string | readonly string[];
   /** SPKI PEM public key (RS256, ES256 or EdDSA — whichever the key type is) */
   publicKeyPem?: string;
   /** remote JWKS (http:// allowed: tests serve one on 127.0.0.1) */
@@ -217,22 +220,49 @@ class RemoteKeySet {
   }
 }
 
-export class TokenVerifier {
+/** One HS256/384/512 secret, with its WebCrypto keys imported once per algorithm. */
+interface SecretKey {
+  /** Names the secret without revealing it: `hs:` and the start of its SHA-256. */
+  readonly id: string;
+  readonly bytes: Uint8Array;
+  readonly imported: Map<string, Promise<CryptoKey>>;
+}
+
+/** Which key a verification used; filled in by the key lookup. */
+interface KeyUse {
+  id?: string;
+  secret?: boolean;
+}
+
+function fingerprint(prefix: string, material: Uint8Array | Buffer): string {
+  return `${prefix}:${createHash('sha256').update(material).digest('hex').slice(0, 16)}`;
+}
+
+/**
+ * The keys and claim checks of one configuration, with the tokens verified under it. Never
+ * changed once built: `TokenVerifier.reconfigure` replaces it as a whole, so a key removed
+ * takes its cached tokens with it.
+ */
+class KeyRing {
   /** The algorithms that tokens may use, after defaults. */
   readonly algorithms: readonly string[];
-  private readonly secretKey: Uint8Array | undefined;
-  private readonly publicKey: KeyObject | undefined;
-  private readonly keySet: RemoteKeySet | undefined;
-  private readonly options: JWTVerifyOptions;
-  private readonly cacheSize: number;
-  private readonly cache = new Map<string, Principal>();
-  private readonly inflight = new Map<string, Promise<Principal>>();
-  private cacheHits = 0;
-  private cacheMisses = 0;
+  readonly secrets: readonly SecretKey[];
+  readonly publicKey: { id: string; key: KeyObject } | undefined;
+  readonly keySet: { id: string; set: RemoteKeySet; url: string; cooldownMs: number } | undefined;
+  readonly options: JWTVerifyOptions;
+  readonly cacheSize: number;
+  readonly cache = new Map<string, Principal>();
+  readonly inflight = new Map<string, Promise<Principal>>();
+  readonly keyIds: ReadonlySet<string>;
 
-  constructor(config: VerifierConfig) {
-    const { secret, publicKeyPem, jwksUrl } = config;
-    if (secret === undefined && publicKeyPem === undefined && jwksUrl === undefined) {
+  constructor(config: VerifierConfig, previous: KeyRing | undefined, onKeySetChange: () => void) {
+    const { publicKeyPem, jwksUrl } = config;
+    const secrets =
+      config.secret === undefined ? [] : typeof config.secret === 'string' ? [config.secret] : config.secret;
+    if (config.secret !== undefined && (!Array.isArray(secrets) || secrets.length === 0)) {
+      throw configError('secret must be a non-empty string or a non-empty list of them');
+    }
+    if (secrets.length === 0 && publicKeyPem === undefined && jwksUrl === undefined) {
       throw configError('no key source configured: set a secret, a public key or a JWKS URL');
     }
     // With both, which one a kid-less token belongs to would be a guess.
@@ -242,16 +272,20 @@ export class TokenVerifier {
 
     const usable: string[] = [];
     const defaults: string[] = [];
-    if (secret !== undefined) {
+    this.secrets = secrets.map((secret) => {
       if (typeof secret !== 'string' || secret.length === 0) throw configError('secret must be a non-empty string');
-      this.secretKey = new TextEncoder().encode(secret);
+      const bytes = new TextEncoder().encode(secret);
+      return { id: fingerprint('hs', bytes), bytes, imported: new Map() };
+    });
+    if (this.secrets.length > 0) {
       usable.push(...HMAC_ALGS);
       defaults.push('HS256');
     }
     if (publicKeyPem !== undefined) {
       if (typeof publicKeyPem !== 'string') throw configError('publicKeyPem must be a string');
-      this.publicKey = parsePublicKey(publicKeyPem);
-      const forKey = algorithmsForKey(this.publicKey);
+      const key = parsePublicKey(publicKeyPem);
+      this.publicKey = { id: fingerprint('pem', key.export({ type: 'spki', format: 'der' })), key };
+      const forKey = algorithmsForKey(key);
       usable.push(...forKey);
       const preferred = DEFAULT_ASYMMETRIC_ALGS.filter((alg) => forKey.includes(alg));
       defaults.push(...(preferred.length > 0 ? preferred : forKey));
@@ -266,9 +300,17 @@ export class TokenVerifier {
       if (url.protocol !== 'https:' && url.protocol !== 'http:') throw configError('jwksUrl must be http(s)');
       const cooldownMs = config.jwksCooldownMs ?? 30_000;
       if (!Number.isFinite(cooldownMs) || cooldownMs < 0) throw configError('jwksCooldownMs must be >= 0');
-      // A key withdrawn from the set must stop its tokens: verified tokens are cached, so the
-      // cache goes whenever the set changes (connections already open keep their principal).
-      this.keySet = new RemoteKeySet(url, cooldownMs, () => this.cache.clear());
+      // The same endpoint keeps its fetched keys across a reconfiguration.
+      const kept = previous?.keySet;
+      this.keySet =
+        kept !== undefined && kept.url === url.href && kept.cooldownMs === cooldownMs
+          ? kept
+          : {
+              id: `jwks:${url.href}`,
+              set: new RemoteKeySet(url, cooldownMs, onKeySetChange),
+              url: url.href,
+              cooldownMs,
+            };
       usable.push(...ASYMMETRIC_ALGS);
       defaults.push(...DEFAULT_ASYMMETRIC_ALGS);
     }
@@ -298,56 +340,11 @@ export class TokenVerifier {
       ...(config.issuer !== undefined ? { issuer: config.issuer } : {}),
       ...(config.audience !== undefined ? { audience: config.audience } : {}),
     };
-  }
-
-  async verify(token: string): Promise<Principal> {
-    if (typeof token !== 'string' || token.length === 0) throw new AuthError('malformed', 'token is empty');
-    if (token.length > MAX_TOKEN_LENGTH) {
-      throw new AuthError('malformed', `token is longer than ${MAX_TOKEN_LENGTH} bytes`);
-    }
-    if (this.cacheSize === 0) return this.verifyUncached(token);
-
-    // Keyed by digest so that 10,000 entries of up to 16 KiB tokens stay small.
-    const key = createHash('sha256').update(token).digest('base64url');
-    const hit = this.cache.get(key);
-    if (hit !== undefined) {
-      if (Date.now() < hit.expiresAt) {
-        this.cacheHits++;
-        return hit;
-      }
-      this.cache.delete(key);
-    }
-    // Many clients reconnecting with one token at once share one check.
-    const pending = this.inflight.get(key);
-    if (pending !== undefined) return pending;
-    this.cacheMisses++;
-    const verifying = this.verifyUncached(token).then(
-      (principal) => {
-        this.inflight.delete(key);
-        this.remember(key, principal);
-        return principal;
-      },
-      (error: unknown) => {
-        this.inflight.delete(key);
-        throw error;
-      },
+    this.keyIds = new Set(
+      [...this.secrets.map((secret) => secret.id), this.publicKey?.id, this.keySet?.id].filter(
+        (id): id is string => id !== undefined,
+      ),
     );
-    this.inflight.set(key, verifying);
-    return verifying;
-  }
-
-  /** For metrics. */
-  stats(): { cacheEntries: number; cacheHits: number; cacheMisses: number } {
-    return { cacheEntries: this.cache.size, cacheHits: this.cacheHits, cacheMisses: this.cacheMisses };
-  }
-
-  private remember(key: string, principal: Principal): void {
-    if (Date.now() >= principal.expiresAt) return;
-    if (this.cache.size >= this.cacheSize) {
-      const oldest = this.cache.keys().next();
-      if (!oldest.done) this.cache.delete(oldest.value);
-    }
-    this.cache.set(key, principal);
   }
 
   /**
@@ -355,33 +352,48 @@ export class TokenVerifier {
    * makes it import a key on every verification: a third of a 5,000-client connection storm's
    * CPU went there (docs/performance.md). jose still checks the key against `alg`.
    */
-  private readonly hmacKeys = new Map<string, Promise<CryptoKey>>();
-
-  private hmacKey(alg: string, secret: Uint8Array): Promise<CryptoKey> {
-    let key = this.hmacKeys.get(alg);
+  private hmacKey(alg: string, secret: SecretKey): Promise<CryptoKey> {
+    let key = secret.imported.get(alg);
     if (key === undefined) {
-      key = globalThis.crypto.subtle.importKey('raw', secret, { name: 'HMAC', hash: `SHA-${alg.slice(2)}` }, false, [
-        'verify',
-      ]);
-      this.hmacKeys.set(alg, key);
+      key = globalThis.crypto.subtle.importKey(
+        'raw',
+        secret.bytes,
+        { name: 'HMAC', hash: `SHA-${alg.slice(2)}` },
+        false,
+        ['verify'],
+      );
+      secret.imported.set(alg, key);
     }
     return key;
   }
 
-  private readonly getKey = async (
+  /**
+   * The key for one attempt: HMAC tokens are tried against each secret in turn (`secretIndex`),
+   * the others have one key source. `use` records which key it was.
+   */
+  async getKey(
     header: CompactJWSHeaderParameters,
     token: FlattenedJWSInput,
-  ): Promise<CryptoKey | KeyObject | Uint8Array> => {
+    secretIndex: number,
+    use: KeyUse,
+  ): Promise<CryptoKey | KeyObject | Uint8Array> {
     // The key follows the algorithm family, so a secret never verifies an RS token and a public
     // key never serves as an HMAC secret (jose checks the key type against alg as well).
     const alg = header.alg;
     if (HMAC_ALGS.includes(alg)) {
-      if (this.secretKey !== undefined) return this.hmacKey(alg, this.secretKey);
+      const secret = this.secrets[secretIndex];
+      if (secret !== undefined) {
+        use.id = secret.id;
+        use.secret = true;
+        return this.hmacKey(alg, secret);
+      }
     } else if (this.publicKey !== undefined) {
-      return this.publicKey;
+      use.id = this.publicKey.id;
+      return this.publicKey.key;
     } else if (this.keySet !== undefined) {
+      use.id = this.keySet.id;
       try {
-        return await this.keySet.getKey(header, token);
+        return await this.keySet.set.getKey(header, token);
       } catch (err) {
         if (
           err instanceof KeySourceError ||
@@ -394,30 +406,152 @@ export class TokenVerifier {
       }
     }
     throw new errors.JOSEAlgNotAllowed('"alg" (Algorithm) Header Parameter value not allowed');
-  };
+  }
+}
 
-  private async verifyUncached(token: string): Promise<Principal> {
-    let payload: JWTPayload;
-    try {
-      ({ payload } = await jwtVerify(token, this.getKey, this.options));
-    } catch (err) {
-      if (!(err instanceof errors.JWKSMultipleMatchingKeys)) throw toAuthError(err);
-      payload = await this.verifyWithEachKey(token, err);
-    }
-    return principalFromClaims(payload);
+export class TokenVerifier {
+  private ring: KeyRing;
+  /** Which key verified each principal this verifier returned (see verifiedWithRemovedKey). */
+  private readonly keyOf = new WeakMap<Principal, string>();
+  private cacheHits = 0;
+  private cacheMisses = 0;
+
+  constructor(config: VerifierConfig) {
+    this.ring = this.build(config);
   }
 
-  /** A kid-less token and a JWKS with several keys of its type: try each, as jose's docs suggest. */
-  private async verifyWithEachKey(token: string, candidates: errors.JWKSMultipleMatchingKeys): Promise<JWTPayload> {
-    for await (const key of candidates) {
-      try {
-        return (await jwtVerify(token, key, this.options)).payload;
-      } catch (err) {
-        if (!(err instanceof errors.JWSSignatureVerificationFailed)) throw toAuthError(err);
+  /** The algorithms that tokens may use, after defaults. */
+  get algorithms(): readonly string[] {
+    return this.ring.algorithms;
+  }
+
+  /**
+   * Replaces the keys and claim checks at runtime (a config reload). A configuration that is
+   * not valid throws and changes nothing. Tokens verified before are forgotten, so a removed
+   * key stops its tokens at once; connections already open are the caller's to close (see
+   * verifiedWithRemovedKey).
+   */
+  reconfigure(config: VerifierConfig): void {
+    this.ring = this.build(config);
+  }
+
+  /**
+   * Whether `principal` was verified by a key that the current configuration no longer has
+   * (a secret removed, the public key replaced, the JWKS URL changed).
+   */
+  verifiedWithRemovedKey(principal: Principal): boolean {
+    const id = this.keyOf.get(principal);
+    return id !== undefined && !this.ring.keyIds.has(id);
+  }
+
+  private build(config: VerifierConfig): KeyRing {
+    // A key withdrawn from a JWKS must stop its tokens: verified tokens are cached, so the
+    // cache goes whenever the set changes (connections already open keep their principal).
+    return new KeyRing(config, this.ring as KeyRing | undefined, () => this.ring.cache.clear());
+  }
+
+  async verify(token: string): Promise<Principal> {
+    if (typeof token !== 'string' || token.length === 0) throw new AuthError('malformed', 'token is empty');
+    if (token.length > MAX_TOKEN_LENGTH) {
+      throw new AuthError('malformed', `token is longer than ${MAX_TOKEN_LENGTH} bytes`);
+    }
+    for (;;) {
+      const ring = this.ring;
+      const principal = await this.verifyWith(ring, token);
+      // Keys replaced meanwhile: the answer must come from the keys in force now.
+      if (ring === this.ring) return principal;
+    }
+  }
+
+  private verifyWith(ring: KeyRing, token: string): Promise<Principal> {
+    if (ring.cacheSize === 0) return this.verifyUncached(ring, token);
+
+    // Keyed by digest so that 10,000 entries of up to 16 KiB tokens stay small.
+    const key = createHash('sha256').update(token).digest('base64url');
+    const hit = ring.cache.get(key);
+    if (hit !== undefined) {
+      if (Date.now() < hit.expiresAt) {
+        this.cacheHits++;
+        return Promise.resolve(hit);
       }
+      ring.cache.delete(key);
     }
-    throw new AuthError('bad_signature', 'token signature does not match any key');
+    // Many clients reconnecting with one token at once share one check.
+    const pending = ring.inflight.get(key);
+    if (pending !== undefined) return pending;
+    this.cacheMisses++;
+    const verifying = this.verifyUncached(ring, token).then(
+      (principal) => {
+        ring.inflight.delete(key);
+        remember(ring, key, principal);
+        return principal;
+      },
+      (error: unknown) => {
+        ring.inflight.delete(key);
+        throw error;
+      },
+    );
+    ring.inflight.set(key, verifying);
+    return verifying;
   }
+
+  /** For metrics. */
+  stats(): { cacheEntries: number; cacheHits: number; cacheMisses: number } {
+    return { cacheEntries: this.ring.cache.size, cacheHits: this.cacheHits, cacheMisses: this.cacheMisses };
+  }
+
+  private async verifyUncached(ring: KeyRing, token: string): Promise<Principal> {
+    // Several secrets: each is tried in turn, and only a signature mismatch moves to the next.
+    for (let secretIndex = 0; ; secretIndex += 1) {
+      const use: KeyUse = {};
+      let payload: JWTPayload;
+      try {
+        ({ payload } = await jwtVerify(
+          token,
+          (header, input) => ring.getKey(header, input, secretIndex, use),
+          ring.options,
+        ));
+      } catch (err) {
+        if (
+          err instanceof errors.JWSSignatureVerificationFailed &&
+          use.secret === true &&
+          secretIndex + 1 < ring.secrets.length
+        ) {
+          continue;
+        }
+        if (!(err instanceof errors.JWKSMultipleMatchingKeys)) throw toAuthError(err);
+        payload = await verifyWithEachKey(ring, token, err);
+      }
+      const principal = principalFromClaims(payload);
+      if (use.id !== undefined) this.keyOf.set(principal, use.id);
+      return principal;
+    }
+  }
+}
+
+function remember(ring: KeyRing, key: string, principal: Principal): void {
+  if (Date.now() >= principal.expiresAt) return;
+  if (ring.cache.size >= ring.cacheSize) {
+    const oldest = ring.cache.keys().next();
+    if (!oldest.done) ring.cache.delete(oldest.value);
+  }
+  ring.cache.set(key, principal);
+}
+
+/** A kid-less token and a JWKS with several keys of its type: try each, as jose's docs suggest. */
+async function verifyWithEachKey(
+  ring: KeyRing,
+  token: string,
+  candidates: errors.JWKSMultipleMatchingKeys,
+): Promise<JWTPayload> {
+  for await (const key of candidates) {
+    try {
+      return (await jwtVerify(token, key, ring.options)).payload;
+    } catch (err) {
+      if (!(err instanceof errors.JWSSignatureVerificationFailed)) throw toAuthError(err);
+    }
+  }
+  throw new AuthError('bad_signature', 'token signature does not match any key');
 }
 
 function toAuthError(err: unknown): AuthError {

@@ -70,6 +70,11 @@ export class Publisher {
     });
   }
 
+  /** Applies a new publish rate limit to every sandbox token (a config reload). */
+  setRateLimit(rateLimit: RateLimit): void {
+    this.limiter.setLimit(rateLimit);
+  }
+
   /** Resolves once no publish is waiting for the store (shutdown waits for them). */
   whenIdle(): Promise<void> {
     if (this.inFlight === 0) return Promise.resolve();

@@ -26,7 +26,7 @@ export class RateLimiter {
   private readonly buckets = new Map<string, Bucket>();
 
   constructor(
-    private readonly limit: RateLimit,
+    private limit: RateLimit,
     private readonly now: () => number = Date.now,
     private readonly maxBuckets = 100_000,
   ) {}
@@ -50,6 +50,12 @@ export class RateLimiter {
       throw new RateLimitedError(Math.ceil(((1 - bucket.tokens) * 1000) / this.limit.perSecond));
     }
     bucket.tokens -= 1;
+  }
+
+  /** A new rate and burst (a config reload): buckets keep their tokens, capped at the new burst. */
+  setLimit(limit: RateLimit): void {
+    this.limit = { ...limit };
+    for (const bucket of this.buckets.values()) bucket.tokens = Math.min(bucket.tokens, limit.burst);
   }
 
   get size(): number {

@@ -4,6 +4,7 @@ import { PACKAGE_VERSION } from '../version.js';
 import { registerApikey } from './apikey.js';
 import { registerHistory } from './history.js';
 import { registerPublish } from './publish.js';
+import { registerConfig } from './config.js';
 import { registerServe } from './serve.js';
 import { registerTail } from './tail.js';
 import { registerToken } from './token.js';
@@ -14,6 +15,7 @@ const program = new Command()
   .version(PACKAGE_VERSION);
 
 registerServe(program);
+registerConfig(program);
 registerToken(program);
 registerApikey(program);
 registerTail(program);

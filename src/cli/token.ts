@@ -2,11 +2,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import { mintToken } from '../auth/mint.js';
+import { readSettingsFile } from '../config/load.js';
 import type { Role } from '../auth/principal.js';
 import { durationArgument, envName, integerArgument, option } from './options.js';
 
 interface TokenOptions {
   secret?: string;
+  config?: string;
   dataDir: string;
   workspace: number;
   sandbox?: string;
@@ -23,7 +25,13 @@ export function registerToken(program: Command): void {
     .command('token')
     .description("Mint a token signed with the broker's secret; prints it alone on stdout")
     .addOption(
-      option('--secret <secret>', "HS256 secret (default: SANDBOX_EVENTS_JWT_SECRET, else the data dir's secret)"),
+      option(
+        '--secret <secret>',
+        "HS256 secret (default: SANDBOX_EVENTS_JWT_SECRET, else the --config file's first jwt-secret, else the data dir's secret)",
+      ),
+    )
+    .addOption(
+      option('--config <file>', "the broker's config file: its first jwt-secret signs (as `serve --config` reads it)"),
     )
     .addOption(option('--data-dir <dir>', 'data dir of the broker whose development secret to use').default('./data'))
     .requiredOption('--workspace <id>', 'workspace id (the tenant)', integerArgument(1))
@@ -43,8 +51,15 @@ export function registerToken(program: Command): void {
     )
     .addOption(option('--issuer <iss>', '`iss` claim'))
     .addOption(option('--audience <aud>', '`aud` claim'))
-    .action(async (options: TokenOptions) => {
-      const secret = options.secret ?? process.env[envName('--jwt-secret')] ?? readDataDirSecret(options.dataDir);
+    .action(async (options: TokenOptions, command: Command) => {
+      const file = options.config === undefined ? {} : readSettingsFile(path.resolve(options.config));
+      // Of several secrets, the first signs; the broker verifies with each (docs/operations.md).
+      const fileSecret = (file.jwtSecret as string[] | undefined)?.[0];
+      const dataDir =
+        command.getOptionValueSource('dataDir') === 'default' && typeof file.dataDir === 'string'
+          ? file.dataDir
+          : options.dataDir;
+      const secret = options.secret ?? process.env[envName('--jwt-secret')] ?? fileSecret ?? readDataDirSecret(dataDir);
       const token = await mintToken({
         secret,
         workspaceId: options.workspace,

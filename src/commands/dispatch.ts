@@ -3,6 +3,7 @@ import type { RespClient } from './client.js';
 import { OK } from '../protocol/encode.js';
 import type { DecodedCommand } from '../protocol/request-decoder.js';
 import { type CommandSpec, ReplyError, wrongArity } from './command.js';
+import { configCommands } from './config-commands.js';
 import { authenticate } from './connection-commands.js';
 import { connectionCommands } from './connection-commands.js';
 import { errorText, storeLoadingError } from './errors.js';
@@ -11,7 +12,10 @@ import { addSubscriptions, pubsubCommands, resolveForSubscribe } from './pubsub-
 import { registerCommandTable, serverCommands } from './server-commands.js';
 
 const commands: ReadonlyMap<string, CommandSpec> = new Map(
-  [...connectionCommands, ...pubsubCommands, ...serverCommands, ...historyCommands].map((spec) => [spec.name, spec]),
+  [...connectionCommands, ...pubsubCommands, ...serverCommands, ...historyCommands, ...configCommands].map((spec) => [
+    spec.name,
+    spec,
+  ]),
 );
 registerCommandTable(commands);
 

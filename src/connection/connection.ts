@@ -5,6 +5,7 @@ import type { StoredEvent } from '../event/event.js';
 import { deliveryFrame, errorReply, type Protocol } from '../protocol/encode.js';
 import { type DecodedCommand, type DecoderLimits, ProtocolError, RequestDecoder } from '../protocol/request-decoder.js';
 import type { ServerContext } from '../runtime/context.js';
+import { TOKEN_EXPIRED_ERROR } from '../session/expiry.js';
 import { type ChannelSubscription, type PatternSubscription, Session } from '../session/session.js';
 
 /** Runs one command; a returned promise holds back the next command until it settles. */
@@ -312,7 +313,7 @@ export class Connection implements RespClient {
     if (this.principal === undefined) return;
     this.context.stats.authFailures.expired_while_connected =
       (this.context.stats.authFailures.expired_while_connected ?? 0) + 1;
-    this.abort('ERR token expired: send AUTH with a fresh token before exp', 'token_expired');
+    this.abort(TOKEN_EXPIRED_ERROR, 'token_expired');
   }
 
   private onOutputOverflow(pendingBytes: number): void {

@@ -45,8 +45,8 @@ export interface HostedStream {
   write(frame: Buffer): void;
   /** A comment line that keeps proxies from timing the stream out. */
   heartbeat(): void;
-  /** Tells the reader why, then ends the stream. */
-  end(reason: 'shutdown'): void;
+  /** Tells the reader why, then ends the stream (token_expired: its key was removed at a reload). */
+  end(reason: 'shutdown' | 'token_expired'): void;
 }
 
 /** What request handlers and streams reach: one per HTTP listener. */

@@ -38,7 +38,7 @@ export class HttpServer implements HttpHost {
   readonly streams = new Set<HostedStream>();
   closing = false;
   private readonly sockets = new Set<Socket>();
-  private readonly corsOrigins: '*' | Set<string> | undefined;
+  private corsOrigins: '*' | Set<string> | undefined;
   private protocolErrors = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private metricsTimer: NodeJS.Timeout | undefined;
@@ -59,13 +59,7 @@ export class HttpServer implements HttpHost {
       options.apiKeysFile === undefined
         ? undefined
         : new ApiKeyRegistry(options.apiKeysFile, { cacheMs: this.settings.apiKeyCacheMs, logger: context.logger });
-    const cors = options.corsOrigin?.trim();
-    this.corsOrigins =
-      cors === undefined || cors === ''
-        ? undefined
-        : cors === '*'
-          ? '*'
-          : new Set(cors.split(',').map((origin) => origin.trim()));
+    this.setCorsOrigin(options.corsOrigin);
     this.metrics = new BrokerMetrics(context, {
       sockets: () => this.sockets.size,
       streams: () => {
@@ -225,6 +219,17 @@ export class HttpServer implements HttpHost {
     // A body not read to its end can't be skipped safely: the connection ends with this answer.
     if (!req.complete) res.setHeader('connection', 'close');
     sendError(res, httpError);
+  }
+
+  /** The origins browsers may call from (comma-separated, or `*`); also at a config reload. */
+  setCorsOrigin(corsOrigin: string | undefined): void {
+    const cors = corsOrigin?.trim();
+    this.corsOrigins =
+      cors === undefined || cors === ''
+        ? undefined
+        : cors === '*'
+          ? '*'
+          : new Set(cors.split(',').map((origin) => origin.trim()));
   }
 
   private applyCors(req: IncomingMessage, res: ServerResponse): void {

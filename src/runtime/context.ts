@@ -1,3 +1,4 @@
+import type { Principal } from '../auth/principal.js';
 import type { Logger } from 'pino';
 import type { TokenVerifier } from '../auth/verifier.js';
 import type { Broker } from '../broker/broker.js';
@@ -36,6 +37,11 @@ export interface ConnectedClient {
   closeAfterReplies(): void;
   /** Cuts the connection now. */
   destroy(): void;
+  readonly closed: boolean;
+  /** Who authenticated, once AUTH succeeded. */
+  readonly principal: Principal | undefined;
+  /** Sends one error line, then closes (a key removed at a reload: the token-expired error). */
+  abort(message: string, reason: string): void;
 }
 
 /**
@@ -60,6 +66,21 @@ export interface ServerContext<Client extends ConnectedClient = ConnectedClient>
   readonly startedAt: number;
   /** The TCP port actually bound (port 0 picks one). */
   readonly port: () => number;
+  /** CONFIG GET and CONFIG RELOAD; set when the daemon runs from settings (sandbox-events serve). */
+  configControl?: ConfigControl;
+}
+
+/** What a config reload reports (CONFIG RELOAD's reply, the SIGHUP log line). */
+export type ReloadOutcome = { ok: true; changed: string[]; restartNeeded: string[] } | { ok: false; error: string };
+
+/**
+ * What admins reach over RESP (CONFIG GET, CONFIG RELOAD; src/commands/config-commands.ts),
+ * implemented by src/config/reload.ts above the transports.
+ */
+export interface ConfigControl {
+  /** `[name, value]` of every setting whose kebab-case name matches the glob; secrets redacted. */
+  get(pattern: string): [string, string][];
+  reload(): ReloadOutcome;
 }
 
 export function createStats(): ServerStats {

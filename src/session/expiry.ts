@@ -1,3 +1,9 @@
+/**
+ * The error line a connection gets when its token expires, or when the key that verified its
+ * token is removed at a config reload (docs/protocol.md, "Authentication").
+ */
+export const TOKEN_EXPIRED_ERROR = 'ERR token expired: send AUTH with a fresh token before exp';
+
 /** setTimeout's longest delay (2^31 - 1 ms, about 24.8 days); a longer one fires at once. */
 const MAX_TIMEOUT_MS = 2_147_483_647;
 

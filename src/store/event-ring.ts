@@ -137,9 +137,17 @@ export class EventRing {
     readonly workspaceId: number,
     readonly sandboxId: string,
     private readonly context: RingContext,
-    private readonly maxSlots: number,
+    private maxSlots: number,
   ) {
     this.types = context.types;
+  }
+
+  /**
+   * A new retention count. A raised one lets the ring grow further; a lowered one takes effect
+   * as the store trims to it (the ring never holds more events than the count when it grows).
+   */
+  setMaxSlots(maxSlots: number): void {
+    this.maxSlots = maxSlots;
   }
 
   /** Appends an event; `json` is its wire line (as createStoredEvent built it). */

@@ -93,7 +93,7 @@ class MemoryStream {
  */
 export class MemoryStore implements EventStore {
   readonly kind = 'memory';
-  private readonly retention: RetentionPolicy;
+  private retention: RetentionPolicy;
   private readonly now: () => number;
   private readonly workspaces = new Map<number, Map<string, MemoryStream>>();
   private rings = new RingContext();
@@ -131,6 +131,13 @@ export class MemoryStore implements EventStore {
 
   setListener(listener: DurableEventListener): void {
     this.listener = listener;
+  }
+
+  setRetention(retention: RetentionPolicy): void {
+    this.retention = checkRetention(retention);
+    for (const sandboxes of this.workspaces.values()) {
+      for (const stream of sandboxes.values()) stream.events.setMaxSlots(this.retention.maxCount);
+    }
   }
 
   append(input: NewEvent): Promise<StoredEvent> {

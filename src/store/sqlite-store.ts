@@ -155,6 +155,14 @@ export class SqliteStore implements EventStore {
     this.retention.start(options.pruneIntervalMs ?? 5_000);
   }
 
+  /** New limits at runtime (a config reload): the writer's count check and the pruning follow. */
+  setRetention(retention: RetentionPolicy): void {
+    const policy = checkRetention(retention);
+    if (this.closed) return;
+    this.writer.setMaxCount(policy.maxCount);
+    this.retention.setPolicy(policy);
+  }
+
   setListener(listener: DurableEventListener): void {
     this.writer.setListener(listener);
   }

@@ -98,6 +98,11 @@ export interface EventStore {
   /** Flushes pending writes and releases files. Idempotent. */
   close(): Promise<void>;
   /**
+   * New retention limits at runtime (a config reload); they apply from the next append or
+   * background prune (docs/operations.md, "Retention"). Throws, changing nothing, when invalid.
+   */
+  setRetention(retention: RetentionPolicy): void;
+  /**
    * Optional (docs/scaling.md): the broker tells a shared engine which sandboxes this node's own
    * clients watch, so the node subscribes upstream (Redis) only to those. Called when a channel
    * gets its first local subscriber (`true`) and loses its last (`false`). Embedded stores have

@@ -1,5 +1,11 @@
 import type { NewEvent, StoredEvent } from '../../src/event/event.js';
-import type { DurableEventListener, EventStore, HistoryQuery, SandboxRef } from '../../src/store/types.js';
+import type {
+  DurableEventListener,
+  EventStore,
+  HistoryQuery,
+  RetentionPolicy,
+  SandboxRef,
+} from '../../src/store/types.js';
 import type { EventId } from '../../src/event/event.js';
 
 /**
@@ -22,6 +28,10 @@ export class LaggingStore implements EventStore {
 
   setListener(listener: DurableEventListener): void {
     this.listener = listener;
+  }
+
+  setRetention(retention: RetentionPolicy): void {
+    this.inner.setRetention(retention);
   }
 
   /** While true, appends wait (stored, not yet acknowledged) until `releaseAppends()`. */

@@ -80,7 +80,7 @@ const KEY_TTL_SLACK_MS = 60_000;
 
 export class RedisEngine implements EventStore {
   readonly kind = 'redis';
-  private readonly retention: RetentionPolicy;
+  private retention: RetentionPolicy;
   private readonly commands: RedisWithScripts;
   private readonly subscriptions: Subscriptions;
   private readonly fence: PublishFence;
@@ -188,6 +188,11 @@ export class RedisEngine implements EventStore {
       if (Date.now() > deadline) throw unavailable(new Error(`not connected within ${timeoutMs} ms`));
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
+  }
+
+  /** Redis trims a sandbox's stream when it is next written (its append script gets the limits). */
+  setRetention(retention: RetentionPolicy): void {
+    this.retention = checkRetention(retention);
   }
 
   setListener(listener: DurableEventListener): void {

@@ -51,7 +51,20 @@ export class Retention {
     this.dropIdleTx = db.transaction((cutoff: number) => this.dropIdle(cutoff));
     // Retention state lives in the file; only "over the count limit" is tracked in memory,
     // so find those left from before a restart once.
-    for (const row of sql.overCountSandboxes.all(options.policy.maxCount)) {
+    this.findOverCount();
+  }
+
+  /**
+   * New limits (a config reload): from the next step on. A lowered count makes sandboxes that
+   * no commit touched since over it too, so they are looked up again.
+   */
+  setPolicy(policy: RetentionPolicy): void {
+    this.options.policy = policy;
+    this.findOverCount();
+  }
+
+  private findOverCount(): void {
+    for (const row of this.sql.overCountSandboxes.all(this.options.policy.maxCount)) {
       this.overCount.set(sandboxKey({ workspaceId: row.workspace_id, sandboxId: row.sandbox_id }), [
         row.workspace_id,
         row.sandbox_id,

@@ -75,6 +75,11 @@ export class GroupCommitWriter {
     return this.queue.length;
   }
 
+  /** A new retention count (a config reload): commits from now on report against it. */
+  setMaxCount(maxCount: number): void {
+    this.options.maxCount = maxCount;
+  }
+
   setListener(listener: DurableEventListener): void {
     this.listener = listener;
   }
