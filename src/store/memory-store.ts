@@ -106,7 +106,7 @@ export class MemoryStore implements EventStore {
   private appended = 0;
   private pruned = 0;
   private evicted = 0;
-  private readonly maxBytes: number;
+  private maxBytes: number;
   private readonly maxTotalBytes: number;
   /** Bytes of event lines retained over all sandboxes (kept up to date by push and trim). */
   private totalBytes = 0;
@@ -135,6 +135,7 @@ export class MemoryStore implements EventStore {
 
   setRetention(retention: RetentionPolicy): void {
     this.retention = checkRetention(retention);
+    this.maxBytes = this.retention.maxBytes ?? Infinity;
     for (const sandboxes of this.workspaces.values()) {
       for (const stream of sandboxes.values()) stream.events.setMaxSlots(this.retention.maxCount);
     }
