@@ -427,8 +427,10 @@ describe('flow control and runtime changes', () => {
       port: broker.port,
       accessToken: await broker.token(),
       sandboxId: 'sb-slow',
-      heartbeatInterval: 20,
-      heartbeatTimeout: 40,
+      // Short enough that each pause below spans a few timeouts; long enough that a PONG
+      // delayed by a loaded machine (two test workers on two cores) is not taken for a dead peer.
+      heartbeatInterval: 50,
+      heartbeatTimeout: 200,
     });
     const iterator = sub.events({ highWaterMark: 5 });
     await sub.connect();
@@ -439,7 +441,7 @@ describe('flow control and runtime changes', () => {
     for await (const event of iterator) {
       seen.push(event.data.n as number);
       // A slow consumer: each event takes a few heartbeat timeouts' worth of time.
-      if (seen.length % 50 === 0) await new Promise((resolve) => setTimeout(resolve, 100));
+      if (seen.length % 50 === 0) await new Promise((resolve) => setTimeout(resolve, 500));
       if (seen.length === published) break;
     }
     expect(seen).toEqual(Array.from({ length: published }, (_, n) => n));
