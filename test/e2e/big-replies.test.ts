@@ -106,12 +106,26 @@ for (const store of ['sqlite', 'memory'] as const) {
         socket.pause(); // never reads
       }
       // Every reader is stalled: the daemon's side of each of its sockets has bytes the peer
-      // did not take (ss's Send-Q), so the daemon has written all it will before waiting.
-      await until(() => stalledSockets(daemon.port) >= 20 && stalledSockets(daemon.httpPort!) >= 20);
+      // did not take (ss's Send-Q), so the daemon has written all it will before waiting; or
+      // it was already cut off (below).
+      let cut = 0;
+      const slowConsumers = async (): Promise<number> => {
+        const info = (await fresh.info('stats')) as string;
+        return Number(/slow_consumer_disconnects:(\d+)/.exec(info)?.[1] ?? 0);
+      };
       const fresh = await connect(workspaceToken);
+      const cutBefore = await slowConsumers();
+      await until(async () => {
+        cut = (await slowConsumers()) - cutBefore;
+        return stalledSockets(daemon.port) + stalledSockets(daemon.httpPort!) + cut >= 40;
+      });
       expect(await fresh.ping()).toBe('PONG');
       const rise = rss(daemon) - before;
       expect(rise, `RSS rose by ${Math.round(rise / 1048576)} MiB`).toBeLessThan(RSS_RISE_BOUND);
+      // A reader that takes nothing for the close grace (10 s) is cut off like one over its
+      // output limit: no socket of theirs is left holding output.
+      await until(async () => (await slowConsumers()) - cutBefore >= 40);
+      await until(() => stalledSockets(daemon.port) + stalledSockets(daemon.httpPort!) === 0);
     }, 120_000);
   });
 }
