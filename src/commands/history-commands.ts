@@ -1,6 +1,7 @@
 import { resolveChannel } from '../broker/scope.js';
-import { type EventId, formatEventId, validateEventType } from '../event/event.js';
-import { bulk, bulkArray, bulkOrNull, integer, push } from '../protocol/encode.js';
+import { type EventId, formatEventId, type StoredEvent, validateEventType } from '../event/event.js';
+import { arrayHeader, bulk, bulkOrNull, bulkRun, errorReply, integer, push } from '../protocol/encode.js';
+import { historyPages } from '../store/semantics.js';
 import {
   eventIdArgument,
   historyLimit,
@@ -36,9 +37,25 @@ async function history(connection: RespClient, args: string[]): Promise<void> {
     else if (option === 'LIMIT') query.limit = historyLimit(parseInteger(value));
     else throw syntaxError();
   }
-  const events = await connection.context.store.history(query);
-  connection.reply(bulkArray(events.map((event) => event.json)));
+  // The count first (the array's header), then the events as the client reads them: a reply
+  // of 1000 events of 64 KiB never sits whole in memory nor meets the output limit.
+  const reply = await historyPages(connection.context.store, query);
+  if (connection.closed) return;
+  connection.reply(arrayHeader(reply.count));
+  await connection.session.writeReply(reply.pages(), historyPage);
 }
+
+/**
+ * One page of a HISTORY reply. An event that retention pruned after the reply was counted
+ * takes its place as an error element (as EXEC replies carry errors among their items): the
+ * array keeps the length its header promised.
+ */
+function historyPage(page: readonly (StoredEvent | undefined)[]): Buffer {
+  if (!page.includes(undefined)) return bulkRun(page.map((event) => event!.json));
+  return Buffer.concat(page.map((event) => (event === undefined ? PRUNED : bulk(event.json))));
+}
+
+const PRUNED = errorReply('ERR event pruned by retention while the reply was sent');
 
 const RESUME = bulk('resume');
 

@@ -1,6 +1,13 @@
 import type { ServerResponse } from 'node:http';
 import type { HttpError } from './errors.js';
 
+/** The headers of every JSON answer (a paced one has no content-length: it is chunked). */
+export const JSON_HEADERS = {
+  'content-type': 'application/json; charset=utf-8',
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+} as const;
+
 /** Sends a JSON body (already serialised) with the headers every JSON answer carries. */
 export function sendJson(
   res: ServerResponse,
@@ -14,10 +21,8 @@ export function sendJson(
     return;
   }
   res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
+    ...JSON_HEADERS,
     'content-length': String(Buffer.byteLength(body)),
-    'cache-control': 'no-store',
-    'x-content-type-options': 'nosniff',
     ...headers,
   });
   res.end(body);

@@ -2,11 +2,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { mayAccess, resolveChannel } from '../broker/scope.js';
 import { formatEventId, parsePublishPayload, validateEventType } from '../event/event.js';
 import { eventIdArgument, historyLimit, historyQuery, historySince } from '../session/query.js';
+import { writePacedReply } from '../session/replay.js';
+import { historyPages } from '../store/semantics.js';
 import { checkDeclaredLength, readBody } from './body.js';
 import { authenticateRequest } from './credentials.js';
 import { badRequest, forbidden } from './errors.js';
 import type { HttpHost } from './host.js';
-import { sendJson, sendText } from './respond.js';
+import { JSON_HEADERS, sendJson, sendText } from './respond.js';
 import { metricsStream, patternStream, sandboxStream } from './streams.js';
 import { serveConsole } from './console.js';
 
@@ -225,13 +227,42 @@ async function history(
   if (after !== null && after !== '') query.afterId = eventIdArgument(after);
   const newest = url.searchParams.get('newest');
   if (newest === '1' || newest === 'true') query.newest = true;
-  const events = await host.context.store.history(query);
+  const reply = await historyPages(host.context.store, query);
   // The stored JSON lines are spliced in as they are: encoded once, when each event was made.
-  sendJson(
+  // The body goes out as the client reads it (chunked), paced and bounded like a TCP client's
+  // output: a 64 MB history is never held whole (docs/http.md, "History").
+  const context = host.context;
+  const { maxOutputBytes, closeGraceMs } = context.limits;
+  let count = 0;
+  res.writeHead(200, JSON_HEADERS);
+  await writePacedReply(
     res,
-    200,
-    `{"success":true,"data":{"sandboxId":${JSON.stringify(name)},"events":[${events.map((event) => event.json).join(',')}],` +
-      `"count":${events.length}}}`,
+    {
+      outputLimit: maxOutputBytes,
+      paceBytes: maxOutputBytes / 4,
+      closeGraceMs,
+      overflow: (pendingBytes) => {
+        context.stats.slowConsumerDisconnects += 1;
+        context.logger.warn(
+          { transport: 'http', addr: `${req.socket.remoteAddress}:${req.socket.remotePort}`, pendingBytes },
+          'response output over the limit: disconnected',
+        );
+        res.destroy();
+      },
+    },
+    Buffer.from(`{"success":true,"data":{"sandboxId":${JSON.stringify(name)},"events":[`),
+    reply.pages(),
+    (page) => {
+      // Events retention pruned after the count was taken are left out; `count` is what was sent.
+      let text = '';
+      for (const event of page) {
+        if (event === undefined) continue;
+        text += count === 0 ? event.json : `,${event.json}`;
+        count += 1;
+      }
+      return Buffer.from(text);
+    },
+    () => Buffer.from(`],"count":${count}}}`),
   );
 }
 

@@ -61,6 +61,11 @@ export function bulkOrNull(value: string | undefined, protocol: Protocol): Buffe
   return value === undefined ? nullBulk(protocol) : bulk(value);
 }
 
+/** The header of an array whose `length` items follow separately. */
+export function arrayHeader(length: number): Buffer {
+  return length === 0 ? EMPTY_ARRAY : ascii(`*${length}\r\n`);
+}
+
 export function array(items: readonly Buffer[]): Buffer {
   return Buffer.concat([ascii(`*${items.length}\r\n`), ...items]);
 }
@@ -71,7 +76,18 @@ export function array(items: readonly Buffer[]): Buffer {
  * events 51 µs of CPU against 13 µs here (Node 20, 190-byte events).
  */
 export function bulkArray(texts: readonly string[]): Buffer {
-  const header = `*${texts.length}\r\n`;
+  return bulkStrings(`*${texts.length}\r\n`, texts);
+}
+
+/**
+ * Bulk strings one after another with nothing before them: a page of an array whose header
+ * went out first (a paced HISTORY reply, commands/history-commands.ts).
+ */
+export function bulkRun(texts: readonly string[]): Buffer {
+  return bulkStrings('', texts);
+}
+
+function bulkStrings(header: string, texts: readonly string[]): Buffer {
   let size = header.length;
   const lengths = new Array<number>(texts.length);
   for (let i = 0; i < texts.length; i++) {

@@ -1,8 +1,12 @@
 import { compareEventIds, type EventId, type StoredEvent } from '../event/event.js';
 import type { EventStore, ReplayResult, SandboxRef } from '../store/types.js';
+import { type OutputStream, WritePath } from './write-path.js';
 
-/** Events read from the store per step of a resume replay. */
-export const REPLAY_PAGE = 500;
+/**
+ * Events read from the store per step of a resume replay: with 64 KiB events a page is 4 MiB,
+ * so a resuming reader holds no more than that and the pace.
+ */
+export const REPLAY_PAGE = 64;
 
 /**
  * Where paced output goes (a session): bulk output is written no faster than its reader
@@ -37,8 +41,8 @@ export async function* replayPages(
 
 /**
  * Sends `pages` item by item through `send`, paced by `output`: whenever its unsent output
- * passes `threshold` it waits for it to drain back below, so even 500 events of 64 KiB to a
- * page never meet the output limit; and it stops as soon as the reader is gone. A reply whose
+ * passes `threshold` it waits for it to drain back below, so even pages of 64 KiB events
+ * never meet the output limit; and it stops as soon as the reader is gone. A reply whose
  * length is known up front (a RESP array header) is written first, then its items this way.
  */
 export async function writePaced<T>(
@@ -57,6 +61,51 @@ export async function writePaced<T>(
       }
     }
   }
+}
+
+/** The limits of a paced reply that has a write path of its own. */
+export interface PacedReplyLimits {
+  /** Output allowed to wait, in bytes; past it the reader is cut off through `overflow`. */
+  outputLimit: number;
+  /** Unsent output at which the writer waits for the reader. */
+  paceBytes: number;
+  closeGraceMs: number;
+  overflow(pendingBytes: number): void;
+}
+
+/**
+ * Writes one whole reply that is not a stream (an HTTP response: GET /events/<id>) through a
+ * write path of its own, paced by its reader like a session's replies: `head`, each page as
+ * `encode` makes it, `tail()`, then the end. Its output counts against `outputLimit` like a
+ * TCP client's. Resolves to false when the reader went away first.
+ */
+export async function writePacedReply<T>(
+  output: OutputStream,
+  limits: PacedReplyLimits,
+  head: Buffer,
+  pages: AsyncIterable<readonly T[]>,
+  encode: (page: readonly T[]) => Buffer,
+  tail: () => Buffer,
+): Promise<boolean> {
+  const path = new WritePath(output, () => limits.outputLimit, limits.overflow, limits.closeGraceMs);
+  const paced: PacedOutput = {
+    get pendingBytes() {
+      return path.pendingBytes;
+    },
+    whenBelow: (bytes) => path.whenBelow(bytes),
+    isOpen: () => !path.isClosed && !output.destroyed,
+  };
+  path.write(head);
+  await writePaced(paced, pagesAsItems(pages), (page) => path.write(encode(page)), limits.paceBytes);
+  if (!paced.isOpen()) return false;
+  path.write(tail());
+  path.endAfterWrites();
+  return true;
+}
+
+/** Each page as a single item: for a writer that encodes a whole page at once. */
+export async function* pagesAsItems<T>(pages: AsyncIterable<readonly T[]>): AsyncGenerator<readonly (readonly T[])[]> {
+  for await (const page of pages) yield [page];
 }
 
 /** What a seam does with one live event. */

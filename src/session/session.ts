@@ -6,7 +6,7 @@ import type { Protocol } from '../protocol/encode.js';
 import type { EventStore, ReplayGap } from '../store/types.js';
 import { ExpiryTimer } from './expiry.js';
 import type { ResumeFrom } from './query.js';
-import { REPLAY_PAGE, ReplaySeam, replayPages, writePaced } from './replay.js';
+import { pagesAsItems, REPLAY_PAGE, ReplaySeam, replayPages, writePaced } from './replay.js';
 import { type OutputStream, WritePath } from './write-path.js';
 
 /**
@@ -140,6 +140,22 @@ export class Session implements Subscriber {
 
   isOpen(): boolean {
     return this.transport.isOpen();
+  }
+
+  /**
+   * Writes a long reply as the reader takes it: each page of `pages` is read from the store
+   * only when the output has drained below the pace, then encoded and written, so no more than
+   * about a page and the pace are ever held (docs/protocol.md, "HISTORY"). Resolves to false
+   * when the reader went away meanwhile.
+   */
+  async writeReply<T>(pages: AsyncIterable<readonly T[]>, encode: (page: readonly T[]) => Buffer): Promise<boolean> {
+    await writePaced(
+      this,
+      pagesAsItems(pages),
+      (page) => this.output.write(encode(page)),
+      this.options.replayPaceBytes,
+    );
+    return this.isOpen() && !this.output.isClosed;
   }
 
   /** Writes what is queued, then half-closes; the reader gets a grace period to take it. */

@@ -60,6 +60,8 @@ export class WritePath {
   private closed = false;
   private endAfterFlush = false;
   private lowWaters: { threshold: number; resolve: () => void }[] = [];
+  /** Runs while a paced writer waits; re-armed on every drain (the reader took bytes). */
+  private stallTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly socket: OutputStream,
@@ -72,6 +74,7 @@ export class WritePath {
     this.knownLimit = limit();
     socket.on('drain', () => {
       this.waitingForDrain = false;
+      if (this.stallTimer !== undefined) this.stallTimer.refresh();
       this.flush();
     });
     socket.on('close', () => this.discard());
@@ -148,11 +151,30 @@ export class WritePath {
    */
   whenBelow(threshold: number): Promise<void> {
     if (this.closed || this.pendingBytes <= threshold) return Promise.resolve();
+    // A reader that takes nothing for the close grace while a reply waits for it is cut off
+    // as if over its limit (docs/operations.md): a paced reply never holds a client forever.
+    if (this.stallTimer === undefined) {
+      this.stallTimer = setTimeout(this.onStalled, this.closeGraceMs);
+      this.stallTimer.unref();
+    }
     return new Promise((resolve) => this.lowWaters.push({ threshold, resolve }));
   }
 
+  private readonly onStalled = (): void => {
+    this.stallTimer = undefined;
+    if (this.closed || this.lowWaters.length === 0) return;
+    const pending = this.pendingBytes;
+    this.closed = true;
+    this.dropQueue();
+    this.releaseLowWaters();
+    this.onOverflow(pending);
+  };
+
   private releaseLowWaters(): void {
-    if (this.lowWaters.length === 0) return;
+    if (this.lowWaters.length === 0) {
+      this.clearStallTimer();
+      return;
+    }
     const pending = this.pendingBytes;
     const waiting = this.lowWaters;
     this.lowWaters = [];
@@ -160,6 +182,13 @@ export class WritePath {
       if (this.closed || pending <= waiter.threshold) waiter.resolve();
       else this.lowWaters.push(waiter);
     }
+    if (this.lowWaters.length === 0) this.clearStallTimer();
+  }
+
+  private clearStallTimer(): void {
+    if (this.stallTimer === undefined) return;
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
   }
 
   /** The quick check said "maybe over": decide on the real figures. */

@@ -14,6 +14,7 @@ import {
   historyFloor,
   maxEventId,
   notifyListener,
+  pagesOfIds,
   storeClosedError,
 } from './semantics.js';
 import { SandboxEventsError } from '../errors.js';
@@ -21,6 +22,7 @@ import { EventRing, RingContext } from './event-ring.js';
 import type {
   DurableEventListener,
   EventStore,
+  HistoryPages,
   HistoryQuery,
   ReplayResult,
   RetentionPolicy,
@@ -187,38 +189,67 @@ export class MemoryStore implements EventStore {
   history(query: HistoryQuery): Promise<StoredEvent[]> {
     if (this.closed) return Promise.reject(storeClosedError(this.kind));
     try {
-      const limit = checkLimit(query.limit);
+      checkLimit(query.limit);
       const events = this.stream(query)?.events;
-      if (events === undefined) return Promise.resolve([]);
-      // The filters of matchesHistoryFilters, on the ring's numbers: an exact type is an exact
-      // interned type number (a type no retained event has matches nothing), then
-      // `timestamp >= since`.
-      let type = -1;
-      if (query.type !== undefined) {
-        const known = this.rings.types.lookup(query.type);
-        if (known === undefined) return Promise.resolve([]);
-        type = known;
-      }
-      const { since } = query;
-      const matches = (i: number): boolean =>
-        (type < 0 || events.typeAt(i) === type) && (since === undefined || events.timestampAt(i) >= since);
-      const floor = historyFloor(query);
-      const from = events.lowerBound(floor.ms, floor.seq);
-      const out: StoredEvent[] = [];
-      if (query.newest === true) {
-        for (let i = events.length - 1; i >= from && out.length < limit; i--) {
-          if (matches(i)) out.push(events.eventAt(i));
-        }
-        out.reverse();
-      } else {
-        for (let i = from; i < events.length && out.length < limit; i++) {
-          if (matches(i)) out.push(events.eventAt(i));
-        }
-      }
-      return Promise.resolve(out);
+      return Promise.resolve(
+        events === undefined ? [] : this.historyIndexes(events, query).map((i) => events.eventAt(i)),
+      );
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /**
+   * The ids of the reply first (its count), then each page's events made from the ring only
+   * when the writer asks for it: an event's JSON is rebuilt from the ring on every read, so a
+   * large reply made whole would be a copy of it all. One evicted meanwhile is a hole.
+   */
+  historyPages(query: HistoryQuery): Promise<HistoryPages> {
+    if (this.closed) return Promise.reject(storeClosedError(this.kind));
+    try {
+      checkLimit(query.limit);
+      const events = this.stream(query)?.events;
+      const ids = events === undefined ? [] : this.historyIndexes(events, query).map((i) => events.idAt(i));
+      return Promise.resolve(
+        pagesOfIds(ids, (page) => {
+          const ring = this.stream(query)?.events;
+          return page.map((id) => {
+            if (ring === undefined) return undefined;
+            const at = ring.lowerBound(id.ms, id.seq);
+            return at < ring.length && ring.idEquals(at, id) ? ring.eventAt(at) : undefined;
+          });
+        }),
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Positions in `events` of what `query` asks for, oldest first. */
+  private historyIndexes(events: EventRing, query: HistoryQuery): number[] {
+    const limit = checkLimit(query.limit);
+    // The filters of matchesHistoryFilters, on the ring's numbers: an exact type is an exact
+    // interned type number (a type no retained event has matches nothing), then
+    // `timestamp >= since`.
+    let type = -1;
+    if (query.type !== undefined) {
+      const known = this.rings.types.lookup(query.type);
+      if (known === undefined) return [];
+      type = known;
+    }
+    const { since } = query;
+    const matches = (i: number): boolean =>
+      (type < 0 || events.typeAt(i) === type) && (since === undefined || events.timestampAt(i) >= since);
+    const floor = historyFloor(query);
+    const from = events.lowerBound(floor.ms, floor.seq);
+    const out: number[] = [];
+    if (query.newest === true) {
+      for (let i = events.length - 1; i >= from && out.length < limit; i--) if (matches(i)) out.push(i);
+      out.reverse();
+    } else {
+      for (let i = from; i < events.length && out.length < limit; i++) if (matches(i)) out.push(i);
+    }
+    return out;
   }
 
   replayAfter(ref: SandboxRef, afterId: EventId, limit: number): Promise<ReplayResult> {

@@ -6,6 +6,8 @@ import { compareEventIds, type EventId, type NewEvent, type StoredEvent } from '
 import { SandboxEventsError } from '../errors.js';
 import type {
   DurableEventListener,
+  EventStore,
+  HistoryPages,
   HistoryQuery,
   ReplayGap,
   ReplayResult,
@@ -86,6 +88,72 @@ export function historyFloor(query: HistoryQuery): EventId {
   if (query.afterId !== undefined) floor = { ms: query.afterId.ms, seq: query.afterId.seq + 1 };
   if (query.since !== undefined && query.since > floor.ms) floor = { ms: Math.ceil(query.since), seq: 0 };
   return floor;
+}
+
+/**
+ * What one page of a paged history reply aims at: about this many bytes of events, and no
+ * more than HISTORY_PAGE_MAX events. A reply of 64 KiB events holds 8 of them at a time; one of
+ * small events reads few pages.
+ */
+export const HISTORY_PAGE_BYTES = 512 * 1024;
+export const HISTORY_PAGE_MAX = 256;
+/** The first page, before the size of the events is known. */
+export const HISTORY_FIRST_PAGE = 8;
+
+/** How many events the next page takes, after a page of these. */
+export function nextHistoryPageSize(page: readonly (StoredEvent | undefined)[]): number {
+  let bytes = 0;
+  let events = 0;
+  for (const event of page) {
+    if (event === undefined) continue;
+    bytes += event.json.length;
+    events += 1;
+  }
+  if (events === 0) return HISTORY_FIRST_PAGE;
+  return Math.max(1, Math.min(HISTORY_PAGE_MAX, Math.floor((HISTORY_PAGE_BYTES * events) / Math.max(1, bytes))));
+}
+
+/**
+ * A paged reply over the ids a store counted: each page is read by `readPage` (the events of
+ * those ids, in order, undefined for one no longer retained) only when the writer asks for it.
+ */
+export function pagesOfIds(
+  ids: readonly EventId[],
+  readPage: (ids: readonly EventId[]) => (StoredEvent | undefined)[],
+): HistoryPages {
+  return {
+    count: ids.length,
+    async *pages() {
+      let size = HISTORY_FIRST_PAGE;
+      for (let at = 0; at < ids.length; ) {
+        const page = readPage(ids.slice(at, at + size));
+        at += page.length;
+        yield page;
+        size = nextHistoryPageSize(page);
+      }
+    },
+  };
+}
+
+/**
+ * `query` as a paged reply: the store's own paging where it has one, otherwise its `history`
+ * split into pages (the memory store's events are its own objects, so nothing is copied).
+ */
+export async function historyPages(store: EventStore, query: HistoryQuery): Promise<HistoryPages> {
+  if (store.historyPages !== undefined) return store.historyPages(query);
+  const events = await store.history(query);
+  return {
+    count: events.length,
+    async *pages() {
+      let size = HISTORY_FIRST_PAGE;
+      for (let at = 0; at < events.length; ) {
+        const page = events.slice(at, at + size);
+        at += page.length;
+        yield page;
+        size = nextHistoryPageSize(page);
+      }
+    },
+  };
 }
 
 /** The filters `historyFloor` does not cover: exact type and `timestamp >= since`. */

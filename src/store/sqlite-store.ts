@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import type { EventId, NewEvent, StoredEvent } from '../event/event.js';
+import { compareEventIds, type EventId, type NewEvent, type StoredEvent } from '../event/event.js';
 import { SandboxEventsError } from '../errors.js';
 import {
   buildReplayResult,
@@ -7,19 +7,21 @@ import {
   checkRetention,
   historyFloor,
   maxEventId,
+  pagesOfIds,
   storeClosedError,
 } from './semantics.js';
 import { Checkpointer } from './sqlite/checkpointer.js';
 import { toStoredEvents } from './sqlite/event-rows.js';
 import { Retention } from './sqlite/retention.js';
 import { configureConnection, migrate } from './sqlite/schema.js';
-import { idOf, prepareStatements, type Statements } from './sqlite/statements.js';
+import { type EventRow, idOf, prepareStatements, type Statements } from './sqlite/statements.js';
 import { StreamCache } from './sqlite/stream-cache.js';
 import { storeUnavailable } from './sqlite/unavailable.js';
 import { GroupCommitWriter } from './sqlite/writer.js';
 import type {
   DurableEventListener,
   EventStore,
+  HistoryPages,
   HistoryQuery,
   ReplayResult,
   RetentionPolicy,
@@ -175,29 +177,84 @@ export class SqliteStore implements EventStore {
   history(query: HistoryQuery): Promise<StoredEvent[]> {
     if (this.closed) return Promise.reject(storeClosedError(this.kind));
     try {
-      const limit = sqlLimit(checkLimit(query.limit));
-      const floor = historyFloor(query);
-      const since = query.since ?? -Infinity;
-      const { workspaceId: ws, sandboxId: sb } = query;
-      const newest = query.newest === true;
-      const rows =
-        query.type === undefined
-          ? (newest ? this.sql.historyDesc : this.sql.historyAsc).all(ws, sb, floor.ms, floor.seq, since, limit)
-          : (newest ? this.sql.historyTypeDesc : this.sql.historyTypeAsc).all(
-              ws,
-              sb,
-              query.type,
-              floor.ms,
-              floor.seq,
-              since,
-              limit,
-            );
-      const events = toStoredEvents(query, rows);
-      if (newest) events.reverse();
+      const events = toStoredEvents(query, this.historyRows(query, false));
+      if (query.newest === true) events.reverse();
       return Promise.resolve(events);
     } catch (error) {
       return Promise.reject(this.readError(error));
     }
+  }
+
+  /**
+   * The reply's ids first (a few bytes each: that is its count), then its events a page at a
+   * time, each page read by id from the file when the writer asks for it. Events appended
+   * meanwhile have higher ids and are not in it; one that retention pruned meanwhile is a
+   * hole (undefined), so the count stays true.
+   */
+  historyPages(query: HistoryQuery): Promise<HistoryPages> {
+    if (this.closed) return Promise.reject(storeClosedError(this.kind));
+    let ids: EventId[];
+    try {
+      ids = (this.historyRows(query, true) as unknown as [number, number][]).map(([ms, seq]) => ({ ms, seq }));
+    } catch (error) {
+      return Promise.reject(this.readError(error));
+    }
+    if (query.newest === true) ids.reverse();
+    return Promise.resolve(pagesOfIds(ids, (page) => this.historyPage(query, page)));
+  }
+
+  /** The events of `ids` (ascending, all matching `query`), undefined for those pruned since. */
+  private historyPage(query: HistoryQuery, ids: readonly EventId[]): (StoredEvent | undefined)[] {
+    if (this.closed) throw storeClosedError(this.kind);
+    const first = ids[0]!;
+    let events: StoredEvent[];
+    try {
+      // Same type and since filters, from the page's first id: its ids in order, bar holes.
+      const pageQuery = { ...query, newest: false, limit: ids.length };
+      events = toStoredEvents(query, this.historyRows(pageQuery, false, first));
+    } catch (error) {
+      throw this.readError(error);
+    }
+    const page = new Array<StoredEvent | undefined>(ids.length);
+    let row = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      while (row < events.length && compareEventIds(events[row]!.id, id) < 0) row++;
+      const event = events[row];
+      page[i] = event !== undefined && compareEventIds(event.id, id) === 0 ? event : undefined;
+    }
+    return page;
+  }
+
+  /**
+   * The rows of a history query: whole events, or only their (ms, seq) with `idsOnly`; from
+   * `from` (inclusive) instead of the query's own floor when given.
+   */
+  private historyRows(query: HistoryQuery, idsOnly: boolean, from?: EventId): EventRow[] {
+    const limit = sqlLimit(checkLimit(query.limit));
+    const floor = from ?? historyFloor(query);
+    const since = query.since ?? -Infinity;
+    const { workspaceId: ws, sandboxId: sb } = query;
+    const newest = query.newest === true;
+    const sql = this.sql;
+    if (query.type === undefined) {
+      const statement = idsOnly
+        ? newest
+          ? sql.historyIdsDesc
+          : sql.historyIdsAsc
+        : newest
+          ? sql.historyDesc
+          : sql.historyAsc;
+      return statement.all(ws, sb, floor.ms, floor.seq, since, limit) as EventRow[];
+    }
+    const statement = idsOnly
+      ? newest
+        ? sql.historyTypeIdsDesc
+        : sql.historyTypeIdsAsc
+      : newest
+        ? sql.historyTypeDesc
+        : sql.historyTypeAsc;
+    return statement.all(ws, sb, query.type, floor.ms, floor.seq, since, limit) as EventRow[];
   }
 
   replayAfter(ref: SandboxRef, afterId: EventId, limit: number): Promise<ReplayResult> {

@@ -45,6 +45,21 @@ export interface ReplayResult {
   lastId?: EventId;
 }
 
+/**
+ * A history reply read page by page (docs/protocol.md, "HISTORY"): how many events it holds is
+ * known before any of them is read, so a RESP array header can go first and the events follow
+ * as the reader takes them; no more than a page is ever held.
+ */
+export interface HistoryPages {
+  /** Events in the reply. */
+  readonly count: number;
+  /**
+   * `count` entries, oldest first, a page read each time the writer asks. An entry is
+   * undefined when retention pruned that event after the count was taken.
+   */
+  pages(): AsyncIterable<readonly (StoredEvent | undefined)[]>;
+}
+
 export interface RetentionPolicy {
   /** Events kept per sandbox; older ones are pruned. */
   maxCount: number;
@@ -93,6 +108,12 @@ export interface EventStore {
   append(input: NewEvent): Promise<StoredEvent>;
   /** Retained events of one sandbox, oldest first. */
   history(query: HistoryQuery): Promise<StoredEvent[]>;
+  /**
+   * Optional: the same events as `history`, read in pages (a store that reads events from a
+   * file or a server implements it, so that a large reply is never held whole). Stores without
+   * it are read with `history` (see historyPages in semantics.ts).
+   */
+  historyPages?(query: HistoryQuery): Promise<HistoryPages>;
   /** Retained events after `afterId`, at most `limit`, and whether that replay is complete. */
   replayAfter(ref: SandboxRef, afterId: EventId, limit: number): Promise<ReplayResult>;
   /** Flushes pending writes and releases files. Idempotent. */

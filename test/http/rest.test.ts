@@ -12,11 +12,16 @@ import { getJson, type HttpTestServer, postEvent, startHttpTestServer } from './
  */
 let broker: HttpTestServer;
 
-/** A store whose history fails with a plain Error for one sandbox: the 500 path. */
+/** A store whose history reads fail with a plain Error for one sandbox: the 500 path. */
 class FailingStore extends MemoryStore {
   override history(query: HistoryQuery) {
     if (query.sandboxId === 'sb-broken') return Promise.reject(new Error('disk on fire'));
     return super.history(query);
+  }
+
+  override historyPages(query: HistoryQuery) {
+    if (query.sandboxId === 'sb-broken') return Promise.reject(new Error('disk on fire'));
+    return super.historyPages(query);
   }
 }
 

@@ -55,6 +55,10 @@ export interface Statements {
   historyDesc: Statement<[...StreamKey, ...floor: Id, since: number, limit: number], EventRow>;
   historyTypeAsc: Statement<[...StreamKey, type: string, ...floor: Id, since: number, limit: number], EventRow>;
   historyTypeDesc: Statement<[...StreamKey, type: string, ...floor: Id, since: number, limit: number], EventRow>;
+  historyIdsAsc: Statement<[...StreamKey, ...floor: Id, since: number, limit: number], Id>;
+  historyIdsDesc: Statement<[...StreamKey, ...floor: Id, since: number, limit: number], Id>;
+  historyTypeIdsAsc: Statement<[...StreamKey, type: string, ...floor: Id, since: number, limit: number], Id>;
+  historyTypeIdsDesc: Statement<[...StreamKey, type: string, ...floor: Id, since: number, limit: number], Id>;
   eventsAfter: Statement<[...StreamKey, ...after: Id, limit: number], EventRow>;
   hasEvent: Statement<[...StreamKey, ...Id], { one: number }>;
   oldestId: Statement<StreamKey, EventId>;
@@ -118,6 +122,27 @@ export function prepareStatements(db: Database.Database): Statements {
     historyTypeDesc: prepareRaw(
       db,
       `SELECT ${eventColumns} FROM events WHERE ${stream} AND type = ? AND (ms, seq) >= (?, ?) AND timestamp >= ?
+       ORDER BY ms DESC, seq DESC LIMIT ?`,
+    ),
+    // The ids of a history reply, to count it before its events are read (sqlite-store.ts).
+    historyIdsAsc: prepareRaw(
+      db,
+      `SELECT ms, seq FROM events WHERE ${stream} AND (ms, seq) >= (?, ?) AND timestamp >= ?
+       ORDER BY ms, seq LIMIT ?`,
+    ),
+    historyIdsDesc: prepareRaw(
+      db,
+      `SELECT ms, seq FROM events WHERE ${stream} AND (ms, seq) >= (?, ?) AND timestamp >= ?
+       ORDER BY ms DESC, seq DESC LIMIT ?`,
+    ),
+    historyTypeIdsAsc: prepareRaw(
+      db,
+      `SELECT ms, seq FROM events WHERE ${stream} AND type = ? AND (ms, seq) >= (?, ?) AND timestamp >= ?
+       ORDER BY ms, seq LIMIT ?`,
+    ),
+    historyTypeIdsDesc: prepareRaw(
+      db,
+      `SELECT ms, seq FROM events WHERE ${stream} AND type = ? AND (ms, seq) >= (?, ?) AND timestamp >= ?
        ORDER BY ms DESC, seq DESC LIMIT ?`,
     ),
     eventsAfter: prepareRaw(
