@@ -37,6 +37,8 @@ export class Heartbeat {
   private tick: NodeJS.Timeout | undefined;
   /** The timer of the one outstanding PING, if any. */
   private deadline: NodeJS.Timeout | undefined;
+  /** The deadline passed: the verdict waits for the bytes already received to be read. */
+  private verdict: NodeJS.Immediate | undefined;
   private lastSeen = 0;
   private quietSince = 0;
 
@@ -60,8 +62,10 @@ export class Heartbeat {
   stop(): void {
     if (this.tick !== undefined) clearInterval(this.tick);
     if (this.deadline !== undefined) clearTimeout(this.deadline);
+    if (this.verdict !== undefined) clearImmediate(this.verdict);
     this.tick = undefined;
     this.deadline = undefined;
+    this.verdict = undefined;
   }
 
   private sawLife(): void {
@@ -70,7 +74,7 @@ export class Heartbeat {
   }
 
   private check(): void {
-    if (this.peer.closed || this.deadline !== undefined) return;
+    if (this.peer.closed || this.deadline !== undefined || this.verdict !== undefined) return;
     if (this.peer.bytesIn !== this.lastSeen || this.hooks.readingPaused()) {
       this.sawLife();
       return;
@@ -80,17 +84,23 @@ export class Heartbeat {
     this.hooks.sendPing();
     this.deadline = setTimeout(() => {
       this.deadline = undefined;
-      if (this.peer.closed) return;
-      if (this.peer.bytesIn !== mark || this.hooks.readingPaused()) {
-        this.sawLife();
-        return;
-      }
-      this.hooks.onDead(
-        new EventsNetworkError(
-          'HEARTBEAT_TIMEOUT',
-          `no reply from the broker within ${this.options.timeout} ms of a heartbeat PING`,
-        ),
-      );
+      // Timers run before the event loop polls the sockets: after this process was stalled
+      // (GC, a starved CPU) the PONG may already sit in the socket, unread. The verdict waits
+      // one turn, for setImmediate, which runs after that poll (Node.js event loop phases).
+      this.verdict = setImmediate(() => {
+        this.verdict = undefined;
+        if (this.peer.closed) return;
+        if (this.peer.bytesIn !== mark || this.hooks.readingPaused()) {
+          this.sawLife();
+          return;
+        }
+        this.hooks.onDead(
+          new EventsNetworkError(
+            'HEARTBEAT_TIMEOUT',
+            `no reply from the broker within ${this.options.timeout} ms of a heartbeat PING`,
+          ),
+        );
+      });
     }, this.options.timeout);
     this.deadline.unref();
   }

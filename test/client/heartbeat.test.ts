@@ -43,8 +43,23 @@ describe('Heartbeat', () => {
     expect(dead).toEqual([]);
     expect(pings).toBe(1); // at most one PING outstanding
     vi.advanceTimersByTime(1);
+    // The verdict waits for the sockets to be polled once (setImmediate after the deadline).
+    expect(dead).toEqual([]);
+    vi.advanceTimersByTime(1);
     expect(dead).toHaveLength(1);
     expect(dead[0]!.code).toBe('HEARTBEAT_TIMEOUT');
+  });
+
+  it('after a stall, reads what already arrived before it calls the peer dead', () => {
+    heartbeat.start();
+    vi.advanceTimersByTime(1_000);
+    expect(pings).toBe(1);
+    // The process was stalled past the deadline: the timer fires first, then the poll phase
+    // reads the PONG that had arrived meanwhile, before the verdict.
+    vi.advanceTimersByTime(500);
+    peer.bytesIn += 7;
+    vi.advanceTimersByTime(1);
+    expect(dead).toEqual([]);
   });
 
   it('takes any byte after the PING as proof of life, and starts a new quiet period', () => {
@@ -56,7 +71,8 @@ describe('Heartbeat', () => {
     expect(dead).toEqual([]);
     vi.advanceTimersByTime(999);
     expect(pings).toBe(1);
-    vi.advanceTimersByTime(250);
+    // The proof of life is taken after the deadline's verdict turn (1 ms on fake timers).
+    vi.advanceTimersByTime(251);
     expect(pings).toBe(2);
   });
 
