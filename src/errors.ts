@@ -48,7 +48,7 @@ export const ERROR_CODES = {
   INVALID_EVENT_ID: { resp: 'ERR', http: 400, wire: 'both' },
   INVALID_LIMIT: { resp: 'ERR', http: 400, wire: 'both' },
   INVALID_SINCE: { resp: 'ERR', http: 400, wire: 'both' },
-  INVALID_TYPE: { resp: 'ERR', http: 400, wire: 'http' },
+  INVALID_TYPE: { resp: 'ERR', http: 400, wire: 'both' },
   BAD_PATH: { resp: 'ERR', http: 400, wire: 'http' },
   /** Also what Node's HTTP parser refuses: 408 for a head or body too slow, 431 for a head too large. */
   BAD_HTTP_REQUEST: { resp: 'ERR', http: 400, wire: 'http', alsoHttp: [408, 431] },

@@ -6,13 +6,15 @@ import {
   historyLimit,
   historyQuery,
   historySince,
+  isResumePoint,
   type ResumeFrom,
   resumePoint,
 } from '../session/query.js';
 import type { ResumeStatus } from '../session/session.js';
+import { TypeFilter } from '../session/type-filter.js';
 import type { RespClient } from './client.js';
 import { type CommandSpec, parseInteger, ReplyError, syntaxError } from './command.js';
-import { resolveForSubscribe } from './pubsub-commands.js';
+import { resolveForPsubscribe, resolveForSubscribe } from './pubsub-commands.js';
 
 /**
  * HISTORY <sandboxId> [TYPE <type>] [AFTER <id>] [SINCE <ms>] [LIMIT <n>] [NEWEST]
@@ -43,7 +45,30 @@ async function history(connection: RespClient, args: string[]): Promise<void> {
 const RESUME = bulk('resume');
 
 /**
- * RESUME <sandboxId> <lastEventId> [<sandboxId> <lastEventId> ...]
+ * Splits RESUME's arguments into `<sandboxId> <lastEventId>` pairs and `TYPE <glob>` options
+ * (docs/protocol.md, "Type filters"). `TYPE` followed by a resume point (`$`, `0`, an id) is a
+ * pair: the sandbox named TYPE; followed by anything else, it is an option. Every option holds
+ * for every channel of the command.
+ */
+function resumeArguments(args: string[]): { names: string[]; points: ResumeFrom[]; types: TypeFilter | undefined } {
+  const names: string[] = [];
+  const points: ResumeFrom[] = [];
+  const globs: string[] = [];
+  for (let i = 1; i < args.length; i += 2) {
+    const value = args[i + 1];
+    if (value === undefined) throw new ReplyError('WRONG_ARITY', "ERR wrong number of arguments for 'resume' command");
+    if (args[i]!.toUpperCase() === 'TYPE' && !isResumePoint(value)) globs.push(value);
+    else {
+      names.push(args[i]!);
+      points.push(resumePoint(value));
+    }
+  }
+  if (names.length === 0) throw new ReplyError('WRONG_ARITY', "ERR wrong number of arguments for 'resume' command");
+  return { names, points, types: TypeFilter.from(globs) };
+}
+
+/**
+ * RESUME <sandboxId> <lastEventId> [<sandboxId> <lastEventId> ...] [TYPE <glob> ...]
  *
  * Subscribes from a last-seen id. Per channel the client first gets a confirmation
  * `resume <channel> <subscriptions> <status> <earliest id|null> <last id|null>` (status
@@ -55,25 +80,55 @@ const RESUME = bulk('resume');
  * Session.resume, which the SSE resume calls too.
  */
 async function resume(connection: RespClient, args: string[]): Promise<void> {
-  if (args.length % 2 === 0) throw new ReplyError('WRONG_ARITY', "ERR wrong number of arguments for 'resume' command");
-  const names: string[] = [];
-  const points: ResumeFrom[] = [];
-  for (let i = 1; i < args.length; i += 2) {
-    names.push(args[i]!);
-    points.push(resumePoint(args[i + 1]!));
-  }
+  const { names, points, types } = resumeArguments(args);
   const targets = resolveForSubscribe(connection, names);
   for (const [index, target] of targets.entries()) {
     const tell = (status: ResumeStatus): void => connection.reply(confirmation(connection, target.displayName, status));
-    if (!(await connection.session.resume(target, points[index]!, tell))) return;
+    if (!(await connection.session.resume(target, points[index]!, tell, types))) return;
   }
 }
 
+const PRESUME = bulk('presume');
+
+/**
+ * PRESUME <pattern> <cursor> [TYPE <glob> ...]
+ *
+ * PSUBSCRIBE with a type filter and a resume cursor (docs/protocol.md, "Type filters" and
+ * "Pattern resume"). The client gets `presume <pattern> <subscriptions> <status> null null`,
+ * then `pmessage` frames. `$` subscribes from now (`complete`); any other cursor is answered
+ * `not_resumable` and the subscription goes on live: the stores keep no order across the
+ * sandboxes of a workspace yet (docs/scaling.md), so what matched meanwhile is not replayed.
+ */
+function presume(connection: RespClient, args: string[]): void {
+  if (args.length % 2 === 0) throw new ReplyError('WRONG_ARITY', "ERR wrong number of arguments for 'presume' command");
+  const pattern = args[1]!;
+  const cursor = args[2]!;
+  const globs: string[] = [];
+  for (let i = 3; i < args.length; i += 2) {
+    if (args[i]!.toUpperCase() !== 'TYPE') throw syntaxError();
+    globs.push(args[i + 1]!);
+  }
+  const types = TypeFilter.from(globs);
+  const [scope] = resolveForPsubscribe(connection, [pattern]);
+  connection.session.psubscribe(pattern, scope!, types);
+  const status = cursor === '$' ? 'complete' : 'not_resumable';
+  connection.reply(confirmationOf(connection, PRESUME, pattern, { status }));
+}
+
 /** `resume <channel> <subscriptions> <status> <earliest id|null> <last id|null>`, a push in RESP3. */
-function confirmation(connection: RespClient, channel: string, { status, earliestId, lastId }: ResumeStatus): Buffer {
+function confirmation(connection: RespClient, channel: string, status: ResumeStatus): Buffer {
+  return confirmationOf(connection, RESUME, channel, status);
+}
+
+function confirmationOf(
+  connection: RespClient,
+  kind: Buffer,
+  channel: string,
+  { status, earliestId, lastId }: { status: string; earliestId?: EventId; lastId?: EventId },
+): Buffer {
   const protocol = connection.protocol;
   return push(protocol, [
-    RESUME,
+    kind,
     bulk(channel),
     integer(connection.subscriptionCount),
     bulk(status),
@@ -101,7 +156,15 @@ export const historyCommands: CommandSpec[] = [
     name: 'resume',
     arity: -3,
     whileSubscribed: true,
-    summary: 'Subscribe from a last-seen event id: RESUME <sandboxId> <lastId> [...]',
+    summary: 'Subscribe from a last-seen event id: RESUME <sandboxId> <lastId> [...] [TYPE <glob> ...]',
     run: resume,
+  },
+  {
+    ...stream,
+    name: 'presume',
+    arity: -3,
+    whileSubscribed: true,
+    summary: 'Subscribe to a pattern, optionally filtered by type: PRESUME <pattern> <cursor|$> [TYPE <glob> ...]',
+    run: presume,
   },
 ];

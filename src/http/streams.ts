@@ -5,6 +5,7 @@ import { resolveChannel, resolvePatternScope } from '../broker/scope.js';
 import { formatEventId } from '../event/event.js';
 import { type ResumeFrom, resumePoint } from '../session/query.js';
 import { Session } from '../session/session.js';
+import { TypeFilter } from '../session/type-filter.js';
 import { type Authenticated, authenticateRequest } from './credentials.js';
 import { badRequest, HttpError } from './errors.js';
 import type { HostedStream, HttpHost, StreamKind } from './host.js';
@@ -197,27 +198,33 @@ export async function sandboxStream(
   const auth = await authenticateRequest(host.context, host.apiKeys, req, url, true);
   const target = resolveChannel(auth.principal, name);
   const from = streamResumePoint(req, url);
+  const types = streamTypes(url);
   if (req.socket.destroyed) return;
   const stream = startStream(host, req, res, 'channel', auth);
   if (from === 'now') {
     stream.open();
-    stream.session.subscribe(target);
+    stream.session.subscribe(target, types);
     return;
   }
   try {
-    await stream.session.resume(target, from, ({ status, earliestId, lastId }) => {
-      stream.open();
-      if (status === 'complete') return;
-      stream.write(
-        sseControlFrame('gap', {
-          sandboxId: name,
-          lastEventId: formatEventId(from),
-          status,
-          earliestId: earliestId === undefined ? null : formatEventId(earliestId),
-          lastId: lastId === undefined ? null : formatEventId(lastId),
-        }),
-      );
-    });
+    await stream.session.resume(
+      target,
+      from,
+      ({ status, earliestId, lastId }) => {
+        stream.open();
+        if (status === 'complete') return;
+        stream.write(
+          sseControlFrame('gap', {
+            sandboxId: name,
+            lastEventId: formatEventId(from),
+            status,
+            earliestId: earliestId === undefined ? null : formatEventId(earliestId),
+            lastId: lastId === undefined ? null : formatEventId(lastId),
+          }),
+        );
+      },
+      types,
+    );
   } catch (error) {
     if (!stream.isOpened) {
       stream.abandon();
@@ -245,6 +252,7 @@ export async function patternStream(
   const auth = await authenticateRequest(host.context, host.apiKeys, req, url, true);
   const pattern = url.searchParams.get('pattern') ?? '*';
   const scope = resolvePatternScope(auth.principal, pattern);
+  const types = streamTypes(url);
   const header = req.headers['last-event-id'];
   const lastEventId = typeof header === 'string' && header.length > 0 ? header : url.searchParams.get('lastEventId');
   if (req.socket.destroyed) return;
@@ -261,7 +269,12 @@ export async function patternStream(
       }),
     );
   }
-  stream.session.psubscribe(pattern, scope);
+  stream.session.psubscribe(pattern, scope, types);
+}
+
+/** `?type=<glob>`, repeated or comma-separated: the types a stream carries (default: all). */
+function streamTypes(url: URL): TypeFilter | undefined {
+  return TypeFilter.from(url.searchParams.getAll('type'));
 }
 
 /**
