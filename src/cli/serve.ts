@@ -32,6 +32,7 @@ interface ServeOptions {
   retentionCount: number;
   retentionAge: number;
   retentionBytes: number;
+  ephemeralTypes?: string[];
   memoryStoreMax: number;
   maxClients: number;
   maxOutputBuffer: number;
@@ -102,6 +103,12 @@ export function registerServe(program: Command): void {
       option('--retention-age <duration>', 'events older than this are pruned (e.g. 24h)')
         .default(24 * 3600 * 1000, '24h')
         .argParser(durationArgument),
+    )
+    .addOption(
+      option(
+        '--ephemeral-types <globs>',
+        'event types delivered live but never stored, comma-separated globs (e.g. sandbox.metrics,terminal.*)',
+      ).argParser((value: string) => value.split(',').filter((glob) => glob !== '')),
     )
     .addOption(
       option('--retention-bytes <size>', 'bytes of events kept per sandbox; the oldest go first (e.g. 64mb)')
@@ -200,7 +207,12 @@ async function serve(options: ServeOptions): Promise<void> {
       store: options.store,
       engine: options.engine,
       dataDir,
-      retention: { maxCount: options.retentionCount, maxAgeMs: options.retentionAge, maxBytes: options.retentionBytes },
+      retention: {
+        maxCount: options.retentionCount,
+        maxAgeMs: options.retentionAge,
+        maxBytes: options.retentionBytes,
+        ephemeralTypes: options.ephemeralTypes ?? [],
+      },
       synchronous: options.sqliteSynchronous,
       memoryMaxBytes: options.memoryStoreMax,
     },

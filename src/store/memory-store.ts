@@ -11,6 +11,7 @@ import {
   buildReplayResult,
   checkLimit,
   checkRetention,
+  ephemeralMatcher,
   historyFloor,
   maxEventId,
   notifyListener,
@@ -108,6 +109,8 @@ export class MemoryStore implements EventStore {
   private evicted = 0;
   private readonly maxBytes: number;
   private readonly maxTotalBytes: number;
+  /** Types delivered but never stored (`--ephemeral-types`); undefined when none. */
+  private readonly ephemeral: ((type: string) => boolean) | undefined;
   /** Bytes of event lines retained over all sandboxes (kept up to date by push and trim). */
   private totalBytes = 0;
 
@@ -115,6 +118,7 @@ export class MemoryStore implements EventStore {
     this.retention = checkRetention(options.retention);
     this.maxBytes = this.retention.maxBytes ?? Infinity;
     this.maxTotalBytes = options.maxTotalBytes ?? Infinity;
+    this.ephemeral = ephemeralMatcher(this.retention);
     if (!(this.maxTotalBytes === Infinity || (Number.isSafeInteger(this.maxTotalBytes) && this.maxTotalBytes > 0))) {
       throw new SandboxEventsError(
         'INVALID_ARGUMENT',
@@ -152,6 +156,14 @@ export class MemoryStore implements EventStore {
         this.streamCount++;
       }
       event = createStoredEvent(input, id, now, stream.lineMiddle);
+      if (this.ephemeral?.(input.type) === true) {
+        // Issued in the sandbox's order and delivered, never kept (docs/operations.md).
+        stream.lastId = id;
+        stream.activeAt = now;
+        this.highWater = maxEventId(this.highWater, id);
+        notifyListener(this.listener, event, input);
+        return Promise.resolve(event);
+      }
       // The count limit bounds memory at once (room is made before the push, so the bytes of
       // the event leaving are reused); age is left to prune(), as in the SQLite store, so that
       // both stores answer alike.
@@ -232,6 +244,7 @@ export class MemoryStore implements EventStore {
           earliestId: events.length > 0 ? events.idAt(0) : undefined,
           highWater: this.highWater,
           afterIdRetained: from > 0 && events.idEquals(from - 1, afterId),
+          unstoredIds: this.ephemeral !== undefined,
         }),
       );
     } catch (error) {

@@ -5,6 +5,7 @@ import {
   buildReplayResult,
   checkLimit,
   checkRetention,
+  ephemeralMatcher,
   historyFloor,
   maxEventId,
   storeClosedError,
@@ -104,6 +105,8 @@ export class SqliteStore implements EventStore {
   private readonly sql: Statements;
   private readonly writer: GroupCommitWriter;
   private readonly retention: Retention;
+  /** Ephemeral types are configured: ids are issued that are never stored (ReplayState). */
+  private readonly unstoredIds: boolean;
   private readonly checkpointer: Checkpointer;
   private closed = false;
   private closing: Promise<void> | undefined;
@@ -146,7 +149,9 @@ export class SqliteStore implements EventStore {
         maxCount: policy.maxCount,
         highWater: maxEventId(this.sql.getHighWater.get(), this.sql.maxLastId.get()),
         onOverCount: this.retention.noteOverCount,
+        ephemeral: ephemeralMatcher(policy),
       });
+      this.unstoredIds = (policy.ephemeralTypes ?? []).length > 0;
       this.checkpointer.start();
     } catch (error) {
       this.db.close();
@@ -212,6 +217,7 @@ export class SqliteStore implements EventStore {
           earliestId: this.sql.oldestId.get(ws, sb),
           highWater,
           afterIdRetained: this.sql.hasEvent.get(ws, sb, afterId.ms, afterId.seq) !== undefined,
+          unstoredIds: this.unstoredIds,
         }),
       );
     } catch (error) {

@@ -55,6 +55,12 @@ export interface RetentionPolicy {
    * (the default when absent) for no limit. See docs/operations.md, "Retention".
    */
   maxBytes?: number;
+  /**
+   * Globs of event types that are delivered live but never stored (`--ephemeral-types`): they
+   * take an id in their sandbox's order, and never count against retention. See
+   * docs/operations.md, "Ephemeral events".
+   */
+  ephemeralTypes?: readonly string[];
 }
 
 /**

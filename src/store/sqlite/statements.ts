@@ -46,7 +46,10 @@ type NullableId = [ms: number | null, seq: number | null];
 export interface Statements {
   insertEvent: Statement<[...StreamKey, ...Id, type: string, timestamp: number, data: string]>;
   getSandbox: Statement<StreamKey, SandboxRow>;
-  insertSandbox: Statement<[...StreamKey, ...last: Id, retained: number, ...first: Id, activeAt: number]>;
+  /** `first` is null for a sandbox that so far had only ephemeral events (nothing retained). */
+  insertSandbox: Statement<
+    [...StreamKey, ...last: Id, retained: number, firstMs: number | null, firstSeq: number | null, activeAt: number]
+  >;
   updateSandbox: Statement<[...last: Id, retained: number, activeAt: number, ...StreamKey]>;
   updateSandboxFirst: Statement<[...last: Id, retained: number, ...first: Id, activeAt: number, ...StreamKey]>;
   getHighWater: Statement<[], EventId>;
