@@ -1,4 +1,5 @@
-import { resolveChannel } from '../broker/scope.js';
+import { resolveChannel, visibleName } from '../broker/scope.js';
+import { SandboxEventsError } from '../errors.js';
 import { type EventId, formatEventId, validateEventType } from '../event/event.js';
 import { bulk, bulkArray, bulkOrNull, integer, push } from '../protocol/encode.js';
 import {
@@ -141,6 +142,26 @@ function optionalId(id: EventId | undefined): string | undefined {
   return id === undefined ? undefined : formatEventId(id);
 }
 
+/**
+ * SANDBOXES: the sandboxes this credential may see that hold retained events, each with its
+ * newest id, as a flat array `<name> <last id> ...` (PUBSUB NUMSUB's shape). Names as the
+ * credential writes them: `{<ws>}<id>` for another workspace's (admins).
+ */
+async function sandboxes(connection: RespClient): Promise<void> {
+  const principal = connection.principal!;
+  const store = connection.context.store;
+  if (store.listSandboxes === undefined) {
+    throw new SandboxEventsError('NOT_SUPPORTED', `the ${store.kind} store cannot list sandboxes yet`);
+  }
+  const listed = await store.listSandboxes(principal.role === 'admin' ? 'all' : principal.workspaceId);
+  const items: string[] = [];
+  for (const sandbox of listed) {
+    const name = visibleName(principal, sandbox);
+    if (name !== undefined) items.push(name, formatEventId(sandbox.lastId));
+  }
+  connection.reply(bulkArray(items));
+}
+
 const stream = { group: 'stream', since: '0.1.0' } as const;
 
 export const historyCommands: CommandSpec[] = [
@@ -166,5 +187,12 @@ export const historyCommands: CommandSpec[] = [
     whileSubscribed: true,
     summary: 'Subscribe to a pattern, optionally filtered by type: PRESUME <pattern> <cursor|$> [TYPE <glob> ...]',
     run: presume,
+  },
+  {
+    ...stream,
+    name: 'sandboxes',
+    arity: 1,
+    summary: 'The sandboxes holding events, each with its newest id: SANDBOXES',
+    run: sandboxes,
   },
 ];

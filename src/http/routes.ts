@@ -1,11 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { mayAccess, resolveChannel } from '../broker/scope.js';
+import type { Principal } from '../auth/principal.js';
+import { channelKey, mayAccess, resolveChannel, visibleName } from '../broker/scope.js';
 import { formatEventId, parsePublishPayload, validateEventType } from '../event/event.js';
 import { eventIdArgument, historyLimit, historyQuery, historySince } from '../session/query.js';
 import { checkDeclaredLength, readBody } from './body.js';
 import { authenticateRequest } from './credentials.js';
 import { badRequest, forbidden } from './errors.js';
 import type { HttpHost } from './host.js';
+import type { SandboxSummary } from './activity.js';
 import { sendJson, sendText } from './respond.js';
 import { metricsStream, patternStream, sandboxStream } from './streams.js';
 import { serveConsole } from './console.js';
@@ -234,9 +236,11 @@ async function history(
 }
 
 /**
- * GET /sandboxes: the active sandboxes the credential may see (a workspace token or API key:
- * its workspace's; an admin token: every workspace's; a sandbox token: its own), with their
- * event rate, last event and subscriber count. Read-only; headers only, like the history.
+ * GET /sandboxes: the sandboxes the credential may see (a workspace token or API key: its
+ * workspace's; an admin token: every workspace's; a sandbox token: its own) that hold events
+ * in the store, each with `lastEventId` (its newest id, a resume point), and the recently
+ * active ones, with their event rate, last event and subscriber count (docs/http.md). A store
+ * that can't list (the Redis engine) gives the active ones only, `lastEventId` null.
  */
 export async function listSandboxes(
   host: HttpHost,
@@ -245,7 +249,7 @@ export async function listSandboxes(
   url: URL,
 ): Promise<void> {
   const { principal } = await authenticateRequest(host.context, host.apiKeys, req, url, false);
-  const sandboxes = host.metrics.activity.visibleSandboxes(principal);
+  const sandboxes = await withStoredSandboxes(host, principal, host.metrics.activity.visibleSandboxes(principal));
   const own =
     principal.sandboxId !== undefined && mayAccess(principal, principal.workspaceId, principal.sandboxId)
       ? principal.sandboxId
@@ -262,4 +266,37 @@ export async function listSandboxes(
       },
     }),
   );
+}
+
+/** The activity rows, each with `lastEventId`, then the store's sandboxes they lack. */
+async function withStoredSandboxes(
+  host: HttpHost,
+  principal: Principal,
+  active: SandboxSummary[],
+): Promise<(SandboxSummary & { lastEventId: string | null })[]> {
+  const rows = active.map((row) => ({ ...row, lastEventId: null as string | null }));
+  const store = host.context.store;
+  if (store.listSandboxes === undefined) return rows;
+  const byName = new Map(rows.map((row) => [row.sandboxId, row]));
+  const listed = await store.listSandboxes(principal.role === 'admin' ? 'all' : principal.workspaceId);
+  for (const sandbox of listed) {
+    const name = visibleName(principal, sandbox);
+    if (name === undefined) continue;
+    const lastEventId = formatEventId(sandbox.lastId);
+    const row = byName.get(name);
+    if (row !== undefined) {
+      row.lastEventId = lastEventId;
+      continue;
+    }
+    rows.push({
+      sandboxId: name,
+      workspaceId: sandbox.workspaceId,
+      subscribers: host.context.broker.subscriberCount(channelKey(sandbox.workspaceId, sandbox.sandboxId)),
+      events_per_second: 0,
+      events: 0,
+      last_event: null,
+      lastEventId,
+    });
+  }
+  return rows;
 }

@@ -25,6 +25,7 @@ import type {
   HistoryQuery,
   ReplayResult,
   RetentionPolicy,
+  SandboxListing,
   SandboxRef,
 } from './types.js';
 
@@ -261,6 +262,20 @@ export class MemoryStore implements EventStore {
     return Promise.resolve(this.pruneAll());
   }
 
+  listSandboxes(scope: number | 'all'): Promise<SandboxListing[]> {
+    if (this.closed) return Promise.reject(storeClosedError(this.kind));
+    const out: SandboxListing[] = [];
+    const workspaceIds = scope === 'all' ? [...this.workspaces.keys()].sort((a, b) => a - b) : [scope];
+    for (const workspaceId of workspaceIds) {
+      const sandboxes = this.workspaces.get(workspaceId);
+      if (sandboxes === undefined) continue;
+      for (const [sandboxId, stream] of sandboxes) {
+        if (stream.events.length > 0) out.push({ workspaceId, sandboxId, lastId: stream.lastId });
+      }
+    }
+    return Promise.resolve(out.sort((a, b) => a.workspaceId - b.workspaceId || compareText(a.sandboxId, b.sandboxId)));
+  }
+
   stats(): MemoryStoreStats {
     return {
       appended: this.appended,
@@ -374,4 +389,9 @@ export class MemoryStore implements EventStore {
     this.totalBytes -= before - events.retainedBytes;
     this.pruned++;
   }
+}
+
+/** Code-unit order, as SQLite's BINARY collation orders the same ASCII ids. */
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -24,6 +24,7 @@ import type {
   HistoryQuery,
   ReplayResult,
   RetentionPolicy,
+  SandboxListing,
   SandboxRef,
 } from './types.js';
 
@@ -192,6 +193,22 @@ export class SqliteStore implements EventStore {
       const events = toStoredEvents(query, rows);
       if (newest) events.reverse();
       return Promise.resolve(events);
+    } catch (error) {
+      return Promise.reject(this.readError(error));
+    }
+  }
+
+  listSandboxes(scope: number | 'all'): Promise<SandboxListing[]> {
+    if (this.closed) return Promise.reject(storeClosedError(this.kind));
+    try {
+      const rows = scope === 'all' ? this.sql.listAllSandboxes.all() : this.sql.listSandboxes.all(scope);
+      return Promise.resolve(
+        rows.map((row) => ({
+          workspaceId: row.workspace_id,
+          sandboxId: row.sandbox_id,
+          lastId: { ms: row.last_ms, seq: row.last_seq },
+        })),
+      );
     } catch (error) {
       return Promise.reject(this.readError(error));
     }

@@ -104,6 +104,12 @@ export interface EventStore {
   /** Flushes pending writes and releases files. Idempotent. */
   close(): Promise<void>;
   /**
+   * The sandboxes of one workspace (or of every workspace: 'all') that hold retained events,
+   * by workspace then sandbox id. Optional: the Redis engine does not list yet, and callers
+   * answer NOT_SUPPORTED (docs/scaling.md).
+   */
+  listSandboxes?(scope: number | 'all'): Promise<SandboxListing[]>;
+  /**
    * Optional (issue 8): the broker tells a shared engine which sandboxes this node's own
    * clients watch, so the node subscribes upstream (Redis) only to those. Called when a channel
    * gets its first local subscriber (`true`) and loses its last (`false`). Embedded stores have
@@ -112,6 +118,12 @@ export interface EventStore {
   setInterest?(ref: SandboxRef, interested: boolean): void;
   /** Optional: the same for pattern subscriptions of one workspace, or of every workspace ('all'). */
   setPatternInterest?(scope: number | 'all', interested: boolean): void;
+}
+
+/** One sandbox that holds events, as `listSandboxes` reports it. */
+export interface SandboxListing extends SandboxRef {
+  /** Newest id issued for it: a resume point that replays nothing already seen. */
+  lastId: EventId;
 }
 
 /** What the broker calls on a store that wants to know this node's interests. */

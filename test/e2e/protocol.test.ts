@@ -304,7 +304,7 @@ describe('INFO and COMMAND', () => {
     const client = await broker.authed({ workspaceId });
     client.send(resp('COMMAND', 'COUNT') + resp('COMMAND', 'DOCS', 'publish') + resp('COMMAND', 'INFO', 'nope'));
     const count = Number(/^:(\d+)\r\n$/.exec(await client.line())?.[1]);
-    expect(count).toBe(18); // 7 connection, 6 pub/sub, 2 server, 3 history commands (HISTORY, RESUME, PRESUME)
+    expect(count).toBe(19); // 7 connection, 6 pub/sub, 2 server, 4 stream commands (HISTORY, RESUME, PRESUME, SANDBOXES)
     const docs =
       '*2\r\n$7\r\npublish\r\n*6\r\n$7\r\nsummary\r\n$60\r\nStore an event {"type","data"} and deliver it to subscribers\r\n' +
       '$5\r\nsince\r\n$5\r\n2.0.0\r\n$5\r\ngroup\r\n$6\r\npubsub\r\n';
