@@ -33,6 +33,7 @@ interface ServeOptions {
   retentionAge: number;
   retentionBytes: number;
   ephemeralTypes?: string[];
+  hopxMetricsType?: string;
   memoryStoreMax: number;
   maxClients: number;
   maxOutputBuffer: number;
@@ -103,6 +104,12 @@ export function registerServe(program: Command): void {
       option('--retention-age <duration>', 'events older than this are pruned (e.g. 24h)')
         .default(24 * 3600 * 1000, '24h')
         .argParser(durationArgument),
+    )
+    .addOption(
+      option(
+        '--hopx-metrics-type <type>',
+        'the event type GET /v1/sandboxes/<id>/metrics/stream carries (default sandbox.metrics)',
+      ),
     )
     .addOption(
       option(
@@ -219,7 +226,12 @@ async function serve(options: ServeOptions): Promise<void> {
     limits,
     logger,
     httpPort: options.httpPort === 0 ? undefined : options.httpPort,
-    http: { apiKeysFile: apiKeysPath(dataDir), corsOrigin: options.httpCorsOrigin, console: options.console },
+    http: {
+      apiKeysFile: apiKeysPath(dataDir),
+      corsOrigin: options.httpCorsOrigin,
+      console: options.console,
+      ...(options.hopxMetricsType === undefined ? {} : { metricsType: options.hopxMetricsType }),
+    },
   });
   const store = server.context.store;
   logger.info(

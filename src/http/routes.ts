@@ -9,6 +9,7 @@ import { badRequest, forbidden } from './errors.js';
 import type { HttpHost } from './host.js';
 import type { SandboxSummary } from './activity.js';
 import { sendJson, sendText } from './respond.js';
+import { backendAiKernelStream, hopxMetricsStream } from './seed-streams.js';
 import { metricsStream, patternStream, sandboxStream } from './streams.js';
 import { serveConsole } from './console.js';
 
@@ -48,7 +49,8 @@ export function matchRoute(method: string, rawPath: string): MatchedRoute | unde
   const { route, params } = found;
   const allowed = Object.keys(route.methods);
   // HEAD is GET without the body (node:http drops it), except on streams, which never end.
-  const effective = method === 'HEAD' && !route.name.endsWith('/stream') ? 'GET' : method;
+  const isStream = route.name.endsWith('/stream') || route === routes.backendAiKernel;
+  const effective = method === 'HEAD' && !isStream ? 'GET' : method;
   const handler = route.methods[effective as 'GET' | 'POST'];
   return { name: route.name, handler, allowed, params };
 }
@@ -78,6 +80,14 @@ const routes = {
     name: '/events/:sandboxId/stream',
     methods: { GET: (host, req, res, url, params) => sandboxStream(host, req, res, url, params[0]!) },
   },
+  hopxMetrics: {
+    name: '/v1/sandboxes/:sandboxId/metrics/stream',
+    methods: { GET: (host, req, res, url, params) => hopxMetricsStream(host, req, res, url, params[0]!) },
+  },
+  backendAiKernel: {
+    name: '/stream/kernel/_/events',
+    methods: { GET: (host, req, res, url) => backendAiKernelStream(host, req, res, url) },
+  },
 } satisfies Record<string, Route>;
 
 /**
@@ -85,6 +95,13 @@ const routes = {
  * so a sandbox named `stream` still has a history at `/events/%73tream`.
  */
 function findRoute(raw: string[], decoded: string[]): { route: Route; params: string[] } | undefined {
+  // The seed systems' stream paths (seed-streams.ts), exactly as their clients write them.
+  if (raw.length === 5 && raw[0] === 'v1' && raw[1] === 'sandboxes' && raw[3] === 'metrics' && raw[4] === 'stream') {
+    if (raw[2] === '') return undefined;
+    return { route: routes.hopxMetrics, params: [decoded[2]!] };
+  }
+  if (raw.length === 4 && raw.join('/') === 'stream/kernel/_/events')
+    return { route: routes.backendAiKernel, params: [] };
   if (raw.length > 3) return undefined;
   const [first, second, third] = raw;
   const param = decoded[1] ?? '';
