@@ -1,13 +1,12 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { EventSource } from 'eventsource';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
+import { type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
+import { cliToken, collectingClient, freePort } from '../support/e2e.js';
 import { resp } from '../support/raw-client.js';
 
 /**
@@ -18,17 +17,13 @@ import { resp } from '../support/raw-client.js';
  * with addEventListener).
  */
 
-const run = promisify(execFile);
 let dataDir: string;
 let daemon: Daemon;
 let httpPort: number;
 let workspace: string;
 const sandboxTokens = new Map<string, string>();
 
-async function token(...args: string[]): Promise<string> {
-  const { stdout } = await run(process.execPath, [BIN, 'token', '--data-dir', dataDir, ...args]);
-  return stdout.trim();
-}
+const token = (...args: string[]): Promise<string> => cliToken(dataDir, ...args);
 
 async function publish(sandboxId: string, type: string, data: Record<string, unknown>): Promise<void> {
   let sandboxToken = sandboxTokens.get(sandboxId);
@@ -46,10 +41,7 @@ async function publish(sandboxId: string, type: string, data: Record<string, unk
 
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'sandbox-events-done-'));
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  httpPort = (probe.address() as net.AddressInfo).port; // free a moment ago
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  httpPort = await freePort();
   daemon = await spawnDaemon([
     ...['--port', '0', '--http-port', String(httpPort), '--data-dir', dataDir, '--store', 'sqlite'],
     ...['--retention-count', '20', '--ephemeral-types', 'sandbox.metrics'],
@@ -116,22 +108,13 @@ async function pythonLoop(url: string, wanted: number) {
 
 describe('done when (--retention-count 20 --ephemeral-types sandbox.metrics)', () => {
   it('60 metrics events are delivered live, and HISTORY TYPE execution.completed still returns the lifecycle event', async () => {
-    const socket = net.connect(daemon.port, '127.0.0.1');
-    let text = '';
-    let wake: () => void = () => {};
-    socket.on('data', (chunk: Buffer) => {
-      text += chunk.toString('latin1');
-      wake();
-    });
-    const until = async (test: () => boolean): Promise<void> => {
-      while (!test()) await new Promise<void>((resolve) => (wake = resolve));
-    };
-    socket.write(resp('AUTH', workspace) + resp('SUBSCRIBE', 'sb'));
-    await until(() => text.includes(':1\r\n'));
+    const subscriber = await collectingClient(daemon.port, workspace);
+    subscriber.socket.write(resp('SUBSCRIBE', 'sb'));
+    await subscriber.until(':1\r\n');
     await publish('sb', 'execution.completed', { exitCode: 0 });
     for (let i = 0; i < 60; i += 1) await publish('sb', 'sandbox.metrics', { uptime_seconds: i });
-    await until(() => text.split('"type":"sandbox.metrics"').length - 1 === 60);
-    socket.destroy();
+    await subscriber.until((text) => text.split('"type":"sandbox.metrics"').length - 1 === 60);
+    subscriber.socket.destroy();
     const reader = new Redis({ port: daemon.port, host: '127.0.0.1', password: workspace });
     const history = (await reader.call('HISTORY', 'sb', 'TYPE', 'execution.completed')) as string[];
     reader.disconnect();

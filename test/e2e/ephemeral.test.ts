@@ -1,13 +1,11 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, killDaemons, spawnDaemon } from '../support/daemon.js';
+import { killDaemons, spawnDaemon } from '../support/daemon.js';
+import { cliToken, collectingClient } from '../support/e2e.js';
 import { resp } from '../support/raw-client.js';
 
 /**
@@ -16,7 +14,6 @@ import { resp } from '../support/raw-client.js';
  * is; a resume from an ephemeral event's id is exact, also across a restart (SQLite).
  */
 
-const run = promisify(execFile);
 let dataDir: string;
 const EPHEMERAL = ['--retention-count', '20', '--ephemeral-types', 'sandbox.metrics,debug.*'];
 
@@ -28,28 +25,8 @@ afterAll(async () => {
   await rm(dataDir, { recursive: true, force: true });
 });
 
-async function token(...args: string[]): Promise<string> {
-  const { stdout } = await run(process.execPath, [BIN, 'token', '--data-dir', dataDir, ...args]);
-  return stdout.trim();
-}
-
-/** A raw RESP connection that collects every byte. */
-async function rawClient(port: number, auth: string) {
-  const socket = net.connect(port, '127.0.0.1');
-  let text = '';
-  let wake: () => void = () => {};
-  socket.on('data', (chunk: Buffer) => {
-    text += chunk.toString('latin1');
-    wake();
-  });
-  await new Promise((resolve) => socket.once('connect', resolve));
-  const until = async (test: (text: string) => boolean): Promise<void> => {
-    while (!test(text)) await new Promise<void>((resolve) => (wake = resolve));
-  };
-  socket.write(resp('AUTH', auth));
-  await until((t) => t.includes('+OK\r\n'));
-  return { socket, text: () => text, until };
-}
+const token = (...args: string[]): Promise<string> => cliToken(dataDir, ...args);
+const rawClient = collectingClient;
 
 const count = (text: string, needle: string): number => text.split(needle).length - 1;
 

@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, killDaemons, spawnDaemon } from '../support/daemon.js';
+import { killDaemons, spawnDaemon } from '../support/daemon.js';
+import { cliToken, freePort } from '../support/e2e.js';
 import { requireTool } from '../support/tools.js';
 
 /**
@@ -27,18 +27,7 @@ afterAll(async () => {
   await rm(dataDir, { recursive: true, force: true });
 });
 
-async function token(...args: string[]): Promise<string> {
-  const { stdout } = await run(process.execPath, [BIN, 'token', '--data-dir', dataDir, ...args]);
-  return stdout.trim();
-}
-
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const port = (probe.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
+const token = (...args: string[]): Promise<string> => cliToken(dataDir, ...args);
 
 describe.each(['memory', 'sqlite'])('listing sandboxes, %s store', (store) => {
   it('RESP SANDBOXES and GET /sandboxes list the sandboxes holding events with their newest id', async () => {

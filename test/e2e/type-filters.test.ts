@@ -1,6 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -9,6 +8,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPubSubClient, type SandboxEvent } from '../../src/client/index.js';
 import { BIN, type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
+import { collectingClient, freePort } from '../support/e2e.js';
 import { resp } from '../support/raw-client.js';
 import { requireTool } from '../support/tools.js';
 
@@ -33,10 +33,7 @@ async function cli(...args: string[]): Promise<string> {
 
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'sandbox-events-types-'));
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const httpPort = (probe.address() as net.AddressInfo).port; // free a moment ago
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  const httpPort = await freePort();
   daemon = await spawnDaemon([
     ...['--port', '0', '--http-port', String(httpPort)],
     ...['--data-dir', dataDir, '--store', 'memory'],
@@ -135,23 +132,7 @@ describe('SSE ?type=', () => {
   });
 });
 
-/** A raw RESP connection that collects every byte. */
-async function rawClient(): Promise<{ socket: net.Socket; text: () => string; until: (s: string) => Promise<void> }> {
-  const socket = net.connect(daemon.port, '127.0.0.1');
-  let text = '';
-  let wake: () => void = () => {};
-  socket.on('data', (chunk: Buffer) => {
-    text += chunk.toString('latin1');
-    wake();
-  });
-  await new Promise((resolve) => socket.once('connect', resolve));
-  const until = async (s: string): Promise<void> => {
-    while (!text.includes(s)) await new Promise<void>((resolve) => (wake = resolve));
-  };
-  socket.write(resp('AUTH', workspaceToken));
-  await until('+OK\r\n');
-  return { socket, text: () => text, until };
-}
+const rawClient = (): ReturnType<typeof collectingClient> => collectingClient(daemon.port, workspaceToken);
 
 describe('RESP TYPE filters', () => {
   it('RESUME <id> $ TYPE <glob> sends only matching message frames; plain SUBSCRIBE is unchanged', async () => {
