@@ -48,7 +48,7 @@ export const ERROR_CODES = {
   INVALID_EVENT_ID: { resp: 'ERR', http: 400, wire: 'both' },
   INVALID_LIMIT: { resp: 'ERR', http: 400, wire: 'both' },
   INVALID_SINCE: { resp: 'ERR', http: 400, wire: 'both' },
-  INVALID_TYPE: { resp: 'ERR', http: 400, wire: 'http' },
+  INVALID_TYPE: { resp: 'ERR', http: 400, wire: 'both' },
   BAD_PATH: { resp: 'ERR', http: 400, wire: 'http' },
   /** Also what Node's HTTP parser refuses: 408 for a head or body too slow, 431 for a head too large. */
   BAD_HTTP_REQUEST: { resp: 'ERR', http: 400, wire: 'http', alsoHttp: [408, 431] },
@@ -56,6 +56,8 @@ export const ERROR_CODES = {
   EVENT_TOO_LARGE: { resp: 'ERR', http: 413, wire: 'both' },
   UNSUPPORTED_ENCODING: { resp: 'ERR', http: 415, wire: 'http' },
   NOT_FOUND: { resp: 'ERR', http: 404, wire: 'http' },
+  /** A command the configured store can't answer yet (SANDBOXES on the Redis engine). */
+  NOT_SUPPORTED: { resp: 'ERR', http: 501, wire: 'resp' },
   METHOD_NOT_ALLOWED: { resp: 'ERR', http: 405, wire: 'http' },
   RATE_LIMITED: { resp: 'ERR', http: 429, wire: 'both' },
   // Credentials and permissions.

@@ -18,8 +18,10 @@ export interface Subscriber {
    * Queue one frame. `event` and `viaPattern` let a resuming subscriber drop what its replay
    * already sent: the replay sends `message` frames of its channel, never `pmessage` frames of
    * a pattern that also matches it (Redis sends both to a client subscribed both ways).
+   * `pattern` is the pattern a `viaPattern` frame came through (a subscription's type filter
+   * is looked up by it).
    */
-  deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean): void;
+  deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean, pattern?: string): void;
   /**
    * Events this subscriber should have had are lost (docs/scaling.md, "Gap-fill"): it is cut off
    * with `message` (`ERR ...`), so that its client resumes from its last id and is told.
@@ -260,7 +262,7 @@ export class Broker {
       } else {
         frame = NO_FRAME;
       }
-      subscriber.deliver(frame, event, true);
+      subscriber.deliver(frame, event, true, group.pattern);
     }
     return group.subscribers.size;
   }

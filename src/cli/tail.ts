@@ -53,6 +53,8 @@ export function requireToken(token: string | undefined): string {
 interface TailOptions extends ConnectionOptions {
   from?: string;
   json?: boolean;
+  /** Type globs, filtered by the broker (repeatable, or comma-separated). */
+  type?: string[];
 }
 
 /** A glob character makes the target a pattern (PSUBSCRIBE) instead of a sandbox id. */
@@ -124,11 +126,12 @@ export async function runTail(target: string, options: TailOptions, io: ClientCl
       '--from applies to a sandbox id: patterns cannot be resumed by id',
     );
   }
+  const types = (options.type ?? []).flatMap((value) => value.split(',')).filter((glob) => glob !== '');
   const client: PubSubClient = createPubSubClient({
     host: options.host,
     port: options.port,
     accessToken: token,
-    ...(pattern ? {} : { sandboxId: target, from: options.from }),
+    ...(pattern ? {} : { sandboxId: target, from: options.from, types }),
     maxReconnectDelay: 5_000,
     clientName: 'sandbox-events-tail',
   });
@@ -153,7 +156,7 @@ export async function runTail(target: string, options: TailOptions, io: ClientCl
   const onStop = (): void => void client.disconnect();
   signal.addEventListener('abort', onStop, { once: true });
   try {
-    if (pattern) await client.psubscribe(target);
+    if (pattern) await client.psubscribe(target, { types });
     try {
       await client.connect();
     } catch (error) {
@@ -189,5 +192,10 @@ export function registerTail(program: Command, io: ClientCliIo = processIo()): v
       "where a sandbox starts: '$' (new events, default), '0' (every retained event) or an event id",
     )
     .option('--json', 'one JSON line per event')
+    .option(
+      '--type <glob>',
+      "only events whose type matches (globs as PSUBSCRIBE; repeat or comma-separate for several, e.g. 'execution.*')",
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
     .action((target: string, options: TailOptions) => runTail(target, options, io));
 }

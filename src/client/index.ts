@@ -13,6 +13,7 @@ export type {
   PubSubClientEvents,
   PubSubClientStats,
   ReconnectInfo,
+  PatternSubscribeOptions,
   SubscribeOptions,
 } from './types.js';
 export {

@@ -21,7 +21,7 @@ import { ReadyWaiters } from './ready-waiters.js';
 import type { RespValue } from './reply-reader.js';
 import { Restorer } from './restore.js';
 import { Subscriptions } from './subscriptions.js';
-import { checkName, parseStart, SubscriptionRegistry } from './subscription-registry.js';
+import { checkName, checkTypes, parseStart, SubscriptionRegistry } from './subscription-registry.js';
 import { resolveToken } from './token.js';
 import { freshTokenAfterRefusal, TokenRefresh } from './token-refresh.js';
 import {
@@ -34,6 +34,7 @@ import {
   type PubSubClientConfig,
   type PubSubClientEvents,
   type PubSubClientStats,
+  type PatternSubscribeOptions,
   type SubscribeOptions,
 } from './types.js';
 
@@ -124,7 +125,11 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     this.hosts = new HostRing(config);
     this.options = resolveClientOptions(config);
     if (config.sandboxId !== undefined) {
-      this.registry.addChannel(checkName(config.sandboxId, 'sandboxId'), parseStart(config.from));
+      this.registry.addChannel(
+        checkName(config.sandboxId, 'sandboxId'),
+        parseStart(config.from),
+        checkTypes(config.types),
+      );
     }
   }
 
@@ -236,8 +241,8 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
    * and emits `gap` with reason `pattern` (events in between are not replayed). Subscribe to a
    * sandbox by id for exact resume.
    */
-  psubscribe(pattern: string): Promise<void> {
-    return this.subscriptionCalls.psubscribe(pattern);
+  psubscribe(pattern: string, options: PatternSubscribeOptions = {}): Promise<void> {
+    return this.subscriptionCalls.psubscribe(pattern, options);
   }
 
   punsubscribe(pattern: string): Promise<void> {

@@ -88,7 +88,7 @@ export class Restorer {
       fromEmpty = newest === undefined;
     }
     const requested = from;
-    await link.confirm(['RESUME', name, formatEventId(requested)], 'resume', 1, {
+    await link.confirm(['RESUME', name, formatEventId(requested), ...typeOptions(subscription.types)], 'resume', 1, {
       onConfirmation: (push) => {
         this.onResumeConfirmation(push, requested, fromEmpty);
         confirmed?.();
@@ -102,18 +102,54 @@ export class Restorer {
     });
   }
 
-  /** PSUBSCRIBE of several patterns; on a reconnect each one reports a `pattern` gap. */
+  /**
+   * PSUBSCRIBE of several patterns, or PRESUME of one with a type filter (docs/protocol.md,
+   * "Type filters"); on a reconnect each one reports a `pattern` gap.
+   */
   async patterns(
     link: Link,
     subscriptions: readonly PatternSubscription[],
     reconnect: boolean,
     confirmed?: () => void,
   ): Promise<void> {
+    const filtered = subscriptions.filter((subscription) => subscription.types.length > 0);
+    if (filtered.length > 0) {
+      const plain = subscriptions.filter((subscription) => subscription.types.length === 0);
+      let outstanding = filtered.length + (plain.length > 0 ? 1 : 0);
+      const each = (): void => {
+        outstanding -= 1;
+        if (outstanding === 0) confirmed?.();
+      };
+      const work = filtered.map((subscription) =>
+        this.sendPatterns(
+          link,
+          [subscription.pattern],
+          ['PRESUME', subscription.pattern, '$', ...typeOptions(subscription.types)],
+          'presume',
+          reconnect,
+          each,
+        ),
+      );
+      if (plain.length > 0) work.push(this.patterns(link, plain, reconnect, each));
+      await Promise.all(work);
+      return;
+    }
     const patterns = subscriptions.map((subscription) => subscription.pattern);
+    await this.sendPatterns(link, patterns, ['PSUBSCRIBE', ...patterns], 'psubscribe', reconnect, confirmed);
+  }
+
+  private async sendPatterns(
+    link: Link,
+    patterns: readonly string[],
+    command: readonly string[],
+    kind: string,
+    reconnect: boolean,
+    confirmed?: () => void,
+  ): Promise<void> {
     for (const pattern of patterns) link.patterns.add(pattern);
     let confirmations = 0;
     try {
-      await link.confirm(['PSUBSCRIBE', ...patterns], 'psubscribe', patterns.length, {
+      await link.confirm(command, kind, patterns.length, {
         onConfirmation: () => {
           confirmations += 1;
           if (confirmations < patterns.length) return;
@@ -147,4 +183,9 @@ export class Restorer {
     const reason: GapReason = status === 'trimmed' || status === 'future' ? status : 'unknown';
     this.hooks.gap({ reason, channel, requestedId: formatEventId(requested), earliestId, lastId });
   }
+}
+
+/** `TYPE <glob>` per type glob, the option RESUME and PRESUME take. */
+function typeOptions(types: readonly string[]): string[] {
+  return types.flatMap((glob) => ['TYPE', glob]);
 }

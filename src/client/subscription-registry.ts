@@ -15,6 +15,8 @@ export type Start = 'now' | EventId;
 export interface ChannelSubscription {
   readonly name: string;
   readonly start: Start;
+  /** Type globs the broker filters by; empty: every type. */
+  readonly types: readonly string[];
 }
 
 /**
@@ -28,6 +30,8 @@ export type PatternResume = { readonly kind: 'live' };
 export interface PatternSubscription {
   readonly pattern: string;
   readonly resume: PatternResume;
+  /** Type globs the broker filters by; empty: every type. */
+  readonly types: readonly string[];
 }
 
 /** What a fresh connection must subscribe again, in the order it was asked for. */
@@ -52,10 +56,10 @@ export class SubscriptionRegistry {
    * replay); `now` keeps it (resubscribing resumes after the last event already seen).
    * Undefined when the channel is already kept.
    */
-  addChannel(name: string, start: Start): ChannelSubscription | undefined {
+  addChannel(name: string, start: Start, types: readonly string[] = []): ChannelSubscription | undefined {
     if (this.channels.has(name)) return undefined;
     if (start !== 'now') this.cursors.delete(name);
-    const subscription: ChannelSubscription = { name, start };
+    const subscription: ChannelSubscription = { name, start, types };
     this.channels.set(name, subscription);
     this.dropped.delete(name);
     return subscription;
@@ -87,9 +91,9 @@ export class SubscriptionRegistry {
   }
 
   /** Keeps a pattern. Undefined when it is already kept. */
-  addPattern(pattern: string): PatternSubscription | undefined {
+  addPattern(pattern: string, types: readonly string[] = []): PatternSubscription | undefined {
     if (this.patterns.has(pattern)) return undefined;
-    const subscription: PatternSubscription = { pattern, resume: LIVE };
+    const subscription: PatternSubscription = { pattern, resume: LIVE, types };
     this.patterns.set(pattern, subscription);
     this.dropped.delete(pattern);
     return subscription;
@@ -182,6 +186,13 @@ export function checkName(name: string, what: string): string {
     throw new EventsPubSubError('INVALID_ARGUMENT', `${what} must be a non-empty string without CR or LF`);
   }
   return name;
+}
+
+/** The `types` option: type globs, each non-empty and without CR or LF; none means every type. */
+export function checkTypes(types: readonly string[] | undefined): readonly string[] {
+  if (types === undefined) return [];
+  if (!Array.isArray(types)) throw new EventsPubSubError('INVALID_ARGUMENT', 'types must be an array of type globs');
+  return types.map((glob) => checkName(glob, 'a type glob'));
 }
 
 /** `from` of the config or `subscribe()`: `$` (or nothing), `0`, or an event id. */

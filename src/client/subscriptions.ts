@@ -1,8 +1,8 @@
 import { EventsNetworkError } from './errors.js';
 import type { Link } from './link.js';
 import type { Restorer } from './restore.js';
-import { checkName, parseStart, type SubscriptionRegistry } from './subscription-registry.js';
-import type { SubscribeOptions } from './types.js';
+import { checkName, checkTypes, parseStart, type SubscriptionRegistry } from './subscription-registry.js';
+import type { PatternSubscribeOptions, SubscribeOptions } from './types.js';
 
 /**
  * The client's subscribe and unsubscribe calls while it runs: each changes the registry at
@@ -38,7 +38,7 @@ export class Subscriptions {
     // Frames of a subscription still being undone would pass for this one's and move its
     // position past what it asked to replay.
     await this.unsubscribing.get(name)?.catch(() => {}); // its own caller hears of a failure
-    const subscription = this.registry.addChannel(name, start);
+    const subscription = this.registry.addChannel(name, start, checkTypes(options.types));
     if (subscription === undefined) return;
     await this.ensure(
       (link) => link.channels.has(name),
@@ -62,9 +62,9 @@ export class Subscriptions {
     }
   }
 
-  async psubscribe(pattern: string): Promise<void> {
+  async psubscribe(pattern: string, options: PatternSubscribeOptions = {}): Promise<void> {
     checkName(pattern, 'pattern');
-    const subscription = this.registry.addPattern(pattern);
+    const subscription = this.registry.addPattern(pattern, checkTypes(options.types));
     if (subscription === undefined) return;
     await this.ensure(
       (link) => link.patterns.has(pattern),

@@ -47,6 +47,8 @@ export interface PubSubClientConfig {
 
   /** Where `sandboxId` starts: `$` (default: events from now on), `0` (every retained event) or an event id. */
   from?: string;
+  /** Only events of `sandboxId` whose type matches one of these globs (see `SubscribeOptions.types`). */
+  types?: readonly string[];
   /** The largest reconnect delay in ms (default 30,000). */
   maxReconnectDelay?: number;
   /** Overrides the backoff: return a delay in ms, or false to stop (see `ReconnectStrategy`). */
@@ -125,9 +127,17 @@ export interface PubSubClientEvents {
   tokenRefresh: [expiresAt: number | undefined];
 }
 
-export interface SubscribeOptions {
+export interface SubscribeOptions extends PatternSubscribeOptions {
   /** `$` (default: from now on, or from the last event this client already saw of it), `0`, or an event id. */
   from?: string;
+}
+
+export interface PatternSubscribeOptions {
+  /**
+   * Only events whose type matches one of these globs (PSUBSCRIBE's glob rules), filtered by
+   * the broker (docs/protocol.md, "Type filters"). Default: every type.
+   */
+  types?: readonly string[];
 }
 
 export interface HistoryOptions {

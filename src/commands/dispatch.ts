@@ -1,4 +1,4 @@
-import { looksLikeJwt } from '../auth/verifier.js';
+import { AuthError, looksLikeJwt } from '../auth/verifier.js';
 import type { RespClient } from './client.js';
 import { OK } from '../protocol/encode.js';
 import type { DecodedCommand } from '../protocol/request-decoder.js';
@@ -87,7 +87,7 @@ function checkArity(spec: CommandSpec, args: string[]): CommandSpec {
 export function runCommand(connection: RespClient, command: DecodedCommand): void | Promise<void> {
   const { args } = command;
   try {
-    if (isComputeSdkSubscribe(connection, args)) return settle(connection, computeSdkSubscribe(connection, args));
+    if (isComputeSdkSubscribe(connection, command)) return settle(connection, computeSdkSubscribe(connection, args));
     const spec = lookup(connection, args);
     if (!connection.authenticated && !spec.noAuth) throw new ReplyError('NOAUTH', NOAUTH);
     if (isSubscribedResp2(connection) && !spec.whileSubscribed) throw cannotExecuteWhileSubscribed(spec.name);
@@ -117,13 +117,12 @@ async function settle(connection: RespClient, pending: Promise<void>): Promise<v
  * with no AUTH before it (docs/protocol.md, "The ComputeSDK events client"). Recognised only on a connection that has
  * not authenticated, when the last argument has the shape of a JWT.
  */
-function isComputeSdkSubscribe(connection: RespClient, args: string[]): boolean {
-  return (
-    !connection.authenticated &&
-    args.length >= 3 &&
-    args[0]!.toLowerCase() === 'subscribe' &&
-    looksLikeJwt(args[args.length - 1]!)
-  );
+function isComputeSdkSubscribe(connection: RespClient, command: DecodedCommand): boolean {
+  const { args } = command;
+  if (connection.authenticated || args.length < 3 || args[0]!.toLowerCase() !== 'subscribe') return false;
+  // An inline `SUBSCRIBE <sandboxId> <token>` is that client's whatever the token looks like
+  // (Redis clients send arrays): a token that is not a JWT gets its `-ERR`, not `-NOAUTH`.
+  return looksLikeJwt(args[args.length - 1]!) || (command.inline && args.length === 3);
 }
 
 async function computeSdkSubscribe(connection: RespClient, args: string[]): Promise<void> {
@@ -135,6 +134,13 @@ async function computeSdkSubscribe(connection: RespClient, args: string[]): Prom
     addSubscriptions(connection, resolveForSubscribe(connection, args.slice(1, -1)));
   } catch (error) {
     const text = errorText(error, connection);
+    if (error instanceof AuthError) {
+      // That client sends nothing after this line and would wait for its own timeout: the
+      // connection ends at once, after the error line (docs/protocol.md).
+      connection.replyError(text);
+      connection.closeAfterReplies();
+      return;
+    }
     connection.compat = connection.authenticated;
     throw new ReplyError('COMPAT_SUBSCRIBE_FAILED', text);
   }

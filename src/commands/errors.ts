@@ -11,8 +11,17 @@ export function storeLoadingError(): SandboxEventsError {
   return new SandboxEventsError(STORE_LOADING, STORE_LOADING_MESSAGE);
 }
 
-/** Redis's reply to a failed AUTH, byte for byte. */
+/** Redis's reply to a failed AUTH, byte for byte; the broker adds ` reason: <why>` after it. */
 export const WRONGPASS = 'WRONGPASS invalid username-password pair or user is disabled.';
+
+/**
+ * `WRONGPASS` with the verifier's reason after Redis's text (`expired`, `malformed`, `bad
+ * signature`, ...: AuthFailureReason in words), so a client we don't control says why in its
+ * error (docs/protocol.md, "Authentication"). Clients match the `WRONGPASS` prefix only.
+ */
+export function wrongpassText(error: AuthError): string {
+  return `${WRONGPASS} reason: ${error.reason.replaceAll('_', ' ')}`;
+}
 
 /** What errorText needs of the connection the error is for. */
 export interface ErrorReplyTarget {
@@ -38,8 +47,10 @@ export function errorText(error: unknown, connection: ErrorReplyTarget): string 
   if (error instanceof PermissionError) {
     return connection.compat ? `ERR permission denied: ${error.message}` : `${prefix} ${error.message}`;
   }
-  // Redis's fixed text: the reason stays in the log, not on the wire.
-  if (error instanceof AuthError) return connection.compat ? `ERR authentication failed: ${error.message}` : WRONGPASS;
+  // Redis's fixed text, then the reason (never the token: that stays out of the log too).
+  if (error instanceof AuthError) {
+    return connection.compat ? `ERR authentication failed: ${error.message}` : wrongpassText(error);
+  }
   if (error instanceof InvalidEventError) return `${prefix} invalid event: ${error.message}`;
   if (error.code === 'STORE_UNAVAILABLE' || error.code === 'STORE_CLOSED') {
     // Not acknowledged. The embedded stores stored nothing; the Redis engine may have stored

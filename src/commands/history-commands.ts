@@ -1,19 +1,22 @@
-import { resolveChannel } from '../broker/scope.js';
+import { resolveChannel, visibleName } from '../broker/scope.js';
+import { SandboxEventsError } from '../errors.js';
 import { type EventId, formatEventId, type StoredEvent, validateEventType } from '../event/event.js';
-import { arrayHeader, bulk, bulkOrNull, bulkRun, errorReply, integer, push } from '../protocol/encode.js';
+import { arrayHeader, bulk, bulkArray, bulkOrNull, bulkRun, errorReply, integer, push } from '../protocol/encode.js';
 import { historyPages } from '../store/semantics.js';
 import {
   eventIdArgument,
   historyLimit,
   historyQuery,
   historySince,
+  isResumePoint,
   type ResumeFrom,
   resumePoint,
 } from '../session/query.js';
 import type { ResumeStatus } from '../session/session.js';
+import { TypeFilter } from '../session/type-filter.js';
 import type { RespClient } from './client.js';
 import { type CommandSpec, parseInteger, ReplyError, syntaxError } from './command.js';
-import { resolveForSubscribe } from './pubsub-commands.js';
+import { resolveForPsubscribe, resolveForSubscribe } from './pubsub-commands.js';
 
 /**
  * HISTORY <sandboxId> [TYPE <type>] [AFTER <id>] [SINCE <ms>] [LIMIT <n>] [NEWEST]
@@ -60,7 +63,30 @@ const PRUNED = errorReply('ERR event pruned by retention while the reply was sen
 const RESUME = bulk('resume');
 
 /**
- * RESUME <sandboxId> <lastEventId> [<sandboxId> <lastEventId> ...]
+ * Splits RESUME's arguments into `<sandboxId> <lastEventId>` pairs and `TYPE <glob>` options
+ * (docs/protocol.md, "Type filters"). `TYPE` followed by a resume point (`$`, `0`, an id) is a
+ * pair: the sandbox named TYPE; followed by anything else, it is an option. Every option holds
+ * for every channel of the command.
+ */
+function resumeArguments(args: string[]): { names: string[]; points: ResumeFrom[]; types: TypeFilter | undefined } {
+  const names: string[] = [];
+  const points: ResumeFrom[] = [];
+  const globs: string[] = [];
+  for (let i = 1; i < args.length; i += 2) {
+    const value = args[i + 1];
+    if (value === undefined) throw new ReplyError('WRONG_ARITY', "ERR wrong number of arguments for 'resume' command");
+    if (args[i]!.toUpperCase() === 'TYPE' && !isResumePoint(value)) globs.push(value);
+    else {
+      names.push(args[i]!);
+      points.push(resumePoint(value));
+    }
+  }
+  if (names.length === 0) throw new ReplyError('WRONG_ARITY', "ERR wrong number of arguments for 'resume' command");
+  return { names, points, types: TypeFilter.from(globs) };
+}
+
+/**
+ * RESUME <sandboxId> <lastEventId> [<sandboxId> <lastEventId> ...] [TYPE <glob> ...]
  *
  * Subscribes from a last-seen id. Per channel the client first gets a confirmation
  * `resume <channel> <subscriptions> <status> <earliest id|null> <last id|null>` (status
@@ -72,25 +98,55 @@ const RESUME = bulk('resume');
  * Session.resume, which the SSE resume calls too.
  */
 async function resume(connection: RespClient, args: string[]): Promise<void> {
-  if (args.length % 2 === 0) throw new ReplyError('WRONG_ARITY', "ERR wrong number of arguments for 'resume' command");
-  const names: string[] = [];
-  const points: ResumeFrom[] = [];
-  for (let i = 1; i < args.length; i += 2) {
-    names.push(args[i]!);
-    points.push(resumePoint(args[i + 1]!));
-  }
+  const { names, points, types } = resumeArguments(args);
   const targets = resolveForSubscribe(connection, names);
   for (const [index, target] of targets.entries()) {
     const tell = (status: ResumeStatus): void => connection.reply(confirmation(connection, target.displayName, status));
-    if (!(await connection.session.resume(target, points[index]!, tell))) return;
+    if (!(await connection.session.resume(target, points[index]!, tell, types))) return;
   }
 }
 
+const PRESUME = bulk('presume');
+
+/**
+ * PRESUME <pattern> <cursor> [TYPE <glob> ...]
+ *
+ * PSUBSCRIBE with a type filter and a resume cursor (docs/protocol.md, "Type filters" and
+ * "Pattern resume"). The client gets `presume <pattern> <subscriptions> <status> null null`,
+ * then `pmessage` frames. `$` subscribes from now (`complete`); any other cursor is answered
+ * `not_resumable` and the subscription goes on live: the stores keep no order across the
+ * sandboxes of a workspace yet (docs/scaling.md), so what matched meanwhile is not replayed.
+ */
+function presume(connection: RespClient, args: string[]): void {
+  if (args.length % 2 === 0) throw new ReplyError('WRONG_ARITY', "ERR wrong number of arguments for 'presume' command");
+  const pattern = args[1]!;
+  const cursor = args[2]!;
+  const globs: string[] = [];
+  for (let i = 3; i < args.length; i += 2) {
+    if (args[i]!.toUpperCase() !== 'TYPE') throw syntaxError();
+    globs.push(args[i + 1]!);
+  }
+  const types = TypeFilter.from(globs);
+  const [scope] = resolveForPsubscribe(connection, [pattern]);
+  connection.session.psubscribe(pattern, scope!, types);
+  const status = cursor === '$' ? 'complete' : 'not_resumable';
+  connection.reply(confirmationOf(connection, PRESUME, pattern, { status }));
+}
+
 /** `resume <channel> <subscriptions> <status> <earliest id|null> <last id|null>`, a push in RESP3. */
-function confirmation(connection: RespClient, channel: string, { status, earliestId, lastId }: ResumeStatus): Buffer {
+function confirmation(connection: RespClient, channel: string, status: ResumeStatus): Buffer {
+  return confirmationOf(connection, RESUME, channel, status);
+}
+
+function confirmationOf(
+  connection: RespClient,
+  kind: Buffer,
+  channel: string,
+  { status, earliestId, lastId }: { status: string; earliestId?: EventId; lastId?: EventId },
+): Buffer {
   const protocol = connection.protocol;
   return push(protocol, [
-    RESUME,
+    kind,
     bulk(channel),
     integer(connection.subscriptionCount),
     bulk(status),
@@ -101,6 +157,26 @@ function confirmation(connection: RespClient, channel: string, { status, earlies
 
 function optionalId(id: EventId | undefined): string | undefined {
   return id === undefined ? undefined : formatEventId(id);
+}
+
+/**
+ * SANDBOXES: the sandboxes this credential may see that hold retained events, each with its
+ * newest id, as a flat array `<name> <last id> ...` (PUBSUB NUMSUB's shape). Names as the
+ * credential writes them: `{<ws>}<id>` for another workspace's (admins).
+ */
+async function sandboxes(connection: RespClient): Promise<void> {
+  const principal = connection.principal!;
+  const store = connection.context.store;
+  if (store.listSandboxes === undefined) {
+    throw new SandboxEventsError('NOT_SUPPORTED', `the ${store.kind} store cannot list sandboxes yet`);
+  }
+  const listed = await store.listSandboxes(principal.role === 'admin' ? 'all' : principal.workspaceId);
+  const items: string[] = [];
+  for (const sandbox of listed) {
+    const name = visibleName(principal, sandbox);
+    if (name !== undefined) items.push(name, formatEventId(sandbox.lastId));
+  }
+  connection.reply(bulkArray(items));
 }
 
 const stream = { group: 'stream', since: '0.1.0' } as const;
@@ -118,7 +194,22 @@ export const historyCommands: CommandSpec[] = [
     name: 'resume',
     arity: -3,
     whileSubscribed: true,
-    summary: 'Subscribe from a last-seen event id: RESUME <sandboxId> <lastId> [...]',
+    summary: 'Subscribe from a last-seen event id: RESUME <sandboxId> <lastId> [...] [TYPE <glob> ...]',
     run: resume,
+  },
+  {
+    ...stream,
+    name: 'presume',
+    arity: -3,
+    whileSubscribed: true,
+    summary: 'Subscribe to a pattern, optionally filtered by type: PRESUME <pattern> <cursor|$> [TYPE <glob> ...]',
+    run: presume,
+  },
+  {
+    ...stream,
+    name: 'sandboxes',
+    arity: 1,
+    summary: 'The sandboxes holding events, each with its newest id: SANDBOXES',
+    run: sandboxes,
   },
 ];

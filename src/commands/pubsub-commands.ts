@@ -94,12 +94,19 @@ function keyIfResolvable(principal: Principal, name: string): string | undefined
   }
 }
 
-function psubscribe(connection: RespClient, args: string[]): void {
+/** As resolveForSubscribe, for patterns: every scope resolved and the limit checked first. */
+export function resolveForPsubscribe(connection: RespClient, patterns: string[]): PatternScope[] {
   const principal = principalOf(connection);
-  const patterns = args.slice(1);
-  const scopes: PatternScope[] = patterns.map((pattern) => resolvePatternScope(principal, pattern));
+  const scopes = patterns.map((pattern) => resolvePatternScope(principal, pattern));
   const session = connection.session;
   checkSubscriptionLimit(connection, new Set(patterns.filter((pattern) => !session.patterns.has(pattern))).size);
+  return scopes;
+}
+
+function psubscribe(connection: RespClient, args: string[]): void {
+  const patterns = args.slice(1);
+  const scopes = resolveForPsubscribe(connection, patterns);
+  const session = connection.session;
   patterns.forEach((pattern, index) => {
     session.psubscribe(pattern, scopes[index]!);
     connection.reply(confirmation(connection, PSUBSCRIBE, pattern));

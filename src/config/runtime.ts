@@ -22,7 +22,12 @@ export function limitsFor(settings: Settings): Partial<Limits> {
 }
 
 export function retentionFor(settings: Settings): RetentionPolicy {
-  return { maxCount: settings.retentionCount, maxAgeMs: settings.retentionAge, maxBytes: settings.retentionBytes };
+  return {
+    maxCount: settings.retentionCount,
+    maxAgeMs: settings.retentionAge,
+    maxBytes: settings.retentionBytes,
+    ephemeralTypes: settings.ephemeralTypes,
+  };
 }
 
 /**

@@ -158,6 +158,21 @@ export const SETTINGS = {
     defaultMemoryStoreMax(),
     'a quarter of the RAM',
   ),
+  ephemeralTypes: {
+    arg: '<globs>',
+    help: 'event types delivered live but never stored, comma-separated globs (e.g. sandbox.metrics,terminal.*)',
+    parse: (value: string): string[] => value.split(',').filter((glob) => glob !== ''),
+    fileShape: 'list',
+    defaultValue: [],
+    applies: 'restart',
+    repeatable: true,
+  } satisfies SettingSpec<string[]>,
+  hopxMetricsType: text(
+    '<type>',
+    'the event type GET /v1/sandboxes/<id>/metrics/stream carries',
+    'restart',
+    'sandbox.metrics',
+  ),
   console: flag('<bool>', 'serve the browser console at /console on the HTTP port (docs/console.md)', 'restart', true),
   maxClients: numeric('<n>', 'open connections at most', 'live', integerArgument(1), DEFAULT_LIMITS.maxClients),
   maxOutputBuffer: numeric(

@@ -22,6 +22,8 @@ export interface HttpSettings {
   corsOrigin?: string;
   /** Serve the browser console at /console (default true; docs/console.md). */
   console?: boolean;
+  /** The event type hopx's metrics stream carries (default `sandbox.metrics`; docs/http.md). */
+  metricsType?: string;
 }
 
 export const DEFAULT_HTTP_PORT = 8080;
@@ -32,6 +34,7 @@ export const HTTP_DEFAULTS = {
   retryMs: 2_000,
   metricsIntervalMs: 1_000,
   console: true,
+  metricsType: 'sandbox.metrics',
 } as const;
 
 export type StreamKind = 'channel' | 'pattern' | 'metrics';

@@ -54,6 +54,7 @@ export class HttpServer implements HttpHost {
       retryMs: options.retryMs ?? HTTP_DEFAULTS.retryMs,
       metricsIntervalMs: options.metricsIntervalMs ?? HTTP_DEFAULTS.metricsIntervalMs,
       console: options.console ?? HTTP_DEFAULTS.console,
+      metricsType: options.metricsType ?? HTTP_DEFAULTS.metricsType,
     };
     this.apiKeys =
       options.apiKeysFile === undefined

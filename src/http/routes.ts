@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { mayAccess, resolveChannel } from '../broker/scope.js';
+import type { Principal } from '../auth/principal.js';
+import { channelKey, mayAccess, resolveChannel, visibleName } from '../broker/scope.js';
 import { formatEventId, parsePublishPayload, validateEventType } from '../event/event.js';
 import { eventIdArgument, historyLimit, historyQuery, historySince } from '../session/query.js';
 import { writePacedReply } from '../session/replay.js';
@@ -9,6 +10,8 @@ import { authenticateRequest } from './credentials.js';
 import { badRequest, forbidden } from './errors.js';
 import type { HttpHost } from './host.js';
 import { JSON_HEADERS, sendJson, sendText } from './respond.js';
+import type { SandboxSummary } from './activity.js';
+import { backendAiKernelStream, hopxMetricsStream } from './seed-streams.js';
 import { metricsStream, patternStream, sandboxStream } from './streams.js';
 import { serveConsole } from './console.js';
 
@@ -48,7 +51,8 @@ export function matchRoute(method: string, rawPath: string): MatchedRoute | unde
   const { route, params } = found;
   const allowed = Object.keys(route.methods);
   // HEAD is GET without the body (node:http drops it), except on streams, which never end.
-  const effective = method === 'HEAD' && !route.name.endsWith('/stream') ? 'GET' : method;
+  const isStream = route.name.endsWith('/stream') || route === routes.backendAiKernel;
+  const effective = method === 'HEAD' && !isStream ? 'GET' : method;
   const handler = route.methods[effective as 'GET' | 'POST'];
   return { name: route.name, handler, allowed, params };
 }
@@ -78,6 +82,14 @@ const routes = {
     name: '/events/:sandboxId/stream',
     methods: { GET: (host, req, res, url, params) => sandboxStream(host, req, res, url, params[0]!) },
   },
+  hopxMetrics: {
+    name: '/v1/sandboxes/:sandboxId/metrics/stream',
+    methods: { GET: (host, req, res, url, params) => hopxMetricsStream(host, req, res, url, params[0]!) },
+  },
+  backendAiKernel: {
+    name: '/stream/kernel/_/events',
+    methods: { GET: (host, req, res, url) => backendAiKernelStream(host, req, res, url) },
+  },
 } satisfies Record<string, Route>;
 
 /**
@@ -85,6 +97,13 @@ const routes = {
  * so a sandbox named `stream` still has a history at `/events/%73tream`.
  */
 function findRoute(raw: string[], decoded: string[]): { route: Route; params: string[] } | undefined {
+  // The seed systems' stream paths (seed-streams.ts), exactly as their clients write them.
+  if (raw.length === 5 && raw[0] === 'v1' && raw[1] === 'sandboxes' && raw[3] === 'metrics' && raw[4] === 'stream') {
+    if (raw[2] === '') return undefined;
+    return { route: routes.hopxMetrics, params: [decoded[2]!] };
+  }
+  if (raw.length === 4 && raw.join('/') === 'stream/kernel/_/events')
+    return { route: routes.backendAiKernel, params: [] };
   if (raw.length > 3) return undefined;
   const [first, second, third] = raw;
   const param = decoded[1] ?? '';
@@ -267,9 +286,11 @@ async function history(
 }
 
 /**
- * GET /sandboxes: the active sandboxes the credential may see (a workspace token or API key:
- * its workspace's; an admin token: every workspace's; a sandbox token: its own), with their
- * event rate, last event and subscriber count. Read-only; headers only, like the history.
+ * GET /sandboxes: the sandboxes the credential may see (a workspace token or API key: its
+ * workspace's; an admin token: every workspace's; a sandbox token: its own) that hold events
+ * in the store, each with `lastEventId` (its newest id, a resume point), and the recently
+ * active ones, with their event rate, last event and subscriber count (docs/http.md). A store
+ * that can't list (the Redis engine) gives the active ones only, `lastEventId` null.
  */
 export async function listSandboxes(
   host: HttpHost,
@@ -278,7 +299,7 @@ export async function listSandboxes(
   url: URL,
 ): Promise<void> {
   const { principal } = await authenticateRequest(host.context, host.apiKeys, req, url, false);
-  const sandboxes = host.metrics.activity.visibleSandboxes(principal);
+  const sandboxes = await withStoredSandboxes(host, principal, host.metrics.activity.visibleSandboxes(principal));
   const own =
     principal.sandboxId !== undefined && mayAccess(principal, principal.workspaceId, principal.sandboxId)
       ? principal.sandboxId
@@ -295,4 +316,37 @@ export async function listSandboxes(
       },
     }),
   );
+}
+
+/** The activity rows, each with `lastEventId`, then the store's sandboxes they lack. */
+async function withStoredSandboxes(
+  host: HttpHost,
+  principal: Principal,
+  active: SandboxSummary[],
+): Promise<(SandboxSummary & { lastEventId: string | null })[]> {
+  const rows = active.map((row) => ({ ...row, lastEventId: null as string | null }));
+  const store = host.context.store;
+  if (store.listSandboxes === undefined) return rows;
+  const byName = new Map(rows.map((row) => [row.sandboxId, row]));
+  const listed = await store.listSandboxes(principal.role === 'admin' ? 'all' : principal.workspaceId);
+  for (const sandbox of listed) {
+    const name = visibleName(principal, sandbox);
+    if (name === undefined) continue;
+    const lastEventId = formatEventId(sandbox.lastId);
+    const row = byName.get(name);
+    if (row !== undefined) {
+      row.lastEventId = lastEventId;
+      continue;
+    }
+    rows.push({
+      sandboxId: name,
+      workspaceId: sandbox.workspaceId,
+      subscribers: host.context.broker.subscriberCount(channelKey(sandbox.workspaceId, sandbox.sandboxId)),
+      events_per_second: 0,
+      events: 0,
+      last_event: null,
+      lastEventId,
+    });
+  }
+  return rows;
 }

@@ -24,8 +24,24 @@ const LINE_BREAK = /[\r\n]/;
  * default `message` event instead (its type is still in the data).
  */
 function formatEvent(event: StoredEvent): Buffer {
+  return sseFrameOf(event, event.json);
+}
+
+/** `id:` the event id, `event:` its type (as above), `data:` the given one-line text. */
+export function sseFrameOf(event: StoredEvent, data: string): Buffer {
   const name = LINE_BREAK.test(event.type) ? 'message' : event.type;
-  return Buffer.from(`id: ${formatEventId(event.id)}\nevent: ${name}\ndata: ${event.json}\n\n`);
+  return Buffer.from(`id: ${formatEventId(event.id)}\nevent: ${name}\ndata: ${data}\n\n`);
+}
+
+/**
+ * The text of the event's `data` object, cut from its JSON line: the line is built in one key
+ * order (docs/protocol.md), `"data":` first appears there (any quote before it, in the sandbox
+ * id or type, is escaped), and `,"timestamp":` ends it.
+ */
+export function eventDataText(event: StoredEvent): string {
+  const json = event.json;
+  const start = json.indexOf(',"data":') + ',"data":'.length;
+  return json.slice(start, json.lastIndexOf(',"timestamp":'));
 }
 
 /** Encode once, write many: every SSE reader of one event gets the same frame. */

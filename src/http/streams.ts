@@ -1,10 +1,12 @@
 import type { Principal } from '../auth/principal.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { StoredEvent } from '../event/event.js';
 import { EVENTS_ONLY } from '../broker/broker.js';
 import { resolveChannel, resolvePatternScope } from '../broker/scope.js';
 import { formatEventId } from '../event/event.js';
 import { type ResumeFrom, resumePoint } from '../session/query.js';
 import { Session } from '../session/session.js';
+import { TypeFilter } from '../session/type-filter.js';
 import { type Authenticated, authenticateRequest } from './credentials.js';
 import { badRequest, HttpError } from './errors.js';
 import type { HostedStream, HttpHost, StreamKind } from './host.js';
@@ -35,6 +37,8 @@ export class OpenStream implements HostedStream {
     private readonly res: ServerResponse,
     readonly kind: StreamKind,
     readonly auth: Authenticated | undefined,
+    /** How an event is framed: the event's JSON line by default (docs/http.md). */
+    frame: (event: StoredEvent) => Buffer = sseEventFrame,
   ) {
     const { limits, clockToleranceMs, broker, store } = host.context;
     // The same session and write path as a TCP client's, with the same output limit.
@@ -50,8 +54,8 @@ export class OpenStream implements HostedStream {
         store,
       },
       {
-        liveFrame: sseEventFrame,
-        replayFrame: sseEventFrame,
+        liveFrame: frame,
+        replayFrame: frame,
         isOpen: () => !this.closed,
         overflow: (pending) => this.onOverflow(pending),
         expired: () => this.end('token_expired'),
@@ -171,6 +175,7 @@ function startStream(
   res: ServerResponse,
   kind: StreamKind,
   auth: Authenticated | undefined,
+  frame?: (event: StoredEvent) => Buffer,
 ): OpenStream {
   refuseWhileClosing(host);
   if (res.socket === null)
@@ -178,7 +183,13 @@ function startStream(
       'BAD_HTTP_REQUEST',
       'a stream cannot be pipelined behind another request; open a connection for it',
     );
-  return new OpenStream(host, req, res, kind, auth);
+  return new OpenStream(host, req, res, kind, auth, frame);
+}
+
+/** What a stream route decides beyond the defaults: its types and its frames (seed-streams.ts). */
+export interface StreamShape {
+  types?: TypeFilter;
+  frame?: (event: StoredEvent) => Buffer;
 }
 
 /**
@@ -193,32 +204,39 @@ export async function sandboxStream(
   res: ServerResponse,
   url: URL,
   name: string,
+  shape: StreamShape = { types: streamTypes(url) },
 ): Promise<void> {
   refuseWhileClosing(host);
   const auth = await authenticateRequest(host.context, host.apiKeys, req, url, true);
   const target = resolveChannel(auth.principal, name);
   const from = streamResumePoint(req, url);
+  const { types } = shape;
   if (req.socket.destroyed) return;
-  const stream = startStream(host, req, res, 'channel', auth);
+  const stream = startStream(host, req, res, 'channel', auth, shape.frame);
   if (from === 'now') {
     stream.open();
-    stream.session.subscribe(target);
+    stream.session.subscribe(target, types);
     return;
   }
   try {
-    await stream.session.resume(target, from, ({ status, earliestId, lastId }) => {
-      stream.open();
-      if (status === 'complete') return;
-      stream.write(
-        sseControlFrame('gap', {
-          sandboxId: name,
-          lastEventId: formatEventId(from),
-          status,
-          earliestId: earliestId === undefined ? null : formatEventId(earliestId),
-          lastId: lastId === undefined ? null : formatEventId(lastId),
-        }),
-      );
-    });
+    await stream.session.resume(
+      target,
+      from,
+      ({ status, earliestId, lastId }) => {
+        stream.open();
+        if (status === 'complete') return;
+        stream.write(
+          sseControlFrame('gap', {
+            sandboxId: name,
+            lastEventId: formatEventId(from),
+            status,
+            earliestId: earliestId === undefined ? null : formatEventId(earliestId),
+            lastId: lastId === undefined ? null : formatEventId(lastId),
+          }),
+        );
+      },
+      types,
+    );
   } catch (error) {
     if (!stream.isOpened) {
       stream.abandon();
@@ -241,15 +259,17 @@ export async function patternStream(
   req: IncomingMessage,
   res: ServerResponse,
   url: URL,
+  pattern = url.searchParams.get('pattern') ?? '*',
+  shape: StreamShape = { types: streamTypes(url) },
 ): Promise<void> {
   refuseWhileClosing(host);
   const auth = await authenticateRequest(host.context, host.apiKeys, req, url, true);
-  const pattern = url.searchParams.get('pattern') ?? '*';
   const scope = resolvePatternScope(auth.principal, pattern);
+  const { types } = shape;
   const header = req.headers['last-event-id'];
   const lastEventId = typeof header === 'string' && header.length > 0 ? header : url.searchParams.get('lastEventId');
   if (req.socket.destroyed) return;
-  const stream = startStream(host, req, res, 'pattern', auth);
+  const stream = startStream(host, req, res, 'pattern', auth, shape.frame);
   stream.open();
   if (lastEventId !== null && lastEventId !== '' && lastEventId !== '$') {
     stream.write(
@@ -262,7 +282,12 @@ export async function patternStream(
       }),
     );
   }
-  stream.session.psubscribe(pattern, scope);
+  stream.session.psubscribe(pattern, scope, types);
+}
+
+/** `?type=<glob>`, repeated or comma-separated: the types a stream carries (default: all). */
+function streamTypes(url: URL): TypeFilter | undefined {
+  return TypeFilter.from(url.searchParams.getAll('type'));
 }
 
 /**

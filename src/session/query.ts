@@ -33,6 +33,11 @@ export function resumePoint(text: string): ResumeFrom {
   return eventIdArgument(text);
 }
 
+/** Whether a client's text is a resume point (`$`, `0` or `<ms>-<seq>`), without refusing it. */
+export function isResumePoint(text: string): boolean {
+  return text === '$' || text === '0' || parseEventId(text) !== undefined;
+}
+
 /** A history page size; `undefined` or NaN when the client's text was not an integer. */
 export function historyLimit(value: number | undefined): number {
   if (value === undefined || !Number.isSafeInteger(value) || value < 1 || value > MAX_HISTORY_LIMIT) {

@@ -7,22 +7,25 @@ import type { EventStore, ReplayGap } from '../store/types.js';
 import { ExpiryTimer } from './expiry.js';
 import type { ResumeFrom } from './query.js';
 import { pagesAsItems, REPLAY_PAGE, ReplaySeam, replayPages, writePaced } from './replay.js';
+import type { TypeFilter } from './type-filter.js';
 import { type OutputStream, WritePath } from './write-path.js';
 
 /**
  * One subscription to one channel. While a resume replays the channel, its live frames wait in
- * `seam` (see ReplaySeam). A type filter or a resume cursor of its own would live here too.
+ * `seam` (see ReplaySeam). `types`, when set, is the event types it takes (live and replayed).
  */
 export class ChannelSubscription {
   seam: ReplaySeam<Buffer> | undefined;
+  types: TypeFilter | undefined;
 
   constructor(readonly target: ChannelTarget) {}
 }
 
-/** A pattern subscription as a session holds it. */
+/** A pattern subscription as a session holds it; `types` as for a channel. */
 export interface PatternSubscription {
   readonly pattern: string;
   readonly scope: PatternScope;
+  types: TypeFilter | undefined;
 }
 
 /** What a resume can promise, told to the reader before any replayed event. */
@@ -97,6 +100,8 @@ export class Session implements Subscriber {
   private resuming = 0;
   /** Bytes of every seam's held frames: they count against the output limit. */
   private heldBytes = 0;
+  /** Subscriptions with a type filter: while none, live frames skip the lookup. */
+  private filtered = 0;
 
   constructor(
     private readonly options: SessionOptions,
@@ -184,14 +189,19 @@ export class Session implements Subscriber {
 
   // --- Subscriptions -------------------------------------------------------------------------
 
-  /** Subscribes to a channel; the existing subscription if there is one (counted once, as Redis). */
-  subscribe(target: ChannelTarget): ChannelSubscription {
+  /**
+   * Subscribes to a channel; the existing subscription if there is one (counted once, as
+   * Redis). `types` replaces the subscription's type filter (undefined: every type), so a
+   * plain SUBSCRIBE of a filtered channel takes every type again.
+   */
+  subscribe(target: ChannelTarget, types?: TypeFilter): ChannelSubscription {
     let subscription = this.channels.get(target.key);
     if (subscription === undefined) {
       subscription = new ChannelSubscription(target);
       this.channels.set(target.key, subscription);
       this.options.broker.subscribe(this, target);
     }
+    this.setTypes(subscription, types);
     return subscription;
   }
 
@@ -201,12 +211,20 @@ export class Session implements Subscriber {
     this.channels.delete(key);
     this.options.broker.unsubscribe(this, key);
     this.dropSeam(subscription);
+    this.setTypes(subscription, undefined);
     return true;
   }
 
-  psubscribe(pattern: string, scope: PatternScope): boolean {
-    if (this.patterns.has(pattern)) return false;
-    this.patterns.set(pattern, { pattern, scope });
+  /** Subscribes to a pattern; false if it was held already (its type filter is replaced all the same). */
+  psubscribe(pattern: string, scope: PatternScope, types?: TypeFilter): boolean {
+    const held = this.patterns.get(pattern);
+    if (held !== undefined) {
+      this.setTypes(held, types);
+      return false;
+    }
+    const subscription: PatternSubscription = { pattern, scope, types: undefined };
+    this.patterns.set(pattern, subscription);
+    this.setTypes(subscription, types);
     this.options.broker.psubscribe(this, pattern, scope);
     return true;
   }
@@ -216,7 +234,14 @@ export class Session implements Subscriber {
     if (held === undefined) return false;
     this.patterns.delete(pattern);
     this.options.broker.punsubscribe(this, held.pattern, held.scope);
+    this.setTypes(held, undefined);
     return true;
+  }
+
+  private setTypes(subscription: { types: TypeFilter | undefined }, types: TypeFilter | undefined): void {
+    if (subscription.types !== undefined) this.filtered -= 1;
+    subscription.types = types;
+    if (types !== undefined) this.filtered += 1;
   }
 
   /** Drops every subscription (RESP RESET). */
@@ -240,22 +265,24 @@ export class Session implements Subscriber {
     this.patterns.clear();
     this.resuming = 0;
     this.heldBytes = 0;
+    this.filtered = 0;
   }
 
   // --- Live delivery (Subscriber) ---------------------------------------------------------
+
+  /** Subscriber.interrupt: the broker cannot deliver events of a channel this session holds. */
+  interrupt(message: string): void {
+    this.transport.eventsLost(message);
+  }
 
   /**
    * The broker's fan-out. A frame of a resuming channel goes through its seam; one that came
    * through a pattern never does: a replay sends `message` frames of its channel, never the
    * `pmessage` frames of a pattern that also matches it (Redis sends both).
    */
-  /** Subscriber.interrupt: the broker cannot deliver events of a channel this session holds. */
-  interrupt(message: string): void {
-    this.transport.eventsLost(message);
-  }
-
-  deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean): void {
+  deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean, pattern?: string): void {
     if (this.closed || this.output.isClosed) return;
+    if (this.filtered > 0 && !this.takes(event, viaPattern, pattern)) return;
     const liveFrame = this.liveFrame;
     const bytes = liveFrame === undefined ? frame : liveFrame(event);
     if (this.resuming === 0 || viaPattern) {
@@ -279,6 +306,14 @@ export class Session implements Subscriber {
     }
   }
 
+  /** Whether the subscription an event came through takes its type. */
+  private takes(event: StoredEvent, viaPattern: boolean, pattern: string | undefined): boolean {
+    const types = viaPattern
+      ? this.patterns.get(pattern ?? '')?.types
+      : this.channels.get(channelKey(event.workspaceId, event.sandboxId))?.types;
+    return types === undefined || types.matches(event.type);
+  }
+
   // --- Resume --------------------------------------------------------------------------------
 
   /**
@@ -291,8 +326,14 @@ export class Session implements Subscriber {
    *
    * Resolves to false when the reader went away meanwhile.
    */
-  async resume(target: ChannelTarget, from: ResumeFrom, tell: (status: ResumeStatus) => void): Promise<boolean> {
+  async resume(
+    target: ChannelTarget,
+    from: ResumeFrom,
+    tell: (status: ResumeStatus) => void,
+    types?: TypeFilter,
+  ): Promise<boolean> {
     const subscription = this.beginReplay(target);
+    this.setTypes(subscription, types);
     // What the reader has now, up to: the replay's last event, or with nothing to replay the
     // point it resumed from (a late live copy of that event is dropped too). Not for a
     // `future` id, which the reader can't have: live events below it are new to it.
@@ -316,7 +357,8 @@ export class Session implements Subscriber {
         this,
         replayPages(store, target, first),
         (event) => {
-          this.output.write(replayFrame(event, target));
+          // A filtered-out event is covered all the same: its live copy is dropped too.
+          if (types === undefined || types.matches(event.type)) this.output.write(replayFrame(event, target));
           coveredThrough = event.id;
         },
         this.options.replayPaceBytes,

@@ -11,6 +11,7 @@ import {
   buildReplayResult,
   checkLimit,
   checkRetention,
+  ephemeralMatcher,
   historyFloor,
   maxEventId,
   notifyListener,
@@ -26,6 +27,7 @@ import type {
   HistoryQuery,
   ReplayResult,
   RetentionPolicy,
+  SandboxListing,
   SandboxRef,
 } from './types.js';
 
@@ -110,6 +112,8 @@ export class MemoryStore implements EventStore {
   private evicted = 0;
   private maxBytes: number;
   private readonly maxTotalBytes: number;
+  /** Types delivered but never stored (`--ephemeral-types`); undefined when none. */
+  private readonly ephemeral: ((type: string) => boolean) | undefined;
   /** Bytes of event lines retained over all sandboxes (kept up to date by push and trim). */
   private totalBytes = 0;
 
@@ -117,6 +121,7 @@ export class MemoryStore implements EventStore {
     this.retention = checkRetention(options.retention);
     this.maxBytes = this.retention.maxBytes ?? Infinity;
     this.maxTotalBytes = options.maxTotalBytes ?? Infinity;
+    this.ephemeral = ephemeralMatcher(this.retention);
     if (!(this.maxTotalBytes === Infinity || (Number.isSafeInteger(this.maxTotalBytes) && this.maxTotalBytes > 0))) {
       throw new SandboxEventsError(
         'INVALID_ARGUMENT',
@@ -162,6 +167,14 @@ export class MemoryStore implements EventStore {
         this.streamCount++;
       }
       event = createStoredEvent(input, id, now, stream.lineMiddle);
+      if (this.ephemeral?.(input.type) === true) {
+        // Issued in the sandbox's order and delivered, never kept (docs/operations.md).
+        stream.lastId = id;
+        stream.activeAt = now;
+        this.highWater = maxEventId(this.highWater, id);
+        notifyListener(this.listener, event, input);
+        return Promise.resolve(event);
+      }
       // The count limit bounds memory at once (room is made before the push, so the bytes of
       // the event leaving are reused); age is left to prune(), as in the SQLite store, so that
       // both stores answer alike.
@@ -271,6 +284,7 @@ export class MemoryStore implements EventStore {
           earliestId: events.length > 0 ? events.idAt(0) : undefined,
           highWater: this.highWater,
           afterIdRetained: from > 0 && events.idEquals(from - 1, afterId),
+          unstoredIds: this.ephemeral !== undefined,
         }),
       );
     } catch (error) {
@@ -285,6 +299,20 @@ export class MemoryStore implements EventStore {
   prune(): Promise<number> {
     if (this.closed) return Promise.reject(storeClosedError(this.kind));
     return Promise.resolve(this.pruneAll());
+  }
+
+  listSandboxes(scope: number | 'all'): Promise<SandboxListing[]> {
+    if (this.closed) return Promise.reject(storeClosedError(this.kind));
+    const out: SandboxListing[] = [];
+    const workspaceIds = scope === 'all' ? [...this.workspaces.keys()].sort((a, b) => a - b) : [scope];
+    for (const workspaceId of workspaceIds) {
+      const sandboxes = this.workspaces.get(workspaceId);
+      if (sandboxes === undefined) continue;
+      for (const [sandboxId, stream] of sandboxes) {
+        if (stream.events.length > 0) out.push({ workspaceId, sandboxId, lastId: stream.lastId });
+      }
+    }
+    return Promise.resolve(out.sort((a, b) => a.workspaceId - b.workspaceId || compareText(a.sandboxId, b.sandboxId)));
   }
 
   stats(): MemoryStoreStats {
@@ -400,4 +428,9 @@ export class MemoryStore implements EventStore {
     this.totalBytes -= before - events.retainedBytes;
     this.pruned++;
   }
+}
+
+/** Code-unit order, as SQLite's BINARY collation orders the same ASCII ids. */
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }

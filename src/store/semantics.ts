@@ -4,6 +4,7 @@
  */
 import { compareEventIds, type EventId, type NewEvent, type StoredEvent } from '../event/event.js';
 import { SandboxEventsError } from '../errors.js';
+import { compileGlob } from '../protocol/glob.js';
 import type {
   DurableEventListener,
   EventStore,
@@ -63,7 +64,22 @@ export function checkRetention(retention: RetentionPolicy): RetentionPolicy {
       `retention bytes must be at least ${MIN_RETENTION_BYTES} (one event of the largest size), got ${maxBytes}`,
     );
   }
-  return { maxCount, maxAgeMs, maxBytes };
+  const ephemeralTypes = retention.ephemeralTypes ?? [];
+  for (const glob of ephemeralTypes) {
+    if (glob === '') throw new SandboxEventsError('INVALID_ARGUMENT', 'an ephemeral type glob is empty');
+  }
+  return { maxCount, maxAgeMs, maxBytes, ephemeralTypes };
+}
+
+/**
+ * Whether an event type is ephemeral under `retention` (delivered, never stored); undefined
+ * when no type is. Globs as PSUBSCRIBE's.
+ */
+export function ephemeralMatcher(retention: RetentionPolicy): ((type: string) => boolean) | undefined {
+  const globs = retention.ephemeralTypes ?? [];
+  if (globs.length === 0) return undefined;
+  const matchers = globs.map((glob) => compileGlob(glob));
+  return (type) => matchers.some((matches) => matches(type));
 }
 
 /**
@@ -176,6 +192,11 @@ export interface ReplayState {
   highWater?: EventId;
   /** Whether an event with exactly `afterId` is retained. */
   afterIdRetained: boolean;
+  /**
+   * The store issues ids it never stores (ephemeral events): an id within the retained range
+   * that is not retained may be one of those, so the replay after it is exact, not `unknown`.
+   */
+  unstoredIds?: boolean;
 }
 
 /**
@@ -204,6 +225,9 @@ export function classifyReplay(afterId: EventId, state: ReplayState): { complete
     if (vsTrimmed === 0) return { complete: true };
     if (vsTrimmed < 0) return { complete: false, gap: 'trimmed' };
   }
+  // Above every pruned id and not retained: with ephemeral events that is an id issued to
+  // one of them, and what follows it is all retained (docs/operations.md, "Ephemeral events").
+  if (state.unstoredIds === true) return { complete: true };
   if (earliestId === undefined || compareEventIds(afterId, earliestId) < 0) {
     return { complete: false, gap: 'trimmed' };
   }

@@ -5,6 +5,7 @@ import {
   buildReplayResult,
   checkLimit,
   checkRetention,
+  ephemeralMatcher,
   historyFloor,
   maxEventId,
   pagesOfIds,
@@ -25,6 +26,7 @@ import type {
   HistoryQuery,
   ReplayResult,
   RetentionPolicy,
+  SandboxListing,
   SandboxRef,
 } from './types.js';
 
@@ -106,6 +108,8 @@ export class SqliteStore implements EventStore {
   private readonly sql: Statements;
   private readonly writer: GroupCommitWriter;
   private readonly retention: Retention;
+  /** Ephemeral types are configured: ids are issued that are never stored (ReplayState). */
+  private readonly unstoredIds: boolean;
   private readonly checkpointer: Checkpointer;
   private closed = false;
   private closing: Promise<void> | undefined;
@@ -148,7 +152,9 @@ export class SqliteStore implements EventStore {
         maxCount: policy.maxCount,
         highWater: maxEventId(this.sql.getHighWater.get(), this.sql.maxLastId.get()),
         onOverCount: this.retention.noteOverCount,
+        ephemeral: ephemeralMatcher(policy),
       });
+      this.unstoredIds = (policy.ephemeralTypes ?? []).length > 0;
       this.checkpointer.start();
     } catch (error) {
       this.db.close();
@@ -257,6 +263,22 @@ export class SqliteStore implements EventStore {
     return statement.all(ws, sb, query.type, floor.ms, floor.seq, since, limit) as EventRow[];
   }
 
+  listSandboxes(scope: number | 'all'): Promise<SandboxListing[]> {
+    if (this.closed) return Promise.reject(storeClosedError(this.kind));
+    try {
+      const rows = scope === 'all' ? this.sql.listAllSandboxes.all() : this.sql.listSandboxes.all(scope);
+      return Promise.resolve(
+        rows.map((row) => ({
+          workspaceId: row.workspace_id,
+          sandboxId: row.sandbox_id,
+          lastId: { ms: row.last_ms, seq: row.last_seq },
+        })),
+      );
+    } catch (error) {
+      return Promise.reject(this.readError(error));
+    }
+  }
+
   replayAfter(ref: SandboxRef, afterId: EventId, limit: number): Promise<ReplayResult> {
     if (this.closed) return Promise.reject(storeClosedError(this.kind));
     try {
@@ -277,6 +299,7 @@ export class SqliteStore implements EventStore {
           earliestId: this.sql.oldestId.get(ws, sb),
           highWater,
           afterIdRetained: this.sql.hasEvent.get(ws, sb, afterId.ms, afterId.seq) !== undefined,
+          unstoredIds: this.unstoredIds,
         }),
       );
     } catch (error) {

@@ -70,6 +70,12 @@ export interface RetentionPolicy {
    * (the default when absent) for no limit. See docs/operations.md, "Retention".
    */
   maxBytes?: number;
+  /**
+   * Globs of event types that are delivered live but never stored (`--ephemeral-types`): they
+   * take an id in their sandbox's order, and never count against retention. See
+   * docs/operations.md, "Ephemeral events".
+   */
+  ephemeralTypes?: readonly string[];
 }
 
 /**
@@ -124,6 +130,12 @@ export interface EventStore {
    */
   setRetention(retention: RetentionPolicy): void;
   /**
+   * The sandboxes of one workspace (or of every workspace: 'all') that hold retained events,
+   * by workspace then sandbox id. Optional: the Redis engine does not list yet, and callers
+   * answer NOT_SUPPORTED (docs/scaling.md).
+   */
+  listSandboxes?(scope: number | 'all'): Promise<SandboxListing[]>;
+  /**
    * Optional (docs/scaling.md): the broker tells a shared engine which sandboxes this node's own
    * clients watch, so the node subscribes upstream (Redis) only to those. Called when a channel
    * gets its first local subscriber (`true`) and loses its last (`false`). Embedded stores have
@@ -155,6 +167,12 @@ export const STORE_LOADING = 'STORE_LOADING';
 export const STORE_LOADING_MESSAGE = 'the node is connecting to its event engine (Redis); try again';
 
 export type LostEventsListener = (ref: SandboxRef, message: string) => void;
+
+/** One sandbox that holds events, as `listSandboxes` reports it. */
+export interface SandboxListing extends SandboxRef {
+  /** Newest id issued for it: a resume point that replays nothing already seen. */
+  lastId: EventId;
+}
 
 /** What the broker calls on a store that wants to know this node's interests. */
 export type InterestHooks = Pick<EventStore, 'setInterest' | 'setPatternInterest' | 'setLostEventsListener'>;

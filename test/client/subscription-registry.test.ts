@@ -69,7 +69,7 @@ describe('SubscriptionRegistry', () => {
     expect(registry.addPattern('ws-*')).toBeUndefined();
     const plan = registry.restorePlan();
     expect(plan.channels.map((channel) => channel.name)).toEqual(['sb-1', 'sb-2']);
-    expect(plan.patterns).toEqual([{ pattern: 'ws-*', resume: { kind: 'live' } }]);
+    expect(plan.patterns).toEqual([{ pattern: 'ws-*', resume: { kind: 'live' }, types: [] }]);
 
     const refused = new EventsAuthError('NO_PERMISSION', 'no');
     registry.dropChannel('sb-2', refused);

@@ -12,7 +12,9 @@ import { startTestServer } from '../support/test-server.js';
  * Auth attacks against the real daemon (docs/security.md; jose's own test suite is the catalogue):
  * each is refused with -WRONGPASS and logged without the token.
  */
-const WRONGPASS = '-WRONGPASS invalid username-password pair or user is disabled.\r\n';
+/** Redis's text, then the verifier's reason (docs/protocol.md, "Authentication"). */
+const WRONGPASS_TEXT = '-WRONGPASS invalid username-password pair or user is disabled.';
+const WRONGPASS = /^-WRONGPASS invalid username-password pair or user is disabled\. reason: [a-z ]+\r\n$/;
 const now = () => Math.floor(Date.now() / 1000);
 const claims = { workspace_id: 1, role: 'workspace' };
 
@@ -68,7 +70,7 @@ describe('an RS256-configured daemon', () => {
     const server = await daemon({ publicKeyPem: publicPem });
     expect(await authReply(server, await rs256({ ...claims, exp: now() + 600 }))).toBe('+OK\r\n');
     const confused = await hs256({ ...claims, role: 'admin', exp: now() + 600 }, publicPem);
-    expect(await authReply(server, confused)).toBe(WRONGPASS);
+    expect(await authReply(server, confused)).toMatch(WRONGPASS);
   });
 
   it('an HS256 daemon refuses an RS256 token (the reverse confusion)', async () => {
@@ -76,7 +78,7 @@ describe('an RS256-configured daemon', () => {
     try {
       const client = await broker.raw();
       client.send(resp('AUTH', await rs256({ ...claims, exp: now() + 600 })));
-      expect(await client.line()).toBe(WRONGPASS);
+      expect(await client.line()).toMatch(WRONGPASS);
     } finally {
       await broker.close();
     }
@@ -93,7 +95,7 @@ describe('a JWKS-configured daemon', () => {
         authReply(server, await rs256({ ...claims, exp: now() + 600 }, `unknown-${i}`)),
       ),
     );
-    expect(replies.every((reply) => reply === WRONGPASS)).toBe(true);
+    expect(replies.every((reply) => WRONGPASS.test(reply))).toBe(true);
     expect(jwksFetches - fetchesBefore).toBeLessThanOrEqual(1);
   });
 });
@@ -105,9 +107,9 @@ describe('issuer and audience when configured', () => {
       const sign = (extra: Record<string, unknown>) => hs256({ ...claims, exp: now() + 600, ...extra }, broker.secret);
       const cases: [Record<string, unknown>, string][] = [
         [{ iss: 'https://issuer.example', aud: 'sandbox-events' }, '+OK\r\n'],
-        [{ iss: 'https://evil.example', aud: 'sandbox-events' }, WRONGPASS],
-        [{ iss: 'https://issuer.example', aud: 'someone-else' }, WRONGPASS],
-        [{}, WRONGPASS],
+        [{ iss: 'https://evil.example', aud: 'sandbox-events' }, `${WRONGPASS_TEXT} reason: bad issuer\r\n`],
+        [{ iss: 'https://issuer.example', aud: 'someone-else' }, `${WRONGPASS_TEXT} reason: bad audience\r\n`],
+        [{}, `${WRONGPASS_TEXT} reason: bad issuer\r\n`],
       ];
       for (const [extra, expected] of cases) {
         const client = await broker.raw();
@@ -133,7 +135,7 @@ describe('logging', () => {
     const secret = 'logging-test-secret-logging-test-secret';
     const server = await daemon({ secret }, pino({ level: 'info' }, sink));
     const expired = await hs256({ ...claims, exp: now() - 3600 }, secret);
-    expect(await authReply(server, expired)).toBe(WRONGPASS);
+    expect(await authReply(server, expired)).toMatch(WRONGPASS);
     const client = await RawClient.connect(server.port);
     clients.push(client);
     client.send('*abc\r\n');

@@ -95,7 +95,9 @@ describe('sandbox-events serve', () => {
     expect(await client.line()).toBe('+OK\r\n');
     const devToken = await run(process.execPath, [BIN, 'token', '--data-dir', dataDir, '--workspace', '5']);
     client.send(resp('AUTH', devToken.stdout.trim()));
-    expect(await client.line()).toBe('-WRONGPASS invalid username-password pair or user is disabled.\r\n');
+    expect(await client.line()).toBe(
+      '-WRONGPASS invalid username-password pair or user is disabled. reason: bad signature\r\n',
+    );
   });
 
   it('refuses bad flags with a clear message and a non-zero exit', async () => {

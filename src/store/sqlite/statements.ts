@@ -13,6 +13,13 @@ export interface SandboxRow {
   active_at: number;
 }
 
+export interface ListedSandboxRow {
+  workspace_id: number;
+  sandbox_id: string;
+  last_ms: number;
+  last_seq: number;
+}
+
 /**
  * An event row as an array: history and replay statements run in better-sqlite3's raw mode,
  * which skips building an object per row (100-row reads: 160-180 -> 95-100 µs of CPU).
@@ -46,7 +53,13 @@ type NullableId = [ms: number | null, seq: number | null];
 export interface Statements {
   insertEvent: Statement<[...StreamKey, ...Id, type: string, timestamp: number, data: string]>;
   getSandbox: Statement<StreamKey, SandboxRow>;
-  insertSandbox: Statement<[...StreamKey, ...last: Id, retained: number, ...first: Id, activeAt: number]>;
+  /** Sandboxes holding retained events (first_ms set), of one workspace or of all. */
+  listSandboxes: Statement<[workspaceId: number], ListedSandboxRow>;
+  listAllSandboxes: Statement<[], ListedSandboxRow>;
+  /** `first` is null for a sandbox that so far had only ephemeral events (nothing retained). */
+  insertSandbox: Statement<
+    [...StreamKey, ...last: Id, retained: number, firstMs: number | null, firstSeq: number | null, activeAt: number]
+  >;
   updateSandbox: Statement<[...last: Id, retained: number, activeAt: number, ...StreamKey]>;
   updateSandboxFirst: Statement<[...last: Id, retained: number, ...first: Id, activeAt: number, ...StreamKey]>;
   getHighWater: Statement<[], EventId>;
@@ -85,6 +98,14 @@ export function prepareStatements(db: Database.Database): Statements {
   return {
     insertEvent: db.prepare(
       "INSERT INTO events (workspace_id, sandbox_id, ms, seq, type, timestamp, json, data) VALUES (?, ?, ?, ?, ?, ?, '', ?)",
+    ),
+    listSandboxes: db.prepare(
+      `SELECT workspace_id, sandbox_id, last_ms, last_seq FROM sandboxes
+       WHERE workspace_id = ? AND first_ms IS NOT NULL ORDER BY sandbox_id`,
+    ),
+    listAllSandboxes: db.prepare(
+      `SELECT workspace_id, sandbox_id, last_ms, last_seq FROM sandboxes
+       WHERE first_ms IS NOT NULL ORDER BY workspace_id, sandbox_id`,
     ),
     getSandbox: db.prepare(
       `SELECT last_ms, last_seq, retained, first_ms, first_seq, trimmed_ms, trimmed_seq, active_at

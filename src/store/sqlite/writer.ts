@@ -21,6 +21,11 @@ export interface WriterOptions {
   highWater: EventId | undefined;
   /** After each commit, the streams it left above maxCount. */
   onOverCount: (streams: readonly SandboxRef[]) => void;
+  /**
+   * Types issued an id in the batch's order but never inserted (`--ephemeral-types`,
+   * docs/operations.md): the sandbox's last id moves, nothing is retained.
+   */
+  ephemeral?: (type: string) => boolean;
 }
 
 interface PendingAppend {
@@ -177,6 +182,7 @@ export class GroupCommitWriter {
     let highWater = this.highWater;
     const events: StoredEvent[] = new Array<StoredEvent>(batch.length);
     const insertEvent = this.sql.insertEvent;
+    const ephemeral = this.options.ephemeral;
     for (let i = 0; i < batch.length; i++) {
       const input = (batch[i] as PendingAppend).input;
       if (stream === undefined || stream.sandboxId !== input.sandboxId || stream.workspaceId !== input.workspaceId) {
@@ -198,18 +204,20 @@ export class GroupCommitWriter {
       // A stream this file has no state for starts above every id ever issued.
       const id = nextEventId(stream.lastId ?? highWater, now);
       const event = createStoredEvent(input, id, now);
-      insertEvent.run(input.workspaceId, input.sandboxId, id.ms, id.seq, input.type, now, input.dataJson);
       stream.lastId = id;
-      stream.retained++;
-      stream.firstId ??= id;
       stream.activeAt = now;
+      if (ephemeral?.(input.type) !== true) {
+        insertEvent.run(input.workspaceId, input.sandboxId, id.ms, id.seq, input.type, now, input.dataJson);
+        stream.retained++;
+        stream.firstId ??= id;
+      }
       highWater = maxEventId(highWater, id);
       events[i] = event;
     }
     const overCount: SandboxRef[] = [];
     for (const s of streams) {
       const last = s.lastId as EventId;
-      const first = s.firstId as EventId;
+      const first = s.firstId;
       if (!s.existed) {
         this.sql.insertSandbox.run(
           s.workspaceId,
@@ -217,11 +225,11 @@ export class GroupCommitWriter {
           last.ms,
           last.seq,
           s.retained,
-          first.ms,
-          first.seq,
+          first?.ms ?? null,
+          first?.seq ?? null,
           s.activeAt,
         );
-      } else if (!s.hadFirst) {
+      } else if (!s.hadFirst && first !== undefined) {
         this.sql.updateSandboxFirst.run(
           last.ms,
           last.seq,
