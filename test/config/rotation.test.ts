@@ -54,7 +54,7 @@ describe('HS256 key rotation through SIGHUP', () => {
     expect(await publisher.line()).toBe('+PONG\r\n');
 
     expect(await harness.authReply(daemon.port, await tokenFor(SECRET_A))).toBe(
-      '-WRONGPASS invalid username-password pair or user is disabled.\r\n',
+      '-WRONGPASS invalid username-password pair or user is disabled. reason: bad signature\r\n',
     );
     expect(await harness.authReply(daemon.port, await tokenFor(SECRET_B))).toBe('+OK\r\n');
   });
