@@ -1,6 +1,6 @@
 import type { Principal } from '../auth/principal.js';
 import type { NewEvent, StoredEvent } from '../event/event.js';
-import type { EventStore, SandboxRef } from '../store/types.js';
+import type { AppendReceipt, EventStore, SandboxRef } from '../store/types.js';
 import type { Broker } from './broker.js';
 import { type RateLimit, RateLimiter } from './rate-limit.js';
 
@@ -15,11 +15,22 @@ export interface PublishObserver {
 }
 
 /**
+ * Who waits for one publish: told exactly once, after the event is durable and fanned out
+ * (`published`), or why it was not stored (`failed`). The RESP connection's reply slot is one;
+ * no promise is made per event (docs/performance.md, "The publish path").
+ */
+export interface PublishReceipt {
+  published(event: StoredEvent, receivers: number): void;
+  failed(error: unknown): void;
+}
+
+/**
  * One publish on its way through the store. It is the store's `append` input itself, so the
  * listener, which gets that same object back, records the fan-out on it: no per-event lookup
  * (a WeakMap here cost ≈ 14 % of the publish path's CPU, most of it in the garbage collector).
+ * It is also the store's receipt, so the store's answer reaches the publisher without a closure.
  */
-class PublishRequest implements NewEvent {
+class PublishRequest implements NewEvent, AppendReceipt {
   receivers = 0;
   /** performance.now() readings, taken only while a metrics observer is attached. */
   startedAt = 0;
@@ -31,7 +42,31 @@ class PublishRequest implements NewEvent {
     readonly sandboxId: string,
     readonly type: string,
     readonly dataJson: string,
+    private readonly publisher: Publisher,
+    private readonly receipt: PublishReceipt,
   ) {}
+
+  appended(event: StoredEvent): void {
+    this.publisher.settle(this, event);
+    this.receipt.published(event, this.receivers);
+  }
+
+  refused(error: unknown): void {
+    this.publisher.publishDone();
+    this.receipt.failed(error);
+  }
+}
+
+/** `publish`'s promise, as a receipt. */
+class PromisedPublish implements PublishReceipt {
+  constructor(
+    private readonly resolve: (result: PublishResult) => void,
+    readonly failed: (error: unknown) => void,
+  ) {}
+
+  published(event: StoredEvent, receivers: number): void {
+    this.resolve({ event, receivers });
+  }
 }
 
 export interface PublishResult {
@@ -76,7 +111,8 @@ export class Publisher {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  private publishDone(): void {
+  /** @internal one publish left the store (stored or refused). */
+  publishDone(): void {
     this.inFlight -= 1;
     if (this.inFlight > 0 || this.idleWaiters.length === 0) return;
     const waiters = this.idleWaiters;
@@ -90,27 +126,42 @@ export class Publisher {
    * RateLimitedError synchronously so a refused event never reaches the store.
    */
   publish(publisher: Principal, ref: SandboxRef, type: string, dataJson: string): Promise<PublishResult> {
-    if (publisher.role === 'sandbox') {
-      try {
-        this.limiter.take(`${publisher.workspaceId}:${publisher.sandboxId}`);
-      } catch (error) {
-        this.rateLimited += 1;
-        throw error;
-      }
-    }
-    const request = new PublishRequest(ref.workspaceId, ref.sandboxId, type, dataJson);
-    if (this.observer !== undefined) request.startedAt = performance.now();
-    this.inFlight += 1;
-    return this.store.append(request).then((event) => this.settle(request, event), this.failed);
+    this.admit(publisher);
+    return new Promise((resolve, reject) => this.start(ref, type, dataJson, new PromisedPublish(resolve, reject)));
   }
 
-  /** A refused append (one function for all, not a closure per publish). */
-  private readonly failed = (error: unknown): never => {
-    this.publishDone();
-    throw error;
-  };
+  /**
+   * `publish` without a promise: `receipt` is answered once the event is durable and fanned
+   * out, before this returns when the store is durable at once (memory), with the other
+   * events of its commit otherwise (SQLite). Throws RateLimitedError synchronously, as `publish`.
+   */
+  publishWith(publisher: Principal, ref: SandboxRef, type: string, dataJson: string, receipt: PublishReceipt): void {
+    this.admit(publisher);
+    this.start(ref, type, dataJson, receipt);
+  }
 
-  private settle(request: PublishRequest, event: StoredEvent): PublishResult {
+  private admit(publisher: Principal): void {
+    if (publisher.role !== 'sandbox') return;
+    try {
+      this.limiter.take(`${publisher.workspaceId}:${publisher.sandboxId}`);
+    } catch (error) {
+      this.rateLimited += 1;
+      throw error;
+    }
+  }
+
+  private start(ref: SandboxRef, type: string, dataJson: string, receipt: PublishReceipt): void {
+    const request = new PublishRequest(ref.workspaceId, ref.sandboxId, type, dataJson, this, receipt);
+    if (this.observer !== undefined) request.startedAt = performance.now();
+    this.inFlight += 1;
+    const store = this.store;
+    if (store.appendWith !== undefined) store.appendWith(request, request);
+    // A store with promises only (the Redis engine).
+    else store.append(request).then(request.appended.bind(request), request.refused.bind(request));
+  }
+
+  /** @internal the store has the event durable and the listener fanned it out. */
+  settle(request: PublishRequest, event: StoredEvent): void {
     this.publishDone();
     this.published += 1;
     const observer = this.observer;
@@ -121,6 +172,5 @@ export class Publisher {
       }
       observer.published?.(event, request.receivers);
     }
-    return { event, receivers: request.receivers };
   }
 }

@@ -18,6 +18,7 @@ import { StreamCache } from './sqlite/stream-cache.js';
 import { storeUnavailable } from './sqlite/unavailable.js';
 import { GroupCommitWriter } from './sqlite/writer.js';
 import type {
+  AppendReceipt,
   DurableEventListener,
   EventStore,
   HistoryQuery,
@@ -162,6 +163,12 @@ export class SqliteStore implements EventStore {
   append(input: NewEvent): Promise<StoredEvent> {
     if (this.closed) return Promise.reject(storeClosedError(this.kind));
     return this.writer.append(input);
+  }
+
+  /** Answered once the commit holding this event is done (docs/performance.md). */
+  appendWith(input: NewEvent, receipt: AppendReceipt): void {
+    if (this.closed) receipt.refused(storeClosedError(this.kind));
+    else this.writer.appendWith(input, receipt);
   }
 
   history(query: HistoryQuery): Promise<StoredEvent[]> {

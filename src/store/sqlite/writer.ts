@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3';
 import { createStoredEvent, nextEventId, type EventId, type NewEvent, type StoredEvent } from '../../event/event.js';
 import { maxEventId, notifyListener } from '../semantics.js';
-import type { DurableEventListener, SandboxRef } from '../types.js';
+import type { AppendReceipt, DurableEventListener, SandboxRef } from '../types.js';
 import type { WalWrites } from './checkpointer.js';
 import { idOf, type Statements } from './statements.js';
 import type { BatchStream, StreamCache } from './stream-cache.js';
@@ -25,8 +25,15 @@ export interface WriterOptions {
 
 interface PendingAppend {
   input: NewEvent;
-  resolve: (event: StoredEvent) => void;
-  reject: (error: unknown) => void;
+  receipt: AppendReceipt;
+}
+
+/** `append`'s promise, as a receipt (for callers that want one promise per event). */
+class PromisedAppend implements AppendReceipt {
+  constructor(
+    readonly appended: (event: StoredEvent) => void,
+    readonly refused: (error: unknown) => void,
+  ) {}
 }
 
 interface BatchResult {
@@ -80,10 +87,13 @@ export class GroupCommitWriter {
   }
 
   append(input: NewEvent): Promise<StoredEvent> {
-    return new Promise<StoredEvent>((resolve, reject) => {
-      this.queue.push({ input, resolve, reject });
-      this.scheduleFlush();
-    });
+    return new Promise<StoredEvent>((resolve, reject) => this.appendWith(input, new PromisedAppend(resolve, reject)));
+  }
+
+  /** Queues the append; `receipt` is answered when its batch commits (or fails). */
+  appendWith(input: NewEvent, receipt: AppendReceipt): void {
+    this.queue.push({ input, receipt });
+    this.scheduleFlush();
   }
 
   /** Writes (and announces) everything queued now, in batches; for close. */
@@ -131,7 +141,7 @@ export class GroupCommitWriter {
       // the committed state inside the transaction, so later appends reissue them.
       this.failedBatches++;
       const failure = storeUnavailable(`could not write ${batch.length} event(s) to ${this.options.path}`, error);
-      for (const pending of batch) pending.reject(failure);
+      for (const pending of batch) pending.receipt.refused(failure);
       this.wal.afterWrite(); // a full disk may be a WAL waiting to be checkpointed
       return;
     }
@@ -144,7 +154,8 @@ export class GroupCommitWriter {
     for (let i = 0; i < batch.length; i++) {
       notifyListener(this.listener, result.events[i] as StoredEvent, (batch[i] as PendingAppend).input);
     }
-    for (let i = 0; i < batch.length; i++) (batch[i] as PendingAppend).resolve(result.events[i] as StoredEvent);
+    for (let i = 0; i < batch.length; i++)
+      (batch[i] as PendingAppend).receipt.appended(result.events[i] as StoredEvent);
   }
 
   /** A stream's committed state, from its row. */
