@@ -29,7 +29,10 @@ const store = new MemoryStore({
   pruneIntervalMs: 0,
 });
 const publisher = new Publisher(store, broker, { perSecond: 1_000, burst: 2_000 });
-if (observerArg === '1') publisher.observer = { stored() {}, delivered() {} };
+if (observerArg === '1') {
+  // Builds before the per-batch observer had stored()/delivered() per event.
+  publisher.observer = /** @type {any} */ ({ batch() {}, stored() {}, delivered() {} });
+}
 for (let k = 0; k < SUBS; k++) {
   broker.subscribe(new Sub(), { key: '{1}sb-1', workspaceId: 1, sandboxId: 'sb-1', displayName: 'sb-1' });
 }

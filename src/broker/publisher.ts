@@ -4,14 +4,21 @@ import type { AppendReceipt, EventStore, SandboxRef } from '../store/types.js';
 import type { Broker } from './broker.js';
 import { type RateLimit, RateLimiter } from './rate-limit.js';
 
-/** Metrics hooks (issue 5), called once per published event, in seconds from `publish()`. */
+/**
+ * Metrics hooks, kept off the per-event path (docs/performance.md, "Metrics"): they are called
+ * once per batch of publishes (those settled in one event-loop turn), not once per event.
+ */
 export interface PublishObserver {
-  /** The store reported the event durable. */
-  stored(seconds: number): void;
-  /** Fan-out finished: every subscriber's frame was queued. */
-  delivered(seconds: number): void;
-  /** The event, once published, and the subscriptions it reached (GET /sandboxes' figures). */
-  published?(event: StoredEvent, receivers: number): void;
+  /**
+   * `events` publishes settled; one publish of the batch was timed, from `publish()` to the store
+   * reporting it durable and to its fan-out being queued, in seconds, and stands for all of them.
+   */
+  batch(events: number, storedSeconds: number, deliveredSeconds: number): void;
+  /**
+   * `events` consecutive events of one sandbox published, the last being `last`, reaching
+   * `receivers` subscriptions in all (GET /sandboxes' figures).
+   */
+  published?(last: StoredEvent, events: number, receivers: number): void;
 }
 
 /**
@@ -32,7 +39,7 @@ export interface PublishReceipt {
  */
 class PublishRequest implements NewEvent, AppendReceipt {
   receivers = 0;
-  /** performance.now() readings, taken only while a metrics observer is attached. */
+  /** performance.now() readings, taken for one publish per batch while a metrics observer is attached. */
   startedAt = 0;
   storedAt = 0;
   deliveredAt = 0;
@@ -52,7 +59,7 @@ class PublishRequest implements NewEvent, AppendReceipt {
   }
 
   refused(error: unknown): void {
-    this.publisher.publishDone();
+    this.publisher.refuse(this);
     this.receipt.failed(error);
   }
 }
@@ -87,6 +94,14 @@ export class Publisher {
   /** Publishes waiting for the store, and who waits for there to be none (whenIdle). */
   private inFlight = 0;
   private idleWaiters: (() => void)[] = [];
+  /** The batch the observer hears of next: publishes settled, and the run of one sandbox's events. */
+  private batchEvents = 0;
+  private timing = false;
+  private storedSeconds = 0;
+  private deliveredSeconds = 0;
+  private runLast: StoredEvent | undefined;
+  private runEvents = 0;
+  private runReceivers = 0;
 
   constructor(
     private readonly store: EventStore,
@@ -152,7 +167,11 @@ export class Publisher {
 
   private start(ref: SandboxRef, type: string, dataJson: string, receipt: PublishReceipt): void {
     const request = new PublishRequest(ref.workspaceId, ref.sandboxId, type, dataJson, this, receipt);
-    if (this.observer !== undefined) request.startedAt = performance.now();
+    // One publish at a time is timed, and it stands for its batch.
+    if (this.observer !== undefined && !this.timing) {
+      this.timing = true;
+      request.startedAt = performance.now();
+    }
     this.inFlight += 1;
     const store = this.store;
     if (store.appendWith !== undefined) store.appendWith(request, request);
@@ -160,17 +179,45 @@ export class Publisher {
     else store.append(request).then(request.appended.bind(request), request.refused.bind(request));
   }
 
+  /** @internal the store refused the publish. */
+  refuse(request: PublishRequest): void {
+    this.publishDone();
+    if (request.startedAt !== 0) this.timing = false; // the next publish is timed instead
+  }
+
   /** @internal the store has the event durable and the listener fanned it out. */
   settle(request: PublishRequest, event: StoredEvent): void {
     this.publishDone();
     this.published += 1;
-    const observer = this.observer;
-    if (observer !== undefined) {
-      if (request.startedAt !== 0 && request.deliveredAt !== 0) {
-        observer.stored((request.storedAt - request.startedAt) / 1000);
-        observer.delivered((request.deliveredAt - request.startedAt) / 1000);
-      }
-      observer.published?.(event, request.receivers);
+    if (this.observer === undefined) return;
+    if (request.startedAt !== 0 && request.deliveredAt !== 0) {
+      this.storedSeconds = (request.storedAt - request.startedAt) / 1000;
+      this.deliveredSeconds = (request.deliveredAt - request.startedAt) / 1000;
     }
+    if (this.batchEvents === 0) setImmediate(this.reportBatch);
+    this.batchEvents += 1;
+    const run = this.runLast;
+    if (run !== undefined && run.sandboxId === event.sandboxId && run.workspaceId === event.workspaceId) {
+      this.runEvents += 1;
+      this.runReceivers += request.receivers;
+    } else {
+      this.reportRun();
+      this.runEvents = 1;
+      this.runReceivers = request.receivers;
+    }
+    this.runLast = event;
   }
+
+  private reportRun(): void {
+    if (this.runLast !== undefined) this.observer?.published?.(this.runLast, this.runEvents, this.runReceivers);
+    this.runLast = undefined;
+  }
+
+  /** Once per turn with settled publishes: the observer hears of the whole batch. */
+  private readonly reportBatch = (): void => {
+    this.reportRun();
+    this.observer?.batch(this.batchEvents, this.storedSeconds, this.deliveredSeconds);
+    this.batchEvents = 0;
+    this.timing = false;
+  };
 }
