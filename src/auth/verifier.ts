@@ -11,6 +11,7 @@ import {
   type JWTVerifyOptions,
 } from 'jose';
 import { SandboxEventsError } from '../errors.js';
+import { type Hs256Checks, verifyHs256 } from './hs256.js';
 import { isRole, isValidSandboxId, type Principal } from './principal.js';
 
 export type AuthFailureReason =
@@ -224,6 +225,9 @@ export class TokenVerifier {
   private readonly publicKey: KeyObject | undefined;
   private readonly keySet: RemoteKeySet | undefined;
   private readonly options: JWTVerifyOptions;
+  /** The synchronous HS256 path's secrets and checks (src/auth/hs256.ts); jose decides the rest. */
+  private readonly hs256Secrets: readonly Uint8Array[];
+  private readonly hs256Checks: Hs256Checks;
   private readonly cacheSize: number;
   private readonly cache = new Map<string, Principal>();
   private readonly inflight = new Map<string, Promise<Principal>>();
@@ -297,6 +301,13 @@ export class TokenVerifier {
       requiredClaims: ['exp'],
       ...(config.issuer !== undefined ? { issuer: config.issuer } : {}),
       ...(config.audience !== undefined ? { audience: config.audience } : {}),
+    };
+    this.hs256Secrets = this.secretKey === undefined ? [] : [this.secretKey];
+    this.hs256Checks = {
+      algorithms: this.algorithms,
+      issuer: config.issuer,
+      audience: config.audience,
+      clockToleranceSeconds: tolerance,
     };
   }
 
@@ -397,6 +408,8 @@ export class TokenVerifier {
   };
 
   private async verifyUncached(token: string): Promise<Principal> {
+    const hs256 = verifyHs256(token, this.hs256Secrets, this.hs256Checks);
+    if (hs256 !== undefined) return principalFromClaims(hs256);
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, this.getKey, this.options));
