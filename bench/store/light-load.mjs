@@ -4,7 +4,8 @@
 // about 1,000/s, never more than one waiting). CPU time of the whole process (all threads), so
 // shared cores do not distort it. Not run by tests.
 //
-//   npm run build && node bench/store/light-load.mjs [buildDir=dist] [events=5000]
+//   npm run build && [COMMIT_WINDOW_MS=5] node bench/store/light-load.mjs [buildDir=dist] [events=5000]
+// (COMMIT_WINDOW_MS: the SQLite store's groupCommitWindowMs, off by default.)
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,7 +52,12 @@ async function paced(store) {
 const stores = {
   memory: () => new MemoryStore({ retention, pruneIntervalMs: 0 }),
   sqlite: (/** @type {string} */ name) =>
-    SqliteStore.open({ path: join(dir, `${name}.db`), retention, pruneIntervalMs: 0 }),
+    SqliteStore.open({
+      path: join(dir, `${name}.db`),
+      retention,
+      pruneIntervalMs: 0,
+      groupCommitWindowMs: Number(process.env.COMMIT_WINDOW_MS ?? 0),
+    }),
 };
 
 try {
