@@ -6,13 +6,11 @@
 //
 //   node bench/micro/daemon-publish.mjs [buildDir=dist] [store=memory] [events=50000] [subscribers=10]
 // (a copy of an older dist/ as buildDir compares before/after; it must resolve node_modules.)
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
+import { clockTicksPerSecond, startBroker } from '../lib/servers.js';
 
 const [buildArg = 'dist', storeArg = 'memory', eventsArg = '50000', subsArg = '10'] = process.argv.slice(2);
 const build = resolve(buildArg);
@@ -21,39 +19,18 @@ const SUBS = Number(subsArg);
 const PIPELINE = 200;
 const SECRET = 'daemon-publish-bench-secret-0123456789';
 const { mintToken } = await import(pathToFileURL(join(build, 'auth/mint.js')).href);
-const dataDir = mkdtempSync(join(tmpdir(), 'daemon-publish-'));
-
-const daemon = spawn(
-  process.execPath,
-  [
-    join(build, 'cli/main.js'),
-    'serve',
-    '--port',
-    '0',
-    '--http-port',
-    '0',
-    '--store',
-    storeArg,
-    '--data-dir',
-    dataDir,
-    '--jwt-secret',
-    SECRET,
-  ],
-  { stdio: ['ignore', 'pipe', 'inherit'] },
-);
-const port = await new Promise((done) => {
-  createInterface({ input: /** @type {import('node:stream').Readable} */ (daemon.stdout) }).on('line', (line) => {
-    if (line.includes('"sandbox-events listening"')) done(JSON.parse(line).port);
-  });
-});
+const broker = await startBroker({ buildDir: build, store: storeArg, secret: SECRET, sqlitePath: undefined });
+const { port } = broker;
+const ticksPerSecond = clockTicksPerSecond();
 
 /** RESP command bytes. */
 const command = (/** @type {string[]} */ args) =>
   `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
 
-function cpuTicks() {
-  const fields = readFileSync(`/proc/${daemon.pid}/stat`, 'latin1').split(') ')[1].split(' ');
-  return Number(fields[11]) + Number(fields[12]); // utime + stime, in clock ticks (1/100 s)
+/** The daemon's CPU time so far (utime + stime), in µs. */
+function cpuMicros() {
+  const fields = readFileSync(`/proc/${broker.pid}/stat`, 'latin1').split(') ')[1].split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / ticksPerSecond;
 }
 
 async function client(token) {
@@ -113,14 +90,12 @@ async function publishRound(events, last) {
 
 await new Promise((r) => setTimeout(r, 300)); // subscriptions confirmed
 await publishRound(10_000, false); // warm-up (JIT)
-const ticks0 = cpuTicks();
+const cpu0 = cpuMicros();
 await publishRound(EVENTS, true);
-const ticks = cpuTicks() - ticks0;
+const cpu = cpuMicros() - cpu0;
 console.log(
-  `${build} ${storeArg}: ${SUBS} subscribers, ${((ticks * 10_000) / EVENTS).toFixed(2)} µs server CPU per published event, ` +
-    `${((ticks * 10_000) / (EVENTS * SUBS)).toFixed(3)} µs per delivered message`,
+  `${build} ${storeArg}: ${SUBS} subscribers, ${(cpu / EVENTS).toFixed(2)} µs server CPU per published event, ` +
+    `${(cpu / (EVENTS * SUBS)).toFixed(3)} µs per delivered message`,
 );
 for (const socket of [...subscribers, publisher]) socket.destroy();
-daemon.kill();
-await new Promise((done) => daemon.once('exit', done));
-rmSync(dataDir, { recursive: true, force: true });
+await broker.stop();

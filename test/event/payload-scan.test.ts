@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createStoredEvent, parsePublishPayload, parsePublishPayloadWithJsonParse } from '../../src/event/event.js';
 import { REFUSED, scanPublishPayload } from '../../src/event/payload-scan.js';
+import { jsonValues } from './json-values.js';
 
 const LIMIT = 4_096;
 
@@ -55,20 +56,7 @@ const trickyString = fc
     { maxLength: 8 },
   )
   .map((parts) => parts.join(''));
-const jsonValue = fc.letrec((tie) => ({
-  value: fc.oneof(
-    { depthSize: 'small' },
-    trickyString,
-    fc.integer(),
-    fc.double({ noNaN: true, noDefaultInfinity: true }),
-    fc.boolean(),
-    fc.constant(null),
-    tie('array'),
-    tie('object'),
-  ),
-  array: fc.array(tie('value'), { maxLength: 4 }),
-  object: fc.dictionary(trickyString, tie('value'), { maxKeys: 4 }),
-})).value;
+const jsonValue = jsonValues(trickyString).value;
 
 /** Member names: the two accepted ones, spelled plainly or with escapes, and others. */
 const memberName = fc.oneof(
