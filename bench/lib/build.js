@@ -28,6 +28,8 @@ export function buildModules(buildDir = 'dist') {
     event: () => load(BUILD_PATHS.event),
     /** @returns {Promise<typeof import('../../src/auth/mint.js')>} */
     mint: () => load(BUILD_PATHS.mint),
+    /** @returns {Promise<typeof import('../../src/auth/verifier.js')>} */
+    verifier: () => load(BUILD_PATHS.verifier),
   };
 }
 
@@ -40,4 +42,5 @@ export const BUILD_PATHS = {
   writePath: 'session/write-path.js',
   event: 'event/event.js',
   mint: 'auth/mint.js',
+  verifier: 'auth/verifier.js',
 };

@@ -1,40 +1,20 @@
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import {
-  createLocalJWKSet,
   errors,
   jwtVerify,
   type CompactJWSHeaderParameters,
   type CryptoKey,
   type FlattenedJWSInput,
-  type JSONWebKeySet,
   type JWTPayload,
   type JWTVerifyOptions,
 } from 'jose';
 import { SandboxEventsError } from '../errors.js';
+import { AuthError, type AuthFailureReason } from './auth-error.js';
+import { KeySourceError, RemoteKeySet } from './remote-key-set.js';
+import { type Hs256Checks, verifyHs256 } from './hs256.js';
 import { isRole, isValidSandboxId, type Principal } from './principal.js';
 
-export type AuthFailureReason =
-  | 'malformed'
-  | 'bad_signature'
-  | 'algorithm_not_allowed'
-  | 'expired'
-  | 'not_yet_valid'
-  | 'missing_exp'
-  | 'bad_issuer'
-  | 'bad_audience'
-  | 'bad_claims'
-  | 'unknown_key'
-  | 'key_fetch_failed';
-
-/** A token was refused. The message is for people and never contains the token. */
-export class AuthError extends SandboxEventsError {
-  readonly reason: AuthFailureReason;
-
-  constructor(reason: AuthFailureReason, message: string, options?: { cause?: unknown }) {
-    super('AUTH_FAILED', message, options);
-    this.reason = reason;
-  }
-}
+export { AuthError, type AuthFailureReason };
 
 export interface VerifierConfig {
   /**
@@ -62,10 +42,6 @@ export interface VerifierConfig {
 
 export const MAX_TOKEN_LENGTH = 16 * 1024;
 const DEFAULT_CACHE_SIZE = 10_000;
-const JWKS_TIMEOUT_MS = 5_000;
-const JWKS_MAX_AGE_MS = 10 * 60_000;
-/** With no keys at all, a failed JWKS fetch is retried at most this often. */
-const JWKS_FIRST_FETCH_RETRY_MS = 1_000;
 
 const HMAC_ALGS = ['HS256', 'HS384', 'HS512'];
 const RSA_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'];
@@ -118,108 +94,6 @@ function parsePublicKey(pem: string): KeyObject {
   return key;
 }
 
-/** Raised from the key lookup, carrying the reason it will be reported with. */
-class KeySourceError extends Error {
-  constructor(
-    readonly reason: AuthFailureReason,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
-
-type LocalKeySet = ReturnType<typeof createLocalJWKSet>;
-
-/**
- * A JWKS fetched over HTTP. Written over createLocalJWKSet rather than jose's createRemoteJWKSet
- * because that one fails every verification once its cache is stale and the refetch fails, and
- * retries a failing server on every call: here stale keys stay in use during an outage of the
- * key server, and every kind of fetch is rate limited.
- */
-class RemoteKeySet {
-  private keys: LocalKeySet | undefined;
-  private fetchedAt = -Infinity;
-  private attemptedAt = -Infinity;
-  private pending: Promise<void> | undefined;
-
-  /** The key set's text as last fetched: a change means keys may have been withdrawn. */
-  private lastText: string | undefined;
-
-  constructor(
-    private readonly url: URL,
-    private readonly cooldownMs: number,
-    /** Called when a fetch brings a key set other than the one in use. */
-    private readonly onChange: () => void,
-  ) {}
-
-  async getKey(header: CompactJWSHeaderParameters, token: FlattenedJWSInput): Promise<CryptoKey> {
-    if (this.keys === undefined) {
-      const fetching = this.refresh(Math.min(this.cooldownMs, JWKS_FIRST_FETCH_RETRY_MS));
-      if (fetching === undefined) {
-        throw new KeySourceError('key_fetch_failed', 'the key set is unavailable; retrying shortly');
-      }
-      await fetching;
-    } else if (Date.now() - this.fetchedAt >= JWKS_MAX_AGE_MS) {
-      this.refresh(this.cooldownMs)?.catch(() => {});
-    }
-    try {
-      return await this.keys!(header, token);
-    } catch (err) {
-      if (!(err instanceof errors.JWKSNoMatchingKey)) throw err;
-      // Perhaps a key rotated in since the last fetch: look again, at most once per cooldown.
-      const fetching = this.refresh(this.cooldownMs);
-      if (fetching === undefined) throw err;
-      await fetching;
-      return await this.keys!(header, token);
-    }
-  }
-
-  /** Joins the fetch under way, or starts one unless the last attempt is too recent. */
-  private refresh(minIntervalMs: number): Promise<void> | undefined {
-    if (this.pending !== undefined) return this.pending;
-    const now = Date.now();
-    if (now - this.attemptedAt < minIntervalMs) return undefined;
-    this.attemptedAt = now;
-    const pending = this.fetchKeys().finally(() => {
-      if (this.pending === pending) this.pending = undefined;
-    });
-    this.pending = pending;
-    return pending;
-  }
-
-  private async fetchKeys(): Promise<void> {
-    const where = this.url.origin;
-    let response: Response;
-    try {
-      response = await fetch(this.url, {
-        redirect: 'manual',
-        signal: AbortSignal.timeout(JWKS_TIMEOUT_MS),
-        headers: { accept: 'application/jwk-set+json, application/json' },
-      });
-    } catch (cause) {
-      throw new KeySourceError('key_fetch_failed', `could not fetch the key set from ${where}`, { cause });
-    }
-    if (response.status !== 200) {
-      await response.body?.cancel().catch(() => {});
-      throw new KeySourceError('key_fetch_failed', `the key set server ${where} answered HTTP ${response.status}`);
-    }
-    let keys: LocalKeySet;
-    let text: string;
-    try {
-      text = await response.text();
-      keys = createLocalJWKSet(JSON.parse(text) as JSONWebKeySet);
-    } catch (cause) {
-      throw new KeySourceError('key_fetch_failed', `the key set from ${where} is not a valid JWKS`, { cause });
-    }
-    const changed = this.lastText !== undefined && text !== this.lastText;
-    this.keys = keys;
-    this.lastText = text;
-    this.fetchedAt = Date.now();
-    if (changed) this.onChange();
-  }
-}
-
 /** One HS256/384/512 secret, with its WebCrypto keys imported once per algorithm. */
 interface SecretKey {
   /** Names the secret without revealing it: `hs:` and the start of its SHA-256. */
@@ -254,6 +128,8 @@ class KeyRing {
   readonly cache = new Map<string, Principal>();
   readonly inflight = new Map<string, Promise<Principal>>();
   readonly keyIds: ReadonlySet<string>;
+  /** The synchronous HS256 path's checks (src/auth/hs256.ts); jose decides everything else. */
+  readonly hs256Checks: Hs256Checks;
 
   constructor(config: VerifierConfig, previous: KeyRing | undefined, onKeySetChange: () => void) {
     const { publicKeyPem, jwksUrl } = config;
@@ -339,6 +215,12 @@ class KeyRing {
       requiredClaims: ['exp'],
       ...(config.issuer !== undefined ? { issuer: config.issuer } : {}),
       ...(config.audience !== undefined ? { audience: config.audience } : {}),
+    };
+    this.hs256Checks = {
+      algorithms: this.algorithms,
+      issuer: config.issuer,
+      audience: config.audience,
+      clockToleranceSeconds: tolerance,
     };
     this.keyIds = new Set(
       [...this.secrets.map((secret) => secret.id), this.publicKey?.id, this.keySet?.id].filter(
@@ -501,6 +383,15 @@ export class TokenVerifier {
   }
 
   private async verifyUncached(ring: KeyRing, token: string): Promise<Principal> {
+    // HS256 with node:crypto first (src/auth/hs256.ts): it only ever accepts, with jose's checks,
+    // so every refusal (and every other algorithm) still goes to jose for its reason.
+    for (const secret of ring.secrets) {
+      const claims = verifyHs256(token, [secret.bytes], ring.hs256Checks);
+      if (claims === undefined) continue;
+      const principal = principalFromClaims(claims);
+      this.keyOf.set(principal, secret.id);
+      return principal;
+    }
     // Several secrets: each is tried in turn, and only a signature mismatch moves to the next.
     for (let secretIndex = 0; ; secretIndex += 1) {
       const use: KeyUse = {};

@@ -1,27 +1,45 @@
 import type { Principal } from '../auth/principal.js';
 import type { NewEvent, StoredEvent } from '../event/event.js';
-import type { EventStore, SandboxRef } from '../store/types.js';
+import type { AppendReceipt, EventStore, SandboxRef } from '../store/types.js';
 import type { Broker } from './broker.js';
 import { type RateLimit, RateLimiter } from './rate-limit.js';
 
-/** Metrics hooks (docs/http.md, "GET /metrics"), called once per published event, in seconds from `publish()`. */
+/**
+ * Metrics hooks, kept off the per-event path (docs/performance.md, "Metrics"): they are called
+ * once per batch of publishes (those settled in one event-loop turn), not once per event.
+ */
 export interface PublishObserver {
-  /** The store reported the event durable. */
-  stored(seconds: number): void;
-  /** Fan-out finished: every subscriber's frame was queued. */
-  delivered(seconds: number): void;
-  /** The event, once published, and the subscriptions it reached (GET /sandboxes' figures). */
-  published?(event: StoredEvent, receivers: number): void;
+  /**
+   * `events` publishes settled; one publish of the batch was timed, from `publish()` to the store
+   * reporting it durable and to its fan-out being queued, in seconds, and stands for all of them.
+   */
+  batch(events: number, storedSeconds: number, deliveredSeconds: number): void;
+  /**
+   * `events` consecutive events of one sandbox published, the last being `last`, reaching
+   * `receivers` subscriptions in all (GET /sandboxes' figures).
+   */
+  published?(last: StoredEvent, events: number, receivers: number): void;
+}
+
+/**
+ * Who waits for one publish: told exactly once, after the event is durable and fanned out
+ * (`published`), or why it was not stored (`failed`). The RESP connection's reply slot is one;
+ * no promise is made per event (docs/performance.md, "The publish path").
+ */
+export interface PublishReceipt {
+  published(event: StoredEvent, receivers: number): void;
+  failed(error: unknown): void;
 }
 
 /**
  * One publish on its way through the store. It is the store's `append` input itself, so the
  * listener, which gets that same object back, records the fan-out on it: no per-event lookup
  * (a WeakMap here cost ≈ 14 % of the publish path's CPU, most of it in the garbage collector).
+ * It is also the store's receipt, so the store's answer reaches the publisher without a closure.
  */
-class PublishRequest implements NewEvent {
+class PublishRequest implements NewEvent, AppendReceipt {
   receivers = 0;
-  /** performance.now() readings, taken only while a metrics observer is attached. */
+  /** performance.now() readings, taken for one publish per batch while a metrics observer is attached. */
   startedAt = 0;
   storedAt = 0;
   deliveredAt = 0;
@@ -31,7 +49,31 @@ class PublishRequest implements NewEvent {
     readonly sandboxId: string,
     readonly type: string,
     readonly dataJson: string,
+    private readonly publisher: Publisher,
+    private readonly receipt: PublishReceipt,
   ) {}
+
+  appended(event: StoredEvent): void {
+    this.publisher.settle(this, event);
+    this.receipt.published(event, this.receivers);
+  }
+
+  refused(error: unknown): void {
+    this.publisher.refuse(this);
+    this.receipt.failed(error);
+  }
+}
+
+/** `publish`'s promise, as a receipt. */
+class PromisedPublish implements PublishReceipt {
+  constructor(
+    private readonly resolve: (result: PublishResult) => void,
+    readonly failed: (error: unknown) => void,
+  ) {}
+
+  published(event: StoredEvent, receivers: number): void {
+    this.resolve({ event, receivers });
+  }
 }
 
 export interface PublishResult {
@@ -52,6 +94,14 @@ export class Publisher {
   /** Publishes waiting for the store, and who waits for there to be none (whenIdle). */
   private inFlight = 0;
   private idleWaiters: (() => void)[] = [];
+  /** The batch the observer hears of next: publishes settled, and the run of one sandbox's events. */
+  private batchEvents = 0;
+  private timing = false;
+  private storedSeconds = 0;
+  private deliveredSeconds = 0;
+  private runLast: StoredEvent | undefined;
+  private runEvents = 0;
+  private runReceivers = 0;
 
   constructor(
     private readonly store: EventStore,
@@ -81,7 +131,8 @@ export class Publisher {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  private publishDone(): void {
+  /** @internal one publish left the store (stored or refused). */
+  publishDone(): void {
     this.inFlight -= 1;
     if (this.inFlight > 0 || this.idleWaiters.length === 0) return;
     const waiters = this.idleWaiters;
@@ -95,37 +146,83 @@ export class Publisher {
    * RateLimitedError synchronously so a refused event never reaches the store.
    */
   publish(publisher: Principal, ref: SandboxRef, type: string, dataJson: string): Promise<PublishResult> {
-    if (publisher.role === 'sandbox') {
-      try {
-        this.limiter.take(`${publisher.workspaceId}:${publisher.sandboxId}`);
-      } catch (error) {
-        this.rateLimited += 1;
-        throw error;
-      }
-    }
-    const request = new PublishRequest(ref.workspaceId, ref.sandboxId, type, dataJson);
-    if (this.observer !== undefined) request.startedAt = performance.now();
-    this.inFlight += 1;
-    return this.store.append(request).then((event) => this.settle(request, event), this.failed);
+    this.admit(publisher);
+    return new Promise((resolve, reject) => this.start(ref, type, dataJson, new PromisedPublish(resolve, reject)));
   }
 
-  /** A refused append (one function for all, not a closure per publish). */
-  private readonly failed = (error: unknown): never => {
-    this.publishDone();
-    throw error;
-  };
+  /**
+   * `publish` without a promise: `receipt` is answered once the event is durable and fanned
+   * out, before this returns when the store is durable at once (memory), with the other
+   * events of its commit otherwise (SQLite). Throws RateLimitedError synchronously, as `publish`.
+   */
+  publishWith(publisher: Principal, ref: SandboxRef, type: string, dataJson: string, receipt: PublishReceipt): void {
+    this.admit(publisher);
+    this.start(ref, type, dataJson, receipt);
+  }
 
-  private settle(request: PublishRequest, event: StoredEvent): PublishResult {
+  private admit(publisher: Principal): void {
+    if (publisher.role !== 'sandbox') return;
+    try {
+      this.limiter.take(`${publisher.workspaceId}:${publisher.sandboxId}`);
+    } catch (error) {
+      this.rateLimited += 1;
+      throw error;
+    }
+  }
+
+  private start(ref: SandboxRef, type: string, dataJson: string, receipt: PublishReceipt): void {
+    const request = new PublishRequest(ref.workspaceId, ref.sandboxId, type, dataJson, this, receipt);
+    // One publish at a time is timed, and it stands for its batch.
+    if (this.observer !== undefined && !this.timing) {
+      this.timing = true;
+      request.startedAt = performance.now();
+    }
+    this.inFlight += 1;
+    const store = this.store;
+    if (store.appendWith !== undefined) store.appendWith(request, request);
+    // A store with promises only (the Redis engine).
+    else store.append(request).then(request.appended.bind(request), request.refused.bind(request));
+  }
+
+  /** @internal the store refused the publish. */
+  refuse(request: PublishRequest): void {
+    this.publishDone();
+    if (request.startedAt !== 0) this.timing = false; // the next publish is timed instead
+  }
+
+  /** @internal the store has the event durable and the listener fanned it out. */
+  settle(request: PublishRequest, event: StoredEvent): void {
     this.publishDone();
     this.published += 1;
-    const observer = this.observer;
-    if (observer !== undefined) {
-      if (request.startedAt !== 0 && request.deliveredAt !== 0) {
-        observer.stored((request.storedAt - request.startedAt) / 1000);
-        observer.delivered((request.deliveredAt - request.startedAt) / 1000);
-      }
-      observer.published?.(event, request.receivers);
+    if (this.observer === undefined) return;
+    if (request.startedAt !== 0 && request.deliveredAt !== 0) {
+      this.storedSeconds = (request.storedAt - request.startedAt) / 1000;
+      this.deliveredSeconds = (request.deliveredAt - request.startedAt) / 1000;
     }
-    return { event, receivers: request.receivers };
+    if (this.batchEvents === 0) setImmediate(this.reportBatch);
+    this.batchEvents += 1;
+    const run = this.runLast;
+    if (run !== undefined && run.sandboxId === event.sandboxId && run.workspaceId === event.workspaceId) {
+      this.runEvents += 1;
+      this.runReceivers += request.receivers;
+    } else {
+      this.reportRun();
+      this.runEvents = 1;
+      this.runReceivers = request.receivers;
+    }
+    this.runLast = event;
   }
+
+  private reportRun(): void {
+    if (this.runLast !== undefined) this.observer?.published?.(this.runLast, this.runEvents, this.runReceivers);
+    this.runLast = undefined;
+  }
+
+  /** Once per turn with settled publishes: the observer hears of the whole batch. */
+  private readonly reportBatch = (): void => {
+    this.reportRun();
+    this.observer?.batch(this.batchEvents, this.storedSeconds, this.deliveredSeconds);
+    this.batchEvents = 0;
+    this.timing = false;
+  };
 }

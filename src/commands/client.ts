@@ -3,6 +3,11 @@ import type { Protocol } from '../protocol/encode.js';
 import type { ServerContext } from '../runtime/context.js';
 import type { Session } from '../session/session.js';
 
+/** One reply's place in request order; `fill` it exactly once. */
+export interface ReplySlot {
+  fill(bytes: Buffer): void;
+}
+
 /**
  * What a command handler needs of the RESP client that sent the command. The RESP connection
  * (src/connection/connection.ts) implements it; subscriptions, resume and output belong to its
@@ -28,8 +33,11 @@ export interface RespClient {
   /** Sends a reply, after any replies that still wait for the store. */
   reply(bytes: Buffer): void;
   replyError(text: string): void;
-  /** A reply computed later (PUBLISH waiting for its event to be durable); replies keep request order. */
-  deferReply<T>(pending: Promise<T>, toReply: (value: T) => Buffer, onError: (error: unknown) => Buffer): void;
+  /**
+   * A place in the reply order for a reply computed later (PUBLISH waiting for its event to be
+   * durable): later replies wait behind it until it is filled.
+   */
+  replySlot(): ReplySlot;
   /** Authentication succeeded: lifts the pre-auth limits, arms the token's expiry. */
   setPrincipal(principal: Principal): void;
   /** RESET: unauthenticated again, with the pre-auth deadline. */

@@ -1,8 +1,8 @@
 import type { Principal } from '../auth/principal.js';
-import type { PublishResult } from '../broker/publisher.js';
+import type { PublishReceipt } from '../broker/publisher.js';
 import { type ChannelTarget, type PatternScope, resolveChannel, resolvePatternScope } from '../broker/scope.js';
-import type { RespClient } from './client.js';
-import { parsePublishPayload } from '../event/event.js';
+import type { ReplySlot, RespClient } from './client.js';
+import { parsePublishPayload, type StoredEvent } from '../event/event.js';
 import { array, bulk, bulkArray, errorReply, integer, nullBulk, push } from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
 import { type CommandSpec, ReplyError, table } from './command.js';
@@ -132,22 +132,44 @@ function punsubscribe(connection: RespClient, args: string[]): void {
   }
 }
 
-const receiversReply = (result: PublishResult): Buffer => integer(result.receivers);
+/**
+ * PUBLISH's reply. The store usually answers while `publishWith` runs (memory store): the reply
+ * is then sent at once, in the connection's order, without a slot; otherwise (SQLite's commit,
+ * the Redis engine) it takes a slot and later PUBLISHes of the pipeline go ahead meanwhile.
+ */
+class PublishReply implements PublishReceipt {
+  private answer: Buffer | undefined = undefined;
+  private slot: ReplySlot | undefined = undefined;
+
+  constructor(private readonly connection: RespClient) {}
+
+  published(_event: StoredEvent, receivers: number): void {
+    this.send(integer(receivers));
+  }
+
+  failed(error: unknown): void {
+    this.send(errorReply(errorText(error, this.connection)));
+  }
+
+  private send(bytes: Buffer): void {
+    if (this.slot !== undefined) this.slot.fill(bytes);
+    else this.answer = bytes;
+  }
+
+  /** Called once publishWith returned: the answer, or a slot that waits for it. */
+  replyOrWait(): void {
+    if (this.answer !== undefined) this.connection.reply(this.answer);
+    else this.slot = this.connection.replySlot();
+  }
+}
 
 function publish(connection: RespClient, args: string[], byteLengths: number[]): void {
   const principal = principalOf(connection);
   const target = resolveChannel(principal, args[1]!);
   const { type, dataJson } = parsePublishPayload(args[2]!, byteLengths[2]!, connection.context.limits.maxEventBytes);
-  // The reply waits until the event is durable; later PUBLISHes of this pipeline go ahead.
-  connection.deferReply(
-    connection.context.publisher.publish(principal, target, type, dataJson),
-    receiversReply,
-    (error) => errorReplyFor(connection, error),
-  );
-}
-
-function errorReplyFor(connection: RespClient, error: unknown): Buffer {
-  return errorReply(errorText(error, connection));
+  const reply = new PublishReply(connection);
+  connection.context.publisher.publishWith(principal, target, type, dataJson, reply);
+  reply.replyOrWait();
 }
 
 function pubsubChannels(connection: RespClient, args: string[]): void {

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Principal } from '../auth/principal.js';
-import type { RespClient } from '../commands/client.js';
+import type { ReplySlot, RespClient } from '../commands/client.js';
 import type { StoredEvent } from '../event/event.js';
 import { deliveryFrame, errorReply, type Protocol } from '../protocol/encode.js';
 import { type DecodedCommand, type DecoderLimits, ProtocolError, RequestDecoder } from '../protocol/request-decoder.js';
@@ -12,8 +12,20 @@ import { type ChannelSubscription, type PatternSubscription, Session } from '../
 export type CommandRunner = (connection: Connection, command: DecodedCommand) => void | Promise<void>;
 
 /** A reply that waits for its turn behind replies of earlier, still-running PUBLISHes. */
-interface ReplySlot {
+interface QueuedReply {
   bytes: Buffer | undefined;
+}
+
+/** A reply to fill later (PUBLISH), at its place in the reply order. */
+class PendingReply implements ReplySlot, QueuedReply {
+  bytes: Buffer | undefined = undefined;
+
+  constructor(private readonly connection: Connection) {}
+
+  fill(bytes: Buffer): void {
+    this.bytes = bytes;
+    this.connection.releaseReplies();
+  }
 }
 
 let nextConnectionId = 1;
@@ -39,7 +51,7 @@ export class Connection implements RespClient {
   private readonly decoder = new RequestDecoder();
   private blockedBy: 'command' | 'replies' | undefined;
   private heldCommand: DecodedCommand | undefined;
-  private replySlots: ReplySlot[] = [];
+  private replySlots: QueuedReply[] = [];
   private authTimer: NodeJS.Timeout | undefined;
   /** Set by `quiesce`: no more commands are read; resolved once no PUBLISH awaits its reply. */
   private quiescing: (() => void) | undefined;
@@ -146,19 +158,10 @@ export class Connection implements RespClient {
    * A reply computed later (PUBLISH waiting for its event to be durable). The connection goes
    * on decoding and running further PUBLISHes meanwhile; their replies keep request order.
    */
-  deferReply<T>(pending: Promise<T>, toReply: (value: T) => Buffer, onError: (error: unknown) => Buffer): void {
-    const slot: ReplySlot = { bytes: undefined };
+  replySlot(): ReplySlot {
+    const slot = new PendingReply(this);
     this.replySlots.push(slot);
-    pending.then(
-      (value) => {
-        slot.bytes = toReply(value);
-        this.releaseReplies();
-      },
-      (error: unknown) => {
-        slot.bytes = onError(error);
-        this.releaseReplies();
-      },
-    );
+    return slot;
   }
 
   /** Called when authentication succeeds: lifts the pre-auth limits and arms the expiry. */
@@ -292,7 +295,8 @@ export class Connection implements RespClient {
     this.pump();
   }
 
-  private releaseReplies(): void {
+  /** @internal writes the replies at the head of the order that are filled. */
+  releaseReplies(): void {
     const slots = this.replySlots;
     let ready = 0;
     while (ready < slots.length && slots[ready]!.bytes !== undefined) {
@@ -300,7 +304,8 @@ export class Connection implements RespClient {
       ready += 1;
     }
     if (ready === 0) return;
-    this.replySlots = ready === slots.length ? [] : slots.slice(ready);
+    if (ready === slots.length) slots.length = 0;
+    else this.replySlots = slots.slice(ready);
     if (this.replySlots.length === 0) this.quiescing?.();
     if (this.closed) {
       if (this.replySlots.length === 0) this.session.endAfterWrites();

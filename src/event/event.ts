@@ -1,4 +1,5 @@
 import { SandboxEventsError } from '../errors.js';
+import { REFUSED, scanPublishPayload, UNUSUAL_LAYOUT } from './payload-scan.js';
 import { compactDataText } from './payload-text.js';
 
 /** An event as it leaves the broker (docs/protocol.md, "Pub/sub"). */
@@ -166,8 +167,32 @@ export function validateEventType(type: unknown): string {
  * Returns the type and `data` as compact JSON text (no raw newline, whatever the publisher's
  * formatting). `byteLength` is the payload's size as sent, checked against the limit first
  * so that an oversized payload is never parsed.
+ *
+ * The payload is scanned once without building objects (payload-scan.ts), and the event reuses
+ * its text of `data`. Only a payload the scan refuses (for its error message) or whose `data`
+ * can't be reused as is goes through JSON.parse (parsePublishPayloadWithJsonParse), whose
+ * verdict the scan matches exactly.
  */
 export function parsePublishPayload(
+  payload: string,
+  byteLength: number,
+  maxEventBytes: number,
+): { type: string; dataJson: string } {
+  if (byteLength > maxEventBytes) throw new EventTooLargeError(byteLength, maxEventBytes);
+  const scanned = scanPublishPayload(payload);
+  if (scanned === REFUSED || scanned === UNUSUAL_LAYOUT) {
+    return parsePublishPayloadWithJsonParse(payload, byteLength, maxEventBytes);
+  }
+  const typeText = payload.slice(scanned.typeStart, scanned.typeEnd);
+  const type = validateEventType(scanned.typeEscaped ? (JSON.parse(typeText) as string) : typeText.slice(1, -1));
+  return { type, dataJson: scanned.dataStart < 0 ? '{}' : payload.slice(scanned.dataStart, scanned.dataEnd) };
+}
+
+/**
+ * parsePublishPayload through JSON.parse: the reference the scan is tested against, and the path
+ * for payloads the scan refuses or can't slice.
+ */
+export function parsePublishPayloadWithJsonParse(
   payload: string,
   byteLength: number,
   maxEventBytes: number,

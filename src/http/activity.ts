@@ -59,8 +59,8 @@ export class SandboxActivity {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** One event published, delivered to `receivers` subscriptions. */
-  record(event: StoredEvent, receivers: number): void {
+  /** `events` events of one sandbox published, the last being `event`, delivered to `receivers` subscriptions in all. */
+  record(event: StoredEvent, receivers: number, events = 1): void {
     const key = channelKey(event.workspaceId, event.sandboxId);
     const second = Math.floor(this.now() / 1000);
     let figures = this.sandboxes.get(key);
@@ -79,20 +79,20 @@ export class SandboxActivity {
       this.sandboxes.delete(key);
     }
     this.sandboxes.set(key, figures);
-    figures.events += 1;
+    figures.events += events;
     figures.last = event;
     const slot = second % RATE_WINDOW_SECONDS;
     if (figures.bucketSeconds[slot] !== second) {
       figures.bucketSeconds[slot] = second;
       figures.buckets[slot] = 0;
     }
-    figures.buckets[slot]! += 1;
+    figures.buckets[slot]! += events;
     let workspace = this.workspaces.get(event.workspaceId);
     if (workspace === undefined) {
       workspace = { published: 0, delivered: 0 };
       this.workspaces.set(event.workspaceId, workspace);
     }
-    workspace.published += 1;
+    workspace.published += events;
     workspace.delivered += receivers;
   }
 

@@ -21,6 +21,7 @@ import {
 import { SandboxEventsError } from '../errors.js';
 import { EventRing, RingContext } from './event-ring.js';
 import type {
+  AppendReceipt,
   DurableEventListener,
   EventStore,
   HistoryPages,
@@ -149,54 +150,72 @@ export class MemoryStore implements EventStore {
   }
 
   append(input: NewEvent): Promise<StoredEvent> {
-    if (this.closed) return Promise.reject(storeClosedError(this.kind));
     let event: StoredEvent;
     try {
-      const now = this.now();
-      let sandboxes = this.workspaces.get(input.workspaceId);
-      let stream = sandboxes?.get(input.sandboxId);
-      const id = nextEventId(stream?.lastId ?? this.highWater, now);
-      if (stream === undefined) {
-        const ring = new EventRing(input.workspaceId, input.sandboxId, this.rings, this.retention.maxCount);
-        stream = new MemoryStream(ring, id, now);
-        if (sandboxes === undefined) {
-          sandboxes = new Map();
-          this.workspaces.set(input.workspaceId, sandboxes);
-        }
-        sandboxes.set(input.sandboxId, stream);
-        this.streamCount++;
-      }
-      event = createStoredEvent(input, id, now, stream.lineMiddle);
-      if (this.ephemeral?.(input.type) === true) {
-        // Issued in the sandbox's order and delivered, never kept (docs/operations.md).
-        stream.lastId = id;
-        stream.activeAt = now;
-        this.highWater = maxEventId(this.highWater, id);
-        notifyListener(this.listener, event, input);
-        return Promise.resolve(event);
-      }
-      // The count limit bounds memory at once (room is made before the push, so the bytes of
-      // the event leaving are reused); age is left to prune(), as in the SQLite store, so that
-      // both stores answer alike.
-      const { events } = stream;
-      if (events.length >= this.retention.maxCount) this.trim(stream, -Infinity, this.retention.maxCount - 1);
-      const before = events.retainedBytes;
-      events.push(id.ms, id.seq, now, input.type, event.json);
-      this.totalBytes += events.retainedBytes - before;
-      stream.lastId = id;
-      stream.activeAt = now;
-      this.highWater = maxEventId(this.highWater, id);
-      this.appended++;
-      // Bytes are known only once the line is written, so these limits trim after the push: the
-      // newest event always stays (the minimum byte retention holds one of the largest).
-      if (events.retainedBytes > this.maxBytes) this.trimBytes(stream, this.maxBytes);
-      if (this.totalBytes > this.maxTotalBytes) this.evict(stream);
+      event = this.appendNow(input);
     } catch (error) {
       return Promise.reject(error);
     }
-    // Memory is as durable as this store gets: notify at once, then resolve.
-    notifyListener(this.listener, event, input);
     return Promise.resolve(event);
+  }
+
+  /** Memory is as durable as this store gets: the receipt is answered before this returns. */
+  appendWith(input: NewEvent, receipt: AppendReceipt): void {
+    let event: StoredEvent;
+    try {
+      event = this.appendNow(input);
+    } catch (error) {
+      receipt.refused(error);
+      return;
+    }
+    receipt.appended(event);
+  }
+
+  /** Stores the event and notifies the listener, synchronously; throws when it can't. */
+  private appendNow(input: NewEvent): StoredEvent {
+    if (this.closed) throw storeClosedError(this.kind);
+    const now = this.now();
+    let sandboxes = this.workspaces.get(input.workspaceId);
+    let stream = sandboxes?.get(input.sandboxId);
+    const id = nextEventId(stream?.lastId ?? this.highWater, now);
+    if (stream === undefined) {
+      const ring = new EventRing(input.workspaceId, input.sandboxId, this.rings, this.retention.maxCount);
+      stream = new MemoryStream(ring, id, now);
+      if (sandboxes === undefined) {
+        sandboxes = new Map();
+        this.workspaces.set(input.workspaceId, sandboxes);
+      }
+      sandboxes.set(input.sandboxId, stream);
+      this.streamCount++;
+    }
+    const event = createStoredEvent(input, id, now, stream.lineMiddle);
+    if (this.ephemeral?.(input.type) === true) {
+      // Issued in the sandbox's order and delivered, never kept (docs/operations.md).
+      stream.lastId = id;
+      stream.activeAt = now;
+      this.highWater = maxEventId(this.highWater, id);
+      notifyListener(this.listener, event, input);
+      return event;
+    }
+    // The count limit bounds memory at once (room is made before the push, so the bytes of
+    // the event leaving are reused); age is left to prune(), as in the SQLite store, so that
+    // both stores answer alike.
+    const { events } = stream;
+    if (events.length >= this.retention.maxCount) this.trim(stream, -Infinity, this.retention.maxCount - 1);
+    const before = events.retainedBytes;
+    events.push(id.ms, id.seq, now, input.type, event.json);
+    this.totalBytes += events.retainedBytes - before;
+    stream.lastId = id;
+    stream.activeAt = now;
+    this.highWater = maxEventId(this.highWater, id);
+    this.appended++;
+    // Bytes are known only once the line is written, so these limits trim after the push: the
+    // newest event always stays (the minimum byte retention holds one of the largest).
+    if (events.retainedBytes > this.maxBytes) this.trimBytes(stream, this.maxBytes);
+    if (this.totalBytes > this.maxTotalBytes) this.evict(stream);
+    // Memory is as durable as this store gets: notify at once, then answer.
+    notifyListener(this.listener, event, input);
+    return event;
   }
 
   history(query: HistoryQuery): Promise<StoredEvent[]> {

@@ -98,6 +98,16 @@ export type DurableEventListener = (
 ) => number | void;
 
 /**
+ * Who waits for one `appendWith`: told exactly once, after the listener saw the durable event
+ * (`appended`), or with the reason it was not stored (`refused`). A method pair on an object the
+ * caller already has, so an append needs no promise and no closure (docs/performance.md).
+ */
+export interface AppendReceipt {
+  appended(event: StoredEvent): void;
+  refused(error: unknown): void;
+}
+
+/**
  * Where events live. The protocol code only ever talks to this interface, so an embedded store
  * (memory, SQLite) and a shared Redis engine are interchangeable.
  *
@@ -112,6 +122,13 @@ export interface EventStore {
   setListener(listener: DurableEventListener): void;
   /** Assigns id and timestamp, persists, notifies the listener, then resolves. */
   append(input: NewEvent): Promise<StoredEvent>;
+  /**
+   * Optional: `append` without a promise, same durability contract. A store that is durable at
+   * once (memory) answers `receipt` before returning; the SQLite store answers every append of
+   * one commit together, once the commit is done. Stores without it (the Redis engine) are
+   * called through `append`.
+   */
+  appendWith?(input: NewEvent, receipt: AppendReceipt): void;
   /** Retained events of one sandbox, oldest first. */
   history(query: HistoryQuery): Promise<StoredEvent[]>;
   /**

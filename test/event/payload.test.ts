@@ -2,26 +2,14 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parsePublishPayload } from '../../src/event/event.js';
 import { compactDataText } from '../../src/event/payload-text.js';
+import { jsonValues } from './json-values.js';
 
 const LIMIT = 65_536;
 const parse = (payload: string) => parsePublishPayload(payload, Buffer.byteLength(payload), LIMIT);
 
 /** JSON values with the strings most likely to trip a scanner: quotes, backslashes, braces. */
 const trickyString = fc.stringMatching(/^[a-z"\\{}[\]:, \n\u00e9\u{1F600}]{0,12}$/u);
-const jsonValue = fc.letrec((tie) => ({
-  value: fc.oneof(
-    { depthSize: 'small' },
-    trickyString,
-    fc.integer(),
-    fc.double({ noNaN: true, noDefaultInfinity: true }),
-    fc.boolean(),
-    fc.constant(null),
-    tie('array'),
-    tie('object'),
-  ),
-  array: fc.array(tie('value'), { maxLength: 4 }),
-  object: fc.dictionary(trickyString, tie('value'), { maxKeys: 4 }),
-})).object as fc.Arbitrary<Record<string, unknown>>;
+const jsonValue = jsonValues(trickyString).object;
 
 /** JSON.stringify with whitespace sprinkled between tokens, as a pretty-printer would. */
 const spacedLayouts = [

@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3';
 import { createStoredEvent, nextEventId, type EventId, type NewEvent, type StoredEvent } from '../../event/event.js';
 import { maxEventId, notifyListener } from '../semantics.js';
-import type { DurableEventListener, SandboxRef } from '../types.js';
+import type { AppendReceipt, DurableEventListener, SandboxRef } from '../types.js';
 import type { WalWrites } from './checkpointer.js';
 import { idOf, type Statements } from './statements.js';
 import type { BatchStream, StreamCache } from './stream-cache.js';
@@ -15,6 +15,13 @@ export interface WriterOptions {
   maxDelayMs: number;
   /** Most appends in one transaction; a full batch is written at once. */
   maxBatch: number;
+  /**
+   * The light-load commit window, in ms (0: none). A batch smaller than TINY_BATCH that comes
+   * less than this long after the previous commit waits until this long after it, gathering the
+   * events that arrive meanwhile into the same commit. See docs/performance.md, "SQLite under
+   * light load".
+   */
+  commitWindowMs: number;
   /** The retention count limit: streams a commit leaves above it are reported to onOverCount. */
   maxCount: number;
   /** Highest id the file has committed for any sandbox (also forgotten ones). */
@@ -30,8 +37,15 @@ export interface WriterOptions {
 
 interface PendingAppend {
   input: NewEvent;
-  resolve: (event: StoredEvent) => void;
-  reject: (error: unknown) => void;
+  receipt: AppendReceipt;
+}
+
+/** `append`'s promise, as a receipt (for callers that want one promise per event). */
+class PromisedAppend implements AppendReceipt {
+  constructor(
+    readonly appended: (event: StoredEvent) => void,
+    readonly refused: (error: unknown) => void,
+  ) {}
 }
 
 interface BatchResult {
@@ -41,6 +55,15 @@ interface BatchResult {
   highWater: EventId | undefined;
   overCount: SandboxRef[];
 }
+
+/**
+ * Batches this small are what the commit window holds back: a commit costs ≈ 40 µs of CPU
+ * whatever it holds (docs/performance.md), so under light, steady load it is shared by a few
+ * events instead of paid by each; bigger batches already share it and go at once.
+ */
+const TINY_BATCH = 16;
+/** After a commit window that gathered no event, none opens for this long (ms). */
+const WINDOW_RETRY_MS = 1_000;
 
 /**
  * Group commit: appends queue up and are written in one transaction per batch, which holds
@@ -62,6 +85,13 @@ export class GroupCommitWriter {
   private queue: PendingAppend[] = [];
   private flushImmediate: NodeJS.Immediate | undefined;
   private flushTimeout: NodeJS.Timeout | undefined;
+  /** performance.now() when the last commit ended; -Infinity before the first. */
+  private lastCommitAt = -Infinity;
+  /** The commit window's timer is running: when it fires, the batch is written whatever its size. */
+  private windowOpen = false;
+  /** Appends queued when the window opened, and when to open one again after one that gathered none. */
+  private heldBatch = 0;
+  private windowRetryAt = -Infinity;
   private readonly writeBatchTx: Database.Transaction<(batch: PendingAppend[]) => BatchResult>;
 
   constructor(
@@ -90,10 +120,13 @@ export class GroupCommitWriter {
   }
 
   append(input: NewEvent): Promise<StoredEvent> {
-    return new Promise<StoredEvent>((resolve, reject) => {
-      this.queue.push({ input, resolve, reject });
-      this.scheduleFlush();
-    });
+    return new Promise<StoredEvent>((resolve, reject) => this.appendWith(input, new PromisedAppend(resolve, reject)));
+  }
+
+  /** Queues the append; `receipt` is answered when its batch commits (or fails). */
+  appendWith(input: NewEvent, receipt: AppendReceipt): void {
+    this.queue.push({ input, receipt });
+    this.scheduleFlush();
   }
 
   /** Writes (and announces) everything queued now, in batches; for close. */
@@ -104,6 +137,13 @@ export class GroupCommitWriter {
 
   private scheduleFlush(): void {
     if (this.flushImmediate !== undefined) return;
+    if (this.windowOpen) {
+      // The window's timer writes the batch, unless it stops being tiny first.
+      if (this.queue.length < TINY_BATCH) return;
+      this.cancelFlush();
+      this.flushImmediate = setImmediate(this.onFlush);
+      return;
+    }
     if (this.options.maxDelayMs === 0 || this.queue.length >= this.options.maxBatch) {
       if (this.flushTimeout !== undefined) {
         clearTimeout(this.flushTimeout);
@@ -120,13 +160,46 @@ export class GroupCommitWriter {
     if (this.flushTimeout !== undefined) clearTimeout(this.flushTimeout);
     this.flushImmediate = undefined;
     this.flushTimeout = undefined;
+    this.windowOpen = false;
   }
 
+  /**
+   * Holds a tiny batch for the commit window when commits come close together (light but
+   * steady load), so that the next events share its commit; an event after a quiet spell is
+   * written at once. True when it did.
+   */
+  private holdForWindow(): boolean {
+    const window = this.options.commitWindowMs;
+    if (window <= 0 || this.queue.length >= TINY_BATCH) return false;
+    const now = performance.now();
+    // A window that gathered nothing (one client awaiting each append) only added a timer:
+    // try again only after a while.
+    if (now < this.windowRetryAt) return false;
+    const wait = this.lastCommitAt + window - now;
+    if (wait <= 0) return false;
+    this.windowOpen = true;
+    this.heldBatch = this.queue.length;
+    this.flushTimeout = setTimeout(this.onWindowEnd, wait);
+    return true;
+  }
+
+  private readonly onWindowEnd = (): void => {
+    if (this.queue.length <= this.heldBatch) this.windowRetryAt = performance.now() + WINDOW_RETRY_MS;
+    this.onFlushNow();
+  };
+
+  /** The next turn after an append: write the batch, or hold it for the commit window. */
   private readonly onFlush = (): void => {
+    this.flushImmediate = undefined;
+    if (this.flushTimeout === undefined && this.holdForWindow()) return;
+    this.onFlushNow();
+  };
+
+  private readonly onFlushNow = (): void => {
     this.cancelFlush();
     this.flushBatch();
     // What is left already waited a turn: write it on the next one, letting I/O in between.
-    if (this.queue.length > 0) this.flushImmediate = setImmediate(this.onFlush);
+    if (this.queue.length > 0) this.flushImmediate = setImmediate(this.onFlushNow);
   };
 
   private flushBatch(): void {
@@ -141,10 +214,11 @@ export class GroupCommitWriter {
       // the committed state inside the transaction, so later appends reissue them.
       this.failedBatches++;
       const failure = storeUnavailable(`could not write ${batch.length} event(s) to ${this.options.path}`, error);
-      for (const pending of batch) pending.reject(failure);
+      for (const pending of batch) pending.receipt.refused(failure);
       this.wal.afterWrite(); // a full disk may be a WAL waiting to be checkpointed
       return;
     }
+    this.lastCommitAt = performance.now();
     this.highWater = result.highWater;
     this.streamCache.commit(result.streams);
     if (result.overCount.length > 0) this.options.onOverCount(result.overCount);
@@ -154,7 +228,8 @@ export class GroupCommitWriter {
     for (let i = 0; i < batch.length; i++) {
       notifyListener(this.listener, result.events[i] as StoredEvent, (batch[i] as PendingAppend).input);
     }
-    for (let i = 0; i < batch.length; i++) (batch[i] as PendingAppend).resolve(result.events[i] as StoredEvent);
+    for (let i = 0; i < batch.length; i++)
+      (batch[i] as PendingAppend).receipt.appended(result.events[i] as StoredEvent);
   }
 
   /** A stream's committed state, from its row. */
