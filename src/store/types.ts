@@ -123,7 +123,7 @@ export interface EventStore {
   /** Assigns id and timestamp, persists, notifies the listener, then resolves. */
   append(input: NewEvent): Promise<StoredEvent>;
   /**
-   * Optional: `append` without a promise, same durability contract. A store that is durable at
+   * Optional: `append` without a promise, durable on the same terms. A store that is durable at
    * once (memory) answers `receipt` before returning; the SQLite store answers every append of
    * one commit together, once the commit is done. Stores without it (the Redis engine) are
    * called through `append`.
