@@ -246,13 +246,7 @@ export async function sandboxStream(
       types,
     );
   } catch (error) {
-    if (!stream.isOpened) {
-      stream.abandon();
-      throw error;
-    }
-    // The status line is gone: end the stream; the reader resumes from what it got.
-    host.context.logger.error({ err: error }, 'stream replay failed');
-    stream.end('replay_failed');
+    replayFailed(host, stream, error);
   }
 }
 
@@ -303,13 +297,21 @@ export async function patternStream(
   try {
     await stream.session.presume(pattern, scope, after, tell, types);
   } catch (error) {
-    if (!stream.isOpened) {
-      stream.abandon();
-      throw error;
-    }
-    host.context.logger.error({ err: error }, 'stream replay failed');
-    stream.end('replay_failed');
+    replayFailed(host, stream, error);
   }
+}
+
+/**
+ * A resume's replay failed: before the stream opened, the request gets an error status;
+ * after, the status line is gone, so the stream ends and the reader resumes from what it got.
+ */
+function replayFailed(host: HttpHost, stream: OpenStream, error: unknown): void {
+  if (!stream.isOpened) {
+    stream.abandon();
+    throw error;
+  }
+  host.context.logger.error({ err: error }, 'stream replay failed');
+  stream.end('replay_failed');
 }
 
 /** `?type=<glob>`, repeated or comma-separated: the types a stream carries (default: all). */
