@@ -154,6 +154,28 @@ describe.each(['memory', 'sqlite'] as const)('pattern resume (%s store)', (store
     expect(new Set(ids).size).toBe(ids.length);
   });
 
+  it('events published during the replay come once each, after it, each sandbox in order', async () => {
+    const { daemon, token, publisher } = await start(store);
+    const first = await readPatternStream(daemon, token, 'p-*', 1, undefined, async () => {
+      await publisher.publish('p-1', JSON.stringify({ type: 'step', data: { name: 'seen' } }));
+    });
+    // More than a few replay pages (64 events each), so live events meet the replay's seam.
+    const missed = await publishAcross(publisher, ['p-1', 'p-2', 'p-3'], 70, 'away');
+    let during: Promise<string[]> = Promise.resolve([]);
+    const after = await readPatternStream(daemon, token, 'p-*', 210 + 30, first[0]!.id!, async () => {
+      during = publishAcross(publisher, ['p-1', 'p-2', 'p-3'], 10, 'during');
+    });
+    const live = await during;
+    expect(after.filter((frame) => frame.event === 'gap')).toEqual([]);
+    const got = names(after);
+    expect(got.slice(0, 210)).toEqual(missed);
+    expect(new Set(got).size).toBe(got.length);
+    for (const sandbox of ['p-1', 'p-2', 'p-3']) {
+      const ofSandbox = (list: string[]): string[] => list.filter((name) => name.includes(`-${sandbox}-`));
+      expect(ofSandbox(got)).toEqual([...ofSandbox(missed), ...ofSandbox(live)]);
+    }
+  });
+
   it('a cursor whose events were trimmed gets a trimmed gap, then what is retained', async () => {
     const { daemon, token, publisher } = await start(store, ['--retention-count', '3']);
     const first = await readPatternStream(daemon, token, 'p-*', 1, undefined, async () => {
