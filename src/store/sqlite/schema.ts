@@ -25,9 +25,10 @@ const SCHEMA_VERSION = 3;
  * high_water: at least the last id of every stream that was forgotten. With the last ids in
  * sandboxes it gives the highest id ever issued (so a forgotten or new stream starts above
  * it), without a write to it in every commit.
- * events.ord: the store order (docs/protocol.md, "Pattern resume"), indexed alone: a pattern
- * resume reads a workspace (or every workspace) in that order, and the highest order at open
- * is one index read. The index grows at its right edge, about one more page per commit.
+ * events.ord: the store order (docs/protocol.md, "Pattern resume"), indexed per workspace: a
+ * pattern resume reads one workspace in that order (an admin's, over every workspace, sorts
+ * what follows the cursor), and the highest order at open is one index read per workspace.
+ * The index grows at each workspace's right edge, about one more page per workspace and commit.
  * pruned_order: per workspace, the highest order retention deleted, so that a cursor below it
  * is answered `trimmed`; with max(events.ord) it gives the last order ever issued.
  */
@@ -132,7 +133,7 @@ export function migrate(db: Database.Database): void {
   db.transaction(() => {
     if (!columns.some((column) => column.name === 'data')) db.exec('ALTER TABLE events ADD COLUMN data TEXT');
     if (!columns.some((column) => column.name === 'ord')) db.exec('ALTER TABLE events ADD COLUMN ord INTEGER');
-    db.exec('CREATE INDEX IF NOT EXISTS events_by_order ON events (ord) WHERE ord IS NOT NULL');
+    db.exec('CREATE INDEX IF NOT EXISTS events_by_order ON events (workspace_id, ord) WHERE ord IS NOT NULL');
     db.exec(MIGRATIONS);
   }).immediate();
   db.pragma(`user_version = ${SCHEMA_VERSION}`);

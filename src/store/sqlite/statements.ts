@@ -214,7 +214,11 @@ export function prepareStatements(db: Database.Database): Statements {
       db,
       `SELECT workspace_id, sandbox_id, ord, ${eventColumns} FROM events WHERE ord > ? ORDER BY ord LIMIT ?`,
     ),
-    maxOrder: db.prepare('SELECT max(ord) AS ord FROM events'),
+    // Once, at open: per workspace one read of the order index's right edge.
+    maxOrder: db.prepare(
+      `SELECT max((SELECT max(ord) FROM events e WHERE e.workspace_id = w.workspace_id AND ord IS NOT NULL)) AS ord
+       FROM (SELECT DISTINCT workspace_id FROM sandboxes) w`,
+    ),
     maxOrderThrough: db.prepare(`SELECT max(ord) AS ord FROM events WHERE ${stream} AND (ms, seq) <= (?, ?)`),
     notePruned: db.prepare(
       'INSERT INTO pruned_order (workspace_id, ord) VALUES (?, ?) ON CONFLICT (workspace_id) DO UPDATE SET ord = max(ord, excluded.ord)',
