@@ -14,6 +14,7 @@ import {
 } from '../session/query.js';
 import type { ResumeStatus } from '../session/session.js';
 import { TypeFilter } from '../session/type-filter.js';
+import { formatOrderCursor, parseOrderCursor } from '../store/workspace-order.js';
 import type { RespClient } from './client.js';
 import { type CommandSpec, parseInteger, ReplyError, syntaxError } from './command.js';
 import { resolveForPsubscribe, resolveForSubscribe } from './pubsub-commands.js';
@@ -112,12 +113,14 @@ const PRESUME = bulk('presume');
  * PRESUME <pattern> <cursor> [TYPE <glob> ...]
  *
  * PSUBSCRIBE with a type filter and a resume cursor (docs/protocol.md, "Type filters" and
- * "Pattern resume"). The client gets `presume <pattern> <subscriptions> <status> null null`,
- * then `pmessage` frames. `$` subscribes from now (`complete`); any other cursor is answered
- * `not_resumable` and the subscription goes on live: the stores keep no order across the
- * sandboxes of a workspace yet (docs/scaling.md), so what matched meanwhile is not replayed.
+ * "Pattern resume"). The client gets `presume <pattern> <subscriptions> <status> null <cursor|null>`
+ * (the newest cursor issued), then the replayed events of every matching sandbox as `pmessage`
+ * frames in store order, then live ones. `$` subscribes from now (`complete`); a cursor `w<n>`
+ * replays what followed it (`complete`, or `trimmed` / `future` when that cannot be exact);
+ * any other cursor, or any cursor with a store that keeps no order over a workspace (the Redis
+ * engine, docs/scaling.md), is answered `not_resumable` and the subscription goes on live.
  */
-function presume(connection: RespClient, args: string[]): void {
+async function presume(connection: RespClient, args: string[]): Promise<void> {
   if (args.length % 2 === 0) throw new ReplyError('WRONG_ARITY', "ERR wrong number of arguments for 'presume' command");
   const pattern = args[1]!;
   const cursor = args[2]!;
@@ -128,9 +131,23 @@ function presume(connection: RespClient, args: string[]): void {
   }
   const types = TypeFilter.from(globs);
   const [scope] = resolveForPsubscribe(connection, [pattern]);
-  connection.session.psubscribe(pattern, scope!, types);
-  const status = cursor === '$' ? 'complete' : 'not_resumable';
-  connection.reply(confirmationOf(connection, PRESUME, pattern, { status }));
+  const after = cursor === '$' ? 'now' : parseOrderCursor(cursor);
+  const tell = ({ status, lastOrder }: ResumeStatus): void =>
+    connection.reply(
+      confirmationOf(
+        connection,
+        PRESUME,
+        pattern,
+        { status },
+        lastOrder === undefined ? undefined : formatOrderCursor(lastOrder),
+      ),
+    );
+  if (after === undefined) {
+    connection.session.psubscribe(pattern, scope!, types);
+    tell({ status: 'not_resumable' });
+    return;
+  }
+  await connection.session.presume(pattern, scope!, after, tell, types);
 }
 
 /** `resume <channel> <subscriptions> <status> <earliest id|null> <last id|null>`, a push in RESP3. */
@@ -143,6 +160,7 @@ function confirmationOf(
   kind: Buffer,
   channel: string,
   { status, earliestId, lastId }: { status: string; earliestId?: EventId; lastId?: EventId },
+  lastCursor = optionalId(lastId),
 ): Buffer {
   const protocol = connection.protocol;
   return push(protocol, [
@@ -151,7 +169,7 @@ function confirmationOf(
     integer(connection.subscriptionCount),
     bulk(status),
     bulkOrNull(optionalId(earliestId), protocol),
-    bulkOrNull(optionalId(lastId), protocol),
+    bulkOrNull(lastCursor, protocol),
   ]);
 }
 

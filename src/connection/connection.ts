@@ -75,8 +75,8 @@ export class Connection implements RespClient {
         store: context.store,
       },
       {
-        replayFrame: (event: StoredEvent, channel) =>
-          deliveryFrame(this.protocol, undefined, channel.displayName, event.json),
+        replayFrame: (event: StoredEvent, channel, pattern) =>
+          deliveryFrame(this.protocol, pattern, channel, event.json),
         isOpen: () => !this.closed,
         overflow: (pending) => this.onOutputOverflow(pending),
         expired: () => this.onTokenExpired(),

@@ -37,6 +37,22 @@ export interface StoredEvent {
   json: string;
 }
 
+/**
+ * An event's place in its store's order over every sandbox (docs/protocol.md, "Pattern
+ * resume"), set by the stores that keep one (memory, SQLite) on the stored events they hand
+ * out; ephemeral events and the Redis engine's have none. Kept beside the event rather than in
+ * it, so that an event read back equals the one appended whichever store holds it.
+ */
+const eventOrders = new WeakMap<StoredEvent, number>();
+
+export function setEventOrder(event: StoredEvent, order: number): void {
+  eventOrders.set(event, order);
+}
+
+export function eventOrder(event: StoredEvent): number | undefined {
+  return eventOrders.get(event);
+}
+
 /** Event id as two numbers; `<ms>-<seq>` is its text form (the form Redis Streams use). */
 export interface EventId {
   ms: number;

@@ -1,4 +1,5 @@
-import { formatEventId, type StoredEvent } from '../event/event.js';
+import { eventOrder, formatEventId, type StoredEvent } from '../event/event.js';
+import { formatOrderCursor } from '../store/workspace-order.js';
 
 /**
  * Server-Sent Events (WHATWG HTML, "Server-sent events"): the frame format. A stream is a
@@ -52,6 +53,27 @@ export function sseEventFrame(event: StoredEvent): Buffer {
   if (frame === undefined) {
     frame = formatEvent(event);
     frames.set(event, frame);
+  }
+  return frame;
+}
+
+const patternFrames = new WeakMap<StoredEvent, Buffer>();
+
+/**
+ * An event of a pattern stream (docs/http.md, "Pattern streams"): `id:` is the store-order
+ * cursor (`w<n>`), one value that resumes the whole stream by Last-Event-ID. An event with no
+ * order (ephemeral, or from a store that keeps none) has no `id:` line, so the reader's
+ * Last-Event-ID stays at the last cursor (WHATWG HTML, "Server-sent events": an event without
+ * an id field leaves the last event ID buffer as it was).
+ */
+export function ssePatternEventFrame(event: StoredEvent): Buffer {
+  let frame = patternFrames.get(event);
+  if (frame === undefined) {
+    const name = LINE_BREAK.test(event.type) ? 'message' : event.type;
+    const order = eventOrder(event);
+    const id = order === undefined ? '' : `id: ${formatOrderCursor(order)}\n`;
+    frame = Buffer.from(`${id}event: ${name}\ndata: ${event.json}\n\n`);
+    patternFrames.set(event, frame);
   }
   return frame;
 }

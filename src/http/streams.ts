@@ -5,12 +5,20 @@ import { EVENTS_ONLY } from '../broker/broker.js';
 import { resolveChannel, resolvePatternScope } from '../broker/scope.js';
 import { formatEventId } from '../event/event.js';
 import { type ResumeFrom, resumePoint } from '../session/query.js';
-import { Session } from '../session/session.js';
+import { type ResumeStatus, Session } from '../session/session.js';
 import { TypeFilter } from '../session/type-filter.js';
 import { type Authenticated, authenticateRequest } from './credentials.js';
 import { badRequest, HttpError } from './errors.js';
 import type { HostedStream, HttpHost, StreamKind } from './host.js';
-import { HEARTBEAT_FRAME, SSE_HEADERS, sseControlFrame, sseEventFrame, sseRetryFrame } from './sse.js';
+import {
+  HEARTBEAT_FRAME,
+  SSE_HEADERS,
+  sseControlFrame,
+  sseEventFrame,
+  ssePatternEventFrame,
+  sseRetryFrame,
+} from './sse.js';
+import { formatOrderCursor, parseOrderCursor } from '../store/workspace-order.js';
 
 /**
  * The event streams (docs/http.md): one sandbox (`GET /events/<id>/stream`), a pattern over
@@ -238,21 +246,17 @@ export async function sandboxStream(
       types,
     );
   } catch (error) {
-    if (!stream.isOpened) {
-      stream.abandon();
-      throw error;
-    }
-    // The status line is gone: end the stream; the reader resumes from what it got.
-    host.context.logger.error({ err: error }, 'stream replay failed');
-    stream.end('replay_failed');
+    replayFailed(host, stream, error);
   }
 }
 
 /**
  * GET /events/stream?pattern=<glob> (default `*`): every sandbox of the token's workspace
- * whose id matches. Ids are per sandbox, so one Last-Event-ID can't say where a stream over
- * many sandboxes stopped: a reconnect gets `event: gap` with status `not_resumable` and goes
- * on live (resume per sandbox with /events/<id>/stream).
+ * whose id matches. Each event's `id:` is a store-order cursor (`w<n>`, docs/http.md), so a
+ * reconnect with Last-Event-ID replays what every matching sandbox got meanwhile, in store
+ * order, then goes on live. A cursor that cannot be replayed exactly gets `event: gap` first
+ * (`trimmed`, `future`, or `not_resumable` for a cursor of another form or a store that keeps
+ * no order over a workspace: the Redis engine, docs/scaling.md).
  */
 export async function patternStream(
   host: HttpHost,
@@ -260,7 +264,7 @@ export async function patternStream(
   res: ServerResponse,
   url: URL,
   pattern = url.searchParams.get('pattern') ?? '*',
-  shape: StreamShape = { types: streamTypes(url) },
+  shape: StreamShape = { types: streamTypes(url), frame: ssePatternEventFrame },
 ): Promise<void> {
   refuseWhileClosing(host);
   const auth = await authenticateRequest(host.context, host.apiKeys, req, url, true);
@@ -270,19 +274,44 @@ export async function patternStream(
   const lastEventId = typeof header === 'string' && header.length > 0 ? header : url.searchParams.get('lastEventId');
   if (req.socket.destroyed) return;
   const stream = startStream(host, req, res, 'pattern', auth, shape.frame);
-  stream.open();
-  if (lastEventId !== null && lastEventId !== '' && lastEventId !== '$') {
+  const resuming = lastEventId !== null && lastEventId !== '' && lastEventId !== '$';
+  const after = resuming ? parseOrderCursor(lastEventId) : 'now';
+  const tell = ({ status, lastOrder }: ResumeStatus): void => {
+    stream.open();
+    if (status === 'complete') return;
     stream.write(
       sseControlFrame('gap', {
         pattern,
-        lastEventId: lastEventId.slice(0, 64),
-        status: 'not_resumable',
+        lastEventId: lastEventId!.slice(0, 64),
+        status,
         earliestId: null,
-        lastId: null,
+        lastId: lastOrder === undefined ? null : formatOrderCursor(lastOrder),
       }),
     );
+  };
+  if (after === undefined) {
+    tell({ status: 'not_resumable' });
+    stream.session.psubscribe(pattern, scope, types);
+    return;
   }
-  stream.session.psubscribe(pattern, scope, types);
+  try {
+    await stream.session.presume(pattern, scope, after, tell, types);
+  } catch (error) {
+    replayFailed(host, stream, error);
+  }
+}
+
+/**
+ * A resume's replay failed: before the stream opened, the request gets an error status;
+ * after, the status line is gone, so the stream ends and the reader resumes from what it got.
+ */
+function replayFailed(host: HttpHost, stream: OpenStream, error: unknown): void {
+  if (!stream.isOpened) {
+    stream.abandon();
+    throw error;
+  }
+  host.context.logger.error({ err: error }, 'stream replay failed');
+  stream.end('replay_failed');
 }
 
 /** `?type=<glob>`, repeated or comma-separated: the types a stream carries (default: all). */

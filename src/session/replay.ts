@@ -1,5 +1,5 @@
-import { compareEventIds, type EventId, type StoredEvent } from '../event/event.js';
-import type { EventStore, ReplayResult, SandboxRef } from '../store/types.js';
+import { compareEventIds, type EventId, eventOrder, type StoredEvent } from '../event/event.js';
+import type { EventStore, ReplayResult, SandboxRef, WorkspaceReplay } from '../store/types.js';
 import { type OutputStream, WritePath } from './write-path.js';
 
 /**
@@ -36,6 +36,22 @@ export async function* replayPages(
     const last = page[page.length - 1];
     if (page.length < REPLAY_PAGE || last === undefined) return;
     page = (await store.replayAfter(target, last.id, REPLAY_PAGE)).events;
+  }
+}
+
+/** The pages of a pattern resume replay: as replayPages, over a workspace in store order. */
+export async function* workspaceReplayPages(
+  store: EventStore,
+  scope: number | 'all',
+  first: WorkspaceReplay,
+): AsyncGenerator<readonly StoredEvent[]> {
+  let page = first.events;
+  for (;;) {
+    yield page;
+    const last = page[page.length - 1];
+    const order = last === undefined ? undefined : eventOrder(last);
+    if (page.length < REPLAY_PAGE || order === undefined) return;
+    page = (await store.replayWorkspaceAfter!(scope, order, REPLAY_PAGE)).events;
   }
 }
 
@@ -124,27 +140,35 @@ export type SeamAction = 'write' | 'hold' | 'drop';
  * not above it is dropped, until the first live event passes it; then the seam is `finished`.
  * Session.resume uses it for TCP RESUME and SSE resume alike.
  */
-export class ReplaySeam<T> {
-  private held: { item: T; id: EventId }[] | undefined = [];
-  private floor: EventId | undefined;
+export class ReplaySeam<T, K = EventId> {
+  private held: { item: T; id: K | undefined }[] | undefined = [];
+  private floor: K | undefined;
   /** Bytes of the held items, as their owner counted them in `admit`. */
   heldBytes = 0;
 
-  admit(item: T, id: EventId, bytes: number): SeamAction {
+  /**
+   * `compare` orders the keys live items come in: event ids for a channel, store orders for a
+   * pattern (docs/protocol.md, "Pattern resume").
+   */
+  constructor(private readonly compare: (a: K, b: K) => number = compareEventIds as (a: K, b: K) => number) {}
+
+  /** `id` undefined: an item no replay can cover (an ephemeral event of a pattern); written once holding ends. */
+  admit(item: T, id: K | undefined, bytes: number): SeamAction {
     if (this.held !== undefined) {
       this.held.push({ item, id });
       this.heldBytes += bytes;
       return 'hold';
     }
+    if (id === undefined) return 'write';
     if (this.floor !== undefined) {
-      if (compareEventIds(id, this.floor) <= 0) return 'drop';
+      if (this.compare(id, this.floor) <= 0) return 'drop';
       this.floor = undefined;
     }
     return 'write';
   }
 
   /** Ends holding: returns the held items to write now, in order. */
-  end(lastReplayedId: EventId | undefined): T[] {
+  end(lastReplayedId: K | undefined): T[] {
     const held = this.held ?? [];
     this.held = undefined;
     this.heldBytes = 0;

@@ -1,12 +1,13 @@
 import type { Principal } from '../auth/principal.js';
 import type { Broker, EVENTS_ONLY, Subscriber } from '../broker/broker.js';
 import { type ChannelTarget, channelKey, type PatternScope } from '../broker/scope.js';
-import type { EventId, StoredEvent } from '../event/event.js';
+import { type EventId, eventOrder, type StoredEvent } from '../event/event.js';
 import type { Protocol } from '../protocol/encode.js';
 import type { EventStore, ReplayGap } from '../store/types.js';
 import { ExpiryTimer } from './expiry.js';
 import type { ResumeFrom } from './query.js';
-import { pagesAsItems, REPLAY_PAGE, ReplaySeam, replayPages, writePaced } from './replay.js';
+import { pagesAsItems, REPLAY_PAGE, ReplaySeam, replayPages, workspaceReplayPages, writePaced } from './replay.js';
+import { compileGlob } from '../protocol/glob.js';
 import type { TypeFilter } from './type-filter.js';
 import { type OutputStream, WritePath } from './write-path.js';
 
@@ -21,21 +22,35 @@ export class ChannelSubscription {
   constructor(readonly target: ChannelTarget) {}
 }
 
-/** A pattern subscription as a session holds it; `types` as for a channel. */
+/**
+ * A pattern subscription as a session holds it; `types` as for a channel. While a pattern
+ * resume replays it, its live frames wait in `seam`, keyed by store order.
+ */
 export interface PatternSubscription {
   readonly pattern: string;
   readonly scope: PatternScope;
   types: TypeFilter | undefined;
+  seam?: ReplaySeam<Buffer, number> | undefined;
+}
+
+/** A subscription that can hold live frames behind a replay. */
+interface SeamHolder<K> {
+  seam?: ReplaySeam<Buffer, K> | undefined;
 }
 
 /** What a resume can promise, told to the reader before any replayed event. */
 export interface ResumeStatus {
-  /** `complete`: exactly what the reader missed follows; otherwise why it can't be exact. */
-  status: 'complete' | ReplayGap;
+  /**
+   * `complete`: exactly what the reader missed follows; otherwise why it can't be exact
+   * (`not_resumable`: the store keeps no order over a workspace, docs/protocol.md).
+   */
+  status: 'complete' | ReplayGap | 'not_resumable';
   /** Oldest retained id of the channel, if any. */
   earliestId?: EventId;
   /** Newest id ever issued for the channel, if any. */
   lastId?: EventId;
+  /** A pattern resume: the newest store order issued, if known. */
+  lastOrder?: number;
 }
 
 /**
@@ -48,8 +63,8 @@ export interface SessionTransport {
    * channel, protocol and name and hands over as they are.
    */
   readonly liveFrame?: (event: StoredEvent) => Buffer;
-  /** The frame of one replayed event of `channel`. */
-  replayFrame(event: StoredEvent, channel: ChannelTarget): Buffer;
+  /** The frame of one replayed event of `channel` (its name as the client writes it), through `pattern` if given. */
+  replayFrame(event: StoredEvent, channel: string, pattern?: string): Buffer;
   /** False once the reader is gone: a replay stops. */
   isOpen(): boolean;
   /** Unsent output passed the limit: cut the reader off (nobody else waits for it). */
@@ -234,6 +249,7 @@ export class Session implements Subscriber {
     if (held === undefined) return false;
     this.patterns.delete(pattern);
     this.options.broker.punsubscribe(this, held.pattern, held.scope);
+    this.dropSeam(held);
     this.setTypes(held, undefined);
     return true;
   }
@@ -260,7 +276,10 @@ export class Session implements Subscriber {
       broker.unsubscribe(this, key);
       subscription.seam = undefined; // a resume under way finds nothing left to release
     }
-    for (const { pattern, scope } of this.patterns.values()) broker.punsubscribe(this, pattern, scope);
+    for (const subscription of this.patterns.values()) {
+      broker.punsubscribe(this, subscription.pattern, subscription.scope);
+      subscription.seam = undefined;
+    }
     this.channels.clear();
     this.patterns.clear();
     this.resuming = 0;
@@ -285,17 +304,27 @@ export class Session implements Subscriber {
     if (this.filtered > 0 && !this.takes(event, viaPattern, pattern)) return;
     const liveFrame = this.liveFrame;
     const bytes = liveFrame === undefined ? frame : liveFrame(event);
-    if (this.resuming === 0 || viaPattern) {
+    if (this.resuming === 0) {
       this.output.write(bytes);
       return;
     }
-    const subscription = this.channels.get(channelKey(event.workspaceId, event.sandboxId));
+    if (viaPattern) {
+      const subscription = this.patterns.get(pattern ?? '');
+      this.throughSeam(subscription, bytes, eventOrder(event));
+    } else {
+      const subscription = this.channels.get(channelKey(event.workspaceId, event.sandboxId));
+      this.throughSeam(subscription, bytes, event.id);
+    }
+  }
+
+  /** Writes, holds or drops a live frame as its subscription's seam says (none: writes it). */
+  private throughSeam<K>(subscription: SeamHolder<K> | undefined, bytes: Buffer, key: K | undefined): void {
     const seam = subscription?.seam;
     if (seam === undefined) {
       this.output.write(bytes);
       return;
     }
-    const action = seam.admit(bytes, event.id, bytes.length);
+    const action = seam.admit(bytes, key, bytes.length);
     if (action === 'hold') {
       // Held frames count against the output limit like queued ones.
       this.heldBytes += bytes.length;
@@ -334,42 +363,133 @@ export class Session implements Subscriber {
   ): Promise<boolean> {
     const subscription = this.beginReplay(target);
     this.setTypes(subscription, types);
-    // What the reader has now, up to: the replay's last event, or with nothing to replay the
-    // point it resumed from (a late live copy of that event is dropped too). Not for a
-    // `future` id, which the reader can't have: live events below it are new to it.
-    let coveredThrough: EventId | undefined;
+    return this.replayBehindSeam<EventId>(
+      subscription,
+      () => this.unsubscribe(target.key),
+      async (cover) => {
+        if (from === 'now') {
+          tell({ status: 'complete' });
+          return true;
+        }
+        const store = this.options.store;
+        const first = await store.replayAfter(target, from, REPLAY_PAGE);
+        if (!this.isOpen()) return false;
+        if (first.complete) cover(from);
+        tell({
+          status: first.complete ? 'complete' : (first.gap ?? 'unknown'),
+          earliestId: first.earliestId,
+          lastId: first.lastId,
+        });
+        const replayFrame = this.transport.replayFrame;
+        await writePaced(
+          this,
+          replayPages(store, target, first),
+          (event) => {
+            // A filtered-out event is covered all the same: its live copy is dropped too.
+            if (types === undefined || types.matches(event.type)) {
+              this.output.write(replayFrame(event, target.displayName));
+            }
+            cover(event.id);
+          },
+          this.options.replayPaceBytes,
+        );
+        return this.isOpen();
+      },
+    );
+  }
+
+  /**
+   * Subscribes to a pattern from a cursor (a store order, docs/protocol.md, "Pattern resume"):
+   * the events of every matching sandbox after it, in store order (so each sandbox's in id
+   * order), then live ones; nothing missing, nothing twice, with the seam of `resume` keyed by
+   * store order. A store that keeps no order over a workspace (the Redis engine) answers
+   * `not_resumable` and the subscription goes on live. Resolves to false when the reader went away.
+   */
+  async presume(
+    pattern: string,
+    scope: PatternScope,
+    after: number | 'now',
+    tell: (status: ResumeStatus) => void,
+    types?: TypeFilter,
+  ): Promise<boolean> {
+    const store = this.options.store;
+    if (after === 'now' || store.replayWorkspaceAfter === undefined) {
+      this.psubscribe(pattern, scope, types);
+      tell({ status: after === 'now' ? 'complete' : 'not_resumable' });
+      return true;
+    }
+    const subscription = this.beginPatternReplay(pattern, scope);
+    this.setTypes(subscription, types);
+    const matches = compileGlob(pattern);
+    const channelName = (event: StoredEvent): string =>
+      scope === 'all' ? channelKey(event.workspaceId, event.sandboxId) : event.sandboxId;
+    return this.replayBehindSeam<number>(
+      subscription,
+      () => this.punsubscribe(pattern),
+      async (cover) => {
+        const first = await store.replayWorkspaceAfter!(scope, after, REPLAY_PAGE);
+        if (!this.isOpen()) return false;
+        if (first.complete) cover(after);
+        tell({ status: first.complete ? 'complete' : (first.gap ?? 'unknown'), lastOrder: first.lastOrder });
+        const replayFrame = this.transport.replayFrame;
+        await writePaced(
+          this,
+          workspaceReplayPages(store, scope, first),
+          (event) => {
+            const channel = channelName(event);
+            if (matches(channel) && (types === undefined || types.matches(event.type))) {
+              this.output.write(replayFrame(event, channel, pattern));
+            }
+            const order = eventOrder(event);
+            if (order !== undefined) cover(order);
+          },
+          this.options.replayPaceBytes,
+        );
+        return this.isOpen();
+      },
+    );
+  }
+
+  /**
+   * Runs a replay while `holder`'s seam holds its live frames: `replay` reports each key it
+   * covered (the replay's last event, or with nothing to replay the point it resumed from, so
+   * a late live copy is dropped too; never a `future` point, which the reader can't have).
+   * Then the held frames it did not cover are written. If reading fails, the subscription is
+   * dropped (it must not silently lack events) and the error thrown.
+   */
+  private async replayBehindSeam<K>(
+    holder: SeamHolder<K>,
+    drop: () => void,
+    replay: (cover: (key: K) => void) => Promise<boolean>,
+  ): Promise<boolean> {
+    let coveredThrough: K | undefined;
     try {
-      if (from === 'now') {
-        tell({ status: 'complete' });
-        return true;
-      }
-      const store = this.options.store;
-      const first = await store.replayAfter(target, from, REPLAY_PAGE);
-      if (!this.isOpen()) return false;
-      if (first.complete) coveredThrough = from;
-      tell({
-        status: first.complete ? 'complete' : (first.gap ?? 'unknown'),
-        earliestId: first.earliestId,
-        lastId: first.lastId,
+      return await replay((key) => {
+        coveredThrough = key;
       });
-      const replayFrame = this.transport.replayFrame;
-      await writePaced(
-        this,
-        replayPages(store, target, first),
-        (event) => {
-          // A filtered-out event is covered all the same: its live copy is dropped too.
-          if (types === undefined || types.matches(event.type)) this.output.write(replayFrame(event, target));
-          coveredThrough = event.id;
-        },
-        this.options.replayPaceBytes,
-      );
-      return this.isOpen();
     } catch (error) {
-      this.unsubscribe(target.key);
+      drop();
       throw error;
     } finally {
-      this.endReplay(subscription, coveredThrough);
+      this.endReplay(holder, coveredThrough);
     }
+  }
+
+  /** From now, live frames of this pattern go through a new seam (a repeated presume restarts it). */
+  private beginPatternReplay(pattern: string, scope: PatternScope): PatternSubscription {
+    const existing = this.patterns.get(pattern);
+    if (existing !== undefined) this.dropSeam(existing);
+    const seam = new ReplaySeam<Buffer, number>((a, b) => a - b);
+    this.resuming += 1;
+    if (existing !== undefined) {
+      existing.seam = seam;
+      return existing;
+    }
+    // The seam is in place before the broker can deliver anything of the pattern.
+    const subscription: PatternSubscription = { pattern, scope, types: undefined, seam };
+    this.patterns.set(pattern, subscription);
+    this.options.broker.psubscribe(this, pattern, scope);
+    return subscription;
   }
 
   /** From now, live frames of this channel go through a new seam (a repeated resume restarts it). */
@@ -391,7 +511,7 @@ export class Session implements Subscriber {
   }
 
   /** The replay was written up to `lastReplayedId`: the held frames it did not cover follow. */
-  private endReplay(subscription: ChannelSubscription, lastReplayedId: EventId | undefined): void {
+  private endReplay<K>(subscription: SeamHolder<K>, lastReplayedId: K | undefined): void {
     const seam = subscription.seam;
     if (seam === undefined) return;
     this.heldBytes -= seam.heldBytes;
@@ -399,7 +519,7 @@ export class Session implements Subscriber {
     if (seam.finished) this.dropSeam(subscription);
   }
 
-  private dropSeam(subscription: ChannelSubscription): void {
+  private dropSeam<K>(subscription: SeamHolder<K>): void {
     const seam = subscription.seam;
     if (seam === undefined) return;
     this.heldBytes -= seam.heldBytes;

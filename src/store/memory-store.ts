@@ -2,6 +2,7 @@ import {
   createStoredEvent,
   eventLineMiddle,
   nextEventId,
+  setEventOrder,
   type EventId,
   type NewEvent,
   type StoredEvent,
@@ -20,6 +21,7 @@ import {
 } from './semantics.js';
 import { SandboxEventsError } from '../errors.js';
 import { EventRing, RingContext } from './event-ring.js';
+import { classifyWorkspaceReplay, mergeByOrder, OrderColumn, type OrderedStream } from './workspace-order.js';
 import type {
   AppendReceipt,
   DurableEventListener,
@@ -30,6 +32,7 @@ import type {
   RetentionPolicy,
   SandboxListing,
   SandboxRef,
+  WorkspaceReplay,
 } from './types.js';
 
 export interface MemoryStoreOptions {
@@ -63,7 +66,9 @@ export interface MemoryStoreStats {
 export const EVICT_TO = 0.95;
 
 /** One sandbox's stream: its retained events and what replay needs to know about it. */
-class MemoryStream {
+class MemoryStream implements OrderedStream {
+  /** The store order of each retained event, in step with `events` (docs/protocol.md, "Pattern resume"). */
+  readonly orders = new OrderColumn();
   /** Highest id pruned from this sandbox, as two numbers (NaN ms: nothing was). */
   trimmedMs = NaN;
   trimmedSeq = 0;
@@ -79,6 +84,10 @@ class MemoryStream {
     public activeAt: number,
   ) {
     this.lineMiddle = eventLineMiddle(events.workspaceId, events.sandboxId);
+  }
+
+  eventAt(index: number): StoredEvent {
+    return this.events.eventAt(index);
   }
 
   get trimmedThrough(): EventId | undefined {
@@ -117,6 +126,11 @@ export class MemoryStore implements EventStore {
   private readonly ephemeral: ((type: string) => boolean) | undefined;
   /** Bytes of event lines retained over all sandboxes (kept up to date by push and trim). */
   private totalBytes = 0;
+  /** The last order issued to a stored event, over every sandbox (0: none yet). */
+  private lastOrder = 0;
+  /** Per workspace, the highest order pruned from it; kept after the workspace is forgotten. */
+  private readonly prunedOrder = new Map<number, number>();
+  private prunedOrderAll = 0;
 
   constructor(options: MemoryStoreOptions) {
     this.retention = checkRetention(options.retention);
@@ -204,6 +218,9 @@ export class MemoryStore implements EventStore {
     if (events.length >= this.retention.maxCount) this.trim(stream, -Infinity, this.retention.maxCount - 1);
     const before = events.retainedBytes;
     events.push(id.ms, id.seq, now, input.type, event.json);
+    this.lastOrder += 1;
+    stream.orders.push(this.lastOrder);
+    setEventOrder(event, this.lastOrder);
     this.totalBytes += events.retainedBytes - before;
     stream.lastId = id;
     stream.activeAt = now;
@@ -306,6 +323,29 @@ export class MemoryStore implements EventStore {
           unstoredIds: this.ephemeral !== undefined,
         }),
       );
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  replayWorkspaceAfter(scope: number | 'all', after: number, limit: number): Promise<WorkspaceReplay> {
+    if (this.closed) return Promise.reject(storeClosedError(this.kind));
+    try {
+      checkLimit(limit);
+      const workspaces =
+        scope === 'all'
+          ? [...this.workspaces.values()]
+          : [this.workspaces.get(scope) ?? new Map<string, MemoryStream>()];
+      const pruned = scope === 'all' ? this.prunedOrderAll : (this.prunedOrder.get(scope) ?? 0);
+      return Promise.resolve({
+        events: mergeByOrder(
+          workspaces.flatMap((sandboxes) => [...sandboxes.values()]),
+          after,
+          limit,
+        ),
+        ...classifyWorkspaceReplay(after, pruned, this.lastOrder),
+        lastOrder: this.lastOrder,
+      });
     } catch (error) {
       return Promise.reject(error);
     }
@@ -444,6 +484,10 @@ export class MemoryStore implements EventStore {
     stream.trimmedSeq = events.seqAt(0);
     const before = events.retainedBytes;
     events.shift();
+    const order = stream.orders.shift();
+    const workspaceId = events.workspaceId;
+    if (order > (this.prunedOrder.get(workspaceId) ?? 0)) this.prunedOrder.set(workspaceId, order);
+    if (order > this.prunedOrderAll) this.prunedOrderAll = order;
     this.totalBytes -= before - events.retainedBytes;
     this.pruned++;
   }

@@ -12,7 +12,8 @@ import {
   storeClosedError,
 } from './semantics.js';
 import { Checkpointer } from './sqlite/checkpointer.js';
-import { toStoredEvents } from './sqlite/event-rows.js';
+import { toOrderedEvents, toStoredEvents } from './sqlite/event-rows.js';
+import { classifyWorkspaceReplay } from './workspace-order.js';
 import { Retention } from './sqlite/retention.js';
 import { configureConnection, migrate } from './sqlite/schema.js';
 import { type EventRow, idOf, prepareStatements, type Statements } from './sqlite/statements.js';
@@ -29,6 +30,7 @@ import type {
   RetentionPolicy,
   SandboxListing,
   SandboxRef,
+  WorkspaceReplay,
 } from './types.js';
 
 /** See SqliteStoreOptions.groupCommitWindowMs. */
@@ -163,6 +165,7 @@ export class SqliteStore implements EventStore {
         commitWindowMs: Math.max(0, options.groupCommitWindowMs ?? DEFAULT_COMMIT_WINDOW_MS),
         maxCount: policy.maxCount,
         highWater: maxEventId(this.sql.getHighWater.get(), this.sql.maxLastId.get()),
+        lastOrder: Math.max(this.sql.maxOrder.get()?.ord ?? 0, this.sql.prunedOrderAll.get()?.ord ?? 0),
         onOverCount: this.retention.noteOverCount,
         ephemeral: ephemeralMatcher(policy),
       });
@@ -320,6 +323,24 @@ export class SqliteStore implements EventStore {
           unstoredIds: this.unstoredIds,
         }),
       );
+    } catch (error) {
+      return Promise.reject(this.readError(error));
+    }
+  }
+
+  replayWorkspaceAfter(scope: number | 'all', after: number, limit: number): Promise<WorkspaceReplay> {
+    if (this.closed) return Promise.reject(storeClosedError(this.kind));
+    try {
+      const max = sqlLimit(checkLimit(limit));
+      const sql = this.sql;
+      const rows = scope === 'all' ? sql.eventsByOrderAll.all(after, max) : sql.eventsByOrder.all(scope, after, max);
+      const pruned = (scope === 'all' ? sql.prunedOrderAll.get()?.ord : sql.prunedOrder.get(scope)?.ord) ?? 0;
+      const lastOrder = this.writer.lastOrder;
+      return Promise.resolve({
+        events: toOrderedEvents(rows),
+        ...classifyWorkspaceReplay(after, pruned, lastOrder),
+        lastOrder,
+      });
     } catch (error) {
       return Promise.reject(this.readError(error));
     }

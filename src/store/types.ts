@@ -46,6 +46,20 @@ export interface ReplayResult {
 }
 
 /**
+ * A replay of a workspace (or of every workspace) in store order: the events after a cursor,
+ * oldest first, and whether they are exactly what a reader at that cursor missed.
+ */
+export interface WorkspaceReplay {
+  events: StoredEvent[];
+  /** True when nothing after the cursor was pruned and the cursor was issued by this store. */
+  complete: boolean;
+  /** `trimmed`: events after the cursor were pruned; `future`: the cursor was never issued. */
+  gap?: ReplayGap;
+  /** The newest order issued by the store: a cursor that replays nothing already seen. */
+  lastOrder: number;
+}
+
+/**
  * A history reply read page by page (docs/protocol.md, "HISTORY"): how many events it holds is
  * known before any of them is read, so a RESP array header can go first and the events follow
  * as the reader takes them; no more than a page is ever held.
@@ -139,6 +153,13 @@ export interface EventStore {
   historyPages?(query: HistoryQuery): Promise<HistoryPages>;
   /** Retained events after `afterId`, at most `limit`, and whether that replay is complete. */
   replayAfter(ref: SandboxRef, afterId: EventId, limit: number): Promise<ReplayResult>;
+  /**
+   * Optional (docs/protocol.md, "Pattern resume"): the retained events of one workspace (or of
+   * every workspace: 'all') whose order is greater than `after`, in order, at most `limit`, and
+   * whether that replay is exact. Stores that keep no order over a workspace (the Redis engine)
+   * leave it out, and a pattern resume answers `not_resumable`.
+   */
+  replayWorkspaceAfter?(scope: number | 'all', after: number, limit: number): Promise<WorkspaceReplay>;
   /** Flushes pending writes and releases files. Idempotent. */
   close(): Promise<void>;
   /**

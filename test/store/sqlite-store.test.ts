@@ -114,6 +114,7 @@ describe('restart', () => {
     expect(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").pluck().all()).toEqual([
       'events',
       'high_water',
+      'pruned_order',
       'sandboxes',
     ]);
   });
@@ -165,7 +166,7 @@ describe('restart', () => {
     expect(await store.history({ ...ref, type: 'never', limit: 100 })).toEqual([]);
     expect((await store.replayAfter(ref, (old[0] as StoredEvent).id, 100)).events).toEqual([old[1], ...added]);
     const db = otherConnection();
-    expect(db.pragma('user_version', { simple: true })).toBe(2);
+    expect(db.pragma('user_version', { simple: true })).toBe(3);
     expect(db.prepare("SELECT name FROM sqlite_schema WHERE name = 'events_by_type'").all()).toEqual([]);
     await store.close();
     // And again, now that it is version 2.

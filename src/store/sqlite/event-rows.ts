@@ -1,12 +1,21 @@
-import { eventLine, eventLineMiddle, type StoredEvent } from '../../event/event.js';
+import { eventLine, eventLineMiddle, setEventOrder, type StoredEvent } from '../../event/event.js';
 import type { SandboxRef } from '../types.js';
-import type { EventRow } from './statements.js';
+import type { EventRow, OrderedEventRow } from './statements.js';
 
 /**
  * Rows keep only `data`; the line is rebuilt with the event module's own builder, from parts
  * that are the same for the whole read (the sandbox, quoted once) or often repeat (types, quoted
  * once each): a third of the cost of eventJson per row.
  */
+/** Events of a workspace replay, from their rows, each with its store order (docs/protocol.md, "Pattern resume"). */
+export function toOrderedEvents(rows: OrderedEventRow[]): StoredEvent[] {
+  return rows.map(([workspaceId, sandboxId, order, ...row]) => {
+    const [event] = toStoredEvents({ workspaceId, sandboxId }, [row]) as [StoredEvent];
+    setEventOrder(event, order);
+    return event;
+  });
+}
+
 export function toStoredEvents(ref: SandboxRef, rows: EventRow[]): StoredEvent[] {
   const events = new Array<StoredEvent>(rows.length);
   const { workspaceId, sandboxId } = ref;

@@ -198,8 +198,12 @@ export class Retention {
       through = maxEventId(through, aged);
     }
     let deleted = 0;
-    if (through !== undefined) deleted = this.sql.deleteThrough.run(ws, sb, through.ms, through.seq).changes;
-    else if (row.first_ms === null || row.first_ms >= cutoff) return { deleted: 0, more: false };
+    if (through !== undefined) {
+      // What a pattern resume below it must be told is gone (docs/protocol.md, "Pattern resume").
+      const pruned = this.sql.maxOrderThrough.get(ws, sb, through.ms, through.seq)?.ord;
+      if (pruned !== null && pruned !== undefined) this.sql.notePruned.run(ws, pruned);
+      deleted = this.sql.deleteThrough.run(ws, sb, through.ms, through.seq).changes;
+    } else if (row.first_ms === null || row.first_ms >= cutoff) return { deleted: 0, more: false };
     // Recount from the file when the stream emptied, so a drifted count heals itself.
     const first = this.sql.oldestId.get(ws, sb);
     const retained = first === undefined ? 0 : Math.max(1, row.retained - deleted);

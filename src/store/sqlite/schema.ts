@@ -4,8 +4,11 @@ import type Database from 'better-sqlite3';
  * 1: events.json held each event's whole JSON line. 2 (see MIGRATIONS): events.data holds only
  * its `data` text, and json is '' for the rows written so (rows from version 1 keep theirs).
  * A build that knows only version 1 refuses a version-2 file instead of misreading it.
+ * 3: events.ord, the store order over every sandbox (docs/protocol.md, "Pattern resume"), with
+ * its index, and pruned_order; rows of earlier versions have no order (a pattern resume replays
+ * only events written since).
  */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 /*
  * events: one row per event, clustered on (workspace, sandbox, id), so history and replay are
@@ -22,6 +25,12 @@ const SCHEMA_VERSION = 2;
  * high_water: at least the last id of every stream that was forgotten. With the last ids in
  * sandboxes it gives the highest id ever issued (so a forgotten or new stream starts above
  * it), without a write to it in every commit.
+ * events.ord: the store order (docs/protocol.md, "Pattern resume"), indexed per workspace: a
+ * pattern resume reads one workspace in that order (an admin's, over every workspace, sorts
+ * what follows the cursor), and the highest order at open is one index read per workspace.
+ * The index grows at each workspace's right edge, about one more page per workspace and commit.
+ * pruned_order: per workspace, the highest order retention deleted, so that a cursor below it
+ * is answered `trimmed`; with max(events.ord) it gives the last order ever issued.
  */
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
@@ -50,6 +59,10 @@ CREATE TABLE IF NOT EXISTS sandboxes (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sandboxes_by_first ON sandboxes (first_ms) WHERE first_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sandboxes_idle ON sandboxes (active_at) WHERE retained = 0;
+CREATE TABLE IF NOT EXISTS pruned_order (
+  workspace_id INTEGER PRIMARY KEY,
+  ord          INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS high_water (
   only INTEGER PRIMARY KEY CHECK (only = 0),
   ms   INTEGER NOT NULL,
@@ -119,6 +132,8 @@ export function migrate(db: Database.Database): void {
   const columns = db.prepare<[], { name: string }>("SELECT name FROM pragma_table_info('events')").all();
   db.transaction(() => {
     if (!columns.some((column) => column.name === 'data')) db.exec('ALTER TABLE events ADD COLUMN data TEXT');
+    if (!columns.some((column) => column.name === 'ord')) db.exec('ALTER TABLE events ADD COLUMN ord INTEGER');
+    db.exec('CREATE INDEX IF NOT EXISTS events_by_order ON events (workspace_id, ord) WHERE ord IS NOT NULL');
     db.exec(MIGRATIONS);
   }).immediate();
   db.pragma(`user_version = ${SCHEMA_VERSION}`);

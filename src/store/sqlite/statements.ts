@@ -28,6 +28,9 @@ export interface ListedSandboxRow {
  */
 export type EventRow = [ms: number, seq: number, type: string, timestamp: number, json: string, data: string | null];
 
+/** An event row of a workspace replay: its stream and order, then an EventRow. */
+export type OrderedEventRow = [workspaceId: number, sandboxId: string, order: number, ...EventRow];
+
 export interface RefRow {
   workspace_id: number;
   sandbox_id: string;
@@ -51,7 +54,16 @@ type NullableId = [ms: number | null, seq: number | null];
  * run in raw mode (arrays).
  */
 export interface Statements {
-  insertEvent: Statement<[...StreamKey, ...Id, type: string, timestamp: number, data: string]>;
+  insertEvent: Statement<[...StreamKey, ...Id, type: string, timestamp: number, data: string, order: number]>;
+  /** A workspace's events after an order, in order (docs/protocol.md, "Pattern resume"). */
+  eventsByOrder: Statement<[workspaceId: number, after: number, limit: number], OrderedEventRow>;
+  eventsByOrderAll: Statement<[after: number, limit: number], OrderedEventRow>;
+  maxOrder: Statement<[], { ord: number | null }>;
+  /** The highest order of the events a deleteThrough of the same stream and id will delete. */
+  maxOrderThrough: Statement<[...StreamKey, ...through: Id], { ord: number | null }>;
+  notePruned: Statement<[workspaceId: number, order: number]>;
+  prunedOrder: Statement<[workspaceId: number], { ord: number }>;
+  prunedOrderAll: Statement<[], { ord: number | null }>;
   getSandbox: Statement<StreamKey, SandboxRow>;
   /** Sandboxes holding retained events (first_ms set), of one workspace or of all. */
   listSandboxes: Statement<[workspaceId: number], ListedSandboxRow>;
@@ -97,7 +109,7 @@ export function prepareStatements(db: Database.Database): Statements {
   const stream = 'workspace_id = ? AND sandbox_id = ?';
   return {
     insertEvent: db.prepare(
-      "INSERT INTO events (workspace_id, sandbox_id, ms, seq, type, timestamp, json, data) VALUES (?, ?, ?, ?, ?, ?, '', ?)",
+      "INSERT INTO events (workspace_id, sandbox_id, ms, seq, type, timestamp, json, data, ord) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?)",
     ),
     listSandboxes: db.prepare(
       `SELECT workspace_id, sandbox_id, last_ms, last_seq FROM sandboxes
@@ -193,5 +205,25 @@ export function prepareStatements(db: Database.Database): Statements {
       'SELECT last_ms AS ms, last_seq AS seq FROM sandboxes ORDER BY last_ms DESC, last_seq DESC LIMIT 1',
     ),
     deleteSandbox: db.prepare(`DELETE FROM sandboxes WHERE ${stream}`),
+    eventsByOrder: prepareRaw(
+      db,
+      `SELECT workspace_id, sandbox_id, ord, ${eventColumns} FROM events WHERE workspace_id = ? AND ord > ?
+       ORDER BY ord LIMIT ?`,
+    ),
+    eventsByOrderAll: prepareRaw(
+      db,
+      `SELECT workspace_id, sandbox_id, ord, ${eventColumns} FROM events WHERE ord > ? ORDER BY ord LIMIT ?`,
+    ),
+    // Once, at open: per workspace one read of the order index's right edge.
+    maxOrder: db.prepare(
+      `SELECT max((SELECT max(ord) FROM events e WHERE e.workspace_id = w.workspace_id AND ord IS NOT NULL)) AS ord
+       FROM (SELECT DISTINCT workspace_id FROM sandboxes) w`,
+    ),
+    maxOrderThrough: db.prepare(`SELECT max(ord) AS ord FROM events WHERE ${stream} AND (ms, seq) <= (?, ?)`),
+    notePruned: db.prepare(
+      'INSERT INTO pruned_order (workspace_id, ord) VALUES (?, ?) ON CONFLICT (workspace_id) DO UPDATE SET ord = max(ord, excluded.ord)',
+    ),
+    prunedOrder: db.prepare('SELECT ord FROM pruned_order WHERE workspace_id = ?'),
+    prunedOrderAll: db.prepare('SELECT max(ord) AS ord FROM pruned_order'),
   };
 }

@@ -1,5 +1,12 @@
 import type Database from 'better-sqlite3';
-import { createStoredEvent, nextEventId, type EventId, type NewEvent, type StoredEvent } from '../../event/event.js';
+import {
+  createStoredEvent,
+  nextEventId,
+  setEventOrder,
+  type EventId,
+  type NewEvent,
+  type StoredEvent,
+} from '../../event/event.js';
 import { maxEventId, notifyListener } from '../semantics.js';
 import type { AppendReceipt, DurableEventListener, SandboxRef } from '../types.js';
 import type { WalWrites } from './checkpointer.js';
@@ -26,6 +33,8 @@ export interface WriterOptions {
   maxCount: number;
   /** Highest id the file has committed for any sandbox (also forgotten ones). */
   highWater: EventId | undefined;
+  /** The last store order the file issued (docs/protocol.md, "Pattern resume"); 0 for none. */
+  lastOrder: number;
   /** After each commit, the streams it left above maxCount. */
   onOverCount: (streams: readonly SandboxRef[]) => void;
   /**
@@ -53,6 +62,7 @@ interface BatchResult {
   /** The state of every stream the batch wrote, as committed. */
   streams: BatchStream[];
   highWater: EventId | undefined;
+  lastOrder: number;
   overCount: SandboxRef[];
 }
 
@@ -81,6 +91,8 @@ export class GroupCommitWriter {
   failedBatches = 0;
   /** Highest id committed for any sandbox (also forgotten ones). */
   highWater: EventId | undefined;
+  /** The last store order committed. */
+  lastOrder: number;
   private listener: DurableEventListener | undefined;
   private queue: PendingAppend[] = [];
   private flushImmediate: NodeJS.Immediate | undefined;
@@ -102,6 +114,7 @@ export class GroupCommitWriter {
     private readonly options: WriterOptions,
   ) {
     this.highWater = options.highWater;
+    this.lastOrder = options.lastOrder;
     this.writeBatchTx = db.transaction((batch: PendingAppend[]) => this.writeBatch(batch));
   }
 
@@ -220,6 +233,7 @@ export class GroupCommitWriter {
     }
     this.lastCommitAt = performance.now();
     this.highWater = result.highWater;
+    this.lastOrder = result.lastOrder;
     this.streamCache.commit(result.streams);
     if (result.overCount.length > 0) this.options.onOverCount(result.overCount);
     this.batches++;
@@ -255,6 +269,7 @@ export class GroupCommitWriter {
     const streams: BatchStream[] = [];
     let stream: BatchStream | undefined;
     let highWater = this.highWater;
+    let order = this.lastOrder;
     const events: StoredEvent[] = new Array<StoredEvent>(batch.length);
     const insertEvent = this.sql.insertEvent;
     const ephemeral = this.options.ephemeral;
@@ -282,7 +297,9 @@ export class GroupCommitWriter {
       stream.lastId = id;
       stream.activeAt = now;
       if (ephemeral?.(input.type) !== true) {
-        insertEvent.run(input.workspaceId, input.sandboxId, id.ms, id.seq, input.type, now, input.dataJson);
+        order += 1;
+        insertEvent.run(input.workspaceId, input.sandboxId, id.ms, id.seq, input.type, now, input.dataJson, order);
+        setEventOrder(event, order);
         stream.retained++;
         stream.firstId ??= id;
       }
@@ -320,6 +337,6 @@ export class GroupCommitWriter {
       }
       if (s.retained > this.options.maxCount) overCount.push(s);
     }
-    return { events, streams, highWater, overCount };
+    return { events, streams, highWater, lastOrder: order, overCount };
   }
 }

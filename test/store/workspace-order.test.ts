@@ -1,0 +1,93 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { eventOrder, type StoredEvent } from '../../src/event/event.js';
+import type { RetentionPolicy } from '../../src/store/types.js';
+import { formatOrderCursor, parseOrderCursor } from '../../src/store/workspace-order.js';
+import { BIG, Clock, memoryFactory, newEvent, type StoreFactory, sqliteFactory, T0 } from './helpers.js';
+
+/**
+ * The store order over every sandbox (docs/protocol.md, "Pattern resume"): replayWorkspaceAfter
+ * of the memory and SQLite stores, which a pattern resume reads.
+ */
+
+const factories: [string, () => StoreFactory][] = [
+  ['memory', memoryFactory],
+  ['sqlite', () => sqliteFactory()],
+];
+
+describe.each(factories)('%s store: replayWorkspaceAfter', (_kind, makeFactory) => {
+  let factory: StoreFactory;
+  afterEach(async () => {
+    await factory.cleanup();
+  });
+
+  async function open(retention: RetentionPolicy = BIG) {
+    factory = makeFactory();
+    const clock = new Clock(T0);
+    return factory.create({ retention, now: () => clock.now() });
+  }
+
+  const names = (events: StoredEvent[]): string[] => events.map((event) => `${event.workspaceId}/${event.sandboxId}`);
+
+  it('gives each stored event the next order, and replays a workspace in it, page by page', async () => {
+    const store = await open();
+    const appended: StoredEvent[] = [];
+    for (const [sandbox, workspace] of [
+      ['a', 1],
+      ['b', 1],
+      ['a', 2],
+      ['c', 1],
+      ['a', 1],
+    ] as const) {
+      appended.push(await store.append(newEvent(sandbox, 'x', {}, workspace)));
+    }
+    expect(appended.map((event) => eventOrder(event))).toEqual([1, 2, 3, 4, 5]);
+    const all = await store.replayWorkspaceAfter!(1, 0, 100);
+    expect(all).toMatchObject({ complete: true, lastOrder: 5 });
+    expect(names(all.events)).toEqual(['1/a', '1/b', '1/c', '1/a']);
+    expect(all.events.map((event) => eventOrder(event))).toEqual([1, 2, 4, 5]);
+    expect(all.events).toEqual([appended[0], appended[1], appended[3], appended[4]]);
+    const page = await store.replayWorkspaceAfter!(1, 1, 2);
+    expect(page.events.map((event) => eventOrder(event))).toEqual([2, 4]);
+    expect((await store.replayWorkspaceAfter!(1, 5, 10)).events).toEqual([]);
+    expect(names((await store.replayWorkspaceAfter!('all', 2, 10)).events)).toEqual(['2/a', '1/c', '1/a']);
+  });
+
+  it('answers trimmed below what retention pruned, and future beyond what was issued', async () => {
+    const store = await open({ ...BIG, maxCount: 2 });
+    for (let i = 0; i < 4; i += 1) await store.append(newEvent('a'));
+    await store.append(newEvent('b', 'x', {}, 2));
+    await store.prune();
+    const trimmed = await store.replayWorkspaceAfter!(1, 1, 10);
+    expect(trimmed).toMatchObject({ complete: false, gap: 'trimmed', lastOrder: 5 });
+    expect(trimmed.events.map((event) => eventOrder(event))).toEqual([3, 4]);
+    expect(await store.replayWorkspaceAfter!(1, 2, 10)).toMatchObject({ complete: true });
+    // Workspace 2 lost nothing: a cursor before its events is exact.
+    expect(await store.replayWorkspaceAfter!(2, 0, 10)).toMatchObject({ complete: true });
+    expect(await store.replayWorkspaceAfter!('all', 0, 10)).toMatchObject({ complete: false, gap: 'trimmed' });
+    expect(await store.replayWorkspaceAfter!(1, 6, 10)).toMatchObject({ complete: false, gap: 'future' });
+  });
+
+  it('gives ephemeral events no order', async () => {
+    factory = makeFactory();
+    const store = await factory.create({
+      retention: { ...BIG, ephemeralTypes: ['sandbox.metrics'] },
+      now: () => T0,
+    });
+    const metrics = await store.append(newEvent('a', 'sandbox.metrics'));
+    const stored = await store.append(newEvent('a', 'done'));
+    expect(eventOrder(metrics)).toBeUndefined();
+    expect(eventOrder(stored)).toBe(1);
+    expect((await store.replayWorkspaceAfter!(1, 0, 10)).events).toEqual([stored]);
+  });
+});
+
+describe('cursor text', () => {
+  it('is w<order>, and nothing else parses', () => {
+    expect(formatOrderCursor(1042)).toBe('w1042');
+    expect(parseOrderCursor('w1042')).toBe(1042);
+    expect(parseOrderCursor('w0')).toBe(0);
+    for (const text of ['1042', 'w', 'w01', 'w-1', 'w1.5', '1700000000000-0', 'W12']) {
+      expect(parseOrderCursor(text)).toBeUndefined();
+    }
+  });
+});
