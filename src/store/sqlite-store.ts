@@ -96,7 +96,7 @@ function sqlLimit(limit: number): number {
  *   batch; only after the commit does the listener see them and do their promises resolve, so
  *   nothing leaves the broker before it is on disk), with ids assigned inside the commit;
  * - sqlite/stream-cache.ts: the committed state of recently written streams, for the writer;
- * - sqlite/retention.ts: the count and age limits, in small transactions;
+ * - sqlite/retention.ts: the count, byte and age limits, in small transactions;
  * - sqlite/checkpointer.ts: WAL checkpoints on a worker thread (sqlite/checkpoint-worker.ts).
  */
 export class SqliteStore implements EventStore {
@@ -146,8 +146,9 @@ export class SqliteStore implements EventStore {
         maxDelayMs: Math.max(0, options.groupCommitMaxDelayMs ?? 0),
         maxBatch: Math.max(1, options.groupCommitMaxBatch ?? 1000),
         maxCount: policy.maxCount,
+        maxBytes: policy.maxBytes ?? Infinity,
         highWater: maxEventId(this.sql.getHighWater.get(), this.sql.maxLastId.get()),
-        onOverCount: this.retention.noteOverCount,
+        onOverLimit: this.retention.noteOverLimit,
       });
       this.checkpointer.start();
     } catch (error) {
@@ -157,11 +158,11 @@ export class SqliteStore implements EventStore {
     this.retention.start(options.pruneIntervalMs ?? 5_000);
   }
 
-  /** New limits at runtime (a config reload): the writer's count check and the pruning follow. */
+  /** New limits at runtime (a config reload): the writer's count and byte checks and the pruning follow. */
   setRetention(retention: RetentionPolicy): void {
     const policy = checkRetention(retention);
     if (this.closed) return;
-    this.writer.setMaxCount(policy.maxCount);
+    this.writer.setLimits(policy.maxCount, policy.maxBytes ?? Infinity);
     this.retention.setPolicy(policy);
   }
 

@@ -15,12 +15,14 @@ export interface WriterOptions {
   maxDelayMs: number;
   /** Most appends in one transaction; a full batch is written at once. */
   maxBatch: number;
-  /** The retention count limit: streams a commit leaves above it are reported to onOverCount. */
+  /** The retention count limit: streams a commit leaves above it are reported to onOverLimit. */
   maxCount: number;
+  /** The retention byte limit (event lines per stream), reported the same way. */
+  maxBytes: number;
   /** Highest id the file has committed for any sandbox (also forgotten ones). */
   highWater: EventId | undefined;
-  /** After each commit, the streams it left above maxCount. */
-  onOverCount: (streams: readonly SandboxRef[]) => void;
+  /** After each commit, the streams it left above maxCount or maxBytes. */
+  onOverLimit: (streams: readonly SandboxRef[]) => void;
 }
 
 interface PendingAppend {
@@ -34,7 +36,7 @@ interface BatchResult {
   /** The state of every stream the batch wrote, as committed. */
   streams: BatchStream[];
   highWater: EventId | undefined;
-  overCount: SandboxRef[];
+  overLimit: SandboxRef[];
 }
 
 /**
@@ -75,9 +77,10 @@ export class GroupCommitWriter {
     return this.queue.length;
   }
 
-  /** A new retention count (a config reload): commits from now on report against it. */
-  setMaxCount(maxCount: number): void {
+  /** New retention limits (a config reload): commits from now on report against them. */
+  setLimits(maxCount: number, maxBytes: number): void {
     this.options.maxCount = maxCount;
+    this.options.maxBytes = maxBytes;
   }
 
   setListener(listener: DurableEventListener): void {
@@ -142,7 +145,7 @@ export class GroupCommitWriter {
     }
     this.highWater = result.highWater;
     this.streamCache.commit(result.streams);
-    if (result.overCount.length > 0) this.options.onOverCount(result.overCount);
+    if (result.overLimit.length > 0) this.options.onOverLimit(result.overLimit);
     this.batches++;
     this.wal.afterWrite();
     this.appended += result.events.length;
@@ -162,6 +165,7 @@ export class GroupCommitWriter {
       hadFirst: row?.first_ms != null,
       lastId: row === undefined ? undefined : { ms: row.last_ms, seq: row.last_seq },
       retained: row?.retained ?? 0,
+      bytes: row?.bytes ?? 0,
       firstId: row === undefined ? undefined : idOf(row.first_ms, row.first_seq),
       activeAt: 0,
     };
@@ -201,12 +205,14 @@ export class GroupCommitWriter {
       insertEvent.run(input.workspaceId, input.sandboxId, id.ms, id.seq, input.type, now, input.dataJson);
       stream.lastId = id;
       stream.retained++;
+      stream.bytes += Buffer.byteLength(event.json);
       stream.firstId ??= id;
       stream.activeAt = now;
       highWater = maxEventId(highWater, id);
       events[i] = event;
     }
-    const overCount: SandboxRef[] = [];
+    const { maxCount, maxBytes } = this.options;
+    const overLimit: SandboxRef[] = [];
     for (const s of streams) {
       const last = s.lastId as EventId;
       const first = s.firstId as EventId;
@@ -220,6 +226,7 @@ export class GroupCommitWriter {
           first.ms,
           first.seq,
           s.activeAt,
+          s.bytes,
         );
       } else if (!s.hadFirst) {
         this.sql.updateSandboxFirst.run(
@@ -229,14 +236,15 @@ export class GroupCommitWriter {
           first.ms,
           first.seq,
           s.activeAt,
+          s.bytes,
           s.workspaceId,
           s.sandboxId,
         );
       } else {
-        this.sql.updateSandbox.run(last.ms, last.seq, s.retained, s.activeAt, s.workspaceId, s.sandboxId);
+        this.sql.updateSandbox.run(last.ms, last.seq, s.retained, s.activeAt, s.bytes, s.workspaceId, s.sandboxId);
       }
-      if (s.retained > this.options.maxCount) overCount.push(s);
+      if (s.retained > maxCount || s.bytes > maxBytes) overLimit.push(s);
     }
-    return { events, streams, highWater, overCount };
+    return { events, streams, highWater, overLimit };
   }
 }
