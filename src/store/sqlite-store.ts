@@ -17,6 +17,7 @@ import { configureConnection, migrate } from './sqlite/schema.js';
 import { type EventRow, idOf, prepareStatements, type Statements } from './sqlite/statements.js';
 import { StreamCache } from './sqlite/stream-cache.js';
 import { storeUnavailable } from './sqlite/unavailable.js';
+import { WriteHealth } from './sqlite/write-health.js';
 import { GroupCommitWriter } from './sqlite/writer.js';
 import type {
   DurableEventListener,
@@ -26,6 +27,7 @@ import type {
   ReplayResult,
   RetentionPolicy,
   SandboxRef,
+  StoreReadiness,
 } from './types.js';
 
 export interface SqliteStoreOptions {
@@ -97,7 +99,8 @@ function sqlLimit(limit: number): number {
  *   nothing leaves the broker before it is on disk), with ids assigned inside the commit;
  * - sqlite/stream-cache.ts: the committed state of recently written streams, for the writer;
  * - sqlite/retention.ts: the count, byte and age limits, in small transactions;
- * - sqlite/checkpointer.ts: WAL checkpoints on a worker thread (sqlite/checkpoint-worker.ts).
+ * - sqlite/checkpointer.ts: WAL checkpoints on a worker thread (sqlite/checkpoint-worker.ts);
+ * - sqlite/write-health.ts: readiness, `unavailable` from a failed commit until a write succeeds.
  */
 export class SqliteStore implements EventStore {
   readonly kind = 'sqlite';
@@ -107,6 +110,7 @@ export class SqliteStore implements EventStore {
   private readonly writer: GroupCommitWriter;
   private readonly retention: Retention;
   private readonly checkpointer: Checkpointer;
+  private readonly health: WriteHealth;
   private closed = false;
   private closing: Promise<void> | undefined;
 
@@ -134,6 +138,7 @@ export class SqliteStore implements EventStore {
       });
       migrate(this.db);
       this.sql = prepareStatements(this.db);
+      this.health = new WriteHealth(this.db, this.checkpointer);
       const streamCache = new StreamCache();
       this.retention = new Retention(this.db, this.sql, streamCache, this.checkpointer, {
         policy,
@@ -149,6 +154,7 @@ export class SqliteStore implements EventStore {
         maxBytes: policy.maxBytes ?? Infinity,
         highWater: maxEventId(this.sql.getHighWater.get(), this.sql.maxLastId.get()),
         onOverLimit: this.retention.noteOverLimit,
+        health: this.health,
       });
       this.checkpointer.start();
     } catch (error) {
@@ -168,6 +174,15 @@ export class SqliteStore implements EventStore {
 
   setListener(listener: DurableEventListener): void {
     this.writer.setListener(listener);
+  }
+
+  /**
+   * `unavailable` from a failed commit (a full disk, say) until a commit or the probe write that
+   * follows it every second succeeds; `ready` otherwise. `/readyz` answers 503 meanwhile
+   * (docs/operations.md, "Readiness").
+   */
+  readiness(): StoreReadiness {
+    return this.health.readiness();
   }
 
   append(input: NewEvent): Promise<StoredEvent> {
@@ -313,6 +328,7 @@ export class SqliteStore implements EventStore {
     this.closed = true;
     // A retention run in progress checks after every step and stops.
     this.retention.stop();
+    this.health.stop();
     // Everything accepted before close is written (and announced) before the file closes.
     this.writer.drain();
     this.closing = this.checkpointer.stop().then(() => {

@@ -23,6 +23,8 @@ export interface WriterOptions {
   highWater: EventId | undefined;
   /** After each commit, the streams it left above maxCount or maxBytes. */
   onOverLimit: (streams: readonly SandboxRef[]) => void;
+  /** Told of every commit that worked or failed: the store's readiness (write-health.ts). */
+  health: { committed(): void; failed(): void };
 }
 
 interface PendingAppend {
@@ -141,8 +143,10 @@ export class GroupCommitWriter {
       const failure = storeUnavailable(`could not write ${batch.length} event(s) to ${this.options.path}`, error);
       for (const pending of batch) pending.reject(failure);
       this.wal.afterWrite(); // a full disk may be a WAL waiting to be checkpointed
+      this.options.health.failed();
       return;
     }
+    this.options.health.committed();
     this.highWater = result.highWater;
     this.streamCache.commit(result.streams);
     if (result.overLimit.length > 0) this.options.onOverLimit(result.overLimit);
