@@ -48,6 +48,8 @@ export class Publisher {
   private readonly limiter: RateLimiter;
   published = 0;
   rateLimited = 0;
+  /** Events published through this node and the deliveries they made, per workspace (INFO, docs/protocol.md). */
+  readonly byWorkspace = new Map<number, { published: number; delivered: number }>();
   observer: PublishObserver | undefined;
   /** Publishes waiting for the store, and who waits for there to be none (whenIdle). */
   private inFlight = 0;
@@ -118,6 +120,13 @@ export class Publisher {
   private settle(request: PublishRequest, event: StoredEvent): PublishResult {
     this.publishDone();
     this.published += 1;
+    let totals = this.byWorkspace.get(event.workspaceId);
+    if (totals === undefined) {
+      totals = { published: 0, delivered: 0 };
+      this.byWorkspace.set(event.workspaceId, totals);
+    }
+    totals.published += 1;
+    totals.delivered += request.receivers;
     const observer = this.observer;
     if (observer !== undefined) {
       if (request.startedAt !== 0 && request.deliveredAt !== 0) {
