@@ -74,7 +74,12 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
     limits,
     logger,
     httpPort: options.httpPort === 0 ? undefined : options.httpPort,
-    http: { apiKeysFile: apiKeysPath(dataDir), corsOrigin: options.httpCorsOrigin, console: options.console },
+    http: {
+      apiKeysFile: apiKeysPath(dataDir),
+      corsOrigin: options.httpCorsOrigin,
+      console: options.console,
+      metricsToken: options.metricsToken,
+    },
   });
   const { store } = server.context;
   reloader = new ConfigReloader(commandLine, config, {
