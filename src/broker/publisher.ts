@@ -90,6 +90,8 @@ export class Publisher {
   private readonly limiter: RateLimiter;
   published = 0;
   rateLimited = 0;
+  /** Events published through this node and the deliveries they made, per workspace (INFO, docs/protocol.md). */
+  readonly byWorkspace = new Map<number, { published: number; delivered: number }>();
   observer: PublishObserver | undefined;
   /** Publishes waiting for the store, and who waits for there to be none (whenIdle). */
   private inFlight = 0;
@@ -194,6 +196,14 @@ export class Publisher {
   settle(request: PublishRequest, event: StoredEvent): void {
     this.publishDone();
     this.published += 1;
+    // INFO's per-tenant figures (docs/protocol.md, "INFO per tenant"): one map lookup per event.
+    let totals = this.byWorkspace.get(event.workspaceId);
+    if (totals === undefined) {
+      totals = { published: 0, delivered: 0 };
+      this.byWorkspace.set(event.workspaceId, totals);
+    }
+    totals.published += 1;
+    totals.delivered += request.receivers;
     if (this.observer === undefined) return;
     if (request.startedAt !== 0 && request.deliveredAt !== 0) {
       this.storedSeconds = (request.storedAt - request.startedAt) / 1000;

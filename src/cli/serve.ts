@@ -79,6 +79,7 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
       corsOrigin: options.httpCorsOrigin,
       console: options.console,
       ...(options.hopxMetricsType === undefined ? {} : { metricsType: options.hopxMetricsType }),
+      metricsToken: options.metricsToken,
     },
   });
   const { store } = server.context;

@@ -24,11 +24,42 @@ export function registerCommandTable(commands: ReadonlyMap<string, CommandSpec>)
 
 type InfoSection = [title: string, fields: [string, string | number][]];
 
+/**
+ * INFO's sections. An admin sees the whole broker; any other token sees its own workspace
+ * (docs/protocol.md, "INFO"): the clients connected with a token of its workspace, the events
+ * published to it through this node and the deliveries they made, the channels and patterns it
+ * may see. The figures that belong to no workspace (the process's memory, connections and
+ * commands before AUTH, refused connections, protocol and auth failures, slow consumers) are
+ * left out for it, so one tenant never reads another's traffic.
+ */
 function infoSections(connection: RespClient): InfoSection[] {
   const context = connection.context;
   const { stats, broker, publisher, limits } = context;
   const principal = connection.principal!;
+  const admin = principal.role === 'admin';
   const authFailures = Object.values(stats.authFailures).reduce((sum, n) => sum + n, 0);
+  let connectedClients = context.connections.size;
+  if (!admin) {
+    connectedClients = 0;
+    for (const client of context.connections) {
+      if (client.principal?.workspaceId === principal.workspaceId) connectedClients++;
+    }
+  }
+  const workspace = publisher.byWorkspace.get(principal.workspaceId);
+  const brokerWide: [string, number][] = admin
+    ? [
+        ['total_connections_received', stats.connectionsReceived],
+        ['total_commands_processed', stats.commandsProcessed],
+        ['rejected_connections', stats.rejectedConnections],
+      ]
+    : [];
+  const brokerWideErrors: [string, number][] = admin
+    ? [
+        ['slow_consumer_disconnects', stats.slowConsumerDisconnects],
+        ['protocol_errors', stats.protocolErrors],
+        ['auth_failures', authFailures],
+      ]
+    : [];
   return [
     [
       'Server',
@@ -47,12 +78,12 @@ function infoSections(connection: RespClient): InfoSection[] {
     [
       'Clients',
       [
-        ['connected_clients', context.connections.size],
+        ['connected_clients', connectedClients],
         ['maxclients', limits.maxClients],
         ['client_output_limit_bytes', limits.maxOutputBytes],
       ],
     ],
-    ['Memory', [['used_memory_rss', process.memoryUsage.rss()]]],
+    ['Memory', admin ? [['used_memory_rss', process.memoryUsage.rss()]] : []],
     [
       // ioredis waits for `loading:0` before it reports ready.
       'Persistence',
@@ -64,14 +95,10 @@ function infoSections(connection: RespClient): InfoSection[] {
     [
       'Stats',
       [
-        ['total_connections_received', stats.connectionsReceived],
-        ['total_commands_processed', stats.commandsProcessed],
-        ['rejected_connections', stats.rejectedConnections],
-        ['events_published', publisher.published],
-        ['events_delivered', broker.stats.delivered],
-        ['slow_consumer_disconnects', stats.slowConsumerDisconnects],
-        ['protocol_errors', stats.protocolErrors],
-        ['auth_failures', authFailures],
+        ...brokerWide,
+        ['events_published', admin ? publisher.published : (workspace?.published ?? 0)],
+        ['events_delivered', admin ? broker.stats.delivered : (workspace?.delivered ?? 0)],
+        ...brokerWideErrors,
         // Counts of the scopes this token may see, as PUBSUB reports them.
         ['pubsub_channels', broker.visibleChannels(principal).length],
         ['pubsub_patterns', broker.patternCount(principal)],

@@ -112,6 +112,7 @@ export class ConfigReloader implements ConfigControl {
     context.publisher.setRateLimit({ perSecond: limits.publishRatePerSecond, burst: limits.publishBurst });
     context.store.setRetention(retentionFor(settings));
     http?.setCorsOrigin(settings.httpCorsOrigin);
+    http?.setMetricsToken(settings.metricsToken);
     logger.level = settings.logLevel;
     this.closeRemovedKeys();
   }

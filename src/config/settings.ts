@@ -97,6 +97,14 @@ export const SETTINGS = {
     DEFAULT_HTTP_PORT,
   ),
   httpCorsOrigin: text('<origins>', 'origins (comma-separated, or *) that browsers may call the HTTP API from', 'live'),
+  metricsToken: {
+    ...text(
+      '<secret>',
+      'Bearer token /metrics and the broker-wide /metrics/stream figures require (or an admin JWT)',
+      'live',
+    ),
+    secret: true,
+  },
   jwtSecret: {
     arg: '<secret>',
     help: 'HS256 secret that tokens are signed with; repeat it to accept several (the first signs)',

@@ -1,9 +1,10 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Principal } from '../auth/principal.js';
 import { AuthError } from '../auth/verifier.js';
 import type { ServerContext } from '../runtime/context.js';
 import { ApiKeyError, type ApiKeyRegistry, looksLikeApiKey } from '../auth/api-keys.js';
-import { unauthorized } from './errors.js';
+import { forbidden, unauthorized } from './errors.js';
 
 /** Who a request speaks for, and the API key it used (streams check it again later). */
 export interface Authenticated {
@@ -85,4 +86,64 @@ export async function authenticateRequest(
     countFailure(context, error.reason, req);
     throw unauthorized('AUTH_FAILED', error.message);
   }
+}
+
+/**
+ * `--metrics-token` (docs/operations.md, "Watching it"): when set, /metrics and the broker-wide
+ * figures of /metrics/stream need it (or an admin credential). Compared in constant time, as
+ * SHA-256 digests, so that neither the bytes nor the length of the secret show in the timing.
+ */
+export class MetricsToken {
+  private digest: Buffer | undefined;
+
+  /** A new token (a config reload); true when it changed. */
+  set(token: string | undefined): boolean {
+    const digest = token === undefined || token === '' ? undefined : sha256(token);
+    const changed = digest === undefined ? this.digest !== undefined : !this.matchesDigest(digest);
+    this.digest = digest;
+    return changed;
+  }
+
+  get required(): boolean {
+    return this.digest !== undefined;
+  }
+
+  matches(credential: string): boolean {
+    return this.matchesDigest(sha256(credential));
+  }
+
+  private matchesDigest(digest: Buffer): boolean {
+    return this.digest !== undefined && timingSafeEqual(digest, this.digest);
+  }
+}
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+/**
+ * Who reads the broker's figures (/metrics, /metrics/stream; docs/http.md): `wholeBroker` for
+ * the metrics token, an admin, or anyone while no metrics token is set; `auth` when a JWT or API
+ * key was given (its workspaces' figures). With a metrics token set, a request without a
+ * credential is a 401; /metrics (`wholeBrokerOnly`) refuses any other credential with a 403.
+ */
+export async function authenticateMetricsReader(
+  context: ServerContext,
+  apiKeys: ApiKeyRegistry | undefined,
+  metricsToken: MetricsToken,
+  req: IncomingMessage,
+  url: URL,
+  wholeBrokerOnly: boolean,
+): Promise<{ wholeBroker: boolean; auth: Authenticated | undefined }> {
+  const allowQueryToken = !wholeBrokerOnly; // streams take ?token=, as an EventSource can't set headers
+  const credential = credentialOf(req, url, allowQueryToken);
+  if (!metricsToken.required) {
+    if (credential === undefined || wholeBrokerOnly) return { wholeBroker: true, auth: undefined };
+    return { wholeBroker: true, auth: await authenticateRequest(context, apiKeys, req, url, allowQueryToken) };
+  }
+  if (credential !== undefined && metricsToken.matches(credential)) return { wholeBroker: true, auth: undefined };
+  const auth = await authenticateRequest(context, apiKeys, req, url, allowQueryToken);
+  const admin = auth.principal.role === 'admin';
+  if (wholeBrokerOnly && !admin) throw forbidden('/metrics needs the --metrics-token or an admin credential');
+  return { wholeBroker: admin, auth };
 }

@@ -1,6 +1,7 @@
 import type { Principal } from '../auth/principal.js';
 import type { ServerContext } from '../runtime/context.js';
 import type { ApiKeyRegistry } from '../auth/api-keys.js';
+import type { MetricsToken } from './credentials.js';
 import type { BrokerMetrics } from './metrics.js';
 
 /** HTTP settings beyond the port (ServerOptions.http). */
@@ -24,6 +25,8 @@ export interface HttpSettings {
   console?: boolean;
   /** The event type hopx's metrics stream carries (default `sandbox.metrics`; docs/http.md). */
   metricsType?: string;
+  /** `--metrics-token`: what /metrics and the broker-wide /metrics/stream figures require (docs/http.md). */
+  metricsToken?: string;
 }
 
 export const DEFAULT_HTTP_PORT = 8080;
@@ -55,14 +58,15 @@ export interface HostedStream {
 /** What request handlers and streams reach: one per HTTP listener. */
 export interface HttpHost {
   readonly context: ServerContext;
-  readonly settings: Required<Omit<HttpSettings, 'apiKeysFile' | 'corsOrigin'>>;
+  readonly settings: Required<Omit<HttpSettings, 'apiKeysFile' | 'corsOrigin' | 'metricsToken'>>;
   readonly apiKeys: ApiKeyRegistry | undefined;
   readonly metrics: BrokerMetrics;
+  readonly metricsToken: MetricsToken;
   readonly streams: Set<HostedStream>;
   /** Stopping: new streams are refused, readiness fails. */
   readonly closing: boolean;
   /** Both listeners bound and not closing. */
   listening(): boolean;
-  /** Starts sending /metrics/stream snapshots to this stream. */
-  addMetricsReader(stream: HostedStream): void;
+  /** Starts sending /metrics/stream snapshots to this stream, with the broker-wide figures or not. */
+  addMetricsReader(stream: HostedStream, wholeBroker: boolean): void;
 }

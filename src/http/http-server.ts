@@ -5,9 +5,10 @@ import { SandboxEventsError } from '../errors.js';
 import type { ServerContext } from '../runtime/context.js';
 import { ApiKeyRegistry } from '../auth/api-keys.js';
 import { QueryError } from '../session/query.js';
+import { MetricsToken } from './credentials.js';
 import { badRequest, HttpError, methodNotAllowed, notFound, toHttpError } from './errors.js';
 import { type HostedStream, HTTP_DEFAULTS, type HttpHost, type HttpSettings } from './host.js';
-import { BrokerMetrics, type MetricsSnapshot } from './metrics.js';
+import { BrokerMetrics, type MetricsSnapshot, type ScopedSnapshot } from './metrics.js';
 import { sendError } from './respond.js';
 import { matchRoute } from './routes.js';
 
@@ -39,6 +40,9 @@ export class HttpServer implements HttpHost {
   closing = false;
   private readonly sockets = new Set<Socket>();
   private corsOrigins: '*' | Set<string> | undefined;
+  readonly metricsToken = new MetricsToken();
+  /** /metrics/stream readers that get the broker-wide figures (docs/http.md). */
+  private readonly wholeBrokerReaders = new WeakSet<HostedStream>();
   private protocolErrors = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private metricsTimer: NodeJS.Timeout | undefined;
@@ -61,6 +65,7 @@ export class HttpServer implements HttpHost {
         ? undefined
         : new ApiKeyRegistry(options.apiKeysFile, { cacheMs: this.settings.apiKeyCacheMs, logger: context.logger });
     this.setCorsOrigin(options.corsOrigin);
+    this.metricsToken.set(options.metricsToken);
     this.metrics = new BrokerMetrics(context, {
       sockets: () => this.sockets.size,
       streams: () => {
@@ -116,7 +121,8 @@ export class HttpServer implements HttpHost {
   }
 
   /** A /metrics/stream reader: a snapshot now, then one each period to every reader. */
-  addMetricsReader(stream: HostedStream): void {
+  addMetricsReader(stream: HostedStream, wholeBroker: boolean): void {
+    if (wholeBroker) this.wholeBrokerReaders.add(stream);
     stream.write(this.metricsFrame(this.metrics.snapshot(), stream));
     if (this.metricsTimer === undefined) {
       this.metricsTimer = setInterval(() => {
@@ -125,7 +131,8 @@ export class HttpServer implements HttpHost {
         const frame = this.metricsFrame(snapshot, undefined);
         for (const reader of this.streams) {
           if (reader.kind !== 'metrics') continue;
-          reader.write(reader.principal === undefined ? frame : this.metricsFrame(snapshot, reader));
+          const anonymous = reader.principal === undefined && this.wholeBrokerReaders.has(reader);
+          reader.write(anonymous ? frame : this.metricsFrame(snapshot, reader));
           readers += 1;
         }
         if (readers === 0) {
@@ -137,11 +144,34 @@ export class HttpServer implements HttpHost {
     }
   }
 
-  /** A stream opened with a credential gets its workspaces' figures too (docs/http.md). */
+  /**
+   * A stream opened with a credential gets its workspaces' figures too; the broker-wide figures
+   * go only to the readers admitted to them (docs/http.md, "GET /metrics/stream").
+   */
   private metricsFrame(snapshot: MetricsSnapshot, reader: HostedStream | undefined): Buffer {
     const principal = reader?.principal;
-    const figures = principal === undefined ? snapshot : this.metrics.scoped(snapshot, principal);
+    const wholeBroker = reader === undefined || this.wholeBrokerReaders.has(reader);
+    let figures: MetricsSnapshot | ScopedSnapshot = snapshot;
+    if (principal !== undefined) {
+      figures = wholeBroker
+        ? this.metrics.scoped(snapshot, principal)
+        : { timestamp: snapshot.timestamp, workspaces: this.metrics.activity.visibleWorkspaces(principal) };
+    }
     return Buffer.from(`event: metrics\ndata: ${JSON.stringify(figures)}\n\n`);
+  }
+
+  /**
+   * A new --metrics-token (a config reload). Readers admitted without a credential, or by the old
+   * token, end (`token_expired`: they reconnect with the new one); a tenant's reader admitted while
+   * no token was set keeps only its workspaces' figures.
+   */
+  setMetricsToken(token: string | undefined): void {
+    if (!this.metricsToken.set(token) || !this.metricsToken.required) return;
+    for (const stream of this.streams) {
+      if (stream.kind !== 'metrics' || !this.wholeBrokerReaders.has(stream)) continue;
+      if (stream.principal === undefined) stream.end('token_expired');
+      else if (stream.principal.role !== 'admin') this.wholeBrokerReaders.delete(stream);
+    }
   }
 
   /** Stops accepting, ends every stream, lets requests under way finish. Idempotent. */

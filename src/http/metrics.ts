@@ -50,6 +50,9 @@ export interface MetricsSnapshot {
   workspaces?: WorkspaceSummary[];
 }
 
+/** What a tenant's /metrics/stream reader gets when a metrics token guards the broker-wide figures. */
+export type ScopedSnapshot = Pick<MetricsSnapshot, 'timestamp'> & { workspaces: WorkspaceSummary[] };
+
 /** Latency buckets in seconds, 100 µs to 1 s: delivery is meant to take about a millisecond. */
 const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
 

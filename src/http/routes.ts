@@ -6,7 +6,7 @@ import { eventIdArgument, historyLimit, historyQuery, historySince } from '../se
 import { writePacedReply } from '../session/replay.js';
 import { historyPages } from '../store/semantics.js';
 import { checkDeclaredLength, readBody } from './body.js';
-import { authenticateRequest } from './credentials.js';
+import { authenticateMetricsReader, authenticateRequest } from './credentials.js';
 import { badRequest, forbidden } from './errors.js';
 import type { HttpHost } from './host.js';
 import { JSON_HEADERS, sendJson, sendText } from './respond.js';
@@ -65,8 +65,8 @@ const routes = {
     name: '/metrics/stream',
     methods: {
       GET: async (host, req, res, url) => {
-        const stream = await metricsStream(host, req, res, url);
-        if (stream !== undefined) host.addMetricsReader(stream);
+        const opened = await metricsStream(host, req, res, url);
+        if (opened !== undefined) host.addMetricsReader(opened.stream, opened.wholeBroker);
       },
     },
   },
@@ -176,7 +176,8 @@ async function ready(host: HttpHost, _req: IncomingMessage, res: ServerResponse)
   }
 }
 
-async function metrics(host: HttpHost, _req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function metrics(host: HttpHost, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  await authenticateMetricsReader(host.context, host.apiKeys, host.metricsToken, req, url, true);
   sendText(res, 200, await host.metrics.text(), host.metrics.contentType);
 }
 

@@ -7,7 +7,7 @@ import { formatEventId } from '../event/event.js';
 import { type ResumeFrom, resumePoint } from '../session/query.js';
 import { type ResumeStatus, Session } from '../session/session.js';
 import { TypeFilter } from '../session/type-filter.js';
-import { type Authenticated, authenticateRequest } from './credentials.js';
+import { type Authenticated, authenticateMetricsReader, authenticateRequest } from './credentials.js';
 import { badRequest, HttpError } from './errors.js';
 import type { HostedStream, HttpHost, StreamKind } from './host.js';
 import {
@@ -320,20 +320,27 @@ function streamTypes(url: URL): TypeFilter | undefined {
 }
 
 /**
- * GET /metrics/stream: a JSON snapshot each period (the host broadcasts them). It needs no
- * credential; one given (as on the other streams) adds the figures of the workspaces it sees.
+ * GET /metrics/stream: a JSON snapshot each period (the host broadcasts them). Without a
+ * metrics token it needs no credential; one given (as on the other streams) adds the figures of
+ * the workspaces it sees. With one, the broker-wide figures need it or an admin credential
+ * (docs/http.md).
  */
 export async function metricsStream(
   host: HttpHost,
   req: IncomingMessage,
   res: ServerResponse,
   url: URL,
-): Promise<OpenStream | undefined> {
-  const hasCredential =
-    req.headers.authorization !== undefined || req.headers['x-api-key'] !== undefined || url.searchParams.has('token');
-  const auth = hasCredential ? await authenticateRequest(host.context, host.apiKeys, req, url, true) : undefined;
+): Promise<{ stream: OpenStream; wholeBroker: boolean } | undefined> {
+  const { auth, wholeBroker } = await authenticateMetricsReader(
+    host.context,
+    host.apiKeys,
+    host.metricsToken,
+    req,
+    url,
+    false,
+  );
   if (req.socket.destroyed) return undefined;
   const stream = startStream(host, req, res, 'metrics', auth);
   stream.open();
-  return stream;
+  return { stream, wholeBroker };
 }

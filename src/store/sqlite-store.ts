@@ -19,6 +19,7 @@ import { configureConnection, migrate } from './sqlite/schema.js';
 import { type EventRow, idOf, prepareStatements, type Statements } from './sqlite/statements.js';
 import { StreamCache } from './sqlite/stream-cache.js';
 import { storeUnavailable } from './sqlite/unavailable.js';
+import { WriteHealth } from './sqlite/write-health.js';
 import { GroupCommitWriter } from './sqlite/writer.js';
 import type {
   AppendReceipt,
@@ -30,6 +31,7 @@ import type {
   RetentionPolicy,
   SandboxListing,
   SandboxRef,
+  StoreReadiness,
   WorkspaceReplay,
 } from './types.js';
 
@@ -111,8 +113,9 @@ function sqlLimit(limit: number): number {
  *   batch; only after the commit does the listener see them and do their promises resolve, so
  *   nothing leaves the broker before it is on disk), with ids assigned inside the commit;
  * - sqlite/stream-cache.ts: the committed state of recently written streams, for the writer;
- * - sqlite/retention.ts: the count and age limits, in small transactions;
- * - sqlite/checkpointer.ts: WAL checkpoints on a worker thread (sqlite/checkpoint-worker.ts).
+ * - sqlite/retention.ts: the count, byte and age limits, in small transactions;
+ * - sqlite/checkpointer.ts: WAL checkpoints on a worker thread (sqlite/checkpoint-worker.ts);
+ * - sqlite/write-health.ts: readiness, `unavailable` from a failed commit until a write succeeds.
  */
 export class SqliteStore implements EventStore {
   readonly kind = 'sqlite';
@@ -124,6 +127,7 @@ export class SqliteStore implements EventStore {
   /** Ephemeral types are configured: ids are issued that are never stored (ReplayState). */
   private readonly unstoredIds: boolean;
   private readonly checkpointer: Checkpointer;
+  private readonly health: WriteHealth;
   private closed = false;
   private closing: Promise<void> | undefined;
 
@@ -151,6 +155,7 @@ export class SqliteStore implements EventStore {
       });
       migrate(this.db);
       this.sql = prepareStatements(this.db);
+      this.health = new WriteHealth(this.db, this.checkpointer);
       const streamCache = new StreamCache();
       this.retention = new Retention(this.db, this.sql, streamCache, this.checkpointer, {
         policy,
@@ -164,10 +169,12 @@ export class SqliteStore implements EventStore {
         maxBatch: Math.max(1, options.groupCommitMaxBatch ?? 1000),
         commitWindowMs: Math.max(0, options.groupCommitWindowMs ?? DEFAULT_COMMIT_WINDOW_MS),
         maxCount: policy.maxCount,
+        maxBytes: policy.maxBytes ?? Infinity,
         highWater: maxEventId(this.sql.getHighWater.get(), this.sql.maxLastId.get()),
         lastOrder: Math.max(this.sql.maxOrder.get()?.ord ?? 0, this.sql.prunedOrderAll.get()?.ord ?? 0),
-        onOverCount: this.retention.noteOverCount,
+        onOverLimit: this.retention.noteOverLimit,
         ephemeral: ephemeralMatcher(policy),
+        health: this.health,
       });
       this.unstoredIds = (policy.ephemeralTypes ?? []).length > 0;
       this.checkpointer.start();
@@ -178,16 +185,25 @@ export class SqliteStore implements EventStore {
     this.retention.start(options.pruneIntervalMs ?? 5_000);
   }
 
-  /** New limits at runtime (a config reload): the writer's count check and the pruning follow. */
+  /** New limits at runtime (a config reload): the writer's count and byte checks and the pruning follow. */
   setRetention(retention: RetentionPolicy): void {
     const policy = checkRetention(retention);
     if (this.closed) return;
-    this.writer.setMaxCount(policy.maxCount);
+    this.writer.setLimits(policy.maxCount, policy.maxBytes ?? Infinity);
     this.retention.setPolicy(policy);
   }
 
   setListener(listener: DurableEventListener): void {
     this.writer.setListener(listener);
+  }
+
+  /**
+   * `unavailable` from a failed commit (a full disk, say) until a commit or the probe write that
+   * follows it every second succeeds; `ready` otherwise. `/readyz` answers 503 meanwhile
+   * (docs/operations.md, "Readiness").
+   */
+  readiness(): StoreReadiness {
+    return this.health.readiness();
   }
 
   append(input: NewEvent): Promise<StoredEvent> {
@@ -374,6 +390,7 @@ export class SqliteStore implements EventStore {
     this.closed = true;
     // A retention run in progress checks after every step and stops.
     this.retention.stop();
+    this.health.stop();
     // Everything accepted before close is written (and announced) before the file closes.
     this.writer.drain();
     this.closing = this.checkpointer.stop().then(() => {

@@ -190,10 +190,11 @@ export interface EventStore {
    */
   setLostEventsListener?(listener: LostEventsListener): void;
   /**
-   * Optional: whether a shared engine can serve. `loading`: not connected yet since the node
+   * Optional: whether the store can serve. `loading`: not connected yet since the node
    * started (commands that need the store answer `-LOADING`, as Redis does while it loads its
    * dataset); `unavailable`: connected before, cut off now (or catching up after a reconnect);
-   * `ready`. Embedded stores are always ready and leave it out.
+   * for SQLite, its last commit failed and no write has succeeded since (docs/operations.md,
+   * "Readiness"); `ready`. The memory store is always ready and leaves it out.
    */
   readiness?(): StoreReadiness;
 }

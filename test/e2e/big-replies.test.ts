@@ -113,7 +113,8 @@ for (const store of ['sqlite', 'memory'] as const) {
         const info = (await fresh.info('stats')) as string;
         return Number(/slow_consumer_disconnects:(\d+)/.exec(info)?.[1] ?? 0);
       };
-      const fresh = await connect(workspaceToken);
+      // An admin's INFO: slow_consumer_disconnects is a broker-wide figure (docs/protocol.md, "INFO per tenant").
+      const fresh = await connect(await token('--workspace', '1', '--role', 'admin'));
       const cutBefore = await slowConsumers();
       await until(async () => {
         cut = (await slowConsumers()) - cutBefore;

@@ -300,6 +300,56 @@ describe('INFO and COMMAND', () => {
     expect(section.toString()).toMatch(/^\$\d+\r\n# Persistence\r\nloading:0\r\nstore:memory\r\n\r\n$/);
   });
 
+  it("INFO for a workspace or sandbox token counts only its workspace; an admin's counts the whole broker", async () => {
+    const infoOf = async (client: Awaited<ReturnType<typeof broker.authed>>): Promise<Record<string, string>> => {
+      client.send(resp('INFO'));
+      const length = Number(/^\$(\d+)\r\n$/.exec(await client.line())?.[1]);
+      const text = Buffer.from(await client.take(length + 2), 'latin1').toString('utf8');
+      return Object.fromEntries(
+        text
+          .split('\r\n')
+          .filter((line) => line.includes(':'))
+          .map((line) => line.split(':', 2) as [string, string]),
+      );
+    };
+    // Workspace 71 is busy: two subscribers, three events. Workspace 72 has one quiet client.
+    const busy = 71;
+    const quiet = 72;
+    for (let i = 0; i < 2; i++) {
+      const subscriber = await broker.authed({ workspaceId: busy });
+      subscriber.send(resp('SUBSCRIBE', 'sb-busy'));
+      await subscriber.read('*3\r\n$9\r\nsubscribe\r\n$7\r\nsb-busy\r\n:1\r\n');
+    }
+    const publisher = await broker.authed({ workspaceId: busy });
+    for (let i = 0; i < 3; i++) {
+      publisher.send(resp('PUBLISH', 'sb-busy', '{"type":"t"}'));
+      expect(await publisher.line()).toBe(':2\r\n');
+    }
+    const other = await infoOf(await broker.authed({ workspaceId: quiet }));
+    expect(other).toMatchObject({ connected_clients: '1', events_published: '0', events_delivered: '0' });
+    expect(other).toMatchObject({ pubsub_channels: '0', loading: '0' });
+    for (const brokerWide of ['used_memory_rss', 'total_connections_received', 'total_commands_processed']) {
+      expect(other).not.toHaveProperty(brokerWide);
+    }
+    for (const brokerWide of [
+      'rejected_connections',
+      'auth_failures',
+      'protocol_errors',
+      'slow_consumer_disconnects',
+    ]) {
+      expect(other).not.toHaveProperty(brokerWide);
+    }
+    const own = await infoOf(await broker.authed({ workspaceId: busy, sandboxId: 'sb-busy', role: 'sandbox' }));
+    expect(own).toMatchObject({ connected_clients: '4', events_published: '3', events_delivered: '6' });
+
+    const admin = await infoOf(await broker.authed({ workspaceId: 1, role: 'admin' }));
+    expect(Number(admin.connected_clients)).toBeGreaterThanOrEqual(6);
+    expect(Number(admin.events_published)).toBeGreaterThanOrEqual(3);
+    expect(Number(admin.events_delivered)).toBeGreaterThanOrEqual(6);
+    expect(Number(admin.used_memory_rss)).toBeGreaterThan(0);
+    expect(admin).toHaveProperty('total_commands_processed');
+  });
+
   it('COMMAND DOCS is a map of every command with summary, since and group; COMMAND COUNT matches', async () => {
     const client = await broker.authed({ workspaceId });
     client.send(resp('COMMAND', 'COUNT') + resp('COMMAND', 'DOCS', 'publish') + resp('COMMAND', 'INFO', 'nope'));

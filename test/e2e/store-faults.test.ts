@@ -1,24 +1,18 @@
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { resp } from '../support/raw-client.js';
 import { startTestServer, type TestServer } from '../support/test-server.js';
+import { mountTmpfs } from '../support/tmpfs.js';
 
 /**
  * The store's disk fills up (docs/security.md, faults): a publish fails with a clear error, nothing is
  * acknowledged that isn't stored, live subscribers stay connected and served, and publishing
  * recovers once the disk does. A real full disk: a 4 MiB tmpfs (needs root, as in CI).
  */
-const mountPoint = mkdtempSync(path.join(tmpdir(), 'sandbox-events-full-disk-'));
-const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mountPoint]).status === 0;
-if (!mounted) {
-  const message = 'cannot mount a tmpfs (needs root) for the full-disk test';
-  if (process.env.SANDBOX_EVENTS_REQUIRE_ALL_TESTS === '1') throw new Error(message);
-  console.warn(`\n*** SKIPPING the full-disk test: ${message} ***\n`);
-}
+const disk = mountTmpfs('4m', 'the full-disk test');
+const { mounted, dir: mountPoint } = disk;
 
 let broker: TestServer;
 let store: SqliteStore;
@@ -33,11 +27,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (mounted) {
-    await broker.close();
-    execFileSync('umount', [mountPoint]);
-  }
-  rmSync(mountPoint, { recursive: true, force: true });
+  if (mounted) await broker.close();
+  disk.remove();
 });
 
 describe.skipIf(!mounted)('a full disk', () => {

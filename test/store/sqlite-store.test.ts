@@ -168,8 +168,10 @@ describe('restart', () => {
     const db = otherConnection();
     expect(db.pragma('user_version', { simple: true })).toBe(3);
     expect(db.prepare("SELECT name FROM sqlite_schema WHERE name = 'events_by_type'").all()).toEqual([]);
+    // The upgrade counted the version-1 lines' bytes; the appends added theirs.
+    expect(storedBytes(db)).toBe(lineBytes([...old, ...added]));
     await store.close();
-    // And again, now that it is version 2.
+    // And again, now that it is version 3.
     const reopened = open();
     expect(await reopened.history({ ...ref, limit: 100 })).toEqual([...old, ...added]);
   });
@@ -379,6 +381,67 @@ describe('write failures', () => {
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'rejected', 'fulfilled']);
     const kept = await store.history({ ...ref, limit: 10 });
     expect(ids(kept)).toEqual([`${T0}-0`, `${T0}-1`, `${T0}-2`]);
+  });
+});
+
+/** Bytes of event lines, as byte retention counts them (docs/operations.md, "Retention"). */
+function lineBytes(events: readonly (StoredEvent | undefined)[]): number {
+  return events.reduce((sum, e) => sum + Buffer.byteLength(e?.json ?? ''), 0);
+}
+
+/** What the file says sb-1 retains in bytes. */
+function storedBytes(db: Database.Database): number {
+  return (db.prepare("SELECT bytes FROM sandboxes WHERE sandbox_id = 'sb-1'").get() as { bytes: number }).bytes;
+}
+
+describe('byte retention', () => {
+  const maxBytes = 128 * 1024;
+  const retention = { ...BIG, maxBytes };
+  /** About 10 KiB a line, with multi-byte text in type and data, so bytes are not characters. */
+  const publishSome = async (store: SqliteStore, from: number, count: number): Promise<void> => {
+    for (let i = from; i < from + count; i++) {
+      await store.append(newEvent('sb-1', `t.é${i % 3}`, { i, text: `${'ü'.repeat(3_000)}😀${'x'.repeat(i * 7)}` }));
+    }
+  };
+  const expectWithinLimit = async (store: SqliteStore, lastI: number): Promise<StoredEvent[]> => {
+    const kept = await store.history({ ...ref, limit: 1000 });
+    const bytes = lineBytes(kept);
+    expect(bytes).toBeLessThanOrEqual(maxBytes);
+    // Pruned no more than needed: one more event would not fit, and the newest are kept.
+    expect(bytes).toBeGreaterThan(maxBytes - Buffer.byteLength((kept[0] as StoredEvent).json) - 8 * 1024);
+    expect((JSON.parse((kept.at(-1) as StoredEvent).json) as { data: { i: number } }).data.i).toBe(lastI);
+    expect(storedBytes(otherConnection())).toBe(bytes);
+    return kept;
+  };
+
+  it('prunes the oldest events of a sandbox over --retention-bytes, and counts across a restart', async () => {
+    const store = open({ retention, pruneBatchSize: 4 });
+    await publishSome(store, 0, 40);
+    expect(storedBytes(otherConnection())).toBe(lineBytes(await store.history({ ...ref, limit: 1000 })));
+    expect(await store.prune()).toBeGreaterThan(0);
+    const kept = await expectWithinLimit(store, 39);
+    // The gap is reported as trimmed, as for the count limit.
+    const replay = await store.replayAfter(ref, { ms: T0 - 1, seq: 0 }, 10);
+    expect(replay.gap).toBe('trimmed');
+    expect(replay.earliestId).toEqual((kept[0] as StoredEvent).id);
+    await store.close();
+
+    // A restart reads the figure back from the file: new appends take the stream over the
+    // limit again, and retention prunes to it, not more, not less.
+    const reopened = open({ retention });
+    await publishSome(reopened, 40, 5);
+    expect(storedBytes(otherConnection())).toBe(lineBytes(await reopened.history({ ...ref, limit: 1000 })));
+    await reopened.prune();
+    await expectWithinLimit(reopened, 44);
+  });
+
+  it('applies a lowered limit from a reload to sandboxes no commit touched since', async () => {
+    const store = open();
+    await publishSome(store, 0, 40);
+    expect(await store.prune()).toBe(0);
+    store.setRetention(retention);
+    expect(await store.prune()).toBeGreaterThan(0);
+    await expectWithinLimit(store, 39);
   });
 });
 

@@ -21,8 +21,8 @@ const PRUNE_SLICE_MS = 4;
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
- * Deletes what the retention policy no longer keeps: events past the count limit (only in
- * sandboxes a commit left above it), events past the age limit (oldest sandboxes first), then
+ * Deletes what the retention policy no longer keeps: events past the count or byte limit (only
+ * in sandboxes a commit left above one), events past the age limit (oldest sandboxes first), then
  * the rows of sandboxes with nothing retained and no append for longer than the age limit
  * (their last ids go to high_water, so ids keep increasing). It works in small transactions
  * and yields to the event loop between them, on a timer and on demand.
@@ -32,8 +32,8 @@ export class Retention {
   pruned = 0;
   /** Background runs that failed. */
   pruneErrors = 0;
-  /** Sandboxes that had more than maxCount events at their last commit. */
-  private readonly overCount = new Map<string, Ref>();
+  /** Sandboxes that had more than maxCount events, or maxBytes of them, at their last commit. */
+  private readonly overLimit = new Map<string, Ref>();
   private running: Promise<number> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -49,23 +49,24 @@ export class Retention {
   ) {
     this.pruneStepTx = db.transaction((ref: Ref) => this.pruneStep(ref));
     this.dropIdleTx = db.transaction((cutoff: number) => this.dropIdle(cutoff));
-    // Retention state lives in the file; only "over the count limit" is tracked in memory,
-    // so find those left from before a restart once.
-    this.findOverCount();
+    // Retention state lives in the file; only "over the count or byte limit" is tracked in
+    // memory, so find those left from before a restart once.
+    this.findOverLimit();
   }
 
   /**
-   * New limits (a config reload): from the next step on. A lowered count makes sandboxes that
-   * no commit touched since over it too, so they are looked up again.
+   * New limits (a config reload): from the next step on. A lowered count or byte limit makes
+   * sandboxes that no commit touched since over it too, so they are looked up again.
    */
   setPolicy(policy: RetentionPolicy): void {
     this.options.policy = policy;
-    this.findOverCount();
+    this.findOverLimit();
   }
 
-  private findOverCount(): void {
-    for (const row of this.sql.overCountSandboxes.all(this.options.policy.maxCount)) {
-      this.overCount.set(sandboxKey({ workspaceId: row.workspace_id, sandboxId: row.sandbox_id }), [
+  private findOverLimit(): void {
+    const { maxCount, maxBytes = Infinity } = this.options.policy;
+    for (const row of this.sql.overLimitSandboxes.all(maxCount, maxBytes)) {
+      this.overLimit.set(sandboxKey({ workspaceId: row.workspace_id, sandboxId: row.sandbox_id }), [
         row.workspace_id,
         row.sandbox_id,
       ]);
@@ -79,9 +80,9 @@ export class Retention {
     this.timer.unref();
   }
 
-  /** After a commit: these streams hold more than the count limit. */
-  readonly noteOverCount = (streams: readonly SandboxRef[]): void => {
-    for (const ref of streams) this.overCount.set(sandboxKey(ref), [ref.workspaceId, ref.sandboxId]);
+  /** After a commit: these streams hold more than the count or byte limit. */
+  readonly noteOverLimit = (streams: readonly SandboxRef[]): void => {
+    for (const ref of streams) this.overLimit.set(sandboxKey(ref), [ref.workspaceId, ref.sandboxId]);
   };
 
   /**
@@ -137,14 +138,14 @@ export class Retention {
       }
     };
 
-    // Count limit: only sandboxes a commit left above it.
-    for (const [key, ref] of this.overCount) {
-      this.overCount.delete(key);
+    // Count and byte limits: only sandboxes a commit left above one.
+    for (const [key, ref] of this.overLimit) {
+      this.overLimit.delete(key);
       let done: { open: boolean; deleted: number };
       try {
         done = await pruneSandbox(ref);
       } catch (error) {
-        this.overCount.set(key, ref); // try again next run
+        this.overLimit.set(key, ref); // try again next run
         throw error;
       }
       deleted += done.deleted;
@@ -180,10 +181,11 @@ export class Retention {
 
   /**
    * One small retention transaction on one sandbox: deletes at most batchSize of its oldest
-   * events past the count or age limit, and records the highest deleted id.
+   * events past the count, byte or age limit, and records the highest deleted id.
    */
   private pruneStep([ws, sb]: Ref): { deleted: number; more: boolean } {
     const { policy, batchSize } = this.options;
+    const maxBytes = policy.maxBytes ?? Infinity;
     this.streamCache.forget(ws, sb); // this step may change the row: the next batch rereads it
     const row = this.sql.getSandbox.get(ws, sb);
     if (row === undefined) return { deleted: 0, more: false };
@@ -191,6 +193,8 @@ export class Retention {
     let through: EventId | undefined;
     const excess = row.retained - policy.maxCount;
     if (excess > 0) through = this.sql.nthOldestId.get(ws, sb, Math.min(excess, batchSize) - 1);
+    if (row.bytes > maxBytes)
+      through = maxEventId(through, this.bytesCut([ws, sb], row.bytes - maxBytes, row.retained));
     if (row.first_ms !== null && row.first_ms < cutoff) {
       let aged = this.sql.newestIdBefore.get(ws, sb, cutoff);
       const cap = this.sql.nthOldestId.get(ws, sb, batchSize - 1);
@@ -198,7 +202,9 @@ export class Retention {
       through = maxEventId(through, aged);
     }
     let deleted = 0;
+    let freed = 0;
     if (through !== undefined) {
+      freed = this.sql.bytesThrough.get(ws, sb, through.ms, through.seq)?.bytes ?? 0;
       // What a pattern resume below it must be told is gone (docs/protocol.md, "Pattern resume").
       const pruned = this.sql.maxOrderThrough.get(ws, sb, through.ms, through.seq)?.ord;
       if (pruned !== null && pruned !== undefined) this.sql.notePruned.run(ws, pruned);
@@ -207,9 +213,11 @@ export class Retention {
     // Recount from the file when the stream emptied, so a drifted count heals itself.
     const first = this.sql.oldestId.get(ws, sb);
     const retained = first === undefined ? 0 : Math.max(1, row.retained - deleted);
+    const bytes = first === undefined ? 0 : Math.max(0, row.bytes - freed);
     const trimmed = maxEventId(idOf(row.trimmed_ms, row.trimmed_seq), through);
     this.sql.updatePruned.run(
       retained,
+      bytes,
       first?.ms ?? null,
       first?.seq ?? null,
       trimmed?.ms ?? null,
@@ -217,8 +225,25 @@ export class Retention {
       ws,
       sb,
     );
-    const more = deleted > 0 && (retained > policy.maxCount || (first !== undefined && first.ms < cutoff));
+    const more =
+      deleted > 0 && (retained > policy.maxCount || bytes > maxBytes || (first !== undefined && first.ms < cutoff));
     return { deleted, more };
+  }
+
+  /**
+   * The id through which the oldest events of a stream go so that at least `excess` bytes of
+   * event lines leave: within the batchSize oldest, and never the stream's newest event.
+   */
+  private bytesCut([ws, sb]: Ref, excess: number, retained: number): EventId | undefined {
+    const rows = this.sql.oldestSizes.all(ws, sb, Math.min(this.options.batchSize, retained - 1));
+    let freed = 0;
+    let through: EventId | undefined;
+    for (const row of rows) {
+      through = { ms: row.ms, seq: row.seq };
+      freed += row.bytes;
+      if (freed >= excess) break;
+    }
+    return through;
   }
 
   private dropIdle(cutoff: number): number {

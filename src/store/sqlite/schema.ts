@@ -1,12 +1,14 @@
 import type Database from 'better-sqlite3';
+import { EVENT_LINE_BYTES_SQL, registerEventLineBytes } from './line-bytes.js';
 
 /**
  * 1: events.json held each event's whole JSON line. 2 (see MIGRATIONS): events.data holds only
  * its `data` text, and json is '' for the rows written so (rows from version 1 keep theirs).
- * A build that knows only version 1 refuses a version-2 file instead of misreading it.
  * 3: events.ord, the store order over every sandbox (docs/protocol.md, "Pattern resume"), with
  * its index, and pruned_order; rows of earlier versions have no order (a pattern resume replays
- * only events written since).
+ * only events written since). sandboxes.bytes, the bytes of the stream's retained event lines
+ * (byte retention), counted once from the events when an older file is opened.
+ * A build that knows an older version refuses a newer file instead of misreading it.
  */
 const SCHEMA_VERSION = 3;
 
@@ -20,7 +22,8 @@ const SCHEMA_VERSION = 3;
  * there is no index on type (see MIGRATIONS), because every index is one more page per sandbox
  * (per sandbox and type, for that one) rewritten by every commit.
  * sandboxes: per stream, the last id issued (ids stay increasing across restarts, also after
- * every event was pruned), what is retained (count and oldest id, for retention), what was
+ * every event was pruned), what is retained (count, bytes of its event lines and oldest id, for
+ * retention; the writer and retention keep them, so an append reads nothing to count), what was
  * pruned (trimmed through), and when it was last appended to (to forget idle empty streams).
  * high_water: at least the last id of every stream that was forgotten. With the last ids in
  * sandboxes it gives the highest id ever issued (so a forgotten or new stream starts above
@@ -55,6 +58,7 @@ CREATE TABLE IF NOT EXISTS sandboxes (
   trimmed_ms   INTEGER,
   trimmed_seq  INTEGER,
   active_at    INTEGER NOT NULL,
+  bytes        INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (workspace_id, sandbox_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sandboxes_by_first ON sandboxes (first_ms) WHERE first_ms IS NOT NULL;
@@ -72,8 +76,8 @@ CREATE TABLE IF NOT EXISTS high_water (
 
 /*
  * Changes to files written by earlier builds, run at every open (each is a no-op once done);
- * none rewrites the events already there. events.data is added by upgradeSchema (ALTER TABLE
- * has no IF NOT EXISTS).
+ * none rewrites the events already there. events.data and sandboxes.bytes are added by migrate
+ * (ALTER TABLE has no IF NOT EXISTS).
  *
  * events_by_type, an index on (workspace, sandbox, type, id), served the type filter. Each
  * append also inserted into it, at one place per sandbox and type, so a commit over 100
@@ -129,11 +133,23 @@ export function migrate(db: Database.Database): void {
     throw new Error(`schema version ${version} is newer than this broker's (${SCHEMA_VERSION})`);
   }
   db.exec(SCHEMA);
-  const columns = db.prepare<[], { name: string }>("SELECT name FROM pragma_table_info('events')").all();
+  const hasColumn = (table: string, name: string): boolean =>
+    db
+      .prepare<[string], { name: string }>('SELECT name FROM pragma_table_info(?)')
+      .all(table)
+      .some((c) => c.name === name);
+  registerEventLineBytes(db);
   db.transaction(() => {
-    if (!columns.some((column) => column.name === 'data')) db.exec('ALTER TABLE events ADD COLUMN data TEXT');
-    if (!columns.some((column) => column.name === 'ord')) db.exec('ALTER TABLE events ADD COLUMN ord INTEGER');
+    if (!hasColumn('events', 'data')) db.exec('ALTER TABLE events ADD COLUMN data TEXT');
+    if (!hasColumn('events', 'ord')) db.exec('ALTER TABLE events ADD COLUMN ord INTEGER');
     db.exec('CREATE INDEX IF NOT EXISTS events_by_order ON events (workspace_id, ord) WHERE ord IS NOT NULL');
+    if (!hasColumn('sandboxes', 'bytes')) {
+      // One pass over the events of a file from before byte retention; from here on the writer
+      // and retention keep the figure.
+      db.exec('ALTER TABLE sandboxes ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0');
+      db.exec(`UPDATE sandboxes SET bytes = coalesce((SELECT sum(${EVENT_LINE_BYTES_SQL}) FROM events
+        WHERE events.workspace_id = sandboxes.workspace_id AND events.sandbox_id = sandboxes.sandbox_id), 0)`);
+    }
     db.exec(MIGRATIONS);
   }).immediate();
   db.pragma(`user_version = ${SCHEMA_VERSION}`);

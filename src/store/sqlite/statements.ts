@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
 import type { EventId } from '../../event/event.js';
+import { EVENT_LINE_BYTES_SQL } from './line-bytes.js';
 
 /** A stream's row in `sandboxes` (schema.ts). */
 export interface SandboxRow {
@@ -11,6 +12,8 @@ export interface SandboxRow {
   trimmed_ms: number | null;
   trimmed_seq: number | null;
   active_at: number;
+  /** Bytes of the retained event lines (schema.ts). */
+  bytes: number;
 }
 
 export interface ListedSandboxRow {
@@ -70,10 +73,20 @@ export interface Statements {
   listAllSandboxes: Statement<[], ListedSandboxRow>;
   /** `first` is null for a sandbox that so far had only ephemeral events (nothing retained). */
   insertSandbox: Statement<
-    [...StreamKey, ...last: Id, retained: number, firstMs: number | null, firstSeq: number | null, activeAt: number]
+    [
+      ...StreamKey,
+      ...last: Id,
+      retained: number,
+      firstMs: number | null,
+      firstSeq: number | null,
+      activeAt: number,
+      bytes: number,
+    ]
   >;
-  updateSandbox: Statement<[...last: Id, retained: number, activeAt: number, ...StreamKey]>;
-  updateSandboxFirst: Statement<[...last: Id, retained: number, ...first: Id, activeAt: number, ...StreamKey]>;
+  updateSandbox: Statement<[...last: Id, retained: number, activeAt: number, bytes: number, ...StreamKey]>;
+  updateSandboxFirst: Statement<
+    [...last: Id, retained: number, ...first: Id, activeAt: number, bytes: number, ...StreamKey]
+  >;
   getHighWater: Statement<[], EventId>;
   setHighWater: Statement<Id>;
   historyAsc: Statement<[...StreamKey, ...floor: Id, since: number, limit: number], EventRow>;
@@ -89,9 +102,13 @@ export interface Statements {
   oldestId: Statement<StreamKey, EventId>;
   nthOldestId: Statement<[...StreamKey, offset: number], EventId>;
   newestIdBefore: Statement<[...StreamKey, beforeMs: number], EventId>;
+  oldestSizes: Statement<[...StreamKey, limit: number], { ms: number; seq: number; bytes: number }>;
+  bytesThrough: Statement<[...StreamKey, ...through: Id], { bytes: number }>;
   deleteThrough: Statement<[...StreamKey, ...through: Id]>;
-  updatePruned: Statement<[retained: number, ...first: NullableId, ...trimmed: NullableId, ...StreamKey]>;
-  overCountSandboxes: Statement<[maxCount: number], RefRow>;
+  updatePruned: Statement<
+    [retained: number, bytes: number, ...first: NullableId, ...trimmed: NullableId, ...StreamKey]
+  >;
+  overLimitSandboxes: Statement<[maxCount: number, maxBytes: number], RefRow>;
   agedSandboxes: Statement<[cutoff: number, limit: number], RefRow>;
   idleSandboxes: Statement<[cutoff: number, limit: number], RefRow & { last_ms: number; last_seq: number }>;
   maxLastId: Statement<[], EventId>;
@@ -120,20 +137,20 @@ export function prepareStatements(db: Database.Database): Statements {
        WHERE first_ms IS NOT NULL ORDER BY workspace_id, sandbox_id`,
     ),
     getSandbox: db.prepare(
-      `SELECT last_ms, last_seq, retained, first_ms, first_seq, trimmed_ms, trimmed_seq, active_at
+      `SELECT last_ms, last_seq, retained, first_ms, first_seq, trimmed_ms, trimmed_seq, active_at, bytes
        FROM sandboxes WHERE ${stream}`,
     ),
     insertSandbox: db.prepare(
-      `INSERT INTO sandboxes (workspace_id, sandbox_id, last_ms, last_seq, retained, first_ms, first_seq, active_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO sandboxes (workspace_id, sandbox_id, last_ms, last_seq, retained, first_ms, first_seq, active_at, bytes)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     // Two forms, so that the common one leaves sandboxes_by_first untouched.
     updateSandbox: db.prepare(
-      `UPDATE sandboxes SET last_ms = ?, last_seq = ?, retained = ?, active_at = ? WHERE ${stream}`,
+      `UPDATE sandboxes SET last_ms = ?, last_seq = ?, retained = ?, active_at = ?, bytes = ? WHERE ${stream}`,
     ),
     updateSandboxFirst: db.prepare(
-      `UPDATE sandboxes SET last_ms = ?, last_seq = ?, retained = ?, first_ms = ?, first_seq = ?, active_at = ?
-       WHERE ${stream}`,
+      `UPDATE sandboxes SET last_ms = ?, last_seq = ?, retained = ?, first_ms = ?, first_seq = ?, active_at = ?,
+       bytes = ? WHERE ${stream}`,
     ),
     getHighWater: db.prepare('SELECT ms, seq FROM high_water WHERE only = 0'),
     setHighWater: db.prepare('INSERT OR REPLACE INTO high_water (only, ms, seq) VALUES (0, ?, ?)'),
@@ -188,12 +205,19 @@ export function prepareStatements(db: Database.Database): Statements {
     newestIdBefore: db.prepare(
       `SELECT ms, seq FROM events WHERE ${stream} AND ms < ? ORDER BY ms DESC, seq DESC LIMIT 1`,
     ),
+    // Byte retention (retention.ts): the oldest events' line sizes, and what a delete frees.
+    oldestSizes: db.prepare(
+      `SELECT ms, seq, ${EVENT_LINE_BYTES_SQL} AS bytes FROM events WHERE ${stream} ORDER BY ms, seq LIMIT ?`,
+    ),
+    bytesThrough: db.prepare(
+      `SELECT coalesce(sum(${EVENT_LINE_BYTES_SQL}), 0) AS bytes FROM events WHERE ${stream} AND (ms, seq) <= (?, ?)`,
+    ),
     deleteThrough: db.prepare(`DELETE FROM events WHERE ${stream} AND (ms, seq) <= (?, ?)`),
     updatePruned: db.prepare(
-      `UPDATE sandboxes SET retained = ?, first_ms = ?, first_seq = ?, trimmed_ms = ?, trimmed_seq = ?
+      `UPDATE sandboxes SET retained = ?, bytes = ?, first_ms = ?, first_seq = ?, trimmed_ms = ?, trimmed_seq = ?
        WHERE ${stream}`,
     ),
-    overCountSandboxes: db.prepare('SELECT workspace_id, sandbox_id FROM sandboxes WHERE retained > ?'),
+    overLimitSandboxes: db.prepare('SELECT workspace_id, sandbox_id FROM sandboxes WHERE retained > ? OR bytes > ?'),
     agedSandboxes: db.prepare(
       'SELECT workspace_id, sandbox_id FROM sandboxes WHERE first_ms < ? ORDER BY first_ms LIMIT ?',
     ),

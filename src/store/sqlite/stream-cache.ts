@@ -10,6 +10,8 @@ export interface BatchStream {
   hadFirst: boolean;
   lastId: EventId | undefined;
   retained: number;
+  /** Bytes of the retained event lines (byte retention). */
+  bytes: number;
   firstId: EventId | undefined;
   activeAt: number;
 }
@@ -43,6 +45,7 @@ export class StreamCache {
       hadFirst: cached.firstId !== undefined,
       lastId: cached.lastId,
       retained: cached.retained,
+      bytes: cached.bytes,
       firstId: cached.firstId,
       activeAt: cached.activeAt,
     };

@@ -29,19 +29,23 @@ export interface WriterOptions {
    * light load".
    */
   commitWindowMs: number;
-  /** The retention count limit: streams a commit leaves above it are reported to onOverCount. */
+  /** The retention count limit: streams a commit leaves above it are reported to onOverLimit. */
   maxCount: number;
+  /** The retention byte limit (event lines per stream), reported the same way. */
+  maxBytes: number;
   /** Highest id the file has committed for any sandbox (also forgotten ones). */
   highWater: EventId | undefined;
   /** The last store order the file issued (docs/protocol.md, "Pattern resume"); 0 for none. */
   lastOrder: number;
-  /** After each commit, the streams it left above maxCount. */
-  onOverCount: (streams: readonly SandboxRef[]) => void;
+  /** After each commit, the streams it left above maxCount or maxBytes. */
+  onOverLimit: (streams: readonly SandboxRef[]) => void;
   /**
    * Types issued an id in the batch's order but never inserted (`--ephemeral-types`,
    * docs/operations.md): the sandbox's last id moves, nothing is retained.
    */
   ephemeral?: (type: string) => boolean;
+  /** Told of every commit that worked or failed: the store's readiness (write-health.ts). */
+  health: { committed(): void; failed(): void };
 }
 
 interface PendingAppend {
@@ -63,7 +67,7 @@ interface BatchResult {
   streams: BatchStream[];
   highWater: EventId | undefined;
   lastOrder: number;
-  overCount: SandboxRef[];
+  overLimit: SandboxRef[];
 }
 
 /**
@@ -123,9 +127,10 @@ export class GroupCommitWriter {
     return this.queue.length;
   }
 
-  /** A new retention count (a config reload): commits from now on report against it. */
-  setMaxCount(maxCount: number): void {
+  /** New retention limits (a config reload): commits from now on report against them. */
+  setLimits(maxCount: number, maxBytes: number): void {
     this.options.maxCount = maxCount;
+    this.options.maxBytes = maxBytes;
   }
 
   setListener(listener: DurableEventListener): void {
@@ -229,13 +234,15 @@ export class GroupCommitWriter {
       const failure = storeUnavailable(`could not write ${batch.length} event(s) to ${this.options.path}`, error);
       for (const pending of batch) pending.receipt.refused(failure);
       this.wal.afterWrite(); // a full disk may be a WAL waiting to be checkpointed
+      this.options.health.failed();
       return;
     }
     this.lastCommitAt = performance.now();
+    this.options.health.committed();
     this.highWater = result.highWater;
     this.lastOrder = result.lastOrder;
     this.streamCache.commit(result.streams);
-    if (result.overCount.length > 0) this.options.onOverCount(result.overCount);
+    if (result.overLimit.length > 0) this.options.onOverLimit(result.overLimit);
     this.batches++;
     this.wal.afterWrite();
     this.appended += result.events.length;
@@ -256,6 +263,7 @@ export class GroupCommitWriter {
       hadFirst: row?.first_ms != null,
       lastId: row === undefined ? undefined : { ms: row.last_ms, seq: row.last_seq },
       retained: row?.retained ?? 0,
+      bytes: row?.bytes ?? 0,
       firstId: row === undefined ? undefined : idOf(row.first_ms, row.first_seq),
       activeAt: 0,
     };
@@ -301,12 +309,14 @@ export class GroupCommitWriter {
         insertEvent.run(input.workspaceId, input.sandboxId, id.ms, id.seq, input.type, now, input.dataJson, order);
         setEventOrder(event, order);
         stream.retained++;
+        stream.bytes += Buffer.byteLength(event.json);
         stream.firstId ??= id;
       }
       highWater = maxEventId(highWater, id);
       events[i] = event;
     }
-    const overCount: SandboxRef[] = [];
+    const { maxCount, maxBytes } = this.options;
+    const overLimit: SandboxRef[] = [];
     for (const s of streams) {
       const last = s.lastId as EventId;
       const first = s.firstId;
@@ -320,6 +330,7 @@ export class GroupCommitWriter {
           first?.ms ?? null,
           first?.seq ?? null,
           s.activeAt,
+          s.bytes,
         );
       } else if (!s.hadFirst && first !== undefined) {
         this.sql.updateSandboxFirst.run(
@@ -329,14 +340,15 @@ export class GroupCommitWriter {
           first.ms,
           first.seq,
           s.activeAt,
+          s.bytes,
           s.workspaceId,
           s.sandboxId,
         );
       } else {
-        this.sql.updateSandbox.run(last.ms, last.seq, s.retained, s.activeAt, s.workspaceId, s.sandboxId);
+        this.sql.updateSandbox.run(last.ms, last.seq, s.retained, s.activeAt, s.bytes, s.workspaceId, s.sandboxId);
       }
-      if (s.retained > this.options.maxCount) overCount.push(s);
+      if (s.retained > maxCount || s.bytes > maxBytes) overLimit.push(s);
     }
-    return { events, streams, highWater, lastOrder: order, overCount };
+    return { events, streams, highWater, lastOrder: order, overLimit };
   }
 }
