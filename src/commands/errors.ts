@@ -3,13 +3,7 @@ import { AuthError } from '../auth/verifier.js';
 import { PermissionError } from '../broker/scope.js';
 import { respPrefixOf, SandboxEventsError } from '../errors.js';
 import { InvalidEventError } from '../event/event.js';
-import { STORE_LOADING, STORE_LOADING_MESSAGE } from '../store/types.js';
 import { ReplyError } from './command.js';
-
-/** A shared engine not connected yet since start (docs/scaling.md, "Readiness"). */
-export function storeLoadingError(): SandboxEventsError {
-  return new SandboxEventsError(STORE_LOADING, STORE_LOADING_MESSAGE);
-}
 
 /** Redis's reply to a failed AUTH, byte for byte; the broker adds ` reason: <why>` after it. */
 export const WRONGPASS = 'WRONGPASS invalid username-password pair or user is disabled.';

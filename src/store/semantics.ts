@@ -37,6 +37,14 @@ export function storeClosedError(kind: string): SandboxEventsError {
   return new SandboxEventsError('STORE_CLOSED', `the ${kind} event store is closed`);
 }
 
+/**
+ * What a shared engine not connected yet since start throws, and what commands that need the
+ * store answer meanwhile (`-LOADING`, docs/scaling.md, "Readiness").
+ */
+export function storeLoadingError(): SandboxEventsError {
+  return new SandboxEventsError('STORE_LOADING', 'the node is connecting to its event engine (Redis); try again');
+}
+
 /** Accepts a positive integer, or Infinity for "no limit". */
 export function checkLimit(limit: number): number {
   if (limit === Infinity || (Number.isSafeInteger(limit) && limit >= 1)) return limit;

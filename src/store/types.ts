@@ -201,10 +201,6 @@ export interface EventStore {
 
 export type StoreReadiness = 'loading' | 'ready' | 'unavailable';
 
-/** What a store that is not connected yet throws (docs/scaling.md, "Readiness"). */
-export const STORE_LOADING = 'STORE_LOADING';
-export const STORE_LOADING_MESSAGE = 'the node is connecting to its event engine (Redis); try again';
-
 export type LostEventsListener = (ref: SandboxRef, message: string) => void;
 
 /** One sandbox that holds events, as `listSandboxes` reports it. */

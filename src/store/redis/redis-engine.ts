@@ -17,9 +17,15 @@
 import { randomBytes } from 'node:crypto';
 import type { RedisOptions } from 'ioredis';
 import { eventJson, parseEventId, type EventId, type NewEvent, type StoredEvent } from '../../event/event.js';
-import { checkLimit, checkRetention, notifyListener, sandboxKey, storeClosedError } from '../semantics.js';
+import {
+  checkLimit,
+  checkRetention,
+  notifyListener,
+  sandboxKey,
+  storeClosedError,
+  storeLoadingError,
+} from '../semantics.js';
 import { SandboxEventsError } from '../../errors.js';
-import { STORE_LOADING, STORE_LOADING_MESSAGE } from '../types.js';
 import type {
   DurableEventListener,
   EventStore,
@@ -177,7 +183,7 @@ export class RedisEngine implements EventStore {
     if (this.closed) throw storeClosedError(this.kind);
     if (this.refusal !== undefined) throw this.refusal;
     if (this.readiness() === 'loading') {
-      throw new SandboxEventsError(STORE_LOADING, STORE_LOADING_MESSAGE);
+      throw storeLoadingError();
     }
   }
 
