@@ -98,7 +98,7 @@ export function createStats(): ServerStats {
 }
 
 /**
- * Counts and logs a client cut off for its unsent output (docs/operations.md, "Slow clients"):
+ * Counts and logs a client cut off for its unsent output (docs/operations.md, "Output budget"):
  * past its own limit, or, when the whole daemon held more than its output budget, as one of
  * the clients holding the most. Both count as slow consumers; the budget counts its own cuts.
  */
