@@ -1,3 +1,5 @@
+import { totalmem } from 'node:os';
+
 /**
  * The limits of docs/security.md ("Limits"), each configurable, plus the protocol caps that
  * keep one client's input and output bounded.
@@ -23,6 +25,11 @@ export interface Limits {
   authTimeoutMs: number;
   /** One client's unsent output (8 MiB by default); past it the client is disconnected. */
   maxOutputBytes: number;
+  /**
+   * Every client's unsent output together (`--max-output-total`, an eighth of the machine's
+   * memory by default); past it the clients holding the most are disconnected first. 0: none.
+   */
+  maxOutputTotalBytes: number;
   /** Open connections (`--max-clients`). */
   maxClients: number;
   /** Channels plus patterns one connection may hold. */
@@ -57,6 +64,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   preAuthMaxOutputBytes: 1024,
   authTimeoutMs: 10_000,
   maxOutputBytes: 8 * 1024 * 1024,
+  maxOutputTotalBytes: defaultMaxOutputTotal(),
   maxClients: 10_000,
   maxSubscriptionsPerConnection: 1_000,
   maxPipelinedPublishes: 1_024,
@@ -65,6 +73,26 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   tcpKeepAliveMs: 60_000,
   closeGraceMs: 10_000,
 });
+
+/**
+ * The memory this process may use: the machine's, or its control group's limit when lower (a
+ * container's; `process.constrainedMemory` reports no limit as a huge number).
+ */
+export function machineMemory(): number {
+  const constrained = process.constrainedMemory();
+  const total = totalmem();
+  return constrained > 0 && constrained < total ? constrained : total;
+}
+
+/**
+ * `--max-output-total` by default: an eighth of the machine's memory (docs/operations.md,
+ * "Output budget"). Output is held in Buffers outside the JavaScript heap, so the heap limit
+ * does not bound it; the memory store takes a quarter by default, this an eighth, which leaves
+ * the process and the machine the rest.
+ */
+export function defaultMaxOutputTotal(): number {
+  return Math.floor(machineMemory() / 8);
+}
 
 export const DEFAULT_PORT = 6380;
 export const DEFAULT_HOST = '127.0.0.1';

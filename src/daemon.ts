@@ -9,6 +9,7 @@ import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT, type Limits } from './confi
 import type { HttpSettings } from './http/host.js';
 import { HttpServer } from './http/http-server.js';
 import { createStats, decoderLimitsFor, type ServerContext } from './runtime/context.js';
+import { OutputBudget } from './runtime/output-budget.js';
 import { DEFAULT_BACKLOG, TcpListener } from './server/server.js';
 import { MemoryStore } from './store/memory-store.js';
 import { openEngine, openStore } from './store/open-store.js';
@@ -95,6 +96,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     verifier,
     logger,
     stats: createStats(),
+    outputBudget: new OutputBudget(limits.maxOutputTotalBytes),
     connections: new Set(),
     startedAt: Date.now(),
     port: () => tcp?.port ?? 0,

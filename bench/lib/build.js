@@ -24,6 +24,10 @@ export function buildModules(buildDir = 'dist') {
     sqliteStore: () => load(BUILD_PATHS.sqliteStore),
     /** @returns {Promise<typeof import('../../src/session/write-path.js')>} */
     writePath: () => load(BUILD_PATHS.writePath),
+    /** @returns {Promise<typeof import('../../src/runtime/output-budget.js')>} */
+    outputBudget: () => load(BUILD_PATHS.outputBudget),
+    /** @returns {Promise<typeof import('../../src/config.js')>} */
+    config: () => load(BUILD_PATHS.config),
     /** @returns {Promise<typeof import('../../src/event/event.js')>} */
     event: () => load(BUILD_PATHS.event),
     /** @returns {Promise<typeof import('../../src/auth/mint.js')>} */
@@ -40,7 +44,9 @@ export const BUILD_PATHS = {
   memoryStore: 'store/memory-store.js',
   sqliteStore: 'store/sqlite-store.js',
   writePath: 'session/write-path.js',
+  outputBudget: 'runtime/output-budget.js',
   event: 'event/event.js',
+  config: 'config.js',
   mint: 'auth/mint.js',
   verifier: 'auth/verifier.js',
 };

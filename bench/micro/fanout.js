@@ -7,7 +7,7 @@
 // (`npm run build` first; pass a copy of an older dist/ as buildDir to compare before/after.)
 // @ts-check
 import { buildModules } from '../lib/build.js';
-import { nullSubscriberClass } from './null-subscriber.js';
+import { nullSubscriberClass, outputBudget } from './null-subscriber.js';
 
 const [buildArg = 'dist', subsArg = '10', channelsArg = '1', perTurnArg = '20'] = process.argv.slice(2);
 const modules = buildModules(buildArg);
@@ -19,7 +19,7 @@ const SUBS = Number(subsArg);
 const CHANNELS = Number(channelsArg);
 const PER_TURN = Number(perTurnArg);
 
-const Sub = nullSubscriberClass(WritePath);
+const Sub = nullSubscriberClass(WritePath, await outputBudget(modules));
 
 const broker = new Broker();
 const subs = [];

@@ -19,8 +19,28 @@ class NullSocket extends EventEmitter {
   uncork() {}
 }
 
-/** `WritePath` is the class from the build under test (dist/session/write-path.js). */
-export function nullSubscriberClass(WritePath) {
+/**
+ * The output budget a daemon with default settings has (an eighth of the RAM), from the build
+ * under test; undefined for a build from before the budget existed.
+ * @param {ReturnType<typeof import('../lib/build.js').buildModules>} modules
+ */
+export async function outputBudget(modules) {
+  try {
+    const [{ OutputBudget }, { defaultMaxOutputTotal }] = await Promise.all([modules.outputBudget(), modules.config()]);
+    return new OutputBudget(defaultMaxOutputTotal());
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `WritePath` is the class from the build under test (dist/session/write-path.js); `budget`
+ * the daemon-wide output budget its paths share, when the build has one (older builds do not).
+ */
+export function nullSubscriberClass(
+  WritePath,
+  /** @type {import('../../src/runtime/output-budget.js').OutputBudget | undefined} */ budget = undefined,
+) {
   return class NullSubscriber {
     /** @type {2} RESP2 */
     protocol = 2;
@@ -32,6 +52,7 @@ export function nullSubscriberClass(WritePath) {
         throw new Error('overflow');
       },
       10_000,
+      budget,
     );
     deliver(frame) {
       this.out.write(frame);

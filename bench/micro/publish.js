@@ -7,7 +7,7 @@
 // (`npm run build` first; pass a copy of an older dist/ as buildDir to compare before/after.)
 // @ts-check
 import { buildModules } from '../lib/build.js';
-import { nullSubscriberClass } from './null-subscriber.js';
+import { nullSubscriberClass, outputBudget } from './null-subscriber.js';
 
 const [buildArg = 'dist', subsArg = '10', perTurnArg = '200', observerArg = '1'] = process.argv.slice(2);
 const modules = buildModules(buildArg);
@@ -21,7 +21,7 @@ const { parsePublishPayload } = await modules.event();
 const SUBS = Number(subsArg);
 const PER_TURN = Number(perTurnArg);
 
-const Sub = nullSubscriberClass(WritePath);
+const Sub = nullSubscriberClass(WritePath, await outputBudget(modules));
 
 const broker = new Broker();
 const store = new MemoryStore({

@@ -39,6 +39,11 @@ export function byteSizeArgument(text: string): number {
   return value;
 }
 
+/** A size as `byteSizeArgument` takes it, or `0` for none (a budget turned off). */
+export function optionalByteSizeArgument(text: string): number {
+  return /^\s*0+\s*(b|kb|kib|mb|mib|gb|gib)?\s*$/i.test(text) ? 0 : byteSizeArgument(text);
+}
+
 export function durationArgument(text: string): number {
   try {
     return parseDuration(text);

@@ -34,7 +34,7 @@ type InfoSection = [title: string, fields: [string, string | number][]];
  */
 function infoSections(connection: RespClient): InfoSection[] {
   const context = connection.context;
-  const { stats, broker, publisher, limits } = context;
+  const { stats, broker, publisher, limits, outputBudget } = context;
   const principal = connection.principal!;
   const admin = principal.role === 'admin';
   const authFailures = Object.values(stats.authFailures).reduce((sum, n) => sum + n, 0);
@@ -56,6 +56,8 @@ function infoSections(connection: RespClient): InfoSection[] {
   const brokerWideErrors: [string, number][] = admin
     ? [
         ['slow_consumer_disconnects', stats.slowConsumerDisconnects],
+        // Redis 7's name for the clients cut off at `maxmemory-clients`.
+        ['evicted_clients', outputBudget.cuts],
         ['protocol_errors', stats.protocolErrors],
         ['auth_failures', authFailures],
       ]
@@ -81,6 +83,9 @@ function infoSections(connection: RespClient): InfoSection[] {
         ['connected_clients', connectedClients],
         ['maxclients', limits.maxClients],
         ['client_output_limit_bytes', limits.maxOutputBytes],
+        ['client_output_budget_bytes', outputBudget.limit],
+        // Every client's unsent output, measured now: a broker-wide figure.
+        ...(admin ? ([['client_output_total_bytes', outputBudget.measure()]] as [string, number][]) : []),
       ],
     ],
     ['Memory', admin ? [['used_memory_rss', process.memoryUsage.rss()]] : []],

@@ -107,6 +107,7 @@ export class ConfigReloader implements ConfigControl {
     // the shared objects is enough; a raised event size raises the RESP caps with it.
     const limits = withRoomForEvents({ ...context.limits, ...limitsFor(settings) });
     Object.assign(context.limits, limits);
+    context.outputBudget.setLimit(limits.maxOutputTotalBytes);
     Object.assign(context.decoderLimits, decoderLimitsFor(limits, true));
     Object.assign(context.preAuthDecoderLimits, decoderLimitsFor(limits, false));
     context.publisher.setRateLimit({ perSecond: limits.publishRatePerSecond, burst: limits.publishBurst });

@@ -14,6 +14,7 @@ export function limitsFor(settings: Settings): Partial<Limits> {
   return {
     maxClients: settings.maxClients,
     maxOutputBytes: settings.maxOutputBuffer,
+    maxOutputTotalBytes: settings.maxOutputTotal,
     maxEventBytes: settings.maxEventSize,
     publishRatePerSecond: settings.publishRate,
     publishBurst: settings.publishBurst,

@@ -2,7 +2,14 @@ import { InvalidArgumentError } from 'commander';
 import { DEFAULT_HOST, DEFAULT_LIMITS, DEFAULT_PORT } from '../config.js';
 import { DEFAULT_HTTP_PORT } from '../http/host.js';
 import { DEFAULT_BACKLOG } from '../server/server.js';
-import { booleanArgument, byteSizeArgument, durationArgument, envName, integerArgument } from '../cli/options.js';
+import {
+  booleanArgument,
+  byteSizeArgument,
+  durationArgument,
+  envName,
+  integerArgument,
+  optionalByteSizeArgument,
+} from '../cli/options.js';
 import { DEFAULT_RETENTION_BYTES, defaultMemoryStoreMax } from '../store/open-store.js';
 
 /**
@@ -190,6 +197,14 @@ export const SETTINGS = {
     byteSizeArgument,
     DEFAULT_LIMITS.maxOutputBytes,
     '8mb',
+  ),
+  maxOutputTotal: numeric(
+    '<size>',
+    "all clients' unsent output together; past it the clients holding the most are disconnected first (0: no budget)",
+    'live',
+    optionalByteSizeArgument,
+    DEFAULT_LIMITS.maxOutputTotalBytes,
+    'an eighth of the RAM',
   ),
   maxEventSize: numeric(
     '<size>',

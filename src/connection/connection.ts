@@ -4,7 +4,8 @@ import type { ReplySlot, RespClient } from '../commands/client.js';
 import type { StoredEvent } from '../event/event.js';
 import { deliveryFrame, errorReply, type Protocol } from '../protocol/encode.js';
 import { type DecodedCommand, type DecoderLimits, ProtocolError, RequestDecoder } from '../protocol/request-decoder.js';
-import type { ServerContext } from '../runtime/context.js';
+import { recordOutputCut, type ServerContext } from '../runtime/context.js';
+import type { OutputCut } from '../runtime/output-budget.js';
 import { TOKEN_EXPIRED_ERROR } from '../session/expiry.js';
 import { type ChannelSubscription, type PatternSubscription, Session } from '../session/session.js';
 
@@ -71,6 +72,7 @@ export class Connection implements RespClient {
         replayPaceBytes: context.limits.maxOutputBytes / 4,
         closeGraceMs: context.limits.closeGraceMs,
         clockToleranceMs: context.clockToleranceMs,
+        outputBudget: context.outputBudget,
         broker: context.broker,
         store: context.store,
       },
@@ -78,7 +80,7 @@ export class Connection implements RespClient {
         replayFrame: (event: StoredEvent, channel, pattern) =>
           deliveryFrame(this.protocol, pattern, channel, event.json),
         isOpen: () => !this.closed,
-        overflow: (pending) => this.onOutputOverflow(pending),
+        overflow: (pending, cause) => this.onOutputOverflow(pending, cause),
         expired: () => this.onTokenExpired(),
         eventsLost: (message) => this.abort(message, 'events_lost'),
       },
@@ -321,12 +323,13 @@ export class Connection implements RespClient {
     this.abort(TOKEN_EXPIRED_ERROR, 'token_expired');
   }
 
-  private onOutputOverflow(pendingBytes: number): void {
-    this.context.stats.slowConsumerDisconnects += 1;
-    this.context.logger.warn(
-      { conn: this.id, addr: this.remoteAddress, pendingBytes, limit: this.outputLimit },
-      'client output over the limit: disconnected',
-    );
+  private onOutputOverflow(pendingBytes: number, cause: OutputCut): void {
+    recordOutputCut(this.context, 'client', cause, {
+      conn: this.id,
+      addr: this.remoteAddress,
+      pendingBytes,
+      limit: this.outputLimit,
+    });
     this.destroy();
   }
 

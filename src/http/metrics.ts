@@ -148,9 +148,31 @@ export class BrokerMetrics {
     mirrorCounter(
       registers,
       'sandbox_events_slow_consumer_disconnects_total',
-      'Subscribers (TCP or SSE) cut off for passing the output limit',
+      'Clients (TCP, SSE or HTTP) cut off for their unsent output: past the output limit or the daemon output budget',
       () => stats.slowConsumerDisconnects,
     );
+    mirrorCounter(
+      registers,
+      'sandbox_events_output_budget_disconnects_total',
+      'Clients (TCP, SSE or HTTP) cut off, the largest first, for passing the daemon output budget (--max-output-total)',
+      () => context.outputBudget.cuts,
+    );
+    new Gauge({
+      name: 'sandbox_events_output_queued_bytes',
+      help: 'Unsent output of every client together (TCP, SSE and HTTP replies), measured at the scrape',
+      registers,
+      collect() {
+        this.set(context.outputBudget.measure());
+      },
+    });
+    new Gauge({
+      name: 'sandbox_events_output_budget_bytes',
+      help: 'The daemon output budget (--max-output-total); 0: none',
+      registers,
+      collect() {
+        this.set(context.outputBudget.limit);
+      },
+    });
     mirrorCounter(
       registers,
       'sandbox_events_rejected_connections_total',

@@ -4,6 +4,7 @@ import { channelKey, mayAccess, resolveChannel, visibleName } from '../broker/sc
 import { formatEventId, parsePublishPayload, validateEventType } from '../event/event.js';
 import { eventIdArgument, historyLimit, historyQuery, historySince } from '../session/query.js';
 import { writePacedReply } from '../session/replay.js';
+import { recordOutputCut } from '../runtime/context.js';
 import { historyPages } from '../store/semantics.js';
 import { checkDeclaredLength, readBody } from './body.js';
 import { authenticateMetricsReader, authenticateRequest } from './credentials.js';
@@ -261,12 +262,13 @@ async function history(
       outputLimit: maxOutputBytes,
       paceBytes: maxOutputBytes / 4,
       closeGraceMs,
-      overflow: (pendingBytes) => {
-        context.stats.slowConsumerDisconnects += 1;
-        context.logger.warn(
-          { transport: 'http', addr: `${req.socket.remoteAddress}:${req.socket.remotePort}`, pendingBytes },
-          'response output over the limit: disconnected',
-        );
+      outputBudget: context.outputBudget,
+      overflow: (pendingBytes, cause) => {
+        recordOutputCut(context, 'response', cause, {
+          transport: 'http',
+          addr: `${req.socket.remoteAddress}:${req.socket.remotePort}`,
+          pendingBytes,
+        });
         res.destroy();
       },
     },

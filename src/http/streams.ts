@@ -7,6 +7,8 @@ import { formatEventId } from '../event/event.js';
 import { type ResumeFrom, resumePoint } from '../session/query.js';
 import { type ResumeStatus, Session } from '../session/session.js';
 import { TypeFilter } from '../session/type-filter.js';
+import { recordOutputCut } from '../runtime/context.js';
+import type { OutputCut } from '../runtime/output-budget.js';
 import { type Authenticated, authenticateMetricsReader, authenticateRequest } from './credentials.js';
 import { badRequest, HttpError } from './errors.js';
 import type { HostedStream, HttpHost, StreamKind } from './host.js';
@@ -48,7 +50,7 @@ export class OpenStream implements HostedStream {
     /** How an event is framed: the event's JSON line by default (docs/http.md). */
     frame: (event: StoredEvent) => Buffer = sseEventFrame,
   ) {
-    const { limits, clockToleranceMs, broker, store } = host.context;
+    const { limits, clockToleranceMs, outputBudget, broker, store } = host.context;
     // The same session and write path as a TCP client's, with the same output limit.
     this.session = new Session(
       {
@@ -58,6 +60,7 @@ export class OpenStream implements HostedStream {
         replayPaceBytes: limits.maxOutputBytes / 4,
         closeGraceMs: limits.closeGraceMs,
         clockToleranceMs,
+        outputBudget,
         broker,
         store,
       },
@@ -65,7 +68,7 @@ export class OpenStream implements HostedStream {
         liveFrame: frame,
         replayFrame: frame,
         isOpen: () => !this.closed,
-        overflow: (pending) => this.onOverflow(pending),
+        overflow: (pending, cause) => this.onOverflow(pending, cause),
         expired: () => this.end('token_expired'),
         eventsLost: () => this.end('events_lost'),
       },
@@ -133,18 +136,14 @@ export class OpenStream implements HostedStream {
     this.cleanUp();
   }
 
-  private onOverflow(pendingBytes: number): void {
+  private onOverflow(pendingBytes: number, cause: OutputCut): void {
     const context = this.host.context;
-    context.stats.slowConsumerDisconnects += 1;
-    context.logger.warn(
-      {
-        transport: 'sse',
-        addr: `${this.req.socket.remoteAddress}:${this.req.socket.remotePort}`,
-        pendingBytes,
-        limit: context.limits.maxOutputBytes,
-      },
-      'stream output over the limit: disconnected',
-    );
+    recordOutputCut(context, 'stream', cause, {
+      transport: 'sse',
+      addr: `${this.req.socket.remoteAddress}:${this.req.socket.remotePort}`,
+      pendingBytes,
+      limit: context.limits.maxOutputBytes,
+    });
     this.res.destroy();
   }
 

@@ -6,6 +6,7 @@ import type { Publisher } from '../broker/publisher.js';
 import type { Limits } from '../config.js';
 import type { DecoderLimits } from '../protocol/request-decoder.js';
 import type { EventStore } from '../store/types.js';
+import type { OutputBudget, OutputCut } from './output-budget.js';
 
 /** Counters that INFO (and later /metrics) report. */
 export interface ServerStats {
@@ -61,6 +62,8 @@ export interface ServerContext<Client extends ConnectedClient = ConnectedClient>
   readonly verifier: TokenVerifier;
   readonly logger: Logger;
   readonly stats: ServerStats;
+  /** The unsent output of every client together, and its budget (`--max-output-total`). */
+  readonly outputBudget: OutputBudget;
   /** The connected TCP clients; a connection adds itself on accept and removes itself on close. */
   readonly connections: Set<Client>;
   readonly startedAt: number;
@@ -92,6 +95,28 @@ export function createStats(): ServerStats {
     slowConsumerDisconnects: 0,
     authFailures: {},
   };
+}
+
+/**
+ * Counts and logs a client cut off for its unsent output (docs/operations.md, "Output budget"):
+ * past its own limit, or, when the whole daemon held more than its output budget, as one of
+ * the clients holding the most. Both count as slow consumers; the budget counts its own cuts.
+ */
+export function recordOutputCut(
+  context: ServerContext,
+  what: 'client' | 'stream' | 'response',
+  cause: OutputCut,
+  fields: Record<string, unknown>,
+): void {
+  context.stats.slowConsumerDisconnects += 1;
+  if (cause === 'budget') {
+    context.logger.warn(
+      { ...fields, cause, budget: context.outputBudget.limit },
+      `${what} output over the daemon output budget: disconnected`,
+    );
+  } else {
+    context.logger.warn({ ...fields, cause }, `${what} output over the limit: disconnected`);
+  }
 }
 
 export function decoderLimitsFor(limits: Limits, authenticated: boolean): DecoderLimits {

@@ -1,5 +1,6 @@
 import { compareEventIds, type EventId, eventOrder, type StoredEvent } from '../event/event.js';
 import type { EventStore, ReplayResult, SandboxRef, WorkspaceReplay } from '../store/types.js';
+import type { OutputBudget, OutputCut } from '../runtime/output-budget.js';
 import { type OutputStream, WritePath } from './write-path.js';
 
 /**
@@ -86,7 +87,10 @@ export interface PacedReplyLimits {
   /** Unsent output at which the writer waits for the reader. */
   paceBytes: number;
   closeGraceMs: number;
-  overflow(pendingBytes: number): void;
+  /** The daemon-wide output budget the reply counts in. */
+  outputBudget: OutputBudget;
+  /** Past the limit or the budget (`cause`): cut the reader off. */
+  overflow(pendingBytes: number, cause: OutputCut): void;
 }
 
 /**
@@ -103,7 +107,13 @@ export async function writePacedReply<T>(
   encode: (page: readonly T[]) => Buffer,
   tail: () => Buffer,
 ): Promise<boolean> {
-  const path = new WritePath(output, () => limits.outputLimit, limits.overflow, limits.closeGraceMs);
+  const path = new WritePath(
+    output,
+    () => limits.outputLimit,
+    limits.overflow,
+    limits.closeGraceMs,
+    limits.outputBudget,
+  );
   const paced: PacedOutput = {
     get pendingBytes() {
       return path.pendingBytes;

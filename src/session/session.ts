@@ -4,6 +4,7 @@ import { type ChannelTarget, channelKey, type PatternScope } from '../broker/sco
 import { type EventId, eventOrder, type StoredEvent } from '../event/event.js';
 import type { Protocol } from '../protocol/encode.js';
 import type { EventStore, ReplayGap } from '../store/types.js';
+import type { OutputBudget, OutputCut } from '../runtime/output-budget.js';
 import { ExpiryTimer } from './expiry.js';
 import type { ResumeFrom } from './query.js';
 import { pagesAsItems, REPLAY_PAGE, ReplaySeam, replayPages, workspaceReplayPages, writePaced } from './replay.js';
@@ -67,8 +68,11 @@ export interface SessionTransport {
   replayFrame(event: StoredEvent, channel: string, pattern?: string): Buffer;
   /** False once the reader is gone: a replay stops. */
   isOpen(): boolean;
-  /** Unsent output passed the limit: cut the reader off (nobody else waits for it). */
-  overflow(pendingBytes: number): void;
+  /**
+   * Unsent output passed the limit, or the daemon's output budget (`cause`): cut the reader off
+   * (nobody else waits for it).
+   */
+  overflow(pendingBytes: number, cause: OutputCut): void;
   /** The token's deadline passed. */
   expired(): void;
   /**
@@ -90,6 +94,8 @@ export interface SessionOptions {
   replayPaceBytes: number;
   closeGraceMs: number;
   clockToleranceMs: number;
+  /** The daemon-wide output budget this session's output counts in. */
+  outputBudget: OutputBudget;
   broker: Broker;
   store: EventStore;
 }
@@ -113,8 +119,6 @@ export class Session implements Subscriber {
   private readonly liveFrame: ((event: StoredEvent) => Buffer) | undefined;
   /** Channel subscriptions with a seam: while none, live frames skip the lookup. */
   private resuming = 0;
-  /** Bytes of every seam's held frames: they count against the output limit. */
-  private heldBytes = 0;
   /** Subscriptions with a type filter: while none, live frames skip the lookup. */
   private filtered = 0;
 
@@ -126,8 +130,9 @@ export class Session implements Subscriber {
     this.output = new WritePath(
       options.output,
       options.outputLimit,
-      (pending) => transport.overflow(pending),
+      (pending, cause) => transport.overflow(pending, cause),
       options.closeGraceMs,
+      options.outputBudget,
     );
     this.expiry = new ExpiryTimer(() => transport.expired());
     this.liveFrame = transport.liveFrame;
@@ -283,7 +288,6 @@ export class Session implements Subscriber {
     this.channels.clear();
     this.patterns.clear();
     this.resuming = 0;
-    this.heldBytes = 0;
     this.filtered = 0;
   }
 
@@ -326,9 +330,8 @@ export class Session implements Subscriber {
     }
     const action = seam.admit(bytes, key, bytes.length);
     if (action === 'hold') {
-      // Held frames count against the output limit like queued ones.
-      this.heldBytes += bytes.length;
-      this.output.checkLimit(this.heldBytes);
+      // Held frames count against the output limit and the budget like queued ones.
+      this.output.hold(bytes.length);
     } else if (action === 'write') {
       this.output.write(bytes);
       if (seam.finished) this.dropSeam(subscription!);
@@ -514,7 +517,7 @@ export class Session implements Subscriber {
   private endReplay<K>(subscription: SeamHolder<K>, lastReplayedId: K | undefined): void {
     const seam = subscription.seam;
     if (seam === undefined) return;
-    this.heldBytes -= seam.heldBytes;
+    this.output.unhold(seam.heldBytes);
     for (const frame of seam.end(lastReplayedId)) this.output.write(frame);
     if (seam.finished) this.dropSeam(subscription);
   }
@@ -522,7 +525,7 @@ export class Session implements Subscriber {
   private dropSeam<K>(subscription: SeamHolder<K>): void {
     const seam = subscription.seam;
     if (seam === undefined) return;
-    this.heldBytes -= seam.heldBytes;
+    this.output.unhold(seam.heldBytes);
     subscription.seam = undefined;
     this.resuming -= 1;
   }

@@ -1,3 +1,5 @@
+import type { BudgetedOutput, OutputBudget, OutputCut } from '../runtime/output-budget.js';
+
 /**
  * What a write path writes to: a TCP socket, or an HTTP response carrying a Server-Sent Events
  * stream. Both are Node writables with these members.
@@ -31,7 +33,9 @@ export function destroyAfterGrace(stream: Pick<OutputStream, 'destroy' | 'on'>, 
  * publishes costs each subscriber one syscall, not one per frame (node-redis client/socket.ts
  * coalesces the same way). `write()` returning false is honoured: nothing more is written until
  * 'drain'. What waits (our queue plus the socket's own buffer) is bounded by the output limit;
- * past it the client is cut off through `onOverflow`, and nobody else waits for it.
+ * past it the client is cut off through `onOverflow`, and nobody else waits for it. The same
+ * bytes, and the frames its owner holds back (`hold`), count in the daemon-wide OutputBudget,
+ * which may cut this client off too when the whole daemon holds too much.
  *
  * Frames that lie next to each other in memory are joined as they are queued: the broker writes
  * the frames of one channel one after another into a slab (broker.ts, FrameWriter), so a
@@ -39,7 +43,7 @@ export function destroyAfterGrace(stream: Pick<OutputStream, 'destroy' | 'on'>, 
  * no Buffer.concat and nothing allocated per frame. That is only correct because a Buffer
  * handed to `write` is never changed afterwards (the same rule as for socket.write).
  */
-export class WritePath {
+export class WritePath implements BudgetedOutput {
   /** Closed runs of bytes, oldest first; the newest run is still open (the tail fields). */
   private queue: Buffer[] = [];
   private queuedBytes = 0;
@@ -55,6 +59,10 @@ export class WritePath {
    */
   private socketBytes = 0;
   private knownLimit: number;
+  /** Frames the owner holds back (a resume's seam): they count like queued ones. */
+  private heldBytes = 0;
+  /** True while this path's bytes are in the budget's total (until it is cut off or closed). */
+  private budgeted = true;
   private waitingForDrain = false;
   private scheduled = false;
   private closed = false;
@@ -67,14 +75,25 @@ export class WritePath {
     private readonly socket: OutputStream,
     /** Current limit in bytes; a function because it grows once the client authenticates. */
     private readonly limit: () => number,
-    private readonly onOverflow: (pendingBytes: number) => void,
+    private readonly onOverflow: (pendingBytes: number, cause: OutputCut) => void,
     /** After `endAfterWrites`, how long the reader gets before the stream is destroyed. */
     private readonly closeGraceMs: number,
+    /** The daemon-wide output budget, shared by every write path of the daemon. */
+    private readonly budget: OutputBudget,
   ) {
     this.knownLimit = limit();
+    if (socket.destroyed) {
+      // Gone before its first byte (an HTTP reader that left while its reply was looked up):
+      // 'close' will not come again, so nothing may wait for it.
+      this.closed = true;
+      this.budgeted = false;
+      return;
+    }
+    budget.add(this);
     socket.on('drain', () => {
       this.waitingForDrain = false;
       if (this.stallTimer !== undefined) this.stallTimer.refresh();
+      this.measure();
       this.flush();
     });
     socket.on('close', () => this.discard());
@@ -91,17 +110,47 @@ export class WritePath {
   }
 
   /**
-   * Cuts the client off if `heldBytes` (frames its owner holds back, say during a resume
-   * replay) plus what waits here pass the limit: held frames count like queued ones.
+   * The owner holds back `bytes` of frames (a resume's seam, while the replay runs): they count
+   * against the output limit and the budget like queued ones, until `unhold`. Past the limit
+   * the client is cut off.
    */
-  checkLimit(heldBytes: number): void {
+  hold(bytes: number): void {
     if (this.closed) return;
-    const pending = heldBytes + this.pendingBytes;
-    if (pending <= this.limit()) return;
-    this.closed = true;
-    this.dropQueue();
-    this.releaseLowWaters();
-    this.onOverflow(pending);
+    this.heldBytes += bytes;
+    const budget = this.budget;
+    budget.total += bytes;
+    const pending = this.heldBytes + this.pendingBytes;
+    if (pending > this.limit()) {
+      this.cutOff(pending, 'limit');
+      return;
+    }
+    if (budget.total > budget.trigger) budget.enforce();
+  }
+
+  /** Held frames were written or dropped. */
+  unhold(bytes: number): void {
+    if (this.closed) return;
+    this.heldBytes -= bytes;
+    this.budget.total -= bytes;
+  }
+
+  /** @internal BudgetedOutput: re-reads the socket's buffer, corrects the budget's total. */
+  measure(): number {
+    if (!this.budgeted) return 0;
+    const socketBytes = this.socket.writableLength;
+    this.budget.total += socketBytes - this.socketBytes;
+    this.socketBytes = socketBytes;
+    return this.queuedBytes + socketBytes + this.heldBytes;
+  }
+
+  /**
+   * @internal BudgetedOutput: the daemon holds too much, and this client among the most. A
+   * client being closed whose socket still holds its last bytes is cut off too.
+   */
+  cutForBudget(): boolean {
+    if (!this.budgeted) return false;
+    this.cutOff(this.heldBytes + this.pendingBytes, 'budget');
+    return true;
   }
 
   write(frame: Buffer): void {
@@ -120,7 +169,13 @@ export class WritePath {
       this.tailEnd = offset + length;
     }
     this.queuedBytes += length;
+    const budget = this.budget;
+    budget.total += length;
     if (this.queuedBytes + this.socketBytes > this.knownLimit && this.overLimit()) return;
+    if (budget.total > budget.trigger) {
+      budget.enforce();
+      if (this.closed) return; // this client was among the largest
+    }
     if (!this.scheduled && !this.waitingForDrain) {
       this.scheduled = true;
       scheduleFlush(this);
@@ -141,7 +196,7 @@ export class WritePath {
   /** Stops writing; queued frames are dropped (the socket is being destroyed). */
   discard(): void {
     this.closed = true;
-    this.dropQueue();
+    this.release();
     this.releaseLowWaters();
   }
 
@@ -163,12 +218,31 @@ export class WritePath {
   private readonly onStalled = (): void => {
     this.stallTimer = undefined;
     if (this.closed || this.lowWaters.length === 0) return;
-    const pending = this.pendingBytes;
-    this.closed = true;
-    this.dropQueue();
-    this.releaseLowWaters();
-    this.onOverflow(pending);
+    this.cutOff(this.heldBytes + this.pendingBytes, 'limit');
   };
+
+  /** Cuts the client off: nothing more is written, waiters are released, the owner is told. */
+  private cutOff(pendingBytes: number, cause: OutputCut): void {
+    this.closed = true;
+    this.release();
+    this.releaseLowWaters();
+    this.onOverflow(pendingBytes, cause);
+  }
+
+  /**
+   * Drops what is queued and takes this path's bytes out of the budget's total, once: the
+   * socket is being destroyed, or has closed.
+   */
+  private release(): void {
+    if (this.budgeted) {
+      this.budgeted = false;
+      this.budget.total -= this.queuedBytes + this.socketBytes + this.heldBytes;
+      this.budget.remove(this);
+    }
+    this.socketBytes = 0;
+    this.heldBytes = 0;
+    this.dropQueue();
+  }
 
   private releaseLowWaters(): void {
     if (this.lowWaters.length === 0) {
@@ -193,13 +267,11 @@ export class WritePath {
 
   /** The quick check said "maybe over": decide on the real figures. */
   private overLimit(): boolean {
-    this.socketBytes = this.socket.writableLength;
+    this.measure();
     this.knownLimit = this.limit();
     const pending = this.queuedBytes + this.socketBytes;
     if (pending <= this.knownLimit) return false;
-    this.closed = true;
-    this.dropQueue();
-    this.onOverflow(pending);
+    this.cutOff(pending, 'limit');
     return true;
   }
 
@@ -244,9 +316,12 @@ export class WritePath {
         }
         queue.length = 0;
       }
+      // The queue went to the socket: the budget's total keeps only what the socket still holds.
+      const socketBytes = this.socket.writableLength;
+      this.budget.total += socketBytes - this.socketBytes - this.queuedBytes;
+      this.socketBytes = socketBytes;
       this.queuedBytes = 0;
       if (!ok) this.waitingForDrain = true;
-      this.socketBytes = this.socket.writableLength;
       this.knownLimit = this.limit();
     }
     if (this.endAfterFlush && this.queuedBytes === 0) {

@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import { afterEach, expect, it, vi } from 'vitest';
 import { Broker, type Subscriber } from '../../src/broker/broker.js';
 import { channelKey } from '../../src/broker/scope.js';
+import { OutputBudget } from '../../src/runtime/output-budget.js';
 import { WritePath } from '../../src/session/write-path.js';
 import type { StoredEvent } from '../../src/event/event.js';
 import { deliveryFrame, type Protocol } from '../../src/protocol/encode.js';
@@ -36,6 +37,7 @@ class Sub implements Subscriber {
       throw new Error('overflow');
     },
     10_000,
+    new OutputBudget(0),
   );
   expected: Buffer[] = [];
   constructor(readonly protocol: Protocol) {}

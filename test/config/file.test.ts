@@ -107,6 +107,11 @@ describe('a file the daemon refuses at start', () => {
       '"jwt-secret": expected a string or a list of strings, got a list',
     ],
     ['a value out of range', 'port = 70000\n', '"port": expected an integer from 0 to 65535'],
+    [
+      'an output budget that is not a size',
+      'max-output-total = "lots"\n',
+      '"max-output-total": expected a size such as 65536, 64kb or 8mb',
+    ],
     ['a level that does not exist', 'log-level = "loud"\n', '"log-level": expected one of fatal, error, warn'],
     [
       'the same setting twice',

@@ -86,6 +86,12 @@ describe('SIGHUP applies the reloadable settings live', () => {
     await reloadWith(daemon, { 'max-output-buffer': '2mb' });
     expect(await reader.call('INFO', 'clients')).toContain('client_output_limit_bytes:2097152');
 
+    // max-output-total: INFO reports the budget in force; 0 turns it off.
+    await reloadWith(daemon, { 'max-output-total': '64mb' });
+    expect(await reader.call('INFO', 'clients')).toContain('client_output_budget_bytes:67108864');
+    await reloadWith(daemon, { 'max-output-total': 0 });
+    expect(await reader.call('INFO', 'clients')).toContain('client_output_budget_bytes:0\r\n');
+
     // http-cors-origin.
     expect(await corsOrigin(daemon.httpPort!, 'https://new.example')).toBe(null);
     await reloadWith(daemon, { 'http-cors-origin': 'https://new.example' });

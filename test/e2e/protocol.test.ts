@@ -336,9 +336,13 @@ describe('INFO and COMMAND', () => {
       'auth_failures',
       'protocol_errors',
       'slow_consumer_disconnects',
+      'evicted_clients',
+      'client_output_total_bytes',
     ]) {
       expect(other).not.toHaveProperty(brokerWide);
     }
+    // The budget is configuration, the same for everyone.
+    expect(Number(other.client_output_budget_bytes)).toBeGreaterThan(0);
     const own = await infoOf(await broker.authed({ workspaceId: busy, sandboxId: 'sb-busy', role: 'sandbox' }));
     expect(own).toMatchObject({ connected_clients: '4', events_published: '3', events_delivered: '6' });
 
@@ -348,6 +352,8 @@ describe('INFO and COMMAND', () => {
     expect(Number(admin.events_delivered)).toBeGreaterThanOrEqual(6);
     expect(Number(admin.used_memory_rss)).toBeGreaterThan(0);
     expect(admin).toHaveProperty('total_commands_processed');
+    expect(admin).toMatchObject({ evicted_clients: '0' });
+    expect(Number(admin.client_output_total_bytes)).toBeGreaterThanOrEqual(0);
   });
 
   it('COMMAND DOCS is a map of every command with summary, since and group; COMMAND COUNT matches', async () => {
