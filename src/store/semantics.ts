@@ -178,6 +178,9 @@ export class RetentionClasses {
  */
 export const MAX_PRUNED_TYPES = 64;
 
+/** The type a mark of every type is kept under (an event type is never empty). */
+export const EVERY_TYPE = '';
+
 /**
  * With per-type retention, the highest key (event id, or store order) pruned of each type, so
  * that a replay is judged for the types its reader takes. `floor`: every type is pruned through
@@ -189,7 +192,12 @@ export class PrunedByType<K> {
 
   constructor(private readonly compare: (a: K, b: K) => number) {}
 
+  /** `type` '' (EVERY_TYPE) raises the mark of every type. */
   note(type: string, key: K): void {
+    if (type === EVERY_TYPE) {
+      if (this.floor === undefined || this.compare(key, this.floor) > 0) this.floor = key;
+      return;
+    }
     const had = this.byType.get(type);
     if (had !== undefined) {
       if (this.compare(key, had) > 0) this.byType.set(type, key);
@@ -203,6 +211,13 @@ export class PrunedByType<K> {
     const [foldType, foldKey] = oldest!;
     this.byType.delete(foldType);
     if (this.floor === undefined || this.compare(foldKey, this.floor) > 0) this.floor = foldKey;
+  }
+
+  /** Every mark, the one of every type as type '' (EVERY_TYPE): what a store writes back. */
+  entries(): [string, K][] {
+    const out = [...this.byType];
+    if (this.floor !== undefined) out.push([EVERY_TYPE, this.floor]);
+    return out;
   }
 
   /** The highest key pruned of a type `types` takes (of any type when absent); undefined: none. */
