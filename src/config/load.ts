@@ -118,11 +118,11 @@ function fileValue(name: SettingName, raw: unknown): unknown {
       ? 'a string or a list of strings'
       : spec.fileShape === 'table'
         ? 'a string, a list of strings or a table of numbers'
-      : spec.fileShape === 'number'
-        ? 'a number or a string'
-        : spec.fileShape === 'boolean'
-          ? 'true, false or a string'
-          : 'a string';
+        : spec.fileShape === 'number'
+          ? 'a number or a string'
+          : spec.fileShape === 'boolean'
+            ? 'true, false or a string'
+            : 'a string';
   const texts =
     typeof raw === 'string'
       ? [raw]

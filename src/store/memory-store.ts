@@ -231,7 +231,9 @@ export class MemoryStore implements EventStore {
     this.maxBytes = this.retention.maxBytes ?? Infinity;
     for (const sandboxes of this.workspaces.values()) {
       for (const stream of sandboxes.values()) {
-        stream.parts.forEach((part, index) => part?.events.setMaxSlots(this.classes.maxCount(index, this.retention)));
+        for (const [index, part] of stream.parts.entries()) {
+          part?.events.setMaxSlots(this.classes.maxCount(index, this.retention));
+        }
       }
     }
   }
@@ -338,9 +340,7 @@ export class MemoryStore implements EventStore {
       checkLimit(query.limit);
       const stream = this.stream(query);
       const ids =
-        stream === undefined
-          ? []
-          : this.historyPlaces(stream, query).map(({ part, index }) => part.events.idAt(index));
+        stream === undefined ? [] : this.historyPlaces(stream, query).map(({ part, index }) => part.events.idAt(index));
       return Promise.resolve(
         pagesOfIds(ids, (page) => {
           const now = this.stream(query);
@@ -358,8 +358,7 @@ export class MemoryStore implements EventStore {
    */
   private historyPlaces(stream: MemoryStream, query: HistoryQuery): EventPlace[] {
     const limit = checkLimit(query.limit);
-    const parts =
-      query.type === undefined ? [...stream.liveParts()] : [stream.parts[this.classes.classOf(query.type)]];
+    const parts = query.type === undefined ? [...stream.liveParts()] : [stream.parts[this.classes.classOf(query.type)]];
     const places: EventPlace[] = [];
     for (const part of parts) {
       if (part !== undefined) for (const index of this.historyIndexes(part.events, query)) places.push({ part, index });

@@ -91,11 +91,13 @@ function invalidRule(message: string): SandboxEventsError {
 }
 
 function checkRetentionRules(rules: readonly RetentionRule[]): RetentionRule[] {
-  if (rules.length > MAX_RETENTION_RULES) throw invalidRule(`at most ${MAX_RETENTION_RULES} rules, got ${rules.length}`);
+  if (rules.length > MAX_RETENTION_RULES)
+    throw invalidRule(`at most ${MAX_RETENTION_RULES} rules, got ${rules.length}`);
   const seen = new Set<string>();
   for (const { glob, maxCount } of rules) {
     if (glob === '') throw invalidRule('a rule has an empty type glob');
-    if (glob.length > MAX_RULE_GLOB_LENGTH) throw invalidRule(`a type glob is at most ${MAX_RULE_GLOB_LENGTH} characters`);
+    if (glob.length > MAX_RULE_GLOB_LENGTH)
+      throw invalidRule(`a type glob is at most ${MAX_RULE_GLOB_LENGTH} characters`);
     if (seen.has(glob)) throw invalidRule(`"${glob}" has two rules`);
     seen.add(glob);
     if (!(Number.isSafeInteger(maxCount) && maxCount >= 1)) {

@@ -345,7 +345,9 @@ export class SqliteStore implements EventStore {
           highWater,
           afterIdRetained: this.sql.hasEvent.get(ws, sb, afterId.ms, afterId.seq) !== undefined,
           unstoredIds: this.unstoredIds,
-          ...(this.rules.length === 0 ? {} : { perType: true, readerTrimmedThrough: this.prunedThrough(ws, sb, types) }),
+          ...(this.rules.length === 0
+            ? {}
+            : { perType: true, readerTrimmedThrough: this.prunedThrough(ws, sb, types) }),
         }),
       );
     } catch (error) {

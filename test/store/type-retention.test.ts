@@ -12,7 +12,16 @@ import type { StoredEvent } from '../../src/event/event.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { parseRetentionRules } from '../../src/store/semantics.js';
 import type { ReaderTypes, RetentionPolicy } from '../../src/store/types.js';
-import { Clock, ids, memoryFactory, newEvent, sqliteFactory, type StoreFactory, type TestStore, tempDir } from './helpers.js';
+import {
+  Clock,
+  ids,
+  memoryFactory,
+  newEvent,
+  sqliteFactory,
+  type StoreFactory,
+  type TestStore,
+  tempDir,
+} from './helpers.js';
 
 const DAY = 24 * 3600 * 1000;
 /** The done-when of the brief: 20 events per sandbox, but metrics kept to 5 on their own. */
@@ -234,7 +243,12 @@ describe('per-type retention across a SQLite restart', () => {
       }
       await store.prune(); // prefix pruning: execution.started is gone
       await store.close();
-      store = SqliteStore.open({ path, retention: { ...plain, rules: METRICS_5.rules }, now: clock.now, pruneIntervalMs: 0 });
+      store = SqliteStore.open({
+        path,
+        retention: { ...plain, rules: METRICS_5.rules },
+        now: clock.now,
+        pruneIntervalMs: 0,
+      });
       try {
         expect(await store.replayAfter(ref, { ms: 0, seq: 0 }, 100, only('execution.started'))).toMatchObject({
           gap: 'trimmed',

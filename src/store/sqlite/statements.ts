@@ -276,11 +276,15 @@ export function prepareStatements(db: Database.Database): Statements {
       db,
       `SELECT ms, seq, type, ord, ${EVENT_LINE_BYTES_SQL} FROM events WHERE ${stream} ORDER BY ms DESC, seq DESC`,
     ),
-    eventBytes: db.prepare(`SELECT ${EVENT_LINE_BYTES_SQL} AS bytes FROM events WHERE ${stream} AND ms = ? AND seq = ?`),
+    eventBytes: db.prepare(
+      `SELECT ${EVENT_LINE_BYTES_SQL} AS bytes FROM events WHERE ${stream} AND ms = ? AND seq = ?`,
+    ),
     deleteEvent: db.prepare(`DELETE FROM events WHERE ${stream} AND ms = ? AND seq = ?`),
     prunedTypes: db.prepare(`SELECT type, ms, seq FROM pruned_types WHERE ${stream}`),
     clearPrunedTypes: db.prepare(`DELETE FROM pruned_types WHERE ${stream}`),
-    putPrunedType: db.prepare('INSERT INTO pruned_types (workspace_id, sandbox_id, type, ms, seq) VALUES (?, ?, ?, ?, ?)'),
+    putPrunedType: db.prepare(
+      'INSERT INTO pruned_types (workspace_id, sandbox_id, type, ms, seq) VALUES (?, ?, ?, ?, ?)',
+    ),
     notePrunedType: db.prepare(
       `INSERT INTO pruned_types (workspace_id, sandbox_id, type, ms, seq) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (workspace_id, sandbox_id, type) DO UPDATE SET ms = excluded.ms, seq = excluded.seq
