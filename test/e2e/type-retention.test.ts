@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, killDaemons, spawnDaemon } from '../support/daemon.js';
-import { cliToken, collectingClient } from '../support/e2e.js';
+import { cliToken, collectingClient, freePort } from '../support/e2e.js';
 import { resp } from '../support/raw-client.js';
 
 /**
@@ -53,12 +53,50 @@ async function resumeStatus(port: number, workspace: string, args: string[]): Pr
   }
 }
 
+/**
+ * Opens the SSE stream of one sandbox with Last-Event-ID (and `?type=` when given), runs
+ * `whenOpen`, and returns what arrived until `until` is in it; then closes the stream.
+ */
+async function readStream(
+  httpPort: number,
+  workspace: string,
+  sandboxId: string,
+  lastEventId: string,
+  query: string,
+  whenOpen: () => Promise<unknown>,
+  until: string,
+): Promise<string> {
+  const controller = new AbortController();
+  const response = await fetch(`http://127.0.0.1:${httpPort}/events/${sandboxId}/stream${query}`, {
+    headers: { authorization: `Bearer ${workspace}`, accept: 'text/event-stream', 'last-event-id': lastEventId },
+    signal: controller.signal,
+  });
+  expect(response.status).toBe(200);
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  let text = '';
+  try {
+    await whenOpen();
+    while (!text.includes(until)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+  } finally {
+    controller.abort();
+  }
+  return text;
+}
+
 describe.each(['memory', 'sqlite'])('per-type retention, %s store', (store) => {
   it('keeps the lifecycle event beside 60 metrics, metrics to 5, and tells resumes what was pruned', async () => {
     const file = path.join(dataDir, `${store}.db`);
     const storeArg = store === 'memory' ? 'memory' : `sqlite:${file}`;
-    const args = ['--port', '0', '--http-port', '0', '--data-dir', dataDir, '--store', storeArg, ...RULES];
-    let daemon = await spawnDaemon(args);
+    const args = async (): Promise<string[]> => [
+      ...['--port', '0', '--http-port', String(await freePort())],
+      ...['--data-dir', dataDir, '--store', storeArg, ...RULES],
+    ];
+    let daemon = await spawnDaemon(await args());
     const channel = `sb-${store}`;
     const [sandbox, workspace] = await Promise.all([
       token('--workspace', '1', '--sandbox', channel),
@@ -95,13 +133,43 @@ describe.each(['memory', 'sqlite'])('per-type retention, %s store', (store) => {
       );
       expect(await resumeStatus(daemon.port, workspace, ['RESUME', channel, '0'])).toBe('trimmed');
 
+      // SSE Last-Event-ID alike: a gap event for every type, none for the lifecycle type only.
+      const publishMarker = (n: number) => () =>
+        client.publish(channel, JSON.stringify({ type: 'execution.completed', data: { marker: n } }));
+      const everything = await readStream(
+        daemon.httpPort as number,
+        workspace,
+        channel,
+        after,
+        '',
+        publishMarker(1),
+        '"marker":1',
+      );
+      expect(everything).toContain('event: gap');
+      expect(everything).toContain('"status":"trimmed"');
+      const lifecycle = await readStream(
+        daemon.httpPort as number,
+        workspace,
+        channel,
+        after,
+        '?type=execution.completed',
+        publishMarker(2),
+        '"marker":2',
+      );
+      expect(lifecycle).not.toContain('event: gap');
+      expect(lifecycle).not.toContain('sandbox.metrics');
+      expect(lifecycle).toContain('"marker":1');
+
       if (store === 'sqlite') {
         client.disconnect();
         daemon.child.kill('SIGTERM');
         await daemon.exited;
-        daemon = await spawnDaemon(args);
+        daemon = await spawnDaemon(await args());
         client = new Redis({ port: daemon.port, host: '127.0.0.1', password: sandbox });
-        expect(await client.call('HISTORY', channel, 'TYPE', 'execution.completed')).toEqual(completed);
+        // The lifecycle event, and the two the SSE checks published.
+        const kept = (await client.call('HISTORY', channel, 'TYPE', 'execution.completed')) as string[];
+        expect(kept).toHaveLength(3);
+        expect(kept[0]).toEqual(completed[0]);
         expect(await client.call('HISTORY', channel, 'TYPE', 'sandbox.metrics')).toHaveLength(5);
         expect(await resumeStatus(daemon.port, workspace, ['RESUME', channel, after])).toBe('trimmed');
         expect(await resumeStatus(daemon.port, workspace, ['RESUME', channel, after, 'TYPE', 'execution.*'])).toBe(
