@@ -181,6 +181,22 @@ describe.each([
     });
   });
 
+  it('keeps at most 64 per-type marks per sandbox, folding the oldest into one for every type', async () => {
+    const store = await open({ ...METRICS_5, maxCount: 1 });
+    const types = Array.from({ length: 70 }, (_, i) => `t${i}`);
+    const events = await fill(store, types);
+    await store.prune(); // 69 types pruned: the marks of t0..t4 fold into one of every type
+    expect(ids(await store.history({ ...ref, limit: 100 }))).toEqual(ids(events.slice(-1)));
+    const at = (i: number) => events[i]!.id;
+    // A reader of t1 only, from t1's id: t1's own mark was folded into every type's, which is
+    // at t4: told `trimmed` (never `complete` wrongly); past the fold, exact.
+    expect(await store.replayAfter(ref, at(1), 100, only('t1'))).toMatchObject({ gap: 'trimmed' });
+    expect(await store.replayAfter(ref, at(4), 100, only('t1'))).toMatchObject({ complete: true });
+    // Types kept apart are judged on their own.
+    expect(await store.replayAfter(ref, at(10), 100, only('t9'))).toMatchObject({ complete: true });
+    expect(await store.replayAfter(ref, at(10), 100, only('t20'))).toMatchObject({ gap: 'trimmed' });
+  });
+
   it('refuses bad rules with INVALID_ARGUMENT, changing nothing', async () => {
     for (const rules of [
       [{ glob: '', maxCount: 1 }],
@@ -189,6 +205,8 @@ describe.each([
         { glob: 'a', maxCount: 1 },
         { glob: 'a', maxCount: 2 },
       ],
+      [{ glob: 'a'.repeat(129), maxCount: 1 }],
+      Array.from({ length: 33 }, (_, i) => ({ glob: `t${i}`, maxCount: 1 })),
     ]) {
       await expect(open({ ...METRICS_5, rules })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     }
