@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import type { StoredEvent } from '../../src/event/event.js';
+import { MemoryStore } from '../../src/store/memory-store.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
 import { parseRetentionRules } from '../../src/store/semantics.js';
 import type { ReaderTypes, RetentionPolicy } from '../../src/store/types.js';
@@ -209,6 +210,35 @@ describe.each([
       Array.from({ length: 33 }, (_, i) => ({ glob: `t${i}`, maxCount: 1 })),
     ]) {
       await expect(open({ ...METRICS_5, rules })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    }
+  });
+});
+
+describe('per-type retention and the memory store budget', () => {
+  it('evicts the oldest events of the idlest sandbox across its classes, and says so to filtered resumes', async () => {
+    const clock = new Clock();
+    const store = new MemoryStore({ retention: METRICS_5, now: clock.now, pruneIntervalMs: 0, maxTotalBytes: 3_000 });
+    try {
+      const idle: StoredEvent[] = [];
+      for (const type of ['execution.started', 'sandbox.metrics', 'execution.completed', 'sandbox.metrics']) {
+        idle.push(await store.append(newEvent('sb-idle', type, { pad: 'x'.repeat(100) })));
+        clock.advance(1);
+      }
+      for (let i = 0; i < 40; i++) {
+        await store.append(newEvent('sb-busy', 'execution.progress', { i, pad: 'x'.repeat(100) }));
+        clock.advance(1);
+      }
+      expect(store.stats().evicted).toBeGreaterThan(0);
+      expect(store.stats().retainedBytes).toBeLessThanOrEqual(3_000);
+      const idleRef = { workspaceId: 1, sandboxId: 'sb-idle' };
+      const left = await store.history({ ...idleRef, limit: 100 });
+      // Oldest first over both classes: what is left is the newest of the idle sandbox's events.
+      expect(ids(idle).slice(idle.length - left.length)).toEqual(ids(left));
+      expect(await store.replayAfter(idleRef, { ms: 0, seq: 0 }, 100, only('execution.started'))).toMatchObject({
+        gap: 'trimmed',
+      });
+    } finally {
+      await store.close();
     }
   });
 });
