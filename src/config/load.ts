@@ -99,26 +99,43 @@ function describe(value: unknown): string {
   return typeof value === 'object' ? 'a table' : `a ${typeof value}`;
 }
 
+/** A table whose every value is a number (`[retention]` with `"sandbox.metrics" = 100`). */
+function isNumberTable(raw: unknown): raw is Record<string, number> {
+  return (
+    typeof raw === 'object' &&
+    raw !== null &&
+    !Array.isArray(raw) &&
+    !(raw instanceof Date) &&
+    Object.values(raw).every((value) => typeof value === 'number')
+  );
+}
+
 /** One file value, checked against the setting's type and parsed as the flag's text would be. */
 function fileValue(name: SettingName, raw: unknown): unknown {
   const spec = settingSpec(name);
   const expected =
     spec.fileShape === 'list'
       ? 'a string or a list of strings'
-      : spec.fileShape === 'number'
-        ? 'a number or a string'
-        : spec.fileShape === 'boolean'
-          ? 'true, false or a string'
-          : 'a string';
+      : spec.fileShape === 'table'
+        ? 'a string, a list of strings or a table of numbers'
+        : spec.fileShape === 'number'
+          ? 'a number or a string'
+          : spec.fileShape === 'boolean'
+            ? 'true, false or a string'
+            : 'a string';
   const texts =
     typeof raw === 'string'
       ? [raw]
       : (typeof raw === 'number' && spec.fileShape === 'number') ||
           (typeof raw === 'boolean' && spec.fileShape === 'boolean')
         ? [String(raw)]
-        : spec.fileShape === 'list' && Array.isArray(raw) && raw.every((item) => typeof item === 'string')
+        : (spec.fileShape === 'list' || spec.fileShape === 'table') &&
+            Array.isArray(raw) &&
+            raw.every((item) => typeof item === 'string')
           ? (raw as string[])
-          : undefined;
+          : spec.fileShape === 'table' && isNumberTable(raw)
+            ? Object.entries(raw).map(([key, count]) => `${key}=${count}`)
+            : undefined;
   if (texts === undefined) throw new Error(`expected ${expected}, got ${describe(raw)}`);
   if (spec.repeatable) {
     if (texts.length === 0) throw new Error('expected at least one value');

@@ -28,6 +28,7 @@ export function retentionFor(settings: Settings): RetentionPolicy {
     maxAgeMs: settings.retentionAge,
     maxBytes: settings.retentionBytes,
     ephemeralTypes: settings.ephemeralTypes,
+    rules: settings.retention,
   };
 }
 

@@ -11,6 +11,8 @@ import {
   optionalByteSizeArgument,
 } from '../cli/options.js';
 import { DEFAULT_RETENTION_BYTES, defaultMemoryStoreMax } from '../store/open-store.js';
+import { formatRetentionRules, parseRetentionRules } from '../store/semantics.js';
+import type { RetentionRule } from '../store/types.js';
 
 /**
  * Every setting of `sandbox-events serve`, in one table: the flags, the environment variables,
@@ -21,8 +23,11 @@ import { DEFAULT_RETENTION_BYTES, defaultMemoryStoreMax } from '../store/open-st
 /** When a changed value takes effect: at a reload (SIGHUP, CONFIG RELOAD), or only at a restart. */
 export type Applies = 'live' | 'restart';
 
-/** What a config file may hold for a setting, besides a string in the flag's syntax. */
-type FileShape = 'string' | 'number' | 'boolean' | 'list';
+/**
+ * What a config file may hold for a setting, besides a string in the flag's syntax. `table`: a
+ * list of strings too, or a table of `<key> = <number>` read as the items `<key>=<number>`.
+ */
+type FileShape = 'string' | 'number' | 'boolean' | 'list' | 'table';
 
 export interface SettingSpec<T> {
   /** The flag's argument placeholder, e.g. `<n>`. */
@@ -41,6 +46,8 @@ export interface SettingSpec<T> {
   /** Given several times on the command line (`--jwt-secret a --jwt-secret b`), a list in a file. */
   readonly repeatable?: boolean;
   readonly choices?: readonly string[];
+  /** How `config check`, `CONFIG GET` and logs show a value, when not as text or a comma list. */
+  display?(value: T): string;
 }
 
 function text<D extends string | undefined = undefined>(
@@ -182,6 +189,22 @@ export const SETTINGS = {
     applies: 'restart',
     repeatable: true,
   } satisfies SettingSpec<string[]>,
+  retention: {
+    arg: '<rules>',
+    help: "per-type count rules, first match wins (e.g. 'sandbox.metrics=100,terminal.*=1000'); other types keep --retention-count",
+    parse: (value: string): RetentionRule[] => {
+      try {
+        return parseRetentionRules(value);
+      } catch (error) {
+        throw new InvalidArgumentError((error as Error).message);
+      }
+    },
+    fileShape: 'table',
+    defaultValue: [],
+    applies: 'restart',
+    repeatable: true,
+    display: formatRetentionRules,
+  } satisfies SettingSpec<RetentionRule[]>,
   hopxMetricsType: text(
     '<type>',
     'the event type GET /v1/sandboxes/<id>/metrics/stream carries',
@@ -274,7 +297,9 @@ export function envVariable(name: SettingName): string {
 /** What `config check`, `CONFIG GET` and the reload log show for a value: secrets redacted. */
 export function displayValue(name: SettingName, value: unknown): string {
   if (value === undefined) return '';
-  if (settingSpec(name).secret) return Array.isArray(value) ? value.map(() => '<redacted>').join(',') : '<redacted>';
+  const spec = settingSpec(name);
+  if (spec.secret) return Array.isArray(value) ? value.map(() => '<redacted>').join(',') : '<redacted>';
+  if (spec.display !== undefined) return spec.display(value);
   if (Array.isArray(value)) return value.join(',');
   return String(value);
 }

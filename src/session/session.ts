@@ -375,7 +375,8 @@ export class Session implements Subscriber {
           return true;
         }
         const store = this.options.store;
-        const first = await store.replayAfter(target, from, REPLAY_PAGE);
+        // The status is judged for the types this subscription takes (per-type retention).
+        const first = await store.replayAfter(target, from, REPLAY_PAGE, types);
         if (!this.isOpen()) return false;
         if (first.complete) cover(from);
         tell({
@@ -430,7 +431,7 @@ export class Session implements Subscriber {
       subscription,
       () => this.punsubscribe(pattern),
       async (cover) => {
-        const first = await store.replayWorkspaceAfter!(scope, after, REPLAY_PAGE);
+        const first = await store.replayWorkspaceAfter!(scope, after, REPLAY_PAGE, types);
         if (!this.isOpen()) return false;
         if (first.complete) cover(after);
         tell({ status: first.complete ? 'complete' : (first.gap ?? 'unknown'), lastOrder: first.lastOrder });

@@ -1,4 +1,5 @@
 import {
+  compareEventIds,
   createStoredEvent,
   eventLineMiddle,
   nextEventId,
@@ -17,6 +18,8 @@ import {
   maxEventId,
   notifyListener,
   pagesOfIds,
+  PrunedByType,
+  RetentionClasses,
   storeClosedError,
 } from './semantics.js';
 import { SandboxEventsError } from '../errors.js';
@@ -28,6 +31,7 @@ import type {
   EventStore,
   HistoryPages,
   HistoryQuery,
+  ReaderTypes,
   ReplayResult,
   RetentionPolicy,
   SandboxListing,
@@ -65,33 +69,94 @@ export interface MemoryStoreStats {
  */
 export const EVICT_TO = 0.95;
 
-/** One sandbox's stream: its retained events and what replay needs to know about it. */
-class MemoryStream implements OrderedStream {
-  /** The store order of each retained event, in step with `events` (docs/protocol.md, "Pattern resume"). */
+/**
+ * The retained events of one retention class of a sandbox (all of them without `--retention`
+ * rules), oldest first, with their store orders in step (docs/protocol.md, "Pattern resume").
+ */
+class StreamPart implements OrderedStream {
   readonly orders = new OrderColumn();
-  /** Highest id pruned from this sandbox, as two numbers (NaN ms: nothing was). */
+
+  constructor(readonly events: EventRing) {}
+
+  eventAt(index: number): StoredEvent {
+    return this.events.eventAt(index);
+  }
+}
+
+/** An event of a sandbox by where it is: a part and an index in it. */
+interface EventPlace {
+  part: StreamPart;
+  index: number;
+}
+
+/** Orders places by event id: each part is in id order, so a sort merges them. */
+function compareByEventId(a: EventPlace, b: EventPlace): number {
+  return (
+    a.part.events.msAt(a.index) - b.part.events.msAt(b.index) ||
+    a.part.events.seqAt(a.index) - b.part.events.seqAt(b.index)
+  );
+}
+
+/** One sandbox's stream: its retained events and what replay needs to know about it. */
+class MemoryStream {
+  /**
+   * One part per retention class (RetentionClasses; a single one without rules), made when its
+   * class gets its first event. Each is pruned on its own, so one class never evicts another.
+   */
+  readonly parts: (StreamPart | undefined)[] = [];
+  /** Highest id pruned from this sandbox, of any class, as two numbers (NaN ms: nothing was). */
   trimmedMs = NaN;
   trimmedSeq = 0;
+  /** With `--retention` rules: the highest id pruned of each type (a filtered resume reads it). */
+  prunedTypes: PrunedByType<EventId> | undefined;
 
   /** The part of every event line of this sandbox that names it (eventLineMiddle). */
   readonly lineMiddle: string;
 
   constructor(
-    readonly events: EventRing,
+    readonly workspaceId: number,
+    readonly sandboxId: string,
     /** Last id issued for this sandbox. */
     public lastId: EventId,
     /** now() of the last append; a stream with no events that is idle past the age limit is dropped. */
     public activeAt: number,
   ) {
-    this.lineMiddle = eventLineMiddle(events.workspaceId, events.sandboxId);
-  }
-
-  eventAt(index: number): StoredEvent {
-    return this.events.eventAt(index);
+    this.lineMiddle = eventLineMiddle(workspaceId, sandboxId);
   }
 
   get trimmedThrough(): EventId | undefined {
     return Number.isNaN(this.trimmedMs) ? undefined : { ms: this.trimmedMs, seq: this.trimmedSeq };
+  }
+
+  /** The parts that exist. */
+  *liveParts(): Generator<StreamPart> {
+    for (const part of this.parts) if (part !== undefined) yield part;
+  }
+
+  /** Events retained, all classes. */
+  get retained(): number {
+    let count = 0;
+    for (const part of this.liveParts()) count += part.events.length;
+    return count;
+  }
+
+  /** The part whose oldest event is the sandbox's oldest; undefined when nothing is retained. */
+  oldestPart(): StreamPart | undefined {
+    let oldest: StreamPart | undefined;
+    for (const part of this.liveParts()) {
+      if (part.events.length === 0) continue;
+      if (oldest === undefined || compareByEventId({ part, index: 0 }, { part: oldest, index: 0 }) < 0) oldest = part;
+    }
+    return oldest;
+  }
+
+  /** The retained event with exactly this id, if any. */
+  find(id: EventId): StoredEvent | undefined {
+    for (const { events } of this.liveParts()) {
+      const at = events.lowerBound(id.ms, id.seq);
+      if (at < events.length && events.idEquals(at, id)) return events.eventAt(at);
+    }
+    return undefined;
   }
 }
 
@@ -131,12 +196,18 @@ export class MemoryStore implements EventStore {
   /** Per workspace, the highest order pruned from it; kept after the workspace is forgotten. */
   private readonly prunedOrder = new Map<number, number>();
   private prunedOrderAll = 0;
+  /** The `--retention` rules' classes, fixed for the store's life. */
+  private readonly classes: RetentionClasses;
+  /** With rules: per workspace (and over all), the highest order pruned of each type. */
+  private readonly prunedOrderTypes = new Map<number, PrunedByType<number>>();
+  private readonly prunedOrderTypesAll = new PrunedByType<number>((a, b) => a - b);
 
   constructor(options: MemoryStoreOptions) {
     this.retention = checkRetention(options.retention);
     this.maxBytes = this.retention.maxBytes ?? Infinity;
     this.maxTotalBytes = options.maxTotalBytes ?? Infinity;
     this.ephemeral = ephemeralMatcher(this.retention);
+    this.classes = new RetentionClasses(this.retention.rules ?? []);
     if (!(this.maxTotalBytes === Infinity || (Number.isSafeInteger(this.maxTotalBytes) && this.maxTotalBytes > 0))) {
       throw new SandboxEventsError(
         'INVALID_ARGUMENT',
@@ -159,7 +230,11 @@ export class MemoryStore implements EventStore {
     this.retention = checkRetention(retention);
     this.maxBytes = this.retention.maxBytes ?? Infinity;
     for (const sandboxes of this.workspaces.values()) {
-      for (const stream of sandboxes.values()) stream.events.setMaxSlots(this.retention.maxCount);
+      for (const stream of sandboxes.values()) {
+        for (const [index, part] of stream.parts.entries()) {
+          part?.events.setMaxSlots(this.classes.maxCount(index, this.retention));
+        }
+      }
     }
   }
 
@@ -193,8 +268,7 @@ export class MemoryStore implements EventStore {
     let stream = sandboxes?.get(input.sandboxId);
     const id = nextEventId(stream?.lastId ?? this.highWater, now);
     if (stream === undefined) {
-      const ring = new EventRing(input.workspaceId, input.sandboxId, this.rings, this.retention.maxCount);
-      stream = new MemoryStream(ring, id, now);
+      stream = new MemoryStream(input.workspaceId, input.sandboxId, id, now);
       if (sandboxes === undefined) {
         sandboxes = new Map();
         this.workspaces.set(input.workspaceId, sandboxes);
@@ -211,15 +285,22 @@ export class MemoryStore implements EventStore {
       notifyListener(this.listener, event, input);
       return event;
     }
-    // The count limit bounds memory at once (room is made before the push, so the bytes of
-    // the event leaving are reused); age is left to prune(), as in the SQLite store, so that
-    // both stores answer alike.
-    const { events } = stream;
-    if (events.length >= this.retention.maxCount) this.trim(stream, -Infinity, this.retention.maxCount - 1);
+    // The count limit (of the event's class) bounds memory at once (room is made before the
+    // push, so the bytes of the event leaving are reused); age is left to prune(), as in the
+    // SQLite store, so that both stores answer alike.
+    const klass = this.classes.classOf(input.type);
+    const maxCount = this.classes.maxCount(klass, this.retention);
+    let part = stream.parts[klass];
+    if (part === undefined) {
+      part = new StreamPart(new EventRing(input.workspaceId, input.sandboxId, this.rings, maxCount));
+      stream.parts[klass] = part;
+    }
+    const { events } = part;
+    if (events.length >= maxCount) this.trim(stream, part, -Infinity, maxCount - 1);
     const before = events.retainedBytes;
     events.push(id.ms, id.seq, now, input.type, event.json);
     this.lastOrder += 1;
-    stream.orders.push(this.lastOrder);
+    part.orders.push(this.lastOrder);
     setEventOrder(event, this.lastOrder);
     this.totalBytes += events.retainedBytes - before;
     stream.lastId = id;
@@ -228,7 +309,7 @@ export class MemoryStore implements EventStore {
     this.appended++;
     // Bytes are known only once the line is written, so these limits trim after the push: the
     // newest event always stays (the minimum byte retention holds one of the largest).
-    if (events.retainedBytes > this.maxBytes) this.trimBytes(stream, this.maxBytes);
+    if (events.retainedBytes > this.maxBytes) this.trimBytes(stream, part, this.maxBytes);
     if (this.totalBytes > this.maxTotalBytes) this.evict(stream);
     // Memory is as durable as this store gets: notify at once, then answer.
     notifyListener(this.listener, event, input);
@@ -239,9 +320,9 @@ export class MemoryStore implements EventStore {
     if (this.closed) return Promise.reject(storeClosedError(this.kind));
     try {
       checkLimit(query.limit);
-      const events = this.stream(query)?.events;
+      const stream = this.stream(query);
       return Promise.resolve(
-        events === undefined ? [] : this.historyIndexes(events, query).map((i) => events.eventAt(i)),
+        stream === undefined ? [] : this.historyPlaces(stream, query).map(({ part, index }) => part.eventAt(index)),
       );
     } catch (error) {
       return Promise.reject(error);
@@ -257,21 +338,34 @@ export class MemoryStore implements EventStore {
     if (this.closed) return Promise.reject(storeClosedError(this.kind));
     try {
       checkLimit(query.limit);
-      const events = this.stream(query)?.events;
-      const ids = events === undefined ? [] : this.historyIndexes(events, query).map((i) => events.idAt(i));
+      const stream = this.stream(query);
+      const ids =
+        stream === undefined ? [] : this.historyPlaces(stream, query).map(({ part, index }) => part.events.idAt(index));
       return Promise.resolve(
         pagesOfIds(ids, (page) => {
-          const ring = this.stream(query)?.events;
-          return page.map((id) => {
-            if (ring === undefined) return undefined;
-            const at = ring.lowerBound(id.ms, id.seq);
-            return at < ring.length && ring.idEquals(at, id) ? ring.eventAt(at) : undefined;
-          });
+          const now = this.stream(query);
+          return page.map((id) => now?.find(id));
         }),
       );
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /**
+   * Where the events `query` asks for are, oldest first: in one part (a type is in one class),
+   * else the matches of every part merged by id.
+   */
+  private historyPlaces(stream: MemoryStream, query: HistoryQuery): EventPlace[] {
+    const limit = checkLimit(query.limit);
+    const parts = query.type === undefined ? [...stream.liveParts()] : [stream.parts[this.classes.classOf(query.type)]];
+    const places: EventPlace[] = [];
+    for (const part of parts) {
+      if (part !== undefined) for (const index of this.historyIndexes(part.events, query)) places.push({ part, index });
+    }
+    if (parts.length <= 1) return places;
+    places.sort(compareByEventId);
+    return query.newest === true ? places.slice(Math.max(0, places.length - limit)) : places.slice(0, limit);
   }
 
   /** Positions in `events` of what `query` asks for, oldest first. */
@@ -301,7 +395,7 @@ export class MemoryStore implements EventStore {
     return out;
   }
 
-  replayAfter(ref: SandboxRef, afterId: EventId, limit: number): Promise<ReplayResult> {
+  replayAfter(ref: SandboxRef, afterId: EventId, limit: number, types?: ReaderTypes): Promise<ReplayResult> {
     if (this.closed) return Promise.reject(storeClosedError(this.kind));
     try {
       checkLimit(limit);
@@ -309,18 +403,31 @@ export class MemoryStore implements EventStore {
       if (stream === undefined) {
         return Promise.resolve(buildReplayResult([], afterId, { highWater: this.highWater, afterIdRetained: false }));
       }
-      const { events } = stream;
-      const from = events.lowerBound(afterId.ms, afterId.seq + 1);
-      const out: StoredEvent[] = [];
-      for (let i = from; i < events.length && out.length < limit; i++) out.push(events.eventAt(i));
+      const places: EventPlace[] = [];
+      let afterIdRetained = false;
+      let earliest: EventPlace | undefined;
+      let parts = 0;
+      for (const part of stream.liveParts()) {
+        const { events } = part;
+        if (events.length === 0) continue;
+        parts += 1;
+        if (earliest === undefined || compareByEventId({ part, index: 0 }, earliest) < 0) earliest = { part, index: 0 };
+        const from = events.lowerBound(afterId.ms, afterId.seq + 1);
+        if (from > 0 && events.idEquals(from - 1, afterId)) afterIdRetained = true;
+        for (let index = from; index < events.length && index - from < limit; index++) places.push({ part, index });
+      }
+      if (parts > 1) places.sort(compareByEventId);
+      const out = places.slice(0, limit).map(({ part, index }) => part.eventAt(index));
       return Promise.resolve(
         buildReplayResult(out, afterId, {
           lastId: stream.lastId,
           trimmedThrough: stream.trimmedThrough,
-          earliestId: events.length > 0 ? events.idAt(0) : undefined,
+          earliestId: earliest === undefined ? undefined : earliest.part.events.idAt(0),
           highWater: this.highWater,
-          afterIdRetained: from > 0 && events.idEquals(from - 1, afterId),
+          afterIdRetained,
           unstoredIds: this.ephemeral !== undefined,
+          perType: this.classes.perType,
+          readerTrimmedThrough: stream.prunedTypes?.through(types),
         }),
       );
     } catch (error) {
@@ -328,7 +435,12 @@ export class MemoryStore implements EventStore {
     }
   }
 
-  replayWorkspaceAfter(scope: number | 'all', after: number, limit: number): Promise<WorkspaceReplay> {
+  replayWorkspaceAfter(
+    scope: number | 'all',
+    after: number,
+    limit: number,
+    types?: ReaderTypes,
+  ): Promise<WorkspaceReplay> {
     if (this.closed) return Promise.reject(storeClosedError(this.kind));
     try {
       checkLimit(limit);
@@ -336,10 +448,15 @@ export class MemoryStore implements EventStore {
         scope === 'all'
           ? [...this.workspaces.values()]
           : [this.workspaces.get(scope) ?? new Map<string, MemoryStream>()];
-      const pruned = scope === 'all' ? this.prunedOrderAll : (this.prunedOrder.get(scope) ?? 0);
+      // With rules, only what was pruned of the types the reader takes makes the replay inexact.
+      const pruned = this.classes.perType
+        ? ((scope === 'all' ? this.prunedOrderTypesAll : this.prunedOrderTypes.get(scope))?.through(types) ?? 0)
+        : scope === 'all'
+          ? this.prunedOrderAll
+          : (this.prunedOrder.get(scope) ?? 0);
       return Promise.resolve({
         events: mergeByOrder(
-          workspaces.flatMap((sandboxes) => [...sandboxes.values()]),
+          workspaces.flatMap((sandboxes) => [...sandboxes.values()].flatMap((stream) => [...stream.liveParts()])),
           after,
           limit,
         ),
@@ -368,7 +485,7 @@ export class MemoryStore implements EventStore {
       const sandboxes = this.workspaces.get(workspaceId);
       if (sandboxes === undefined) continue;
       for (const [sandboxId, stream] of sandboxes) {
-        if (stream.events.length > 0) out.push({ workspaceId, sandboxId, lastId: stream.lastId });
+        if (stream.retained > 0) out.push({ workspaceId, sandboxId, lastId: stream.lastId });
       }
     }
     return Promise.resolve(out.sort((a, b) => a.workspaceId - b.workspaceId || compareText(a.sandboxId, b.sandboxId)));
@@ -388,7 +505,9 @@ export class MemoryStore implements EventStore {
   retainedBytes(): number {
     let total = 0;
     for (const sandboxes of this.workspaces.values()) {
-      for (const { events } of sandboxes.values()) total += events.allocatedBytes;
+      for (const stream of sandboxes.values()) {
+        for (const { events } of stream.liveParts()) total += events.allocatedBytes;
+      }
     }
     return total;
   }
@@ -414,13 +533,17 @@ export class MemoryStore implements EventStore {
     let count = 0;
     for (const [workspaceId, sandboxes] of this.workspaces) {
       for (const [sandboxId, stream] of sandboxes) {
-        count += this.trim(stream, cutoff, this.retention.maxCount) + this.trimBytes(stream, this.maxBytes);
-        if (stream.events.length === 0 && stream.activeAt < cutoff) {
+        stream.parts.forEach((part, index) => {
+          if (part === undefined) return;
+          const maxCount = this.classes.maxCount(index, this.retention);
+          count += this.trim(stream, part, cutoff, maxCount) + this.trimBytes(stream, part, this.maxBytes);
+        });
+        if (stream.retained === 0 && stream.activeAt < cutoff) {
           sandboxes.delete(sandboxId);
           this.streamCount--;
         } else {
           // Gives back what a ring that shrank (age, or smaller events) no longer needs.
-          stream.events.compact();
+          for (const { events } of stream.liveParts()) events.compact();
         }
       }
       if (sandboxes.size === 0) this.workspaces.delete(workspaceId);
@@ -429,25 +552,25 @@ export class MemoryStore implements EventStore {
   }
 
   /**
-   * Drops the oldest events past the age cutoff or beyond `keep` events; always a prefix of
-   * the stream.
+   * Drops the oldest events of a part past the age cutoff or beyond `keep` events; always a
+   * prefix of the part (of the whole stream, without rules).
    */
-  private trim(stream: MemoryStream, cutoff: number, keep: number): number {
-    const { events } = stream;
+  private trim(stream: MemoryStream, part: StreamPart, cutoff: number, keep: number): number {
+    const { events } = part;
     let count = 0;
     while (events.length > 0 && (events.length > keep || events.msAt(0) < cutoff)) {
-      this.dropOldest(stream);
+      this.dropOldest(stream, part);
       count++;
     }
     return count;
   }
 
-  /** Drops the oldest events until the sandbox holds at most `bytes`, keeping its newest event. */
-  private trimBytes(stream: MemoryStream, bytes: number): number {
-    const { events } = stream;
+  /** Drops the oldest events of a part until it holds at most `bytes`, keeping its newest event. */
+  private trimBytes(stream: MemoryStream, part: StreamPart, bytes: number): number {
+    const { events } = part;
     let count = 0;
     while (events.length > 1 && events.retainedBytes > bytes) {
-      this.dropOldest(stream);
+      this.dropOldest(stream, part);
       count++;
     }
     return count;
@@ -463,33 +586,54 @@ export class MemoryStore implements EventStore {
     const target = Math.floor(this.maxTotalBytes * EVICT_TO);
     const streams: MemoryStream[] = [];
     for (const sandboxes of this.workspaces.values()) {
-      for (const stream of sandboxes.values()) if (stream !== current && stream.events.length > 0) streams.push(stream);
+      for (const stream of sandboxes.values()) if (stream !== current && stream.retained > 0) streams.push(stream);
     }
     streams.sort((a, b) => a.activeAt - b.activeAt);
     streams.push(current);
     for (const stream of streams) {
-      const { events } = stream;
       const keep = stream === current ? 1 : 0;
-      while (events.length > keep && this.totalBytes > target) {
-        this.dropOldest(stream);
+      let retained = stream.retained;
+      while (retained > keep && this.totalBytes > target) {
+        this.dropOldest(stream, stream.oldestPart()!);
+        retained--;
         this.evicted++;
       }
       if (this.totalBytes <= target) break;
     }
   }
 
-  private dropOldest(stream: MemoryStream): void {
-    const { events } = stream;
-    stream.trimmedMs = events.msAt(0);
-    stream.trimmedSeq = events.seqAt(0);
+  /** Drops the oldest event of a part, noting what a replay must then call `trimmed`. */
+  private dropOldest(stream: MemoryStream, part: StreamPart): void {
+    const { events } = part;
+    const id = events.idAt(0);
+    // Parts are pruned on their own, so an id dropped now may be below one dropped before.
+    if (Number.isNaN(stream.trimmedMs) || compareEventIds(id, stream.trimmedThrough!) > 0) {
+      stream.trimmedMs = id.ms;
+      stream.trimmedSeq = id.seq;
+    }
+    const type = this.classes.perType ? this.rings.types.name(events.typeAt(0)) : undefined;
     const before = events.retainedBytes;
     events.shift();
-    const order = stream.orders.shift();
+    const order = part.orders.shift();
     const workspaceId = events.workspaceId;
     if (order > (this.prunedOrder.get(workspaceId) ?? 0)) this.prunedOrder.set(workspaceId, order);
     if (order > this.prunedOrderAll) this.prunedOrderAll = order;
+    if (type !== undefined) this.notePrunedType(stream, type, id, order);
     this.totalBytes -= before - events.retainedBytes;
     this.pruned++;
+  }
+
+  /** With rules: a pruned event of `type`, for the filtered replays of its sandbox and workspace. */
+  private notePrunedType(stream: MemoryStream, type: string, id: EventId, order: number): void {
+    stream.prunedTypes ??= new PrunedByType<EventId>(compareEventIds);
+    stream.prunedTypes.note(type, id);
+    let byType = this.prunedOrderTypes.get(stream.workspaceId);
+    if (byType === undefined) {
+      byType = new PrunedByType<number>((a, b) => a - b);
+      this.prunedOrderTypes.set(stream.workspaceId, byType);
+    }
+    byType.note(type, order);
+    this.prunedOrderTypesAll.note(type, order);
   }
 }
 

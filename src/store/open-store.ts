@@ -78,5 +78,13 @@ export function openEngine(
       '--ephemeral-types is not supported with --engine redis yet: use --store memory or sqlite',
     );
   }
+  if ((options.retention.rules ?? []).length > 0) {
+    // The engine would prune by count over all types, so metrics would still evict lifecycle
+    // events: refused rather than silently ignored (docs/scaling.md).
+    throw new SandboxEventsError(
+      'INVALID_ARGUMENT',
+      '--retention rules are not supported with --engine redis yet: use --store memory or sqlite',
+    );
+  }
   return new RedisEngine({ url: spec, ...options });
 }

@@ -11,8 +11,10 @@ import type {
   HistoryPages,
   HistoryQuery,
   ReplayGap,
+  ReaderTypes,
   ReplayResult,
   RetentionPolicy,
+  RetentionRule,
   SandboxRef,
 } from './types.js';
 
@@ -76,7 +78,158 @@ export function checkRetention(retention: RetentionPolicy): RetentionPolicy {
   for (const glob of ephemeralTypes) {
     if (glob === '') throw new SandboxEventsError('INVALID_ARGUMENT', 'an ephemeral type glob is empty');
   }
-  return { maxCount, maxAgeMs, maxBytes, ephemeralTypes };
+  return { maxCount, maxAgeMs, maxBytes, ephemeralTypes, rules: checkRetentionRules(retention.rules ?? []) };
+}
+
+/** At most this many `--retention` rules: the first match is looked up once per new type. */
+export const MAX_RETENTION_RULES = 32;
+/** A rule's glob is at most as long as a type filter's (docs/protocol.md, "Type filters"). */
+const MAX_RULE_GLOB_LENGTH = 128;
+
+function invalidRule(message: string): SandboxEventsError {
+  return new SandboxEventsError('INVALID_ARGUMENT', `--retention: ${message}`);
+}
+
+function checkRetentionRules(rules: readonly RetentionRule[]): RetentionRule[] {
+  if (rules.length > MAX_RETENTION_RULES)
+    throw invalidRule(`at most ${MAX_RETENTION_RULES} rules, got ${rules.length}`);
+  const seen = new Set<string>();
+  for (const { glob, maxCount } of rules) {
+    if (glob === '') throw invalidRule('a rule has an empty type glob');
+    if (glob.length > MAX_RULE_GLOB_LENGTH)
+      throw invalidRule(`a type glob is at most ${MAX_RULE_GLOB_LENGTH} characters`);
+    if (seen.has(glob)) throw invalidRule(`"${glob}" has two rules`);
+    seen.add(glob);
+    if (!(Number.isSafeInteger(maxCount) && maxCount >= 1)) {
+      throw invalidRule(`the count of "${glob}" must be an integer >= 1, got ${maxCount}`);
+    }
+  }
+  return rules.map(({ glob, maxCount }) => ({ glob, maxCount }));
+}
+
+/**
+ * `--retention` rules from their text: comma-separated `<glob>=<count>` items (a glob may hold
+ * `=`: the count follows the last one), in order. Throws INVALID_ARGUMENT naming the bad item.
+ */
+export function parseRetentionRules(text: string): RetentionRule[] {
+  const rules: RetentionRule[] = [];
+  for (const item of text.split(',')) {
+    const trimmed = item.trim();
+    if (trimmed === '') continue;
+    const at = trimmed.lastIndexOf('=');
+    const count = trimmed.slice(at + 1).trim();
+    if (at < 0 || !/^[0-9]+$/.test(count)) {
+      throw invalidRule(`"${trimmed}" is not <type glob>=<count> (e.g. sandbox.metrics=100)`);
+    }
+    rules.push({ glob: trimmed.slice(0, at).trim(), maxCount: Number(count) });
+  }
+  return checkRetentionRules(rules);
+}
+
+/** Rules as the flag writes them, for `config check` and CONFIG GET. */
+export function formatRetentionRules(rules: readonly RetentionRule[]): string {
+  return rules.map(({ glob, maxCount }) => `${glob}=${maxCount}`).join(',');
+}
+
+/** Types whose class is remembered (more are looked up again): bounds the cache, not correctness. */
+const CLASS_CACHE_SIZE = 1024;
+
+/**
+ * The retention classes of a policy (docs/operations.md, "Per-type retention"): class `i` is the
+ * types whose first matching rule is rule `i`; class `rules.length` (the last) is every other
+ * type, under the policy's own count. Each class of a sandbox is kept on its own.
+ */
+export class RetentionClasses {
+  /** Number of classes: one per rule and the default one. */
+  readonly count: number;
+  private readonly matchers: ((type: string) => boolean)[];
+  private readonly cache = new Map<string, number>();
+
+  constructor(private readonly rules: readonly RetentionRule[]) {
+    this.count = rules.length + 1;
+    this.matchers = rules.map((rule) => compileGlob(rule.glob));
+  }
+
+  /** Whether there are rules at all (otherwise one class holds every type: prefix pruning). */
+  get perType(): boolean {
+    return this.rules.length > 0;
+  }
+
+  classOf(type: string): number {
+    if (this.rules.length === 0) return 0;
+    let found = this.cache.get(type);
+    if (found === undefined) {
+      found = this.matchers.findIndex((matches) => matches(type));
+      if (found < 0) found = this.rules.length;
+      if (this.cache.size >= CLASS_CACHE_SIZE) this.cache.clear();
+      this.cache.set(type, found);
+    }
+    return found;
+  }
+
+  /** The count limit of class `index` under `policy` (whose own count is the default class's). */
+  maxCount(index: number, policy: RetentionPolicy): number {
+    return this.rules[index]?.maxCount ?? policy.maxCount;
+  }
+}
+
+/**
+ * Per-type marks kept beyond this many per sandbox or workspace fold into one mark for every
+ * type, so that a publisher inventing types cannot grow them: a filtered reader may then be told
+ * `trimmed` for a type it does not take, never `complete` for one it does.
+ */
+export const MAX_PRUNED_TYPES = 64;
+
+/** The type a mark of every type is kept under (an event type is never empty). */
+export const EVERY_TYPE = '';
+
+/**
+ * With per-type retention, the highest key (event id, or store order) pruned of each type, so
+ * that a replay is judged for the types its reader takes. `floor`: every type is pruned through
+ * it (where marks folded).
+ */
+export class PrunedByType<K> {
+  private readonly byType = new Map<string, K>();
+  private floor: K | undefined;
+
+  constructor(private readonly compare: (a: K, b: K) => number) {}
+
+  /** `type` '' (EVERY_TYPE) raises the mark of every type. */
+  note(type: string, key: K): void {
+    if (type === EVERY_TYPE) {
+      if (this.floor === undefined || this.compare(key, this.floor) > 0) this.floor = key;
+      return;
+    }
+    const had = this.byType.get(type);
+    if (had !== undefined) {
+      if (this.compare(key, had) > 0) this.byType.set(type, key);
+      return;
+    }
+    if (this.floor !== undefined && this.compare(key, this.floor) <= 0) return;
+    this.byType.set(type, key);
+    if (this.byType.size <= MAX_PRUNED_TYPES) return;
+    let oldest: [string, K] | undefined;
+    for (const entry of this.byType) if (oldest === undefined || this.compare(entry[1], oldest[1]) < 0) oldest = entry;
+    const [foldType, foldKey] = oldest!;
+    this.byType.delete(foldType);
+    if (this.floor === undefined || this.compare(foldKey, this.floor) > 0) this.floor = foldKey;
+  }
+
+  /** Every mark, the one of every type as type '' (EVERY_TYPE): what a store writes back. */
+  entries(): [string, K][] {
+    const out = [...this.byType];
+    if (this.floor !== undefined) out.push([EVERY_TYPE, this.floor]);
+    return out;
+  }
+
+  /** The highest key pruned of a type `types` takes (of any type when absent); undefined: none. */
+  through(types?: ReaderTypes): K | undefined {
+    let out = this.floor;
+    for (const [type, key] of this.byType) {
+      if ((types === undefined || types.matches(type)) && (out === undefined || this.compare(key, out) > 0)) out = key;
+    }
+    return out;
+  }
 }
 
 /**
@@ -201,6 +354,13 @@ export interface ReplayState {
   /** Whether an event with exactly `afterId` is retained. */
   afterIdRetained: boolean;
   /**
+   * Per-type retention is on (each class pruned on its own, so pruning leaves holes): then
+   * `readerTrimmedThrough`, not `trimmedThrough`, decides `trimmed`.
+   */
+  perType?: boolean;
+  /** With `perType`: the highest id pruned of a type the reader takes; undefined when none was. */
+  readerTrimmedThrough?: EventId;
+  /**
    * The store issues ids it never stores (ephemeral events): an id within the retained range
    * that is not retained may be one of those, so the replay after it is exact, not `unknown`.
    */
@@ -225,13 +385,20 @@ export function classifyReplay(afterId: EventId, state: ReplayState): { complete
   }
   const vsLast = compareEventIds(afterId, lastId);
   if (vsLast > 0) return { complete: false, gap: 'future' };
-  if (vsLast === 0 || state.afterIdRetained) return { complete: true };
+  if (vsLast === 0) return { complete: true };
+  // Without rules pruning is a prefix, so a retained id is above everything pruned. With them
+  // each class is pruned on its own: what counts is the types the reader takes.
+  const readerTrimmed = state.perType === true ? state.readerTrimmedThrough : trimmedThrough;
+  if (readerTrimmed !== undefined && compareEventIds(afterId, readerTrimmed) < 0) {
+    return { complete: false, gap: 'trimmed' };
+  }
+  if (state.afterIdRetained) return { complete: true };
   if (trimmedThrough === undefined) {
     if (isZeroId(afterId)) return { complete: true };
-  } else {
-    const vsTrimmed = compareEventIds(afterId, trimmedThrough);
-    if (vsTrimmed === 0) return { complete: true };
-    if (vsTrimmed < 0) return { complete: false, gap: 'trimmed' };
+  } else if (compareEventIds(afterId, trimmedThrough) <= 0) {
+    // At or below something pruned: the id may be that of a pruned event (of a type the reader
+    // does not take), so it is not `unknown`.
+    return { complete: true };
   }
   // Above every pruned id and not retained: with ephemeral events that is an id issued to
   // one of them, and what follows it is all retained (docs/operations.md, "Ephemeral events").

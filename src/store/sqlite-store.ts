@@ -9,12 +9,13 @@ import {
   historyFloor,
   maxEventId,
   pagesOfIds,
+  PrunedByType,
   storeClosedError,
 } from './semantics.js';
 import { Checkpointer } from './sqlite/checkpointer.js';
 import { toOrderedEvents, toStoredEvents } from './sqlite/event-rows.js';
 import { classifyWorkspaceReplay } from './workspace-order.js';
-import { Retention } from './sqlite/retention.js';
+import { Retention, smallestCount } from './sqlite/retention.js';
 import { configureConnection, migrate } from './sqlite/schema.js';
 import { type EventRow, idOf, prepareStatements, type Statements } from './sqlite/statements.js';
 import { StreamCache } from './sqlite/stream-cache.js';
@@ -28,7 +29,9 @@ import type {
   HistoryPages,
   HistoryQuery,
   ReplayResult,
+  ReaderTypes,
   RetentionPolicy,
+  RetentionRule,
   SandboxListing,
   SandboxRef,
   StoreReadiness,
@@ -126,6 +129,8 @@ export class SqliteStore implements EventStore {
   private readonly retention: Retention;
   /** Ephemeral types are configured: ids are issued that are never stored (ReplayState). */
   private readonly unstoredIds: boolean;
+  /** The `--retention` rules the store opened with: each class pruned on its own. */
+  private readonly rules: readonly RetentionRule[];
   private readonly checkpointer: Checkpointer;
   private readonly health: WriteHealth;
   private closed = false;
@@ -138,6 +143,7 @@ export class SqliteStore implements EventStore {
   private constructor(options: SqliteStoreOptions) {
     this.path = options.path;
     const policy = checkRetention(options.retention);
+    this.rules = policy.rules ?? [];
     const now = options.now ?? Date.now;
     try {
       this.db = new Database(options.path, { timeout: options.busyTimeoutMs ?? 20 });
@@ -168,7 +174,7 @@ export class SqliteStore implements EventStore {
         maxDelayMs: Math.max(0, options.groupCommitMaxDelayMs ?? 0),
         maxBatch: Math.max(1, options.groupCommitMaxBatch ?? 1000),
         commitWindowMs: Math.max(0, options.groupCommitWindowMs ?? DEFAULT_COMMIT_WINDOW_MS),
-        maxCount: policy.maxCount,
+        maxCount: smallestCount(policy),
         maxBytes: policy.maxBytes ?? Infinity,
         highWater: maxEventId(this.sql.getHighWater.get(), this.sql.maxLastId.get()),
         lastOrder: Math.max(this.sql.maxOrder.get()?.ord ?? 0, this.sql.prunedOrderAll.get()?.ord ?? 0),
@@ -189,8 +195,10 @@ export class SqliteStore implements EventStore {
   setRetention(retention: RetentionPolicy): void {
     const policy = checkRetention(retention);
     if (this.closed) return;
-    this.writer.setLimits(policy.maxCount, policy.maxBytes ?? Infinity);
-    this.retention.setPolicy(policy);
+    // The rules stay those the store opened with (a restart setting): only the limits change.
+    const live = { ...policy, rules: this.rules };
+    this.writer.setLimits(smallestCount(live), live.maxBytes ?? Infinity);
+    this.retention.setPolicy(live);
   }
 
   setListener(listener: DurableEventListener): void {
@@ -316,7 +324,7 @@ export class SqliteStore implements EventStore {
     }
   }
 
-  replayAfter(ref: SandboxRef, afterId: EventId, limit: number): Promise<ReplayResult> {
+  replayAfter(ref: SandboxRef, afterId: EventId, limit: number, types?: ReaderTypes): Promise<ReplayResult> {
     if (this.closed) return Promise.reject(storeClosedError(this.kind));
     try {
       const max = sqlLimit(checkLimit(limit));
@@ -337,6 +345,9 @@ export class SqliteStore implements EventStore {
           highWater,
           afterIdRetained: this.sql.hasEvent.get(ws, sb, afterId.ms, afterId.seq) !== undefined,
           unstoredIds: this.unstoredIds,
+          ...(this.rules.length === 0
+            ? {}
+            : { perType: true, readerTrimmedThrough: this.prunedThrough(ws, sb, types) }),
         }),
       );
     } catch (error) {
@@ -344,13 +355,27 @@ export class SqliteStore implements EventStore {
     }
   }
 
-  replayWorkspaceAfter(scope: number | 'all', after: number, limit: number): Promise<WorkspaceReplay> {
+  replayWorkspaceAfter(
+    scope: number | 'all',
+    after: number,
+    limit: number,
+    types?: ReaderTypes,
+  ): Promise<WorkspaceReplay> {
     if (this.closed) return Promise.reject(storeClosedError(this.kind));
     try {
       const max = sqlLimit(checkLimit(limit));
       const sql = this.sql;
       const rows = scope === 'all' ? sql.eventsByOrderAll.all(after, max) : sql.eventsByOrder.all(scope, after, max);
-      const pruned = (scope === 'all' ? sql.prunedOrderAll.get()?.ord : sql.prunedOrder.get(scope)?.ord) ?? 0;
+      let pruned: number;
+      if (this.rules.length > 0) {
+        // With rules, only what was pruned of the types the reader takes makes it inexact.
+        const marks = new PrunedByType<number>((a, b) => a - b);
+        const markRows = scope === 'all' ? sql.prunedOrderTypesAll.all() : sql.prunedOrderTypes.all(scope);
+        for (const mark of markRows) marks.note(mark.type, mark.ord);
+        pruned = marks.through(types) ?? 0;
+      } else {
+        pruned = (scope === 'all' ? sql.prunedOrderAll.get()?.ord : sql.prunedOrder.get(scope)?.ord) ?? 0;
+      }
       const lastOrder = this.writer.lastOrder;
       return Promise.resolve({
         events: toOrderedEvents(rows),
@@ -360,6 +385,13 @@ export class SqliteStore implements EventStore {
     } catch (error) {
       return Promise.reject(this.readError(error));
     }
+  }
+
+  /** With rules: the highest id pruned from a sandbox of a type `types` takes (retention.ts). */
+  private prunedThrough(ws: number, sb: string, types: ReaderTypes | undefined): EventId | undefined {
+    const marks = new PrunedByType<EventId>(compareEventIds);
+    for (const mark of this.sql.prunedTypes.all(ws, sb)) marks.note(mark.type, { ms: mark.ms, seq: mark.seq });
+    return marks.through(types);
   }
 
   /**

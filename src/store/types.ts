@@ -74,6 +74,25 @@ export interface HistoryPages {
   pages(): AsyncIterable<readonly (StoredEvent | undefined)[]>;
 }
 
+/**
+ * One `--retention` rule (docs/operations.md, "Per-type retention"): the event types its glob
+ * matches (PSUBSCRIBE's glob rules) are a class of their own in each sandbox, kept to `maxCount`
+ * events independently of every other class.
+ */
+export interface RetentionRule {
+  glob: string;
+  maxCount: number;
+}
+
+/**
+ * The event types a reader takes (a subscription's type filter). With per-type retention a
+ * replay is exact for a reader when no event of a type it takes was pruned after its resume
+ * point, whatever was pruned of other types.
+ */
+export interface ReaderTypes {
+  matches(type: string): boolean;
+}
+
 export interface RetentionPolicy {
   /** Events kept per sandbox; older ones are pruned. */
   maxCount: number;
@@ -90,6 +109,12 @@ export interface RetentionPolicy {
    * docs/operations.md, "Ephemeral events".
    */
   ephemeralTypes?: readonly string[];
+  /**
+   * Per-type count rules, first match wins; events matching none form one more class, kept to
+   * `maxCount`. Each class is pruned on its own, within `maxAgeMs` and `maxBytes` each. Fixed
+   * when a store opens (a store ignores changed rules in setRetention).
+   */
+  rules?: readonly RetentionRule[];
 }
 
 /**
@@ -151,15 +176,24 @@ export interface EventStore {
    * it are read with `history` (see historyPages in semantics.ts).
    */
   historyPages?(query: HistoryQuery): Promise<HistoryPages>;
-  /** Retained events after `afterId`, at most `limit`, and whether that replay is complete. */
-  replayAfter(ref: SandboxRef, afterId: EventId, limit: number): Promise<ReplayResult>;
+  /**
+   * Retained events after `afterId`, at most `limit`, and whether that replay is complete for a
+   * reader of `types` (every type when absent): with per-type retention, events of other types
+   * pruned after `afterId` do not make it incomplete (docs/protocol.md, "History and resume").
+   */
+  replayAfter(ref: SandboxRef, afterId: EventId, limit: number, types?: ReaderTypes): Promise<ReplayResult>;
   /**
    * Optional (docs/protocol.md, "Pattern resume"): the retained events of one workspace (or of
    * every workspace: 'all') whose order is greater than `after`, in order, at most `limit`, and
    * whether that replay is exact. Stores that keep no order over a workspace (the Redis engine)
-   * leave it out, and a pattern resume answers `not_resumable`.
+   * leave it out, and a pattern resume answers `not_resumable`. `types` as for replayAfter.
    */
-  replayWorkspaceAfter?(scope: number | 'all', after: number, limit: number): Promise<WorkspaceReplay>;
+  replayWorkspaceAfter?(
+    scope: number | 'all',
+    after: number,
+    limit: number,
+    types?: ReaderTypes,
+  ): Promise<WorkspaceReplay>;
   /** Flushes pending writes and releases files. Idempotent. */
   close(): Promise<void>;
   /**

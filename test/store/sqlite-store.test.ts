@@ -115,6 +115,8 @@ describe('restart', () => {
       'events',
       'high_water',
       'pruned_order',
+      'pruned_order_types',
+      'pruned_types',
       'sandboxes',
     ]);
   });
@@ -166,7 +168,7 @@ describe('restart', () => {
     expect(await store.history({ ...ref, type: 'never', limit: 100 })).toEqual([]);
     expect((await store.replayAfter(ref, (old[0] as StoredEvent).id, 100)).events).toEqual([old[1], ...added]);
     const db = otherConnection();
-    expect(db.pragma('user_version', { simple: true })).toBe(3);
+    expect(db.pragma('user_version', { simple: true })).toBe(4);
     expect(db.prepare("SELECT name FROM sqlite_schema WHERE name = 'events_by_type'").all()).toEqual([]);
     // The upgrade counted the version-1 lines' bytes; the appends added theirs.
     expect(storedBytes(db)).toBe(lineBytes([...old, ...added]));

@@ -1,9 +1,9 @@
 import type Database from 'better-sqlite3';
 import { compareEventIds, type EventId } from '../../event/event.js';
-import { ageCutoff, maxEventId, sandboxKey } from '../semantics.js';
+import { ageCutoff, EVERY_TYPE, maxEventId, PrunedByType, RetentionClasses, sandboxKey } from '../semantics.js';
 import type { RetentionPolicy, SandboxRef } from '../types.js';
 import type { WalWrites } from './checkpointer.js';
-import { idOf, type Ref, type Statements } from './statements.js';
+import { idOf, type Ref, type Statements, type TypedRow } from './statements.js';
 import type { StreamCache } from './stream-cache.js';
 
 export interface RetentionOptions {
@@ -39,6 +39,8 @@ export class Retention {
   private stopped = false;
   private readonly pruneStepTx: Database.Transaction<(ref: Ref) => { deleted: number; more: boolean }>;
   private readonly dropIdleTx: Database.Transaction<(cutoff: number) => number>;
+  /** The `--retention` rules' classes, fixed when the store opened. */
+  private readonly classes: RetentionClasses;
 
   constructor(
     db: Database.Database,
@@ -47,7 +49,10 @@ export class Retention {
     private readonly wal: WalWrites,
     private readonly options: RetentionOptions,
   ) {
-    this.pruneStepTx = db.transaction((ref: Ref) => this.pruneStep(ref));
+    this.classes = new RetentionClasses(options.policy.rules ?? []);
+    this.pruneStepTx = db.transaction((ref: Ref) =>
+      this.classes.perType ? this.pruneStepByClass(ref) : this.pruneStep(ref),
+    );
     this.dropIdleTx = db.transaction((cutoff: number) => this.dropIdle(cutoff));
     // Retention state lives in the file; only "over the count or byte limit" is tracked in
     // memory, so find those left from before a restart once.
@@ -64,8 +69,8 @@ export class Retention {
   }
 
   private findOverLimit(): void {
-    const { maxCount, maxBytes = Infinity } = this.options.policy;
-    for (const row of this.sql.overLimitSandboxes.all(maxCount, maxBytes)) {
+    const { maxBytes = Infinity } = this.options.policy;
+    for (const row of this.sql.overLimitSandboxes.all(smallestCount(this.options.policy), maxBytes)) {
       this.overLimit.set(sandboxKey({ workspaceId: row.workspace_id, sandboxId: row.sandbox_id }), [
         row.workspace_id,
         row.sandbox_id,
@@ -207,7 +212,12 @@ export class Retention {
       freed = this.sql.bytesThrough.get(ws, sb, through.ms, through.seq)?.bytes ?? 0;
       // What a pattern resume below it must be told is gone (docs/protocol.md, "Pattern resume").
       const pruned = this.sql.maxOrderThrough.get(ws, sb, through.ms, through.seq)?.ord;
-      if (pruned !== null && pruned !== undefined) this.sql.notePruned.run(ws, pruned);
+      if (pruned !== null && pruned !== undefined) {
+        this.sql.notePruned.run(ws, pruned);
+        this.sql.notePrunedOrderType.run(ws, EVERY_TYPE, pruned);
+      }
+      // Marks of every type, so that rules added at a later start judge resumes right.
+      this.sql.notePrunedType.run(ws, sb, EVERY_TYPE, through.ms, through.seq);
       deleted = this.sql.deleteThrough.run(ws, sb, through.ms, through.seq).changes;
     } else if (row.first_ms === null || row.first_ms >= cutoff) return { deleted: 0, more: false };
     // Recount from the file when the stream emptied, so a drifted count heals itself.
@@ -228,6 +238,85 @@ export class Retention {
     const more =
       deleted > 0 && (retained > policy.maxCount || bytes > maxBytes || (first !== undefined && first.ms < cutoff));
     return { deleted, more };
+  }
+
+  /**
+   * One retention transaction on one sandbox under `--retention` rules: each class of types is
+   * kept to its own count, and within the byte and age limits on its own, so its oldest events
+   * go and no other class's. Reads the sandbox's ids and types newest first (its bytes too only
+   * when the sandbox holds more than the byte limit, so a class may), deletes at most batchSize
+   * of what no class keeps, oldest first, and raises the per-type marks resumes are judged by.
+   */
+  private pruneStepByClass([ws, sb]: Ref): { deleted: number; more: boolean } {
+    const { policy, batchSize } = this.options;
+    const maxBytes = policy.maxBytes ?? Infinity;
+    this.streamCache.forget(ws, sb);
+    const row = this.sql.getSandbox.get(ws, sb);
+    if (row === undefined) return { deleted: 0, more: false };
+    const cutoff = ageCutoff(policy, this.options.now());
+    const sized = row.bytes > maxBytes;
+    const rows = (sized ? this.sql.eventTypeSizesDesc : this.sql.eventTypesDesc).all(ws, sb) as unknown as TypedRow[];
+    const { classes } = this;
+    const kept = new Array<number>(classes.count).fill(0);
+    const keptBytes = new Array<number>(classes.count).fill(0);
+    const closed = new Array<boolean>(classes.count).fill(false);
+    const doomed: TypedRow[] = [];
+    for (const event of rows) {
+      const [ms, , type, , bytes] = event;
+      const k = classes.classOf(type);
+      // Once a class drops an event, it drops every older one: pruning within a class is a prefix.
+      const drop =
+        closed[k] ||
+        ms < cutoff ||
+        kept[k]! >= classes.maxCount(k, policy) ||
+        (kept[k]! >= 1 && keptBytes[k]! + bytes > maxBytes);
+      if (drop) {
+        closed[k] = true;
+        doomed.push(event);
+      } else {
+        kept[k]! += 1;
+        keptBytes[k]! += bytes;
+      }
+    }
+    if (doomed.length === 0) return { deleted: 0, more: false };
+    const batch = doomed.slice(Math.max(0, doomed.length - batchSize));
+    const marks = new PrunedByType<EventId>(compareEventIds);
+    for (const mark of this.sql.prunedTypes.all(ws, sb)) marks.note(mark.type, { ms: mark.ms, seq: mark.seq });
+    const orderMarks = new PrunedByType<number>((a, b) => a - b);
+    for (const mark of this.sql.prunedOrderTypes.all(ws)) orderMarks.note(mark.type, mark.ord);
+    let trimmed = idOf(row.trimmed_ms, row.trimmed_seq);
+    let freed = 0;
+    let maxOrder = 0;
+    for (const [ms, seq, type, order, bytes] of batch) {
+      freed += sized ? bytes : (this.sql.eventBytes.get(ws, sb, ms, seq)?.bytes ?? 0);
+      this.sql.deleteEvent.run(ws, sb, ms, seq);
+      const id = { ms, seq };
+      trimmed = maxEventId(trimmed, id);
+      marks.note(type, id);
+      if (order !== null) {
+        orderMarks.note(type, order);
+        maxOrder = Math.max(maxOrder, order);
+      }
+    }
+    if (maxOrder > 0) this.sql.notePruned.run(ws, maxOrder);
+    this.sql.clearPrunedTypes.run(ws, sb);
+    for (const [type, id] of marks.entries()) this.sql.putPrunedType.run(ws, sb, type, id.ms, id.seq);
+    this.sql.clearPrunedOrderTypes.run(ws);
+    for (const [type, order] of orderMarks.entries()) this.sql.putPrunedOrderType.run(ws, type, order);
+    const first = this.sql.oldestId.get(ws, sb);
+    const retained = first === undefined ? 0 : Math.max(1, row.retained - batch.length);
+    const bytes = first === undefined ? 0 : Math.max(0, row.bytes - freed);
+    this.sql.updatePruned.run(
+      retained,
+      bytes,
+      first?.ms ?? null,
+      first?.seq ?? null,
+      trimmed?.ms ?? null,
+      trimmed?.seq ?? null,
+      ws,
+      sb,
+    );
+    return { deleted: batch.length, more: doomed.length > batch.length };
   }
 
   /**
@@ -253,8 +342,19 @@ export class Retention {
       forgotten = maxEventId(forgotten, { ms: row.last_ms, seq: row.last_seq });
       this.streamCache.forget(row.workspace_id, row.sandbox_id);
       this.sql.deleteSandbox.run(row.workspace_id, row.sandbox_id);
+      this.sql.clearPrunedTypes.run(row.workspace_id, row.sandbox_id);
     }
     if (forgotten !== undefined) this.sql.setHighWater.run(forgotten.ms, forgotten.seq);
     return rows.length;
   }
+}
+
+/**
+ * The count over which a sandbox may have a class to prune: the smallest of the rules' counts
+ * and the policy's own (the policy's own without rules). The writer reports sandboxes above it.
+ */
+export function smallestCount(policy: RetentionPolicy): number {
+  let count = policy.maxCount;
+  for (const rule of policy.rules ?? []) count = Math.min(count, rule.maxCount);
+  return count;
 }

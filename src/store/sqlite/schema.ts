@@ -8,9 +8,11 @@ import { EVENT_LINE_BYTES_SQL, registerEventLineBytes } from './line-bytes.js';
  * its index, and pruned_order; rows of earlier versions have no order (a pattern resume replays
  * only events written since). sandboxes.bytes, the bytes of the stream's retained event lines
  * (byte retention), counted once from the events when an older file is opened.
+ * 4: pruned_types and pruned_order_types, what per-type retention pruned of each type (see
+ * below), started from trimmed_ms/seq and pruned_order as a mark of every type.
  * A build that knows an older version refuses a newer file instead of misreading it.
  */
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 
 /*
  * events: one row per event, clustered on (workspace, sandbox, id), so history and replay are
@@ -34,6 +36,12 @@ const SCHEMA_VERSION = 3;
  * The index grows at each workspace's right edge, about one more page per workspace and commit.
  * pruned_order: per workspace, the highest order retention deleted, so that a cursor below it
  * is answered `trimmed`; with max(events.ord) it gives the last order ever issued.
+ * pruned_types, pruned_order_types: with `--retention` rules each class of types is pruned on
+ * its own, so a resume is judged by what was pruned of the types its reader takes: per sandbox
+ * the highest id, per workspace the highest order, pruned of each type (docs/protocol.md,
+ * "History and resume"). Type '' is every type: where marks folded (at most 64 types are
+ * kept apart, retention.ts) and what pruning without rules removed, so the marks stay complete
+ * when rules are added later. Retention writes them; appends never do.
  */
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
@@ -67,6 +75,20 @@ CREATE TABLE IF NOT EXISTS pruned_order (
   workspace_id INTEGER PRIMARY KEY,
   ord          INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pruned_types (
+  workspace_id INTEGER NOT NULL,
+  sandbox_id   TEXT    NOT NULL,
+  type         TEXT    NOT NULL,
+  ms           INTEGER NOT NULL,
+  seq          INTEGER NOT NULL,
+  PRIMARY KEY (workspace_id, sandbox_id, type)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pruned_order_types (
+  workspace_id INTEGER NOT NULL,
+  type         TEXT    NOT NULL,
+  ord          INTEGER NOT NULL,
+  PRIMARY KEY (workspace_id, type)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS high_water (
   only INTEGER PRIMARY KEY CHECK (only = 0),
   ms   INTEGER NOT NULL,
@@ -149,6 +171,13 @@ export function migrate(db: Database.Database): void {
       db.exec('ALTER TABLE sandboxes ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0');
       db.exec(`UPDATE sandboxes SET bytes = coalesce((SELECT sum(${EVENT_LINE_BYTES_SQL}) FROM events
         WHERE events.workspace_id = sandboxes.workspace_id AND events.sandbox_id = sandboxes.sandbox_id), 0)`);
+    }
+    if (version < 4) {
+      // What earlier builds pruned, as a mark of every type (a no-op on a new file).
+      db.exec(`INSERT OR IGNORE INTO pruned_types (workspace_id, sandbox_id, type, ms, seq)
+        SELECT workspace_id, sandbox_id, '', trimmed_ms, trimmed_seq FROM sandboxes WHERE trimmed_ms IS NOT NULL`);
+      db.exec(`INSERT OR IGNORE INTO pruned_order_types (workspace_id, type, ord)
+        SELECT workspace_id, '', ord FROM pruned_order`);
     }
     db.exec(MIGRATIONS);
   }).immediate();

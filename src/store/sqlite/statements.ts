@@ -113,7 +113,26 @@ export interface Statements {
   idleSandboxes: Statement<[cutoff: number, limit: number], RefRow & { last_ms: number; last_seq: number }>;
   maxLastId: Statement<[], EventId>;
   deleteSandbox: Statement<StreamKey>;
+  /** Per-type retention (retention.ts): a sandbox's events newest first, with type and order. */
+  eventTypesDesc: Statement<StreamKey, TypedRow>;
+  /** The same with each event line's bytes (when a class may be over the byte limit). */
+  eventTypeSizesDesc: Statement<StreamKey, TypedRow>;
+  eventBytes: Statement<[...StreamKey, ...Id], { bytes: number }>;
+  deleteEvent: Statement<[...StreamKey, ...Id]>;
+  prunedTypes: Statement<StreamKey, { type: string; ms: number; seq: number }>;
+  clearPrunedTypes: Statement<StreamKey>;
+  putPrunedType: Statement<[...StreamKey, type: string, ...Id]>;
+  /** Raises the mark of one type (pruning without rules: type '', every type). */
+  notePrunedType: Statement<[...StreamKey, type: string, ...Id]>;
+  prunedOrderTypes: Statement<[workspaceId: number], { type: string; ord: number }>;
+  prunedOrderTypesAll: Statement<[], { type: string; ord: number }>;
+  clearPrunedOrderTypes: Statement<[workspaceId: number]>;
+  putPrunedOrderType: Statement<[workspaceId: number, type: string, order: number]>;
+  notePrunedOrderType: Statement<[workspaceId: number, type: string, order: number]>;
 }
+
+/** An event as per-type retention reads it: id, type, order (null before schema 3) and bytes (0 when not asked). */
+export type TypedRow = [ms: number, seq: number, type: string, order: number | null, bytes: number];
 
 /** A statement in raw mode: rows as arrays. */
 function prepareRaw<Params extends unknown[], Row>(db: Database.Database, sql: string): Statement<Params, Row> {
@@ -249,5 +268,35 @@ export function prepareStatements(db: Database.Database): Statements {
     ),
     prunedOrder: db.prepare('SELECT ord FROM pruned_order WHERE workspace_id = ?'),
     prunedOrderAll: db.prepare('SELECT max(ord) AS ord FROM pruned_order'),
+    eventTypesDesc: prepareRaw(
+      db,
+      `SELECT ms, seq, type, ord, 0 FROM events WHERE ${stream} ORDER BY ms DESC, seq DESC`,
+    ),
+    eventTypeSizesDesc: prepareRaw(
+      db,
+      `SELECT ms, seq, type, ord, ${EVENT_LINE_BYTES_SQL} FROM events WHERE ${stream} ORDER BY ms DESC, seq DESC`,
+    ),
+    eventBytes: db.prepare(
+      `SELECT ${EVENT_LINE_BYTES_SQL} AS bytes FROM events WHERE ${stream} AND ms = ? AND seq = ?`,
+    ),
+    deleteEvent: db.prepare(`DELETE FROM events WHERE ${stream} AND ms = ? AND seq = ?`),
+    prunedTypes: db.prepare(`SELECT type, ms, seq FROM pruned_types WHERE ${stream}`),
+    clearPrunedTypes: db.prepare(`DELETE FROM pruned_types WHERE ${stream}`),
+    putPrunedType: db.prepare(
+      'INSERT INTO pruned_types (workspace_id, sandbox_id, type, ms, seq) VALUES (?, ?, ?, ?, ?)',
+    ),
+    notePrunedType: db.prepare(
+      `INSERT INTO pruned_types (workspace_id, sandbox_id, type, ms, seq) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (workspace_id, sandbox_id, type) DO UPDATE SET ms = excluded.ms, seq = excluded.seq
+       WHERE (excluded.ms, excluded.seq) > (ms, seq)`,
+    ),
+    prunedOrderTypes: db.prepare('SELECT type, ord FROM pruned_order_types WHERE workspace_id = ?'),
+    prunedOrderTypesAll: db.prepare('SELECT type, max(ord) AS ord FROM pruned_order_types GROUP BY type'),
+    clearPrunedOrderTypes: db.prepare('DELETE FROM pruned_order_types WHERE workspace_id = ?'),
+    putPrunedOrderType: db.prepare('INSERT INTO pruned_order_types (workspace_id, type, ord) VALUES (?, ?, ?)'),
+    notePrunedOrderType: db.prepare(
+      `INSERT INTO pruned_order_types (workspace_id, type, ord) VALUES (?, ?, ?)
+       ON CONFLICT (workspace_id, type) DO UPDATE SET ord = max(ord, excluded.ord)`,
+    ),
   };
 }
