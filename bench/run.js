@@ -1,3 +1,4 @@
+// @ts-check
 // sandbox-events against redis-server, same load generator, same run (docs/performance.md; the store
 // figures too). Usage:
 //
@@ -53,7 +54,7 @@ if (flag('--help') || flag('-h')) {
   console.log(
     readFileSync(fileURLToPath(import.meta.url), 'utf8')
       .split('\n')
-      .slice(0, 19)
+      .slice(1, 21)
       .join('\n'),
   );
   process.exit(0);
@@ -327,6 +328,7 @@ async function idleCase(server, auths) {
       },
     },
   );
+  if (after === undefined) throw new Error('the idle connections were never ready');
   return { ...result, before, after, perConnection: (after - before) / auths.length };
 }
 
@@ -427,16 +429,18 @@ async function prefillSqlite(buildDir, path) {
   const dataJson = JSON.stringify(JSON.parse(fillPayload()).data);
   let started = 0;
   let done = 0;
-  await new Promise((resolve, reject) => {
-    const next = () => {
-      if (started >= S.historyEvents) return;
-      const i = started++;
-      store
-        .append({ workspaceId: 1, sandboxId: `sb-${Math.floor(i / perSandbox)}`, type: 'bench.fill', dataJson })
-        .then(() => (++done === S.historyEvents ? resolve() : next()), reject);
-    };
-    for (let k = 0; k < 5_000; k++) next();
-  });
+  await /** @type {Promise<void>} */ (
+    new Promise((resolve, reject) => {
+      const next = () => {
+        if (started >= S.historyEvents) return;
+        const i = started++;
+        store
+          .append({ workspaceId: 1, sandboxId: `sb-${Math.floor(i / perSandbox)}`, type: 'bench.fill', dataJson })
+          .then(() => (++done === S.historyEvents ? resolve() : next()), reject);
+      };
+      for (let k = 0; k < 5_000; k++) next();
+    })
+  );
   await store.close();
 }
 
@@ -974,7 +978,9 @@ function rows(results) {
       cpuRow(key, key.replace(/-\d+$/, '')),
     ]),
   ];
-  return list.filter((row) => results[row.key] !== undefined).map((row) => ({ ...row, ...pick(row.key, row.f) }));
+  return list
+    .filter((row) => results[row.key] !== undefined)
+    .map((row) => /** @type {import('./lib/report.js').Row} */ ({ ...row, ...pick(row.key, row.f) }));
 }
 
 main().then(

@@ -300,6 +300,10 @@ export async function startNats({ token, maxPerSubject = 10_000 }) {
  * Starts `sandbox-events serve` from `buildDir` with the given store ('sqlite' puts a fresh
  * file in a temp dir, 'memory'), on port 0, reading the port from its "listening" log line.
  */
+/**
+ * @param {{ buildDir: string, store: string, secret: string, maxClients?: number, nodeArgs?: string[],
+ *   extraArgs?: string[], sqlitePath?: string }} options
+ */
 export async function startBroker({
   buildDir,
   store,
@@ -406,6 +410,11 @@ function collect(child) {
 /**
  * Runs one job in a fresh generator process. `onReady` handles an intermediate 'ready'
  * message (idle connections) and returns when the generator may release them.
+ */
+/**
+ * @param {Record<string, unknown> & { kind: string }} job
+ * @param {{ timeoutMs?: number, onReady?: (message: unknown) => Promise<void>, nodeArgs?: string[] }} [options]
+ * @returns {Promise<any>}
  */
 export function runGenerator(job, { timeoutMs, onReady, nodeArgs = [] } = {}) {
   const child = spawnChild(process.execPath, [...nodeArgs, new URL('./generator.js', import.meta.url).pathname], {
