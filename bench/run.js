@@ -899,7 +899,7 @@ function rows(results) {
     cpuRow('4b', '4b', {
       text: 'sqlite ≤ 1.5x memory',
       check: (v, _peer, row, column) =>
-        column !== 'sqlite' || row.values.memory === undefined || v <= row.values.memory * 1.5,
+        column !== 'sqlite' || row.values.memory === undefined ? undefined : v <= row.values.memory * 1.5,
     }),
     {
       key: '5',
@@ -938,7 +938,9 @@ function rows(results) {
       target: {
         text: 'sqlite ≥ ½ memory and ≥ 50,000/s',
         check: (v, _peer, row, column) =>
-          column !== 'sqlite' || (v >= 50_000 && (row.values.memory === undefined || v >= row.values.memory / 2)),
+          column !== 'sqlite'
+            ? undefined
+            : v >= 50_000 && (row.values.memory === undefined || v >= row.values.memory / 2),
       },
     },
     {

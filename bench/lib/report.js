@@ -21,7 +21,7 @@ export const formats = { int: fmtInt, ms: fmtMs, sec: fmtSec, cpu: fmtCpu };
  *   id: string, name: string, unit: string, format: keyof typeof formats,
  *   values: Record<string, number | undefined>, marks?: Record<string, string>,
  *   gen?: Record<string, number | undefined>, srv?: Record<string, number | undefined>,
- *   target?: { text: string, check?: (value: number, peer: number | undefined, row: Row, column: string) => boolean },
+ *   target?: { text: string, check?: (value: number, peer: number | undefined, row: Row, column: string) => boolean | undefined },
  * }} Row
  */
 
@@ -53,8 +53,12 @@ export function renderTable(rows, columns) {
       const peer = row.values[column.vs] ?? row.values.redis;
       const ratio = peer && value !== undefined ? value / peer : undefined;
       let ratioText = ratio === undefined || !Number.isFinite(ratio) ? '—' : `${ratio.toFixed(2)}x`;
-      if (row.target?.check && value !== undefined && ratio !== undefined)
-        ratioText += row.target.check(value, peer, row, column.name) ? ' ✓' : ' ✗';
+      // A check judges some columns only: undefined for the others (no mark).
+      const verdict =
+        row.target?.check && value !== undefined && ratio !== undefined
+          ? row.target.check(value, peer, row, column.name)
+          : undefined;
+      if (verdict !== undefined) ratioText += verdict ? ' ✓' : ' ✗';
       cells.push(ratioText);
     }
     cells.push(row.target?.text ?? '');
