@@ -1,11 +1,15 @@
+// @ts-check
 // sandbox-events against redis-server, same load generator, same run (docs/performance.md; the store
 // figures too). Usage:
 //
 //   npm run bench                     full run, both stores (about 4 minutes)
 //   npm run bench -- --quick          short windows, small fills, default store, no 4b (~35 s)
-//   npm run bench -- --cases 1,2      only some cases (1 2 3 4 4b 5 6 pub hist)
+//   npm run bench -- --cases 1,2      only some cases (1 2 3 4 4b 5 6 pub hist; opt-in growth
+//                                     tables: gsubs gsandboxes gpayload, or growth for all three)
 //   npm run bench -- --stores memory  only some broker stores (sqlite, memory; both by default,
 //                                     sqlite alone with --quick)
+//   npm run bench -- --peers nats     peer servers beside Redis PUBLISH in the fan-out cases:
+//                                     redis-xadd, redis-lua, nats (default redis-xadd,nats; none)
 //   npm run bench -- --profile        run the broker under --cpu-prof (profiles in .bench-out/prof,
 //                                     summarise with node bench/profile-summary.js <file>)
 //   npm run bench -- --build <dir>    run the broker compiled in <dir> instead of dist/ (A/B runs)
@@ -27,9 +31,11 @@ import {
   cleanUp,
   clockTicksPerSecond,
   ensureFileLimit,
+  natsServerBinary,
   rssBytes,
   runGenerator,
   startBroker,
+  startNats,
   startRedis,
   tempDir,
 } from './lib/servers.js';
@@ -48,16 +54,27 @@ if (flag('--help') || flag('-h')) {
   console.log(
     readFileSync(fileURLToPath(import.meta.url), 'utf8')
       .split('\n')
-      .slice(0, 16)
+      .slice(1, 21)
       .join('\n'),
   );
   process.exit(0);
 }
 const quick = flag('--quick');
-const ALL_CASES = ['1', '2', '3', '4', '4b', '5', '6', 'pub', 'hist'];
+const DEFAULT_CASES = ['1', '2', '3', '4', '4b', '5', '6', 'pub', 'hist'];
+/** The growth tables: opt-in (a few minutes each), `growth` stands for all three. */
+const GROWTH_CASES = ['gsubs', 'gpayload', 'gsandboxes'];
+const ALL_CASES = [...DEFAULT_CASES, ...GROWTH_CASES];
 // --quick leaves out 4b (light-load latency) unless asked for.
-const cases = new Set((option('--cases') ?? ALL_CASES.filter((c) => !(quick && c === '4b')).join(',')).split(','));
+const cases = new Set(
+  (option('--cases') ?? DEFAULT_CASES.filter((c) => !(quick && c === '4b')).join(','))
+    .split(',')
+    .flatMap((c) => (c === 'growth' ? GROWTH_CASES : [c])),
+);
 const stores = (option('--stores') ?? (quick ? 'sqlite' : 'sqlite,memory')).split(',');
+const ALL_PEERS = ['redis-xadd', 'redis-lua', 'nats'];
+const peerOption = option('--peers') ?? (quick ? 'none' : 'redis-xadd,nats');
+const peers = peerOption === 'none' ? [] : peerOption.split(',');
+for (const p of peers) if (!ALL_PEERS.includes(p)) throw new Error(`unknown peer ${p} (${ALL_PEERS.join(', ')})`);
 const profile = flag('--profile');
 const prebuilt = option('--build');
 for (const c of cases) if (!ALL_CASES.includes(c)) throw new Error(`unknown case ${c}`);
@@ -78,6 +95,8 @@ const S = quick
       historyEvents: 20_000,
       historySandboxes: 200,
       queries: 300,
+      growthWarmupMs: 500,
+      growthMeasureMs: 1_000,
     }
   : {
       warmupMs: 2_000,
@@ -93,10 +112,19 @@ const S = quick
       historyEvents: 1_000_000,
       historySandboxes: 1_000,
       queries: 5_000,
+      growthWarmupMs: 1_000,
+      growthMeasureMs: 4_000,
     };
 const PAYLOAD_BYTES = 128;
 /** Generator busy % from which a figure is marked as (possibly) limited by the generator. */
 const GENERATOR_BOUND = 90;
+const PEER_LABELS = {
+  'redis-xadd': 'redis XADD+PUBLISH (pipelined)',
+  'redis-lua': 'redis XADD+PUBLISH (Lua)',
+  nats: 'NATS JetStream',
+};
+/** Growth table rows: key (`gsubs-0`...) -> the shape's label. */
+const growthLabels = {};
 /** Case 4: publishes/s at half of Redis's case-1 rate (docs/performance.md); 4b: a light, fixed load. */
 const LIGHT_PUBLISHES_PER_SECOND = 1_000;
 
@@ -181,25 +209,80 @@ const TOPOLOGY = {
   3: { channels: channels(5_000), subsPerChannel: 1, publishers: 50, depth: 400, batch: 100 },
 };
 
-async function fanoutCase(n, server, auth) {
+/** Deliveries outstanding at most (closed loop): bounded in bytes too, for large payloads. */
+const INFLIGHT_DELIVERIES = 16_384;
+const INFLIGHT_BYTES = 8 * 2 ** 20;
+
+/**
+ * The growth tables (opt-in cases): one shape varied at a time. Sandboxes get one subscriber
+ * each, on min(sandboxes, 1,000) connections (100 sandboxes per connection at 100,000); the
+ * memory and CPU per sandbox at rest are bench/ material of their own, not these tables.
+ */
+const GROWTH = {
+  gsubs: [1, 10, 100, 1_000].map((subs) => ({
+    label: `1 sandbox × ${subs.toLocaleString('en')} subs`,
+    channels: channels(1),
+    subsPerChannel: subs,
+    publishers: 2,
+    depth: 1_024,
+    batch: 64,
+  })),
+  gpayload: [128, 4_096, 65_536].map((bytes) => ({
+    label: `100 sandboxes × 10 subs, ${bytes < 1024 ? `${bytes} B` : `${bytes / 1024} KiB`} payload`,
+    channels: channels(100),
+    subsPerChannel: 10,
+    publishers: 10,
+    depth: 512,
+    batch: 50,
+    payloadSize: bytes,
+  })),
+  gsandboxes: [100, 10_000, 100_000].map((count) => ({
+    label: `${count.toLocaleString('en')} sandboxes × 1 sub`,
+    channels: channels(count),
+    subsPerChannel: 1,
+    channelsPerSubscriber: Math.max(1, count / 1_000),
+    publishers: 10,
+    depth: 512,
+    batch: 50,
+  })),
+};
+
+/** What a fan-out job sends to a target: its dialect (docs/performance.md, "Peers"). */
+function speaking(target, server) {
+  return { auth: target.auth, dialect: target.dialect, luaSha: server.luaSha };
+}
+
+/**
+ * One closed-loop fan-out run. The in-flight window is bounded in deliveries and in bytes,
+ * and a batch never exceeds what the window lets each publisher have.
+ */
+async function fanoutRun(topology, server, target, { warmupMs = S.warmupMs, measureMs = S.measureMs } = {}) {
+  const payloadSize = topology.payloadSize ?? PAYLOAD_BYTES;
+  const inflightCap = Math.min(INFLIGHT_DELIVERIES, Math.floor(INFLIGHT_BYTES / payloadSize));
+  const batch = Math.max(
+    1,
+    Math.min(topology.batch, Math.floor(inflightCap / topology.subsPerChannel / topology.publishers)),
+  );
   return runGenerator(
     {
       kind: 'fanout',
       port: server.port,
       pid: server.pid,
       clkTck,
-      auth,
-      payloadSize: PAYLOAD_BYTES,
-      inflightCap: 16_384,
-      warmupMs: S.warmupMs,
-      measureMs: S.measureMs,
-      ...TOPOLOGY[n],
+      ...speaking(target, server),
+      payloadSize,
+      inflightCap,
+      warmupMs,
+      measureMs,
+      ...topology,
+      batch,
+      connectConcurrency: 256,
     },
-    { timeoutMs: 120_000 },
+    { timeoutMs: 300_000 },
   );
 }
 
-async function latencyCase(server, auth, deliveredRate) {
+async function latencyCase(server, target, deliveredRate) {
   const topology = TOPOLOGY[1];
   return runGenerator(
     {
@@ -207,7 +290,7 @@ async function latencyCase(server, auth, deliveredRate) {
       port: server.port,
       pid: server.pid,
       clkTck,
-      auth,
+      ...speaking(target, server),
       payloadSize: PAYLOAD_BYTES,
       rate: deliveredRate / topology.subsPerChannel,
       warmupMs: S.latencyWarmupMs,
@@ -245,6 +328,7 @@ async function idleCase(server, auths) {
       },
     },
   );
+  if (after === undefined) throw new Error('the idle connections were never ready');
   return { ...result, before, after, perConnection: (after - before) / auths.length };
 }
 
@@ -261,6 +345,22 @@ async function stormCase(server, auths) {
     },
     { timeoutMs: 60_000 },
   );
+}
+
+/**
+ * Redis keeping history in one script: the event goes into the sandbox's stream (trimmed to
+ * about ARGV[2] entries, as the broker keeps 10,000 per sandbox), and subscribers get it with
+ * its stream id in front, so they can resume from it with XRANGE/XREAD.
+ */
+const HISTORY_SCRIPT = `local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
+redis.call('PUBLISH', KEYS[1], id .. ' ' .. ARGV[1])
+return id`;
+
+async function loadHistoryScript(server) {
+  const reply = await server.command('SCRIPT', 'LOAD', HISTORY_SCRIPT);
+  const sha = /^\$40\r\n([0-9a-f]{40})\r\n/.exec(reply)?.[1];
+  if (sha === undefined) throw new Error(`SCRIPT LOAD failed: ${reply.trim()}`);
+  return sha;
 }
 
 /** A 128-byte event as both servers get it. */
@@ -329,16 +429,18 @@ async function prefillSqlite(buildDir, path) {
   const dataJson = JSON.stringify(JSON.parse(fillPayload()).data);
   let started = 0;
   let done = 0;
-  await new Promise((resolve, reject) => {
-    const next = () => {
-      if (started >= S.historyEvents) return;
-      const i = started++;
-      store
-        .append({ workspaceId: 1, sandboxId: `sb-${Math.floor(i / perSandbox)}`, type: 'bench.fill', dataJson })
-        .then(() => (++done === S.historyEvents ? resolve() : next()), reject);
-    };
-    for (let k = 0; k < 5_000; k++) next();
-  });
+  await /** @type {Promise<void>} */ (
+    new Promise((resolve, reject) => {
+      const next = () => {
+        if (started >= S.historyEvents) return;
+        const i = started++;
+        store
+          .append({ workspaceId: 1, sandboxId: `sb-${Math.floor(i / perSandbox)}`, type: 'bench.fill', dataJson })
+          .then(() => (++done === S.historyEvents ? resolve() : next()), reject);
+      };
+      for (let k = 0; k < 5_000; k++) next();
+    })
+  );
   await store.close();
 }
 
@@ -380,6 +482,10 @@ async function main() {
       )
     : [];
 
+  // The storm measures token verification too: no two clients share a token, so the broker's
+  // cache of verified tokens saves nothing.
+  if (new Set(sandboxTokens).size !== sandboxTokens.length) throw new Error('two clients got the same token');
+
   const profDir = join(root, '.bench-out', 'prof');
   if (profile) mkdirSync(profDir, { recursive: true });
   const brokerOptions = (store) => ({
@@ -388,20 +494,44 @@ async function main() {
     secret,
     nodeArgs: profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
   });
-  const targets = [
-    {
-      name: 'redis',
-      start: () => startRedis({ password: redisPassword }),
-      auth: redisPassword,
-      manyAuth: (n) => range(n, () => redisPassword),
-    },
-    ...stores.map((store) => ({
-      name: store,
-      start: () => startBroker(brokerOptions(store)),
-      auth: workspaceToken,
-      manyAuth: (n) => sandboxTokens.slice(0, n),
-    })),
-  ];
+  const natsToken = randomBytes(16).toString('hex');
+  if (peers.includes('nats') && natsServerBinary() === undefined) {
+    throw new Error(
+      'nats-server is not installed (Debian: apt-get install nats-server), or run with --peers redis-xadd',
+    );
+  }
+  const redisTarget = {
+    name: 'redis',
+    dialect: 'resp',
+    start: () => startRedis({ password: redisPassword }),
+    auth: redisPassword,
+    manyAuth: (n) => range(n, () => redisPassword),
+  };
+  // The peers: servers that keep history, in the fan-out cases and growth tables only.
+  const peerTargets = peers.map((name) =>
+    name === 'nats'
+      ? { name, peer: true, dialect: 'nats', start: () => startNats({ token: natsToken }), auth: natsToken }
+      : {
+          name,
+          peer: true,
+          dialect: name === 'redis-xadd' ? 'resp-xadd' : 'resp-lua',
+          start: async () => {
+            const server = await startRedis({ password: redisPassword });
+            if (name === 'redis-lua') server.luaSha = await loadHistoryScript(server);
+            return server;
+          },
+          auth: redisPassword,
+        },
+  );
+  const brokerTargets = stores.map((store) => ({
+    name: store,
+    dialect: 'resp',
+    start: () => startBroker(brokerOptions(store)),
+    auth: workspaceToken,
+    manyAuth: (n) => sandboxTokens.slice(0, n),
+  }));
+  const fanTargets = [redisTarget, ...peerTargets, ...brokerTargets];
+  const targets = [redisTarget, ...brokerTargets];
 
   const info = machine();
   const loadBefore = os.loadavg();
@@ -424,18 +554,20 @@ async function main() {
     server.log.warnings.clear();
   };
   let redisVersion;
+  let natsVersion;
 
   // Cases 1-4 share one server per target; they run target by target within each case, so
   // background load drifts over all targets alike.
   const fanCases = ['1', '2', '3', '4', '4b'].filter((c) => cases.has(c));
   if (fanCases.length > 0) {
     const servers = {};
-    for (const target of targets) {
+    for (const target of fanTargets) {
       servers[target.name] = await target.start();
       if (target.name === 'redis') redisVersion = servers.redis.version;
+      if (target.name === 'nats') natsVersion = servers.nats.version;
     }
     for (const c of fanCases) {
-      for (const target of targets) {
+      for (const target of fanTargets) {
         const server = servers[target.name];
         log(`case ${c} on ${target.name} ...`);
         try {
@@ -443,11 +575,11 @@ async function main() {
           if (c === '4') {
             const rate = results['1']?.redis?.delivered;
             if (!rate) throw new Error('case 4 needs case 1 on Redis first');
-            result = await latencyCase(server, target.auth, rate / 2);
+            result = await latencyCase(server, target, rate / 2);
           } else if (c === '4b') {
-            result = await latencyCase(server, target.auth, LIGHT_PUBLISHES_PER_SECOND * TOPOLOGY[1].subsPerChannel);
+            result = await latencyCase(server, target, LIGHT_PUBLISHES_PER_SECOND * TOPOLOGY[1].subsPerChannel);
           } else {
-            result = await fanoutCase(Number(c), server, target.auth);
+            result = await fanoutRun(TOPOLOGY[c], server, target);
           }
           put(c, target.name, result);
           log(`  ${describe(c, result)}`);
@@ -455,6 +587,35 @@ async function main() {
           fail(c, target.name, error);
         }
         noteWarnings(server, `case ${c}`);
+      }
+    }
+    for (const server of Object.values(servers)) await server.stop();
+  }
+
+  // Growth tables: one server per target for each table, shapes from small to large.
+  for (const g of GROWTH_CASES.filter((c) => cases.has(c))) {
+    const servers = {};
+    for (const target of fanTargets) {
+      servers[target.name] = await target.start();
+      if (target.name === 'redis') redisVersion = servers.redis.version;
+      if (target.name === 'nats') natsVersion = servers.nats.version;
+    }
+    for (const [index, shape] of GROWTH[g].entries()) {
+      const key = `${g}-${index}`;
+      growthLabels[key] = shape.label;
+      for (const target of fanTargets) {
+        log(`${g}: ${shape.label} on ${target.name} ...`);
+        try {
+          const result = await fanoutRun(shape, servers[target.name], target, {
+            warmupMs: S.growthWarmupMs,
+            measureMs: S.growthMeasureMs,
+          });
+          put(key, target.name, result);
+          log(`  ${describe('1', result)}`);
+        } catch (error) {
+          fail(key, target.name, error);
+        }
+        noteWarnings(servers[target.name], key);
       }
     }
     for (const server of Object.values(servers)) await server.stop();
@@ -534,29 +695,31 @@ async function main() {
   }
 
   const loadAfter = os.loadavg();
-  const table = renderTable(rows(results), stores);
+  const table = renderTable(rows(results), [
+    { name: 'redis', label: 'redis PUBLISH' },
+    ...peers.map((name) => ({ name, label: PEER_LABELS[name] })),
+    ...stores.map((store) => ({
+      name: store,
+      label: `broker ${store}`,
+      // SQLite keeps every event as the history-keeping peers do; the memory store is paired
+      // with plain PUBLISH.
+      vs:
+        store === 'sqlite' && peers.some((p) => p.startsWith('redis-'))
+          ? peers.find((p) => p.startsWith('redis-'))
+          : 'redis',
+    })),
+  ]);
   const lines = [
     '',
     `sandbox-events bench (${quick ? 'quick' : 'full'}), ${new Date().toISOString()}`,
-    `machine: ${info.nproc} cpus (${info.model}), ${info.memGiB} GiB, Linux ${info.kernel}; node ${info.node}; redis-server ${redisVersion ?? '?'}`,
+    `machine: ${info.nproc} cpus (${info.model}), ${info.memGiB} GiB, Linux ${info.kernel}; node ${info.node}; redis-server ${redisVersion ?? '?'}${natsVersion ? `; nats-server ${natsVersion}` : ''}`,
     `load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}` +
       (loadBefore[0] > 0.5 ? '  (the machine was not idle: figures are noisy)' : ''),
-    `took ${((Date.now() - started) / 1000).toFixed(0)} s; ratio = broker / redis; generator busy > 90 % means the generator, not the server, may be the limit`,
+    `took ${((Date.now() - started) / 1000).toFixed(0)} s; ratio = broker / its peer (the column named in the header); generator busy > 90 % means the generator, not the server, may be the limit`,
     '',
     table,
     '',
   ];
-  // Server CPU per delivered message: what each server spends, whatever share of the CPU the
-  // machine gave it (the figure to compare when the machine was busy).
-  const perMessage = ['1', '2', '3', '4', '4b']
-    .filter((c) => results[c])
-    .map(
-      (c) =>
-        `case ${c}: ${Object.entries(results[c])
-          .map(([t, r]) => `${t} ${cpuPerMessage(r)}`)
-          .join(', ')}`,
-    );
-  if (perMessage.length > 0) lines.push(`server CPU per delivered message (µs): ${perMessage.join('; ')}`);
   if (results['6']) {
     lines.push(
       `storm: ${Object.entries(results['6'])
@@ -606,11 +769,19 @@ async function main() {
   console.log(lines.join('\n'));
   mkdirSync(join(root, '.bench-out'), { recursive: true });
   const partial =
-    option('--cases') !== undefined || option('--stores') !== undefined || prebuilt !== undefined || profile;
+    option('--cases') !== undefined ||
+    option('--stores') !== undefined ||
+    option('--peers') !== undefined ||
+    prebuilt !== undefined ||
+    profile;
   const jsonPath = join(root, '.bench-out', `bench-${quick ? 'quick' : 'full'}${partial ? '-partial' : ''}.json`);
   writeFileSync(
     jsonPath,
-    JSON.stringify({ machine: info, redisVersion, quick, loadBefore, loadAfter, results, warnings }, null, 2),
+    JSON.stringify(
+      { machine: info, redisVersion, natsVersion, quick, peers, loadBefore, loadAfter, results, warnings },
+      null,
+      2,
+    ),
   );
   log(`raw results: ${jsonPath}${profile ? `; CPU profiles: ${profDir} (node bench/profile-summary.js <file>)` : ''}`);
 }
@@ -626,7 +797,7 @@ function fellBehind(r) {
 
 /** Server CPU time per delivered message: comparable across runs even when the machine is busy. */
 function cpuPerMessage(r) {
-  return r.srvBusy === undefined || !r.delivered ? '?' : ((r.srvBusy / 100 / r.delivered) * 1e6).toFixed(2);
+  return cpuMicrosPerMessage(r)?.toFixed(2) ?? '?';
 }
 
 function writesPerMessage(r) {
@@ -652,23 +823,34 @@ function describe(c, r) {
   return `${Math.round(r.delivered)} msg/s delivered (${Math.round(r.published)} publishes/s), gen ${Math.round(r.genBusy)} %, srv ${Math.round(r.srvBusy)} % = ${cpuPerMessage(r)} µs server CPU per message, ${writesPerMessage(r)} messages per server write call, lost ${r.lost}, dropped ${r.dropped}`;
 }
 
+/** Server CPU time per delivered message, in µs: comparable across runs when the machine is busy. */
+function cpuMicrosPerMessage(r) {
+  return r.srvBusy === undefined || !r.delivered ? undefined : (r.srvBusy / 100 / r.delivered) * 1e6;
+}
+
 function rows(results) {
-  const pick = (c, f) => {
-    const byTarget = results[c] ?? {};
-    const out = { redis: undefined, brokers: {}, gen: {}, srv: {}, marks: {} };
-    for (const [target, r] of Object.entries(byTarget)) {
-      const value = r.error ? undefined : f(r);
+  const pick = (key, f) => {
+    const out = { values: {}, gen: {}, srv: {}, marks: {} };
+    for (const [target, r] of Object.entries(results[key] ?? {})) {
+      out.values[target] = r.error ? undefined : f(r);
       // † the generator was the limit; ‡ the server fell behind the offered rate.
-      out.marks[target] = (r.genBusy >= GENERATOR_BOUND && c !== '5' ? '†' : '') + (fellBehind(r) ? '‡' : '');
-      if (target === 'redis') out.redis = value;
-      else out.brokers[target] = value;
+      out.marks[target] = (r.genBusy >= GENERATOR_BOUND && key !== '5' ? '†' : '') + (fellBehind(r) ? '‡' : '');
       out.gen[target] = r.genBusy;
       out.srv[target] = r.srvBusy;
     }
     return out;
   };
-  const atLeastRedis = { text: '≥ 1.0x redis', check: (v, redis) => v >= redis };
-  const noWorse = { text: '≤ redis', check: (v, redis) => v <= redis };
+  const atLeast = (times) => ({ text: `≥ ${times.toFixed(1)}x`, check: (v, peer) => v >= peer * times });
+  const atMost = (times) => ({ text: `≤ ${times.toFixed(1)}x`, check: (v, peer) => v <= peer * times });
+  const cpuRow = (key, id, target) => ({
+    key,
+    id,
+    name: '↳ server CPU per delivered message',
+    unit: 'µs',
+    format: 'cpu',
+    f: cpuMicrosPerMessage,
+    target,
+  });
   const list = [
     {
       key: '1',
@@ -677,8 +859,9 @@ function rows(results) {
       unit: 'msg/s',
       format: 'int',
       f: (r) => r.delivered,
-      target: atLeastRedis,
+      target: atLeast(1),
     },
+    cpuRow('1', '1', atMost(1)),
     {
       key: '2',
       id: '2',
@@ -686,12 +869,23 @@ function rows(results) {
       unit: 'msg/s',
       format: 'int',
       f: (r) => r.delivered,
-      target: atLeastRedis,
+      target: atLeast(1),
     },
-    { key: '3', id: '3', name: '5,000 sandboxes, 1 sub each', unit: 'msg/s', format: 'int', f: (r) => r.delivered },
+    cpuRow('2', '2', atMost(1)),
+    {
+      key: '3',
+      id: '3',
+      name: '5,000 sandboxes, 1 sub each',
+      unit: 'msg/s',
+      format: 'int',
+      f: (r) => r.delivered,
+      target: atLeast(0.8),
+    },
+    cpuRow('3', '3'),
     { key: '4', id: '4', name: 'latency p50 at ½ redis case-1 rate', unit: 'ms', format: 'ms', f: (r) => r.p50 },
-    { key: '4', id: '4', name: 'latency p99', unit: 'ms', format: 'ms', f: (r) => r.p99, target: noWorse },
+    { key: '4', id: '4', name: 'latency p99', unit: 'ms', format: 'ms', f: (r) => r.p99, target: atMost(1) },
     { key: '4', id: '4', name: 'latency max', unit: 'ms', format: 'ms', f: (r) => r.max },
+    cpuRow('4', '4'),
     {
       key: '4b',
       id: '4b',
@@ -702,6 +896,11 @@ function rows(results) {
     },
     { key: '4b', id: '4b', name: 'latency p99', unit: 'ms', format: 'ms', f: (r) => r.p99 },
     { key: '4b', id: '4b', name: 'latency max', unit: 'ms', format: 'ms', f: (r) => r.max },
+    cpuRow('4b', '4b', {
+      text: 'sqlite ≤ 1.5x memory',
+      check: (v, _peer, row, column) =>
+        column !== 'sqlite' || row.values.memory === undefined ? undefined : v <= row.values.memory * 1.5,
+    }),
     {
       key: '5',
       id: '5',
@@ -709,16 +908,25 @@ function rows(results) {
       unit: 'bytes',
       format: 'int',
       f: (r) => r.perConnection,
-      target: noWorse,
+      target: atMost(1),
     },
     {
       key: '6',
       id: '6',
-      name: 'storm: 5,000 connect+auth+subscribe',
+      name: `storm: ${S.stormClients.toLocaleString('en')} connect+auth+subscribe, own token each`,
       unit: 's',
       format: 'sec',
       f: (r) => r.seconds,
-      target: { text: '< 2 s', check: (v) => v < 2 },
+      target: atMost(1.2),
+    },
+    {
+      key: '6',
+      id: '6',
+      name: '↳ server CPU per client',
+      unit: 'ms',
+      format: 'cpu',
+      f: (r) =>
+        r.srvBusy === undefined || !r.subscribed ? undefined : ((r.srvBusy / 100) * r.seconds * 1000) / r.subscribed,
     },
     {
       key: 'pub',
@@ -729,9 +937,19 @@ function rows(results) {
       f: (r) => r.rate,
       target: {
         text: 'sqlite ≥ ½ memory and ≥ 50,000/s',
-        check: (v, _redis, row, store) =>
-          store !== 'sqlite' || (v >= 50_000 && (row.brokers.memory === undefined || v >= row.brokers.memory / 2)),
+        check: (v, _peer, row, column) =>
+          column !== 'sqlite'
+            ? undefined
+            : v >= 50_000 && (row.values.memory === undefined || v >= row.values.memory / 2),
       },
+    },
+    {
+      key: 'pub',
+      id: 'i3',
+      name: '↳ server CPU per append',
+      unit: 'µs',
+      format: 'cpu',
+      f: (r) => (r.srvBusy === undefined || !r.rate ? undefined : (r.srvBusy / 100 / r.rate) * 1e6),
     },
     {
       key: 'hist',
@@ -750,8 +968,21 @@ function rows(results) {
       f: (r) => r.p99,
       target: { text: '< 2 ms', check: (v) => v < 2 },
     },
+    ...Object.keys(growthLabels).flatMap((key) => [
+      {
+        key,
+        id: key.replace(/-\d+$/, ''),
+        name: growthLabels[key],
+        unit: 'msg/s',
+        format: 'int',
+        f: (r) => r.delivered,
+      },
+      cpuRow(key, key.replace(/-\d+$/, '')),
+    ]),
   ];
-  return list.filter((row) => results[row.key] !== undefined).map((row) => ({ ...row, ...pick(row.key, row.f) }));
+  return list
+    .filter((row) => results[row.key] !== undefined)
+    .map((row) => /** @type {import('./lib/report.js').Row} */ ({ ...row, ...pick(row.key, row.f) }));
 }
 
 main().then(

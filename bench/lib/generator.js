@@ -7,6 +7,7 @@
 // {type:'error', message}. It exits when the parent goes away.
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
+import { connectFrame, NatsScanner, PING, PONG, pubFrame, subFrame, subjectOf } from './nats.js';
 import { command, payload, ReplyScanner, writeDigits13 } from './resp.js';
 
 // One read buffer shared by every socket: each read is consumed before the next one happens,
@@ -118,8 +119,8 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * reply or a close).
  */
 class Conn {
-  constructor(port, hello, expect, onPayloadTime, onInput) {
-    this.scanner = new ReplyScanner(onPayloadTime);
+  constructor(port, hello, expect, onPayloadTime, onInput, makeScanner) {
+    this.scanner = makeScanner === undefined ? new ReplyScanner(onPayloadTime) : makeScanner(this, onPayloadTime);
     this.closedByPeer = false;
     this.expect = expect;
     this.onInput = onInput;
@@ -213,6 +214,85 @@ function authCommand(auth) {
   return command('AUTH', auth);
 }
 
+// ---- what each server is sent ---------------------------------------------------------------
+
+/**
+ * How a target is spoken to: the subscriber's and publisher's first bytes and how many replies
+ * they wait for, one publish as bytes (with where its payload copies start, for the latency
+ * stamp), and how many replies a publish gets.
+ *
+ * - 'resp': PUBLISH (Redis, and the broker, which stores the event before it answers).
+ * - 'resp-xadd': Redis keeping history as a user would build it, pipelined: `XADD <sandbox>
+ *   MAXLEN ~ <n> * e <payload>` then `PUBLISH <sandbox> <payload>`, two replies per event.
+ * - 'resp-lua': the same in one Lua script (`EVALSHA`, `job.luaSha`), which also puts the
+ *   stream id in front of the published payload, so subscribers can resume from it.
+ * - 'nats': NATS JetStream: core subscriptions on `ev.<sandbox>` and `PUB ev.<sandbox>
+ *   <ack inbox>` to a stream, one JetStream ack per publish (stored before it is sent).
+ */
+function dialectOf(job) {
+  const dialect = job.dialect ?? 'resp';
+  const auth = authCommand(job.auth);
+  const inRespCommand = (bytes, body) => {
+    const at = bytes.indexOf(body.bytes);
+    if (at < 0) throw new Error('payload not found in its command');
+    return at + body.tOffset;
+  };
+  if (dialect === 'nats') {
+    const ackInbox = (p) => `_INBOX.bench.ack${p}`;
+    return {
+      subscriberHello: (channels) =>
+        Buffer.concat([connectFrame(job.auth), ...channels.map((c, i) => subFrame(subjectOf(c), i + 1)), PING]),
+      subscriberExpect: () => 1,
+      publisherHello: (p) => Buffer.concat([connectFrame(job.auth), subFrame(ackInbox(p), 1), PING]),
+      publish: (channel, body, p) => {
+        const frame = pubFrame(subjectOf(channel), ackInbox(p), body.bytes);
+        return { bytes: frame.bytes, tAts: [frame.payloadAt + body.tOffset] };
+      },
+      replies: 1,
+      makeScanner: (publisher) => (conn, onTime) => new NatsScanner(onTime, () => conn.socket.write(PONG), publisher),
+    };
+  }
+  const resp = {
+    subscriberHello: (channels) => Buffer.concat([auth, command('SUBSCRIBE', ...channels)]),
+    subscriberExpect: (channels) => 1 + channels.length,
+    publisherHello: () => auth,
+    replies: 1,
+    makeScanner: () => undefined,
+  };
+  const text = (body) => body.bytes.toString('latin1');
+  if (dialect === 'resp-xadd') {
+    return {
+      ...resp,
+      publish: (channel, body) => {
+        const xadd = command('XADD', channel, 'MAXLEN', '~', job.maxLen ?? 10_000, '*', 'e', text(body));
+        const publish = command('PUBLISH', channel, text(body));
+        return {
+          bytes: Buffer.concat([xadd, publish]),
+          tAts: [inRespCommand(xadd, body), xadd.length + inRespCommand(publish, body)],
+        };
+      },
+      replies: 2,
+    };
+  }
+  if (dialect === 'resp-lua') {
+    return {
+      ...resp,
+      publish: (channel, body) => {
+        const bytes = command('EVALSHA', job.luaSha, 1, channel, text(body), job.maxLen ?? 10_000);
+        return { bytes, tAts: [inRespCommand(bytes, body)] };
+      },
+    };
+  }
+  if (dialect !== 'resp') throw new Error(`unknown dialect ${dialect}`);
+  return {
+    ...resp,
+    publish: (channel, body) => {
+      const bytes = command('PUBLISH', channel, text(body));
+      return { bytes, tAts: [inRespCommand(bytes, body)] };
+    },
+  };
+}
+
 // ---- fan-out throughput (cases 1-3) and latency (case 4) ----------------------------------
 
 /**
@@ -230,8 +310,13 @@ function authCommand(auth) {
 async function fanout(job) {
   const latencyMode = job.kind === 'latency';
   const fan = job.subsPerChannel;
-  const auth = authCommand(job.auth);
+  const dialect = dialectOf(job);
+  const replies = dialect.replies;
   const body = payload(job.payloadSize);
+  // Many sandboxes per subscriber connection (one subscriber each): as many channels on one
+  // connection as `channelsPerSubscriber`.
+  const perSub = job.channelsPerSubscriber ?? 1;
+  if (perSub > 1 && fan !== 1) throw new Error('channelsPerSubscriber needs subsPerChannel 1');
   let received = 0;
   let published = 0;
   let stopped = false;
@@ -266,17 +351,20 @@ async function fanout(job) {
 
   // Subscribers first: each sends AUTH and SUBSCRIBE in one write; ready after +OK and the
   // confirmation. Counting starts after setup, so confirmations are not messages.
-  const subscriberCount = job.channels.length * fan;
+  const subscriberCount = Math.ceil((job.channels.length * fan) / perSub);
   // Latency: the first subscriber of each channel reads the send times (one sample per
   // publish is plenty); the others only count, which keeps the generator cheap.
+  const subScanner = dialect.makeScanner(false);
   const subs = await openMany(subscriberCount, job.connectConcurrency ?? 256, (index) => {
-    const channel = job.channels[Math.floor(index / fan)];
+    const channels =
+      perSub === 1 ? [job.channels[Math.floor(index / fan)]] : job.channels.slice(index * perSub, (index + 1) * perSub);
     return new Conn(
       job.port,
-      Buffer.concat([auth, command('SUBSCRIBE', channel)]),
-      2,
+      dialect.subscriberHello(channels),
+      dialect.subscriberExpect(channels),
       index % fan === 0 ? onTime : undefined,
       undefined,
+      subScanner,
     );
   });
   for (const sub of subs) {
@@ -285,25 +373,31 @@ async function fanout(job) {
   }
 
   // Publishers, each with a pre-encoded batch cycling through its channels.
-  const publishers = await openMany(job.publishers, 64, () => new Conn(job.port, auth, 1, undefined, schedulePump));
+  const pubScanner = dialect.makeScanner(true);
+  const publishers = await openMany(
+    job.publishers,
+    64,
+    (p) => new Conn(job.port, dialect.publisherHello(p), 1, undefined, schedulePump, pubScanner),
+  );
   publishers.forEach((pub, p) => {
     pub.scanner.frames = 0;
     pub.sent = 0;
     pub.channels = job.channels.filter((_, i) => i % job.publishers === p);
     // More publishers than channels: several publish to the same channel.
     if (pub.channels.length === 0) pub.channels = [job.channels[p % job.channels.length]];
-    pub.commands = pub.channels.map((channel) => {
-      const head = Buffer.from(
-        `*3\r\n$7\r\nPUBLISH\r\n$${Buffer.byteLength(channel)}\r\n${channel}\r\n$${body.bytes.length}\r\n`,
-        'latin1',
-      );
-      return { bytes: Buffer.concat([head, body.bytes, Buffer.from('\r\n')]), tAt: head.length + body.tOffset };
-    });
+    pub.commands = pub.channels.map((channel) => dialect.publish(channel, body, p));
     pub.next = 0;
     if (!latencyMode) {
-      const batch = [];
-      for (let i = 0; i < job.batch; i++) batch.push(pub.commands[i % pub.commands.length].bytes);
-      pub.batchBytes = Buffer.concat(batch);
+      // Batches in a ring that goes through every channel of the publisher (one batch when it
+      // has no more channels than a batch holds).
+      pub.batches = [];
+      const count = Math.max(1, Math.ceil(pub.commands.length / job.batch));
+      for (let k = 0; k < count; k++) {
+        const batch = [];
+        for (let i = 0; i < job.batch; i++) batch.push(pub.commands[(k * job.batch + i) % pub.commands.length].bytes);
+        pub.batches.push(Buffer.concat(batch));
+      }
+      pub.batchAt = 0;
     }
   });
   pubs = publishers;
@@ -313,10 +407,11 @@ async function fanout(job) {
     for (;;) {
       let progressed = false;
       for (const pub of pubs) {
-        if (pub.sent - pub.scanner.frames + job.batch > job.depth) continue;
+        if (pub.sent - pub.scanner.frames + job.batch * replies > job.depth * replies) continue;
         if ((published + job.batch) * fan - received > job.inflightCap) return;
-        pub.write(pub.batchBytes);
-        pub.sent += job.batch;
+        pub.write(pub.batches[pub.batchAt]);
+        pub.batchAt = (pub.batchAt + 1) % pub.batches.length;
+        pub.sent += job.batch * replies;
         published += job.batch;
         progressed = true;
       }
@@ -352,11 +447,11 @@ async function fanout(job) {
         let at = 0;
         for (const cmd of list) {
           cmd.bytes.copy(out, at);
-          writeDigits13(out, at + cmd.tAt, nowMicros);
+          for (const tAt of cmd.tAts) writeDigits13(out, at + tAt, nowMicros);
           at += cmd.bytes.length;
         }
         pub.write(out);
-        pub.sent += list.length;
+        pub.sent += list.length * replies;
       }
       published += due;
     }, 1);

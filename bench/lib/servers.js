@@ -2,11 +2,12 @@
 // on 127.0.0.1 only, and everything started here is registered so that it is stopped (and its
 // temp dir removed) however the run ends.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { natsInfo, natsRequest } from './nats.js';
 import { command, ReplyScanner } from './resp.js';
 
 const children = new Set();
@@ -202,11 +203,106 @@ export async function startRedis({ password }) {
   };
 }
 
+// ---- nats-server with JetStream -----------------------------------------------------------
+
+/** Where Debian's nats-server package puts it (it is not on a user's PATH). */
+const NATS_SERVER_CANDIDATES = ['/usr/sbin/nats-server', '/usr/bin/nats-server', 'nats-server'];
+
+/** The nats-server binary, or undefined when none is installed. */
+export function natsServerBinary() {
+  for (const candidate of NATS_SERVER_CANDIDATES) {
+    try {
+      execFileSync(candidate, ['--version'], { stdio: 'ignore' });
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Starts nats-server with JetStream (file storage in a temp dir) and one stream, `BENCH`, over
+ * the subjects `ev.*`: a sandbox's events go to `ev.<sandbox>` and the stream keeps up to
+ * `maxPerSubject` of them per subject, as the broker keeps 10,000 per sandbox. Token auth, as
+ * Redis gets a password. The write deadline and pending limit are raised above what the
+ * generator's bounded in-flight window can reach, so no subscriber is cut as a slow consumer.
+ */
+export async function startNats({ token, maxPerSubject = 10_000 }) {
+  const binary = natsServerBinary();
+  if (binary === undefined) throw new Error('nats-server is not installed (Debian: apt-get install nats-server)');
+  const dir = tempDir('nats');
+  const port = await freePort();
+  const config = join(dir, 'nats.conf');
+  writeFileSync(
+    config,
+    [
+      `listen: "127.0.0.1:${port}"`,
+      `authorization { token: "${token}" }`,
+      'max_connections: 150000',
+      'max_payload: 1MB',
+      'max_pending: 256MB',
+      'write_deadline: "30s"',
+      `jetstream { store_dir: "${join(dir, 'js')}", max_file_store: 8GB, max_memory_store: 256MB }`,
+      '',
+    ].join('\n'),
+  );
+  const child = spawnChild(binary, ['-c', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = collect(child);
+  const deadline = Date.now() + 10_000;
+  let info;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`nats-server exited: ${log.text()}`);
+    try {
+      info = await natsInfo(port);
+      break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`nats-server did not start: ${log.text()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  if (info.jetstream !== true) throw new Error(`nats-server started without JetStream: ${JSON.stringify(info)}`);
+  const stream = {
+    name: 'BENCH',
+    subjects: ['ev.*'],
+    storage: 'file',
+    retention: 'limits',
+    discard: 'old',
+    max_msgs_per_subject: maxPerSubject,
+    num_replicas: 1,
+  };
+  const reply = JSON.parse(await natsRequest(port, token, '$JS.API.STREAM.CREATE.BENCH', JSON.stringify(stream)));
+  if (reply.error) throw new Error(`nats-server refused the stream: ${JSON.stringify(reply.error)}`);
+  return {
+    name: 'nats',
+    pid: child.pid,
+    port,
+    version: String(info.version),
+    auth: token,
+    log,
+    /** Messages the stream holds (JetStream's STREAM.INFO). */
+    async streamMessages() {
+      const answer = JSON.parse(await natsRequest(port, token, '$JS.API.STREAM.INFO.BENCH', ''));
+      return answer.state?.messages;
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await waitExit(child, 5_000);
+      removeTempDir(dir);
+    },
+  };
+}
+
 // ---- the broker ----------------------------------------------------------------------------
 
 /**
  * Starts `sandbox-events serve` from `buildDir` with the given store ('sqlite' puts a fresh
  * file in a temp dir, 'memory'), on port 0, reading the port from its "listening" log line.
+ */
+/**
+ * @param {{ buildDir: string, store: string, secret: string, maxClients?: number, nodeArgs?: string[],
+ *   extraArgs?: string[], sqlitePath?: string }} options
  */
 export async function startBroker({
   buildDir,
@@ -314,6 +410,11 @@ function collect(child) {
 /**
  * Runs one job in a fresh generator process. `onReady` handles an intermediate 'ready'
  * message (idle connections) and returns when the generator may release them.
+ */
+/**
+ * @param {Record<string, unknown> & { kind: string }} job
+ * @param {{ timeoutMs?: number, onReady?: (message: unknown) => Promise<void>, nodeArgs?: string[] }} [options]
+ * @returns {Promise<any>}
  */
 export function runGenerator(job, { timeoutMs, onReady, nodeArgs = [] } = {}) {
   const child = spawnChild(process.execPath, [...nodeArgs, new URL('./generator.js', import.meta.url).pathname], {

@@ -1,3 +1,4 @@
+// @ts-check
 // Delivered messages/s with 1, 2 and 3 broker nodes sharing one Redis (docs/scaling.md). Run by hand:
 //
 //   npm run build && node bench/scale/run.js [--nodes 1,2,3] [--seconds 5] [--sandboxes 10] [--subscribers 300] [--window 64]
@@ -50,7 +51,7 @@ function build() {
 async function freePort() {
   const server = net.createServer().listen(0, '127.0.0.1');
   await once(server, 'listening');
-  const { port } = server.address();
+  const { port } = /** @type {net.AddressInfo} */ (server.address());
   await new Promise((resolve) => server.close(resolve));
   return port;
 }
