@@ -4,6 +4,8 @@
 //   node bench/sandboxes.js --sizes 100,100000 --stores memory --rounds 3 --messages 200000
 //   node bench/sandboxes.js --no-history                 leave out the HISTORY of 64 KiB events
 //   node bench/sandboxes.js --build <dir>                the broker compiled in <dir> (A/B runs)
+//   node bench/sandboxes.js --profile --no-redis ...      the broker under --cpu-prof (.bench-out/prof;
+//                                                         node bench/profile-summary.js <file>)
 //
 // For each number of sandboxes N and each server (redis-server, the broker with each store, all
 // started here with default settings on 127.0.0.1), a fresh server gets 100 subscriber
@@ -50,7 +52,7 @@ if (argv.includes('--help')) {
   console.log(
     readFileSync(fileURLToPath(import.meta.url), 'utf8')
       .split('\n')
-      .slice(0, 31)
+      .slice(0, 33)
       .join('\n'),
   );
   process.exit(0);
@@ -64,6 +66,7 @@ const connections = Number(option('--connections', '100'));
 const historyCalls = Number(option('--history-calls', '30'));
 const withHistory = !argv.includes('--no-history');
 const withRedis = !argv.includes('--no-redis');
+const profileDir = argv.includes('--profile') ? join(root, '.bench-out', 'prof') : undefined;
 const buildDir = resolve(root, option('--build', 'dist'));
 const WINDOW = 1_000;
 const BATCH = 200;
@@ -224,17 +227,28 @@ async function sizeRun(target, n, event) {
     await settle();
     const before = await memory(server);
 
-    // SUBSCRIBE: sandbox i on connection i % connections, up to 100 names per command.
+    // SUBSCRIBE: sandbox i on connection i % connections, up to 100 names per command; the
+    // first half, a reading, then the second half and another reading. The second half's cost
+    // is the marginal cost of a subscribed sandbox: what the first half made grow once (the
+    // collector's young generation, buffers of the connections) is not in it.
     const names = subscribers.map(() => []);
     for (let i = 0; i < n; i++) names[i % connections].push(name(i));
-    await Promise.all(
-      subscribers.map((conn, c) => {
-        const mine = names[c];
-        for (let at = 0; at < mine.length; at += 100) conn.send(command('SUBSCRIBE', ...mine.slice(at, at + 100)));
-        conn.subscribed = 1 + mine.length;
-        return conn.until(conn.subscribed);
-      }),
-    );
+    const subscribeHalf = (second) =>
+      Promise.all(
+        subscribers.map((conn, c) => {
+          const mine = names[c];
+          const half = Math.ceil(mine.length / 2);
+          const part = second ? mine.slice(half) : mine.slice(0, half);
+          for (let at = 0; at < part.length; at += 100) conn.send(command('SUBSCRIBE', ...part.slice(at, at + 100)));
+          conn.subscribed = 1 + (second ? mine.length : half);
+          return conn.until(conn.subscribed);
+        }),
+      );
+    await subscribeHalf(false);
+    await settle();
+    const halfSubscribed = await memory(server);
+    const firstHalf = subscribers.reduce((sum, conn) => sum + conn.subscribed - 1, 0);
+    await subscribeHalf(true);
     await settle();
     const subscribed = await memory(server);
 
@@ -289,6 +303,10 @@ async function sizeRun(target, n, event) {
     return {
       n,
       subscribed: perSandbox(subscribed),
+      marginal: {
+        rss: (subscribed.rss - halfSubscribed.rss) / (n - firstHalf),
+        live: (subscribed.live - halfSubscribed.live) / (n - firstHalf),
+      },
       withEvents: perSandbox(withEvents),
       pubsubOnlyWithEvents: withEvents.pubsubOnly ? perSandbox(withEvents.pubsubOnly) : undefined,
       cpuPerMessageUs: cpu,
@@ -369,7 +387,18 @@ async function main() {
     ...stores.map((store) => ({
       name: store,
       auth: token,
-      start: () => startBroker({ buildDir, store, secret, nodeArgs: ['--expose-gc', '--require', probe] }),
+      start: () =>
+        startBroker({
+          buildDir,
+          store,
+          secret,
+          nodeArgs: [
+            '--expose-gc',
+            '--require',
+            probe,
+            ...(profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]),
+          ],
+        }),
     })),
   ];
   const event = payload(128).bytes;
@@ -386,7 +415,8 @@ async function main() {
       const result = await sizeRun(target, n, event);
       results[`${n} ${target.name}`] = result;
       log(
-        `  memory per subscribed sandbox: rss ${fmt(result.subscribed.rss)} B, live ${fmt(result.subscribed.live)} B; ` +
+        `  memory per subscribed sandbox: rss ${fmt(result.subscribed.rss)} B, live ${fmt(result.subscribed.live)} B ` +
+          `(second half: rss ${fmt(result.marginal.rss)} B, live ${fmt(result.marginal.live)} B); ` +
           `with ${eventsEach} events: rss ${fmt(result.withEvents.rss)} B, live ${fmt(result.withEvents.live)} B; ` +
           `cpu per message ${range(result.cpuPerMessageUs, 2)} us`,
       );
@@ -422,6 +452,8 @@ async function main() {
     };
     cells('memory per subscribed sandbox, RSS (B)', (r) => r.subscribed.rss);
     cells('  live (broker: heap + external after GC; redis: used_memory) (B)', (r) => r.subscribed.live);
+    cells('  second half of the subscriptions only, RSS (B)', (r) => r.marginal.rss);
+    cells('  second half, live (B)', (r) => r.marginal.live);
     cells(`  with ${eventsEach} events kept, RSS (redis: XADD) (B)`, (r) => r.withEvents.rss);
     cells(`  with ${eventsEach} events kept, live (B)`, (r) => r.withEvents.live);
     const cpuCells = [
