@@ -50,7 +50,6 @@ class Channel implements SandboxRef {
   otherFrames: Map<string, FrameWriter> | undefined = undefined;
 
   constructor(
-    readonly key: string,
     readonly workspaceId: number,
     readonly sandboxId: string,
   ) {}
@@ -159,7 +158,7 @@ export class Broker {
   subscribe(subscriber: Subscriber, target: ChannelTarget): boolean {
     let channel = this.channels.get(target.key);
     if (channel === undefined) {
-      channel = new Channel(target.key, target.workspaceId, target.sandboxId);
+      channel = new Channel(target.workspaceId, target.sandboxId);
       this.channels.set(target.key, channel);
     }
     if (!channel.add(subscriber, target.displayName)) return false;
