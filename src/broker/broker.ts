@@ -3,7 +3,7 @@ import type { StoredEvent } from '../event/event.js';
 import { bulkLength, deliveryFrameHead, type Protocol, writeBulk } from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
 import type { InterestHooks, SandboxRef } from '../store/types.js';
-import { channelKey, type ChannelTarget, type PatternScope, visibleName } from './scope.js';
+import { channelKey, type ChannelTarget, type PatternScope, parseChannelKey, visibleName } from './scope.js';
 
 /**
  * The `protocol` of a subscriber that encodes its own frames from the event (SSE streams): it
@@ -130,7 +130,13 @@ export interface BrokerStats {
  * encoded once and handed to every subscriber that takes that exact form.
  */
 export class Broker {
-  private readonly channels = new Map<string, Channel>();
+  /**
+   * Channels by workspace id, then sandbox id: a delivery finds its channel without building a
+   * key string (the event's sandbox id string caches its hash). With 100,000 channels, building
+   * and hashing `{<workspace>}<sandbox>` per event cost about 1 µs more than this.
+   */
+  private readonly channels = new Map<number, Map<string, Channel>>();
+  private channelTotal = 0;
   /** Pattern groups by scope (a workspace id, or 'all' for admins' qualified patterns). */
   private readonly patterns = new Map<PatternScope, Map<string, PatternGroup>>();
   readonly stats: BrokerStats = { delivered: 0, fannedOut: 0, framesEncoded: 0 };
@@ -146,7 +152,7 @@ export class Broker {
 
   /** Cuts off every local subscriber that would have received events of `ref` (Subscriber.interrupt). */
   interrupt(ref: SandboxRef, message: string): number {
-    const reached = new Set<Subscriber>(this.channels.get(channelKey(ref.workspaceId, ref.sandboxId))?.subscribers());
+    const reached = new Set<Subscriber>(this.channel(ref.workspaceId, ref.sandboxId)?.subscribers());
     this.forEachMatchingPattern(ref, (group) => {
       for (const subscriber of group.subscribers) reached.add(subscriber);
     });
@@ -156,24 +162,43 @@ export class Broker {
 
   /** Adds a subscription; false if the subscriber already had it (Redis counts it once). */
   subscribe(subscriber: Subscriber, target: ChannelTarget): boolean {
-    let channel = this.channels.get(target.key);
+    let inWorkspace = this.channels.get(target.workspaceId);
+    if (inWorkspace === undefined) {
+      inWorkspace = new Map();
+      this.channels.set(target.workspaceId, inWorkspace);
+    }
+    let channel = inWorkspace.get(target.sandboxId);
     if (channel === undefined) {
       channel = new Channel(target.workspaceId, target.sandboxId);
-      this.channels.set(target.key, channel);
+      inWorkspace.set(target.sandboxId, channel);
+      this.channelTotal += 1;
     }
     if (!channel.add(subscriber, target.displayName)) return false;
     if (channel.size === 1) this.interest?.setInterest?.(channel, true);
     return true;
   }
 
+  /** Removes a subscription by its channel's key (channelKey); false if there was none. */
   unsubscribe(subscriber: Subscriber, key: string): boolean {
-    const channel = this.channels.get(key);
+    const channel = this.channelByKey(key);
     if (channel === undefined || !channel.delete(subscriber)) return false;
     if (channel.size === 0) {
-      this.channels.delete(key);
+      const inWorkspace = this.channels.get(channel.workspaceId)!;
+      inWorkspace.delete(channel.sandboxId);
+      if (inWorkspace.size === 0) this.channels.delete(channel.workspaceId);
+      this.channelTotal -= 1;
       this.interest?.setInterest?.(channel, false);
     }
     return true;
+  }
+
+  private channel(workspaceId: number, sandboxId: string): Channel | undefined {
+    return this.channels.get(workspaceId)?.get(sandboxId);
+  }
+
+  private channelByKey(key: string): Channel | undefined {
+    const ref = parseChannelKey(key);
+    return ref === undefined ? undefined : this.channel(ref.workspaceId, ref.sandboxId);
   }
 
   psubscribe(subscriber: Subscriber, pattern: string, scope: PatternScope): boolean {
@@ -212,7 +237,7 @@ export class Broker {
    * event is delivered later, after it is durable).
    */
   receiverCount(ref: SandboxRef): number {
-    let count = this.channels.get(channelKey(ref.workspaceId, ref.sandboxId))?.size ?? 0;
+    let count = this.channel(ref.workspaceId, ref.sandboxId)?.size ?? 0;
     this.forEachMatchingPattern(ref, (group) => {
       count += group.subscribers.size;
     });
@@ -228,7 +253,7 @@ export class Broker {
     let delivered = 0;
     const payload = event.json;
     let payloadBytes = -1;
-    const channel = this.channels.get(channelKey(event.workspaceId, event.sandboxId));
+    const channel = this.channel(event.workspaceId, event.sandboxId);
     if (channel !== undefined) {
       payloadBytes = Buffer.byteLength(payload);
       const only = channel.only;
@@ -379,17 +404,17 @@ export class Broker {
       if (name !== undefined && (matches === undefined || matches(name))) names.push(name);
     };
     if (principal.role === 'sandbox' && principal.sandboxId !== undefined) {
-      const own = this.channels.get(channelKey(principal.workspaceId, principal.sandboxId));
+      const own = this.channel(principal.workspaceId, principal.sandboxId);
       if (own !== undefined) scan(own);
       return names;
     }
-    for (const channel of this.channels.values()) scan(channel);
+    for (const inWorkspace of this.channels.values()) for (const channel of inWorkspace.values()) scan(channel);
     return names;
   }
 
   /** PUBSUB NUMSUB for one resolved channel. */
   subscriberCount(key: string): number {
-    return this.channels.get(key)?.size ?? 0;
+    return this.channelByKey(key)?.size ?? 0;
   }
 
   /** PUBSUB NUMPAT: distinct patterns in the scopes this principal may see. */
@@ -414,7 +439,7 @@ export class Broker {
   }
 
   get channelCount(): number {
-    return this.channels.size;
+    return this.channelTotal;
   }
 
   get totalPatternCount(): number {

@@ -61,6 +61,24 @@ describe('one subscriber, then two, then one again', () => {
     expect(broker.fanOut(storedEvent('sb', 4))).toBe(0);
   });
 
+  it('keeps equal sandbox ids of two workspaces apart, by key and by event', () => {
+    const broker = new Broker();
+    const inOne = new Recorder(2);
+    const inTwo = new Recorder(2);
+    broker.subscribe(inOne, { workspaceId: 1, sandboxId: 'sb', key: channelKey(1, 'sb'), displayName: 'sb' });
+    broker.subscribe(inTwo, { workspaceId: 12, sandboxId: 'sb', key: channelKey(12, 'sb'), displayName: 'sb' });
+    expect(broker.channelCount).toBe(2);
+    expect(broker.subscriberCount(channelKey(1, 'sb'))).toBe(1);
+    expect(broker.subscriberCount(channelKey(12, 'sb'))).toBe(1);
+    expect(broker.subscriberCount(channelKey(2, 'sb'))).toBe(0);
+    expect(broker.subscriberCount('sb')).toBe(0);
+    expect(broker.fanOut({ ...storedEvent('sb', 1), workspaceId: 12 })).toBe(1);
+    expect([inOne.frames.length, inTwo.frames.length]).toEqual([0, 1]);
+    expect(broker.unsubscribe(inTwo, channelKey(1, 'sb'))).toBe(false);
+    expect(broker.unsubscribe(inTwo, channelKey(12, 'sb'))).toBe(true);
+    expect(broker.channelCount).toBe(1);
+  });
+
   it('an interrupt reaches the lone subscriber and every one of several', () => {
     const broker = new Broker();
     const cut: string[] = [];
