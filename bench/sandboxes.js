@@ -232,22 +232,20 @@ async function sizeRun(target, n, event) {
     // is the marginal cost of a subscribed sandbox: what the first half made grow once (the
     // collector's young generation, buffers of the connections) is not in it.
     const names = subscribers.map(() => []);
-    for (let i = 0; i < n; i++) names[i % connections].push(name(i));
+    for (let i = 0; i < n; i++) names[i % connections].push(i);
+    const firstHalf = Math.floor(n / 2);
     const subscribeHalf = (second) =>
       Promise.all(
         subscribers.map((conn, c) => {
-          const mine = names[c];
-          const half = Math.ceil(mine.length / 2);
-          const part = second ? mine.slice(half) : mine.slice(0, half);
+          const part = names[c].filter((i) => i >= firstHalf === second).map(name);
           for (let at = 0; at < part.length; at += 100) conn.send(command('SUBSCRIBE', ...part.slice(at, at + 100)));
-          conn.subscribed = 1 + (second ? mine.length : half);
+          conn.subscribed = (conn.subscribed ?? 1) + part.length;
           return conn.until(conn.subscribed);
         }),
       );
     await subscribeHalf(false);
     await settle();
     const halfSubscribed = await memory(server);
-    const firstHalf = subscribers.reduce((sum, conn) => sum + conn.subscribed - 1, 0);
     await subscribeHalf(true);
     await settle();
     const subscribed = await memory(server);
