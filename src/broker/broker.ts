@@ -3,7 +3,7 @@ import type { StoredEvent } from '../event/event.js';
 import { bulkLength, deliveryFrameHead, type Protocol, writeBulk } from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
 import type { InterestHooks, SandboxRef } from '../store/types.js';
-import { channelKey, type ChannelTarget, type PatternScope, visibleName } from './scope.js';
+import { channelKey, type ChannelTarget, type PatternScope, parseChannelKey, visibleName } from './scope.js';
 
 /**
  * The `protocol` of a subscriber that encodes its own frames from the event (SSE streams): it
@@ -31,14 +31,76 @@ export interface Subscriber {
 
 const NO_FRAME = Buffer.alloc(0);
 
-interface Channel extends SandboxRef {
-  key: string;
-  /** subscriber -> the name it subscribed with (message frames carry that name). */
-  subscribers: Map<Subscriber, string>;
+/**
+ * One sandbox's local subscribers. Most sandboxes have one watcher, so a lone subscriber is held
+ * in two fields and a Map is made only for a second one (and dropped when one is left again):
+ * a subscribed sandbox costs one small object here, as a Redis channel costs a dict entry and a
+ * one-node client list (docs/performance.md, "Per-sandbox cost").
+ */
+class Channel implements SandboxRef {
+  /** The subscriber while it is the only one. */
+  only: Subscriber | undefined = undefined;
+  /** The name `only` subscribed with (message frames carry that name). */
+  onlyName = '';
+  /** subscriber -> the name it subscribed with, while there are two or more. */
+  many: Map<Subscriber, string> | undefined = undefined;
   /** Frames for RESP2 subscribers that used the plain sandbox id: nearly all of them. */
-  plainFrames?: FrameWriter;
+  plainFrames: FrameWriter | undefined = undefined;
   /** Any other form, by `<protocol>:<name>` (at most RESP3, and admins' qualified names). */
-  otherFrames?: Map<string, FrameWriter>;
+  otherFrames: Map<string, FrameWriter> | undefined = undefined;
+
+  constructor(
+    readonly workspaceId: number,
+    readonly sandboxId: string,
+  ) {}
+
+  get size(): number {
+    return this.many !== undefined ? this.many.size : this.only === undefined ? 0 : 1;
+  }
+
+  /** Adds a subscriber; false if it was there already. */
+  add(subscriber: Subscriber, name: string): boolean {
+    if (this.many !== undefined) {
+      if (this.many.has(subscriber)) return false;
+      this.many.set(subscriber, name);
+    } else if (this.only === undefined) {
+      this.only = subscriber;
+      this.onlyName = name;
+    } else {
+      if (this.only === subscriber) return false;
+      this.many = new Map([
+        [this.only, this.onlyName],
+        [subscriber, name],
+      ]);
+      this.only = undefined;
+      this.onlyName = '';
+    }
+    return true;
+  }
+
+  /** Removes a subscriber; false if it was not there. */
+  delete(subscriber: Subscriber): boolean {
+    if (this.many === undefined) {
+      if (this.only !== subscriber) return false;
+      this.only = undefined;
+      this.onlyName = '';
+      return true;
+    }
+    if (!this.many.delete(subscriber)) return false;
+    if (this.many.size === 1) {
+      for (const [last, name] of this.many) {
+        this.only = last;
+        this.onlyName = name;
+      }
+      this.many = undefined;
+    }
+    return true;
+  }
+
+  subscribers(): Iterable<Subscriber> {
+    if (this.many !== undefined) return this.many.keys();
+    return this.only === undefined ? [] : [this.only];
+  }
 }
 
 interface PatternGroup {
@@ -68,7 +130,13 @@ export interface BrokerStats {
  * encoded once and handed to every subscriber that takes that exact form.
  */
 export class Broker {
-  private readonly channels = new Map<string, Channel>();
+  /**
+   * Channels by workspace id, then sandbox id: a delivery finds its channel without building a
+   * key string (the event's sandbox id string caches its hash). With 100,000 channels, building
+   * and hashing `{<workspace>}<sandbox>` per event cost about 1 µs more than this.
+   */
+  private readonly channels = new Map<number, Map<string, Channel>>();
+  private channelTotal = 0;
   /** Pattern groups by scope (a workspace id, or 'all' for admins' qualified patterns). */
   private readonly patterns = new Map<PatternScope, Map<string, PatternGroup>>();
   readonly stats: BrokerStats = { delivered: 0, fannedOut: 0, framesEncoded: 0 };
@@ -84,9 +152,7 @@ export class Broker {
 
   /** Cuts off every local subscriber that would have received events of `ref` (Subscriber.interrupt). */
   interrupt(ref: SandboxRef, message: string): number {
-    const reached = new Set<Subscriber>(
-      this.channels.get(channelKey(ref.workspaceId, ref.sandboxId))?.subscribers.keys(),
-    );
+    const reached = new Set<Subscriber>(this.channel(ref.workspaceId, ref.sandboxId)?.subscribers());
     this.forEachMatchingPattern(ref, (group) => {
       for (const subscriber of group.subscribers) reached.add(subscriber);
     });
@@ -96,30 +162,43 @@ export class Broker {
 
   /** Adds a subscription; false if the subscriber already had it (Redis counts it once). */
   subscribe(subscriber: Subscriber, target: ChannelTarget): boolean {
-    let channel = this.channels.get(target.key);
-    if (channel === undefined) {
-      channel = {
-        key: target.key,
-        workspaceId: target.workspaceId,
-        sandboxId: target.sandboxId,
-        subscribers: new Map(),
-      };
-      this.channels.set(target.key, channel);
+    let inWorkspace = this.channels.get(target.workspaceId);
+    if (inWorkspace === undefined) {
+      inWorkspace = new Map();
+      this.channels.set(target.workspaceId, inWorkspace);
     }
-    if (channel.subscribers.has(subscriber)) return false;
-    channel.subscribers.set(subscriber, target.displayName);
-    if (channel.subscribers.size === 1) this.interest?.setInterest?.(channel, true);
+    let channel = inWorkspace.get(target.sandboxId);
+    if (channel === undefined) {
+      channel = new Channel(target.workspaceId, target.sandboxId);
+      inWorkspace.set(target.sandboxId, channel);
+      this.channelTotal += 1;
+    }
+    if (!channel.add(subscriber, target.displayName)) return false;
+    if (channel.size === 1) this.interest?.setInterest?.(channel, true);
     return true;
   }
 
+  /** Removes a subscription by its channel's key (channelKey); false if there was none. */
   unsubscribe(subscriber: Subscriber, key: string): boolean {
-    const channel = this.channels.get(key);
-    if (channel === undefined || !channel.subscribers.delete(subscriber)) return false;
-    if (channel.subscribers.size === 0) {
-      this.channels.delete(key);
+    const channel = this.channelByKey(key);
+    if (channel === undefined || !channel.delete(subscriber)) return false;
+    if (channel.size === 0) {
+      const inWorkspace = this.channels.get(channel.workspaceId)!;
+      inWorkspace.delete(channel.sandboxId);
+      if (inWorkspace.size === 0) this.channels.delete(channel.workspaceId);
+      this.channelTotal -= 1;
       this.interest?.setInterest?.(channel, false);
     }
     return true;
+  }
+
+  private channel(workspaceId: number, sandboxId: string): Channel | undefined {
+    return this.channels.get(workspaceId)?.get(sandboxId);
+  }
+
+  private channelByKey(key: string): Channel | undefined {
+    const ref = parseChannelKey(key);
+    return ref === undefined ? undefined : this.channel(ref.workspaceId, ref.sandboxId);
   }
 
   psubscribe(subscriber: Subscriber, pattern: string, scope: PatternScope): boolean {
@@ -158,7 +237,7 @@ export class Broker {
    * event is delivered later, after it is durable).
    */
   receiverCount(ref: SandboxRef): number {
-    let count = this.channels.get(channelKey(ref.workspaceId, ref.sandboxId))?.subscribers.size ?? 0;
+    let count = this.channel(ref.workspaceId, ref.sandboxId)?.size ?? 0;
     this.forEachMatchingPattern(ref, (group) => {
       count += group.subscribers.size;
     });
@@ -174,41 +253,46 @@ export class Broker {
     let delivered = 0;
     const payload = event.json;
     let payloadBytes = -1;
-    const channel = this.channels.get(channelKey(event.workspaceId, event.sandboxId));
+    const channel = this.channel(event.workspaceId, event.sandboxId);
     if (channel !== undefined) {
       payloadBytes = Buffer.byteLength(payload);
-      // The common case: every subscriber used the plain sandbox id and RESP2, one frame for
-      // all. Other forms are built on first need, once per event.
-      let plain: Buffer | undefined;
-      let others: Map<string, Buffer> | undefined;
-      for (const [subscriber, name] of channel.subscribers) {
-        const protocol = subscriber.protocol;
-        let frame: Buffer;
-        if (protocol === 2 && name === channel.sandboxId) {
-          frame = plain ??= this.encode(
-            (channel.plainFrames ??= this.writer(2, undefined, name)),
-            undefined,
-            payload,
-            payloadBytes,
-          );
-        } else if (protocol === EVENTS_ONLY) {
-          frame = NO_FRAME;
-        } else {
-          const form = `${protocol}:${name}`;
-          others ??= new Map();
-          let built = others.get(form);
-          if (built === undefined) {
-            channel.otherFrames ??= new Map();
-            let writer = channel.otherFrames.get(form);
-            if (writer === undefined) channel.otherFrames.set(form, (writer = this.writer(protocol, undefined, name)));
-            built = this.encode(writer, undefined, payload, payloadBytes);
-            others.set(form, built);
+      const only = channel.only;
+      if (only !== undefined) {
+        const protocol = only.protocol;
+        only.deliver(
+          protocol === EVENTS_ONLY
+            ? NO_FRAME
+            : this.channelFrame(channel, protocol, channel.onlyName, payload, payloadBytes),
+          event,
+          false,
+        );
+        delivered += 1;
+      } else if (channel.many !== undefined) {
+        // The common case: every subscriber used the plain sandbox id and RESP2, one frame for
+        // all. Other forms are built on first need, once per event.
+        let plain: Buffer | undefined;
+        let others: Map<string, Buffer> | undefined;
+        for (const [subscriber, name] of channel.many) {
+          const protocol = subscriber.protocol;
+          let frame: Buffer;
+          if (protocol === 2 && name === channel.sandboxId) {
+            frame = plain ??= this.channelFrame(channel, 2, name, payload, payloadBytes);
+          } else if (protocol === EVENTS_ONLY) {
+            frame = NO_FRAME;
+          } else {
+            const form = `${protocol}:${name}`;
+            others ??= new Map();
+            let built = others.get(form);
+            if (built === undefined) {
+              built = this.channelFrame(channel, protocol, name, payload, payloadBytes);
+              others.set(form, built);
+            }
+            frame = built;
           }
-          frame = built;
+          subscriber.deliver(frame, event, false);
         }
-        subscriber.deliver(frame, event, false);
+        delivered += channel.many.size;
       }
-      delivered += channel.subscribers.size;
     }
     if (this.patterns.size > 0) delivered += this.fanOutToPatterns(event, payloadBytes);
     this.stats.fannedOut += 1;
@@ -267,6 +351,26 @@ export class Broker {
     return group.subscribers.size;
   }
 
+  /** A new frame of `channel` in the form (protocol, name). */
+  private channelFrame(
+    channel: Channel,
+    protocol: Protocol,
+    name: string,
+    payload: string,
+    payloadBytes: number,
+  ): Buffer {
+    let writer: FrameWriter | undefined;
+    if (protocol === 2 && name === channel.sandboxId) {
+      writer = channel.plainFrames ??= this.writer(2, undefined, name);
+    } else {
+      const form = `${protocol}:${name}`;
+      channel.otherFrames ??= new Map();
+      writer = channel.otherFrames.get(form);
+      if (writer === undefined) channel.otherFrames.set(form, (writer = this.writer(protocol, undefined, name)));
+    }
+    return this.encode(writer, undefined, payload, payloadBytes);
+  }
+
   private writer(protocol: Protocol, pattern: string | undefined, channel: string | undefined): FrameWriter {
     return new FrameWriter(deliveryFrameHead(protocol, pattern, channel), this.slabs);
   }
@@ -300,17 +404,17 @@ export class Broker {
       if (name !== undefined && (matches === undefined || matches(name))) names.push(name);
     };
     if (principal.role === 'sandbox' && principal.sandboxId !== undefined) {
-      const own = this.channels.get(channelKey(principal.workspaceId, principal.sandboxId));
+      const own = this.channel(principal.workspaceId, principal.sandboxId);
       if (own !== undefined) scan(own);
       return names;
     }
-    for (const channel of this.channels.values()) scan(channel);
+    for (const inWorkspace of this.channels.values()) for (const channel of inWorkspace.values()) scan(channel);
     return names;
   }
 
   /** PUBSUB NUMSUB for one resolved channel. */
   subscriberCount(key: string): number {
-    return this.channels.get(key)?.subscribers.size ?? 0;
+    return this.channelByKey(key)?.size ?? 0;
   }
 
   /** PUBSUB NUMPAT: distinct patterns in the scopes this principal may see. */
@@ -325,17 +429,17 @@ export class Broker {
   }
 
   /**
-   * Bytes held by frame slabs grown past their minimum size (hot channels and patterns). The
+   * Bytes held by the slabs of forms that have one of their own (hot channels and patterns). The
    * sweep keeps this in line with the current delivery rate; tests and metrics read it.
    */
   frameSlabBytes(): number {
     let total = 0;
-    for (const writer of this.slabs.grown) total += writer.slabBytes;
+    for (const writer of this.slabs.owned) total += writer.slabBytes;
     return total;
   }
 
   get channelCount(): number {
-    return this.channels.size;
+    return this.channelTotal;
   }
 
   get totalPatternCount(): number {
@@ -345,7 +449,11 @@ export class Broker {
   }
 }
 
-/** A slab starts this small (from Node's shared pool) and grows only for a hot form. */
+/**
+ * A form's own slab starts this small (from Node's shared pool) and grows only while hot. Forms
+ * that wrote less than this in the current sweep epoch (about a second) have no slab of their
+ * own: their frames go into a slab of this size that all such cold forms share.
+ */
 const SLAB_MIN_BYTES = 2 * 1024;
 /**
  * Largest slab. A turn can produce a few hundred KB of one channel's frames (everything read
@@ -358,19 +466,24 @@ const SLAB_MAX_BYTES = 256 * 1024;
 const SLAB_HOT_MS = 10;
 /** ...one that took longer than this is halved (down to the min); in between it stays. */
 const SLAB_COOL_MS = 100;
-/** How often grown slabs are checked against what their form still writes (see SlabState). */
+/** How often slabs of their own are checked against what their form still writes (see SlabState). */
 const SLAB_IDLE_MS = 1_000;
 const EMPTY_SLAB = Buffer.alloc(0);
 
 /**
- * Writes the delivery frames of one form (a channel or pattern, a protocol) one after another
- * into a slab, and hands out each frame as a view of it.
+ * Writes the delivery frames of one form (a channel or pattern, a protocol) and hands out each
+ * frame as a view of a slab.
  *
  * Why a slab: frames that follow each other in it are adjacent in memory, so a subscriber that
  * gets several frames of this form in one event-loop turn holds one contiguous run of bytes,
  * which its write path sends as it is (WritePath.write joins adjacent frames): no copy per
  * subscriber, no Buffer.concat, and the N subscribers of a channel write the very same memory.
  * Bytes are never changed once written, so a socket may hold a frame as long as it needs.
+ *
+ * Only a form that writes at least SLAB_MIN_BYTES within a sweep epoch gets a slab of its own
+ * (where that adjacency pays); a cold one writes into the slab cold forms share, so a sandbox
+ * that sees a few events holds no slab of its own (with 100,000 sandboxes, 2 KiB each was
+ * 200 MB).
  */
 class FrameWriter {
   private slab: Buffer = EMPTY_SLAB;
@@ -397,19 +510,29 @@ class FrameWriter {
     const head = this.head;
     const channelBytes = channel === undefined ? 0 : Buffer.byteLength(channel);
     const size = head.length + (channel === undefined ? 0 : bulkLength(channelBytes)) + bulkLength(payloadBytes);
-    if (this.used + size > this.slab.length) this.refill(size);
-    if (this.epoch !== this.state.epoch) {
-      this.epoch = this.state.epoch;
+    const state = this.state;
+    if (this.epoch !== state.epoch) {
+      this.epoch = state.epoch;
       this.epochBytes = 0;
     }
     this.epochBytes += size;
-    const slab = this.slab;
-    const start = this.used;
+    let slab: Buffer;
+    let start: number;
+    if (this.slab === EMPTY_SLAB && this.epochBytes < SLAB_MIN_BYTES) {
+      slab = state.sharedRoom(size);
+      start = state.sharedUsed;
+    } else {
+      if (this.used + size > this.slab.length) this.refill(size);
+      slab = this.slab;
+      start = this.used;
+    }
     let at = start;
     for (let i = 0; i < head.length; i++) slab[at++] = head[i]!;
     if (channel !== undefined) at = writeBulk(slab, at, channel, channelBytes);
-    this.used = writeBulk(slab, at, payload, payloadBytes);
-    return slab.subarray(start, this.used);
+    at = writeBulk(slab, at, payload, payloadBytes);
+    if (slab === this.slab) this.used = at;
+    else state.sharedUsed = at;
+    return slab.subarray(start, at);
   }
 
   /** Lets go of the slab (its frames stay valid for whoever still holds them). */
@@ -435,34 +558,46 @@ class FrameWriter {
     this.slab = Buffer.allocUnsafe(bytes); // below 4 KiB: a slice of Node's shared pool
     this.used = 0;
     this.slabStartedAt = now;
-    if (bytes > SLAB_MIN_BYTES) this.state.grown.add(this);
+    this.state.owned.add(this);
   }
 }
 
 /**
- * Bounds what slabs keep alive: a form that was hot once must not hold a large slab while it
- * trickles or sleeps. Writers whose slab grew past the minimum are tracked; about every
- * SLAB_IDLE_MS (checked from the fan-out, no timer) each one that wrote less than a quarter of
- * its slab since the previous sweep lets it go and starts smaller next time. So what slabs hold
- * beyond 2 KiB per form in use follows the current delivery rate (a few times what one second
- * of it writes), whatever the past peaks were.
+ * Bounds what slabs keep alive: a form that was hot once must not hold a slab while it trickles
+ * or sleeps. Writers with a slab of their own are tracked; about every SLAB_IDLE_MS (checked
+ * from the fan-out, no timer) each one that wrote less than a quarter of its slab since the
+ * previous sweep lets it go and goes back to the shared slab, starting smaller if it gets hot
+ * again. So what slabs hold follows the current delivery rate (a few times what one second of
+ * it writes), whatever the past peaks were, and the sweep's work is bounded by the forms that
+ * are hot, not by the number of channels.
  */
 class SlabState {
   epoch = 0;
-  readonly grown = new Set<FrameWriter>();
+  readonly owned = new Set<FrameWriter>();
+  /** The slab cold forms share, and where its free room starts. */
+  private shared: Buffer = EMPTY_SLAB;
+  sharedUsed = 0;
   private sweptAt = performance.now();
 
+  /** The shared slab, with room for `size` more bytes from `sharedUsed` on. */
+  sharedRoom(size: number): Buffer {
+    if (this.sharedUsed + size > this.shared.length) {
+      this.shared = Buffer.allocUnsafe(Math.max(size, SLAB_MIN_BYTES)); // a slice of Node's shared pool
+      this.sharedUsed = 0;
+    }
+    return this.shared;
+  }
+
   maybeSweep(): void {
-    if (this.grown.size === 0) return;
     const now = performance.now();
     if (now - this.sweptAt < SLAB_IDLE_MS) return;
-    for (const writer of this.grown) {
+    for (const writer of this.owned) {
       const written = writer.epoch === this.epoch ? writer.epochBytes : 0;
       const slab = writer.slabBytes;
       if (written >= slab / 4) continue;
       const resume = Math.max(SLAB_MIN_BYTES, Math.min(slab / 4, 2 ** Math.ceil(Math.log2(Math.max(written, 1)))));
       writer.release(resume);
-      this.grown.delete(writer);
+      this.owned.delete(writer);
     }
     this.epoch += 1;
     this.sweptAt = now;

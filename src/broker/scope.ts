@@ -36,6 +36,14 @@ export function channelKey(workspaceId: number, sandboxId: string): string {
   return `{${workspaceId}}${sandboxId}`;
 }
 
+/** The workspace and sandbox of a key channelKey built; undefined for any other text. */
+export function parseChannelKey(key: string): SandboxRef | undefined {
+  const end = key.indexOf('}');
+  if (key.charCodeAt(0) !== 123 /* { */ || end < 2) return undefined;
+  const workspaceId = Number(key.slice(1, end));
+  return Number.isSafeInteger(workspaceId) ? { workspaceId, sandboxId: key.slice(end + 1) } : undefined;
+}
+
 const QUALIFIED = /^\{([1-9]\d{0,15})\}(.*)$/s;
 
 /** Resolves a channel name for a principal, enforcing isolation. Throws on refusal. */

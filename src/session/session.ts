@@ -16,11 +16,27 @@ import { type OutputStream, WritePath } from './write-path.js';
  * One subscription to one channel. While a resume replays the channel, its live frames wait in
  * `seam` (see ReplaySeam). `types`, when set, is the event types it takes (live and replayed).
  */
-export class ChannelSubscription {
-  seam: ReplaySeam<Buffer> | undefined;
-  types: TypeFilter | undefined;
+export class ChannelSubscription implements ChannelTarget {
+  seam: ReplaySeam<Buffer> | undefined = undefined;
+  types: TypeFilter | undefined = undefined;
+  // The target's fields are copied in rather than the target kept: one object per subscription,
+  // not two (a connection may hold thousands; docs/performance.md, "Per-sandbox cost").
+  readonly workspaceId: number;
+  readonly sandboxId: string;
+  readonly key: string;
+  readonly displayName: string;
 
-  constructor(readonly target: ChannelTarget) {}
+  constructor(target: ChannelTarget) {
+    this.workspaceId = target.workspaceId;
+    this.sandboxId = target.sandboxId;
+    this.key = target.key;
+    this.displayName = target.displayName;
+  }
+
+  /** What was subscribed to: this subscription is that target. */
+  get target(): ChannelTarget {
+    return this;
+  }
 }
 
 /**

@@ -95,6 +95,10 @@ const MIN_SLOTS = 4;
 const MIN_CHUNK_BYTES = 256;
 const CHUNK_BYTES = 64 * 1024;
 const MAX_SPARE_CHUNKS = 32;
+/** A ring whose events all fit in one chunk below this size grows that chunk (see addChunk). */
+const GROW_IN_PLACE_BYTES = 4 * 1024;
+/** Bytes per slot: three float64 (id ms, id seq, timestamp) and four uint32. */
+const SLOT_BYTES = 3 * 8 + 4 * 4;
 const EMPTY_NUMS = new Float64Array(0);
 const EMPTY_WORDS = new Uint32Array(0);
 
@@ -298,7 +302,12 @@ export class EventRing {
 
   /** Bytes allocated for slots and JSON lines (for tests and stats). */
   get allocatedBytes(): number {
-    return this.slots * 40 + this.byteCapacity;
+    return this.slots * SLOT_BYTES + this.byteCapacity;
+  }
+
+  /** Byte chunks in use (for tests). */
+  get chunkCount(): number {
+    return this.chunks.length;
   }
 
   /** Bytes allocated for JSON lines (for tests and stats). */
@@ -313,9 +322,24 @@ export class EventRing {
     return slot >= this.slots ? slot - this.slots : slot;
   }
 
-  /** Starts a new chunk with room for `size` bytes; drops the current one if it holds no event. */
+  /**
+   * Makes room for `size` more bytes: a new chunk, or, for a ring whose events all sit in one
+   * small chunk, a chunk twice as large with those bytes copied in (same chunk number, same
+   * offsets), so that a sandbox with a few events holds one buffer, not one per event or two.
+   * Drops the current chunk if it holds no event.
+   */
   private addChunk(size: number): Buffer {
     if (this.length === 0) this.dropChunksBefore(this.firstChunk + this.chunks.length);
+    const last = this.chunks.length - 1;
+    const lone = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : undefined;
+    if (lone !== undefined && lone.length < GROW_IN_PLACE_BYTES && this.tailAt + size <= GROW_IN_PLACE_BYTES) {
+      let grown = lone.length * 2;
+      while (grown < this.tailAt + size) grown *= 2;
+      const chunk = Buffer.allocUnsafeSlow(grown);
+      lone.copy(chunk, 0, 0, this.tailAt);
+      this.chunks[last] = chunk;
+      return chunk;
+    }
     const chunk = this.context.take(
       size > CHUNK_BYTES ? size : chunkSize(Math.max(size * 2, (this.liveBytes + size) / 2)),
     );
@@ -355,10 +379,14 @@ export class EventRing {
     this.tailAt = at;
   }
 
-  /** Moves the slots, oldest first, to new arrays of `slots` slots. */
+  /**
+   * Moves the slots, oldest first, to new arrays of `slots` slots. Both arrays are views of one
+   * buffer: one allocation (and one backing store for the collector to track) per ring, not two.
+   */
   private resizeSlots(slots: number): void {
-    const nums = new Float64Array(slots * 3);
-    const words = new Uint32Array(slots * 4);
+    const buffer = new ArrayBuffer(slots * SLOT_BYTES);
+    const nums = new Float64Array(buffer, 0, slots * 3);
+    const words = new Uint32Array(buffer, slots * 24, slots * 4);
     // Two runs: from the head to the end of the old arrays, then from their start.
     const first = Math.min(this.length, this.slots - this.head);
     nums.set(this.nums.subarray(this.head * 3, (this.head + first) * 3), 0);
