@@ -56,10 +56,12 @@ async function run(store) {
 }
 
 const rows = [];
-for (const [label, retention] of [
+/** @type {[string, import('../../dist/store/types.js').RetentionPolicy][]} */
+const cases = [
   ['no rules', PLAIN],
   ['sandbox.metrics=100', RULES],
-]) {
+];
+for (const [label, retention] of cases) {
   const memory = new MemoryStore({ retention, pruneIntervalMs: 0 });
   rows.push({ store: 'memory', label, ...(await run(memory)) });
   await memory.close();
