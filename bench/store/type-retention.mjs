@@ -56,12 +56,12 @@ async function run(store) {
 }
 
 const rows = [];
-/** @type {[string, import('../../dist/store/types.js').RetentionPolicy][]} */
-const cases = [
-  ['no rules', PLAIN],
-  ['sandbox.metrics=100', RULES],
+/** @type {{ label: string, retention: import('../../src/store/types.js').RetentionPolicy }[]} */
+const CASES = [
+  { label: 'no rules', retention: PLAIN },
+  { label: 'sandbox.metrics=100', retention: RULES },
 ];
-for (const [label, retention] of cases) {
+for (const { label, retention } of CASES) {
   const memory = new MemoryStore({ retention, pruneIntervalMs: 0 });
   rows.push({ store: 'memory', label, ...(await run(memory)) });
   await memory.close();

@@ -136,7 +136,7 @@ class MemoryStream {
   /** Events retained, all classes. */
   get retained(): number {
     let count = 0;
-    for (const part of this.liveParts()) count += part.events.length;
+    for (const part of this.parts) if (part !== undefined) count += part.events.length;
     return count;
   }
 
