@@ -43,6 +43,19 @@ export function metaKey(ref: SandboxRef): string {
   return `${tag(ref)}:meta`;
 }
 
+/**
+ * A workspace's sandbox index: a sorted set of the ids of its sandboxes that hold events (all
+ * scores 0, so in id order), added by the append script when a stream gets its first retained
+ * event; a member whose stream expired is dropped when listed, or sampled by an append.
+ * Standalone Redis only: it is not in the sandboxes' slots (docs/scaling.md, "Listing").
+ */
+export function sandboxIndexKey(workspaceId: number): string {
+  return `${PREFIX}ws:${workspaceId}:sandboxes`;
+}
+
+/** The workspaces that have a sandbox index, by id (score and member: the workspace id). */
+export const WORKSPACES_KEY = `${PREFIX}workspaces`;
+
 /** The sandbox's live channel (SPUBLISH/SSUBSCRIBE: sharded, in the stream's slot). */
 export function sandboxChannel(ref: SandboxRef): string {
   return `${tag(ref)}:live`;

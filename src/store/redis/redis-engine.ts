@@ -20,6 +20,7 @@ import { eventJson, parseEventId, type EventId, type NewEvent, type StoredEvent 
 import {
   checkLimit,
   checkRetention,
+  ephemeralMatcher,
   notifyListener,
   sandboxKey,
   storeClosedError,
@@ -29,11 +30,13 @@ import { SandboxEventsError } from '../../errors.js';
 import type {
   DurableEventListener,
   EventStore,
+  HistoryPages,
   HistoryQuery,
   LostEventsListener,
   StoreReadiness,
   ReplayResult,
   RetentionPolicy,
+  SandboxListing,
   SandboxRef,
 } from '../types.js';
 import {
@@ -50,12 +53,14 @@ import {
   messageHeader,
   metaKey,
   sandboxChannel,
+  sandboxIndexKey,
   streamKey,
+  WORKSPACES_KEY,
   workspaceChannel,
 } from './keys.js';
 import { GapFill } from './gap-fill.js';
 import { PublishFence } from './publish-fence.js';
-import { readHistory, readReplay } from './reads.js';
+import { listIndexedSandboxes, listScannedSandboxes, readHistory, readHistoryPages, readReplay } from './reads.js';
 import { Subscriptions } from './subscriptions.js';
 
 export interface RedisEngineOptions {
@@ -70,6 +75,12 @@ export interface RedisEngineOptions {
    * also watches by channel; for deployments without patterns. Not a CLI flag yet.
    */
   workspaceChannels?: boolean;
+  /**
+   * Keep the keys of a workspace that the append script writes beside the sandbox's own: the
+   * sandbox index that `listSandboxes` reads (default true). A Redis Cluster cannot (a script
+   * writes keys of one slot only); off, `listSandboxes` scans the stream keys instead.
+   */
+  workspaceKeys?: boolean;
   /** Extra ioredis options (tests: retry timing). */
   redis?: RedisOptions;
   /** Called with connection state changes and errors, for logs. */
@@ -92,6 +103,9 @@ export class RedisEngine implements EventStore {
   private readonly fence: PublishFence;
   private readonly gapFill: GapFill;
   private readonly workspaceChannels: boolean;
+  private readonly workspaceKeys: boolean;
+  /** Types delivered but never stored (`--ephemeral-types`); undefined when none. */
+  private ephemeral: ((type: string) => boolean) | undefined;
   private readonly onStatus: (status: string, error?: unknown) => void;
   private listener: DurableEventListener | undefined;
   private closed = false;
@@ -114,6 +128,8 @@ export class RedisEngine implements EventStore {
   constructor(options: RedisEngineOptions) {
     this.retention = checkRetention(options.retention);
     this.workspaceChannels = options.workspaceChannels ?? true;
+    this.workspaceKeys = options.workspaceKeys ?? true;
+    this.ephemeral = ephemeralMatcher(this.retention);
     this.onStatus = options.onStatus ?? (() => {});
     this.onRefused = options.onRefused ?? ((error) => this.onStatus('refused', error));
     const common = connectionOptions(options.redis);
@@ -199,6 +215,7 @@ export class RedisEngine implements EventStore {
   /** Redis trims a sandbox's stream when it is next written (its append script gets the limits). */
   setRetention(retention: RetentionPolicy): void {
     this.retention = checkRetention(retention);
+    this.ephemeral = ephemeralMatcher(this.retention);
   }
 
   setListener(listener: DurableEventListener): void {
@@ -215,14 +232,17 @@ export class RedisEngine implements EventStore {
     const template = eventJson({ ms: 0, seq: 0 }, input.workspaceId, input.sandboxId, input.type, input.dataJson, 0);
     const middle = template.slice(JSON_HEAD.length + '0-0'.length, template.length - '0}'.length);
     const { maxCount, maxAgeMs } = this.retention;
+    const maxBytes = this.retention.maxBytes ?? Infinity;
     const finiteAge = Number.isFinite(maxAgeMs);
     const key = sandboxKey(input);
+    const keys = [streamKey(input), metaKey(input)];
+    if (this.workspaceKeys) keys.push(sandboxIndexKey(input.workspaceId), WORKSPACES_KEY);
     this.fence.beginAppend(key);
     let idText: string;
     try {
       idText = await this.commands.seAppend(
-        streamKey(input),
-        metaKey(input),
+        keys.length,
+        ...keys,
         input.type,
         middle,
         messageHeader(input, input.type),
@@ -232,6 +252,10 @@ export class RedisEngine implements EventStore {
         sandboxChannel(input),
         this.subscriptions.isSharded ? '1' : '0',
         this.workspaceChannels ? workspaceChannel(input.workspaceId) : '',
+        Number.isFinite(maxBytes) ? String(maxBytes) : '0',
+        this.ephemeral?.(input.type) === true ? '1' : '0',
+        input.sandboxId,
+        String(input.workspaceId),
       );
     } catch (error) {
       this.fence.appendAnswered(key, undefined);
@@ -311,13 +335,30 @@ export class RedisEngine implements EventStore {
     this.checkServing();
     checkLimit(limit);
     await this.subscriptions.whenSubscribed(ref);
-    return readReplay(this.commands, this.retention, ref, afterId, limit);
+    return readReplay(this.commands, this.retention, ref, afterId, limit, this.ephemeral !== undefined);
   }
 
   async history(query: HistoryQuery): Promise<StoredEvent[]> {
     this.checkServing();
     const limit = checkLimit(query.limit);
     return readHistory(this.commands, this.retention, query, limit);
+  }
+
+  /** The reply's ids counted inside Redis, then its events a page at a time (reads.ts). */
+  async historyPages(query: HistoryQuery): Promise<HistoryPages> {
+    this.checkServing();
+    const limit = checkLimit(query.limit);
+    return readHistoryPages(this.commands, this.retention, query, limit);
+  }
+
+  /**
+   * From the sandbox indexes a page at a time, or, without the workspace keys, from a SCAN of
+   * the stream keys (docs/scaling.md, "Listing sandboxes").
+   */
+  async listSandboxes(scope: number | 'all'): Promise<SandboxListing[]> {
+    this.checkServing();
+    if (this.workspaceKeys) return listIndexedSandboxes(this.commands, scope);
+    return listScannedSandboxes(this.commands, scope);
   }
 
   async close(): Promise<void> {

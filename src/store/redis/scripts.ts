@@ -1,53 +1,120 @@
 /**
  * The engine's Lua scripts. Redis runs a script atomically, so in `append` the stream order is
  * the publish order: every node receives a sandbox's events in id order, however many nodes
- * append to it at once. Both scripts touch only keys of one hash tag (one Cluster slot).
+ * append to it at once. The stream and meta keys share one hash tag (one Cluster slot); the
+ * workspace keys (the sandbox index, docs/scaling.md) are passed only when the engine keeps
+ * them, which a Redis Cluster cannot (a script there writes keys of one slot only).
  *
  * Retention is exact, as in the embedded stores: the count limit drops exactly the oldest
- * entries past it, and the age limit (MINID) every entry older than now - age. `MAXLEN ~` would
- * be cheaper but keeps up to a node's worth (100) of extra entries and, worse, Redis 7.0 does not
- * record what trimming removed (XINFO's max-deleted-entry-id stays 0-0 after XTRIM), so the
- * trimmed-through id that tells `trimmed` from `unknown` could not be known. The scripts record
- * it in the meta hash (`tt`) before trimming.
+ * entries past it, the age limit every entry older than now - age, and the byte limit the oldest
+ * entries while the stream's event lines add up to more than it (the newest always stays). The
+ * meta hash keeps `b`, the bytes of the retained event lines (added by each append, subtracted
+ * by each trim from the trimmed entries themselves), because XTRIM cannot count bytes. `MAXLEN ~`
+ * would be cheaper but keeps up to a node's worth (100) of extra entries and, worse, Redis 7.0
+ * does not record what trimming removed (XINFO's max-deleted-entry-id stays 0-0 after XTRIM), so
+ * the trimmed-through id that tells `trimmed` from `unknown` could not be known. The scripts
+ * record it in the meta hash (`tt`) as they trim.
  */
 
-/** Shared: TIME in ms, and the age trim (used by append and by the replay read). */
+/** Shared: TIME in ms, an event line's size, and retention (used by append and by the replay read). */
 const PRELUDE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function idms(id) return tonumber(string.match(id, '^(%d+)-')) end
-local function trimAge(maxAge)
-  if maxAge <= 0 then return end
-  local cutoff = now - maxAge
-  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
-  if first and idms(first[1]) < cutoff then
-    local bound = string.format('%.0f', cutoff) .. '-0'
-    local last = redis.call('XREVRANGE', KEYS[1], '(' .. bound, '-', 'COUNT', 1)[1]
-    if last then redis.call('HSET', KEYS[2], 'tt', last[1]) end
-    redis.call('XTRIM', KEYS[1], 'MINID', bound)
+-- Bytes of an entry's event line: '{"id":"' .. id .. m .. ms .. '}' (keys.ts, jsonFromParts).
+local function entryBytes(entry)
+  local fields = entry[2]
+  local m = ''
+  for i = 1, #fields, 2 do
+    if fields[i] == 'm' then m = fields[i + 1] end
   end
+  return 8 + #entry[1] + #m + #string.match(entry[1], '^(%d+)-')
+end
+-- Drops the oldest entries while one of the limits says so: more than maxCount (0: none),
+-- older than cutoff ms (0: none), or more than maxBytes (0: none; the newest always stays).
+-- len and bytes: the stream's entries and retained bytes now. Reads the entries it drops, plus
+-- the first one it keeps when it must look at its age, in growing pages.
+local function trim(len, bytes, maxCount, cutoff, maxBytes)
+  local function over(kept, left, ms)
+    if maxCount > 0 and kept > maxCount then return true end
+    if ms < cutoff then return true end
+    return maxBytes > 0 and kept > 1 and left > maxBytes
+  end
+  if not ((maxCount > 0 and len > maxCount) or cutoff > 0 or (maxBytes > 0 and len > 1 and bytes > maxBytes)) then
+    return
+  end
+  local kept, left, dropped, last = len, bytes, 0, nil
+  local start, grow = '-', 1
+  while kept > 0 do
+    -- What the count limit drops for sure, else one entry, then more while they keep going.
+    local n = math.min(grow, 256)
+    if maxCount > 0 and kept - maxCount > 0 then
+      n = math.min(kept - maxCount, 256)
+    else
+      grow = grow * 2
+    end
+    local entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', n)
+    local stop = #entries < n
+    for _, entry in ipairs(entries) do
+      if not over(kept, left, idms(entry[1])) then
+        stop = true
+        break
+      end
+      local size = entryBytes(entry)
+      last, kept, left, dropped = entry[1], kept - 1, left - size, dropped + size
+    end
+    if stop then break end
+    start = '(' .. last
+  end
+  if last == nil then return end
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', kept)
+  redis.call('HSET', KEYS[2], 'tt', last)
+  -- A stream written before bytes were counted has entries that were never added: never below 0.
+  if redis.call('HINCRBY', KEYS[2], 'b', -dropped) < 0 then redis.call('HSET', KEYS[2], 'b', 0) end
+end
+local function ageCutoff(maxAge)
+  if maxAge <= 0 then return 0 end
+  return now - maxAge
 end
 `;
 
 /**
- * KEYS: stream, meta.
+ * KEYS: stream, meta, and with the workspace keys: the workspace's sandbox index, the index of
+ * workspaces (keys.ts).
  * ARGV: type, middle (JSON between id and timestamp), message header, max count (0: none),
  * max age ms (0: none), key ttl ms (0: none), sandbox channel, sharded ('1': SPUBLISH),
- * workspace channel ('' : none).
+ * workspace channel ('' : none), max bytes (0: none), ephemeral ('1'), sandbox id, workspace id.
  * Returns the new id.
+ *
+ * An ephemeral event (docs/operations.md, "Ephemeral events") takes its id from XADD, so that
+ * it is in the sandbox's order with every other event, and is deleted at once (XDEL): the
+ * stream's last id moves on, nothing is retained (Redis keeps a deleted entry's few bytes until
+ * the rest of its stream node goes), and it counts against no limit.
  */
 export const APPEND_SCRIPT = `${PRELUDE}
-local id = redis.call('XADD', KEYS[1], '*', 't', ARGV[1], 'm', ARGV[2])
-local maxCount = tonumber(ARGV[4])
-if maxCount > 0 then
+local id
+if ARGV[11] == '1' then
+  id = redis.call('XADD', KEYS[1], '*', 'e', '')
+  redis.call('XDEL', KEYS[1], id)
+else
+  id = redis.call('XADD', KEYS[1], '*', 't', ARGV[1], 'm', ARGV[2])
+  local bytes = redis.call('HINCRBY', KEYS[2], 'b', 8 + #id + #ARGV[2] + #string.match(id, '^(%d+)-'))
   local len = redis.call('XLEN', KEYS[1])
-  if len > maxCount then
-    local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - maxCount)
-    redis.call('HSET', KEYS[2], 'tt', old[#old][1])
-    redis.call('XTRIM', KEYS[1], 'MAXLEN', maxCount)
+  if len == 1 and KEYS[3] then
+    -- The sandbox holds events again: listed (an index member is dropped when its stream is gone).
+    if redis.call('ZADD', KEYS[3], 0, ARGV[12]) == 1 then
+      redis.call('ZADD', KEYS[4], tonumber(ARGV[13]), ARGV[13])
+      -- Members whose stream expired go when listed, and here two sampled ones, so that an index
+      -- nobody lists stays within about twice the sandboxes that hold events.
+      for _, member in ipairs(redis.call('ZRANDMEMBER', KEYS[3], 2)) do
+        if redis.call('EXISTS', 'se:{' .. ARGV[13] .. ':' .. member .. '}:events') == 0 then
+          redis.call('ZREM', KEYS[3], member)
+        end
+      end
+    end
   end
+  trim(len, bytes, tonumber(ARGV[4]), ageCutoff(tonumber(ARGV[5])), tonumber(ARGV[10]))
 end
-trimAge(tonumber(ARGV[5]))
 local ttl = tonumber(ARGV[6])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -72,7 +139,7 @@ return id
  */
 export const REPLAY_SCRIPT = `${PRELUDE}
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, string.format('%.0f', now)} end
-trimAge(tonumber(ARGV[3]))
+trim(redis.call('XLEN', KEYS[1]), 0, 0, ageCutoff(tonumber(ARGV[3])), 0)
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local last = ''
 for i = 1, #info, 2 do
@@ -87,4 +154,80 @@ else
   entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+')
 end
 return {1, string.format('%.0f', now), last, tt or '', first and first[1] or '', entries}
+`;
+
+/**
+ * The ids of a history query, oldest first, without sending the events (HISTORY's paged reply
+ * counts them first, docs/protocol.md). KEYS: stream. ARGV: floor id (inclusive), exact type
+ * ('' : any), limit, newest ('1': the newest `limit`). Reads the stream in pages inside Redis.
+ */
+export const HISTORY_IDS_SCRIPT = `
+local limit = tonumber(ARGV[3])
+local newest = ARGV[4] == '1'
+local out = {}
+local bound = newest and '+' or ARGV[1]
+while #out < limit do
+  local entries
+  if newest then
+    entries = redis.call('XREVRANGE', KEYS[1], bound, ARGV[1], 'COUNT', 64)
+  else
+    entries = redis.call('XRANGE', KEYS[1], bound, '+', 'COUNT', 64)
+  end
+  for _, entry in ipairs(entries) do
+    local take = ARGV[2] == ''
+    if not take then
+      local fields = entry[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 't' then take = fields[i + 1] == ARGV[2] end
+      end
+    end
+    if take then
+      out[#out + 1] = entry[1]
+      if #out >= limit then break end
+    end
+  end
+  if #entries < 64 then break end
+  bound = '(' .. entries[#entries][1]
+end
+return out
+`;
+
+/**
+ * One page of a workspace's sandbox index (keys.ts), in sandbox id order. KEYS: the index.
+ * ARGV: workspace id, start ('-' or '(<sandbox id>'), count. Returns {sandbox id, last id, ...}
+ * for the sandboxes whose stream holds events, and `more` ('1' when the index goes on), dropping
+ * members whose stream is gone.
+ */
+export const LIST_SCRIPT = `
+local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], '+', 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, member in ipairs(members) do
+  local key = 'se:{' .. ARGV[1] .. ':' .. member .. '}:events'
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', KEYS[1], member)
+  elseif redis.call('XLEN', key) > 0 then
+    local info = redis.call('XINFO', 'STREAM', key)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        out[#out + 1] = member
+        out[#out + 1] = info[i + 1]
+      end
+    end
+  end
+end
+local more = '0'
+if #members == tonumber(ARGV[3]) then more = '1' end
+return {more, members[#members] or '', out}
+`;
+
+/** KEYS: stream. Returns {entries, last-generated-id} ({0, ''} when there is no stream). */
+export const STREAM_LAST_SCRIPT = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local length, last = 0, ''
+for i = 1, #info, 2 do
+  if info[i] == 'length' then length = info[i + 1] end
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
+end
+return {length, last}
 `;
