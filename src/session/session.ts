@@ -413,7 +413,11 @@ export class Session implements Subscriber {
     types?: TypeFilter,
   ): Promise<boolean> {
     const store = this.options.store;
-    if (after === 'now' || store.replayWorkspaceAfter === undefined) {
+    if (
+      after === 'now' ||
+      store.replayWorkspaceAfter === undefined ||
+      (scope === 'all' && store.orderPerWorkspace === true)
+    ) {
       this.psubscribe(pattern, scope, types);
       tell({ status: after === 'now' ? 'complete' : 'not_resumable' });
       return true;

@@ -156,10 +156,16 @@ export interface EventStore {
   /**
    * Optional (docs/protocol.md, "Pattern resume"): the retained events of one workspace (or of
    * every workspace: 'all') whose order is greater than `after`, in order, at most `limit`, and
-   * whether that replay is exact. Stores that keep no order over a workspace (the Redis engine)
-   * leave it out, and a pattern resume answers `not_resumable`.
+   * whether that replay is exact. Stores that keep no order over a workspace (the Redis engine
+   * without its workspace keys) leave it out, and a pattern resume answers `not_resumable`.
    */
   replayWorkspaceAfter?(scope: number | 'all', after: number, limit: number): Promise<WorkspaceReplay>;
+  /**
+   * Optional: true when the store keeps its order per workspace only (the Redis engine), so
+   * that `replayWorkspaceAfter` serves one workspace, and a pattern over every workspace ('all')
+   * answers `not_resumable`.
+   */
+  readonly orderPerWorkspace?: boolean;
   /** Flushes pending writes and releases files. Idempotent. */
   close(): Promise<void>;
   /**

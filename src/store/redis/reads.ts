@@ -2,7 +2,14 @@
  * The engine's reads: a resume's replay (one script, so the stream and its bookkeeping are read
  * at one instant), history (XRANGE / XREVRANGE, or a paged reply) and the sandbox listing.
  */
-import { compareEventIds, formatEventId, parseEventId, type EventId, type StoredEvent } from '../../event/event.js';
+import {
+  compareEventIds,
+  formatEventId,
+  parseEventId,
+  setEventOrder,
+  type EventId,
+  type StoredEvent,
+} from '../../event/event.js';
 import { buildReplayResult, historyFloor, matchesHistoryFilters, pagesOfIds, type ReplayState } from '../semantics.js';
 import type {
   HistoryPages,
@@ -11,16 +18,19 @@ import type {
   RetentionPolicy,
   SandboxListing,
   SandboxRef,
+  WorkspaceReplay,
 } from '../types.js';
 import { type RedisWithScripts, unavailable } from './connection.js';
 import {
   eventFromEntry,
   metaKey,
+  ORDERS_KEY,
   refFromStreamKey,
   sandboxIndexKey,
   streamKey,
   streamKeyPattern,
   WORKSPACES_KEY,
+  workspaceOrderKey,
 } from './keys.js';
 
 const ID_MAX_SEQ = Number.MAX_SAFE_INTEGER;
@@ -160,6 +170,50 @@ export async function readHistoryPages(
     }
     return page.map((id) => byId.get(formatEventId(id)));
   });
+}
+
+/**
+ * A workspace's retained events after `after` in its order, at most `limit` (docs/protocol.md,
+ * "Pattern resume"), and whether that is exactly what a reader at `after` missed: not when
+ * `after` is beyond the last order issued (`future`), nor when an event after it is no longer
+ * retained (`trimmed`): the order stream is trimmed through what sandboxes dropped, so its first
+ * entry is then not `after + 1`; or an event it names is gone or past the age limit.
+ */
+export async function readWorkspaceAfter(
+  commands: RedisWithScripts,
+  retention: RetentionPolicy,
+  workspaceId: number,
+  after: number,
+  limit: number,
+): Promise<WorkspaceReplay> {
+  let reply: [string, string, string, unknown[]];
+  try {
+    reply = await commands.seWorkspaceReplay(
+      workspaceOrderKey(workspaceId),
+      ORDERS_KEY,
+      String(workspaceId),
+      String(after),
+      String(Number.isFinite(limit) ? limit : Number.MAX_SAFE_INTEGER),
+      Number.isFinite(retention.maxAgeMs) ? String(Math.ceil(Date.now() - retention.maxAgeMs)) : '0',
+    );
+  } catch (error) {
+    throw unavailable(error);
+  }
+  const [lastText, firstText, missing, rows] = reply;
+  const lastOrder = Number(lastText);
+  const events: StoredEvent[] = [];
+  for (let i = 0; i + 2 < rows.length; i += 3) {
+    const event = eventFromEntry({ workspaceId, sandboxId: rows[i + 1] as string }, rows[i + 2] as StreamEntry);
+    if (event === undefined) continue;
+    setEventOrder(event, Number(rows[i]));
+    events.push(event);
+  }
+  if (after > lastOrder) return { events, complete: false, gap: 'future', lastOrder };
+  const next = firstText === '' ? lastOrder + 1 : Number(firstText);
+  if (after < lastOrder && (next !== after + 1 || missing === '1')) {
+    return { events, complete: false, gap: 'trimmed', lastOrder };
+  }
+  return { events, complete: true, lastOrder };
 }
 
 /** Sandboxes read from a sandbox index per script call. */

@@ -16,7 +16,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { RedisOptions } from 'ioredis';
-import { eventJson, parseEventId, type EventId, type NewEvent, type StoredEvent } from '../../event/event.js';
+import {
+  eventJson,
+  parseEventId,
+  setEventOrder,
+  type EventId,
+  type NewEvent,
+  type StoredEvent,
+} from '../../event/event.js';
 import {
   checkLimit,
   checkRetention,
@@ -38,6 +45,7 @@ import type {
   RetentionPolicy,
   SandboxListing,
   SandboxRef,
+  WorkspaceReplay,
 } from '../types.js';
 import {
   connectionOptions,
@@ -52,15 +60,24 @@ import {
   decodeMessage,
   messageHeader,
   metaKey,
+  ORDERS_KEY,
   sandboxChannel,
   sandboxIndexKey,
   streamKey,
   WORKSPACES_KEY,
   workspaceChannel,
+  workspaceOrderKey,
 } from './keys.js';
 import { GapFill } from './gap-fill.js';
 import { PublishFence } from './publish-fence.js';
-import { listIndexedSandboxes, listScannedSandboxes, readHistory, readHistoryPages, readReplay } from './reads.js';
+import {
+  listIndexedSandboxes,
+  listScannedSandboxes,
+  readHistory,
+  readHistoryPages,
+  readReplay,
+  readWorkspaceAfter,
+} from './reads.js';
 import { Subscriptions } from './subscriptions.js';
 
 export interface RedisEngineOptions {
@@ -76,9 +93,11 @@ export interface RedisEngineOptions {
    */
   workspaceChannels?: boolean;
   /**
-   * Keep the keys of a workspace that the append script writes beside the sandbox's own: the
-   * sandbox index that `listSandboxes` reads (default true). A Redis Cluster cannot (a script
-   * writes keys of one slot only); off, `listSandboxes` scans the stream keys instead.
+   * Keep the keys of a workspace that the append script writes beside the sandbox's own
+   * (default true): the sandbox index that `listSandboxes` reads, and the workspace order that
+   * `replayWorkspaceAfter` reads (pattern resume). A Redis Cluster cannot (a script writes keys
+   * of one slot only); off, `listSandboxes` scans the stream keys instead, and the engine has no
+   * `replayWorkspaceAfter` (a pattern resume answers `not_resumable`).
    */
   workspaceKeys?: boolean;
   /** Extra ioredis options (tests: retry timing). */
@@ -97,6 +116,8 @@ const KEY_TTL_SLACK_MS = 60_000;
 
 export class RedisEngine implements EventStore {
   readonly kind = 'redis';
+  /** Pattern resume over one workspace only (see replayWorkspaceAfter). */
+  readonly orderPerWorkspace = true;
   private retention: RetentionPolicy;
   private readonly commands: RedisWithScripts;
   private readonly subscriptions: Subscriptions;
@@ -129,6 +150,9 @@ export class RedisEngine implements EventStore {
     this.retention = checkRetention(options.retention);
     this.workspaceChannels = options.workspaceChannels ?? true;
     this.workspaceKeys = options.workspaceKeys ?? true;
+    this.replayWorkspaceAfter = this.workspaceKeys
+      ? (scope, after, limit) => this.readWorkspace(scope, after, limit)
+      : undefined;
     this.ephemeral = ephemeralMatcher(this.retention);
     this.onStatus = options.onStatus ?? (() => {});
     this.onRefused = options.onRefused ?? ((error) => this.onStatus('refused', error));
@@ -236,11 +260,14 @@ export class RedisEngine implements EventStore {
     const finiteAge = Number.isFinite(maxAgeMs);
     const key = sandboxKey(input);
     const keys = [streamKey(input), metaKey(input)];
-    if (this.workspaceKeys) keys.push(sandboxIndexKey(input.workspaceId), WORKSPACES_KEY);
+    if (this.workspaceKeys) {
+      keys.push(sandboxIndexKey(input.workspaceId), WORKSPACES_KEY, workspaceOrderKey(input.workspaceId), ORDERS_KEY);
+    }
     this.fence.beginAppend(key);
     let idText: string;
+    let orderText: string;
     try {
-      idText = await this.commands.seAppend(
+      [idText, orderText] = await this.commands.seAppend(
         keys.length,
         ...keys,
         input.type,
@@ -273,6 +300,7 @@ export class RedisEngine implements EventStore {
       timestamp: id.ms,
       json: `${JSON_HEAD}${idText}${middle}${id.ms}}`,
     };
+    if (orderText !== '') setEventOrder(event, Number(orderText));
     const { watched, active } = this.subscriptions.carrier(input);
     if (!watched) {
       // Nobody here watches this sandbox: nothing arrives by subscription; the listener still
@@ -342,6 +370,27 @@ export class RedisEngine implements EventStore {
     this.checkServing();
     const limit = checkLimit(query.limit);
     return readHistory(this.commands, this.retention, query, limit);
+  }
+
+  /**
+   * A pattern resume's replay (docs/protocol.md, "Pattern resume"), from the workspace order
+   * the append script keeps; the order is per workspace, so a pattern over every workspace is
+   * not resumable (`orderPerWorkspace`). Without the workspace keys there is none (undefined).
+   */
+  readonly replayWorkspaceAfter:
+    | ((scope: number | 'all', after: number, limit: number) => Promise<WorkspaceReplay>)
+    | undefined;
+
+  private async readWorkspace(scope: number | 'all', after: number, limit: number): Promise<WorkspaceReplay> {
+    this.checkServing();
+    checkLimit(limit);
+    if (scope === 'all') {
+      throw new SandboxEventsError(
+        'NOT_SUPPORTED',
+        'the redis engine keeps an order per workspace only: a pattern over every workspace cannot resume',
+      );
+    }
+    return readWorkspaceAfter(this.commands, this.retention, scope, after, limit);
   }
 
   /** The reply's ids counted inside Redis, then its events a page at a time (reads.ts). */

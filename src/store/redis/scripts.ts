@@ -21,19 +21,21 @@ const PRELUDE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function idms(id) return tonumber(string.match(id, '^(%d+)-')) end
--- Bytes of an entry's event line: '{"id":"' .. id .. m .. ms .. '}' (keys.ts, jsonFromParts).
+-- Bytes of an entry's event line: '{"id":"' .. id .. m .. ms .. '}' (keys.ts, jsonFromParts),
+-- and its workspace order (0: none).
 local function entryBytes(entry)
   local fields = entry[2]
-  local m = ''
+  local m, o = '', 0
   for i = 1, #fields, 2 do
-    if fields[i] == 'm' then m = fields[i + 1] end
+    if fields[i] == 'm' then m = fields[i + 1] elseif fields[i] == 'o' then o = tonumber(fields[i + 1]) end
   end
-  return 8 + #entry[1] + #m + #string.match(entry[1], '^(%d+)-')
+  return 8 + #entry[1] + #m + #string.match(entry[1], '^(%d+)-'), o
 end
 -- Drops the oldest entries while one of the limits says so: more than maxCount (0: none),
 -- older than cutoff ms (0: none), or more than maxBytes (0: none; the newest always stays).
 -- len and bytes: the stream's entries and retained bytes now. Reads the entries it drops, plus
--- the first one it keeps when it must look at its age, in growing pages.
+-- the first one it keeps when it must look at its age, in growing pages. Returns the highest
+-- workspace order it dropped (0: none).
 local function trim(len, bytes, maxCount, cutoff, maxBytes)
   local function over(kept, left, ms)
     if maxCount > 0 and kept > maxCount then return true end
@@ -41,9 +43,9 @@ local function trim(len, bytes, maxCount, cutoff, maxBytes)
     return maxBytes > 0 and kept > 1 and left > maxBytes
   end
   if not ((maxCount > 0 and len > maxCount) or cutoff > 0 or (maxBytes > 0 and len > 1 and bytes > maxBytes)) then
-    return
+    return 0
   end
-  local kept, left, dropped, last = len, bytes, 0, nil
+  local kept, left, dropped, last, order = len, bytes, 0, nil, 0
   local start, grow = '-', 1
   while kept > 0 do
     -- What the count limit drops for sure, else one entry, then more while they keep going.
@@ -60,17 +62,19 @@ local function trim(len, bytes, maxCount, cutoff, maxBytes)
         stop = true
         break
       end
-      local size = entryBytes(entry)
+      local size, o = entryBytes(entry)
       last, kept, left, dropped = entry[1], kept - 1, left - size, dropped + size
+      if o > order then order = o end
     end
     if stop then break end
     start = '(' .. last
   end
-  if last == nil then return end
+  if last == nil then return 0 end
   redis.call('XTRIM', KEYS[1], 'MAXLEN', kept)
   redis.call('HSET', KEYS[2], 'tt', last)
   -- A stream written before bytes were counted has entries that were never added: never below 0.
   if redis.call('HINCRBY', KEYS[2], 'b', -dropped) < 0 then redis.call('HSET', KEYS[2], 'b', 0) end
+  return order
 end
 local function ageCutoff(maxAge)
   if maxAge <= 0 then return 0 end
@@ -80,11 +84,19 @@ end
 
 /**
  * KEYS: stream, meta, and with the workspace keys: the workspace's sandbox index, the index of
- * workspaces (keys.ts).
+ * workspaces, the workspace's order stream, the hash of last orders (keys.ts).
  * ARGV: type, middle (JSON between id and timestamp), message header, max count (0: none),
  * max age ms (0: none), key ttl ms (0: none), sandbox channel, sharded ('1': SPUBLISH),
  * workspace channel ('' : none), max bytes (0: none), ephemeral ('1'), sandbox id, workspace id.
- * Returns the new id.
+ * Returns {new id, workspace order or ''}.
+ *
+ * The workspace order (docs/protocol.md, "Pattern resume"): each stored event takes the next
+ * number of its workspace (HINCRBY of the hash of last orders), kept in its stream entry (`o`),
+ * and the workspace's order stream gets an entry `0-<order>` naming the sandbox and the event
+ * id. In one script, so the order is exact across sandboxes and nodes. The order stream holds
+ * only what is retained: when a sandbox's trim drops events it is trimmed through the highest
+ * order they had (so a cursor before that finds its next order missing: `trimmed`), and its
+ * oldest entries go with the age limit.
  *
  * An ephemeral event (docs/operations.md, "Ephemeral events") takes its id from XADD, so that
  * it is in the sandbox's order with every other event, and is deleted at once (XDEL): the
@@ -93,11 +105,18 @@ end
  */
 export const APPEND_SCRIPT = `${PRELUDE}
 local id
+local order = ''
 if ARGV[11] == '1' then
   id = redis.call('XADD', KEYS[1], '*', 'e', '')
   redis.call('XDEL', KEYS[1], id)
 else
-  id = redis.call('XADD', KEYS[1], '*', 't', ARGV[1], 'm', ARGV[2])
+  if KEYS[5] then
+    order = tostring(redis.call('HINCRBY', KEYS[6], ARGV[13], 1))
+    id = redis.call('XADD', KEYS[1], '*', 't', ARGV[1], 'm', ARGV[2], 'o', order)
+    redis.call('XADD', KEYS[5], '0-' .. order, 's', ARGV[12], 'i', id)
+  else
+    id = redis.call('XADD', KEYS[1], '*', 't', ARGV[1], 'm', ARGV[2])
+  end
   local bytes = redis.call('HINCRBY', KEYS[2], 'b', 8 + #id + #ARGV[2] + #string.match(id, '^(%d+)-'))
   local len = redis.call('XLEN', KEYS[1])
   if len == 1 and KEYS[3] then
@@ -113,7 +132,22 @@ else
       end
     end
   end
-  trim(len, bytes, tonumber(ARGV[4]), ageCutoff(tonumber(ARGV[5])), tonumber(ARGV[10]))
+  local cutoff = ageCutoff(tonumber(ARGV[5]))
+  local pruned = trim(len, bytes, tonumber(ARGV[4]), cutoff, tonumber(ARGV[10]))
+  if KEYS[5] then
+    if pruned > 0 then redis.call('XTRIM', KEYS[5], 'MINID', '0-' .. (pruned + 1)) end
+    -- The age limit, by the events' ids: what other sandboxes of the workspace no longer keep.
+    local first = cutoff > 0 and redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', 1)[1]
+    if first and idms(first[2][4]) < cutoff then
+      local old = redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', 256)
+      local through = nil
+      for _, entry in ipairs(old) do
+        if idms(entry[2][4]) >= cutoff then break end
+        through = entry[1]
+      end
+      if through then redis.call('XTRIM', KEYS[5], 'MINID', '0-' .. (tonumber(string.match(through, '^0%-(%d+)$')) + 1)) end
+    end
+  end
 end
 local ttl = tonumber(ARGV[6])
 if ttl > 0 then
@@ -121,13 +155,14 @@ if ttl > 0 then
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
 local message = ARGV[3] .. '{"id":"' .. id .. ARGV[2] .. string.match(id, '^(%d+)-') .. '}'
+if order ~= '' then message = 'o' .. order .. ':' .. message end
 if ARGV[8] == '1' then
   redis.call('SPUBLISH', ARGV[7], message)
 else
   redis.call('PUBLISH', ARGV[7], message)
 end
 if ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[9], message) end
-return id
+return {id, order}
 `;
 
 /**
@@ -230,4 +265,33 @@ for i = 1, #info, 2 do
   if info[i] == 'last-generated-id' then last = info[i + 1] end
 end
 return {length, last}
+`;
+
+/**
+ * A workspace's events after an order (docs/protocol.md, "Pattern resume"). KEYS: the
+ * workspace's order stream, the hash of last orders. ARGV: workspace id, after, count, age cutoff
+ * ms (0: none). Returns {last order, first order after `after` or '', missing ('1': an event
+ * after the cursor is no longer retained), {order, sandbox id, entry, ...}}. The events are read
+ * from their sandboxes' streams here, in one script, so the answer is one instant's.
+ */
+export const WORKSPACE_REPLAY_SCRIPT = `
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local refs = redis.call('XRANGE', KEYS[1], '(0-' .. ARGV[2], '+', 'COUNT', tonumber(ARGV[3]))
+local cutoff = tonumber(ARGV[4])
+local out, missing = {}, '0'
+for _, ref in ipairs(refs) do
+  local order = string.match(ref[1], '^0%-(%d+)$')
+  local sandbox, id = ref[2][2], ref[2][4]
+  local found = redis.call('XRANGE', 'se:{' .. ARGV[1] .. ':' .. sandbox .. '}:events', id, id)[1]
+  if found == nil or tonumber(string.match(id, '^(%d+)-')) < cutoff then
+    missing = '1'
+  else
+    out[#out + 1] = order
+    out[#out + 1] = sandbox
+    out[#out + 1] = found
+  end
+end
+local first = ''
+if refs[1] then first = string.match(refs[1][1], '^0%-(%d+)$') end
+return {tostring(last), first, missing, out}
 `;
