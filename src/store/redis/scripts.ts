@@ -33,7 +33,8 @@ local function entryBytes(entry)
 end
 -- Drops the oldest entries while one of the limits says so: more than maxCount (0: none),
 -- older than cutoff ms (0: none), or more than maxBytes (0: none; the newest always stays).
--- len and bytes: the stream's entries and retained bytes now. Reads the entries it drops, plus
+-- len and bytes: the stream's entries and retained bytes now (bytes nil: not known, then no byte
+-- limit applies and the counter is decremented in place). Reads the entries it drops, plus
 -- the first one it keeps when it must look at its age, in growing pages. Returns the highest
 -- workspace order it dropped (0: none).
 local function trim(len, bytes, maxCount, cutoff, maxBytes)
@@ -42,10 +43,11 @@ local function trim(len, bytes, maxCount, cutoff, maxBytes)
     if ms < cutoff then return true end
     return maxBytes > 0 and kept > 1 and left > maxBytes
   end
+  if bytes == nil then maxBytes = 0 end
   if not ((maxCount > 0 and len > maxCount) or cutoff > 0 or (maxBytes > 0 and len > 1 and bytes > maxBytes)) then
     return 0
   end
-  local kept, left, dropped, last, order = len, bytes, 0, nil, 0
+  local kept, left, dropped, last, order = len, bytes or 0, 0, nil, 0
   local start, grow = '-', 1
   while kept > 0 do
     -- What the count limit drops for sure, else one entry, then more while they keep going.
@@ -71,9 +73,13 @@ local function trim(len, bytes, maxCount, cutoff, maxBytes)
   end
   if last == nil then return 0 end
   redis.call('XTRIM', KEYS[1], 'MAXLEN', kept)
-  redis.call('HSET', KEYS[2], 'tt', last)
   -- A stream written before bytes were counted has entries that were never added: never below 0.
-  if redis.call('HINCRBY', KEYS[2], 'b', -dropped) < 0 then redis.call('HSET', KEYS[2], 'b', 0) end
+  if bytes ~= nil then
+    redis.call('HSET', KEYS[2], 'tt', last, 'b', math.max(0, left))
+  else
+    redis.call('HSET', KEYS[2], 'tt', last)
+    if redis.call('HINCRBY', KEYS[2], 'b', -dropped) < 0 then redis.call('HSET', KEYS[2], 'b', 0) end
+  end
   return order
 end
 local function ageCutoff(maxAge)
@@ -135,9 +141,10 @@ else
   local cutoff = ageCutoff(tonumber(ARGV[5]))
   local pruned = trim(len, bytes, tonumber(ARGV[4]), cutoff, tonumber(ARGV[10]))
   if KEYS[5] then
+    -- The age limit, by the events' ids: what other sandboxes of the workspace no longer keep
+    -- (after a trim through 'pruned' the oldest entries went already).
     if pruned > 0 then redis.call('XTRIM', KEYS[5], 'MINID', '0-' .. (pruned + 1)) end
-    -- The age limit, by the events' ids: what other sandboxes of the workspace no longer keep.
-    local first = cutoff > 0 and redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', 1)[1]
+    local first = pruned == 0 and cutoff > 0 and redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', 1)[1]
     if first and idms(first[2][4]) < cutoff then
       local old = redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', 256)
       local through = nil
@@ -174,7 +181,7 @@ return {id, order}
  */
 export const REPLAY_SCRIPT = `${PRELUDE}
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, string.format('%.0f', now)} end
-trim(redis.call('XLEN', KEYS[1]), 0, 0, ageCutoff(tonumber(ARGV[3])), 0)
+trim(redis.call('XLEN', KEYS[1]), nil, 0, ageCutoff(tonumber(ARGV[3])), 0)
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local last = ''
 for i = 1, #info, 2 do
