@@ -175,8 +175,8 @@ export interface EventStore {
   setRetention(retention: RetentionPolicy): void;
   /**
    * The sandboxes of one workspace (or of every workspace: 'all') that hold retained events,
-   * by workspace then sandbox id. Optional: the Redis engine does not list yet, and callers
-   * answer NOT_SUPPORTED (docs/scaling.md).
+   * by workspace then sandbox id. Optional: callers of a store without it answer NOT_SUPPORTED
+   * (every store here lists; the Redis engine from its sandbox indexes, docs/scaling.md).
    */
   listSandboxes?(scope: number | 'all'): Promise<SandboxListing[]>;
   /**
