@@ -183,6 +183,16 @@ describe.runIf(hasRedis)('redis engine: replayWorkspaceAfter', () => {
     expect(replay.events.map((event) => eventOrder(event))).toEqual([1, 3]);
   });
 
+  it('goes on after the order stream when the hash of last orders was lost', async () => {
+    const store = await open();
+    await store.append(newEvent('a'));
+    await store.append(newEvent('b'));
+    (await server.get()).cli('DEL', 'se:orders');
+    const next = await store.append(newEvent('a'));
+    expect(eventOrder(next)).toBe(3);
+    expect(await store.replayWorkspaceAfter!(1, 1, 10)).toMatchObject({ complete: true, lastOrder: 3 });
+  });
+
   it('gives ephemeral events no order', async () => {
     const store = await open({ ...BIG, ephemeralTypes: ['sandbox.metrics'] });
     const metrics = await store.append(newEvent('a', 'sandbox.metrics'));

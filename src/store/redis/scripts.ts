@@ -117,7 +117,17 @@ if ARGV[11] == '1' then
   redis.call('XDEL', KEYS[1], id)
 else
   if KEYS[5] then
-    order = tostring(redis.call('HINCRBY', KEYS[6], ARGV[13], 1))
+    local next = redis.call('HINCRBY', KEYS[6], ARGV[13], 1)
+    if next == 1 and redis.call('EXISTS', KEYS[5]) == 1 then
+      -- A new counter for an order stream that exists (the hash was lost): go on after the
+      -- stream's last number, never below it (XADD would refuse the id after the event's XADD).
+      local info = redis.call('XINFO', 'STREAM', KEYS[5])
+      for i = 1, #info, 2 do
+        if info[i] == 'last-generated-id' then next = tonumber(string.match(info[i + 1], '^0%-(%d+)$')) + 1 end
+      end
+      redis.call('HSET', KEYS[6], ARGV[13], next)
+    end
+    order = tostring(next)
     id = redis.call('XADD', KEYS[1], '*', 't', ARGV[1], 'm', ARGV[2], 'o', order)
     redis.call('XADD', KEYS[5], '0-' .. order, 's', ARGV[12], 'i', id)
   else
