@@ -251,3 +251,29 @@ describe.each(STORES_AND_ENGINE.filter((store) => store !== 'memory'))(
     });
   },
 );
+
+describe.runIf(STORES_AND_ENGINE.includes('redis'))('pattern resume with the Redis engine, across nodes', () => {
+  it('a cursor from node A resumes at node B, exactly; an admin pattern over every workspace is not resumable', async () => {
+    const a = await start('redis');
+    const b = await start('redis', [], a.dir);
+    const first = await readPatternStream(a.daemon, a.token, 'p-*', 1, undefined, async () => {
+      await a.publisher.publish('p-1', JSON.stringify({ type: 'step', data: { name: 'seen' } }));
+    });
+    // Published at both nodes while the reader is away: one order, kept in Redis.
+    const atA = await publishAcross(a.publisher, ['p-1', 'p-2'], 2, 'a');
+    const atB = await publishAcross(b.publisher, ['p-2', 'p-3'], 2, 'b');
+    const after = await readPatternStream(b.daemon, a.token, 'p-*', 9, first[0]!.id!, async () => {
+      await a.publisher.publish('p-3', JSON.stringify({ type: 'step', data: { name: 'live' } }));
+    });
+    expect(after.filter((frame) => frame.event === 'gap')).toEqual([]);
+    expect(names(after)).toEqual([...atA, ...atB, 'live']);
+
+    const admin = await cliToken(a.dir, '--workspace', '1', '--role', 'admin');
+    const raw = await RawClient.connect(b.daemon.port);
+    raws.push(raw);
+    raw.send(resp('AUTH', admin));
+    raw.send(resp('PRESUME', '{*}p-*', first[0]!.id!));
+    const text = (await raw.waitFor((bytes) => bytes.includes('presume'))).toString();
+    expect(text).toContain('$13\r\nnot_resumable\r\n');
+  });
+});
