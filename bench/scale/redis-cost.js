@@ -9,7 +9,9 @@
 // (INFO commandstats, INFO stats) as deltas over the run, per event: commands Redis executed
 // (the script and the commands it ran), bytes Redis wrote to its clients
 // (total_net_output_bytes: the script's reply plus every pushed message), and Redis's CPU time
-// in the script (INFO commandstats usec of EVALSHA; varies with the machine's load).
+// in the script (INFO commandstats usec of EVALSHA; varies with the machine's load); then Redis
+// memory per retained event (MEMORY USAGE of the sandbox's stream and of the workspace's order
+// stream, over their entries).
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -90,6 +92,11 @@ try {
       while (watcher.stats.received < received[i] + events) await new Promise((r) => setTimeout(r, 10));
     }
     const after = counters();
+    // Redis memory per retained event: the sandbox's stream, and the workspace's order stream.
+    const perEntry = (key) => {
+      const entries = Number(cli('XLEN', key).trim());
+      return entries > 0 ? Math.round(Number(cli('MEMORY', 'USAGE', key, 'SAMPLES', '0').trim()) / entries) : '-';
+    };
     const inScript = Object.entries(after.byCommand)
       .filter(
         ([name]) =>
@@ -103,6 +110,8 @@ try {
       scriptCommands: inScript.map(([name, n]) => `${name} ${n}`).join(', '),
       bytesOut: Math.round((after.out - before.out) / events),
       scriptUs: ((after.scriptUsec - before.scriptUsec) / events).toFixed(1),
+      streamBytesPerEvent: perEntry('se:{1:cost-1}:events'),
+      orderBytesPerEvent: perEntry('se:ws:1:order'),
     });
     await Promise.all([publisher, ...watchers].map((engine) => engine.close()));
   }
