@@ -216,8 +216,11 @@ export async function readWorkspaceAfter(
   return { events, complete: true, lastOrder };
 }
 
-/** Sandboxes read from a sandbox index per script call. */
-const LIST_PAGE = 500;
+/**
+ * Sandboxes read from a sandbox index per script call: `XINFO STREAM` copies a stream's first and
+ * last entries into the script (up to 64 KiB each), so a page holds at most about 13 MB there.
+ */
+const LIST_PAGE = 100;
 
 /**
  * The sandboxes of one workspace (or every workspace) that hold events, with their last ids,
