@@ -56,7 +56,7 @@ export const ERROR_CODES = {
   EVENT_TOO_LARGE: { resp: 'ERR', http: 413, wire: 'both' },
   UNSUPPORTED_ENCODING: { resp: 'ERR', http: 415, wire: 'http' },
   NOT_FOUND: { resp: 'ERR', http: 404, wire: 'http' },
-  /** A command the configured store can't answer yet (SANDBOXES on the Redis engine). */
+  /** A command the configured store can't answer (SANDBOXES on a store without a listing). */
   NOT_SUPPORTED: { resp: 'ERR', http: 501, wire: 'resp' },
   METHOD_NOT_ALLOWED: { resp: 'ERR', http: 405, wire: 'http' },
   RATE_LIMITED: { resp: 'ERR', http: 429, wire: 'both' },

@@ -117,8 +117,9 @@ const PRESUME = bulk('presume');
  * (the newest cursor issued), then the replayed events of every matching sandbox as `pmessage`
  * frames in store order, then live ones. `$` subscribes from now (`complete`); a cursor `w<n>`
  * replays what followed it (`complete`, or `trimmed` / `future` when that cannot be exact);
- * any other cursor, or any cursor with a store that keeps no order over a workspace (the Redis
- * engine, docs/scaling.md), is answered `not_resumable` and the subscription goes on live.
+ * any other cursor, or any cursor with a store that keeps no order over the pattern's scope (the
+ * Redis engine over every workspace, docs/scaling.md), is answered `not_resumable` and the
+ * subscription goes on live.
  */
 async function presume(connection: RespClient, args: string[]): Promise<void> {
   if (args.length % 2 === 0) throw new ReplyError('WRONG_ARITY', "ERR wrong number of arguments for 'presume' command");
@@ -186,7 +187,7 @@ async function sandboxes(connection: RespClient): Promise<void> {
   const principal = connection.principal!;
   const store = connection.context.store;
   if (store.listSandboxes === undefined) {
-    throw new SandboxEventsError('NOT_SUPPORTED', `the ${store.kind} store cannot list sandboxes yet`);
+    throw new SandboxEventsError('NOT_SUPPORTED', `the ${store.kind} store cannot list sandboxes`);
   }
   const listed = await store.listSandboxes(principal.role === 'admin' ? 'all' : principal.workspaceId);
   const items: string[] = [];

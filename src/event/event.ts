@@ -39,8 +39,8 @@ export interface StoredEvent {
 
 /**
  * An event's place in its store's order over every sandbox (docs/protocol.md, "Pattern
- * resume"), set by the stores that keep one (memory, SQLite) on the stored events they hand
- * out; ephemeral events and the Redis engine's have none. Kept beside the event rather than in
+ * resume"), set by the stores that keep one on the stored events they hand out (memory and
+ * SQLite over every workspace, the Redis engine per workspace); ephemeral events have none. Kept beside the event rather than in
  * it, so that an event read back equals the one appended whichever store holds it.
  */
 const eventOrders = new WeakMap<StoredEvent, number>();

@@ -293,7 +293,7 @@ async function history(
  * workspace's; an admin token: every workspace's; a sandbox token: its own) that hold events
  * in the store, each with `lastEventId` (its newest id, a resume point), and the recently
  * active ones, with their event rate, last event and subscriber count (docs/http.md). A store
- * that can't list (the Redis engine) gives the active ones only, `lastEventId` null.
+ * that can't list gives the active ones only, `lastEventId` null.
  */
 export async function listSandboxes(
   host: HttpHost,

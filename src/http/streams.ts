@@ -255,7 +255,8 @@ export async function sandboxStream(
  * reconnect with Last-Event-ID replays what every matching sandbox got meanwhile, in store
  * order, then goes on live. A cursor that cannot be replayed exactly gets `event: gap` first
  * (`trimmed`, `future`, or `not_resumable` for a cursor of another form or a store that keeps
- * no order over a workspace: the Redis engine, docs/scaling.md).
+ * no order over the pattern's scope: the Redis engine keeps one per workspace, none over every
+ * workspace, docs/scaling.md).
  */
 export async function patternStream(
   host: HttpHost,

@@ -422,8 +422,8 @@ export class Session implements Subscriber {
    * Subscribes to a pattern from a cursor (a store order, docs/protocol.md, "Pattern resume"):
    * the events of every matching sandbox after it, in store order (so each sandbox's in id
    * order), then live ones; nothing missing, nothing twice, with the seam of `resume` keyed by
-   * store order. A store that keeps no order over a workspace (the Redis engine) answers
-   * `not_resumable` and the subscription goes on live. Resolves to false when the reader went away.
+   * store order. A store that keeps no order over the scope (the Redis engine keeps one per
+   * workspace, none over every workspace) answers `not_resumable` and the subscription goes on live. Resolves to false when the reader went away.
    */
   async presume(
     pattern: string,
@@ -433,7 +433,11 @@ export class Session implements Subscriber {
     types?: TypeFilter,
   ): Promise<boolean> {
     const store = this.options.store;
-    if (after === 'now' || store.replayWorkspaceAfter === undefined) {
+    if (
+      after === 'now' ||
+      store.replayWorkspaceAfter === undefined ||
+      (scope === 'all' && store.orderPerWorkspace === true)
+    ) {
       this.psubscribe(pattern, scope, types);
       tell({ status: after === 'now' ? 'complete' : 'not_resumable' });
       return true;

@@ -71,13 +71,6 @@ export function openEngine(
   if (!/^rediss?:\/\/[^/\s]+/.test(spec)) {
     throw new SandboxEventsError('INVALID_ARGUMENT', `unknown engine "${spec}": use redis://host:port`);
   }
-  if ((options.retention.ephemeralTypes ?? []).length > 0) {
-    // The engine would store them: refused rather than silently kept (docs/scaling.md).
-    throw new SandboxEventsError(
-      'INVALID_ARGUMENT',
-      '--ephemeral-types is not supported with --engine redis yet: use --store memory or sqlite',
-    );
-  }
   if ((options.retention.rules ?? []).length > 0) {
     // The engine would prune by count over all types, so metrics would still evict lifecycle
     // events: refused rather than silently ignored (docs/scaling.md).

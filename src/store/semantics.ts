@@ -292,18 +292,19 @@ export function nextHistoryPageSize(page: readonly (StoredEvent | undefined)[]):
 
 /**
  * A paged reply over the ids a store counted: each page is read by `readPage` (the events of
- * those ids, in order, undefined for one no longer retained) only when the writer asks for it.
+ * those ids, in order, undefined for one no longer retained) only when the writer asks for it;
+ * a store that reads from a server answers it with a promise.
  */
 export function pagesOfIds(
   ids: readonly EventId[],
-  readPage: (ids: readonly EventId[]) => (StoredEvent | undefined)[],
+  readPage: (ids: readonly EventId[]) => (StoredEvent | undefined)[] | Promise<(StoredEvent | undefined)[]>,
 ): HistoryPages {
   return {
     count: ids.length,
     async *pages() {
       let size = HISTORY_FIRST_PAGE;
       for (let at = 0; at < ids.length; ) {
-        const page = readPage(ids.slice(at, at + size));
+        const page = await readPage(ids.slice(at, at + size));
         at += page.length;
         yield page;
         size = nextHistoryPageSize(page);

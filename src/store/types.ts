@@ -185,8 +185,9 @@ export interface EventStore {
   /**
    * Optional (docs/protocol.md, "Pattern resume"): the retained events of one workspace (or of
    * every workspace: 'all') whose order is greater than `after`, in order, at most `limit`, and
-   * whether that replay is exact. Stores that keep no order over a workspace (the Redis engine)
-   * leave it out, and a pattern resume answers `not_resumable`. `types` as for replayAfter.
+   * whether that replay is exact. Stores that keep no order over a workspace (the Redis engine
+   * without its workspace keys) leave it out, and a pattern resume answers `not_resumable`.
+   * `types` as for replayAfter.
    */
   replayWorkspaceAfter?(
     scope: number | 'all',
@@ -194,6 +195,12 @@ export interface EventStore {
     limit: number,
     types?: ReaderTypes,
   ): Promise<WorkspaceReplay>;
+  /**
+   * Optional: true when the store keeps its order per workspace only (the Redis engine), so
+   * that `replayWorkspaceAfter` serves one workspace, and a pattern over every workspace ('all')
+   * answers `not_resumable`.
+   */
+  readonly orderPerWorkspace?: boolean;
   /** Flushes pending writes and releases files. Idempotent. */
   close(): Promise<void>;
   /**
@@ -203,8 +210,8 @@ export interface EventStore {
   setRetention(retention: RetentionPolicy): void;
   /**
    * The sandboxes of one workspace (or of every workspace: 'all') that hold retained events,
-   * by workspace then sandbox id. Optional: the Redis engine does not list yet, and callers
-   * answer NOT_SUPPORTED (docs/scaling.md).
+   * by workspace then sandbox id. Optional: callers of a store without it answer NOT_SUPPORTED
+   * (every store here lists; the Redis engine from its sandbox indexes, docs/scaling.md).
    */
   listSandboxes?(scope: number | 'all'): Promise<SandboxListing[]>;
   /**

@@ -1,5 +1,6 @@
 /**
- * Replies paced as the client reads (docs/protocol.md, "HISTORY"; docs/http.md, "History"):
+ * Replies paced as the client reads (docs/protocol.md, "HISTORY"; docs/http.md, "History"), on
+ * the memory and SQLite stores and the Redis engine:
  * 1,000 events of about 63 KiB (64 MB) reach a reading client whole over TCP and HTTP, with the
  * default 8 MiB output limit; 20 TCP and 20 HTTP clients that ask for the same and never read
  * raise the daemon's RSS by less than 400 MB, and a fresh client still gets PONG.
@@ -13,15 +14,19 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
+import { BIN, type Daemon, killDaemons } from '../support/daemon.js';
+import { SharedRedis, spawnStoreDaemon, STORES_AND_ENGINE, storeArgs } from '../support/engine.js';
 
 const run = promisify(execFile);
 const EVENTS = 1_000;
 const TEXT = 'z'.repeat(63 * 1024 - 200);
 const RSS_RISE_BOUND = 400 * 1024 * 1024;
 
-for (const store of ['sqlite', 'memory'] as const) {
-  describe(`--store ${store}`, () => {
+const redis = new SharedRedis();
+afterAll(() => redis.stop());
+
+for (const store of STORES_AND_ENGINE) {
+  describe(store === 'redis' ? '--engine redis://' : `--store ${store}`, () => {
     let dataDir: string;
     let daemon: Daemon;
     let workspaceToken: string;
@@ -30,8 +35,9 @@ for (const store of ['sqlite', 'memory'] as const) {
 
     beforeAll(async () => {
       dataDir = await mkdtemp(path.join(tmpdir(), `sandbox-events-big-replies-${store}-`));
-      daemon = await spawnDaemon([
-        ...['--port', '0', '--http-port', String(await freePort()), '--data-dir', dataDir, '--store', store],
+      daemon = await spawnStoreDaemon([
+        ...['--port', '0', '--http-port', String(await freePort()), '--data-dir', dataDir],
+        ...(await storeArgs(store, redis)),
         ...['--publish-rate', '100000', '--publish-burst', '100000'],
       ]);
       workspaceToken = await token('--workspace', '1');

@@ -6,15 +6,17 @@ import { createClient } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { killDaemons, spawnDaemon } from '../support/daemon.js';
 import { cliToken, collectingClient } from '../support/e2e.js';
+import { SharedRedis, spawnStoreDaemon, STORES_AND_ENGINE, storeArgs } from '../support/engine.js';
 import { resp } from '../support/raw-client.js';
 
 /**
- * `--ephemeral-types` (docs/operations.md, "Ephemeral events") through the real daemon, memory
- * and SQLite: delivered live and counted in PUBLISH's reply, never stored, never evicting what
+ * `--ephemeral-types` (docs/operations.md, "Ephemeral events") through the real daemon, memory,
+ * SQLite and the Redis engine: delivered live and counted in PUBLISH's reply, never stored, never evicting what
  * is; a resume from an ephemeral event's id is exact, also across a restart (SQLite).
  */
 
 let dataDir: string;
+const redis = new SharedRedis();
 const EPHEMERAL = ['--retention-count', '20', '--ephemeral-types', 'sandbox.metrics,debug.*'];
 
 beforeAll(async () => {
@@ -22,6 +24,7 @@ beforeAll(async () => {
 });
 afterEach(() => killDaemons());
 afterAll(async () => {
+  await redis.stop();
   await rm(dataDir, { recursive: true, force: true });
 });
 
@@ -30,9 +33,12 @@ const rawClient = collectingClient;
 
 const count = (text: string, needle: string): number => text.split(needle).length - 1;
 
-describe.each(['memory', 'sqlite'])('ephemeral types, %s store', (store) => {
+describe.each(STORES_AND_ENGINE)('ephemeral types, %s store', (store) => {
   it('delivers them live, counts receivers, stores none, and resumes exactly after one', async () => {
-    const daemon = await spawnDaemon(['--port', '0', '--data-dir', dataDir, '--store', store, ...EPHEMERAL]);
+    const daemon = await spawnStoreDaemon([
+      ...['--port', '0', '--data-dir', dataDir, ...(await storeArgs(store, redis))],
+      ...EPHEMERAL,
+    ]);
     const [sandbox, workspace] = await Promise.all([
       token('--workspace', '1', '--sandbox', `sb-${store}`),
       token('--workspace', '1'),
@@ -115,16 +121,5 @@ describe('ephemeral types across a restart (SQLite)', () => {
     ]);
     resumer.socket.destroy();
     await publisher.quit();
-  });
-});
-
-describe('the Redis engine', () => {
-  it('refuses --ephemeral-types at startup rather than storing them', async () => {
-    const failure = await spawnDaemon([
-      ...['--port', '0', '--data-dir', dataDir, '--engine', 'redis://127.0.0.1:1'],
-      ...['--ephemeral-types', 'sandbox.metrics'],
-    ]).catch((error: Error) => error);
-    expect(failure).toBeInstanceOf(Error);
-    expect(String(failure)).toContain('--ephemeral-types is not supported with --engine redis');
   });
 });

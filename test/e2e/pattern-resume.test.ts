@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
+import { type Daemon, killDaemons } from '../support/daemon.js';
+import { SharedRedis, spawnStoreDaemon, STORES_AND_ENGINE, storeArgs } from '../support/engine.js';
 import { cliToken, freePort } from '../support/e2e.js';
 import { RawClient, resp } from '../support/raw-client.js';
 
@@ -11,7 +12,8 @@ import { RawClient, resp } from '../support/raw-client.js';
  * Pattern resume (docs/protocol.md, "Pattern resume"; docs/http.md, "Pattern streams")
  * through the real daemon: an SSE pattern stream carries a store-order cursor in `id:` and a
  * reconnect with Last-Event-ID replays exactly what every matching sandbox got meanwhile;
- * PRESUME does the same over RESP; a trimmed cursor gets the gap signal.
+ * PRESUME does the same over RESP; a trimmed cursor gets the gap signal. On the memory and
+ * SQLite stores and the Redis engine (its order per workspace, docs/scaling.md).
  */
 
 interface SseFrame {
@@ -21,6 +23,7 @@ interface SseFrame {
 }
 
 const dirs: string[] = [];
+const redis = new SharedRedis();
 const clients: Redis[] = [];
 const raws: RawClient[] = [];
 
@@ -30,16 +33,19 @@ afterEach(async () => {
   killDaemons();
 });
 afterAll(async () => {
+  await redis.stop();
   for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 });
 
-async function start(store: 'memory' | 'sqlite', extra: string[] = [], dataDir?: string) {
+/** A daemon on `store`; the Redis engine's server is emptied first unless `dataDir` (a restart) is given. */
+async function start(store: 'memory' | 'sqlite' | 'redis', extra: string[] = [], dataDir?: string) {
   const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'sandbox-events-presume-')));
   if (dataDir === undefined) dirs.push(dir);
+  if (store === 'redis' && dataDir === undefined) (await redis.get()).cli('FLUSHALL');
   const httpPort = await freePort();
-  const daemon = await spawnDaemon([
+  const daemon = await spawnStoreDaemon([
     ...['--port', '0', '--http-port', String(httpPort)],
-    ...['--data-dir', dir, '--store', store, ...extra],
+    ...['--data-dir', dir, ...(await storeArgs(store, redis)), ...extra],
   ]);
   daemon.httpPort ??= httpPort;
   const token = await cliToken(dir, '--workspace', '1');
@@ -129,7 +135,7 @@ function names(frames: SseFrame[]): string[] {
     .map((frame) => (JSON.parse(frame.data) as { data: { name: string } }).data.name);
 }
 
-describe.each(['memory', 'sqlite'] as const)('pattern resume (%s store)', (store) => {
+describe.each(STORES_AND_ENGINE)('pattern resume (%s store)', (store) => {
   it('an SSE pattern stream reconnecting with Last-Event-ID gets exactly the 15 events it missed', async () => {
     const { daemon, token, publisher } = await start(store);
     const sandboxes = ['p-1', 'p-2', 'p-3'];
@@ -218,27 +224,56 @@ describe.each(['memory', 'sqlite'] as const)('pattern resume (%s store)', (store
   });
 });
 
-describe('pattern resume across a restart (SQLite)', () => {
-  it('a cursor from before the restart replays exactly what was published after it', async () => {
-    const { daemon, dir, token, publisher } = await start('sqlite');
-    const first = await readPatternStream(daemon, token, 'p-*', 1, undefined, async () => {
-      await publisher.publish('p-1', JSON.stringify({ type: 'step', data: { name: 'seen' } }));
+describe.each(STORES_AND_ENGINE.filter((store) => store !== 'memory'))(
+  'pattern resume across a restart (%s)',
+  (store) => {
+    it('a cursor from before the restart replays exactly what was published after it', async () => {
+      const { daemon, dir, token, publisher } = await start(store);
+      const first = await readPatternStream(daemon, token, 'p-*', 1, undefined, async () => {
+        await publisher.publish('p-1', JSON.stringify({ type: 'step', data: { name: 'seen' } }));
+      });
+      const cursor = first[0]!.id!;
+      const beforeRestart = await publishAcross(publisher, ['p-1', 'p-2', 'p-3'], 2, 'old');
+      publisher.disconnect();
+      daemon.child.kill('SIGTERM');
+      await daemon.exited;
+      const restarted = await start(store, [], dir);
+      const afterRestart = await publishAcross(restarted.publisher, ['p-1', 'p-2', 'p-3'], 3, 'new');
+      const after = await readPatternStream(restarted.daemon, token, 'p-*', 15, cursor);
+      expect(after.filter((frame) => frame.event === 'gap')).toEqual([]);
+      expect(names(after)).toEqual([...beforeRestart, ...afterRestart]);
+      // A cursor the new process issued resumes too: after the last event, nothing is replayed.
+      const last = after[after.length - 1]!.id!;
+      const tail = await readPatternStream(restarted.daemon, token, 'p-*', 1, last, async () => {
+        await restarted.publisher.publish('p-2', JSON.stringify({ type: 'step', data: { name: 'live' } }));
+      });
+      expect(names(tail)).toEqual(['live']);
     });
-    const cursor = first[0]!.id!;
-    const beforeRestart = await publishAcross(publisher, ['p-1', 'p-2', 'p-3'], 2, 'old');
-    publisher.disconnect();
-    daemon.child.kill('SIGTERM');
-    await daemon.exited;
-    const restarted = await start('sqlite', [], dir);
-    const afterRestart = await publishAcross(restarted.publisher, ['p-1', 'p-2', 'p-3'], 3, 'new');
-    const after = await readPatternStream(restarted.daemon, token, 'p-*', 15, cursor);
+  },
+);
+
+describe.runIf(STORES_AND_ENGINE.includes('redis'))('pattern resume with the Redis engine, across nodes', () => {
+  it('a cursor from node A resumes at node B, exactly; an admin pattern over every workspace is not resumable', async () => {
+    const a = await start('redis');
+    const b = await start('redis', [], a.dir);
+    const first = await readPatternStream(a.daemon, a.token, 'p-*', 1, undefined, async () => {
+      await a.publisher.publish('p-1', JSON.stringify({ type: 'step', data: { name: 'seen' } }));
+    });
+    // Published at both nodes while the reader is away: one order, kept in Redis.
+    const atA = await publishAcross(a.publisher, ['p-1', 'p-2'], 2, 'a');
+    const atB = await publishAcross(b.publisher, ['p-2', 'p-3'], 2, 'b');
+    const after = await readPatternStream(b.daemon, a.token, 'p-*', 9, first[0]!.id!, async () => {
+      await a.publisher.publish('p-3', JSON.stringify({ type: 'step', data: { name: 'live' } }));
+    });
     expect(after.filter((frame) => frame.event === 'gap')).toEqual([]);
-    expect(names(after)).toEqual([...beforeRestart, ...afterRestart]);
-    // A cursor the new process issued resumes too: after the last event, nothing is replayed.
-    const last = after[after.length - 1]!.id!;
-    const tail = await readPatternStream(restarted.daemon, token, 'p-*', 1, last, async () => {
-      await restarted.publisher.publish('p-2', JSON.stringify({ type: 'step', data: { name: 'live' } }));
-    });
-    expect(names(tail)).toEqual(['live']);
+    expect(names(after)).toEqual([...atA, ...atB, 'live']);
+
+    const admin = await cliToken(a.dir, '--workspace', '1', '--role', 'admin');
+    const raw = await RawClient.connect(b.daemon.port);
+    raws.push(raw);
+    raw.send(resp('AUTH', admin));
+    raw.send(resp('PRESUME', '{*}p-*', first[0]!.id!));
+    const text = (await raw.waitFor((bytes) => bytes.includes('presume'))).toString();
+    expect(text).toContain('$13\r\nnot_resumable\r\n');
   });
 });

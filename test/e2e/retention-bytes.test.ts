@@ -1,8 +1,8 @@
 /**
  * `serve --store memory --retention-bytes 8mb`: a sandbox that publishes 16 MB keeps at most
  * 8 MiB of events, its newest, through the real daemon and a real client; and the SQLite store,
- * which prunes in the background, gets there too and keeps its count across a restart
- * (docs/operations.md, "Retention").
+ * which prunes in the background, gets there too and keeps its count across a restart; the Redis
+ * engine trims on every append, whichever node appends (docs/operations.md, "Retention").
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -12,11 +12,13 @@ import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { BIN, type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
+import { hasRedis, SharedRedis, spawnStoreDaemon } from '../support/engine.js';
 
 const run = promisify(execFile);
 let dataDir: string;
 let daemon: Daemon;
 const clients: Redis[] = [];
+const redis = new SharedRedis();
 
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'sandbox-events-retention-bytes-'));
@@ -29,6 +31,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const client of clients) client.disconnect();
   killDaemons();
+  await redis.stop();
   await rm(dataDir, { recursive: true, force: true });
 });
 
@@ -128,3 +131,38 @@ it('prunes the SQLite store to --retention-bytes, and keeps the count right acro
   await publishBig(await connectTo(second, '--workspace', '1', '--sandbox', 'sb-big'), 200, 20);
   expectFullAndNewest(await historyWithin(await connectTo(second, '--workspace', '1'), limit), 219);
 }, 60_000);
+
+it.runIf(hasRedis)(
+  'keeps each sandbox of the Redis engine within --retention-bytes on every append, across nodes',
+  async () => {
+    const limit = 1024 * 1024;
+    const redisServer = await redis.get();
+    redisServer.cli('FLUSHALL');
+    const engineArgs = [
+      ...['--port', '0', '--data-dir', dataDir, '--engine', redisServer.url],
+      ...['--retention-bytes', '1mb', '--publish-rate', '100000', '--publish-burst', '100000'],
+    ];
+    const retained = (lines: string[]): number => lines.reduce((sum, line) => sum + Buffer.byteLength(line), 0);
+    const expectFullAndNewest = (lines: string[], lastN: number): void => {
+      expect(retained(lines)).toBeLessThanOrEqual(limit);
+      expect(retained(lines)).toBeGreaterThan(limit - Buffer.byteLength(lines[0]!));
+      const ns = lines.map((line) => (JSON.parse(line) as { data: { n: number } }).data.n);
+      expect(ns).toEqual(Array.from({ length: ns.length }, (_, i) => lastN + 1 - ns.length + i));
+      // The engine's byte counter (docs/scaling.md) is exactly what is retained.
+      expect(Number(redisServer.cli('HGET', 'se:{1:sb-big}:meta', 'b').trim())).toBe(retained(lines));
+    };
+    const [a, b] = await Promise.all([spawnStoreDaemon(engineArgs), spawnStoreDaemon(engineArgs)]);
+    await publishBig(await connectTo(a, '--workspace', '1', '--sandbox', 'sb-big'), 0, 200);
+    // Trimmed by the append script itself: no background run to wait for.
+    expectFullAndNewest(
+      (await (await connectTo(b, '--workspace', '1')).call('HISTORY', 'sb-big', 'LIMIT', '1000')) as string[],
+      199,
+    );
+    await publishBig(await connectTo(b, '--workspace', '1', '--sandbox', 'sb-big'), 200, 20);
+    expectFullAndNewest(
+      (await (await connectTo(a, '--workspace', '1')).call('HISTORY', 'sb-big', 'LIMIT', '1000')) as string[],
+      219,
+    );
+  },
+  60_000,
+);

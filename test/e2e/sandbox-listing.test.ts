@@ -5,36 +5,41 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { killDaemons, spawnDaemon } from '../support/daemon.js';
+import { killDaemons } from '../support/daemon.js';
 import { cliToken, freePort } from '../support/e2e.js';
+import { SharedRedis, spawnStoreDaemon, STORES_AND_ENGINE, storeArgs } from '../support/engine.js';
 import { requireTool } from '../support/tools.js';
 
 /**
  * Listing the sandboxes that hold events, from the store (docs/protocol.md, SANDBOXES;
  * docs/http.md, GET /sandboxes): each with its newest id, limited to what the credential
- * sees, the same after a restart (SQLite), through redis-cli, ioredis and HTTP.
+ * sees, the same after a restart (SQLite, the Redis engine), through redis-cli, ioredis and HTTP.
  */
 
 const run = promisify(execFile);
 const hasRedisCli = requireTool('redis-cli', 'redis-tools');
 let dataDir: string;
+const redis = new SharedRedis();
 
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'sandbox-events-listing-'));
 });
 afterEach(() => killDaemons());
 afterAll(async () => {
+  await redis.stop();
   await rm(dataDir, { recursive: true, force: true });
 });
 
 const token = (...args: string[]): Promise<string> => cliToken(dataDir, ...args);
 
-describe.each(['memory', 'sqlite'])('listing sandboxes, %s store', (store) => {
+describe.each(STORES_AND_ENGINE)('listing sandboxes, %s store', (store) => {
   it('RESP SANDBOXES and GET /sandboxes list the sandboxes holding events with their newest id', async () => {
-    const storeArg = store === 'memory' ? 'memory' : `sqlite:${path.join(dataDir, 'listing.db')}`;
-    const args = ['--port', '0', '--data-dir', dataDir, '--store', storeArg];
+    const storeArg =
+      store === 'sqlite' ? ['--store', `sqlite:${path.join(dataDir, 'listing.db')}`] : await storeArgs(store, redis);
+    if (store === 'redis') (await redis.get()).cli('FLUSHALL');
+    const args = ['--port', '0', '--data-dir', dataDir, ...storeArg];
     const httpPort = await freePort();
-    let daemon = await spawnDaemon([...args, '--http-port', String(httpPort)]);
+    let daemon = await spawnStoreDaemon([...args, '--http-port', String(httpPort)]);
     const [workspace, other, sandboxOnly] = await Promise.all([
       token('--workspace', '1'),
       token('--workspace', '2'),
@@ -73,10 +78,11 @@ describe.each(['memory', 'sqlite'])('listing sandboxes, %s store', (store) => {
     const listed = Object.fromEntries(body.data.sandboxes.map((row) => [row.sandboxId, row.lastEventId]));
     expect(listed).toEqual({ 'sb-a': newest.get('sb-a'), 'sb-b': newest.get('sb-b') });
 
-    if (store === 'sqlite') {
+    if (store !== 'memory') {
+      // What is listed is in the file, or in Redis: the same after a restart.
       daemon.child.kill('SIGTERM');
       await daemon.exited;
-      daemon = await spawnDaemon(args);
+      daemon = await spawnStoreDaemon([...args, '--http-port', String(await freePort())]);
       expect(await listOver(daemon.port, workspace)).toEqual(expected);
     }
     if (hasRedisCli) {

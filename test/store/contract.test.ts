@@ -5,8 +5,16 @@
  * with docs/scaling.md ("Differences from the embedded stores") as the reference.
  */
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { eventJson, formatEventId, parseEventId, type EventId, type StoredEvent } from '../../src/event/event.js';
-import type { RetentionPolicy } from '../../src/store/types.js';
+import {
+  compareEventIds,
+  eventJson,
+  formatEventId,
+  parseEventId,
+  type EventId,
+  type StoredEvent,
+} from '../../src/event/event.js';
+import { MIN_RETENTION_BYTES } from '../../src/store/semantics.js';
+import type { HistoryPages, RetentionPolicy } from '../../src/store/types.js';
 import {
   BIG,
   Clock,
@@ -23,6 +31,7 @@ import {
 import { hasRedis } from '../scale/support.js';
 
 const id = (text: string): EventId => parseEventId(text) as EventId;
+const compareIds = (a: StoredEvent, b: StoredEvent): number => compareEventIds(a.id, b.id);
 
 const redisServer = new SharedRedis();
 afterAll(() => redisServer.stop());
@@ -352,6 +361,194 @@ describe.each(stores)('%s store', (_kind, clockKind, makeFactory) => {
         earliestId: fresh.id,
         lastId: fresh.id,
       });
+    });
+  });
+
+  describe('historyPages', () => {
+    const ref = { workspaceId: 1, sandboxId: 'sb-1' };
+
+    async function readPages(pages: HistoryPages): Promise<(StoredEvent | undefined)[]> {
+      return (await pagesOf(pages)).flat();
+    }
+
+    async function pagesOf(pages: HistoryPages): Promise<(StoredEvent | undefined)[][]> {
+      const out: (StoredEvent | undefined)[][] = [];
+      for await (const page of pages.pages()) out.push([...page]);
+      return out;
+    }
+
+    it('counts the reply first, then gives what history gives, page by page', async () => {
+      const store = await open();
+      const all = await fill(
+        store,
+        'sb-1',
+        Array.from({ length: 40 }, (_, i) => (i % 3 === 0 ? 'a' : 'b')),
+        0,
+      );
+      const queries = [
+        { ...ref, limit: 100 },
+        { ...ref, limit: 5 },
+        { ...ref, type: 'a', limit: 100 },
+        { ...ref, newest: true, limit: 17 },
+        { ...ref, newest: true, type: 'b', limit: 3 },
+        { ...ref, afterId: (all[10] as StoredEvent).id, limit: 100 },
+        { workspaceId: 1, sandboxId: 'nothing', limit: 100 },
+      ];
+      for (const query of queries) {
+        const expected = await store.history(query);
+        const pages = await store.historyPages!(query);
+        expect(pages.count).toBe(expected.length);
+        const got = await readPages(pages);
+        expect(got).toEqual(expected);
+      }
+      // 40 events come in more than one page (the first holds 8).
+      expect((await pagesOf(await store.historyPages!({ ...ref, limit: 100 }))).map((page) => page.length)).toEqual([
+        8, 32,
+      ]);
+    });
+
+    it('gives a hole for an event retention pruned after the count was taken', async () => {
+      const store = await open({ maxCount: 10, maxAgeMs: BIG.maxAgeMs });
+      const all = await fill(store, 'sb-1', Array(10).fill('t'), 0);
+      const pages = await store.historyPages!({ ...ref, limit: 100 });
+      expect(pages.count).toBe(10);
+      await fill(store, 'sb-1', Array(4).fill('t'), 0);
+      await store.prune();
+      const got = await readPages(pages);
+      expect(got.slice(0, 4)).toEqual([undefined, undefined, undefined, undefined]);
+      expect(got.slice(4)).toEqual(all.slice(4));
+    });
+  });
+
+  describe('byte retention', () => {
+    const ref = { workspaceId: 1, sandboxId: 'sb-1' };
+    const bytesOf = (events: readonly StoredEvent[]): number =>
+      events.reduce((sum, event) => sum + Buffer.byteLength(event.json), 0);
+
+    it('keeps the newest events whose lines fit in maxBytes; a resume into what went is trimmed', async () => {
+      const store = await open({ ...BIG, maxBytes: MIN_RETENTION_BYTES });
+      // Multi-byte characters: the limit counts UTF-8 bytes of the lines as delivered.
+      const text = 'é'.repeat(3_000);
+      const all = await fill(
+        store,
+        'sb-1',
+        Array.from({ length: 40 }, () => 't'),
+        0,
+      ).then(() => store.history({ ...ref, limit: 1000 }));
+      const other = await store.append(newEvent('sb-2', 't', { text }));
+      const appended: StoredEvent[] = [];
+      for (let i = 0; i < 40; i++) appended.push(await store.append(newEvent('sb-1', 't', { i, text })));
+      await store.prune();
+      const kept = await store.history({ ...ref, limit: 1000 });
+      const size = Buffer.byteLength((appended[0] as StoredEvent).json);
+      expect(bytesOf(kept)).toBeLessThanOrEqual(MIN_RETENTION_BYTES);
+      expect(bytesOf(kept)).toBeGreaterThan(MIN_RETENTION_BYTES - size);
+      expect(ids(kept)).toEqual(ids(appended.slice(-kept.length)));
+      expect(kept.length).toBeLessThan(40);
+      // The small events appended first went first.
+      expect(ids(kept)).not.toContain(ids(all)[0]);
+      const boundary = appended[appended.length - kept.length - 1] as StoredEvent;
+      expect(await store.replayAfter(ref, boundary.id, 100)).toMatchObject({ complete: true });
+      expect(await store.replayAfter(ref, (appended[0] as StoredEvent).id, 100)).toMatchObject({
+        complete: false,
+        gap: 'trimmed',
+      });
+      // Another sandbox keeps its own budget.
+      expect(await store.history({ workspaceId: 1, sandboxId: 'sb-2', limit: 10 })).toEqual([other]);
+    });
+
+    it('always keeps the newest event, and counts what count retention dropped', async () => {
+      const store = await open({ maxCount: 3, maxAgeMs: BIG.maxAgeMs, maxBytes: MIN_RETENTION_BYTES });
+      const text = 'z'.repeat(60_000);
+      for (let i = 0; i < 10; i++) await store.append(newEvent('sb-1', 't', { i, text }));
+      await store.prune();
+      // 3 by count, 2 of ~60 KB by bytes.
+      const kept = await store.history({ ...ref, limit: 100 });
+      expect(kept.map((event) => (JSON.parse(event.json) as { data: { i: number } }).data.i)).toEqual([8, 9]);
+      // Small events after that: the counter knows the big ones left (the count drops them).
+      const small = await fill(store, 'sb-1', ['s', 's', 's'], 0);
+      await store.prune();
+      expect(ids(await store.history({ ...ref, limit: 100 }))).toEqual(ids(small));
+    });
+  });
+
+  describe('ephemeral events', () => {
+    const ref = { workspaceId: 1, sandboxId: 'sb-1' };
+    const ephemeral: RetentionPolicy = { maxCount: 2, maxAgeMs: BIG.maxAgeMs, ephemeralTypes: ['sandbox.*'] };
+
+    it('are delivered with an id in the sandbox order, never stored, never counted by retention', async () => {
+      const store = await open(ephemeral);
+      const seen: string[] = [];
+      store.setListener((event) => seen.push(`${event.type} ${formatEventId(event.id)}`));
+      const types = ['done', 'sandbox.metrics', 'done', 'sandbox.metrics', 'sandbox.metrics', 'sandbox.cpu'];
+      const all = await fill(store, 'sb-1', types, 0);
+      await store.prune();
+      expect(seen).toEqual(all.map((event) => `${event.type} ${formatEventId(event.id)}`));
+      for (let i = 1; i < all.length; i++) {
+        expect(ids([all[i - 1] as StoredEvent, all[i] as StoredEvent]).sort()).toEqual(
+          ids([all[i - 1] as StoredEvent, all[i] as StoredEvent]),
+        );
+      }
+      const stored = [all[0], all[2]] as StoredEvent[];
+      expect(await store.history({ ...ref, limit: 100 })).toEqual(stored);
+      // A resume from an ephemeral event's id is exact: the stored events after it.
+      expect(await store.replayAfter(ref, (all[1] as StoredEvent).id, 100)).toEqual({
+        events: [all[2]],
+        complete: true,
+        earliestId: (all[0] as StoredEvent).id,
+        lastId: (all[5] as StoredEvent).id,
+      });
+      expect(await store.replayAfter(ref, (all[5] as StoredEvent).id, 100)).toMatchObject({
+        events: [],
+        complete: true,
+      });
+      expect(await store.listSandboxes!(1)).toEqual([{ ...ref, lastId: (all[5] as StoredEvent).id }]);
+    });
+
+    it('leave a sandbox that had only them unlisted, and its ids resumable', async () => {
+      const store = await open(ephemeral);
+      const only = await store.append(newEvent('sb-e', 'sandbox.metrics'));
+      const next = await store.append(newEvent('sb-e', 'sandbox.metrics'));
+      expect(compareIds(only, next)).toBeLessThan(0);
+      expect(await store.history({ workspaceId: 1, sandboxId: 'sb-e', limit: 10 })).toEqual([]);
+      expect(await store.listSandboxes!(1)).toEqual([]);
+      expect(await store.replayAfter({ workspaceId: 1, sandboxId: 'sb-e' }, next.id, 10)).toMatchObject({
+        events: [],
+        complete: true,
+      });
+    });
+  });
+
+  describe('listSandboxes', () => {
+    it('lists the sandboxes holding events by workspace then id, each with its last id', async () => {
+      const store = await open();
+      expect(await store.listSandboxes!('all')).toEqual([]);
+      const b = await store.append(newEvent('b', 't', {}, 1));
+      const a2 = await store.append(newEvent('a', 't', {}, 2));
+      await store.append(newEvent('a', 't', {}, 1));
+      const c = await store.append(newEvent('c', 't', {}, 1));
+      const a1 = await store.append(newEvent('a', 't', {}, 1));
+      const listing = (event: StoredEvent) => ({
+        workspaceId: event.workspaceId,
+        sandboxId: event.sandboxId,
+        lastId: event.id,
+      });
+      expect(await store.listSandboxes!(1)).toEqual([listing(a1), listing(b), listing(c)]);
+      expect(await store.listSandboxes!(2)).toEqual([listing(a2)]);
+      expect(await store.listSandboxes!(3)).toEqual([]);
+      expect(await store.listSandboxes!('all')).toEqual([listing(a1), listing(b), listing(c), listing(a2)]);
+    });
+
+    it('lists more sandboxes than one page holds', async () => {
+      const store = await open();
+      const expected: string[] = [];
+      for (let i = 0; i < 1_100; i++) {
+        const sandboxId = `sb-${String(i).padStart(4, '0')}`;
+        expected.push(sandboxId);
+        await store.append(newEvent(sandboxId));
+      }
+      const listed = await store.listSandboxes!(1);
+      expect(listed.map((row) => row.sandboxId)).toEqual(expected);
     });
   });
 

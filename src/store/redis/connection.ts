@@ -3,7 +3,14 @@
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import { SandboxEventsError } from '../../errors.js';
-import { APPEND_SCRIPT, REPLAY_SCRIPT } from './scripts.js';
+import {
+  APPEND_SCRIPT,
+  HISTORY_IDS_SCRIPT,
+  LIST_SCRIPT,
+  REPLAY_SCRIPT,
+  STREAM_LAST_SCRIPT,
+  WORKSPACE_REPLAY_SCRIPT,
+} from './scripts.js';
 
 /** The engine's counters (RedisEngine.stats), each part owned by the module that counts it. */
 export interface RedisEngineStats {
@@ -19,8 +26,13 @@ export interface RedisEngineStats {
 
 /** The commands connection with the engine's scripts (ioredis `defineCommand`: EVALSHA, EVAL on NOSCRIPT). */
 export interface RedisWithScripts extends Redis {
-  seAppend(stream: string, meta: string, ...args: string[]): Promise<string>;
+  /** `keys`: how many of `args` are keys (2, or 6 with the workspace keys). Resolves to [id, order or '']. */
+  seAppend(keys: number, ...args: string[]): Promise<[string, string]>;
   seReplay(stream: string, meta: string, ...args: string[]): Promise<unknown[]>;
+  seHistoryIds(stream: string, ...args: string[]): Promise<string[]>;
+  seList(index: string, ...args: string[]): Promise<[string, string, string[]]>;
+  seStreamLast(stream: string): Promise<[number, string]>;
+  seWorkspaceReplay(order: string, orders: string, ...args: string[]): Promise<[string, string, string, unknown[]]>;
 }
 
 /** What a failed Redis call is reported as: `STORE_UNAVAILABLE`, the cause kept. */
@@ -45,8 +57,12 @@ export function connectionOptions(extra: RedisOptions | undefined): RedisOptions
 
 export function openCommandConnection(url: string, common: RedisOptions): RedisWithScripts {
   const commands = new Redis(url, { ...common, connectionName: 'sandbox-events:commands' }) as RedisWithScripts;
-  commands.defineCommand('seAppend', { numberOfKeys: 2, lua: APPEND_SCRIPT });
+  commands.defineCommand('seAppend', { lua: APPEND_SCRIPT });
   commands.defineCommand('seReplay', { numberOfKeys: 2, lua: REPLAY_SCRIPT });
+  commands.defineCommand('seHistoryIds', { numberOfKeys: 1, lua: HISTORY_IDS_SCRIPT });
+  commands.defineCommand('seList', { numberOfKeys: 1, lua: LIST_SCRIPT });
+  commands.defineCommand('seStreamLast', { numberOfKeys: 1, lua: STREAM_LAST_SCRIPT });
+  commands.defineCommand('seWorkspaceReplay', { numberOfKeys: 2, lua: WORKSPACE_REPLAY_SCRIPT });
   return commands;
 }
 

@@ -7,7 +7,7 @@
  * A sandbox id may contain `}`: then the tag ends early, but it ends at the same place for the
  * three names, so they still share a slot. The suffixes differ, so names never collide.
  */
-import { parseEventId, type StoredEvent } from '../../event/event.js';
+import { parseEventId, setEventOrder, type StoredEvent } from '../../event/event.js';
 import type { SandboxRef } from '../types.js';
 
 const PREFIX = 'se:';
@@ -42,6 +42,31 @@ export function streamKeyPattern(scope: number | 'all'): string {
 export function metaKey(ref: SandboxRef): string {
   return `${tag(ref)}:meta`;
 }
+
+/**
+ * A workspace's sandbox index: a sorted set of the ids of its sandboxes that hold events (all
+ * scores 0, so in id order), added by the append script when a stream gets its first retained
+ * event; a member whose stream expired is dropped when listed, or sampled by an append.
+ * Standalone Redis only: it is not in the sandboxes' slots (docs/scaling.md, "Listing").
+ */
+export function sandboxIndexKey(workspaceId: number): string {
+  return `${PREFIX}ws:${workspaceId}:sandboxes`;
+}
+
+/** The workspaces that have a sandbox index, by id (score and member: the workspace id). */
+export const WORKSPACES_KEY = `${PREFIX}workspaces`;
+
+/**
+ * A workspace's order stream (docs/protocol.md, "Pattern resume"): entry `0-<order>` per
+ * retained event, fields `s` (sandbox id) and `i` (event id). Never expires, so its orders never
+ * start again; trimmed with what its sandboxes drop. Standalone Redis only, as the index.
+ */
+export function workspaceOrderKey(workspaceId: number): string {
+  return `${PREFIX}ws:${workspaceId}:order`;
+}
+
+/** Hash of the last order issued per workspace (field: the workspace id). */
+export const ORDERS_KEY = `${PREFIX}orders`;
 
 /** The sandbox's live channel (SPUBLISH/SSUBSCRIBE: sharded, in the stream's slot). */
 export function sandboxChannel(ref: SandboxRef): string {
@@ -87,8 +112,26 @@ export function messageHeader(ref: SandboxRef, type: string): string {
   return `${ref.workspaceId}:${ref.sandboxId.length}:${ref.sandboxId}${type.length}:${type}`;
 }
 
-/** Parses a published message; undefined when it is not one of ours. */
-export function decodeMessage(message: string): StoredEvent | undefined {
+/**
+ * Parses a published message; undefined when it is not one of ours. A stored event of an engine
+ * that keeps the workspace order comes as `o<order>:` + the message, and the event carries
+ * that order (setEventOrder).
+ */
+export function decodeMessage(published: string): StoredEvent | undefined {
+  let message = published;
+  let order: number | undefined;
+  if (message.startsWith('o')) {
+    const end = message.indexOf(':');
+    order = Number(message.slice(1, end));
+    if (end < 0 || !Number.isSafeInteger(order)) return undefined;
+    message = message.slice(end + 1);
+  }
+  const event = decodePlainMessage(message);
+  if (event !== undefined && order !== undefined) setEventOrder(event, order);
+  return event;
+}
+
+function decodePlainMessage(message: string): StoredEvent | undefined {
   const wsEnd = message.indexOf(':');
   const sbLenEnd = message.indexOf(':', wsEnd + 1);
   if (wsEnd <= 0 || sbLenEnd < 0) return undefined;
@@ -115,11 +158,13 @@ export function eventFromEntry(ref: SandboxRef, entry: [string, string[]]): Stor
   if (id === undefined) return undefined;
   let type = '';
   let middle = '';
+  let order: string | undefined;
   for (let i = 0; i + 1 < fields.length; i += 2) {
     if (fields[i] === 't') type = fields[i + 1]!;
     else if (fields[i] === 'm') middle = fields[i + 1]!;
+    else if (fields[i] === 'o') order = fields[i + 1]!;
   }
-  return {
+  const event: StoredEvent = {
     id,
     workspaceId: ref.workspaceId,
     sandboxId: ref.sandboxId,
@@ -127,4 +172,7 @@ export function eventFromEntry(ref: SandboxRef, entry: [string, string[]]): Stor
     timestamp: id.ms,
     json: jsonFromParts(idText, middle),
   };
+  // Its place in the workspace order (the append script's `o`), for pattern streams' cursors.
+  if (order !== undefined) setEventOrder(event, Number(order));
+  return event;
 }

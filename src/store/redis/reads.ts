@@ -1,12 +1,37 @@
 /**
  * The engine's reads: a resume's replay (one script, so the stream and its bookkeeping are read
- * at one instant) and history pages (XRANGE / XREVRANGE).
+ * at one instant), history (XRANGE / XREVRANGE, or a paged reply) and the sandbox listing.
  */
-import { compareEventIds, formatEventId, parseEventId, type EventId, type StoredEvent } from '../../event/event.js';
-import { buildReplayResult, historyFloor, matchesHistoryFilters, type ReplayState } from '../semantics.js';
-import type { HistoryQuery, ReplayResult, RetentionPolicy, SandboxRef } from '../types.js';
+import {
+  compareEventIds,
+  formatEventId,
+  parseEventId,
+  setEventOrder,
+  type EventId,
+  type StoredEvent,
+} from '../../event/event.js';
+import { buildReplayResult, historyFloor, matchesHistoryFilters, pagesOfIds, type ReplayState } from '../semantics.js';
+import type {
+  HistoryPages,
+  HistoryQuery,
+  ReplayResult,
+  RetentionPolicy,
+  SandboxListing,
+  SandboxRef,
+  WorkspaceReplay,
+} from '../types.js';
 import { type RedisWithScripts, unavailable } from './connection.js';
-import { eventFromEntry, metaKey, streamKey } from './keys.js';
+import {
+  eventFromEntry,
+  metaKey,
+  ORDERS_KEY,
+  refFromStreamKey,
+  sandboxIndexKey,
+  streamKey,
+  streamKeyPattern,
+  WORKSPACES_KEY,
+  workspaceOrderKey,
+} from './keys.js';
 
 const ID_MAX_SEQ = Number.MAX_SAFE_INTEGER;
 const HISTORY_PAGE = 200;
@@ -20,9 +45,10 @@ export async function readReplay(
   ref: SandboxRef,
   afterId: EventId,
   limit: number,
+  unstoredIds: boolean,
 ): Promise<ReplayResult> {
   const { events, state } = await readStreamAfter(commands, retention, ref, afterId, limit);
-  return buildReplayResult(events, afterId, state);
+  return buildReplayResult(events, afterId, { ...state, unstoredIds });
 }
 
 /** Retained events after `afterId` (at most `limit`), and what the stream's bookkeeping says. */
@@ -77,6 +103,191 @@ export async function readStreamAfter(
   return { events, state };
 }
 
+/**
+ * The smallest id a history query reads: the query's floor, raised to the age limit (the
+ * scripts trim only when a sandbox is written or replayed), judged by this node's clock, which
+ * may differ from Redis's by the skew.
+ */
+function historyFloorWithAge(query: HistoryQuery, retention: RetentionPolicy): EventId {
+  const floor = historyFloor(query);
+  if (Number.isFinite(retention.maxAgeMs)) {
+    const cutoff = Math.ceil(Date.now() - retention.maxAgeMs);
+    if (compareEventIds(floor, { ms: cutoff, seq: 0 }) < 0) return { ms: cutoff, seq: 0 };
+  }
+  return floor;
+}
+
+/**
+ * A history query as a paged reply (docs/protocol.md, "HISTORY"): a script counts the reply's
+ * ids inside Redis (the events stay there), then each page's events are read when the writer
+ * asks for them: one XRANGE over the page's ids, or with a type filter one XRANGE per id in a
+ * pipeline (the ids between them are of other types). An event trimmed meanwhile is a hole.
+ */
+export async function readHistoryPages(
+  commands: RedisWithScripts,
+  retention: RetentionPolicy,
+  query: HistoryQuery,
+  limit: number,
+): Promise<HistoryPages> {
+  const key = streamKey(query);
+  let idTexts: string[];
+  try {
+    idTexts = await commands.seHistoryIds(
+      key,
+      formatEventId(historyFloorWithAge(query, retention)),
+      query.type ?? '',
+      String(Number.isFinite(limit) ? limit : Number.MAX_SAFE_INTEGER),
+      query.newest === true ? '1' : '0',
+    );
+  } catch (error) {
+    throw unavailable(error);
+  }
+  if (query.newest === true) idTexts.reverse();
+  const ids = idTexts.map((text) => parseEventId(text)).filter((id): id is EventId => id !== undefined);
+  return pagesOfIds(ids, async (page) => {
+    let entries: StreamEntry[];
+    try {
+      if (query.type === undefined) {
+        const first = formatEventId(page[0]!);
+        const last = formatEventId(page[page.length - 1]!);
+        entries = (await commands.xrange(key, first, last, 'COUNT', page.length)) as StreamEntry[];
+      } else {
+        const batch = commands.pipeline();
+        for (const id of page) batch.xrange(key, formatEventId(id), formatEventId(id));
+        entries = [];
+        for (const [error, reply] of (await batch.exec()) ?? []) {
+          if (error !== null) throw error;
+          entries.push(...(reply as StreamEntry[]));
+        }
+      }
+    } catch (error) {
+      throw unavailable(error);
+    }
+    const byId = new Map<string, StoredEvent>();
+    for (const entry of entries) {
+      const event = eventFromEntry(query, entry);
+      if (event !== undefined) byId.set(entry[0], event);
+    }
+    return page.map((id) => byId.get(formatEventId(id)));
+  });
+}
+
+/**
+ * A workspace's retained events after `after` in its order, at most `limit` (docs/protocol.md,
+ * "Pattern resume"), and whether that is exactly what a reader at `after` missed: not when
+ * `after` is beyond the last order issued (`future`), nor when an event after it is no longer
+ * retained (`trimmed`): the order stream is trimmed through what sandboxes dropped, so its first
+ * entry is then not `after + 1`; or an event it names is gone or past the age limit.
+ */
+export async function readWorkspaceAfter(
+  commands: RedisWithScripts,
+  retention: RetentionPolicy,
+  workspaceId: number,
+  after: number,
+  limit: number,
+): Promise<WorkspaceReplay> {
+  let reply: [string, string, string, unknown[]];
+  try {
+    reply = await commands.seWorkspaceReplay(
+      workspaceOrderKey(workspaceId),
+      ORDERS_KEY,
+      String(workspaceId),
+      String(after),
+      String(Number.isFinite(limit) ? limit : Number.MAX_SAFE_INTEGER),
+      Number.isFinite(retention.maxAgeMs) ? String(Math.ceil(Date.now() - retention.maxAgeMs)) : '0',
+    );
+  } catch (error) {
+    throw unavailable(error);
+  }
+  const [lastText, firstText, missing, rows] = reply;
+  const lastOrder = Number(lastText);
+  const events: StoredEvent[] = [];
+  for (let i = 0; i + 2 < rows.length; i += 3) {
+    const event = eventFromEntry({ workspaceId, sandboxId: rows[i + 1] as string }, rows[i + 2] as StreamEntry);
+    if (event === undefined) continue;
+    setEventOrder(event, Number(rows[i]));
+    events.push(event);
+  }
+  if (after > lastOrder) return { events, complete: false, gap: 'future', lastOrder };
+  const next = firstText === '' ? lastOrder + 1 : Number(firstText);
+  if (after < lastOrder && (next !== after + 1 || missing === '1')) {
+    return { events, complete: false, gap: 'trimmed', lastOrder };
+  }
+  return { events, complete: true, lastOrder };
+}
+
+/**
+ * Sandboxes read from a sandbox index per script call: `XINFO STREAM` copies a stream's first and
+ * last entries into the script (up to 64 KiB each), so a page holds at most about 13 MB there.
+ */
+const LIST_PAGE = 100;
+
+/**
+ * The sandboxes of one workspace (or every workspace) that hold events, with their last ids,
+ * read from the sandbox indexes (keys.ts) a bounded page per call, in workspace then sandbox
+ * id order.
+ */
+export async function listIndexedSandboxes(
+  commands: RedisWithScripts,
+  scope: number | 'all',
+): Promise<SandboxListing[]> {
+  const out: SandboxListing[] = [];
+  try {
+    const workspaces = scope === 'all' ? (await commands.zrange(WORKSPACES_KEY, 0, -1)).map(Number) : [scope];
+    for (const workspaceId of workspaces) {
+      if (!Number.isSafeInteger(workspaceId)) continue;
+      const index = sandboxIndexKey(workspaceId);
+      let start = '-';
+      for (;;) {
+        const [more, lastMember, listed] = await commands.seList(index, String(workspaceId), start, String(LIST_PAGE));
+        for (let i = 0; i + 1 < listed.length; i += 2) {
+          const lastId = parseEventId(listed[i + 1]!);
+          if (lastId !== undefined) out.push({ workspaceId, sandboxId: listed[i]!, lastId });
+        }
+        if (more !== '1') break;
+        start = `(${lastMember}`;
+      }
+    }
+  } catch (error) {
+    throw unavailable(error);
+  }
+  return out;
+}
+
+/**
+ * The same listing without the sandbox indexes (a Redis Cluster): SCAN over the stream keys of
+ * the scope, a page of keys at a time, then each stream's length and last id. SCAN walks the
+ * whole keyspace, so this costs in proportion to every key in Redis, not the scope's.
+ */
+export async function listScannedSandboxes(
+  commands: RedisWithScripts,
+  scope: number | 'all',
+): Promise<SandboxListing[]> {
+  const seen = new Set<string>();
+  const out: SandboxListing[] = [];
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await commands.scan(cursor, 'MATCH', streamKeyPattern(scope), 'COUNT', 1000);
+      cursor = next;
+      const fresh = keys.filter((key) => !seen.has(key));
+      for (const key of fresh) seen.add(key);
+      const lasts = await Promise.all(fresh.map((key) => commands.seStreamLast(key)));
+      for (const [i, key] of fresh.entries()) {
+        const ref = refFromStreamKey(key);
+        const [length, lastText] = lasts[i]!;
+        const lastId = parseEventId(lastText);
+        if (ref !== undefined && length > 0 && lastId !== undefined) out.push({ ...ref, lastId });
+      }
+    } while (cursor !== '0');
+  } catch (error) {
+    throw unavailable(error);
+  }
+  return out.sort(
+    (a, b) => a.workspaceId - b.workspaceId || (a.sandboxId < b.sandboxId ? -1 : a.sandboxId > b.sandboxId ? 1 : 0),
+  );
+}
+
 /** A history query, read in pages of the stream. */
 export async function readHistory(
   commands: RedisWithScripts,
@@ -84,13 +295,7 @@ export async function readHistory(
   query: HistoryQuery,
   limit: number,
 ): Promise<StoredEvent[]> {
-  let floor = historyFloor(query);
-  // Age retention on read as well (the scripts trim only when a sandbox is written or
-  // replayed); judged by this node's clock, which may differ from Redis's by the skew.
-  if (Number.isFinite(retention.maxAgeMs)) {
-    const cutoff = Math.ceil(Date.now() - retention.maxAgeMs);
-    if (compareEventIds(floor, { ms: cutoff, seq: 0 }) < 0) floor = { ms: cutoff, seq: 0 };
-  }
+  const floor = historyFloorWithAge(query, retention);
   const key = streamKey(query);
   const newest = query.newest === true;
   const out: StoredEvent[] = [];

@@ -16,10 +16,18 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { RedisOptions } from 'ioredis';
-import { eventJson, parseEventId, type EventId, type NewEvent, type StoredEvent } from '../../event/event.js';
+import {
+  eventJson,
+  parseEventId,
+  setEventOrder,
+  type EventId,
+  type NewEvent,
+  type StoredEvent,
+} from '../../event/event.js';
 import {
   checkLimit,
   checkRetention,
+  ephemeralMatcher,
   notifyListener,
   sandboxKey,
   storeClosedError,
@@ -29,12 +37,15 @@ import { SandboxEventsError } from '../../errors.js';
 import type {
   DurableEventListener,
   EventStore,
+  HistoryPages,
   HistoryQuery,
   LostEventsListener,
   StoreReadiness,
   ReplayResult,
   RetentionPolicy,
+  SandboxListing,
   SandboxRef,
+  WorkspaceReplay,
 } from '../types.js';
 import {
   connectionOptions,
@@ -49,13 +60,24 @@ import {
   decodeMessage,
   messageHeader,
   metaKey,
+  ORDERS_KEY,
   sandboxChannel,
+  sandboxIndexKey,
   streamKey,
+  WORKSPACES_KEY,
   workspaceChannel,
+  workspaceOrderKey,
 } from './keys.js';
 import { GapFill } from './gap-fill.js';
 import { PublishFence } from './publish-fence.js';
-import { readHistory, readReplay } from './reads.js';
+import {
+  listIndexedSandboxes,
+  listScannedSandboxes,
+  readHistory,
+  readHistoryPages,
+  readReplay,
+  readWorkspaceAfter,
+} from './reads.js';
 import { Subscriptions } from './subscriptions.js';
 
 export interface RedisEngineOptions {
@@ -70,6 +92,14 @@ export interface RedisEngineOptions {
    * also watches by channel; for deployments without patterns. Not a CLI flag yet.
    */
   workspaceChannels?: boolean;
+  /**
+   * Keep the keys of a workspace that the append script writes beside the sandbox's own
+   * (default true): the sandbox index that `listSandboxes` reads, and the workspace order that
+   * `replayWorkspaceAfter` reads (pattern resume). A Redis Cluster cannot (a script writes keys
+   * of one slot only); off, `listSandboxes` scans the stream keys instead, and the engine has no
+   * `replayWorkspaceAfter` (a pattern resume answers `not_resumable`).
+   */
+  workspaceKeys?: boolean;
   /** Extra ioredis options (tests: retry timing). */
   redis?: RedisOptions;
   /** Called with connection state changes and errors, for logs. */
@@ -86,12 +116,17 @@ const KEY_TTL_SLACK_MS = 60_000;
 
 export class RedisEngine implements EventStore {
   readonly kind = 'redis';
+  /** Pattern resume over one workspace only (see replayWorkspaceAfter). */
+  readonly orderPerWorkspace = true;
   private retention: RetentionPolicy;
   private readonly commands: RedisWithScripts;
   private readonly subscriptions: Subscriptions;
   private readonly fence: PublishFence;
   private readonly gapFill: GapFill;
   private readonly workspaceChannels: boolean;
+  private readonly workspaceKeys: boolean;
+  /** Types delivered but never stored (`--ephemeral-types`); undefined when none. */
+  private ephemeral: ((type: string) => boolean) | undefined;
   private readonly onStatus: (status: string, error?: unknown) => void;
   private listener: DurableEventListener | undefined;
   private closed = false;
@@ -114,6 +149,11 @@ export class RedisEngine implements EventStore {
   constructor(options: RedisEngineOptions) {
     this.retention = checkRetention(options.retention);
     this.workspaceChannels = options.workspaceChannels ?? true;
+    this.workspaceKeys = options.workspaceKeys ?? true;
+    this.replayWorkspaceAfter = this.workspaceKeys
+      ? (scope, after, limit) => this.readWorkspace(scope, after, limit)
+      : undefined;
+    this.ephemeral = ephemeralMatcher(this.retention);
     this.onStatus = options.onStatus ?? (() => {});
     this.onRefused = options.onRefused ?? ((error) => this.onStatus('refused', error));
     const common = connectionOptions(options.redis);
@@ -199,6 +239,7 @@ export class RedisEngine implements EventStore {
   /** Redis trims a sandbox's stream when it is next written (its append script gets the limits). */
   setRetention(retention: RetentionPolicy): void {
     this.retention = checkRetention(retention);
+    this.ephemeral = ephemeralMatcher(this.retention);
   }
 
   setListener(listener: DurableEventListener): void {
@@ -215,14 +256,20 @@ export class RedisEngine implements EventStore {
     const template = eventJson({ ms: 0, seq: 0 }, input.workspaceId, input.sandboxId, input.type, input.dataJson, 0);
     const middle = template.slice(JSON_HEAD.length + '0-0'.length, template.length - '0}'.length);
     const { maxCount, maxAgeMs } = this.retention;
+    const maxBytes = this.retention.maxBytes ?? Infinity;
     const finiteAge = Number.isFinite(maxAgeMs);
     const key = sandboxKey(input);
+    const keys = [streamKey(input), metaKey(input)];
+    if (this.workspaceKeys) {
+      keys.push(sandboxIndexKey(input.workspaceId), WORKSPACES_KEY, workspaceOrderKey(input.workspaceId), ORDERS_KEY);
+    }
     this.fence.beginAppend(key);
     let idText: string;
+    let orderText: string;
     try {
-      idText = await this.commands.seAppend(
-        streamKey(input),
-        metaKey(input),
+      [idText, orderText] = await this.commands.seAppend(
+        keys.length,
+        ...keys,
         input.type,
         middle,
         messageHeader(input, input.type),
@@ -232,6 +279,10 @@ export class RedisEngine implements EventStore {
         sandboxChannel(input),
         this.subscriptions.isSharded ? '1' : '0',
         this.workspaceChannels ? workspaceChannel(input.workspaceId) : '',
+        Number.isFinite(maxBytes) ? String(maxBytes) : '0',
+        this.ephemeral?.(input.type) === true ? '1' : '0',
+        input.sandboxId,
+        String(input.workspaceId),
       );
     } catch (error) {
       this.fence.appendAnswered(key, undefined);
@@ -249,6 +300,7 @@ export class RedisEngine implements EventStore {
       timestamp: id.ms,
       json: `${JSON_HEAD}${idText}${middle}${id.ms}}`,
     };
+    if (orderText !== '') setEventOrder(event, Number(orderText));
     const { watched, active } = this.subscriptions.carrier(input);
     if (!watched) {
       // Nobody here watches this sandbox: nothing arrives by subscription; the listener still
@@ -311,13 +363,51 @@ export class RedisEngine implements EventStore {
     this.checkServing();
     checkLimit(limit);
     await this.subscriptions.whenSubscribed(ref);
-    return readReplay(this.commands, this.retention, ref, afterId, limit);
+    return readReplay(this.commands, this.retention, ref, afterId, limit, this.ephemeral !== undefined);
   }
 
   async history(query: HistoryQuery): Promise<StoredEvent[]> {
     this.checkServing();
     const limit = checkLimit(query.limit);
     return readHistory(this.commands, this.retention, query, limit);
+  }
+
+  /**
+   * A pattern resume's replay (docs/protocol.md, "Pattern resume"), from the workspace order
+   * the append script keeps; the order is per workspace, so a pattern over every workspace is
+   * not resumable (`orderPerWorkspace`). Without the workspace keys there is none (undefined).
+   */
+  readonly replayWorkspaceAfter:
+    | ((scope: number | 'all', after: number, limit: number) => Promise<WorkspaceReplay>)
+    | undefined;
+
+  private async readWorkspace(scope: number | 'all', after: number, limit: number): Promise<WorkspaceReplay> {
+    this.checkServing();
+    checkLimit(limit);
+    if (scope === 'all') {
+      throw new SandboxEventsError(
+        'NOT_SUPPORTED',
+        'the redis engine keeps an order per workspace only: a pattern over every workspace cannot resume',
+      );
+    }
+    return readWorkspaceAfter(this.commands, this.retention, scope, after, limit);
+  }
+
+  /** The reply's ids counted inside Redis, then its events a page at a time (reads.ts). */
+  async historyPages(query: HistoryQuery): Promise<HistoryPages> {
+    this.checkServing();
+    const limit = checkLimit(query.limit);
+    return readHistoryPages(this.commands, this.retention, query, limit);
+  }
+
+  /**
+   * From the sandbox indexes a page at a time, or, without the workspace keys, from a SCAN of
+   * the stream keys (docs/scaling.md, "Listing sandboxes").
+   */
+  async listSandboxes(scope: number | 'all'): Promise<SandboxListing[]> {
+    this.checkServing();
+    if (this.workspaceKeys) return listIndexedSandboxes(this.commands, scope);
+    return listScannedSandboxes(this.commands, scope);
   }
 
   async close(): Promise<void> {
