@@ -203,3 +203,28 @@ export function deliveryFrame(
   writeBulk(out, at, payload, payloadBytes);
   return out;
 }
+
+const PMESSAGE_WITH_CURSOR_RESP2 = ascii('*5\r\n$8\r\npmessage\r\n');
+const PMESSAGE_WITH_CURSOR_RESP3 = ascii('>5\r\n$8\r\npmessage\r\n');
+
+/**
+ * `*5 pmessage <pattern> <channel> <payload> <cursor>`: the delivery frame of a pattern
+ * subscribed with `PRESUME ... WITHCURSOR` (docs/protocol.md, "Pattern resume"), whose fifth
+ * element is the event's resume cursor (null for an event that has none). Built per frame: only
+ * the clients that asked for this form get it, so the shared fan-out frames stay Redis's.
+ */
+export function cursorDeliveryFrame(
+  protocol: Protocol,
+  pattern: string,
+  channel: string,
+  payload: string,
+  cursor: string | undefined,
+): Buffer {
+  return Buffer.concat([
+    protocol === 3 ? PMESSAGE_WITH_CURSOR_RESP3 : PMESSAGE_WITH_CURSOR_RESP2,
+    bulk(pattern),
+    bulk(channel),
+    bulk(payload),
+    bulkOrNull(cursor, protocol),
+  ]);
+}

@@ -1,7 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { eventOrder, type StoredEvent } from '../../src/event/event.js';
+import { eventOrder, formatOrderCursor, parseOrderCursor, type StoredEvent } from '../../src/event/event.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
-import { formatOrderCursor, parseOrderCursor } from '../../src/store/workspace-order.js';
 import { BIG, Clock, memoryFactory, newEvent, type StoreFactory, sqliteFactory, T0 } from './helpers.js';
 
 /**
