@@ -133,7 +133,7 @@ describe('the package client resumes a pattern (real daemon, SQLite)', () => {
     expect(orders.every((order, i) => i === 0 || order > orders[i - 1]!)).toBe(true);
     expect(client.lastCursor('p-*')).toBe(cursors.at(-1));
     expect(client.getStats().connects).toBeGreaterThanOrEqual(2);
-  });
+  }, 90_000); // two daemon starts and a stop: slow on a loaded machine
 
   it('a cursor whose events were trimmed reports a trimmed gap, then delivers what is retained', async () => {
     const { daemon, publisher, token } = await start(['--retention-count', '3']);
