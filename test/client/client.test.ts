@@ -321,6 +321,41 @@ describe('exact resume', () => {
     expect(collected.events.map((event) => event.type)).toEqual(['one', 'two', 'three']);
   });
 
+  it("a pattern's cursor a new broker never issued (future): gap, then it starts over from that broker's newest", async () => {
+    const first = await startTestServer();
+    const port = first.port;
+    const sub = client({ port, accessToken: await first.token() });
+    const collected = new Collector(sub);
+    await sub.connect();
+    await sub.psubscribe('job-*');
+    const pub = await publisher(first);
+    await pub.publish('job-1', 'one');
+    await pub.publish('job-2', 'two');
+    await collected.waitFor(2);
+    const cursor = sub.lastCursor('job-*');
+    await pub.disconnect();
+    const gap = next<[GapInfo]>(sub, 'gap');
+    await first.close();
+    // A new, empty memory store on the same port: its order begins again, below our cursor.
+    const { startServer } = await import('../../src/daemon.js');
+    const second = await startServer({ host: '127.0.0.1', port, auth: { secret: first.secret } });
+    cleanups.push(() => second.close());
+    expect((await gap)[0]).toEqual({
+      reason: 'future',
+      pattern: 'job-*',
+      requestedId: cursor,
+      earliestId: null,
+      lastId: 'w0',
+    });
+    expect(sub.lastCursor('job-*')).toBe('w0');
+    const pub2 = client({ port, accessToken: await first.token() });
+    await pub2.connect();
+    await pub2.publish('job-1', 'three');
+    await collected.waitFor(3);
+    expect(collected.events.map((event) => event.type)).toEqual(['one', 'two', 'three']);
+    expect(sub.lastCursor('job-*')).toBe('w1');
+  });
+
   it('resumes patterns after a reconnect from the cursor of the last event: what matched meanwhile, once, no gap', async () => {
     const broker = await server();
     const proxy = await proxyFor(broker);
