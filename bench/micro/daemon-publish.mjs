@@ -4,15 +4,26 @@
 // PUBLISHes 200 at a time. The daemon's CPU comes from /proc/<pid>/stat, so the clients' own
 // work and the machine's other jobs do not count. Not part of `npm run bench`.
 //
-//   node bench/micro/daemon-publish.mjs [buildDir=dist] [store=memory] [events=50000] [subscribers=10]
+//   node bench/micro/daemon-publish.mjs [buildDir=dist] [store=memory] [events=50000] [subscribers=10] [how=subscribe]
 // (a copy of an older dist/ as buildDir compares before/after; it must resolve node_modules.)
+// `how`: `subscribe` (SUBSCRIBE sb-1), `psubscribe` (PSUBSCRIBE sb-*: the shared pmessage
+// frames) or `withcursor` (PRESUME sb-* $ WITHCURSOR: a frame per subscriber with its cursor).
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { clockTicksPerSecond, startBroker } from '../lib/servers.js';
 
-const [buildArg = 'dist', storeArg = 'memory', eventsArg = '50000', subsArg = '10'] = process.argv.slice(2);
+const [buildArg = 'dist', storeArg = 'memory', eventsArg = '50000', subsArg = '10', how = 'subscribe'] =
+  process.argv.slice(2);
+/** @type {Record<string, string[]>} */
+const SUBSCRIBE_COMMANDS = {
+  subscribe: ['SUBSCRIBE', 'sb-1'],
+  psubscribe: ['PSUBSCRIBE', 'sb-*'],
+  withcursor: ['PRESUME', 'sb-*', '$', 'WITHCURSOR'],
+};
+const subscribeCommand = SUBSCRIBE_COMMANDS[how];
+if (subscribeCommand === undefined) throw new Error(`how must be one of ${Object.keys(SUBSCRIBE_COMMANDS).join(', ')}`);
 const build = resolve(buildArg);
 const EVENTS = Number(eventsArg);
 const SUBS = Number(subsArg);
@@ -57,7 +68,7 @@ for (let i = 0; i < SUBS; i++) {
       if (++subscribersDone === SUBS) allDone();
     }
   });
-  socket.write(command(['SUBSCRIBE', 'sb-1']));
+  socket.write(command(subscribeCommand));
   subscribers.push(socket);
 }
 const publisher = await client(workspaceToken);
@@ -94,7 +105,7 @@ const cpu0 = cpuMicros();
 await publishRound(EVENTS, true);
 const cpu = cpuMicros() - cpu0;
 console.log(
-  `${build} ${storeArg}: ${SUBS} subscribers, ${(cpu / EVENTS).toFixed(2)} µs server CPU per published event, ` +
+  `${build} ${storeArg} ${how}: ${SUBS} subscribers, ${(cpu / EVENTS).toFixed(2)} µs server CPU per published event, ` +
     `${(cpu / (EVENTS * SUBS)).toFixed(3)} µs per delivered message`,
 );
 for (const socket of [...subscribers, publisher]) socket.destroy();

@@ -609,7 +609,14 @@ function Connections({ metrics }) {
       <${Stat} label="Auth failures" value=${latest.errors.auth_failures} />
       <${Stat} label="Rate limited" value=${latest.errors.rate_limited} />
       <${Stat} label="Protocol errors" value=${latest.errors.protocol_errors} />
+      <${Stat} label="Cross-origin requests refused" value=${latest.errors.cors_refused ?? 0} />
     </dl>
+    ${
+      (latest.errors.cors_refused ?? 0) > 0 &&
+      html`<p class="notice" role="status" data-testid="cors-refused">
+      ${'A page on another origin called this daemon and its browser was refused: its streams fail with no detail (an EventSource only fires '}<code>error</code>${' and closes). Start the daemon with '}<code>--http-cors-origin</code>${' set to that page\'s origin (the daemon\'s log names it, "cross-origin request refused") to let it read events.'}
+    </p>`
+    }
     <${LineChart}
       title="Connections"
       series=${[

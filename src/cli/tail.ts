@@ -80,7 +80,14 @@ export function formatEvent(event: SandboxEvent, color: boolean): string {
 
 function describeGap(gap: GapInfo): string {
   if (gap.reason === 'pattern') {
-    return `gap: pattern ${gap.pattern} was subscribed again after a reconnect; events published meanwhile were not replayed`;
+    return `gap: pattern ${gap.pattern} was subscribed again after a reconnect; events published meanwhile were not replayed (the broker keeps no order to resume it from)`;
+  }
+  if (gap.pattern !== undefined) {
+    const what =
+      gap.reason === 'trimmed'
+        ? `events after ${gap.requestedId} were pruned before they could be replayed; what is retained follows`
+        : `the broker never issued ${gap.requestedId} (a new or reset store); starting from its newest`;
+    return `gap on pattern ${gap.pattern}: ${what} (newest cursor ${gap.lastId ?? 'none'})`;
   }
   const known = `earliest retained ${gap.earliestId ?? 'none'}, newest ${gap.lastId ?? 'none'}`;
   const what =
@@ -120,12 +127,6 @@ function stopSignal(io: ClientCliIo): { signal: AbortSignal; release: () => void
 export async function runTail(target: string, options: TailOptions, io: ClientCliIo): Promise<void> {
   const token = requireToken(options.token);
   const pattern = isPattern(target);
-  if (pattern && options.from !== undefined) {
-    throw new SandboxEventsError(
-      'INVALID_ARGUMENT',
-      '--from applies to a sandbox id: patterns cannot be resumed by id',
-    );
-  }
   const types = (options.type ?? []).flatMap((value) => value.split(',')).filter((glob) => glob !== '');
   const client: PubSubClient = createPubSubClient({
     host: options.host,
@@ -156,7 +157,7 @@ export async function runTail(target: string, options: TailOptions, io: ClientCl
   const onStop = (): void => void client.disconnect();
   signal.addEventListener('abort', onStop, { once: true });
   try {
-    if (pattern) await client.psubscribe(target, { types });
+    if (pattern) await client.psubscribe(target, { from: options.from, types });
     try {
       await client.connect();
     } catch (error) {
@@ -172,7 +173,7 @@ export async function runTail(target: string, options: TailOptions, io: ClientCl
   } finally {
     signal.removeEventListener('abort', onStop);
     release();
-    const last = pattern ? undefined : client.lastEventId(target);
+    const last = pattern ? client.lastCursor(target) : client.lastEventId(target);
     await client.disconnect();
     if (last !== undefined && signal.aborted) note(`stopped after ${last} (continue with --from ${last})`);
   }
@@ -189,7 +190,7 @@ export function registerTail(program: Command, io: ClientCliIo = processIo()): v
   )
     .option(
       '--from <id>',
-      "where a sandbox starts: '$' (new events, default), '0' (every retained event) or an event id",
+      "where to start: '$' (new events, default); for a sandbox '0' (every retained event) or an event id, for a pattern a cursor w<n>",
     )
     .option('--json', 'one JSON line per event')
     .option(

@@ -56,11 +56,16 @@ export function readHistoryReply(reply: RespValue): SandboxEvent[] {
   });
 }
 
-/** A delivery push: `message <channel> <event>` or `pmessage <pattern> <channel> <event>`. */
+/**
+ * A delivery push: `message <channel> <event>`, `pmessage <pattern> <channel> <event>`, or with
+ * `PRESUME ... WITHCURSOR` `pmessage <pattern> <channel> <event> <cursor|null>`.
+ */
 export interface MessagePush {
   channel: string;
   payload: string;
   pattern?: string;
+  /** The event's store-order cursor (a WITHCURSOR pattern frame); null when it has none. */
+  cursor?: string | null;
 }
 
 /** The message a push carries (docs/protocol.md, "Pub/sub"); undefined for any other push. */
@@ -70,10 +75,11 @@ export function readMessagePush(push: RespValue[]): MessagePush | undefined {
     const [, channel, payload] = push;
     return typeof channel === 'string' && typeof payload === 'string' ? { channel, payload } : undefined;
   }
-  if (kind === 'pmessage' && push.length === 4) {
-    const [, pattern, channel, payload] = push;
+  if (kind === 'pmessage' && (push.length === 4 || push.length === 5)) {
+    const [, pattern, channel, payload, cursor] = push;
     if (typeof pattern !== 'string' || typeof channel !== 'string' || typeof payload !== 'string') return undefined;
-    return { channel, payload, pattern };
+    if (push.length === 4) return { channel, payload, pattern };
+    return { channel, payload, pattern, cursor: typeof cursor === 'string' ? cursor : null };
   }
   return undefined;
 }

@@ -213,6 +213,16 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     return this.registry.lastEventId(channel);
   }
 
+  /**
+   * The cursor of the last event delivered through `pattern` (or its position from the
+   * subscription on): what the next reconnect resumes after, and what an application keeps to
+   * continue in a later run with `psubscribe(pattern, { from })`. Undefined before the broker
+   * told one (or with the Redis engine, which keeps no order over a workspace).
+   */
+  lastCursor(pattern: string): string | undefined {
+    return this.registry.lastCursor(pattern);
+  }
+
   /** The channels and patterns the client keeps subscribed (and restores after reconnects). */
   subscriptions(): { channels: string[]; patterns: string[] } {
     return this.registry.list();
@@ -236,10 +246,11 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
   }
 
   /**
-   * Subscribes to a glob over the sandbox ids the token may see (workspace and admin tokens).
-   * Patterns cannot be resumed by id: after a reconnect the client subscribes the pattern again
-   * and emits `gap` with reason `pattern` (events in between are not replayed). Subscribe to a
-   * sandbox by id for exact resume.
+   * Subscribes to a glob over the sandbox ids the token may see (workspace and admin tokens),
+   * from now (`from: '$'`, the default) or after a cursor kept from an earlier run. After every
+   * reconnect it resumes from the cursor of the last event delivered (`lastCursor(pattern)`):
+   * every missed event of every matching sandbox, once, each sandbox in order; `gap` when the
+   * broker cannot replay exactly (docs/client.md, "Exact resume").
    */
   psubscribe(pattern: string, options: PatternSubscribeOptions = {}): Promise<void> {
     return this.subscriptionCalls.psubscribe(pattern, options);
@@ -540,8 +551,12 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
     if (link !== this.link) return;
     // Other pushes (confirmations nobody waits for, unsubscribe notices) change nothing here.
     const message = readMessagePush(push);
-    if (message === undefined || !this.registry.routes(message.channel, message.pattern)) return;
-    const { channel, pattern } = message;
+    if (message === undefined) return;
+    const { channel, pattern, cursor } = message;
+    // The pattern's position moves with every frame it gets, routed or not (docs/client.md,
+    // "Exact resume"): what the next reconnect resumes after.
+    if (pattern !== undefined && cursor !== undefined) this.registry.advancePattern(pattern, cursor);
+    if (!this.registry.routes(channel, pattern)) return;
     const event = parseEvent(message.payload);
     if (event === undefined) {
       this.emitError(new EventsPubSubError('INVALID_ARGUMENT', `a message on ${channel} is not an event`));
@@ -552,7 +567,14 @@ export class PubSubClient extends EventEmitter<PubSubClientEvents> {
       return;
     }
     this.counters.events += 1;
-    this.deliveries.deliver(event, pattern === undefined ? { channel } : { channel, pattern });
+    this.deliveries.deliver(
+      event,
+      pattern === undefined
+        ? { channel }
+        : typeof cursor === 'string'
+          ? { channel, pattern, cursor }
+          : { channel, pattern },
+    );
   }
 
   private onUnsolicitedError(link: Link, error: EventsError): void {

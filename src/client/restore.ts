@@ -8,12 +8,13 @@ import type { GapInfo, GapReason } from './types.js';
 
 /**
  * Sends the registry's subscriptions on a connection: every channel with `RESUME` from its
- * cursor, the patterns with one `PSUBSCRIBE`, and reads the broker's answer to each resume
- * (docs/protocol.md, "History and resume"; docs/client.md, "Exact resume").
+ * last id, every pattern with `PRESUME ... WITHCURSOR` from its cursor, and reads the broker's
+ * answer to each resume (docs/protocol.md, "History and resume" and "Pattern resume";
+ * docs/client.md, "Exact resume").
  */
 
 export interface RestoreHooks {
-  /** The broker cannot promise an exact replay (or a pattern came back live). */
+  /** The broker cannot promise an exact replay (or a pattern came back live only). */
   gap(gap: GapInfo): void;
   /** After a reconnect, a channel the token may no longer reach was dropped; the others carry on. */
   dropped(error: EventsAuthError): void;
@@ -33,7 +34,7 @@ export class Restorer {
    */
   async restoreAll(link: Link, reconnect: boolean, allConfirmed: () => void): Promise<void> {
     const plan = this.registry.restorePlan();
-    let outstanding = plan.channels.length + (plan.patterns.length > 0 ? 1 : 0);
+    let outstanding = plan.channels.length + plan.patterns.length;
     const confirmed = (): void => {
       outstanding -= 1;
       if (outstanding === 0) allConfirmed();
@@ -41,7 +42,7 @@ export class Restorer {
     const work: Promise<void>[] = [];
     link.cork();
     try {
-      if (plan.patterns.length > 0) work.push(this.patterns(link, plan.patterns, reconnect, confirmed));
+      for (const subscription of plan.patterns) work.push(this.pattern(link, subscription, reconnect, confirmed));
       for (const subscription of plan.channels) {
         work.push(
           this.channel(link, subscription, confirmed).catch((error: unknown) => {
@@ -103,67 +104,72 @@ export class Restorer {
   }
 
   /**
-   * PSUBSCRIBE of several patterns, or PRESUME of one with a type filter (docs/protocol.md,
-   * "Type filters"); on a reconnect each one reports a `pattern` gap.
+   * PRESUME of one pattern from its cursor, with WITHCURSOR so that each of its `pmessage`
+   * frames carries the event's cursor (docs/protocol.md, "Pattern resume"). A pattern with no
+   * cursor yet subscribes from now (`$`) and takes the broker's newest cursor as its position,
+   * so a connection that drops before the first event still resumes exactly. With no cursor
+   * after a reconnect (the store keeps no order: the Redis engine) it comes back live only,
+   * and says so with a `pattern` gap.
    */
-  async patterns(
+  async pattern(
     link: Link,
-    subscriptions: readonly PatternSubscription[],
+    subscription: PatternSubscription,
     reconnect: boolean,
     confirmed?: () => void,
   ): Promise<void> {
-    const filtered = subscriptions.filter((subscription) => subscription.types.length > 0);
-    if (filtered.length > 0) {
-      const plain = subscriptions.filter((subscription) => subscription.types.length === 0);
-      let outstanding = filtered.length + (plain.length > 0 ? 1 : 0);
-      const each = (): void => {
-        outstanding -= 1;
-        if (outstanding === 0) confirmed?.();
-      };
-      const work = filtered.map((subscription) =>
-        this.sendPatterns(
-          link,
-          [subscription.pattern],
-          ['PRESUME', subscription.pattern, '$', ...typeOptions(subscription.types)],
-          'presume',
-          reconnect,
-          each,
-        ),
-      );
-      if (plain.length > 0) work.push(this.patterns(link, plain, reconnect, each));
-      await Promise.all(work);
-      return;
-    }
-    const patterns = subscriptions.map((subscription) => subscription.pattern);
-    await this.sendPatterns(link, patterns, ['PSUBSCRIBE', ...patterns], 'psubscribe', reconnect, confirmed);
-  }
-
-  private async sendPatterns(
-    link: Link,
-    patterns: readonly string[],
-    command: readonly string[],
-    kind: string,
-    reconnect: boolean,
-    confirmed?: () => void,
-  ): Promise<void> {
-    for (const pattern of patterns) link.patterns.add(pattern);
-    let confirmations = 0;
+    const { pattern } = subscription;
+    link.patterns.add(pattern);
+    const from = this.registry.lastCursor(pattern);
+    const command = ['PRESUME', pattern, from ?? '$', 'WITHCURSOR', ...typeOptions(subscription.types)];
     try {
-      await link.confirm(command, kind, patterns.length, {
-        onConfirmation: () => {
-          confirmations += 1;
-          if (confirmations < patterns.length) return;
-          // Patterns are live only (PatternResume): what matched while the client was away is not replayed.
-          if (reconnect)
-            for (const pattern of patterns)
-              this.hooks.gap({ reason: 'pattern', pattern, earliestId: null, lastId: null });
+      await link.confirm(command, 'presume', 1, {
+        onConfirmation: (push) => {
+          this.onPresumeConfirmation(push, subscription, from, reconnect);
           confirmed?.();
         },
+        onLateError: (error) =>
+          link.destroy(
+            new EventsPubSubError('REPLAY_FAILED', `resume of ${pattern} failed during the replay: ${error.message}`, {
+              cause: error,
+            }),
+          ),
       });
     } catch (error) {
-      if (!(error instanceof EventsNetworkError)) for (const pattern of patterns) link.patterns.delete(pattern);
+      if (!(error instanceof EventsNetworkError)) link.patterns.delete(pattern);
       throw error;
     }
+  }
+
+  /** `presume <pattern> <count> <status> null <newest cursor|null>` (docs/protocol.md, "Pattern resume"). */
+  private onPresumeConfirmation(
+    push: RespValue[],
+    subscription: PatternSubscription,
+    requested: string | undefined,
+    reconnect: boolean,
+  ): void {
+    const [, , , status, , last] = push;
+    const { pattern } = subscription;
+    const lastId = typeof last === 'string' ? last : null;
+    const gap = (reason: GapReason): void =>
+      this.hooks.gap({
+        reason,
+        pattern,
+        ...(requested === undefined ? {} : { requestedId: requested }),
+        earliestId: null,
+        lastId,
+      });
+    if (requested === undefined) {
+      this.registry.settlePatternNow(subscription, lastId);
+      if (reconnect) gap('pattern'); // nothing to resume from: what matched meanwhile is not replayed
+      return;
+    }
+    if (status === 'complete') return;
+    if (status === 'future') {
+      // The broker's order is behind the cursor (a memory store that restarted): start over
+      // from its newest cursor, or the next reconnect would ask for that future point again.
+      this.registry.restartPatternAt(pattern, lastId);
+    }
+    gap(status === 'trimmed' || status === 'future' ? status : status === 'not_resumable' ? 'pattern' : 'unknown');
   }
 
   /** `resume <channel> <count> <status> <earliest|null> <last|null>` (docs/protocol.md, "History and resume"). */

@@ -1,12 +1,12 @@
-import { compareEventIds, type EventId, formatEventId, parseEventId } from '../event/event.js';
+import { compareEventIds, type EventId, formatEventId, parseEventId, parseOrderCursor } from '../event/event.js';
 import { type EventsError, EventsPubSubError } from './errors.js';
 
 /**
  * What the client keeps subscribed, and where each sandbox resumes from (the idea of
  * node-redis `client/pub-sub.ts`: pub/sub bookkeeping apart from the connection). It knows no
  * sockets: the client asks it what to restore on a fresh connection, whether a message belongs
- * to a subscription, and records each delivered id as that channel's cursor
- * (docs/client.md, "Exact resume").
+ * to a subscription, and records each delivered id as that channel's position, and each
+ * pattern's store-order cursor (docs/client.md, "Exact resume").
  */
 
 /** `$`: from now on; otherwise a start id (`0` is the zero id: every retained event). */
@@ -20,16 +20,14 @@ export interface ChannelSubscription {
 }
 
 /**
- * How a restore brings a pattern back. The broker's `RESUME` works per sandbox, so patterns
- * come back live and the client reports a `pattern` gap (docs/client.md, "Exact resume"). A
- * per-pattern resume position would be a second kind here, `{ kind: 'after', id }`, carried by
- * `PatternSubscription` like a channel's cursor.
+ * Where a pattern starts: `now`, or after a store-order cursor `w<n>` (docs/protocol.md,
+ * "Pattern resume"), which an application kept from an earlier run.
  */
-export type PatternResume = { readonly kind: 'live' };
+export type PatternStart = 'now' | string;
 
 export interface PatternSubscription {
   readonly pattern: string;
-  readonly resume: PatternResume;
+  readonly start: PatternStart;
   /** Type globs the broker filters by; empty: every type. */
   readonly types: readonly string[];
 }
@@ -41,13 +39,14 @@ export interface RestorePlan {
 }
 
 export const ZERO_ID: EventId = { ms: 0, seq: 0 };
-const LIVE: PatternResume = { kind: 'live' };
 
 export class SubscriptionRegistry {
   private readonly channels = new Map<string, ChannelSubscription>();
   private readonly patterns = new Map<string, PatternSubscription>();
   /** The last id delivered, per channel (however it arrived: channel or pattern). */
   private readonly cursors = new Map<string, EventId>();
+  /** The cursor of the last event delivered through each pattern (or of its start). */
+  private readonly patternCursors = new Map<string, string>();
   /** Why a channel or pattern was dropped while restoring it (for the `subscribe()` waiting on it). */
   private readonly dropped = new Map<string, EventsError>();
 
@@ -90,21 +89,35 @@ export class SubscriptionRegistry {
     if (reason !== undefined) this.dropped.set(name, reason);
   }
 
-  /** Keeps a pattern. Undefined when it is already kept. */
-  addPattern(pattern: string, types: readonly string[] = []): PatternSubscription | undefined {
+  /** Keeps a pattern; a start cursor is its position. Undefined when it is already kept. */
+  addPattern(
+    pattern: string,
+    start: PatternStart = 'now',
+    types: readonly string[] = [],
+  ): PatternSubscription | undefined {
     if (this.patterns.has(pattern)) return undefined;
-    const subscription: PatternSubscription = { pattern, resume: LIVE, types };
+    const subscription: PatternSubscription = { pattern, start, types };
     this.patterns.set(pattern, subscription);
+    if (start !== 'now') this.patternCursors.set(pattern, start);
     this.dropped.delete(pattern);
     return subscription;
+  }
+
+  /** Whether `subscription` is still the one kept for its pattern. */
+  isCurrentPattern(subscription: PatternSubscription): boolean {
+    return this.patterns.get(subscription.pattern) === subscription;
   }
 
   hasPattern(pattern: string): boolean {
     return this.patterns.has(pattern);
   }
 
-  /** False when the pattern was not kept. Cursors stay: they belong to channels. */
+  /**
+   * False when the pattern was not kept. Its cursor goes (subscribing again starts from now);
+   * channels' positions stay.
+   */
   removePattern(pattern: string): boolean {
+    this.patternCursors.delete(pattern);
     return this.patterns.delete(pattern);
   }
 
@@ -122,6 +135,35 @@ export class SubscriptionRegistry {
   }
 
   // ── Positions ──────────────────────────────────────────────────────────────────────────
+
+  /** The cursor a pattern's next (re)subscription resumes after; undefined: none known yet. */
+  lastCursor(pattern: string): string | undefined {
+    return this.patternCursors.get(pattern);
+  }
+
+  /**
+   * A pattern subscribed "from now" learnt its position, the broker's newest cursor (null when
+   * the store keeps none: the Redis engine), unless an event moved it meanwhile.
+   */
+  settlePatternNow(subscription: PatternSubscription, newest: string | null): void {
+    if (!this.isCurrentPattern(subscription) || newest === null) return;
+    if (!this.patternCursors.has(subscription.pattern)) this.patternCursors.set(subscription.pattern, newest);
+  }
+
+  /**
+   * An event came through a kept pattern with its cursor: that is the pattern's position now
+   * (even when the event itself is not handed out again: its channel is subscribed by id, or it
+   * was delivered already through another pattern). Null (an ephemeral event) moves nothing.
+   */
+  advancePattern(pattern: string, cursor: string | null): void {
+    if (cursor !== null && this.patterns.has(pattern)) this.patternCursors.set(pattern, cursor);
+  }
+
+  /** The broker's order restarted below the cursor: start over after its newest (`null`: none). */
+  restartPatternAt(pattern: string, newest: string | null): void {
+    if (newest === null) this.patternCursors.delete(pattern);
+    else this.patternCursors.set(pattern, newest);
+  }
 
   lastEventId(channel: string): string | undefined {
     const cursor = this.cursors.get(channel);
@@ -193,6 +235,18 @@ export function checkTypes(types: readonly string[] | undefined): readonly strin
   if (types === undefined) return [];
   if (!Array.isArray(types)) throw new EventsPubSubError('INVALID_ARGUMENT', 'types must be an array of type globs');
   return types.map((glob) => checkName(glob, 'a type glob'));
+}
+
+/** `from` of `psubscribe()`: `$` (or nothing), or a cursor `w<n>` (docs/protocol.md, "Pattern resume"). */
+export function parsePatternStart(from: string | undefined): PatternStart {
+  if (from === undefined || from === '$') return 'now';
+  if (typeof from !== 'string' || parseOrderCursor(from) === undefined) {
+    throw new EventsPubSubError(
+      'INVALID_ARGUMENT',
+      `a pattern's from must be '$' or a cursor w<n>, got '${String(from).slice(0, 64)}'`,
+    );
+  }
+  return from;
 }
 
 /** `from` of the config or `subscribe()`: `$` (or nothing), `0`, or an event id. */

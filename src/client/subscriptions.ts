@@ -1,7 +1,13 @@
 import { EventsNetworkError } from './errors.js';
 import type { Link } from './link.js';
 import type { Restorer } from './restore.js';
-import { checkName, checkTypes, parseStart, type SubscriptionRegistry } from './subscription-registry.js';
+import {
+  checkName,
+  checkTypes,
+  parsePatternStart,
+  parseStart,
+  type SubscriptionRegistry,
+} from './subscription-registry.js';
 import type { PatternSubscribeOptions, SubscribeOptions } from './types.js';
 
 /**
@@ -64,12 +70,13 @@ export class Subscriptions {
 
   async psubscribe(pattern: string, options: PatternSubscribeOptions = {}): Promise<void> {
     checkName(pattern, 'pattern');
-    const subscription = this.registry.addPattern(pattern, checkTypes(options.types));
+    const start = parsePatternStart(options.from);
+    const subscription = this.registry.addPattern(pattern, start, checkTypes(options.types));
     if (subscription === undefined) return;
     await this.ensure(
       (link) => link.patterns.has(pattern),
-      () => this.registry.hasPattern(pattern),
-      (link) => this.restorer.patterns(link, [subscription], false),
+      () => this.registry.isCurrentPattern(subscription),
+      (link) => this.restorer.pattern(link, subscription, false),
       () => this.registry.removePattern(pattern),
       pattern,
     );

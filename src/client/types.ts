@@ -67,10 +67,15 @@ export interface PubSubClientConfig {
   clientName?: string;
 }
 
-/** Where an event came from: the channel (sandbox id as subscribed) and, for a pattern, which one. */
+/**
+ * Where an event came from: the channel (sandbox id as subscribed) and, for a pattern, which
+ * one and the event's cursor in it (what `psubscribe(pattern, { from })` resumes after; absent
+ * for an ephemeral event, or with the Redis engine).
+ */
 export interface EventMeta {
   channel: string;
   pattern?: string;
+  cursor?: string;
 }
 
 /**
@@ -79,7 +84,8 @@ export interface EventMeta {
  * - `unknown`: the broker never issued the id the client resumed from;
  * - `future`: the broker's newest id is older than the client's (it lost its store, or is
  *   another broker); the client starts over from the broker's newest id;
- * - `pattern`: a pattern subscription was restored after a reconnect; patterns resume from now.
+ * - `pattern`: a pattern came back live only, without a replay: the broker keeps no order over
+ *   a workspace (the Redis engine), so what matched while the client was away is not replayed.
  */
 export type GapReason = 'trimmed' | 'unknown' | 'future' | 'pattern';
 
@@ -87,13 +93,13 @@ export interface GapInfo {
   reason: GapReason;
   /** The channel (sandbox id) of a resume gap. */
   channel?: string;
-  /** The pattern of a `pattern` gap. */
+  /** The pattern of a pattern's gap. */
   pattern?: string;
-  /** The id the client resumed after (`0-0` for "from the beginning"). */
+  /** The id the client resumed after (`0-0` for "from the beginning"); a pattern's: its cursor. */
   requestedId?: string;
-  /** The broker's oldest retained id of that sandbox, when it has one. */
+  /** The broker's oldest retained id of that sandbox, when it has one (null for a pattern). */
   earliestId: string | null;
-  /** The broker's newest id of that sandbox, when it has one. */
+  /** The broker's newest id of that sandbox, when it has one; a pattern's: the newest cursor. */
   lastId: string | null;
 }
 
@@ -127,12 +133,21 @@ export interface PubSubClientEvents {
   tokenRefresh: [expiresAt: number | undefined];
 }
 
-export interface SubscribeOptions extends PatternSubscribeOptions {
+export interface SubscribeOptions extends TypeFilterOptions {
   /** `$` (default: from now on, or from the last event this client already saw of it), `0`, or an event id. */
   from?: string;
 }
 
-export interface PatternSubscribeOptions {
+export interface PatternSubscribeOptions extends TypeFilterOptions {
+  /**
+   * `$` (default: from now on), or a cursor `w<n>` (an event's `meta.cursor`, or
+   * `lastCursor(pattern)`, kept from an earlier run): every event of every matching sandbox
+   * after it (docs/protocol.md, "Pattern resume").
+   */
+  from?: string;
+}
+
+export interface TypeFilterOptions {
   /**
    * Only events whose type matches one of these globs (PSUBSCRIBE's glob rules), filtered by
    * the broker (docs/protocol.md, "Type filters"). Default: every type.

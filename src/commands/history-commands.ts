@@ -1,6 +1,13 @@
 import { resolveChannel, visibleName } from '../broker/scope.js';
 import { SandboxEventsError } from '../errors.js';
-import { type EventId, formatEventId, type StoredEvent, validateEventType } from '../event/event.js';
+import {
+  type EventId,
+  formatEventId,
+  formatOrderCursor,
+  parseOrderCursor,
+  type StoredEvent,
+  validateEventType,
+} from '../event/event.js';
 import { arrayHeader, bulk, bulkArray, bulkOrNull, bulkRun, errorReply, integer, push } from '../protocol/encode.js';
 import { historyPages } from '../store/semantics.js';
 import {
@@ -14,7 +21,6 @@ import {
 } from '../session/query.js';
 import type { ResumeStatus } from '../session/session.js';
 import { TypeFilter } from '../session/type-filter.js';
-import { formatOrderCursor, parseOrderCursor } from '../store/workspace-order.js';
 import type { RespClient } from './client.js';
 import { type CommandSpec, parseInteger, ReplyError, syntaxError } from './command.js';
 import { resolveForPsubscribe, resolveForSubscribe } from './pubsub-commands.js';
@@ -110,7 +116,7 @@ async function resume(connection: RespClient, args: string[]): Promise<void> {
 const PRESUME = bulk('presume');
 
 /**
- * PRESUME <pattern> <cursor> [TYPE <glob> ...]
+ * PRESUME <pattern> <cursor> [WITHCURSOR] [TYPE <glob> ...]
  *
  * PSUBSCRIBE with a type filter and a resume cursor (docs/protocol.md, "Type filters" and
  * "Pattern resume"). The client gets `presume <pattern> <subscriptions> <status> null <cursor|null>`
@@ -120,15 +126,21 @@ const PRESUME = bulk('presume');
  * any other cursor, or any cursor with a store that keeps no order over the pattern's scope (the
  * Redis engine over every workspace, docs/scaling.md), is answered `not_resumable` and the
  * subscription goes on live.
+ * WITHCURSOR: each `pmessage` of this subscription carries the event's cursor as a fifth
+ * element, so a client knows where to resume from; plain `PSUBSCRIBE` frames stay Redis's.
  */
 async function presume(connection: RespClient, args: string[]): Promise<void> {
-  if (args.length % 2 === 0) throw new ReplyError('WRONG_ARITY', "ERR wrong number of arguments for 'presume' command");
   const pattern = args[1]!;
   const cursor = args[2]!;
   const globs: string[] = [];
-  for (let i = 3; i < args.length; i += 2) {
-    if (args[i]!.toUpperCase() !== 'TYPE') throw syntaxError();
-    globs.push(args[i + 1]!);
+  let withCursor = false;
+  for (let i = 3; i < args.length; i += 1) {
+    const option = args[i]!.toUpperCase();
+    if (option === 'WITHCURSOR') withCursor = true;
+    else if (option !== 'TYPE') throw syntaxError();
+    else if (i + 1 === args.length) {
+      throw new ReplyError('WRONG_ARITY', "ERR wrong number of arguments for 'presume' command");
+    } else globs.push(args[++i]!);
   }
   const types = TypeFilter.from(globs);
   const [scope] = resolveForPsubscribe(connection, [pattern]);
@@ -144,11 +156,11 @@ async function presume(connection: RespClient, args: string[]): Promise<void> {
       ),
     );
   if (after === undefined) {
-    connection.session.psubscribe(pattern, scope!, types);
+    connection.session.psubscribe(pattern, scope!, types, withCursor);
     tell({ status: 'not_resumable' });
     return;
   }
-  await connection.session.presume(pattern, scope!, after, tell, types);
+  await connection.session.presume(pattern, scope!, after, tell, types, withCursor);
 }
 
 /** `resume <channel> <subscriptions> <status> <earliest id|null> <last id|null>`, a push in RESP3. */
@@ -221,7 +233,7 @@ export const historyCommands: CommandSpec[] = [
     name: 'presume',
     arity: -3,
     whileSubscribed: true,
-    summary: 'Subscribe to a pattern, optionally filtered by type: PRESUME <pattern> <cursor|$> [TYPE <glob> ...]',
+    summary: 'Subscribe to a pattern from a cursor: PRESUME <pattern> <cursor|$> [WITHCURSOR] [TYPE <glob> ...]',
     run: presume,
   },
   {

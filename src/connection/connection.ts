@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import type { Principal } from '../auth/principal.js';
 import type { ReplySlot, RespClient } from '../commands/client.js';
 import type { StoredEvent } from '../event/event.js';
-import { deliveryFrame, errorReply, type Protocol } from '../protocol/encode.js';
+import { cursorDeliveryFrame, deliveryFrame, errorReply, type Protocol } from '../protocol/encode.js';
 import { type DecodedCommand, type DecoderLimits, ProtocolError, RequestDecoder } from '../protocol/request-decoder.js';
 import { recordOutputCut, type ServerContext } from '../runtime/context.js';
 import type { OutputCut } from '../runtime/output-budget.js';
@@ -79,6 +79,8 @@ export class Connection implements RespClient {
       {
         replayFrame: (event: StoredEvent, channel, pattern) =>
           deliveryFrame(this.protocol, pattern, channel, event.json),
+        cursorFrame: (event: StoredEvent, channel, pattern, cursor) =>
+          cursorDeliveryFrame(this.protocol, pattern, channel, event.json, cursor),
         isOpen: () => !this.closed,
         overflow: (pending, cause) => this.onOutputOverflow(pending, cause),
         expired: () => this.onTokenExpired(),

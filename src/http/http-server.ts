@@ -40,6 +40,10 @@ export class HttpServer implements HttpHost {
   closing = false;
   private readonly sockets = new Set<Socket>();
   private corsOrigins: '*' | Set<string> | undefined;
+  /** Requests from a browser page on an origin not allowed (see applyCors). */
+  private corsRefused = 0;
+  /** Origins whose refusal was logged: once each, at most MAX_LOGGED_ORIGINS of them. */
+  private readonly refusedOrigins = new Set<string>();
   readonly metricsToken = new MetricsToken();
   /** /metrics/stream readers that get the broker-wide figures (docs/http.md). */
   private readonly wholeBrokerReaders = new WeakSet<HostedStream>();
@@ -74,6 +78,7 @@ export class HttpServer implements HttpHost {
         return counts;
       },
       protocolErrors: () => this.protocolErrors,
+      corsRefused: () => this.corsRefused,
     });
 
     this.server = http.createServer({ noDelay: true, maxHeaderSize: MAX_HEADER_BYTES }, (req, res) => {
@@ -261,19 +266,46 @@ export class HttpServer implements HttpHost {
         : cors === '*'
           ? '*'
           : new Set(cors.split(',').map((origin) => origin.trim()));
+    this.refusedOrigins.clear(); // an origin still refused under the new setting is told again
   }
 
   private applyCors(req: IncomingMessage, res: ServerResponse): void {
-    if (this.corsOrigins === undefined) return;
     const origin = req.headers.origin;
     if (this.corsOrigins === '*') {
       res.setHeader('access-control-allow-origin', '*');
     } else {
-      res.setHeader('vary', 'origin');
-      if (origin === undefined || !this.corsOrigins.has(origin)) return;
+      if (this.corsOrigins !== undefined) res.setHeader('vary', 'origin');
+      if (origin === undefined) return;
+      if (this.corsOrigins === undefined || !this.corsOrigins.has(origin)) {
+        if (isCrossOrigin(req, origin)) this.refuseOrigin(origin, req);
+        return;
+      }
       res.setHeader('access-control-allow-origin', origin);
     }
     res.setHeader('access-control-expose-headers', 'retry-after');
+  }
+
+  /**
+   * A page on another origin called the API and is not allowed to read the answer: the browser
+   * gives the page no status and no reason (WHATWG Fetch, "CORS check"; an EventSource only
+   * fires `error`), so the operator hears it here instead: a warning once per origin, with the
+   * setting that allows it (docs/http.md, "Browsers on another origin").
+   */
+  private refuseOrigin(origin: string, req: IncomingMessage): void {
+    this.corsRefused += 1;
+    const shown = origin.slice(0, 256);
+    if (this.refusedOrigins.has(shown) || this.refusedOrigins.size >= MAX_LOGGED_ORIGINS) return;
+    this.refusedOrigins.add(shown);
+    this.context.logger.warn(
+      {
+        transport: 'http',
+        origin: shown,
+        method: req.method,
+        path: (req.url ?? '').split('?')[0]!.slice(0, 256),
+        fix: `start the daemon with --http-cors-origin ${shown} (or add it to http-cors-origin) to let pages there read the API`,
+      },
+      'cross-origin request refused: the browser hides the answer from the page',
+    );
   }
 
   private preflight(res: ServerResponse, allowed: string[]): void {
@@ -307,6 +339,22 @@ export class HttpServer implements HttpHost {
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\n` +
         `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     );
+  }
+}
+
+/** Refused origins logged by name before the rest are only counted (a bound on memory and log lines). */
+const MAX_LOGGED_ORIGINS = 100;
+
+/**
+ * Whether `origin` (the Origin header) is another origin than the one the request was sent to
+ * (its Host header): the console and any page served by the daemon itself are same-origin.
+ * `null` (a sandboxed frame, a file) and anything unparsable count as another origin.
+ */
+function isCrossOrigin(req: IncomingMessage, origin: string): boolean {
+  try {
+    return new URL(origin).host !== req.headers.host;
+  } catch {
+    return true;
   }
 }
 

@@ -23,6 +23,8 @@ export interface HttpFigures {
   streams(): { channel: number; pattern: number; metrics: number };
   /** Malformed HTTP requests (the parser refused them). */
   protocolErrors(): number;
+  /** Requests from browser pages on an origin `--http-cors-origin` does not allow. */
+  corsRefused(): number;
 }
 
 export interface MetricsSnapshot {
@@ -41,6 +43,8 @@ export interface MetricsSnapshot {
     protocol_errors: number;
     slow_consumer_disconnects: number;
     rate_limited: number;
+    /** Requests from browser pages on an origin not allowed (docs/http.md, "Browsers on another origin"). */
+    cors_refused: number;
   };
   /** Sandboxes with at least one subscriber. */
   channels: number;
@@ -206,6 +210,12 @@ export class BrokerMetrics {
         this.inc({ transport: 'http' }, http.protocolErrors());
       },
     });
+    mirrorCounter(
+      registers,
+      'sandbox_events_http_cors_refused_total',
+      'Requests from browser pages on an origin --http-cors-origin does not allow (the browser hides the answer)',
+      () => http.corsRefused(),
+    );
     this.httpRequests = new Counter({
       name: 'sandbox_events_http_requests_total',
       help: 'HTTP requests answered, by route and status',
@@ -279,6 +289,7 @@ export class BrokerMetrics {
         protocol_errors: stats.protocolErrors + http.protocolErrors(),
         slow_consumer_disconnects: stats.slowConsumerDisconnects,
         rate_limited: context.publisher.rateLimited,
+        cors_refused: http.corsRefused(),
       },
       channels: context.broker.channelCount,
       store: storeFigures(context.store),

@@ -1,6 +1,4 @@
-import { eventOrder, formatEventId, type StoredEvent } from '../event/event.js';
-import { formatOrderCursor } from '../store/workspace-order.js';
-
+import { eventOrder, formatEventId, formatOrderCursor, type StoredEvent } from '../event/event.js';
 /**
  * Server-Sent Events (WHATWG HTML, "Server-sent events"): the frame format. A stream is a
  * transport of a session (src/session/session.ts), as a TCP client is, with the same output

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { StoredEvent } from '../event/event.js';
 import { EVENTS_ONLY } from '../broker/broker.js';
 import { resolveChannel, resolvePatternScope } from '../broker/scope.js';
-import { formatEventId } from '../event/event.js';
+import { formatEventId, formatOrderCursor, parseOrderCursor } from '../event/event.js';
 import { type ResumeFrom, resumePoint } from '../session/query.js';
 import { type ResumeStatus, Session } from '../session/session.js';
 import { TypeFilter } from '../session/type-filter.js';
@@ -20,7 +20,6 @@ import {
   ssePatternEventFrame,
   sseRetryFrame,
 } from './sse.js';
-import { formatOrderCursor, parseOrderCursor } from '../store/workspace-order.js';
 
 /**
  * The event streams (docs/http.md): one sandbox (`GET /events/<id>/stream`), a pattern over

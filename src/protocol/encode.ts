@@ -203,3 +203,42 @@ export function deliveryFrame(
   writeBulk(out, at, payload, payloadBytes);
   return out;
 }
+
+const PMESSAGE_WITH_CURSOR_RESP2 = ascii('*5\r\n$8\r\npmessage\r\n');
+const PMESSAGE_WITH_CURSOR_RESP3 = ascii('>5\r\n$8\r\npmessage\r\n');
+
+/**
+ * `*5 pmessage <pattern> <channel> <payload> <cursor>`: the delivery frame of a pattern
+ * subscribed with `PRESUME ... WITHCURSOR` (docs/protocol.md, "Pattern resume"), whose fifth
+ * element is the event's resume cursor (null for an event that has none). Built per frame, in
+ * one buffer as deliveryFrame is: only the clients that asked for this form get it, so the
+ * shared fan-out frames stay Redis's.
+ */
+export function cursorDeliveryFrame(
+  protocol: Protocol,
+  pattern: string,
+  channel: string,
+  payload: string,
+  cursor: string | undefined,
+): Buffer {
+  const head = protocol === 3 ? PMESSAGE_WITH_CURSOR_RESP3 : PMESSAGE_WITH_CURSOR_RESP2;
+  const patternBytes = Buffer.byteLength(pattern);
+  const channelBytes = Buffer.byteLength(channel);
+  const payloadBytes = Buffer.byteLength(payload);
+  const tail = cursor === undefined ? nullBulk(protocol) : undefined;
+  const size =
+    head.length +
+    bulkLength(patternBytes) +
+    bulkLength(channelBytes) +
+    bulkLength(payloadBytes) +
+    (tail === undefined ? bulkLength(cursor!.length) : tail.length);
+  const out = Buffer.allocUnsafe(size);
+  let at = head.copy(out, 0);
+  at = writeBulk(out, at, pattern, patternBytes);
+  at = writeBulk(out, at, channel, channelBytes);
+  at = writeBulk(out, at, payload, payloadBytes);
+  if (tail === undefined)
+    writeBulk(out, at, cursor!, cursor!.length); // `w<digits>`: ASCII
+  else tail.copy(out, at);
+  return out;
+}

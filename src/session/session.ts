@@ -1,7 +1,7 @@
 import type { Principal } from '../auth/principal.js';
 import type { Broker, EVENTS_ONLY, Subscriber } from '../broker/broker.js';
 import { type ChannelTarget, channelKey, type PatternScope } from '../broker/scope.js';
-import { type EventId, eventOrder, type StoredEvent } from '../event/event.js';
+import { type EventId, eventOrder, formatOrderCursor, type StoredEvent } from '../event/event.js';
 import type { Protocol } from '../protocol/encode.js';
 import type { EventStore, ReplayGap } from '../store/types.js';
 import type { OutputBudget, OutputCut } from '../runtime/output-budget.js';
@@ -41,13 +41,20 @@ export class ChannelSubscription implements ChannelTarget {
 
 /**
  * A pattern subscription as a session holds it; `types` as for a channel. While a pattern
- * resume replays it, its live frames wait in `seam`, keyed by store order.
+ * resume replays it, its live frames wait in `seam`, keyed by store order. `withCursor`: its
+ * frames carry each event's resume cursor (`PRESUME ... WITHCURSOR`, docs/protocol.md).
  */
 export interface PatternSubscription {
   readonly pattern: string;
   readonly scope: PatternScope;
   types: TypeFilter | undefined;
+  withCursor: boolean;
   seam?: ReplaySeam<Buffer, number> | undefined;
+}
+
+/** The channel name a pattern's frame carries: the sandbox id, qualified for an admin's `{` pattern. */
+function patternChannel(scope: PatternScope, event: StoredEvent): string {
+  return scope === 'all' ? channelKey(event.workspaceId, event.sandboxId) : event.sandboxId;
 }
 
 /** A subscription that can hold live frames behind a replay. */
@@ -82,6 +89,12 @@ export interface SessionTransport {
   readonly liveFrame?: (event: StoredEvent) => Buffer;
   /** The frame of one replayed event of `channel` (its name as the client writes it), through `pattern` if given. */
   replayFrame(event: StoredEvent, channel: string, pattern?: string): Buffer;
+  /**
+   * The frame of an event through a pattern subscribed with its cursors (RESP only: an SSE
+   * pattern stream carries the cursor in every event's `id:` already). `cursor` is undefined
+   * for an event without one (ephemeral).
+   */
+  readonly cursorFrame?: (event: StoredEvent, channel: string, pattern: string, cursor: string | undefined) => Buffer;
   /** False once the reader is gone: a replay stops. */
   isOpen(): boolean;
   /**
@@ -137,6 +150,8 @@ export class Session implements Subscriber {
   private resuming = 0;
   /** Subscriptions with a type filter: while none, live frames skip the lookup. */
   private filtered = 0;
+  /** Pattern subscriptions whose frames carry cursors: while none, pattern frames skip the lookup. */
+  private cursorPatterns = 0;
 
   constructor(
     private readonly options: SessionOptions,
@@ -251,16 +266,21 @@ export class Session implements Subscriber {
     return true;
   }
 
-  /** Subscribes to a pattern; false if it was held already (its type filter is replaced all the same). */
-  psubscribe(pattern: string, scope: PatternScope, types?: TypeFilter): boolean {
+  /**
+   * Subscribes to a pattern; false if it was held already (its type filter and frame form are
+   * replaced all the same, so a plain PSUBSCRIBE takes every type in Redis's frames again).
+   */
+  psubscribe(pattern: string, scope: PatternScope, types?: TypeFilter, withCursor = false): boolean {
     const held = this.patterns.get(pattern);
     if (held !== undefined) {
       this.setTypes(held, types);
+      this.setCursorForm(held, withCursor);
       return false;
     }
-    const subscription: PatternSubscription = { pattern, scope, types: undefined };
+    const subscription: PatternSubscription = { pattern, scope, types: undefined, withCursor: false };
     this.patterns.set(pattern, subscription);
     this.setTypes(subscription, types);
+    this.setCursorForm(subscription, withCursor);
     this.options.broker.psubscribe(this, pattern, scope);
     return true;
   }
@@ -272,6 +292,7 @@ export class Session implements Subscriber {
     this.options.broker.punsubscribe(this, held.pattern, held.scope);
     this.dropSeam(held);
     this.setTypes(held, undefined);
+    this.setCursorForm(held, false);
     return true;
   }
 
@@ -279,6 +300,20 @@ export class Session implements Subscriber {
     if (subscription.types !== undefined) this.filtered -= 1;
     subscription.types = types;
     if (types !== undefined) this.filtered += 1;
+  }
+
+  /** Only a transport that can frame cursors (RESP) sends them; an SSE stream has them in `id:`. */
+  private setCursorForm(subscription: PatternSubscription, withCursor: boolean): void {
+    if (subscription.withCursor) this.cursorPatterns -= 1;
+    subscription.withCursor = withCursor && this.transport.cursorFrame !== undefined;
+    if (subscription.withCursor) this.cursorPatterns += 1;
+  }
+
+  /** An event's frame through a pattern that carries cursors. */
+  private cursorFrame(subscription: PatternSubscription, event: StoredEvent, channel: string): Buffer {
+    const order = eventOrder(event);
+    const cursor = order === undefined ? undefined : formatOrderCursor(order);
+    return this.transport.cursorFrame!(event, channel, subscription.pattern, cursor);
   }
 
   /** Drops every subscription (RESP RESET). */
@@ -305,6 +340,7 @@ export class Session implements Subscriber {
     this.patterns.clear();
     this.resuming = 0;
     this.filtered = 0;
+    this.cursorPatterns = 0;
   }
 
   // --- Live delivery (Subscriber) ---------------------------------------------------------
@@ -323,7 +359,13 @@ export class Session implements Subscriber {
     if (this.closed || this.output.isClosed) return;
     if (this.filtered > 0 && !this.takes(event, viaPattern, pattern)) return;
     const liveFrame = this.liveFrame;
-    const bytes = liveFrame === undefined ? frame : liveFrame(event);
+    let bytes = liveFrame === undefined ? frame : liveFrame(event);
+    if (viaPattern && this.cursorPatterns > 0) {
+      const subscription = this.patterns.get(pattern ?? '');
+      if (subscription?.withCursor === true) {
+        bytes = this.cursorFrame(subscription, event, patternChannel(subscription.scope, event));
+      }
+    }
     if (this.resuming === 0) {
       this.output.write(bytes);
       return;
@@ -422,8 +464,11 @@ export class Session implements Subscriber {
    * Subscribes to a pattern from a cursor (a store order, docs/protocol.md, "Pattern resume"):
    * the events of every matching sandbox after it, in store order (so each sandbox's in id
    * order), then live ones; nothing missing, nothing twice, with the seam of `resume` keyed by
-   * store order. A store that keeps no order over the scope (the Redis engine keeps one per
-   * workspace, none over every workspace) answers `not_resumable` and the subscription goes on live. Resolves to false when the reader went away.
+   * store order. `now` replays nothing and tells the newest cursor, the position a reader
+   * resumes from if it goes before any event. A store that keeps no order over the scope (the
+   * Redis engine keeps one per workspace, none over every workspace) answers `not_resumable` and
+   * the subscription goes on live. `withCursor`: the frames carry each event's cursor. Resolves
+   * to false when the reader went away.
    */
   async presume(
     pattern: string,
@@ -431,26 +476,32 @@ export class Session implements Subscriber {
     after: number | 'now',
     tell: (status: ResumeStatus) => void,
     types?: TypeFilter,
+    withCursor = false,
   ): Promise<boolean> {
     const store = this.options.store;
-    if (
-      after === 'now' ||
-      store.replayWorkspaceAfter === undefined ||
-      (scope === 'all' && store.orderPerWorkspace === true)
-    ) {
-      this.psubscribe(pattern, scope, types);
+    if (store.replayWorkspaceAfter === undefined || (scope === 'all' && store.orderPerWorkspace === true)) {
+      this.psubscribe(pattern, scope, types, withCursor);
       tell({ status: after === 'now' ? 'complete' : 'not_resumable' });
       return true;
     }
     const subscription = this.beginPatternReplay(pattern, scope);
     this.setTypes(subscription, types);
+    this.setCursorForm(subscription, withCursor);
     const matches = compileGlob(pattern);
-    const channelName = (event: StoredEvent): string =>
-      scope === 'all' ? channelKey(event.workspaceId, event.sandboxId) : event.sandboxId;
     return this.replayBehindSeam<number>(
       subscription,
       () => this.punsubscribe(pattern),
       async (cover) => {
+        if (after === 'now') {
+          // From now on, told as a position: the newest order issued (a read past every order
+          // replays nothing). Held live frames at or before it are older than the position and
+          // dropped, so a reader that resumes from this cursor later misses nothing, gets nothing twice.
+          const { lastOrder } = await store.replayWorkspaceAfter!(scope, Number.MAX_SAFE_INTEGER, 1);
+          if (!this.isOpen()) return false;
+          cover(lastOrder);
+          tell({ status: 'complete', lastOrder });
+          return true;
+        }
         const first = await store.replayWorkspaceAfter!(scope, after, REPLAY_PAGE, types);
         if (!this.isOpen()) return false;
         if (first.complete) cover(after);
@@ -460,9 +511,13 @@ export class Session implements Subscriber {
           this,
           workspaceReplayPages(store, scope, first),
           (event) => {
-            const channel = channelName(event);
+            const channel = patternChannel(scope, event);
             if (matches(channel) && (types === undefined || types.matches(event.type))) {
-              this.output.write(replayFrame(event, channel, pattern));
+              this.output.write(
+                subscription.withCursor
+                  ? this.cursorFrame(subscription, event, channel)
+                  : replayFrame(event, channel, pattern),
+              );
             }
             const order = eventOrder(event);
             if (order !== undefined) cover(order);
@@ -510,7 +565,7 @@ export class Session implements Subscriber {
       return existing;
     }
     // The seam is in place before the broker can deliver anything of the pattern.
-    const subscription: PatternSubscription = { pattern, scope, types: undefined, seam };
+    const subscription: PatternSubscription = { pattern, scope, types: undefined, withCursor: false, seam };
     this.patterns.set(pattern, subscription);
     this.options.broker.psubscribe(this, pattern, scope);
     return subscription;

@@ -88,15 +88,3 @@ export function classifyWorkspaceReplay(
   if (after < prunedThrough) return { complete: false, gap: 'trimmed' };
   return { complete: true };
 }
-
-/** A cursor's text form (docs/protocol.md, "Pattern resume"): `w<order>`, e.g. `w1042`. */
-export function formatOrderCursor(order: number): string {
-  return `w${order}`;
-}
-
-/** The order a cursor names, or undefined when it is not one. */
-export function parseOrderCursor(text: string): number | undefined {
-  if (!/^w(0|[1-9][0-9]{0,15})$/.test(text)) return undefined;
-  const order = Number(text.slice(1));
-  return Number.isSafeInteger(order) ? order : undefined;
-}

@@ -170,7 +170,7 @@ it('explains what is wrong', async () => {
   const token = await mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3600 });
   await expect(run(io(), ['tail', 'sb', '--port', port])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
   await expect(run(io(), ['tail', 'sb-*', '--from', '0', '--port', port, '--token', token])).rejects.toThrow(
-    /patterns cannot be resumed/,
+    /a pattern's from must be '\$' or a cursor w<n>, got '0'/,
   );
   await expect(run(io(), ['publish', 'sb', 't', '[1]', '--port', port, '--token', token])).rejects.toThrow(
     /JSON object/,

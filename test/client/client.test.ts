@@ -43,11 +43,6 @@ async function publisher(target: TestServer): Promise<PubSubClient> {
   return made;
 }
 
-/** Destroys every connection the broker holds (the server side of a network fault). */
-function dropConnections(target: TestServer): void {
-  for (const connection of target.server.context.connections) connection.destroy();
-}
-
 describe('subscribing, publishing, history', () => {
   it('connects, subscribes, delivers typed events, answers ping and history, disconnects', async () => {
     const broker = await server();
@@ -326,19 +321,80 @@ describe('exact resume', () => {
     expect(collected.events.map((event) => event.type)).toEqual(['one', 'two', 'three']);
   });
 
-  it('restores patterns after a reconnect and says they are not exact (gap: pattern)', async () => {
-    const broker = await server();
-    const sub = client({ port: broker.port, accessToken: await broker.token() });
+  it("a pattern's cursor a new broker never issued (future): gap, then it starts over from that broker's newest", async () => {
+    const first = await startTestServer();
+    const port = first.port;
+    const sub = client({ port, accessToken: await first.token() });
+    const collected = new Collector(sub);
     await sub.connect();
     await sub.psubscribe('job-*');
-    const collected = new Collector(sub);
+    const pub = await publisher(first);
+    await pub.publish('job-1', 'one');
+    await pub.publish('job-2', 'two');
+    await collected.waitFor(2);
+    const cursor = sub.lastCursor('job-*');
+    await pub.disconnect();
     const gap = next<[GapInfo]>(sub, 'gap');
-    dropConnections(broker);
-    expect((await gap)[0]).toEqual({ reason: 'pattern', pattern: 'job-*', earliestId: null, lastId: null });
+    await first.close();
+    // A new, empty memory store on the same port: its order begins again, below our cursor.
+    const { startServer } = await import('../../src/daemon.js');
+    const second = await startServer({ host: '127.0.0.1', port, auth: { secret: first.secret } });
+    cleanups.push(() => second.close());
+    expect((await gap)[0]).toEqual({
+      reason: 'future',
+      pattern: 'job-*',
+      requestedId: cursor,
+      earliestId: null,
+      lastId: 'w0',
+    });
+    expect(sub.lastCursor('job-*')).toBe('w0');
+    const pub2 = client({ port, accessToken: await first.token() });
+    await pub2.connect();
+    await pub2.publish('job-1', 'three');
+    await collected.waitFor(3);
+    expect(collected.events.map((event) => event.type)).toEqual(['one', 'two', 'three']);
+    expect(sub.lastCursor('job-*')).toBe('w1');
+  });
+
+  it('resumes patterns after a reconnect from the cursor of the last event: what matched meanwhile, once, no gap', async () => {
+    const broker = await server();
+    const proxy = await proxyFor(broker);
+    const sub = client({ port: proxy.port, accessToken: await broker.token(), connectTimeout: 500 });
+    await sub.connect();
+    await sub.psubscribe('job-*');
+    const start = sub.lastCursor('job-*');
+    expect(start).toMatch(/^w[0-9]+$/);
+    const collected = new Collector(sub);
+    const cursors: (string | undefined)[] = [];
+    sub.on('event', (_event, meta) => cursors.push(meta.cursor));
+    const gaps: GapInfo[] = [];
+    sub.on('gap', (gap) => gaps.push(gap));
     const pub = await publisher(broker);
-    await pub.publish('job-1', 'after');
+    await pub.publish('job-1', 'before');
     await collected.waitFor(1);
-    expect(collected.events[0]).toMatchObject({ sandboxId: 'job-1', type: 'after' });
+    expect(sub.lastCursor('job-*')).toBe(cursors[0]);
+    // Away: the connection is cut and attempts vanish until the path heals.
+    proxy.blackhole(true);
+    proxy.cutAll();
+    await next(sub, 'reconnecting');
+    await pub.publish('job-2', 'away-1');
+    await pub.publish('other', 'not matched');
+    await pub.publish('job-1', 'away-2');
+    proxy.blackhole(false);
+    await collected.waitFor(3);
+    await pub.publish('job-2', 'after');
+    await collected.waitFor(4);
+    expect(collected.events.map((event) => `${event.sandboxId}:${event.type}`)).toEqual([
+      'job-1:before',
+      'job-2:away-1',
+      'job-1:away-2',
+      'job-2:after',
+    ]);
+    expect(gaps).toEqual([]);
+    expect(cursors.every((cursor) => cursor !== undefined && /^w[0-9]+$/.test(cursor))).toBe(true);
+    expect(sub.lastCursor('job-*')).toBe(cursors[3]);
+    await sub.punsubscribe('job-*');
+    expect(sub.lastCursor('job-*')).toBeUndefined();
   });
 });
 

@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { EventsAuthError } from '../../src/client/errors.js';
-import { parseStart, SubscriptionRegistry, ZERO_ID } from '../../src/client/subscription-registry.js';
+import {
+  parsePatternStart,
+  parseStart,
+  SubscriptionRegistry,
+  ZERO_ID,
+} from '../../src/client/subscription-registry.js';
 import { parseEventId } from '../../src/event/event.js';
 
 const id = (text: string) => parseEventId(text)!;
@@ -61,7 +66,7 @@ describe('SubscriptionRegistry', () => {
     expect(registry.routes('sb-2', 'other-*')).toBe(false);
   });
 
-  it('answers what to restore, patterns coming back live, and remembers why a restore dropped one', () => {
+  it('answers what to restore, and remembers why a restore dropped one', () => {
     const registry = new SubscriptionRegistry();
     registry.addChannel('sb-1', 'now');
     registry.addChannel('sb-2', parseStart('0'));
@@ -69,7 +74,7 @@ describe('SubscriptionRegistry', () => {
     expect(registry.addPattern('ws-*')).toBeUndefined();
     const plan = registry.restorePlan();
     expect(plan.channels.map((channel) => channel.name)).toEqual(['sb-1', 'sb-2']);
-    expect(plan.patterns).toEqual([{ pattern: 'ws-*', resume: { kind: 'live' }, types: [] }]);
+    expect(plan.patterns).toEqual([{ pattern: 'ws-*', start: 'now', types: [] }]);
 
     const refused = new EventsAuthError('NO_PERMISSION', 'no');
     registry.dropChannel('sb-2', refused);
@@ -79,7 +84,35 @@ describe('SubscriptionRegistry', () => {
     expect(registry.droppedReason('sb-2')).toBeUndefined();
   });
 
+  it("keeps each pattern's cursor: settled from now once, moved by every frame of the pattern, forgotten with it", () => {
+    const registry = new SubscriptionRegistry();
+    const pattern = registry.addPattern('ws-*')!;
+    expect(registry.lastCursor('ws-*')).toBeUndefined(); // PRESUME ws-* $ first
+    registry.settlePatternNow(pattern, 'w5');
+    expect(registry.lastCursor('ws-*')).toBe('w5');
+    registry.advancePattern('ws-*', 'w7');
+    registry.settlePatternNow(pattern, 'w6'); // a later "now" does not move a known position
+    expect(registry.lastCursor('ws-*')).toBe('w7');
+    registry.advancePattern('ws-*', null); // an ephemeral event has no cursor
+    registry.advancePattern('other-*', 'w9'); // frames in flight of a pattern no longer kept
+    expect(registry.lastCursor('ws-*')).toBe('w7');
+    expect(registry.lastCursor('other-*')).toBeUndefined();
+    registry.restartPatternAt('ws-*', 'w2'); // the broker's order restarted (future)
+    expect(registry.lastCursor('ws-*')).toBe('w2');
+    expect(registry.removePattern('ws-*')).toBe(true);
+    expect(registry.lastCursor('ws-*')).toBeUndefined();
+
+    const kept = registry.addPattern('job-*', parsePatternStart('w40'), ['a.*'])!;
+    expect(kept).toEqual({ pattern: 'job-*', start: 'w40', types: ['a.*'] });
+    expect(registry.lastCursor('job-*')).toBe('w40');
+    registry.settlePatternNow(kept, null); // the Redis engine tells none: nothing moves
+    expect(registry.lastCursor('job-*')).toBe('w40');
+  });
+
   it('refuses a malformed start', () => {
+    for (const bad of ['0', '1-0', 'w', 'w01', 'later']) expect(() => parsePatternStart(bad)).toThrow(/cursor w<n>/);
+    expect(parsePatternStart('$')).toBe('now');
+    expect(parsePatternStart(undefined)).toBe('now');
     expect(() => parseStart('later')).toThrow(/from must be/);
     expect(parseStart('$')).toBe('now');
   });

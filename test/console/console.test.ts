@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import http from 'node:http';
 import { createServer } from 'node:net';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { Redis } from 'ioredis';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -243,6 +245,51 @@ describe.skipIf(!present)('the browser console', () => {
     } finally {
       redis.disconnect();
     }
+    expect(problems).toEqual([]);
+  });
+
+  it('a page on another origin without --http-cors-origin: the daemon warns once, the console says what to do', async () => {
+    const records: { msg?: string; origin?: string; fix?: string }[] = [];
+    createInterface({ input: daemon.child.stdout! }).on('line', (line) => {
+      try {
+        records.push(JSON.parse(line) as (typeof records)[number]);
+      } catch {}
+    });
+    // A page of the reader's own, served from another origin (another port), that streams events.
+    const apiKeyless = `${base()}/events/sb-cors/stream?token=${workspaceToken}`;
+    const other = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(
+        `<!doctype html><title>other origin</title><p id="state">connecting</p><script>` +
+          `const source = new EventSource(${JSON.stringify(apiKeyless)});` +
+          `source.onerror = () => { document.getElementById('state').textContent = 'error, readyState ' + source.readyState; };` +
+          `</script>`,
+      );
+    });
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    const otherOrigin = `http://127.0.0.1:${(other.address() as { port: number }).port}`;
+    const foreign = await browser.newPage();
+    try {
+      await foreign.goto(`${otherOrigin}/`);
+      // The browser gives the page nothing but `error`, and closes the stream for good
+      // (readyState 2, CLOSED): a refused CORS check is not retried.
+      await foreign.getByText(/^error, readyState/).waitFor({ timeout: 20_000 });
+      expect(await foreign.locator('#state').textContent()).toBe('error, readyState 2');
+    } finally {
+      await foreign.close();
+      await new Promise<void>((resolve) => other.close(() => resolve()));
+    }
+    const refusals = records.filter((record) => record.msg?.startsWith('cross-origin request refused'));
+    expect(refusals).toHaveLength(1); // once per origin, however often the page retried
+    expect(refusals[0]).toMatchObject({ origin: otherOrigin });
+    expect(refusals[0]!.fix).toContain(`--http-cors-origin ${otherOrigin}`);
+    expect(JSON.stringify(refusals)).not.toContain(workspaceToken);
+
+    await openView('connections');
+    const notice = page.getByTestId('cors-refused');
+    await notice.waitFor({ timeout: 10_000 });
+    expect(await notice.textContent()).toContain('--http-cors-origin');
+    await shoot('connections-cors-refused');
     expect(problems).toEqual([]);
   });
 

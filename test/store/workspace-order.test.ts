@@ -1,7 +1,6 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { eventOrder, type StoredEvent } from '../../src/event/event.js';
+import { eventOrder, formatOrderCursor, parseOrderCursor, type StoredEvent } from '../../src/event/event.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
-import { formatOrderCursor, parseOrderCursor } from '../../src/store/workspace-order.js';
 import { MIN_RETENTION_BYTES } from '../../src/store/semantics.js';
 import { hasRedis } from '../scale/support.js';
 import {
