@@ -26,22 +26,31 @@ export interface BudgetedOutput {
 export const NEVER_CUT_BELOW = 32 * 1024;
 
 /**
+ * A write path counts its output in the budget's total whenever it has grown by this much since
+ * last counted (and whenever it writes to its socket or drains), not on every frame: the frame's
+ * check is then the one comparison the output limit already makes. The total lags the truth
+ * by at most this per client, what a client holding under NEVER_CUT_BELOW keeps anyway.
+ */
+export const COUNT_STEP = NEVER_CUT_BELOW;
+
+/**
  * The daemon-wide output budget (`--max-output-total`), after Redis's `maxmemory-clients`: the
  * unsent output of every client together (the frames each write path queues, its socket's
  * buffer, and the live frames a resume holds back) is one counter, kept by the write paths as
- * they queue and release bytes, so a frame costs one addition and one comparison. Past the
- * budget, the clients holding the most are cut off first, one after another, until the total is
- * back within it, as Redis evicts clients from its largest memory bucket down.
+ * their output grows (by COUNT_STEP), is written and drains, and is released. Past the budget,
+ * the clients holding the most are cut off first, one after another, until the total is back
+ * within it, as Redis evicts clients from its largest memory bucket down.
  *
- * The counter is an upper bound: a socket's buffer is re-read when a write path writes or
- * drains, and in between the peer may have taken bytes. So before anyone is cut, every output
- * is measured afresh (O(clients), once per crossing), and the next check waits until the total
- * has grown by `slack` again: a total hovering at the budget never costs a scan per frame.
+ * The counter is approximate: a socket's buffer is re-read when a write path writes or drains
+ * (in between the peer may have taken bytes), and a path's last COUNT_STEP of growth may not be
+ * in it yet. So before anyone is cut, every output is measured afresh (O(clients), once per
+ * crossing), and the next check waits until the total has grown by `recheckAfter` again: a
+ * total hovering at the budget never costs a scan per frame.
  */
 export class OutputBudget {
-  /** Unsent output over every client in bytes; exact after `measure()`, an upper bound between. */
+  /** Unsent output over every client in bytes; exact after `measure()`, approximate between. */
   total = 0;
-  /** The `total` past which a write path calls `enforce()`; Infinity with no budget. */
+  /** The `total` past which a write path that counts its output calls `enforce()`; Infinity with no budget. */
   trigger: number;
   /** Clients cut off for the budget (INFO `evicted_clients`). */
   cuts = 0;

@@ -1,4 +1,4 @@
-import type { BudgetedOutput, OutputBudget, OutputCut } from '../runtime/output-budget.js';
+import { type BudgetedOutput, COUNT_STEP, type OutputBudget, type OutputCut } from '../runtime/output-budget.js';
 
 /**
  * What a write path writes to: a TCP socket, or an HTTP response carrying a Server-Sent Events
@@ -35,7 +35,9 @@ export function destroyAfterGrace(stream: Pick<OutputStream, 'destroy' | 'on'>, 
  * 'drain'. What waits (our queue plus the socket's own buffer) is bounded by the output limit;
  * past it the client is cut off through `onOverflow`, and nobody else waits for it. The same
  * bytes, and the frames its owner holds back (`hold`), count in the daemon-wide OutputBudget,
- * which may cut this client off too when the whole daemon holds too much.
+ * which may cut this client off too when the whole daemon holds too much. They are counted
+ * there as the output grows by COUNT_STEP and whenever it is written, so a frame still costs
+ * the one comparison the output limit needs, nothing more.
  *
  * Frames that lie next to each other in memory are joined as they are queued: the broker writes
  * the frames of one channel one after another into a slab (broker.ts, FrameWriter), so a
@@ -52,15 +54,19 @@ export class WritePath implements BudgetedOutput {
   private tailMemory: ArrayBufferLike | undefined;
   private tailStart = 0;
   private tailEnd = 0;
-  /**
-   * The socket's own buffer and the limit as last seen. The socket's buffer only shrinks
-   * between our writes, and the limit only grows (on AUTH), so the per-frame check against
-   * these is conservative; the real figures are read before anything is decided.
-   */
+  /** The socket's own buffer as last seen: it only shrinks between our writes. */
   private socketBytes = 0;
-  private knownLimit: number;
+  /**
+   * Where the per-frame check (queued plus `socketBytes`) next looks closer: the output limit as
+   * last seen, or sooner, once the output has grown by COUNT_STEP since it was last counted in
+   * the budget. The limit only grows (on AUTH), so the check is conservative; the real figures
+   * are read before anything is decided.
+   */
+  private nextCheck: number;
   /** Frames the owner holds back (a resume's seam): they count like queued ones. */
   private heldBytes = 0;
+  /** This path's bytes in the budget's total, as last counted. */
+  private counted = 0;
   /** True while this path's bytes are in the budget's total (until it is cut off or closed). */
   private budgeted = true;
   private waitingForDrain = false;
@@ -81,7 +87,7 @@ export class WritePath implements BudgetedOutput {
     /** The daemon-wide output budget, shared by every write path of the daemon. */
     private readonly budget: OutputBudget,
   ) {
-    this.knownLimit = limit();
+    this.nextCheck = Math.min(limit(), COUNT_STEP);
     if (socket.destroyed) {
       // Gone before its first byte (an HTTP reader that left while its reply was looked up):
       // 'close' will not come again, so nothing may wait for it.
@@ -117,13 +123,12 @@ export class WritePath implements BudgetedOutput {
   hold(bytes: number): void {
     if (this.closed) return;
     this.heldBytes += bytes;
-    const budget = this.budget;
-    budget.total += bytes;
-    const pending = this.heldBytes + this.pendingBytes;
+    const pending = this.measure();
     if (pending > this.limit()) {
       this.cutOff(pending, 'limit');
       return;
     }
+    const budget = this.budget;
     if (budget.total > budget.trigger) budget.enforce();
   }
 
@@ -131,16 +136,20 @@ export class WritePath implements BudgetedOutput {
   unhold(bytes: number): void {
     if (this.closed) return;
     this.heldBytes -= bytes;
-    this.budget.total -= bytes;
+    this.measure();
   }
 
-  /** @internal BudgetedOutput: re-reads the socket's buffer, corrects the budget's total. */
+  /**
+   * @internal BudgetedOutput: what this client holds now (queued, in the socket's buffer, held
+   * back), re-read; the budget's total is corrected to it.
+   */
   measure(): number {
     if (!this.budgeted) return 0;
-    const socketBytes = this.socket.writableLength;
-    this.budget.total += socketBytes - this.socketBytes;
-    this.socketBytes = socketBytes;
-    return this.queuedBytes + socketBytes + this.heldBytes;
+    this.socketBytes = this.socket.writableLength;
+    const share = this.queuedBytes + this.socketBytes + this.heldBytes;
+    this.budget.total += share - this.counted;
+    this.counted = share;
+    return share;
   }
 
   /**
@@ -169,13 +178,7 @@ export class WritePath implements BudgetedOutput {
       this.tailEnd = offset + length;
     }
     this.queuedBytes += length;
-    const budget = this.budget;
-    budget.total += length;
-    if (this.queuedBytes + this.socketBytes > this.knownLimit && this.overLimit()) return;
-    if (budget.total > budget.trigger) {
-      budget.enforce();
-      if (this.closed) return; // this client was among the largest
-    }
+    if (this.queuedBytes + this.socketBytes > this.nextCheck && this.checkOutput()) return;
     if (!this.scheduled && !this.waitingForDrain) {
       this.scheduled = true;
       scheduleFlush(this);
@@ -236,7 +239,8 @@ export class WritePath implements BudgetedOutput {
   private release(): void {
     if (this.budgeted) {
       this.budgeted = false;
-      this.budget.total -= this.queuedBytes + this.socketBytes + this.heldBytes;
+      this.budget.total -= this.counted;
+      this.counted = 0;
       this.budget.remove(this);
     }
     this.socketBytes = 0;
@@ -265,14 +269,26 @@ export class WritePath implements BudgetedOutput {
     this.stallTimer = undefined;
   }
 
-  /** The quick check said "maybe over": decide on the real figures. */
-  private overLimit(): boolean {
+  /**
+   * The quick check said "maybe over the limit, or grown enough to be counted again": count it
+   * in the budget and decide on the real figures. True when the client was cut off (over its
+   * limit, or among the largest of a daemon over its budget).
+   */
+  private checkOutput(): boolean {
     this.measure();
-    this.knownLimit = this.limit();
+    const limit = this.limit();
     const pending = this.queuedBytes + this.socketBytes;
-    if (pending <= this.knownLimit) return false;
-    this.cutOff(pending, 'limit');
-    return true;
+    if (pending > limit) {
+      this.cutOff(pending, 'limit');
+      return true;
+    }
+    const budget = this.budget;
+    if (budget.total > budget.trigger) {
+      budget.enforce();
+      if (this.closed) return true;
+    }
+    this.nextCheck = Math.min(limit, pending + COUNT_STEP);
+    return false;
   }
 
   /** Closes the open run: the first frame itself when nothing joined it, else one view. */
@@ -316,19 +332,20 @@ export class WritePath implements BudgetedOutput {
         }
         queue.length = 0;
       }
-      // The queue went to the socket: the budget's total keeps only what the socket still holds.
-      const socketBytes = this.socket.writableLength;
-      this.budget.total += socketBytes - this.socketBytes - this.queuedBytes;
-      this.socketBytes = socketBytes;
       this.queuedBytes = 0;
       if (!ok) this.waitingForDrain = true;
-      this.knownLimit = this.limit();
+      // The queue went to the socket: counted again as what the socket still holds.
+      this.measure();
+      this.nextCheck = Math.min(this.limit(), this.socketBytes + COUNT_STEP);
     }
     if (this.endAfterFlush && this.queuedBytes === 0) {
       this.closed = true;
       this.socket.end();
     }
     this.releaseLowWaters();
+    // Counting the socket's buffer may have put the total over (it was last counted up to a step ago).
+    const budget = this.budget;
+    if (budget.total > budget.trigger) budget.enforce();
   }
 }
 

@@ -1,13 +1,20 @@
 /**
  * The daemon-wide output budget (docs/operations.md, "Output budget") over real write paths:
- * what each path queues, its socket holds and its owner holds back is counted once; past the
- * budget the largest are cut first, a client under 32 KiB never; released bytes leave the count.
+ * what each path queues, its socket holds and its owner holds back is counted once (as it grows
+ * by a step, and when it is written); past the budget the largest are cut first, a client under
+ * 32 KiB never; released bytes leave the count.
  * The sockets are in-memory writables whose buffer the test drains, so every figure is exact;
  * test/e2e/output-budget.test.ts runs the same through the daemon.
  */
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { NEVER_CUT_BELOW, OutputBudget, type OutputCut, recheckAfter } from '../../src/runtime/output-budget.js';
+import {
+  COUNT_STEP,
+  NEVER_CUT_BELOW,
+  OutputBudget,
+  type OutputCut,
+  recheckAfter,
+} from '../../src/runtime/output-budget.js';
 import { WritePath } from '../../src/session/write-path.js';
 
 const KIB = 1024;
@@ -74,7 +81,7 @@ describe('OutputBudget over write paths', () => {
     const b = new Client('b', budget);
     a.write(10 * KIB);
     b.write(20 * KIB);
-    expect(budget.total).toBe(30 * KIB);
+    expect(budget.total).toBe(0); // under a step each: counted when written
     await nextTurn(); // flushed: the bytes moved from the queues to the sockets
     expect(budget.total).toBe(30 * KIB);
     expect(budget.measure()).toBe(30 * KIB);
@@ -88,6 +95,17 @@ describe('OutputBudget over write paths', () => {
     expect(budget.total).toBe(0);
     expect(budget.measure()).toBe(0);
     expect(a.cut || b.cut).toBe(false);
+  });
+
+  it('counts growth a step at a time: the total never lags by more than a step per client', () => {
+    const budget = new OutputBudget(0);
+    const client = new Client('a', budget);
+    for (let n = 1; n <= 200; n++) {
+      client.write(KIB);
+      expect(budget.total).toBeLessThanOrEqual(n * KIB);
+      expect(budget.total).toBeGreaterThanOrEqual(n * KIB - COUNT_STEP);
+    }
+    expect(budget.measure()).toBe(200 * KIB);
   });
 
   it('past the budget, cuts the clients holding the most first, until back within it', async () => {
@@ -119,7 +137,7 @@ describe('OutputBudget over write paths', () => {
     const small = [1, 2, 3].map((n) => new Client(`small-${n}`, budget));
     for (const client of small) client.write(NEVER_CUT_BELOW - 1);
     const big = new Client('big', budget);
-    big.write(NEVER_CUT_BELOW);
+    big.write(NEVER_CUT_BELOW + 1);
     expect(big.cuts).toEqual(['budget']);
     expect(small.some((client) => client.cut)).toBe(false);
     expect(budget.total).toBe(3 * (NEVER_CUT_BELOW - 1));
@@ -169,7 +187,7 @@ describe('OutputBudget over write paths', () => {
     b.write(64 * KIB);
     expect(a.cut || b.cut).toBe(false);
     budget.setLimit(256 * KIB);
-    b.write(1);
+    b.write(COUNT_STEP + 1); // past a step of b's output: counted, and the total checked
     expect(a.cuts).toEqual(['budget']);
     expect(b.cut).toBe(false);
   });
