@@ -1,39 +1,34 @@
 /**
  * Redis Cluster (docs/scaling.md, "Redis Cluster"): a real cluster of 3 masters with a replica
- * each, started by the test. The engine does not serve a cluster yet, so an address in one is
- * refused at start with a clear error, never half served (MOVED on two thirds of the slots).
+ * each, started by the test. Nodes given one master's address use the whole cluster: commands
+ * by slot, one subscriber connection per master (SSUBSCRIBE), histories the same everywhere.
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN } from '../support/daemon.js';
-import { hasRedis, newSecret, startCluster, type RedisCluster } from './support.js';
+import { sandboxChannel } from '../../src/store/redis/keys.js';
+import { slotOf } from '../../src/store/redis/slots.js';
+import {
+  fullHistory,
+  hasRedis,
+  newSecret,
+  spawnNode,
+  startCluster,
+  waitReadyz,
+  type ChildNode,
+  type RedisCluster,
+} from './support.js';
 
 describe.skipIf(!hasRedis)('Redis Cluster', () => {
   let cluster: RedisCluster;
   const secret = newSecret();
+  const nodes: ChildNode[] = [];
 
   beforeAll(async () => {
     cluster = await startCluster(3);
   }, 90_000);
   afterAll(async () => {
+    for (const node of nodes) await node.kill();
     await cluster?.stop();
   });
-
-  /** Starts the daemon on `url` and returns its exit code and output. */
-  async function serve(url: string): Promise<{ code: number | null; output: string }> {
-    const child = spawn(
-      process.execPath,
-      [BIN, 'serve', '--engine', url, '--port', '0', '--jwt-secret', secret, '--data-dir', tmpdir()],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const [code] = (await once(child, 'exit')) as [number | null];
-    return { code, output };
-  }
 
   it('is a healthy cluster of 3 masters and 3 replicas', () => {
     const roles = cluster.nodes.map((node) => cluster.role(node)).sort();
@@ -43,14 +38,71 @@ describe.skipIf(!hasRedis)('Redis Cluster', () => {
     expect(info).toMatch(/cluster_known_nodes:6/);
   });
 
-  it('refuses one master of the cluster at start, and a replica, with a clear error', async () => {
+  it('computes the slot of a name as Redis does (CLUSTER KEYSLOT)', () => {
+    const names = [
+      'foo',
+      '{user1000}.following',
+      'a{}b',
+      'x{y}z{w}',
+      '{',
+      sandboxChannel({ workspaceId: 7, sandboxId: 'sb-é-日本' }),
+      sandboxChannel({ workspaceId: 1, sandboxId: 'a}b{c' }),
+    ];
+    for (const name of names) expect(slotOf(name)).toBe(Number(cluster.nodes[0]!.cli('CLUSTER', 'KEYSLOT', name)));
+  });
+
+  it('two nodes given one master address serve 12 sandboxes over all masters: 120 events across, the same histories', async () => {
     const master = cluster.nodes.find((node) => cluster.role(node) === 'master')!;
-    const replica = cluster.nodes.find((node) => cluster.role(node) === 'slave')!;
-    for (const node of [master, replica]) {
-      const { code, output } = await serve(node.url);
-      expect(code).toBe(1);
-      expect(output).toMatch(/cannot use this Redis: the address is a node of a Redis Cluster/);
-      expect(output).not.toMatch(/MOVED/);
+    const a = await spawnNode(master.url, secret, false);
+    nodes.push(a);
+    const b = await spawnNode(master.url, secret, false);
+    nodes.push(b);
+    await Promise.all([waitReadyz(a), waitReadyz(b)]);
+    const sandboxes = Array.from({ length: 12 }, (_, i) => `sb-${i}`);
+    // Spread over the three masters' slot ranges (redis-cli --cluster create: 0-5460, 5461-10922, 10923-16383).
+    const thirds = new Set(
+      sandboxes.map((id) => Math.min(2, Math.floor(slotOf(sandboxChannel({ workspaceId: 1, sandboxId: id })) / 5461))),
+    );
+    expect(thirds.size).toBe(3);
+
+    const subscriber = await b.client();
+    subscriber.send('SUBSCRIBE', ...sandboxes);
+    await subscriber.until(() => subscriber.replies.length >= 12);
+    const publisher = await a.client();
+    for (let i = 0; i < 10; i++) {
+      for (const id of sandboxes) {
+        const reply = await publisher.command('PUBLISH', id, JSON.stringify({ type: 'n', data: { i } }));
+        expect(typeof reply).toBe('number');
+      }
     }
-  }, 30_000);
+    await subscriber.until(() => subscriber.messages().length >= 120);
+    const received = subscriber.messages();
+    expect(received).toHaveLength(120);
+    for (const id of sandboxes) {
+      const mine = received.filter((message) => message.sandboxId === id);
+      expect(mine.map((message) => message.data.i)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    }
+    const readerA = await a.client();
+    const readerB = await b.client();
+    for (const id of sandboxes) {
+      const fromA = await fullHistory(readerA, id);
+      const fromB = await fullHistory(readerB, id);
+      expect(fromA.map((event) => event.data.i)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      expect(fromB).toEqual(fromA);
+      // What B's subscriber got is exactly the history.
+      expect(received.filter((message) => message.sandboxId === id).map((message) => message.id)).toEqual(
+        fromA.map((event) => event.id),
+      );
+    }
+    // Each sandbox's stream lives on the master of its slot only.
+    const masters = cluster.nodes.filter((node) => cluster.role(node) === 'master');
+    const holders = new Set<number>();
+    for (const id of sandboxes) {
+      const key = `se:{1:${id}}:events`;
+      const on = masters.filter((node) => node.cli('EXISTS', key) === '1').map((node) => node.port);
+      expect(on).toHaveLength(1);
+      holders.add(on[0]!);
+    }
+    expect(holders.size).toBe(3);
+  }, 60_000);
 });

@@ -445,10 +445,35 @@ export async function startCluster(masters = 3): Promise<RedisCluster> {
 
 // ------------------------------------------------------------ child-process nodes
 
+/** Waits until a child node's output matches `pattern` (a log line is the event). */
+export async function waitForOutput(node: ChildNode, pattern: RegExp, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pattern.test(node.output())) {
+    if (Date.now() > deadline || node.child.exitCode !== null) throw new Error(`no ${pattern} in: ${node.output()}`);
+    await Promise.race([node.outputChanged(), sleep(200)]);
+  }
+}
+
+/** Polls a child node's /readyz (its only outward sign of the engine's state) until 200. */
+export async function waitReadyz(node: ChildNode, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = 0;
+  while (Date.now() < deadline) {
+    last = (await fetch(`http://127.0.0.1:${node.httpPort}/readyz`)).status;
+    if (last === 200) return;
+    await sleep(50);
+  }
+  throw new Error(`/readyz stayed ${last}`);
+}
+
 export interface ChildNode {
   port: number;
   httpPort: number;
   child: ChildProcess;
+  /** Everything the node wrote to stdout and stderr so far. */
+  output(): string;
+  /** Resolves when its output next changes. */
+  outputChanged(): Promise<void>;
   client(token?: Partial<Omit<MintOptions, 'secret'>>): Promise<RespClient>;
   kill(): Promise<void>;
 }
@@ -498,6 +523,19 @@ export async function spawnNode(redisUrl: string, secret: string, waitForEngine 
     port,
     httpPort,
     child,
+    output: () => output,
+    outputChanged: () =>
+      new Promise<void>((resolve) => {
+        const done = (): void => {
+          child.stdout!.off('data', done);
+          child.stderr!.off('data', done);
+          child.off('exit', done);
+          resolve();
+        };
+        child.stdout!.on('data', done);
+        child.stderr!.on('data', done);
+        child.on('exit', done);
+      }),
     async client(token = {}) {
       const client = await RespClient.connect(port);
       clients.push(client);

@@ -11,7 +11,8 @@
 import { compareEventIds, type EventId, type StoredEvent } from '../../event/event.js';
 import { sandboxKey } from '../semantics.js';
 import type { LostEventsListener, RetentionPolicy, SandboxRef } from '../types.js';
-import type { RedisEngineStats, RedisWithScripts } from './connection.js';
+import { Cluster, type Redis } from 'ioredis';
+import type { RedisEngineStats, ScriptedRedis } from './connection.js';
 import { refFromStreamKey, streamKeyPattern } from './keys.js';
 import type { PublishFence } from './publish-fence.js';
 import { readStreamAfter } from './reads.js';
@@ -39,7 +40,7 @@ export class GapFill {
   lostListener: LostEventsListener | undefined;
 
   constructor(
-    private readonly commands: RedisWithScripts,
+    private readonly commands: ScriptedRedis,
     private readonly retention: RetentionPolicy,
     private readonly fence: PublishFence,
     private readonly subscriptions: Subscriptions,
@@ -55,6 +56,19 @@ export class GapFill {
   /** Redis's clock (ms) at the first connect. */
   firstConnect(ms: number): void {
     this.connectedAt ??= { ms, seq: 0 };
+  }
+
+  /** Takes over another connection's start point (see startPoint), if this one has none yet. */
+  inheritStart(from: EventId | undefined): void {
+    this.connectedAt ??= from;
+  }
+
+  /**
+   * Where a fill of a sandbox with nothing delivered here starts from, for a connection that
+   * takes this one's routes over (a Cluster slot moved to another master).
+   */
+  startPoint(): EventId | undefined {
+    return this.fence.receivedThrough() ?? this.connectedAt;
   }
 
   /** Every message of the subscriber connection comes here. */
@@ -146,18 +160,24 @@ export class GapFill {
     return compareEventIds(delivered, below) >= 0 ? delivered : below;
   }
 
-  /** The streams of a workspace (or all), for pattern subscribers. SCAN: O(keys), once per reconnect. */
+  /**
+   * The streams of a workspace (or all), for pattern subscribers. SCAN: O(keys), once per
+   * reconnect; in Cluster on every master (SCAN lists one node's keys).
+   */
   private async streamsOf(scope: number | 'all'): Promise<SandboxRef[]> {
     const out: SandboxRef[] = [];
-    let cursor = '0';
-    do {
-      const [next, keys] = await this.commands.scan(cursor, 'MATCH', streamKeyPattern(scope), 'COUNT', SCAN_COUNT);
-      cursor = next;
-      for (const key of keys) {
-        const ref = refFromStreamKey(key);
-        if (ref !== undefined) out.push(ref);
-      }
-    } while (cursor !== '0');
+    const nodes: Redis[] = this.commands instanceof Cluster ? this.commands.nodes('master') : [this.commands];
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', streamKeyPattern(scope), 'COUNT', SCAN_COUNT);
+        cursor = next;
+        for (const key of keys) {
+          const ref = refFromStreamKey(key);
+          if (ref !== undefined) out.push(ref);
+        }
+      } while (cursor !== '0');
+    }
     return out;
   }
 

@@ -5,7 +5,7 @@
 import { compareEventIds, formatEventId, parseEventId, type EventId, type StoredEvent } from '../../event/event.js';
 import { buildReplayResult, historyFloor, matchesHistoryFilters, type ReplayState } from '../semantics.js';
 import type { HistoryQuery, ReplayResult, RetentionPolicy, SandboxRef } from '../types.js';
-import { type RedisWithScripts, unavailable } from './connection.js';
+import { type ScriptedRedis, unavailable } from './connection.js';
 import { eventFromEntry, metaKey, streamKey } from './keys.js';
 
 const ID_MAX_SEQ = Number.MAX_SAFE_INTEGER;
@@ -15,7 +15,7 @@ type StreamEntry = [string, string[]];
 
 /** Retained events after `afterId` (at most `limit`) and how complete that is (src/store/semantics.ts). */
 export async function readReplay(
-  commands: RedisWithScripts,
+  commands: ScriptedRedis,
   retention: RetentionPolicy,
   ref: SandboxRef,
   afterId: EventId,
@@ -27,7 +27,7 @@ export async function readReplay(
 
 /** Retained events after `afterId` (at most `limit`), and what the stream's bookkeeping says. */
 export async function readStreamAfter(
-  commands: RedisWithScripts,
+  commands: ScriptedRedis,
   retention: RetentionPolicy,
   ref: SandboxRef,
   afterId: EventId,
@@ -79,7 +79,7 @@ export async function readStreamAfter(
 
 /** A history query, read in pages of the stream. */
 export async function readHistory(
-  commands: RedisWithScripts,
+  commands: ScriptedRedis,
   retention: RetentionPolicy,
   query: HistoryQuery,
   limit: number,
