@@ -388,8 +388,12 @@ export interface RedisCluster {
   urls: string[];
   /** The node's role now (`master` / `slave`), from ROLE. */
   role(node: RedisProcess): string;
-  /** Waits until every live node reports `cluster_state:ok`. */
-  waitHealthy(timeoutMs?: number): Promise<void>;
+  /** Waits until every node (or those of `among`) reports `cluster_state:ok`. */
+  waitHealthy(timeoutMs?: number, among?: RedisProcess[]): Promise<void>;
+  /** The masters now, by ROLE. */
+  masters(): RedisProcess[];
+  /** The replica of `master` now (by its CLUSTER NODES line). */
+  replicaOf(master: RedisProcess): RedisProcess;
   stop(): Promise<void>;
 }
 
@@ -427,8 +431,23 @@ export async function startCluster(masters = 3): Promise<RedisCluster> {
     nodes,
     urls: nodes.map((node) => node.url),
     role: (node) => node.cli('ROLE').split('\n')[0]!.trim(),
-    async waitHealthy(timeoutMs = 30_000) {
-      await waitFor(() => nodes.every((node) => /cluster_state:ok/.test(node.cli('CLUSTER', 'INFO'))), timeoutMs);
+    async waitHealthy(timeoutMs = 30_000, among = nodes) {
+      await waitFor(() => among.every((node) => /cluster_state:ok/.test(node.cli('CLUSTER', 'INFO'))), timeoutMs);
+    },
+    masters: () => nodes.filter((node) => cluster.role(node) === 'master'),
+    replicaOf(master) {
+      const id = master.cli('CLUSTER', 'MYID');
+      const replica = nodes.find(
+        (node) =>
+          node !== master &&
+          node.cli('ROLE').split('\n')[0] === 'slave' &&
+          node
+            .cli('CLUSTER', 'NODES')
+            .split('\n')
+            .some((line) => line.includes('myself') && line.includes(id)),
+      );
+      if (replica === undefined) throw new Error(`no replica of ${master.port}`);
+      return replica;
     },
     async stop() {
       for (const node of nodes) await node.stop();
