@@ -105,4 +105,59 @@ describe.skipIf(!hasRedis)('Redis Cluster', () => {
     }
     expect(holders.size).toBe(3);
   }, 60_000);
+
+  /** PUBLISH calls Redis ran on every master so far (scripts' calls included, INFO commandstats). */
+  function publishCalls(): number {
+    let calls = 0;
+    for (const node of cluster.nodes.filter((n) => cluster.role(n) === 'master')) {
+      calls += Number(/cmdstat_publish:calls=(\d+)/.exec(node.cli('INFO', 'commandstats'))?.[1] ?? '0');
+    }
+    return calls;
+  }
+
+  it('publishes on workspace channels only while some node holds a pattern, and the pattern misses nothing', async () => {
+    const master = cluster.nodes.find((node) => cluster.role(node) === 'master')!;
+    const a = await spawnNode(master.url, secret, false);
+    nodes.push(a);
+    const b = await spawnNode(master.url, secret, false);
+    nodes.push(b);
+    await Promise.all([waitReadyz(a), waitReadyz(b)]);
+    const sandboxes = Array.from({ length: 6 }, (_, i) => `pt-${i}`);
+    const publisher = await a.client();
+    const publishRound = async (round: number): Promise<void> => {
+      for (const id of sandboxes) {
+        expect(typeof (await publisher.command('PUBLISH', id, JSON.stringify({ type: 'p', data: { i: round } })))).toBe(
+          'number',
+        );
+      }
+    };
+    // Nobody holds a pattern: no plain PUBLISH at all (it would go to every node of the cluster).
+    const before = publishCalls();
+    await publishRound(0);
+    expect(publishCalls()).toBe(before);
+
+    // A pattern at B, and at once events at A, which does not know of it yet: they reach the
+    // pattern all the same (filled from the streams once every node has read the registration).
+    const watcher = await b.client();
+    expect(await watcher.command('PSUBSCRIBE', 'pt-*')).toEqual(['psubscribe', 'pt-*', 1]);
+    await publishRound(1);
+    const patternMessages = (): { sandboxId: string; i: number; id: string }[] =>
+      watcher.replies
+        .filter((reply): reply is string[] => Array.isArray(reply) && reply[0] === 'pmessage')
+        .map((reply) => {
+          const event = JSON.parse(reply[3]!) as { id: string; sandboxId: string; data: { i: number } };
+          return { sandboxId: event.sandboxId, i: event.data.i, id: event.id };
+        });
+    await watcher.until(() => patternMessages().length >= 6, 15_000);
+    // Once A knows of the pattern, its events go on the workspace channel and arrive live.
+    const withPattern = publishCalls();
+    await publishRound(2);
+    await watcher.until(() => patternMessages().length >= 12, 15_000);
+    expect(publishCalls()).toBeGreaterThan(withPattern);
+    const got = patternMessages();
+    expect(got).toHaveLength(12);
+    for (const id of sandboxes) {
+      expect(got.filter((m) => m.sandboxId === id).map((m) => m.i)).toEqual([1, 2]);
+    }
+  }, 60_000);
 });

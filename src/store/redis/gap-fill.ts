@@ -38,7 +38,13 @@ export class GapFill {
   /** The Redis clock when the engine first connected: where a fill starts if nothing was received. */
   private connectedAt: EventId | undefined;
   lostListener: LostEventsListener | undefined;
+  /** The next fill starts no earlier than this for sandboxes with nothing delivered here (see fillFrom). */
+  private floor: EventId | undefined;
 
+  /**
+   * `scanNodes`: where the streams of pattern scopes are listed (default: every master); a
+   * Cluster shard lists its own master's only, as it carries only the messages of its slots.
+   */
   constructor(
     private readonly commands: ScriptedRedis,
     private readonly retention: RetentionPolicy,
@@ -46,7 +52,17 @@ export class GapFill {
     private readonly subscriptions: Subscriptions,
     private readonly onStatus: (status: string, error?: unknown) => void,
     private readonly stats: GapFillStats,
+    private readonly scanNodes?: () => Redis[],
   ) {}
+
+  /**
+   * The next fill (a pattern newly registered in Cluster, pattern-interest.ts) is about events
+   * since `ms`: a sandbox with nothing delivered here starts there, not at the connection's start.
+   */
+  fillFrom(ms: number): void {
+    const floor = { ms, seq: 0 };
+    if (this.floor === undefined || compareEventIds(floor, this.floor) < 0) this.floor = floor;
+  }
 
   /** Whether live delivery waits for a fill. */
   get filling(): boolean {
@@ -116,8 +132,10 @@ export class GapFill {
       for (const ref of await this.streamsOf(scope)) refs.set(sandboxKey(ref), ref);
       if (generation !== this.generation) return false;
     }
+    const floor = this.floor;
+    this.floor = undefined;
     for (const [key, ref] of refs) {
-      const from = this.position(key);
+      const from = this.position(key, floor);
       if (from === undefined) continue;
       if (!(await this.fillOne(generation, key, ref, from))) return false;
     }
@@ -151,10 +169,11 @@ export class GapFill {
    * message's millisecond came before it; one of another stream in the same millisecond may
    * not have, so that millisecond is read again: ids already delivered are dropped by id).
    */
-  private position(key: string): EventId | undefined {
+  private position(key: string, floor: EventId | undefined): EventId | undefined {
     const delivered = this.fence.lastDelivered(key);
     const live = this.fence.receivedThrough() ?? this.connectedAt;
-    const below = live === undefined ? undefined : { ms: live.ms - 1, seq: Number.MAX_SAFE_INTEGER };
+    let below = live === undefined ? undefined : { ms: live.ms - 1, seq: Number.MAX_SAFE_INTEGER };
+    if (floor !== undefined && (below === undefined || compareEventIds(floor, below) > 0)) below = floor;
     if (delivered === undefined) return below;
     if (below === undefined) return delivered;
     return compareEventIds(delivered, below) >= 0 ? delivered : below;
@@ -166,7 +185,8 @@ export class GapFill {
    */
   private async streamsOf(scope: number | 'all'): Promise<SandboxRef[]> {
     const out: SandboxRef[] = [];
-    const nodes: Redis[] = this.commands instanceof Cluster ? this.commands.nodes('master') : [this.commands];
+    const nodes: Redis[] =
+      this.scanNodes?.() ?? (this.commands instanceof Cluster ? this.commands.nodes('master') : [this.commands]);
     for (const node of nodes) {
       let cursor = '0';
       do {

@@ -53,6 +53,7 @@ import {
 } from './connection.js';
 import { JSON_HEAD, messageHeader, metaKey, sandboxChannel, streamKey, workspaceChannel } from './keys.js';
 import { readHistory, readReplay } from './reads.js';
+import { PatternInterest } from './pattern-interest.js';
 import { Shard } from './shard.js';
 import { SLOT_COUNT, slotOf } from './slots.js';
 
@@ -121,6 +122,8 @@ export class RedisEngine implements EventStore {
   private clusterServed = false;
   private clusterStateTimer: NodeJS.Timeout | undefined;
   private waitingSaid = false;
+  /** Cluster: which workspaces some node holds patterns in (workspace channels only for those). */
+  private patternInterest: PatternInterest | undefined;
   private readonly common: RedisOptions;
   private readonly nodeId = randomBytes(8).toString('hex');
   private readonly seeds: string[];
@@ -243,8 +246,12 @@ export class RedisEngine implements EventStore {
     const finiteAge = Number.isFinite(maxAgeMs);
     const key = sandboxKey(input);
     // The connection that carries this sandbox's messages here, if any (its fence).
-    const shard = this.mode === 'cluster' ? this.placed.get(key) : this.shards.get(STANDALONE);
     const cluster = this.commands instanceof Cluster ? this.commands : undefined;
+    const shard =
+      this.mode !== 'cluster'
+        ? this.shards.get(STANDALONE)
+        : (this.placed.get(key) ??
+          (this.patternsWanted.size > 0 ? this.shardOfSlot(slotOf(sandboxChannel(input))) : undefined));
     const args = [
       input.type,
       middle,
@@ -254,9 +261,11 @@ export class RedisEngine implements EventStore {
       finiteAge ? String(Math.ceil(maxAgeMs) + KEY_TTL_SLACK_MS) : '0',
       sandboxChannel(input),
       cluster !== undefined || (shard?.subscriptions.isSharded ?? true) ? '1' : '0',
-      // In Cluster a plain PUBLISH goes to every node over the cluster bus: no workspace
-      // channels there (docs/scaling.md, "Redis Cluster", patterns).
-      this.workspaceChannels && cluster === undefined ? workspaceChannel(input.workspaceId) : '',
+      // In Cluster a plain PUBLISH goes to every node over the cluster bus: only while some
+      // node holds a pattern in the workspace (docs/scaling.md, "Redis Cluster").
+      this.workspaceChannels && (cluster === undefined || this.patternInterest?.wanted(input.workspaceId) === true)
+        ? workspaceChannel(input.workspaceId)
+        : '',
     ];
     shard?.fence.beginAppend(key);
     let idText: string;
@@ -316,15 +325,41 @@ export class RedisEngine implements EventStore {
 
   setPatternInterest(scope: number | 'all', interested: boolean): void {
     // Without workspace channels nothing is published where a pattern route would listen; such
-    // a route would only make every append in its scope wait for the fence timer. In Cluster
-    // no workspace channel is published (see append).
-    if (this.closed || !this.workspaceChannels || this.mode === 'cluster') return;
+    // a route would only make every append in its scope wait for the fence timer.
+    if (this.closed || !this.workspaceChannels) return;
     if (interested) this.patternsWanted.add(scope);
     else this.patternsWanted.delete(scope);
+    if (this.mode === 'cluster') {
+      // The workspace channel is on every master's connection (each keeps its own slots' copies).
+      this.patternInterest?.hold(scope, interested);
+      for (const shard of this.allShards()) shard.subscriptions.setPatternInterest(scope, interested);
+      return;
+    }
     this.shards.get(STANDALONE)?.subscriptions.setPatternInterest(scope, interested);
   }
 
+  /**
+   * Every node has read a new pattern registration: events of the scope published before it
+   * went without the workspace channel, so each master's connection fills them from the streams.
+   */
+  private patternSettled(since: number): void {
+    for (const shard of this.allShards()) {
+      shard.gapFill.fillFrom(since);
+      shard.subscriptions.fillOnConnect();
+    }
+  }
+
   private newShard(url: string, anchor?: string, label?: string): Shard {
+    const cluster = this.commands instanceof Cluster ? this.commands : undefined;
+    const master = label;
+    const clusterHooks =
+      cluster === undefined || master === undefined
+        ? {}
+        : {
+            accepts: (event: SandboxRef) => cluster.slots[slotOf(sandboxChannel(event))]?.[0] === master,
+            scanNodes: () =>
+              cluster.nodes('master').filter((node) => `${node.options.host}:${node.options.port}` === master),
+          };
     const shard = new Shard(
       url,
       this.common,
@@ -335,6 +370,7 @@ export class RedisEngine implements EventStore {
         deliver: (event, appended, alreadyDelivered) =>
           notifyListener(this.listener, event, appended, alreadyDelivered),
         onStatus: this.onStatus,
+        ...clusterHooks,
       },
       this.stats,
       anchor,
@@ -379,6 +415,8 @@ export class RedisEngine implements EventStore {
   private openCluster(): ClusterWithScripts {
     this.mode = 'cluster';
     const commands = openClusterCommands(this.seeds, this.common);
+    this.patternInterest = new PatternInterest(commands, (_scope, since) => this.patternSettled(since), this.onStatus);
+    for (const scope of this.patternsWanted) this.patternInterest.hold(scope, true);
     commands.on('ready', () => {
       this.onStatus('cluster commands ready');
       void this.checkCluster();
@@ -468,6 +506,7 @@ export class RedisEngine implements EventStore {
       if (connectedMs !== undefined) shard.gapFill.firstConnect(connectedMs);
       this.shards.set(master, shard);
       shard.subscriptions.versionDetected(true);
+      for (const scope of this.patternsWanted) shard.subscriptions.setPatternInterest(scope, true);
     }
     return shard;
   }
@@ -567,6 +606,7 @@ export class RedisEngine implements EventStore {
     if (this.closed) return;
     this.closed = true;
     if (this.clusterStateTimer !== undefined) clearTimeout(this.clusterStateTimer);
+    this.patternInterest?.close();
     const shards = [...this.allShards()];
     this.shards.clear();
     this.placed.clear();

@@ -5,7 +5,7 @@
  * keeps one per master, because a master pushes only the shard channels of its own slots and
  * orders only its own messages: a PING on one master's connection proves nothing about another.
  */
-import type { RedisOptions } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { NewEvent, StoredEvent } from '../../event/event.js';
 import type { LostEventsListener, RetentionPolicy } from '../types.js';
 import type { RedisEngineStats, ScriptedRedis } from './connection.js';
@@ -18,6 +18,14 @@ export interface ShardHooks {
   /** Local fan-out of one event (the store listener). */
   deliver: (event: StoredEvent, appended: NewEvent | undefined, alreadyDelivered?: number) => number | undefined;
   onStatus: (status: string, error?: unknown) => void;
+  /**
+   * Cluster: whether a pushed event belongs to this master's slots. A plain PUBLISH (workspace
+   * channels) reaches every master's connection; only the copy from the event's own master
+   * comes in order with its shard channel's messages, so the others are dropped.
+   */
+  accepts?: (event: StoredEvent) => boolean;
+  /** Cluster: this master's connection, where the gap-fill lists a pattern's streams. */
+  scanNodes?: () => Redis[];
 }
 
 export class Shard {
@@ -64,8 +72,11 @@ export class Shard {
       stats,
       shardAnchor,
     );
-    this.gapFill = new GapFill(commands, retention, this.fence, this.subscriptions, status, stats);
+    this.gapFill = new GapFill(commands, retention, this.fence, this.subscriptions, status, stats, hooks.scanNodes);
+    this.accepts = hooks.accepts;
   }
+
+  private readonly accepts: ((event: StoredEvent) => boolean) | undefined;
 
   set lostListener(listener: LostEventsListener | undefined) {
     this.gapFill.lostListener = listener;
@@ -77,6 +88,7 @@ export class Shard {
       onStatus('ignored a message that is not an event');
       return;
     }
+    if (this.accepts !== undefined && !this.accepts(event)) return;
     this.gapFill.live(event);
   }
 
