@@ -455,6 +455,12 @@ export async function startCluster(masters = 3): Promise<RedisCluster> {
   };
   try {
     await cluster.waitHealthy();
+    // Every replica in sync: CLUSTER SLOTS lists a replica only then, and the engine waits for
+    // one (WAIT) only where the slot map lists one.
+    await waitFor(
+      () => cluster.masters().every((node) => /slave0:.*state=online/.test(node.cli('INFO', 'replication'))),
+      30_000,
+    );
   } catch (error) {
     await cluster.stop();
     throw error;
