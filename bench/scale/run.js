@@ -1,7 +1,9 @@
 // Delivered messages/s with 1, 2 and 3 broker nodes sharing one Redis (docs/scaling.md). Run by hand:
 //
-//   npm run build && node bench/scale/run.js [--nodes 1,2,3] [--seconds 5] [--sandboxes 10] [--subscribers 300] [--window 64]
+//   npm run build && node bench/scale/run.js [--nodes 1,2,3] [--seconds 5] [--sandboxes 10] [--subscribers 300] [--window 64] [--cluster]
 //
+// --cluster: the nodes share a private Redis Cluster of 3 masters with a replica each
+// (bench/lib/cluster.js) instead of one redis-server.
 // Runs the compiled package (dist/), starts a private
 // redis-server on a free port (no persistence) and the nodes as child processes
 // (`serve --engine redis://...`). This process is the load generator: one publisher
@@ -16,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildModules } from '../lib/build.js';
+import { startCluster } from '../lib/cluster.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const argv = process.argv.slice(2);
@@ -30,6 +33,7 @@ const subscribers = Number(option('--subscribers', '300'));
 const window = Number(option('--window', '64'));
 // --embedded: also run one node on the embedded memory store (no Redis), as the baseline.
 const embedded = argv.includes('--embedded');
+const clustered = argv.includes('--cluster');
 
 const children = [];
 const tempDirs = [];
@@ -73,8 +77,10 @@ async function startRedis() {
   throw new Error('redis-server did not start');
 }
 
-async function startNode(dist, redisPort, secret) {
-  const store = redisPort === undefined ? ['--store', 'memory'] : ['--engine', `redis://127.0.0.1:${redisPort}`];
+async function startNode(dist, redisUrl, secret) {
+  const store = redisUrl === undefined ? ['--store', 'memory'] : ['--engine', redisUrl];
+  // Ready once every subscriber connection is (one per master in a cluster).
+  const connections = clustered ? 3 : 1;
   const child = spawn(
     process.execPath,
     [
@@ -102,7 +108,8 @@ async function startNode(dist, redisPort, secret) {
     child.stdout.on('data', (chunk) => {
       output += chunk;
       const match = /"port":(\d+).*"msg":"sandbox-events listening"/.exec(output);
-      if (match && (redisPort === undefined || output.includes('redis: subscriber ready'))) resolve(Number(match[1]));
+      const ready = output.split('redis: subscriber ready').length - 1 >= connections;
+      if (match && (redisUrl === undefined || ready)) resolve(Number(match[1]));
       if (output.length > 100_000) output = output.slice(-10_000);
     });
     child.on('exit', () => reject(new Error(`node exited: ${output}`)));
@@ -130,11 +137,12 @@ function countOf(haystack, needle) {
 }
 
 async function runCase(dist, mint, nodes, withRedis = true) {
-  const redis = withRedis ? await startRedis() : undefined;
+  const redis = !withRedis ? undefined : clustered ? await startCluster(3) : await startRedis();
+  const redisUrl = redis === undefined ? undefined : clustered ? redis.url : `redis://127.0.0.1:${redis.port}`;
   const secret = `bench-secret-${Math.random().toString(36).slice(2)}`;
   const token = await mint({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3600 });
   const brokers = [];
-  for (let i = 0; i < nodes; i++) brokers.push(await startNode(dist, redis?.port, secret));
+  for (let i = 0; i < nodes; i++) brokers.push(await startNode(dist, redisUrl, secret));
   let delivered = 0;
   const subs = [];
   for (let i = 0; i < subscribers; i++) {
@@ -205,7 +213,8 @@ async function runCase(dist, mint, nodes, withRedis = true) {
   };
   for (const s of [...subs, ...publishers.map((p) => p.socket)]) s.destroy();
   for (const b of brokers) b.child.kill('SIGKILL');
-  redis?.child.kill('SIGKILL');
+  if (clustered) redis?.stop();
+  else redis?.child.kill('SIGKILL');
   await new Promise((resolve) => setTimeout(resolve, 200));
   return result;
 }
@@ -213,7 +222,7 @@ async function runCase(dist, mint, nodes, withRedis = true) {
 const dist = build();
 const { mintToken } = await buildModules(dist).mint();
 console.log(
-  `cores: ${os.cpus().length} (${os.cpus()[0]?.model}); ${sandboxes} sandboxes, ${subscribers} subscribers, window ${window}, ${seconds} s per case`,
+  `${clustered ? 'Redis Cluster, 3 masters with a replica each; ' : ''}cores: ${os.cpus().length} (${os.cpus()[0]?.model}); ${sandboxes} sandboxes, ${subscribers} subscribers, window ${window}, ${seconds} s per case`,
 );
 console.log('nodes | published/s | delivered/s | errors | generator CPU (cores)');
 const cases = nodeCounts.map((nodes) => [nodes, true]);

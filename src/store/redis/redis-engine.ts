@@ -54,6 +54,7 @@ import {
 import { JSON_HEAD, messageHeader, metaKey, sandboxChannel, streamKey, workspaceChannel } from './keys.js';
 import { readHistory, readReplay } from './reads.js';
 import { PatternInterest } from './pattern-interest.js';
+import { ReplicaAcks } from './replica-acks.js';
 import { Shard } from './shard.js';
 import { SLOT_COUNT, slotOf } from './slots.js';
 
@@ -85,11 +86,7 @@ export interface RedisEngineOptions {
 
 /** A stream key outlives its last append by the age limit plus this. */
 const KEY_TTL_SLACK_MS = 60_000;
-/**
- * In Cluster, an append is acknowledged once a replica of its master has it too (WAIT): a
- * master killed right after answering would otherwise take the event with it when its replica
- * is promoted (replication is asynchronous). Past this, the append fails instead.
- */
+/** In Cluster, how long an append waits for a replica (replica-acks.ts) before it fails. */
 const REPLICA_WAIT_MS = 2_000;
 /** While a cluster is not fully served at start (cluster_state not ok), its state is asked again this often. */
 const CLUSTER_STATE_RETRY_MS = 500;
@@ -122,6 +119,8 @@ export class RedisEngine implements EventStore {
   private clusterServed = false;
   private clusterStateTimer: NodeJS.Timeout | undefined;
   private waitingSaid = false;
+  /** Cluster: appends acknowledged once a replica has them (replica-acks.ts). */
+  private replicaAcks: ReplicaAcks | undefined;
   /** Cluster: which workspaces some node holds patterns in (workspace channels only for those). */
   private patternInterest: PatternInterest | undefined;
   private readonly common: RedisOptions;
@@ -273,7 +272,7 @@ export class RedisEngine implements EventStore {
       idText =
         cluster === undefined
           ? await this.commands.seAppend(streamKey(input), metaKey(input), ...args)
-          : await appendReplicated(cluster, streamKey(input), metaKey(input), args);
+          : await this.replicaAcks!.append(streamKey(input), metaKey(input), args);
     } catch (error) {
       shard?.fence.appendAnswered(key, undefined);
       throw unavailable(error);
@@ -415,6 +414,7 @@ export class RedisEngine implements EventStore {
   private openCluster(): ClusterWithScripts {
     this.mode = 'cluster';
     const commands = openClusterCommands(this.seeds, this.common);
+    this.replicaAcks = new ReplicaAcks(commands, REPLICA_WAIT_MS);
     this.patternInterest = new PatternInterest(commands, (_scope, since) => this.patternSettled(since), this.onStatus);
     for (const scope of this.patternsWanted) this.patternInterest.hold(scope, true);
     commands.on('ready', () => {
@@ -619,34 +619,4 @@ export class RedisEngine implements EventStore {
 
 function majorVersion(info: string): number {
   return Number(/redis_version:(\d+)/.exec(info)?.[1] ?? '0');
-}
-
-/**
- * The append script, then WAIT for one replica of the same master (one pipeline: ioredis sends
- * both to the slot's master, on one connection, so WAIT covers the script's writes). No
- * replica known for the slot: no wait.
- */
-async function appendReplicated(
-  cluster: ClusterWithScripts,
-  stream: string,
-  meta: string,
-  args: string[],
-): Promise<string> {
-  const replicas = (cluster.slots[slotOf(stream)]?.length ?? 1) - 1;
-  const pipeline = cluster.pipeline();
-  (pipeline as unknown as ClusterWithScripts).seAppend(stream, meta, ...args);
-  if (replicas > 0) pipeline.call('WAIT', '1', String(REPLICA_WAIT_MS));
-  const results = (await pipeline.exec()) ?? [];
-  const [appendError, id] = results[0] ?? [new Error('no reply to the append')];
-  if (appendError) throw appendError;
-  if (replicas > 0) {
-    const [waitError, acks] = results[1] ?? [new Error('no reply to WAIT')];
-    if (waitError) throw waitError;
-    if (Number(acks) < 1) {
-      throw new Error(
-        `no replica confirmed the event within ${REPLICA_WAIT_MS} ms: it may be lost if its master fails now; publish it again to be sure`,
-      );
-    }
-  }
-  return String(id);
 }
