@@ -3,6 +3,7 @@
  * each, started by the test. Nodes given one master's address use the whole cluster: commands
  * by slot, one subscriber connection per master (SSUBSCRIBE), histories the same everywhere.
  */
+import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sandboxChannel } from '../../src/store/redis/keys.js';
 import { slotOf } from '../../src/store/redis/slots.js';
@@ -104,6 +105,47 @@ describe.skipIf(!hasRedis)('Redis Cluster', () => {
       holders.add(on[0]!);
     }
     expect(holders.size).toBe(3);
+  }, 60_000);
+
+  it('acknowledges publishes once a replica has them, one WAIT covering the appends answered before it', async () => {
+    const master = cluster.nodes.find((node) => cluster.role(node) === 'master')!;
+    const a = await spawnNode(master.url, secret, false);
+    nodes.push(a);
+    await waitReadyz(a);
+    const waits = (): number => {
+      let calls = 0;
+      for (const node of cluster.nodes.filter((n) => cluster.role(n) === 'master')) {
+        calls += Number(/cmdstat_wait:calls=(\d+)/.exec(node.cli('INFO', 'commandstats'))?.[1] ?? '0');
+      }
+      return calls;
+    };
+    const before = waits();
+    const publisher = await a.client();
+    // 300 publishes in flight at once, over sandboxes of every master.
+    const count = 300;
+    for (let i = 0; i < count; i++)
+      publisher.send('PUBLISH', `wt-${i % 12}`, JSON.stringify({ type: 'w', data: { i } }));
+    // The first reply is AUTH's.
+    await publisher.until(() => publisher.replies.length >= count + 1, 30_000);
+    expect(publisher.replies.slice(1).filter((reply) => typeof reply !== 'number')).toEqual([]);
+    const used = waits() - before;
+    expect(used).toBeGreaterThan(0);
+    expect(used).toBeLessThan(count);
+    // Each acknowledged event is on the replica of its master too.
+    const reader = await a.client();
+    for (let k = 0; k < 12; k++) {
+      const key = `se:{1:wt-${k}}:events`;
+      const owner = cluster.masters().find((node) => node.cli('EXISTS', key) === '1')!;
+      const replica = cluster.replicaOf(owner);
+      const onReplica = spawnSync('redis-cli', ['-p', String(replica.port)], {
+        input: `READONLY\nXLEN ${key}\n`,
+        encoding: 'utf8',
+      })
+        .stdout.trim()
+        .split('\n')
+        .at(-1);
+      expect(Number(onReplica)).toBe((await fullHistory(reader, `wt-${k}`)).length);
+    }
   }, 60_000);
 
   /** PUBLISH calls Redis ran on every master so far (scripts' calls included, INFO commandstats). */
