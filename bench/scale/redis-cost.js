@@ -12,7 +12,7 @@
 // (total_net_output_bytes less replication: the script's reply plus every pushed message), and in Cluster the
 // bytes sent to replicas and the PUBLISH messages sent over the cluster bus. The last case holds
 // a pattern in the workspace at one watching node, so workspace channels are published.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';

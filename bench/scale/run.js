@@ -12,7 +12,7 @@
 // Everything runs on this machine's cores: see docs/scaling.md for what that limits.
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -130,6 +130,19 @@ function connect(port) {
 }
 
 const MESSAGE = Buffer.from('*3\r\n$7\r\nmessage\r\n');
+
+/** CPU seconds (user + system) a process used so far, from /proc (Linux; 0 elsewhere). */
+function cpuSeconds(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of the whole line, in clock ticks (100 per second on Linux).
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+const cpuOf = (pids) => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
 function countOf(haystack, needle) {
   let count = 0;
   for (let at = haystack.indexOf(needle); at >= 0; at = haystack.indexOf(needle, at + needle.length)) count++;
@@ -198,18 +211,28 @@ async function runCase(dist, mint, nodes, withRedis = true) {
     publishers.push({ socket, pump });
   }
   const cpuBefore = process.cpuUsage();
+  const brokerPids = brokers.map((b) => b.child.pid);
+  const redisPids = redis === undefined ? [] : clustered ? redis.nodes.map((n) => n.child.pid) : [redis.child.pid];
+  const brokerCpuBefore = cpuOf(brokerPids);
+  const redisCpuBefore = cpuOf(redisPids);
   const startedAt = performance.now();
   for (const p of publishers) p.pump();
   await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
   stop = true;
   const elapsed = (performance.now() - startedAt) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
+  const brokerCpu = cpuOf(brokerPids) - brokerCpuBefore;
+  const redisCpu = cpuOf(redisPids) - redisCpuBefore;
   const result = {
     nodes: withRedis ? String(nodes) : '1 (memory store, no Redis)',
     published: Math.round(published / elapsed),
     delivered: Math.round(delivered / elapsed),
     errors,
     generatorCpu: ((cpu.user + cpu.system) / 1e6 / elapsed).toFixed(2),
+    // CPU per 1,000 delivered messages: what the machine's contention does not change much.
+    nodesMsPerK: delivered > 0 ? ((brokerCpu * 1e6) / delivered).toFixed(1) : '-',
+    redisMsPerK: delivered > 0 ? ((redisCpu * 1e6) / delivered).toFixed(1) : '-',
+    redisMsPerPublish: published > 0 ? ((redisCpu * 1e3) / published).toFixed(3) : '-',
   };
   for (const s of [...subs, ...publishers.map((p) => p.socket)]) s.destroy();
   for (const b of brokers) b.child.kill('SIGKILL');
@@ -224,13 +247,15 @@ const { mintToken } = await buildModules(dist).mint();
 console.log(
   `${clustered ? 'Redis Cluster, 3 masters with a replica each; ' : ''}cores: ${os.cpus().length} (${os.cpus()[0]?.model}); ${sandboxes} sandboxes, ${subscribers} subscribers, window ${window}, ${seconds} s per case`,
 );
-console.log('nodes | published/s | delivered/s | errors | generator CPU (cores)');
+console.log(
+  'nodes | published/s | delivered/s | errors | generator CPU (cores) | nodes CPU ms / 1k delivered | Redis CPU ms / 1k delivered | Redis CPU ms / publish',
+);
 const cases = nodeCounts.map((nodes) => [nodes, true]);
 if (embedded) cases.unshift([1, false]);
 for (const [nodes, withRedis] of cases) {
   const r = await runCase(dist, mintToken, nodes, withRedis);
   console.log(
-    `${String(r.nodes).padStart(5)} | ${String(r.published).padStart(11)} | ${String(r.delivered).padStart(11)} | ${String(r.errors).padStart(6)} | ${r.generatorCpu}`,
+    `${String(r.nodes).padStart(5)} | ${String(r.published).padStart(11)} | ${String(r.delivered).padStart(11)} | ${String(r.errors).padStart(6)} | ${r.generatorCpu} | ${r.nodesMsPerK} | ${r.redisMsPerK} | ${r.redisMsPerPublish}`,
   );
 }
 process.exit(0);
