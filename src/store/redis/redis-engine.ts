@@ -119,6 +119,8 @@ export class RedisEngine implements EventStore {
   private clusterServed = false;
   private clusterStateTimer: NodeJS.Timeout | undefined;
   private waitingSaid = false;
+  /** The master of each slot when the routes were last placed. */
+  private readonly slotMasters: (string | undefined)[] = [];
   /** Cluster: appends acknowledged once a replica has them (replica-acks.ts). */
   private replicaAcks: ReplicaAcks | undefined;
   /** Cluster: which workspaces some node holds patterns in (workspace channels only for those). */
@@ -541,8 +543,21 @@ export class RedisEngine implements EventStore {
    */
   private placeAll(connectedMs?: number): void {
     if (this.closed || this.mode !== 'cluster' || !(this.commands instanceof Cluster)) return;
+    const slots = this.commands.slots;
+    // The client reads the slot map every second: with no master changed and every route in
+    // place, there is nothing to move (this skips a slot computation per watched sandbox).
+    let changed = this.slotMasters.length !== SLOT_COUNT;
+    for (let slot = 0; slot < SLOT_COUNT; slot++) {
+      const master = slots[slot]?.[0];
+      if (this.slotMasters[slot] !== master) {
+        this.slotMasters[slot] = master;
+        changed = true;
+      }
+    }
+    if (!changed && connectedMs === undefined && [...this.allShards()].every((s) => s.subscriptions.allInPlace()))
+      return;
     const masters = new Set<string>();
-    for (const entry of this.commands.slots) if (entry?.[0] !== undefined) masters.add(entry[0]);
+    for (const entry of slots) if (entry?.[0] !== undefined) masters.add(entry[0]);
     for (const master of masters) this.shardOfMaster(master, connectedMs);
     for (const [key, ref] of this.wanted) this.place(key, ref, connectedMs);
     for (const [master, shard] of this.shards) {
