@@ -4,7 +4,7 @@
  * by slot, one subscriber connection per master (SSUBSCRIBE), histories the same everywhere.
  */
 import { spawnSync } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { sandboxChannel } from '../../src/store/redis/keys.js';
 import { slotOf } from '../../src/store/redis/slots.js';
 import {
@@ -26,8 +26,11 @@ describe.skipIf(!hasRedis)('Redis Cluster', () => {
   beforeAll(async () => {
     cluster = await startCluster(3);
   }, 90_000);
+  afterEach(async () => {
+    // Each test starts its own nodes: none left running to load the next.
+    for (const node of nodes.splice(0)) await node.kill();
+  });
   afterAll(async () => {
-    for (const node of nodes) await node.kill();
     await cluster?.stop();
   });
 
@@ -200,6 +203,67 @@ describe.skipIf(!hasRedis)('Redis Cluster', () => {
     expect(got).toHaveLength(12);
     for (const id of sandboxes) {
       expect(got.filter((m) => m.sandboxId === id).map((m) => m.i)).toEqual([1, 2]);
+    }
+  }, 60_000);
+
+  it('a node watching sandboxes by channel and by pattern delivers each event once to each, in order', async () => {
+    const master = cluster.nodes.find((node) => cluster.role(node) === 'master')!;
+    const a = await spawnNode(master.url, secret, false);
+    nodes.push(a);
+    const b = await spawnNode(master.url, secret, false);
+    nodes.push(b);
+    await Promise.all([waitReadyz(a), waitReadyz(b)]);
+    const sandboxes = Array.from({ length: 6 }, (_, i) => `pd-${i}`);
+    const channels = await b.client();
+    channels.send('SUBSCRIBE', ...sandboxes);
+    await channels.until(() => channels.replies.length >= 1 + sandboxes.length);
+    const patterns = await b.client();
+    expect(await patterns.command('PSUBSCRIBE', 'pd-*')).toEqual(['psubscribe', 'pd-*', 1]);
+    const publisher = await a.client();
+    for (let round = 0; round < 5; round++) {
+      for (const id of sandboxes) {
+        const reply = await publisher.command('PUBLISH', id, JSON.stringify({ type: 'd', data: { i: round } }));
+        expect(typeof reply).toBe('number');
+      }
+    }
+    const patternEvents = (): { sandboxId: string; i: number }[] =>
+      patterns.replies
+        .filter((reply): reply is string[] => Array.isArray(reply) && reply[0] === 'pmessage')
+        .map((reply) => {
+          const event = JSON.parse(reply[3]!) as { sandboxId: string; data: { i: number } };
+          return { sandboxId: event.sandboxId, i: event.data.i };
+        });
+    await channels.until(() => channels.messages().length >= 30, 15_000);
+    await patterns.until(() => patternEvents().length >= 30, 15_000);
+    // Events of pd-0 until A publishes them on the workspace channel too (it has read B's pattern
+    // registration): from then on each arrives at B by both routes.
+    const before = publishCalls();
+    let last = 4;
+    while (publishCalls() === before) {
+      last += 1;
+      if (last > 200) throw new Error('the workspace channel was never published');
+      await publisher.command('PUBLISH', 'pd-0', JSON.stringify({ type: 'd', data: { i: last } }));
+    }
+    for (let k = 0; k < 5; k++) {
+      last += 1;
+      await publisher.command('PUBLISH', 'pd-0', JSON.stringify({ type: 'd', data: { i: last } }));
+    }
+    const total = 30 + last - 4;
+    await channels.until(() => channels.messages().length >= total, 15_000);
+    await patterns.until(() => patternEvents().length >= total, 15_000);
+    for (const id of sandboxes) {
+      const expected = Array.from({ length: id === 'pd-0' ? last + 1 : 5 }, (_, i) => i);
+      expect(
+        channels
+          .messages()
+          .filter((m) => m.sandboxId === id)
+          .map((m) => m.data.i),
+      ).toEqual(expected);
+      expect(
+        patternEvents()
+          .filter((m) => m.sandboxId === id)
+          .map((m) => m.i),
+      ).toEqual(expected);
     }
   }, 60_000);
 });
