@@ -18,6 +18,7 @@ import {
   sleep,
   startCluster,
   startNode,
+  waitFor,
   type Node,
   type RedisCluster,
   type RedisProcess,
@@ -56,6 +57,11 @@ describe.skipIf(!hasRedis)('Redis Cluster faults under load', () => {
     for (const node of down) await node.start();
     down = [];
     await cluster.waitHealthy(60_000);
+    // Every replica in sync again, so that appends are acknowledged once on a replica (WAIT).
+    await waitFor(
+      () => cluster.masters().every((node) => /slave0:.*state=online/.test(node.cli('INFO', 'replication'))),
+      60_000,
+    );
   }, 90_000);
   afterAll(async () => {
     await cluster?.stop();

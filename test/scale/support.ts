@@ -173,7 +173,8 @@ export async function startNode(redisUrl: string, secret: string, retention = RE
     retention,
     redis: { retryStrategy: () => 100 },
   });
-  await engine.waitReady();
+  // A cluster may still be settling from the previous test's fault (a failover, a replica's sync).
+  await engine.waitReady(30_000);
   const server = await startServer({
     host: '127.0.0.1',
     port: 0,

@@ -22,6 +22,8 @@ const RETRY_MS = 200;
 /** Entries per read of a fill: one script call never copies a whole long stream at once. */
 const FILL_PAGE = 1000;
 const SCAN_COUNT = 1000;
+/** See fillFrom. */
+const CLOCK_MARGIN_MS = 100;
 
 const LOST_MESSAGE =
   'ERR events lost: this node was cut off from its Redis engine and events of this channel were trimmed meanwhile; resume from your last event id';
@@ -60,7 +62,9 @@ export class GapFill {
    * since `ms`: a sandbox with nothing delivered here starts there, not at the connection's start.
    */
   fillFrom(ms: number): void {
-    const floor = { ms, seq: 0 };
+    // Ids come from the masters' clocks, `ms` from this node's: the margin allows for them to
+    // differ by that much (events up to it before the pattern may reach it too; none after is missed).
+    const floor = { ms: ms - CLOCK_MARGIN_MS, seq: 0 };
     if (this.floor === undefined || compareEventIds(floor, this.floor) < 0) this.floor = floor;
   }
 

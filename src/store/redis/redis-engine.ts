@@ -121,6 +121,8 @@ export class RedisEngine implements EventStore {
   private waitingSaid = false;
   /** The master of each slot when the routes were last placed. */
   private readonly slotMasters: (string | undefined)[] = [];
+  /** Cluster: appends sent and not answered yet (the pattern registry waits for them, see track). */
+  private readonly appendsInFlight = new Set<Promise<string>>();
   /** Cluster: appends acknowledged once a replica has them (replica-acks.ts). */
   private replicaAcks: ReplicaAcks | undefined;
   /** Cluster: which workspaces some node holds patterns in (workspace channels only for those). */
@@ -274,7 +276,7 @@ export class RedisEngine implements EventStore {
       idText =
         cluster === undefined
           ? await this.commands.seAppend(streamKey(input), metaKey(input), ...args)
-          : await this.replicaAcks!.append(streamKey(input), metaKey(input), args);
+          : await this.track(this.replicaAcks!.append(streamKey(input), metaKey(input), args));
     } catch (error) {
       shard?.fence.appendAnswered(key, undefined);
       throw unavailable(error);
@@ -339,8 +341,18 @@ export class RedisEngine implements EventStore {
     this.shards.get(STANDALONE)?.subscriptions.setPatternInterest(scope, interested);
   }
 
+  /** Keeps an append in `appendsInFlight` until it is answered. */
+  private track(append: Promise<string>): Promise<string> {
+    this.appendsInFlight.add(append);
+    const forget = (): void => {
+      this.appendsInFlight.delete(append);
+    };
+    append.then(forget, forget);
+    return append;
+  }
+
   /**
-   * Every node has read a new pattern registration: events of the scope published before it
+   * Every node has applied a new pattern registration: events of the scope published before it
    * went without the workspace channel, so each master's connection fills them from the streams.
    */
   private patternSettled(since: number): void {
@@ -417,7 +429,13 @@ export class RedisEngine implements EventStore {
     this.mode = 'cluster';
     const commands = openClusterCommands(this.seeds, this.common);
     this.replicaAcks = new ReplicaAcks(commands, REPLICA_WAIT_MS);
-    this.patternInterest = new PatternInterest(commands, (_scope, since) => this.patternSettled(since), this.onStatus);
+    this.patternInterest = new PatternInterest(
+      commands,
+      this.nodeId,
+      () => Promise.allSettled([...this.appendsInFlight]).then(() => {}),
+      (_scope, since) => this.patternSettled(since),
+      this.onStatus,
+    );
     for (const scope of this.patternsWanted) this.patternInterest.hold(scope, true);
     commands.on('ready', () => {
       this.onStatus('cluster commands ready');
