@@ -108,6 +108,11 @@ const UPKEEP = new Set([
   'readonly',
   'script|load',
   'command',
+  'multi',
+  'exec',
+  'get',
+  'incr',
+  'zrange',
 ]);
 
 const version = /redis_version:(\S+)/.exec(cli(servers.masters()[0], 'INFO', 'server'))?.[1] ?? '?';
