@@ -1,8 +1,10 @@
 // @ts-check
 // Delivered messages/s with 1, 2 and 3 broker nodes sharing one Redis (docs/scaling.md). Run by hand:
 //
-//   npm run build && node bench/scale/run.js [--nodes 1,2,3] [--seconds 5] [--sandboxes 10] [--subscribers 300] [--window 64]
+//   npm run build && node bench/scale/run.js [--nodes 1,2,3] [--seconds 5] [--sandboxes 10] [--subscribers 300] [--window 64] [--cluster]
 //
+// --cluster: the nodes share a private Redis Cluster of 3 masters with a replica each
+// (bench/lib/cluster.js) instead of one redis-server.
 // Runs the compiled package (dist/), starts a private
 // redis-server on a free port (no persistence) and the nodes as child processes
 // (`serve --engine redis://...`). This process is the load generator: one publisher
@@ -11,12 +13,13 @@
 // Everything runs on this machine's cores: see docs/scaling.md for what that limits.
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildModules } from '../lib/build.js';
+import { startCluster } from '../lib/cluster.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const argv = process.argv.slice(2);
@@ -31,6 +34,7 @@ const subscribers = Number(option('--subscribers', '300'));
 const window = Number(option('--window', '64'));
 // --embedded: also run one node on the embedded memory store (no Redis), as the baseline.
 const embedded = argv.includes('--embedded');
+const clustered = argv.includes('--cluster');
 
 const children = [];
 const tempDirs = [];
@@ -74,8 +78,10 @@ async function startRedis() {
   throw new Error('redis-server did not start');
 }
 
-async function startNode(dist, redisPort, secret) {
-  const store = redisPort === undefined ? ['--store', 'memory'] : ['--engine', `redis://127.0.0.1:${redisPort}`];
+async function startNode(dist, redisUrl, secret) {
+  const store = redisUrl === undefined ? ['--store', 'memory'] : ['--engine', redisUrl];
+  // Ready once every subscriber connection is (one per master in a cluster).
+  const connections = clustered ? 3 : 1;
   const child = spawn(
     process.execPath,
     [
@@ -103,7 +109,8 @@ async function startNode(dist, redisPort, secret) {
     child.stdout.on('data', (chunk) => {
       output += chunk;
       const match = /"port":(\d+).*"msg":"sandbox-events listening"/.exec(output);
-      if (match && (redisPort === undefined || output.includes('redis: subscriber ready'))) resolve(Number(match[1]));
+      const ready = output.split('redis: subscriber ready').length - 1 >= connections;
+      if (match && (redisUrl === undefined || ready)) resolve(Number(match[1]));
       if (output.length > 100_000) output = output.slice(-10_000);
     });
     child.on('exit', () => reject(new Error(`node exited: ${output}`)));
@@ -124,6 +131,19 @@ function connect(port) {
 }
 
 const MESSAGE = Buffer.from('*3\r\n$7\r\nmessage\r\n');
+
+/** CPU seconds (user + system) a process used so far, from /proc (Linux; 0 elsewhere). */
+function cpuSeconds(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of the whole line, in clock ticks (100 per second on Linux).
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+const cpuOf = (pids) => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
 function countOf(haystack, needle) {
   let count = 0;
   for (let at = haystack.indexOf(needle); at >= 0; at = haystack.indexOf(needle, at + needle.length)) count++;
@@ -131,11 +151,12 @@ function countOf(haystack, needle) {
 }
 
 async function runCase(dist, mint, nodes, withRedis = true) {
-  const redis = withRedis ? await startRedis() : undefined;
+  const redis = !withRedis ? undefined : clustered ? await startCluster(3) : await startRedis();
+  const redisUrl = redis === undefined ? undefined : clustered ? redis.url : `redis://127.0.0.1:${redis.port}`;
   const secret = `bench-secret-${Math.random().toString(36).slice(2)}`;
   const token = await mint({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3600 });
   const brokers = [];
-  for (let i = 0; i < nodes; i++) brokers.push(await startNode(dist, redis?.port, secret));
+  for (let i = 0; i < nodes; i++) brokers.push(await startNode(dist, redisUrl, secret));
   let delivered = 0;
   const subs = [];
   for (let i = 0; i < subscribers; i++) {
@@ -191,22 +212,33 @@ async function runCase(dist, mint, nodes, withRedis = true) {
     publishers.push({ socket, pump });
   }
   const cpuBefore = process.cpuUsage();
+  const brokerPids = brokers.map((b) => b.child.pid);
+  const redisPids = redis === undefined ? [] : clustered ? redis.nodes.map((n) => n.child.pid) : [redis.child.pid];
+  const brokerCpuBefore = cpuOf(brokerPids);
+  const redisCpuBefore = cpuOf(redisPids);
   const startedAt = performance.now();
   for (const p of publishers) p.pump();
   await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
   stop = true;
   const elapsed = (performance.now() - startedAt) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
+  const brokerCpu = cpuOf(brokerPids) - brokerCpuBefore;
+  const redisCpu = cpuOf(redisPids) - redisCpuBefore;
   const result = {
     nodes: withRedis ? String(nodes) : '1 (memory store, no Redis)',
     published: Math.round(published / elapsed),
     delivered: Math.round(delivered / elapsed),
     errors,
     generatorCpu: ((cpu.user + cpu.system) / 1e6 / elapsed).toFixed(2),
+    // CPU per 1,000 delivered messages: what the machine's contention does not change much.
+    nodesMsPerK: delivered > 0 ? ((brokerCpu * 1e6) / delivered).toFixed(1) : '-',
+    redisMsPerK: delivered > 0 ? ((redisCpu * 1e6) / delivered).toFixed(1) : '-',
+    redisMsPerPublish: published > 0 ? ((redisCpu * 1e3) / published).toFixed(3) : '-',
   };
   for (const s of [...subs, ...publishers.map((p) => p.socket)]) s.destroy();
   for (const b of brokers) b.child.kill('SIGKILL');
-  redis?.child.kill('SIGKILL');
+  if (clustered) redis?.stop();
+  else redis?.child.kill('SIGKILL');
   await new Promise((resolve) => setTimeout(resolve, 200));
   return result;
 }
@@ -214,15 +246,17 @@ async function runCase(dist, mint, nodes, withRedis = true) {
 const dist = build();
 const { mintToken } = await buildModules(dist).mint();
 console.log(
-  `cores: ${os.cpus().length} (${os.cpus()[0]?.model}); ${sandboxes} sandboxes, ${subscribers} subscribers, window ${window}, ${seconds} s per case`,
+  `${clustered ? 'Redis Cluster, 3 masters with a replica each; ' : ''}cores: ${os.cpus().length} (${os.cpus()[0]?.model}); ${sandboxes} sandboxes, ${subscribers} subscribers, window ${window}, ${seconds} s per case`,
 );
-console.log('nodes | published/s | delivered/s | errors | generator CPU (cores)');
+console.log(
+  'nodes | published/s | delivered/s | errors | generator CPU (cores) | nodes CPU ms / 1k delivered | Redis CPU ms / 1k delivered | Redis CPU ms / publish',
+);
 const cases = nodeCounts.map((nodes) => [nodes, true]);
 if (embedded) cases.unshift([1, false]);
 for (const [nodes, withRedis] of cases) {
   const r = await runCase(dist, mintToken, nodes, withRedis);
   console.log(
-    `${String(r.nodes).padStart(5)} | ${String(r.published).padStart(11)} | ${String(r.delivered).padStart(11)} | ${String(r.errors).padStart(6)} | ${r.generatorCpu}`,
+    `${String(r.nodes).padStart(5)} | ${String(r.published).padStart(11)} | ${String(r.delivered).padStart(11)} | ${String(r.errors).padStart(6)} | ${r.generatorCpu} | ${r.nodesMsPerK} | ${r.redisMsPerK} | ${r.redisMsPerPublish}`,
   );
 }
 process.exit(0);

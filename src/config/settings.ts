@@ -154,7 +154,11 @@ export const SETTINGS = {
     ['normal', 'full'] as const,
     'normal',
   ),
-  engine: text('<url>', 'share events with other nodes through Redis: redis://host:port (replaces --store)', 'restart'),
+  engine: text(
+    '<url>',
+    'share events with other nodes through Redis: redis://host:port, or a Redis Cluster by any node or several seeds redis://a:7000,b:7001 (replaces --store)',
+    'restart',
+  ),
   retentionCount: numeric('<n>', 'events kept per sandbox', 'live', integerArgument(1), 10_000),
   retentionAge: numeric(
     '<duration>',

@@ -1,15 +1,19 @@
 /**
  * Readiness (docs/scaling.md, "Readiness"): a node serves no command that needs the engine
  * before the engine first connected (`-LOADING`, as Redis while it loads; `/readyz` 503), and an
- * address the engine cannot fully serve is refused at start. The real daemon, a real
+ * address the engine cannot fully serve (a Redis Cluster with slots uncovered) is never half served. The real daemon, a real
  * redis-server.
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { tmpdir } from 'node:os';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN } from '../support/daemon.js';
-import { hasRedis, newSecret, spawnNode, startRedis, type ChildNode, type RedisProcess } from './support.js';
+import {
+  hasRedis,
+  newSecret,
+  spawnNode,
+  startRedis,
+  waitForOutput,
+  type ChildNode,
+  type RedisProcess,
+} from './support.js';
 
 describe.skipIf(!hasRedis)('readiness of a node on the Redis engine', () => {
   const secret = newSecret();
@@ -52,20 +56,20 @@ describe.skipIf(!hasRedis)('readiness of a node on the Redis engine', () => {
     expect(reply.slice(0, 4)).toEqual(['resume', 'sb-ready', 1, 'complete']);
   }, 30_000);
 
-  it('refuses at start a node of a Redis Cluster, with a clear error, instead of half serving it', async () => {
-    const dir = tmpdir();
+  it('stays -LOADING with /readyz 503 on a Redis Cluster whose slots are not all served, instead of half serving it', async () => {
+    // A cluster node with no slots assigned: cluster_state:fail, every slot uncovered.
     const redis = await startRedis(false, ['--cluster-enabled', 'yes']);
     servers.push(redis);
-    const child = spawn(
-      process.execPath,
-      [BIN, 'serve', '--engine', redis.url, '--port', '0', '--jwt-secret', secret, '--data-dir', dir],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const [code] = (await once(child, 'exit')) as [number | null];
-    expect(code).toBe(1);
-    expect(output).toMatch(/cannot use this Redis: the address is a node of a Redis Cluster/);
+    const node = await spawnNode(redis.url, secret, false);
+    children.push(node);
+    await waitForOutput(node, /the cluster does not serve every slot yet/);
+    const client = await node.client();
+    const publish = (await client.command('PUBLISH', 'sb-ready', '{"type":"t"}')) as Error;
+    expect(publish.message).toMatch(/^LOADING /);
+    const subscribe = (await client.command('RESUME', 'sb-ready', '0-0')) as Error;
+    expect(subscribe.message).toMatch(/^LOADING /);
+    const ready = await readyz(node);
+    expect(ready.status).toBe(503);
+    expect(node.output()).not.toMatch(/MOVED|CLUSTERDOWN/);
   }, 30_000);
 });

@@ -173,7 +173,8 @@ export async function startNode(redisUrl: string, secret: string, retention = RE
     retention,
     redis: { retryStrategy: () => 100 },
   });
-  await engine.waitReady();
+  // A cluster may still be settling from the previous test's fault (a failover, a replica's sync).
+  await engine.waitReady(30_000);
   const server = await startServer({
     host: '127.0.0.1',
     port: 0,
@@ -388,8 +389,12 @@ export interface RedisCluster {
   urls: string[];
   /** The node's role now (`master` / `slave`), from ROLE. */
   role(node: RedisProcess): string;
-  /** Waits until every live node reports `cluster_state:ok`. */
-  waitHealthy(timeoutMs?: number): Promise<void>;
+  /** Waits until every node (or those of `among`) reports `cluster_state:ok`. */
+  waitHealthy(timeoutMs?: number, among?: RedisProcess[]): Promise<void>;
+  /** The masters now, by ROLE. */
+  masters(): RedisProcess[];
+  /** The replica of `master` now (by its CLUSTER NODES line). */
+  replicaOf(master: RedisProcess): RedisProcess;
   stop(): Promise<void>;
 }
 
@@ -427,8 +432,23 @@ export async function startCluster(masters = 3): Promise<RedisCluster> {
     nodes,
     urls: nodes.map((node) => node.url),
     role: (node) => node.cli('ROLE').split('\n')[0]!.trim(),
-    async waitHealthy(timeoutMs = 30_000) {
-      await waitFor(() => nodes.every((node) => /cluster_state:ok/.test(node.cli('CLUSTER', 'INFO'))), timeoutMs);
+    async waitHealthy(timeoutMs = 30_000, among = nodes) {
+      await waitFor(() => among.every((node) => /cluster_state:ok/.test(node.cli('CLUSTER', 'INFO'))), timeoutMs);
+    },
+    masters: () => nodes.filter((node) => cluster.role(node) === 'master'),
+    replicaOf(master) {
+      const id = master.cli('CLUSTER', 'MYID');
+      const replica = nodes.find(
+        (node) =>
+          node !== master &&
+          node.cli('ROLE').split('\n')[0] === 'slave' &&
+          node
+            .cli('CLUSTER', 'NODES')
+            .split('\n')
+            .some((line) => line.includes('myself') && line.includes(id)),
+      );
+      if (replica === undefined) throw new Error(`no replica of ${master.port}`);
+      return replica;
     },
     async stop() {
       for (const node of nodes) await node.stop();
@@ -436,6 +456,12 @@ export async function startCluster(masters = 3): Promise<RedisCluster> {
   };
   try {
     await cluster.waitHealthy();
+    // Every replica in sync: CLUSTER SLOTS lists a replica only then, and the engine waits for
+    // one (WAIT) only where the slot map lists one.
+    await waitFor(
+      () => cluster.masters().every((node) => /slave0:.*state=online/.test(node.cli('INFO', 'replication'))),
+      30_000,
+    );
   } catch (error) {
     await cluster.stop();
     throw error;
@@ -445,10 +471,35 @@ export async function startCluster(masters = 3): Promise<RedisCluster> {
 
 // ------------------------------------------------------------ child-process nodes
 
+/** Waits until a child node's output matches `pattern` (a log line is the event). */
+export async function waitForOutput(node: ChildNode, pattern: RegExp, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pattern.test(node.output())) {
+    if (Date.now() > deadline || node.child.exitCode !== null) throw new Error(`no ${pattern} in: ${node.output()}`);
+    await Promise.race([node.outputChanged(), sleep(200)]);
+  }
+}
+
+/** Polls a child node's /readyz (its only outward sign of the engine's state) until 200. */
+export async function waitReadyz(node: ChildNode, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = 0;
+  while (Date.now() < deadline) {
+    last = (await fetch(`http://127.0.0.1:${node.httpPort}/readyz`)).status;
+    if (last === 200) return;
+    await sleep(50);
+  }
+  throw new Error(`/readyz stayed ${last}`);
+}
+
 export interface ChildNode {
   port: number;
   httpPort: number;
   child: ChildProcess;
+  /** Everything the node wrote to stdout and stderr so far. */
+  output(): string;
+  /** Resolves when its output next changes. */
+  outputChanged(): Promise<void>;
   client(token?: Partial<Omit<MintOptions, 'secret'>>): Promise<RespClient>;
   kill(): Promise<void>;
 }
@@ -498,6 +549,19 @@ export async function spawnNode(redisUrl: string, secret: string, waitForEngine 
     port,
     httpPort,
     child,
+    output: () => output,
+    outputChanged: () =>
+      new Promise<void>((resolve) => {
+        const done = (): void => {
+          child.stdout!.off('data', done);
+          child.stderr!.off('data', done);
+          child.off('exit', done);
+          resolve();
+        };
+        child.stdout!.on('data', done);
+        child.stderr!.on('data', done);
+        child.on('exit', done);
+      }),
     async client(token = {}) {
       const client = await RespClient.connect(port);
       clients.push(client);

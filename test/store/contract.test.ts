@@ -1,6 +1,6 @@
 /**
  * What every EventStore promises (src/store/types.ts), run against every store: memory, SQLite and the Redis engine on a real
- * redis-server must behave identically. Where the engine legitimately differs (its ids come from
+ * redis-server and on a real Redis Cluster must behave identically. Where the engine legitimately differs (its ids come from
  * Redis's clock, which a test cannot set), the difference is spelled out below, test by test,
  * with docs/scaling.md ("Differences from the embedded stores") as the reference.
  */
@@ -18,6 +18,8 @@ import type { HistoryPages, RetentionPolicy } from '../../src/store/types.js';
 import {
   BIG,
   Clock,
+  clusterFactory,
+  SharedCluster,
   T0,
   ids,
   memoryFactory,
@@ -35,12 +37,17 @@ const compareIds = (a: StoredEvent, b: StoredEvent): number => compareEventIds(a
 
 const redisServer = new SharedRedis();
 afterAll(() => redisServer.stop());
+const redisCluster = new SharedCluster();
+afterAll(() => redisCluster.stop(), 30_000);
 
 const stores: [string, 'injected' | 'server', () => StoreFactory][] = [
   ['memory', 'injected', memoryFactory],
   ['sqlite', 'injected', () => sqliteFactory()],
 ];
-if (hasRedis) stores.push(['redis', 'server', () => redisFactory(redisServer)]);
+if (hasRedis) {
+  stores.push(['redis', 'server', () => redisFactory(redisServer)]);
+  stores.push(['redis cluster', 'server', () => clusterFactory(redisCluster)]);
+}
 
 describe.each(stores)('%s store', (_kind, clockKind, makeFactory) => {
   let factory: StoreFactory;

@@ -7,7 +7,7 @@ import { MemoryStore } from '../../src/store/memory-store.js';
 import { RedisEngine } from '../../src/store/redis/redis-engine.js';
 import { SqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite-store.js';
 import type { EventStore, RetentionPolicy } from '../../src/store/types.js';
-import { startRedis, type RedisProcess } from '../scale/support.js';
+import { startCluster, startRedis, type RedisCluster, type RedisProcess } from '../scale/support.js';
 
 export const T0 = 1_700_000_000_000;
 
@@ -84,6 +84,46 @@ export class SharedRedis {
     this.started = undefined;
     if (started !== undefined) await (await started).stop();
   }
+}
+
+/** One Redis Cluster (3 masters, a replica each) for a whole test file, started on first use. */
+export class SharedCluster {
+  private started: Promise<RedisCluster> | undefined;
+  get(): Promise<RedisCluster> {
+    this.started ??= startCluster(3);
+    return this.started;
+  }
+  async stop(): Promise<void> {
+    const started = this.started;
+    this.started = undefined;
+    if (started !== undefined) await (await started).stop();
+  }
+}
+
+/**
+ * The Redis engine on a real Redis Cluster, given every node as a seed, every master emptied
+ * (FLUSHALL) for each new store; otherwise as redisFactory.
+ */
+export function clusterFactory(shared: SharedCluster): StoreFactory {
+  const stores: TestStore[] = [];
+  return {
+    kind: 'redis',
+    clock: 'server',
+    async create({ retention }) {
+      const cluster = await shared.get();
+      for (const master of cluster.masters()) master.cli('FLUSHALL');
+      const url = `redis://${cluster.nodes.map((node) => `127.0.0.1:${node.port}`).join(',')}`;
+      const engine = new RedisEngine({ url, retention, redis: { retryStrategy: () => 100 } });
+      await engine.waitReady(30_000);
+      if (!engine.isCluster) throw new Error('the engine did not take the seeds for a cluster');
+      const store = Object.assign(engine, { prune: async (): Promise<number> => 0 });
+      stores.push(store);
+      return store;
+    },
+    async cleanup() {
+      await Promise.all(stores.splice(0).map((s) => s.close()));
+    },
+  };
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * The engine's Redis connections and the error every failed Redis call becomes.
  */
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { SandboxEventsError } from '../../errors.js';
 import {
   APPEND_SCRIPT,
@@ -24,8 +24,8 @@ export interface RedisEngineStats {
   gapsReported: number;
 }
 
-/** The commands connection with the engine's scripts (ioredis `defineCommand`: EVALSHA, EVAL on NOSCRIPT). */
-export interface RedisWithScripts extends Redis {
+/** The engine's scripts (ioredis `defineCommand`: EVALSHA, EVAL on NOSCRIPT). */
+interface EngineScripts {
   /** `keys`: how many of `args` are keys (2, or 6 with the workspace keys). Resolves to [id, order or '']. */
   seAppend(keys: number, ...args: string[]): Promise<[string, string]>;
   seReplay(stream: string, meta: string, ...args: string[]): Promise<unknown[]>;
@@ -34,6 +34,15 @@ export interface RedisWithScripts extends Redis {
   seStreamLast(stream: string): Promise<[number, string]>;
   seWorkspaceReplay(order: string, orders: string, ...args: string[]): Promise<[string, string, string, unknown[]]>;
 }
+
+/** The commands connection of a standalone Redis, with the engine's scripts. */
+export interface RedisWithScripts extends Redis, EngineScripts {}
+
+/** The commands client of a Redis Cluster (routes each command by its key's slot), with the scripts. */
+export interface ClusterWithScripts extends Cluster, EngineScripts {}
+
+/** What the reads and the gap-fill send their commands on. */
+export type ScriptedRedis = RedisWithScripts | ClusterWithScripts;
 
 /** What a failed Redis call is reported as: `STORE_UNAVAILABLE`, the cause kept. */
 export function unavailable(error: unknown): SandboxEventsError {
@@ -57,17 +66,46 @@ export function connectionOptions(extra: RedisOptions | undefined): RedisOptions
 
 export function openCommandConnection(url: string, common: RedisOptions): RedisWithScripts {
   const commands = new Redis(url, { ...common, connectionName: 'sandbox-events:commands' }) as RedisWithScripts;
+  defineScripts(commands);
+  return commands;
+}
+
+/** How often the cluster client asks for the slot map besides on MOVED and on lost nodes. */
+const SLOTS_REFRESH_MS = 1_000;
+
+/**
+ * The commands client of a Redis Cluster from its seed addresses: ioredis `Cluster` reads the
+ * slot map (CLUSTER SLOTS), sends each command to its slot's master and follows MOVED / ASK.
+ * Like the standalone connection, it never queues a command while a node is unreachable.
+ */
+export function openClusterCommands(seeds: string[], common: RedisOptions): ClusterWithScripts {
+  const options: ClusterOptions = {
+    enableOfflineQueue: false,
+    enableReadyCheck: true,
+    scaleReads: 'master',
+    slotsRefreshInterval: SLOTS_REFRESH_MS,
+    // A failover takes the cluster's node timeout plus an election: the client keeps trying.
+    clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 2_000),
+    retryDelayOnFailover: 100,
+    retryDelayOnClusterDown: 100,
+    redisOptions: { ...common, connectionName: 'sandbox-events:commands' },
+  };
+  const commands = new Cluster(seeds, options) as ClusterWithScripts;
+  defineScripts(commands);
+  return commands;
+}
+
+function defineScripts(commands: Redis | Cluster): void {
   commands.defineCommand('seAppend', { lua: APPEND_SCRIPT });
   commands.defineCommand('seReplay', { numberOfKeys: 2, lua: REPLAY_SCRIPT });
   commands.defineCommand('seHistoryIds', { numberOfKeys: 1, lua: HISTORY_IDS_SCRIPT });
   commands.defineCommand('seList', { numberOfKeys: 1, lua: LIST_SCRIPT });
   commands.defineCommand('seStreamLast', { numberOfKeys: 1, lua: STREAM_LAST_SCRIPT });
   commands.defineCommand('seWorkspaceReplay', { numberOfKeys: 2, lua: WORKSPACE_REPLAY_SCRIPT });
-  return commands;
 }
 
 /** QUIT when connected (replies in flight still arrive), else just drop the socket. */
-export async function quitConnection(redis: Redis): Promise<void> {
+export async function quitConnection(redis: Redis | Cluster): Promise<void> {
   try {
     if (redis.status === 'ready') await redis.quit();
     else redis.disconnect();

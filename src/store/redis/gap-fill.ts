@@ -11,7 +11,8 @@
 import { compareEventIds, type EventId, type StoredEvent } from '../../event/event.js';
 import { sandboxKey } from '../semantics.js';
 import type { LostEventsListener, RetentionPolicy, SandboxRef } from '../types.js';
-import type { RedisEngineStats, RedisWithScripts } from './connection.js';
+import { Cluster, type Redis } from 'ioredis';
+import type { RedisEngineStats, ScriptedRedis } from './connection.js';
 import { refFromStreamKey, streamKeyPattern } from './keys.js';
 import type { PublishFence } from './publish-fence.js';
 import { readStreamAfter } from './reads.js';
@@ -21,6 +22,8 @@ const RETRY_MS = 200;
 /** Entries per read of a fill: one script call never copies a whole long stream at once. */
 const FILL_PAGE = 1000;
 const SCAN_COUNT = 1000;
+/** See fillFrom. */
+const CLOCK_MARGIN_MS = 100;
 
 const LOST_MESSAGE =
   'ERR events lost: this node was cut off from its Redis engine and events of this channel were trimmed meanwhile; resume from your last event id';
@@ -37,15 +40,33 @@ export class GapFill {
   /** The Redis clock when the engine first connected: where a fill starts if nothing was received. */
   private connectedAt: EventId | undefined;
   lostListener: LostEventsListener | undefined;
+  /** The next fill starts no earlier than this for sandboxes with nothing delivered here (see fillFrom). */
+  private floor: EventId | undefined;
 
+  /**
+   * `scanNodes`: where the streams of pattern scopes are listed (default: every master); a
+   * Cluster shard lists its own master's only, as it carries only the messages of its slots.
+   */
   constructor(
-    private readonly commands: RedisWithScripts,
+    private readonly commands: ScriptedRedis,
     private readonly retention: RetentionPolicy,
     private readonly fence: PublishFence,
     private readonly subscriptions: Subscriptions,
     private readonly onStatus: (status: string, error?: unknown) => void,
     private readonly stats: GapFillStats,
+    private readonly scanNodes?: () => Redis[],
   ) {}
+
+  /**
+   * The next fill (a pattern newly registered in Cluster, pattern-interest.ts) is about events
+   * since `ms`: a sandbox with nothing delivered here starts there, not at the connection's start.
+   */
+  fillFrom(ms: number): void {
+    // Ids come from the masters' clocks, `ms` from this node's: the margin allows for them to
+    // differ by that much (events up to it before the pattern may reach it too; none after is missed).
+    const floor = { ms: ms - CLOCK_MARGIN_MS, seq: 0 };
+    if (this.floor === undefined || compareEventIds(floor, this.floor) < 0) this.floor = floor;
+  }
 
   /** Whether live delivery waits for a fill. */
   get filling(): boolean {
@@ -55,6 +76,19 @@ export class GapFill {
   /** Redis's clock (ms) at the first connect. */
   firstConnect(ms: number): void {
     this.connectedAt ??= { ms, seq: 0 };
+  }
+
+  /** Takes over another connection's start point (see startPoint), if this one has none yet. */
+  inheritStart(from: EventId | undefined): void {
+    this.connectedAt ??= from;
+  }
+
+  /**
+   * Where a fill of a sandbox with nothing delivered here starts from, for a connection that
+   * takes this one's routes over (a Cluster slot moved to another master).
+   */
+  startPoint(): EventId | undefined {
+    return this.fence.receivedThrough() ?? this.connectedAt;
   }
 
   /** Every message of the subscriber connection comes here. */
@@ -102,8 +136,10 @@ export class GapFill {
       for (const ref of await this.streamsOf(scope)) refs.set(sandboxKey(ref), ref);
       if (generation !== this.generation) return false;
     }
+    const floor = this.floor;
+    this.floor = undefined;
     for (const [key, ref] of refs) {
-      const from = this.position(key);
+      const from = this.position(key, floor);
       if (from === undefined) continue;
       if (!(await this.fillOne(generation, key, ref, from))) return false;
     }
@@ -137,27 +173,35 @@ export class GapFill {
    * message's millisecond came before it; one of another stream in the same millisecond may
    * not have, so that millisecond is read again: ids already delivered are dropped by id).
    */
-  private position(key: string): EventId | undefined {
+  private position(key: string, floor: EventId | undefined): EventId | undefined {
     const delivered = this.fence.lastDelivered(key);
     const live = this.fence.receivedThrough() ?? this.connectedAt;
-    const below = live === undefined ? undefined : { ms: live.ms - 1, seq: Number.MAX_SAFE_INTEGER };
+    let below = live === undefined ? undefined : { ms: live.ms - 1, seq: Number.MAX_SAFE_INTEGER };
+    if (floor !== undefined && (below === undefined || compareEventIds(floor, below) > 0)) below = floor;
     if (delivered === undefined) return below;
     if (below === undefined) return delivered;
     return compareEventIds(delivered, below) >= 0 ? delivered : below;
   }
 
-  /** The streams of a workspace (or all), for pattern subscribers. SCAN: O(keys), once per reconnect. */
+  /**
+   * The streams of a workspace (or all), for pattern subscribers. SCAN: O(keys), once per
+   * reconnect; in Cluster on every master (SCAN lists one node's keys).
+   */
   private async streamsOf(scope: number | 'all'): Promise<SandboxRef[]> {
     const out: SandboxRef[] = [];
-    let cursor = '0';
-    do {
-      const [next, keys] = await this.commands.scan(cursor, 'MATCH', streamKeyPattern(scope), 'COUNT', SCAN_COUNT);
-      cursor = next;
-      for (const key of keys) {
-        const ref = refFromStreamKey(key);
-        if (ref !== undefined) out.push(ref);
-      }
-    } while (cursor !== '0');
+    const nodes: Redis[] =
+      this.scanNodes?.() ?? (this.commands instanceof Cluster ? this.commands.nodes('master') : [this.commands]);
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', streamKeyPattern(scope), 'COUNT', SCAN_COUNT);
+        cursor = next;
+        for (const key of keys) {
+          const ref = refFromStreamKey(key);
+          if (ref !== undefined) out.push(ref);
+        }
+      } while (cursor !== '0');
+    }
     return out;
   }
 

@@ -2,6 +2,7 @@
  * The engine's reads: a resume's replay (one script, so the stream and its bookkeeping are read
  * at one instant), history (XRANGE / XREVRANGE, or a paged reply) and the sandbox listing.
  */
+import { Cluster } from 'ioredis';
 import {
   compareEventIds,
   formatEventId,
@@ -20,7 +21,7 @@ import type {
   SandboxRef,
   WorkspaceReplay,
 } from '../types.js';
-import { type RedisWithScripts, unavailable } from './connection.js';
+import { type ScriptedRedis, unavailable } from './connection.js';
 import {
   eventFromEntry,
   metaKey,
@@ -40,7 +41,7 @@ type StreamEntry = [string, string[]];
 
 /** Retained events after `afterId` (at most `limit`) and how complete that is (src/store/semantics.ts). */
 export async function readReplay(
-  commands: RedisWithScripts,
+  commands: ScriptedRedis,
   retention: RetentionPolicy,
   ref: SandboxRef,
   afterId: EventId,
@@ -53,7 +54,7 @@ export async function readReplay(
 
 /** Retained events after `afterId` (at most `limit`), and what the stream's bookkeeping says. */
 export async function readStreamAfter(
-  commands: RedisWithScripts,
+  commands: ScriptedRedis,
   retention: RetentionPolicy,
   ref: SandboxRef,
   afterId: EventId,
@@ -124,7 +125,7 @@ function historyFloorWithAge(query: HistoryQuery, retention: RetentionPolicy): E
  * pipeline (the ids between them are of other types). An event trimmed meanwhile is a hole.
  */
 export async function readHistoryPages(
-  commands: RedisWithScripts,
+  commands: ScriptedRedis,
   retention: RetentionPolicy,
   query: HistoryQuery,
   limit: number,
@@ -180,7 +181,7 @@ export async function readHistoryPages(
  * entry is then not `after + 1`; or an event it names is gone or past the age limit.
  */
 export async function readWorkspaceAfter(
-  commands: RedisWithScripts,
+  commands: ScriptedRedis,
   retention: RetentionPolicy,
   workspaceId: number,
   after: number,
@@ -227,10 +228,7 @@ const LIST_PAGE = 100;
  * read from the sandbox indexes (keys.ts) a bounded page per call, in workspace then sandbox
  * id order.
  */
-export async function listIndexedSandboxes(
-  commands: RedisWithScripts,
-  scope: number | 'all',
-): Promise<SandboxListing[]> {
+export async function listIndexedSandboxes(commands: ScriptedRedis, scope: number | 'all'): Promise<SandboxListing[]> {
   const out: SandboxListing[] = [];
   try {
     const workspaces = scope === 'all' ? (await commands.zrange(WORKSPACES_KEY, 0, -1)).map(Number) : [scope];
@@ -256,30 +254,31 @@ export async function listIndexedSandboxes(
 
 /**
  * The same listing without the sandbox indexes (a Redis Cluster): SCAN over the stream keys of
- * the scope, a page of keys at a time, then each stream's length and last id. SCAN walks the
+ * the scope on every master, a page of keys at a time, then each stream's length and last id. SCAN walks the
  * whole keyspace, so this costs in proportion to every key in Redis, not the scope's.
  */
-export async function listScannedSandboxes(
-  commands: RedisWithScripts,
-  scope: number | 'all',
-): Promise<SandboxListing[]> {
+export async function listScannedSandboxes(commands: ScriptedRedis, scope: number | 'all'): Promise<SandboxListing[]> {
   const seen = new Set<string>();
   const out: SandboxListing[] = [];
+  // A Cluster's SCAN walks one node: every master is scanned, each for the keys of its slots.
+  const nodes = commands instanceof Cluster ? commands.nodes('master') : [commands];
   try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await commands.scan(cursor, 'MATCH', streamKeyPattern(scope), 'COUNT', 1000);
-      cursor = next;
-      const fresh = keys.filter((key) => !seen.has(key));
-      for (const key of fresh) seen.add(key);
-      const lasts = await Promise.all(fresh.map((key) => commands.seStreamLast(key)));
-      for (const [i, key] of fresh.entries()) {
-        const ref = refFromStreamKey(key);
-        const [length, lastText] = lasts[i]!;
-        const lastId = parseEventId(lastText);
-        if (ref !== undefined && length > 0 && lastId !== undefined) out.push({ ...ref, lastId });
-      }
-    } while (cursor !== '0');
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', streamKeyPattern(scope), 'COUNT', 1000);
+        cursor = next;
+        const fresh = keys.filter((key) => !seen.has(key));
+        for (const key of fresh) seen.add(key);
+        const lasts = await Promise.all(fresh.map((key) => commands.seStreamLast(key)));
+        for (const [i, key] of fresh.entries()) {
+          const ref = refFromStreamKey(key);
+          const [length, lastText] = lasts[i]!;
+          const lastId = parseEventId(lastText);
+          if (ref !== undefined && length > 0 && lastId !== undefined) out.push({ ...ref, lastId });
+        }
+      } while (cursor !== '0');
+    }
   } catch (error) {
     throw unavailable(error);
   }
@@ -290,7 +289,7 @@ export async function listScannedSandboxes(
 
 /** A history query, read in pages of the stream. */
 export async function readHistory(
-  commands: RedisWithScripts,
+  commands: ScriptedRedis,
   retention: RetentionPolicy,
   query: HistoryQuery,
   limit: number,

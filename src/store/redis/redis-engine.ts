@@ -13,9 +13,14 @@
  *   other nodes (publish-fence.ts).
  * - Loss of Redis: commands fail at once (no offline queue) with STORE_UNAVAILABLE, ioredis
  *   reconnects with backoff, and the subscriptions are made again on the new connection.
+ * - Redis Cluster (docs/scaling.md, "Redis Cluster"): detected from the address (INFO
+ *   `redis_mode:cluster`) or given as several seeds; commands go through ioredis `Cluster`,
+ *   and the node keeps one subscriber connection (a Shard) per master, each sandbox's route on
+ *   the master of its channel's slot, moved when the slot map changes.
  */
 import { randomBytes } from 'node:crypto';
 import type { RedisOptions } from 'ioredis';
+import { Cluster } from 'ioredis';
 import {
   eventJson,
   parseEventId,
@@ -48,16 +53,17 @@ import type {
   WorkspaceReplay,
 } from '../types.js';
 import {
+  type ClusterWithScripts,
   connectionOptions,
+  openClusterCommands,
   openCommandConnection,
   quitConnection,
   type RedisEngineStats,
-  type RedisWithScripts,
+  type ScriptedRedis,
   unavailable,
 } from './connection.js';
 import {
   JSON_HEAD,
-  decodeMessage,
   messageHeader,
   metaKey,
   ORDERS_KEY,
@@ -68,8 +74,6 @@ import {
   workspaceChannel,
   workspaceOrderKey,
 } from './keys.js';
-import { GapFill } from './gap-fill.js';
-import { PublishFence } from './publish-fence.js';
 import {
   listIndexedSandboxes,
   listScannedSandboxes,
@@ -78,10 +82,16 @@ import {
   readReplay,
   readWorkspaceAfter,
 } from './reads.js';
-import { Subscriptions } from './subscriptions.js';
+import { PatternInterest } from './pattern-interest.js';
+import { ReplicaAcks } from './replica-acks.js';
+import { Shard } from './shard.js';
+import { SLOT_COUNT, slotOf } from './slots.js';
 
 export interface RedisEngineOptions {
-  /** `redis://host:port[/db]` (ioredis URL syntax, `rediss://` for TLS). */
+  /**
+   * `redis://host:port[/db]` (ioredis URL syntax, `rediss://` for TLS), or the seeds of a Redis
+   * Cluster: `redis://host:port,host:port` (credentials and scheme of the first apply to all).
+   */
   url: string;
   retention: RetentionPolicy;
   /**
@@ -94,10 +104,11 @@ export interface RedisEngineOptions {
   workspaceChannels?: boolean;
   /**
    * Keep the keys of a workspace that the append script writes beside the sandbox's own
-   * (default true): the sandbox index that `listSandboxes` reads, and the workspace order that
-   * `replayWorkspaceAfter` reads (pattern resume). A Redis Cluster cannot (a script writes keys
-   * of one slot only); off, `listSandboxes` scans the stream keys instead, and the engine has no
-   * `replayWorkspaceAfter` (a pattern resume answers `not_resumable`).
+   * (default true; always off on a Redis Cluster, where a script writes keys of one slot only):
+   * the sandbox index that `listSandboxes` reads, and the workspace order that
+   * `replayWorkspaceAfter` reads (pattern resume). Off, `listSandboxes` scans the stream keys
+   * instead, and the engine has no `replayWorkspaceAfter` (a pattern resume answers
+   * `not_resumable`).
    */
   workspaceKeys?: boolean;
   /** Extra ioredis options (tests: retry timing). */
@@ -113,18 +124,56 @@ export interface RedisEngineOptions {
 
 /** A stream key outlives its last append by the age limit plus this. */
 const KEY_TTL_SLACK_MS = 60_000;
+/** In Cluster, how long an append waits for a replica (replica-acks.ts) before it fails. */
+const REPLICA_WAIT_MS = 2_000;
+/** While a cluster is not fully served at start (cluster_state not ok), its state is asked again this often. */
+const CLUSTER_STATE_RETRY_MS = 500;
+/** The single shard of a standalone Redis. */
+const STANDALONE = 'standalone';
+
+/** The seed addresses in an `--engine` value: one, or several separated by commas. */
+export function engineSeeds(url: string): string[] {
+  const match = /^(rediss?:\/\/)(?:([^@/]*)@)?([^/]*)(\/.*)?$/.exec(url);
+  if (match === null) return [url];
+  const [, scheme, auth, hosts, path] = match;
+  const parts = hosts!.split(',').filter((part) => part !== '');
+  if (parts.length <= 1) return [url];
+  return parts.map((host) => `${scheme}${auth === undefined ? '' : `${auth}@`}${host}${path ?? ''}`);
+}
 
 export class RedisEngine implements EventStore {
   readonly kind = 'redis';
   /** Pattern resume over one workspace only (see replayWorkspaceAfter). */
   readonly orderPerWorkspace = true;
   private retention: RetentionPolicy;
-  private readonly commands: RedisWithScripts;
-  private readonly subscriptions: Subscriptions;
-  private readonly fence: PublishFence;
-  private readonly gapFill: GapFill;
+  private commands: ScriptedRedis;
+  /** Unknown until the first INFO (a single address may be a cluster node). */
+  private mode: 'unknown' | 'standalone' | 'cluster' = 'unknown';
+  /** Subscriber connections: one (`standalone`), or one per master keyed `host:port`. */
+  private readonly shards = new Map<string, Shard>();
+  /** Cluster: the shard holding each watched sandbox's route. */
+  private readonly placed = new Map<string, Shard>();
+  /** The sandboxes local clients watch, kept across shards (routes move with the slot map). */
+  private readonly wanted = new Map<string, SandboxRef>();
+  /** Cluster: every slot has a master, and the cluster said `cluster_state:ok` once. */
+  private clusterServed = false;
+  private clusterStateTimer: NodeJS.Timeout | undefined;
+  private waitingSaid = false;
+  /** The master of each slot when the routes were last placed. */
+  private readonly slotMasters: (string | undefined)[] = [];
+  /** Cluster: appends sent and not answered yet (the pattern registry waits for them, see track). */
+  private readonly appendsInFlight = new Set<Promise<string>>();
+  /** Cluster: appends acknowledged once a replica has them (replica-acks.ts). */
+  private replicaAcks: ReplicaAcks | undefined;
+  /** Cluster: which workspaces some node holds patterns in (workspace channels only for those). */
+  private patternInterest: PatternInterest | undefined;
+  private readonly common: RedisOptions;
+  private readonly nodeId = randomBytes(8).toString('hex');
+  private readonly seeds: string[];
+  private lostListener: LostEventsListener | undefined;
   private readonly workspaceChannels: boolean;
-  private readonly workspaceKeys: boolean;
+  /** The workspace keys (see RedisEngineOptions.workspaceKeys): turned off on a cluster. */
+  private workspaceKeys: boolean;
   /** Types delivered but never stored (`--ephemeral-types`); undefined when none. */
   private ephemeral: ((type: string) => boolean) | undefined;
   private readonly onStatus: (status: string, error?: unknown) => void;
@@ -156,40 +205,29 @@ export class RedisEngine implements EventStore {
     this.ephemeral = ephemeralMatcher(this.retention);
     this.onStatus = options.onStatus ?? (() => {});
     this.onRefused = options.onRefused ?? ((error) => this.onStatus('refused', error));
-    const common = connectionOptions(options.redis);
-    this.commands = openCommandConnection(options.url, common);
-    this.fence = new PublishFence(
-      (event, appended, alreadyDelivered) => notifyListener(this.listener, event, appended, alreadyDelivered),
-      () => this.subscriptions.probe(),
-      (key) => this.subscriptions.watches(key),
-      this.stats,
-    );
-    this.subscriptions = new Subscriptions(
-      options.url,
-      common,
-      randomBytes(8).toString('hex'),
-      this.fence,
-      {
-        onStatus: this.onStatus,
-        onMessage: (message) => this.receive(message),
-        onReconnect: (confirmed) => this.gapFill.reconnected(confirmed),
-      },
-      this.stats,
-    );
-    this.gapFill = new GapFill(
-      this.commands,
-      this.retention,
-      this.fence,
-      this.subscriptions,
-      this.onStatus,
-      this.stats,
-    );
-    this.commands.on('ready', () => {
+    this.common = connectionOptions(options.redis);
+    this.seeds = engineSeeds(options.url);
+    if (this.seeds.length > 1) {
+      this.commands = this.openCluster();
+      return;
+    }
+    const commands = openCommandConnection(options.url, this.common);
+    this.commands = commands;
+    commands.on('ready', () => {
       this.onStatus('commands ready');
       void this.detectVersion();
     });
-    this.commands.on('error', (error) => this.onStatus('commands error', error));
-    this.commands.on('close', () => this.onStatus('commands closed'));
+    commands.on('error', (error) => this.onStatus('commands error', error));
+    commands.on('close', () => this.onStatus('commands closed'));
+  }
+
+  /** Whether the engine runs on a Redis Cluster (known after the first connect for one address). */
+  get isCluster(): boolean {
+    return this.mode === 'cluster';
+  }
+
+  private *allShards(): Iterable<Shard> {
+    yield* this.shards.values();
   }
 
   /**
@@ -197,7 +235,9 @@ export class RedisEngine implements EventStore {
    * gap-fill is running (the node is sure it saw every message).
    */
   isReady(): boolean {
-    return this.readiness() === 'ready' && this.subscriptions.allInPlace();
+    if (this.readiness() !== 'ready') return false;
+    for (const shard of this.allShards()) if (!shard.subscriptions.allInPlace()) return false;
+    return true;
   }
 
   /**
@@ -205,12 +245,11 @@ export class RedisEngine implements EventStore {
    * being made does not count: it is waited for where it matters, by a resume's read).
    */
   readiness(): StoreReadiness {
-    const serving =
-      !this.closed &&
-      this.refusal === undefined &&
-      this.commands.status === 'ready' &&
-      this.subscriptions.connected() &&
-      !this.gapFill.filling;
+    let shardsServing = this.shards.size > 0 && (this.mode === 'standalone' || this.clusterServed);
+    for (const shard of this.allShards()) {
+      if (!shard.subscriptions.connected() || shard.gapFill.filling) shardsServing = false;
+    }
+    const serving = !this.closed && this.refusal === undefined && this.commands.status === 'ready' && shardsServing;
     if (serving) {
       this.everReady = true;
       return 'ready';
@@ -247,7 +286,8 @@ export class RedisEngine implements EventStore {
   }
 
   setLostEventsListener(listener: LostEventsListener): void {
-    this.gapFill.lostListener = listener;
+    this.lostListener = listener;
+    for (const shard of this.allShards()) shard.lostListener = listener;
   }
 
   async append(input: NewEvent): Promise<StoredEvent> {
@@ -259,36 +299,47 @@ export class RedisEngine implements EventStore {
     const maxBytes = this.retention.maxBytes ?? Infinity;
     const finiteAge = Number.isFinite(maxAgeMs);
     const key = sandboxKey(input);
+    // The connection that carries this sandbox's messages here, if any (its fence).
+    const cluster = this.commands instanceof Cluster ? this.commands : undefined;
+    const shard =
+      this.mode !== 'cluster'
+        ? this.shards.get(STANDALONE)
+        : (this.placed.get(key) ??
+          (this.patternsWanted.size > 0 ? this.shardOfSlot(slotOf(sandboxChannel(input))) : undefined));
+    const args = [
+      input.type,
+      middle,
+      messageHeader(input, input.type),
+      Number.isFinite(maxCount) ? String(maxCount) : '0',
+      finiteAge ? String(Math.ceil(maxAgeMs)) : '0',
+      finiteAge ? String(Math.ceil(maxAgeMs) + KEY_TTL_SLACK_MS) : '0',
+      sandboxChannel(input),
+      cluster !== undefined || (shard?.subscriptions.isSharded ?? true) ? '1' : '0',
+      // In Cluster a plain PUBLISH goes to every node over the cluster bus: only while some
+      // node holds a pattern in the workspace (docs/scaling.md, "Redis Cluster").
+      this.workspaceChannels && (cluster === undefined || this.patternInterest?.wanted(input.workspaceId) === true)
+        ? workspaceChannel(input.workspaceId)
+        : '',
+      Number.isFinite(maxBytes) ? String(maxBytes) : '0',
+      this.ephemeral?.(input.type) === true ? '1' : '0',
+      input.sandboxId,
+      String(input.workspaceId),
+    ];
     const keys = [streamKey(input), metaKey(input)];
-    if (this.workspaceKeys) {
+    if (this.workspaceKeys && cluster === undefined) {
       keys.push(sandboxIndexKey(input.workspaceId), WORKSPACES_KEY, workspaceOrderKey(input.workspaceId), ORDERS_KEY);
     }
-    this.fence.beginAppend(key);
+    shard?.fence.beginAppend(key);
     let idText: string;
-    let orderText: string;
+    let orderText = '';
     try {
-      [idText, orderText] = await this.commands.seAppend(
-        keys.length,
-        ...keys,
-        input.type,
-        middle,
-        messageHeader(input, input.type),
-        Number.isFinite(maxCount) ? String(maxCount) : '0',
-        finiteAge ? String(Math.ceil(maxAgeMs)) : '0',
-        finiteAge ? String(Math.ceil(maxAgeMs) + KEY_TTL_SLACK_MS) : '0',
-        sandboxChannel(input),
-        this.subscriptions.isSharded ? '1' : '0',
-        this.workspaceChannels ? workspaceChannel(input.workspaceId) : '',
-        Number.isFinite(maxBytes) ? String(maxBytes) : '0',
-        this.ephemeral?.(input.type) === true ? '1' : '0',
-        input.sandboxId,
-        String(input.workspaceId),
-      );
+      if (cluster === undefined) [idText, orderText] = await this.commands.seAppend(keys.length, ...keys, ...args);
+      else idText = await this.track(this.replicaAcks!.append(keys[0]!, keys[1]!, args));
     } catch (error) {
-      this.fence.appendAnswered(key, undefined);
+      shard?.fence.appendAnswered(key, undefined);
       throw unavailable(error);
     }
-    const arrived = this.fence.appendAnswered(key, idText);
+    const arrived = shard?.fence.appendAnswered(key, idText);
     this.stats.appended += 1;
     const id = parseEventId(idText);
     if (id === undefined) throw unavailable(new Error(`Redis returned an invalid id ${idText}`));
@@ -301,8 +352,8 @@ export class RedisEngine implements EventStore {
       json: `${JSON_HEAD}${idText}${middle}${id.ms}}`,
     };
     if (orderText !== '') setEventOrder(event, Number(orderText));
-    const { watched, active } = this.subscriptions.carrier(input);
-    if (!watched) {
+    const { watched, active } = shard?.subscriptions.carrier(input) ?? { watched: false, active: false };
+    if (shard === undefined || !watched) {
       // Nobody here watches this sandbox: nothing arrives by subscription; the listener still
       // sees the event (it fans out to no one, and counts).
       notifyListener(this.listener, event, input);
@@ -310,46 +361,318 @@ export class RedisEngine implements EventStore {
     }
     // Someone here watches it: the event comes back through the subscription, in order with
     // other nodes' events, and is delivered from there.
-    return this.fence.awaitDelivery(event, input, arrived, !active);
-  }
-
-  private receive(message: string): void {
-    const event = decodeMessage(message);
-    if (event === undefined) {
-      this.onStatus('ignored a message that is not an event');
-      return;
-    }
-    this.gapFill.live(event);
+    return shard.fence.awaitDelivery(event, input, arrived, !active);
   }
 
   setInterest(ref: SandboxRef, interested: boolean): void {
     if (this.closed) return;
-    this.subscriptions.setInterest(ref, interested);
+    const key = sandboxKey(ref);
+    if (interested) this.wanted.set(key, { workspaceId: ref.workspaceId, sandboxId: ref.sandboxId });
+    else this.wanted.delete(key);
+    if (this.mode === 'standalone') {
+      this.shards.get(STANDALONE)?.subscriptions.setInterest(ref, interested);
+      return;
+    }
+    if (this.mode !== 'cluster') return; // made when the first connect tells the mode
+    if (!interested) {
+      this.placed.get(key)?.subscriptions.setInterest(ref, false);
+      this.placed.delete(key);
+      return;
+    }
+    this.place(key, ref);
   }
+
+  /** Patterns held before the mode is known: made on the standalone shard when it exists. */
+  private readonly patternsWanted = new Set<number | 'all'>();
 
   setPatternInterest(scope: number | 'all', interested: boolean): void {
     // Without workspace channels nothing is published where a pattern route would listen; such
     // a route would only make every append in its scope wait for the fence timer.
     if (this.closed || !this.workspaceChannels) return;
-    this.subscriptions.setPatternInterest(scope, interested);
+    if (interested) this.patternsWanted.add(scope);
+    else this.patternsWanted.delete(scope);
+    if (this.mode === 'cluster') {
+      // The workspace channel is on every master's connection (each keeps its own slots' copies).
+      this.patternInterest?.hold(scope, interested);
+      for (const shard of this.allShards()) shard.subscriptions.setPatternInterest(scope, interested);
+      return;
+    }
+    this.shards.get(STANDALONE)?.subscriptions.setPatternInterest(scope, interested);
+  }
+
+  /** Keeps an append in `appendsInFlight` until it is answered. */
+  private track(append: Promise<string>): Promise<string> {
+    this.appendsInFlight.add(append);
+    const forget = (): void => {
+      this.appendsInFlight.delete(append);
+    };
+    append.then(forget, forget);
+    return append;
+  }
+
+  /**
+   * Every node has applied a new pattern registration: events of the scope published before it
+   * went without the workspace channel, so each master's connection fills them from the streams.
+   */
+  private patternSettled(since: number): void {
+    for (const shard of this.allShards()) {
+      shard.gapFill.fillFrom(since);
+      shard.subscriptions.fillOnConnect();
+    }
+  }
+
+  private newShard(url: string, anchor?: string, label?: string): Shard {
+    const cluster = this.commands instanceof Cluster ? this.commands : undefined;
+    const master = label;
+    const clusterHooks =
+      cluster === undefined || master === undefined
+        ? {}
+        : {
+            accepts: (event: SandboxRef) => cluster.slots[slotOf(sandboxChannel(event))]?.[0] === master,
+            scanNodes: () =>
+              cluster.nodes('master').filter((node) => `${node.options.host}:${node.options.port}` === master),
+          };
+    const shard = new Shard(
+      url,
+      this.common,
+      this.nodeId,
+      this.commands,
+      this.retention,
+      {
+        deliver: (event, appended, alreadyDelivered) =>
+          notifyListener(this.listener, event, appended, alreadyDelivered),
+        onStatus: this.onStatus,
+        ...clusterHooks,
+      },
+      this.stats,
+      anchor,
+      label,
+    );
+    shard.lostListener = this.lostListener;
+    return shard;
   }
 
   private async detectVersion(): Promise<void> {
     try {
       const info = await this.commands.info('server');
+      if (this.closed || this.mode === 'cluster') return;
       if (/redis_mode:cluster/.test(info)) {
-        this.refuse(
-          'the address is a node of a Redis Cluster; this engine serves a standalone Redis only (one master serves only its own slots)',
-        );
+        // One node of a cluster: it serves only its own slots, so the whole cluster is used
+        // from it as a seed (docs/scaling.md, "Redis Cluster").
+        this.onStatus('the address is a node of a Redis Cluster: using the cluster');
+        const standalone = this.commands;
+        standalone.removeAllListeners('ready');
+        this.commands = this.openCluster();
+        await quitConnection(standalone);
         return;
       }
-      const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? '0');
+      this.mode = 'standalone';
+      let shard = this.shards.get(STANDALONE);
+      if (shard === undefined) {
+        shard = this.newShard(this.seeds[0]!);
+        this.shards.set(STANDALONE, shard);
+        for (const ref of this.wanted.values()) shard.subscriptions.setInterest(ref, true);
+        for (const scope of this.patternsWanted) shard.subscriptions.setPatternInterest(scope, true);
+      }
       const micros = /server_time_usec:(\d+)/.exec(info)?.[1];
-      if (micros !== undefined) this.gapFill.firstConnect(Math.floor(Number(micros) / 1000));
-      this.subscriptions.versionDetected(major >= 7);
+      if (micros !== undefined) shard.gapFill.firstConnect(Math.floor(Number(micros) / 1000));
+      shard.subscriptions.versionDetected(majorVersion(info) >= 7);
     } catch (error) {
       this.onStatus('version check failed', error);
     }
+  }
+
+  // ------------------------------------------------------------------ Redis Cluster
+
+  private openCluster(): ClusterWithScripts {
+    this.mode = 'cluster';
+    // A script writes keys of one slot only: no sandbox index, no workspace order.
+    this.workspaceKeys = false;
+    this.replayWorkspaceAfter = undefined;
+    const commands = openClusterCommands(this.seeds, this.common);
+    this.replicaAcks = new ReplicaAcks(commands, REPLICA_WAIT_MS);
+    this.patternInterest = new PatternInterest(
+      commands,
+      this.nodeId,
+      () => Promise.allSettled([...this.appendsInFlight]).then(() => {}),
+      (_scope, since) => this.patternSettled(since),
+      this.onStatus,
+    );
+    for (const scope of this.patternsWanted) this.patternInterest.hold(scope, true);
+    commands.on('ready', () => {
+      this.onStatus('cluster commands ready');
+      void this.checkCluster();
+    });
+    // After every read of the slot map (MOVED, a lost node, or the periodic refresh).
+    commands.on('refresh', () => this.placeAll());
+    commands.on('error', (error) => this.onStatus('cluster commands error', error));
+    commands.on('close', () => {
+      // ioredis closes and retries while no seed answers or the slot map is not complete.
+      if (this.everReady) this.onStatus('cluster commands closed');
+      else this.notServedYet('or no seed answers');
+    });
+    commands.on('+node', (node: { options: { host?: string; port?: number } }) =>
+      this.onStatus(`cluster node added ${node.options.host}:${node.options.port}`),
+    );
+    commands.on('-node', (node: { options: { host?: string; port?: number } }) =>
+      this.onStatus(`cluster node removed ${node.options.host}:${node.options.port}`),
+    );
+    return commands;
+  }
+
+  /**
+   * Served once the cluster says `cluster_state:ok` (every slot covered by a reachable master):
+   * until then the node is loading, never half serving (docs/scaling.md, "Readiness").
+   */
+  private async checkCluster(): Promise<void> {
+    if (this.closed || !(this.commands instanceof Cluster)) return;
+    try {
+      const info = await this.commands.info('server');
+      if (majorVersion(info) < 7) {
+        this.refuse('a Redis Cluster before version 7 has no sharded pub/sub (SSUBSCRIBE)');
+        return;
+      }
+      const state = await this.commands.cluster('INFO');
+      if (!/cluster_state:ok/.test(state)) {
+        this.notServedYet('cluster_state is not ok');
+        this.retryClusterCheck();
+        return;
+      }
+      const micros = /server_time_usec:(\d+)/.exec(info)?.[1];
+      const connectedMs = micros === undefined ? undefined : Math.floor(Number(micros) / 1000);
+      this.placeAll(connectedMs);
+      this.clusterServed = this.allSlotsServed();
+      if (!this.clusterServed) this.retryClusterCheck();
+    } catch (error) {
+      this.onStatus('cluster check failed', error);
+      this.retryClusterCheck();
+    }
+  }
+
+  /** Said once per wait at start: the node stays loading meanwhile. */
+  private notServedYet(detail: string): void {
+    if (this.waitingSaid) return;
+    this.waitingSaid = true;
+    this.onStatus(`the cluster does not serve every slot yet (${detail}): waiting, not serving`);
+  }
+
+  private retryClusterCheck(): void {
+    if (this.clusterStateTimer !== undefined || this.closed) return;
+    this.clusterStateTimer = setTimeout(() => {
+      this.clusterStateTimer = undefined;
+      void this.checkCluster();
+    }, CLUSTER_STATE_RETRY_MS);
+    this.clusterStateTimer.unref();
+  }
+
+  /** Every slot has a master in the client's slot map. */
+  private allSlotsServed(): boolean {
+    if (!(this.commands instanceof Cluster)) return false;
+    const slots = this.commands.slots;
+    for (let slot = 0; slot < SLOT_COUNT; slot++) if (slots[slot]?.[0] === undefined) return false;
+    return true;
+  }
+
+  /** The shard of the master serving `slot` now (made if new); undefined if no master has it. */
+  private shardOfSlot(slot: number, connectedMs?: number): Shard | undefined {
+    if (!(this.commands instanceof Cluster)) return undefined;
+    const master = this.commands.slots[slot]?.[0];
+    return master === undefined ? undefined : this.shardOfMaster(master, connectedMs);
+  }
+
+  /** The shard of a master (made if new: its subscriber connection starts at once). */
+  private shardOfMaster(master: string, connectedMs?: number): Shard {
+    let shard = this.shards.get(master);
+    if (shard === undefined) {
+      shard = this.newShard(this.masterUrl(master), this.anchorFor(master), master);
+      if (connectedMs !== undefined) shard.gapFill.firstConnect(connectedMs);
+      this.shards.set(master, shard);
+      shard.subscriptions.versionDetected(true);
+      for (const scope of this.patternsWanted) shard.subscriptions.setPatternInterest(scope, true);
+    }
+    return shard;
+  }
+
+  /** The subscriber address of a master: the first seed's scheme and credentials, its host and port. */
+  private masterUrl(master: string): string {
+    const colon = master.lastIndexOf(':');
+    const url = new URL(this.seeds[0]!);
+    url.hostname = master.slice(0, colon);
+    url.port = master.slice(colon + 1);
+    url.pathname = '';
+    return url.toString();
+  }
+
+  /**
+   * A shard channel of this node in one of `master`'s slots, held for the connection's life
+   * (keys.ts, anchorChannels): Cluster answers MOVED to an SSUBSCRIBE of another master's slot.
+   */
+  private anchorFor(master: string): string | undefined {
+    if (!(this.commands instanceof Cluster)) return undefined;
+    const slots = this.commands.slots;
+    for (let n = 0; n < 100_000; n++) {
+      const name = `se:{node:${this.nodeId}:${n}}:anchor`;
+      if (slots[slotOf(name)]?.[0] === master) return name;
+    }
+    return undefined;
+  }
+
+  /**
+   * One subscriber connection per master of the slot map (readiness waits for each), every
+   * watched sandbox's route on the master of its slot, and the shards of former masters dropped.
+   */
+  private placeAll(connectedMs?: number): void {
+    if (this.closed || this.mode !== 'cluster' || !(this.commands instanceof Cluster)) return;
+    const slots = this.commands.slots;
+    // The client reads the slot map every second: with no master changed and every route in
+    // place, there is nothing to move (this skips a slot computation per watched sandbox).
+    let changed = this.slotMasters.length !== SLOT_COUNT;
+    for (let slot = 0; slot < SLOT_COUNT; slot++) {
+      const master = slots[slot]?.[0];
+      if (this.slotMasters[slot] !== master) {
+        this.slotMasters[slot] = master;
+        changed = true;
+      }
+    }
+    if (!changed && connectedMs === undefined && [...this.allShards()].every((s) => s.subscriptions.allInPlace()))
+      return;
+    const masters = new Set<string>();
+    for (const entry of slots) if (entry?.[0] !== undefined) masters.add(entry[0]);
+    for (const master of masters) this.shardOfMaster(master, connectedMs);
+    for (const [key, ref] of this.wanted) this.place(key, ref, connectedMs);
+    for (const [master, shard] of this.shards) {
+      if (masters.has(master)) continue;
+      let holds = false;
+      for (const placed of this.placed.values()) if (placed === shard) holds = true;
+      if (holds) continue;
+      this.shards.delete(master);
+      this.onStatus(`no longer a master: closing its subscriber connection (${master})`);
+      void shard.close(unavailable(new Error(`${master} is no longer a master`)));
+    }
+  }
+
+  /**
+   * Puts one sandbox's route on its slot's master. A route that moves from another connection
+   * takes its last delivered id along, and the new connection fills the meantime from the
+   * stream once the subscription is confirmed (docs/scaling.md, "Gap-fill").
+   */
+  private place(key: string, ref: SandboxRef, connectedMs?: number): void {
+    const target = this.shardOfSlot(slotOf(sandboxChannel(ref)), connectedMs);
+    const current = this.placed.get(key);
+    if (target === undefined || target === current) {
+      if (target !== undefined) target.subscriptions.setInterest(ref, true);
+      return;
+    }
+    this.placed.set(key, target);
+    if (current !== undefined) {
+      const last = current.fence.lastDelivered(key);
+      current.subscriptions.setInterest(ref, false);
+      if (last !== undefined) target.fence.skipThrough(key, last);
+      target.gapFill.inheritStart(current.gapFill.startPoint());
+      this.onStatus(`moved a route to ${target.url}`);
+    }
+    target.subscriptions.setInterest(ref, true);
+    if (current !== undefined) target.subscriptions.fillOnConnect();
   }
 
   /** This address cannot be fully served: never half serve it (docs/scaling.md, "Readiness"). */
@@ -362,7 +685,9 @@ export class RedisEngine implements EventStore {
   async replayAfter(ref: SandboxRef, afterId: EventId, limit: number): Promise<ReplayResult> {
     this.checkServing();
     checkLimit(limit);
-    await this.subscriptions.whenSubscribed(ref);
+    const key = sandboxKey(ref);
+    const shard = this.mode === 'cluster' ? this.placed.get(key) : this.shards.get(STANDALONE);
+    await shard?.subscriptions.whenSubscribed(ref);
     return readReplay(this.commands, this.retention, ref, afterId, limit, this.ephemeral !== undefined);
   }
 
@@ -375,11 +700,9 @@ export class RedisEngine implements EventStore {
   /**
    * A pattern resume's replay (docs/protocol.md, "Pattern resume"), from the workspace order
    * the append script keeps; the order is per workspace, so a pattern over every workspace is
-   * not resumable (`orderPerWorkspace`). Without the workspace keys there is none (undefined).
+   * not resumable (`orderPerWorkspace`). Without the workspace keys (a cluster) there is none.
    */
-  readonly replayWorkspaceAfter:
-    | ((scope: number | 'all', after: number, limit: number) => Promise<WorkspaceReplay>)
-    | undefined;
+  replayWorkspaceAfter: ((scope: number | 'all', after: number, limit: number) => Promise<WorkspaceReplay>) | undefined;
 
   private async readWorkspace(scope: number | 'all', after: number, limit: number): Promise<WorkspaceReplay> {
     this.checkServing();
@@ -401,8 +724,8 @@ export class RedisEngine implements EventStore {
   }
 
   /**
-   * From the sandbox indexes a page at a time, or, without the workspace keys, from a SCAN of
-   * the stream keys (docs/scaling.md, "Listing sandboxes").
+   * From the sandbox indexes a page at a time, or, without the workspace keys (a cluster), from
+   * a SCAN of the stream keys on every master (docs/scaling.md, "Listing sandboxes").
    */
   async listSandboxes(scope: number | 'all'): Promise<SandboxListing[]> {
     this.checkServing();
@@ -413,8 +736,18 @@ export class RedisEngine implements EventStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.fence.close();
-    this.gapFill.close();
-    await Promise.all([quitConnection(this.commands), this.subscriptions.close(storeClosedError(this.kind))]);
+    if (this.clusterStateTimer !== undefined) clearTimeout(this.clusterStateTimer);
+    this.patternInterest?.close();
+    const shards = [...this.allShards()];
+    this.shards.clear();
+    this.placed.clear();
+    await Promise.all([
+      quitConnection(this.commands),
+      ...shards.map((shard) => shard.close(storeClosedError(this.kind))),
+    ]);
   }
+}
+
+function majorVersion(info: string): number {
+  return Number(/redis_version:(\d+)/.exec(info)?.[1] ?? '0');
 }

@@ -52,6 +52,8 @@ export class Subscriptions {
   private epoch = 0;
   private up = false;
   private connects = 0;
+  /** Whether the next connect is followed by a gap-fill even if it is the first (see fillOnConnect). */
+  private fillOnNextConnect = false;
   private closed = false;
   /** Names this node's anchor channels (see anchorChannels). */
   private readonly anchors: { shard: string; plain: string };
@@ -63,8 +65,10 @@ export class Subscriptions {
     private readonly fence: PublishFence,
     private readonly events: SubscriptionEvents,
     private readonly stats: { resubscribes: number },
+    shardAnchor?: string,
   ) {
-    this.anchors = anchorChannels(nodeId);
+    const anchors = anchorChannels(nodeId);
+    this.anchors = shardAnchor === undefined ? anchors : { ...anchors, shard: shardAnchor };
     // Subscriptions are made again by the engine itself on each connect, in its own order.
     this.subscriber = new Redis(url, {
       ...common,
@@ -309,7 +313,20 @@ export class Subscriptions {
     });
     for (const route of [...this.routes()]) this.sync(route);
     this.connects += 1;
-    if (this.connects > 1) this.events.onReconnect(this.subscriber.ping());
+    if (this.connects > 1 || this.fillOnNextConnect) {
+      this.fillOnNextConnect = false;
+      this.events.onReconnect(this.subscriber.ping());
+    }
+  }
+
+  /**
+   * Routes were moved here from another connection (a Cluster slot changed master): their
+   * messages of the meantime went nowhere, so a gap-fill runs once their subscriptions are
+   * confirmed, now if connected, else on the connect.
+   */
+  fillOnConnect(): void {
+    if (this.up && this.versionKnown) this.events.onReconnect(this.subscriber.ping());
+    else this.fillOnNextConnect = true;
   }
 
   /** Fails every waiting resume with `error` and drops the connection. */
