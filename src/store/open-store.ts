@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
-import { totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { RedisEngine, type RedisEngineOptions } from './redis/redis-engine.js';
+import { machineMemory } from '../config.js';
 import { SandboxEventsError } from '../errors.js';
 import { MemoryStore } from './memory-store.js';
 import { SqliteStore } from './sqlite-store.js';
@@ -20,9 +20,9 @@ export interface OpenStoreOptions {
 /** `--retention-bytes` by default: 64 MiB of events per sandbox (about 1,000 of the largest). */
 export const DEFAULT_RETENTION_BYTES = 64 * 1024 * 1024;
 
-/** `--memory-store-max` by default: a quarter of the machine's memory. */
+/** `--memory-store-max` by default: a quarter of the machine's memory (or of the container's limit). */
 export function defaultMemoryStoreMax(): number {
-  return Math.floor(totalmem() / 4);
+  return Math.floor(machineMemory() / 4);
 }
 
 /**
