@@ -72,15 +72,15 @@ export async function startCluster(masters = 3) {
     throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
   }
   // Healthy, every master's replica in sync (so that the engine's WAIT has one to count), and
-  // every replica known to every node: a client reads the slot map from any node, and one that
-  // lists a master without its replica makes the engine skip the WAIT for that master's slots.
+  // every replica in every node's slot map: a client reads it from any node, and one that lists
+  // a master without its replica makes the engine skip the WAIT for that master's slots.
   const masterPorts = () => nodes.filter((n) => cli(n.port, 'ROLE').split('\n')[0] === 'master').map((n) => n.port);
-  const replicasKnown = (port) =>
-    cli(port, 'CLUSTER', 'NODES')
-      .split('\n')
-      .filter((line) => line.split(' ')[2]?.split(',').includes('slave')).length >= masters;
+  const slotMapComplete = (port) => {
+    const lines = new Set(cli(port, 'CLUSTER', 'SLOTS').split('\n'));
+    return nodes.every((n) => lines.has(String(n.port)));
+  };
   for (let k = 0; k < 600; k++) {
-    const ok = nodes.every((n) => /cluster_state:ok/.test(cli(n.port, 'CLUSTER', 'INFO')) && replicasKnown(n.port));
+    const ok = nodes.every((n) => /cluster_state:ok/.test(cli(n.port, 'CLUSTER', 'INFO')) && slotMapComplete(n.port));
     if (ok && masterPorts().every((port) => /slave0:.*state=online/.test(cli(port, 'INFO', 'replication')))) break;
     await new Promise((r) => setTimeout(r, 50));
   }
