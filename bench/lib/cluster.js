@@ -71,10 +71,16 @@ export async function startCluster(masters = 3) {
     stop();
     throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
   }
-  // Healthy, and every master's replica in sync (so that the engine's WAIT has one to count).
+  // Healthy, every master's replica in sync (so that the engine's WAIT has one to count), and
+  // every replica in every node's slot map: a client reads it from any node, and one that lists
+  // a master without its replica makes the engine skip the WAIT for that master's slots.
   const masterPorts = () => nodes.filter((n) => cli(n.port, 'ROLE').split('\n')[0] === 'master').map((n) => n.port);
+  const slotMapComplete = (port) => {
+    const lines = new Set(cli(port, 'CLUSTER', 'SLOTS').split('\n'));
+    return nodes.every((n) => lines.has(String(n.port)));
+  };
   for (let k = 0; k < 600; k++) {
-    const ok = nodes.every((n) => /cluster_state:ok/.test(cli(n.port, 'CLUSTER', 'INFO')));
+    const ok = nodes.every((n) => /cluster_state:ok/.test(cli(n.port, 'CLUSTER', 'INFO')) && slotMapComplete(n.port));
     if (ok && masterPorts().every((port) => /slave0:.*state=online/.test(cli(port, 'INFO', 'replication')))) break;
     await new Promise((r) => setTimeout(r, 50));
   }

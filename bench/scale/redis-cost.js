@@ -1,5 +1,5 @@
-// Redis's work per published event with 0 to 3 nodes watching the sandbox (docs/scaling.md,
-// "Figures"). Run by hand:
+// Redis's work per published event with 0 to 3 nodes watching the sandbox, with a pattern held,
+// without the workspace keys, and for ephemeral events (docs/scaling.md, "Figures"). Run by hand:
 //
 //   npm run build && node bench/scale/redis-cost.js [--events 2000] [--cluster]
 //
@@ -9,9 +9,11 @@
 // appends the events one after another. Reported from Redis's own counters (INFO commandstats,
 // INFO stats, CLUSTER INFO), summed over the masters, as deltas over the run, per event:
 // commands Redis executed (the script and the commands it ran), bytes Redis wrote to its clients
-// (total_net_output_bytes less replication: the script's reply plus every pushed message), and in Cluster the
-// bytes sent to replicas and the PUBLISH messages sent over the cluster bus. The last case holds
-// a pattern in the workspace at one watching node, so workspace channels are published.
+// (total_net_output_bytes less replication: the script's reply plus every pushed message), Redis's
+// CPU time in the script (INFO commandstats usec of EVALSHA, the commands it runs included; varies
+// with the machine's load), and in Cluster the bytes sent to replicas and the PUBLISH messages sent
+// over the cluster bus; then Redis memory per retained event (MEMORY USAGE of the sandbox's
+// stream and of the workspace's order stream, over their entries).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -71,15 +73,17 @@ const servers = await startServers();
 function counters() {
   let out = 0;
   let repl = 0;
-  let calls = 0;
   let busPublish = 0;
+  // Redis's CPU time in the append script (the commands it runs included), in microseconds.
+  let scriptUsec = 0;
   const byCommand = {};
   for (const port of servers.masters()) {
     const stats = cli(port, 'INFO', 'stats');
-    for (const match of cli(port, 'INFO', 'commandstats').matchAll(/cmdstat_([a-z|]+):calls=(\d+)/g)) {
+    const commandstats = cli(port, 'INFO', 'commandstats');
+    for (const match of commandstats.matchAll(/cmdstat_([a-z|]+):calls=(\d+)/g)) {
       byCommand[match[1]] = (byCommand[match[1]] ?? 0) + Number(match[2]);
-      calls += Number(match[2]);
     }
+    scriptUsec += Number(/cmdstat_evalsha:calls=\d+,usec=(\d+)/.exec(commandstats)?.[1] ?? 0);
     out += Number(/total_net_output_bytes:(\d+)/.exec(stats)[1]);
     repl += Number(/total_net_repl_output_bytes:(\d+)/.exec(stats)?.[1] ?? '0');
   }
@@ -88,7 +92,18 @@ function counters() {
       busPublish += Number(/cluster_stats_messages_publish_sent:(\d+)/.exec(cli(port, 'CLUSTER', 'INFO'))?.[1] ?? '0');
     }
   }
-  return { out, repl, calls, busPublish, byCommand };
+  return { out, repl, busPublish, scriptUsec, byCommand };
+}
+
+/** Redis memory per retained event in `key` (on the master that holds it); '-' for no entries. */
+function bytesPerEntry(key) {
+  for (const port of servers.masters()) {
+    // A master that does not hold the key's slot answers MOVED, not a number.
+    const entries = Number(cli(port, 'XLEN', key));
+    if (!Number.isInteger(entries)) continue;
+    return entries > 0 ? Math.round(Number(cli(port, 'MEMORY', 'USAGE', key, 'SAMPLES', '0')) / entries) : '-';
+  }
+  return '-';
 }
 
 /** Commands of the engines' own upkeep (connects, slot map, pattern registry), not of an append. */
@@ -118,23 +133,31 @@ const UPKEEP = new Set([
 const version = /redis_version:(\S+)/.exec(cli(servers.masters()[0], 'INFO', 'server'))?.[1] ?? '?';
 const retention = { maxCount: 1000, maxAgeMs: 24 * 3600 * 1000 };
 const ref = { workspaceId: 1, sandboxId: 'cost-1' };
+// Cases: 0 to 3 nodes watching with the default engine (on one Redis: with the workspace keys,
+// sandbox index and workspace order); 3 watching with a pattern held in the workspace at one of
+// them; on one Redis the same as the first without the workspace keys (`workspaceKeys: false`:
+// what a cluster always runs, so not a case there); and ephemeral events (`--ephemeral-types`),
+// which are not stored. An engine that does not know an option (an earlier build) ignores it,
+// so the same script measures before and after.
+const cases = [
+  ...[0, 1, 2, 3].map((watching) => ({ name: `${watching} watching`, watching, options: {} })),
+  { name: '3 watching + pattern', watching: 3, options: {}, pattern: true },
+  ...(clustered ? [] : [{ name: '0 watching, no workspace keys', watching: 0, options: { workspaceKeys: false } }]),
+  { name: '0 watching, ephemeral', watching: 0, options: {}, ephemeral: true },
+];
 const rows = [];
 try {
-  for (const [watching, pattern] of [
-    [0, false],
-    [1, false],
-    [2, false],
-    [3, false],
-    [3, true],
-  ]) {
+  for (const { name, watching, options, pattern, ephemeral } of cases) {
     for (const port of servers.masters()) cli(port, 'FLUSHALL');
-    const publisher = new RedisEngine({ url: servers.url, retention });
-    const watchers = Array.from({ length: watching }, () => new RedisEngine({ url: servers.url, retention }));
+    const retentionOf = ephemeral ? { ...retention, ephemeralTypes: ['bench.*'] } : retention;
+    const open = () => new RedisEngine({ url: servers.url, retention: retentionOf, ...options });
+    const publisher = open();
+    const watchers = Array.from({ length: watching }, open);
     for (const watcher of watchers) watcher.setInterest(ref, true);
     for (const engine of [publisher, ...watchers]) await engine.waitReady(30_000);
     if (pattern) {
       watchers[0].setPatternInterest(1, true);
-      // Every node reads the registry once a second: let the publisher learn of it.
+      // In Cluster every node reads the pattern registry once a second: let the publisher learn of it.
       await new Promise((r) => setTimeout(r, 3_000));
     }
     // Warm up past the retention count, so trimming runs on every append as at steady state.
@@ -152,16 +175,21 @@ try {
       .map(([name, calls]) => [name, (calls - (before.byCommand[name] ?? 0)) / events])
       .filter(([, n]) => n > 0.05);
     const row = {
-      watching: pattern ? `${watching} + pattern` : watching,
+      case: name,
       commands: perEvent.reduce((sum, [, n]) => sum + n, 0).toFixed(1),
-      byCommand: perEvent.map(([name, n]) => `${name} ${n.toFixed(1)}`).join(', '),
+      byCommand: perEvent.map(([command, n]) => `${command} ${n.toFixed(1)}`).join(', '),
       // Redis 7 counts replication in total_net_output_bytes too: clients' share apart.
       bytesToClients: Math.round((after.out - after.repl - (before.out - before.repl)) / events),
+      scriptUs: ((after.scriptUsec - before.scriptUsec) / events).toFixed(1),
     };
     if (clustered) {
       row.bytesToReplicas = Math.round((after.repl - before.repl) / events);
       row.busPublishes = ((after.busPublish - before.busPublish) / events).toFixed(1);
     }
+    // Redis memory per retained event: the sandbox's stream, and the workspace's order stream
+    // (ephemeral events are not retained: what is there is the warm-up's).
+    row.streamBytesPerEvent = ephemeral ? '-' : bytesPerEntry('se:{1:cost-1}:events');
+    if (!clustered) row.orderBytesPerEvent = ephemeral ? '-' : bytesPerEntry('se:ws:1:order');
     rows.push(row);
     await Promise.all([publisher, ...watchers].map((engine) => engine.close()));
   }
