@@ -8,15 +8,17 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createPubSubClient, type GapInfo, type PubSubClient } from '../../src/client/index.js';
 import { FaultProxy } from '../client/support/fault-proxy.js';
 import { Collector, next } from '../client/support/helpers.js';
-import { BIN, type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
-import { cliToken } from '../support/e2e.js';
+import { BIN, type Daemon, killDaemons } from '../support/daemon.js';
+import { hasRedis, SharedRedis, spawnStoreDaemon, storeArgs } from '../support/engine.js';
+import { cliToken, freePort } from '../support/e2e.js';
 import { RawClient, resp } from '../support/raw-client.js';
 import { requireTool } from '../support/tools.js';
 
 /**
  * The package client's pattern subscriptions and `tail <pattern>` resume from a store-order
  * cursor (docs/client.md, "Exact resume"; docs/protocol.md, "Pattern resume", WITHCURSOR),
- * through the real daemon: a cut connection and a daemon restart (SQLite) in the middle, events
+ * through the real daemon: a cut connection and a daemon restart (SQLite, and the Redis engine,
+ * whose order per workspace lives in Redis) in the middle, events
  * published meanwhile across 3 sandboxes delivered once each, each sandbox in order; a trimmed
  * cursor reports its gap; the WITHCURSOR frames byte for byte, beside unchanged PSUBSCRIBE frames.
  */
@@ -29,24 +31,23 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   killDaemons();
 });
+const redis = new SharedRedis();
 afterAll(async () => {
+  await redis.stop();
   for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 });
 
-async function start(extra: string[] = [], dataDir?: string) {
+/** A daemon on SQLite, or on the Redis engine (its server emptied first unless `dataDir`, a restart, is given). */
+async function start(extra: string[] = [], dataDir?: string, store: 'sqlite' | 'redis' = 'sqlite') {
   const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'sandbox-events-client-presume-')));
   if (dataDir === undefined) dirs.push(dir);
-  const daemon = await spawnDaemon([
-    '--port',
-    '0',
-    '--http-port',
-    '0',
-    '--data-dir',
-    dir,
-    '--store',
-    'sqlite',
-    ...extra,
+  if (store === 'redis' && dataDir === undefined) (await redis.get()).cli('FLUSHALL');
+  const httpPort = await freePort();
+  const daemon = await spawnStoreDaemon([
+    ...['--port', '0', '--http-port', String(httpPort)],
+    ...['--data-dir', dir, ...(await storeArgs(store, redis)), ...extra],
   ]);
+  daemon.httpPort ??= httpPort;
   const token = await cliToken(dir, '--workspace', '1');
   const publisher = new Redis({ port: daemon.port, host: '127.0.0.1', password: token });
   cleanups.push(() => publisher.disconnect());
@@ -93,47 +94,51 @@ async function publishAcross(publisher: Redis, sandboxes: string[], perSandbox: 
 const nameOf = (event: { data: Record<string, unknown> }): string => event.data.name as string;
 const cursorOrder = (cursor: string | undefined): number => Number(cursor?.slice(1));
 
-describe('the package client resumes a pattern (real daemon, SQLite)', () => {
-  it('after a cut and a daemon restart: the 15 events of 3 sandboxes published meanwhile, once, in order, no gap', async () => {
-    const first = await start();
-    const proxy = await proxyTo(first.daemon.port);
-    const client = patternClient(proxy.port, first.token);
-    const collected = new Collector(client);
-    const cursors: (string | undefined)[] = [];
-    client.on('event', (_event, meta) => cursors.push(meta.cursor));
-    const gaps: GapInfo[] = [];
-    client.on('gap', (gap) => gaps.push(gap));
-    await client.psubscribe('p-*');
-    await client.connect();
-    expect(client.lastCursor('p-*')).toMatch(/^w[0-9]+$/);
-    await first.publisher.publish('p-1', JSON.stringify({ type: 'step', data: { name: 'seen' } }));
-    await collected.waitFor(1);
+describe('the package client resumes a pattern (real daemon)', () => {
+  it.each(hasRedis ? (['sqlite', 'redis'] as const) : (['sqlite'] as const))(
+    'on %s, after a cut and a daemon restart: the 15 events of 3 sandboxes published meanwhile, once, in order, no gap',
+    async (store) => {
+      const first = await start([], undefined, store);
+      const proxy = await proxyTo(first.daemon.port);
+      const client = patternClient(proxy.port, first.token);
+      const collected = new Collector(client);
+      const cursors: (string | undefined)[] = [];
+      client.on('event', (_event, meta) => cursors.push(meta.cursor));
+      const gaps: GapInfo[] = [];
+      client.on('gap', (gap) => gaps.push(gap));
+      await client.psubscribe('p-*');
+      await client.connect();
+      expect(client.lastCursor('p-*')).toMatch(/^w[0-9]+$/);
+      await first.publisher.publish('p-1', JSON.stringify({ type: 'step', data: { name: 'seen' } }));
+      await collected.waitFor(1);
 
-    // Away: the connection is cut and every attempt vanishes until the path heals.
-    proxy.blackhole(true);
-    proxy.cutAll();
-    await next(client, 'reconnecting');
-    const beforeRestart = await publishAcross(first.publisher, ['p-1', 'p-2', 'p-3'], 2, 'old');
-    await first.publisher.publish('q-1', JSON.stringify({ type: 'step', data: { name: 'unmatched' } }));
-    first.publisher.disconnect();
-    await stop(first.daemon);
-    const second = await start([], first.dir);
-    proxy.retarget(second.daemon.port);
-    const afterRestart = await publishAcross(second.publisher, ['p-1', 'p-2', 'p-3'], 3, 'new');
-    proxy.blackhole(false);
+      // Away: the connection is cut and every attempt vanishes until the path heals.
+      proxy.blackhole(true);
+      proxy.cutAll();
+      await next(client, 'reconnecting');
+      const beforeRestart = await publishAcross(first.publisher, ['p-1', 'p-2', 'p-3'], 2, 'old');
+      await first.publisher.publish('q-1', JSON.stringify({ type: 'step', data: { name: 'unmatched' } }));
+      first.publisher.disconnect();
+      await stop(first.daemon);
+      const second = await start([], first.dir, store);
+      proxy.retarget(second.daemon.port);
+      const afterRestart = await publishAcross(second.publisher, ['p-1', 'p-2', 'p-3'], 3, 'new');
+      proxy.blackhole(false);
 
-    await collected.waitFor(16, 30_000);
-    await second.publisher.publish('p-2', JSON.stringify({ type: 'step', data: { name: 'live' } }));
-    await collected.waitFor(17);
-    const names = collected.events.map(nameOf);
-    // Store order over the workspace: each sandbox's events in their id order, nothing twice.
-    expect(names).toEqual(['seen', ...beforeRestart, ...afterRestart, 'live']);
-    expect(gaps).toEqual([]);
-    const orders = cursors.map(cursorOrder);
-    expect(orders.every((order, i) => i === 0 || order > orders[i - 1]!)).toBe(true);
-    expect(client.lastCursor('p-*')).toBe(cursors.at(-1));
-    expect(client.getStats().connects).toBeGreaterThanOrEqual(2);
-  }, 90_000); // two daemon starts and a stop: slow on a loaded machine
+      await collected.waitFor(16, 30_000);
+      await second.publisher.publish('p-2', JSON.stringify({ type: 'step', data: { name: 'live' } }));
+      await collected.waitFor(17);
+      const names = collected.events.map(nameOf);
+      // Store order over the workspace: each sandbox's events in their id order, nothing twice.
+      expect(names).toEqual(['seen', ...beforeRestart, ...afterRestart, 'live']);
+      expect(gaps).toEqual([]);
+      const orders = cursors.map(cursorOrder);
+      expect(orders.every((order, i) => i === 0 || order > orders[i - 1]!)).toBe(true);
+      expect(client.lastCursor('p-*')).toBe(cursors.at(-1));
+      expect(client.getStats().connects).toBeGreaterThanOrEqual(2);
+    },
+    90_000,
+  ); // two daemon starts and a stop: slow on a loaded machine
 
   it('a cursor whose events were trimmed reports a trimmed gap, then delivers what is retained', async () => {
     const { daemon, publisher, token } = await start(['--retention-count', '3']);
