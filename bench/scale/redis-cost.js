@@ -15,13 +15,12 @@
 // over the cluster bus; then Redis memory per retained event (MEMORY USAGE of the sandbox's
 // stream and of the workspace's order stream, over their entries).
 import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { cli, startCluster } from '../lib/cluster.js';
+import { freePort } from '../lib/servers.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const { RedisEngine } = await import(pathToFileURL(path.join(root, 'dist/store/redis/redis-engine.js')).href);
@@ -29,14 +28,6 @@ const argv = process.argv.slice(2);
 const at = argv.indexOf('--events');
 const events = at >= 0 ? Number(argv[at + 1]) : 2000;
 const clustered = argv.includes('--cluster');
-
-async function freePort() {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** One redis-server, or a cluster: its URL, its masters' ports, and a stop. */
 async function startServers() {

@@ -12,7 +12,6 @@
 // connections spread evenly over the nodes and the sandboxes. It counts message frames.
 // Everything runs on this machine's cores: see docs/scaling.md for what that limits.
 import { spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -20,6 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildModules } from '../lib/build.js';
 import { startCluster } from '../lib/cluster.js';
+import { freePort } from '../lib/servers.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const argv = process.argv.slice(2);
@@ -50,14 +50,6 @@ function build() {
   const dist = path.join(root, 'dist');
   if (!existsSync(path.join(dist, 'cli', 'main.js'))) throw new Error('dist/ is missing: run `npm run build` first');
   return dist;
-}
-
-async function freePort() {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = /** @type {net.AddressInfo} */ (server.address());
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 async function startRedis() {

@@ -3,7 +3,7 @@ import { compareEventIds, type EventId } from '../../event/event.js';
 import { ageCutoff, EVERY_TYPE, maxEventId, PrunedByType, RetentionClasses, sandboxKey } from '../semantics.js';
 import type { RetentionPolicy, SandboxRef } from '../types.js';
 import type { WalWrites } from './checkpointer.js';
-import { idOf, type Ref, type Statements, type TypedRow } from './statements.js';
+import { idOf, type Ref, type SandboxRow, type Statements, type TypedRow } from './statements.js';
 import type { StreamCache } from './stream-cache.js';
 
 export interface RetentionOptions {
@@ -220,11 +220,29 @@ export class Retention {
       this.sql.notePrunedType.run(ws, sb, EVERY_TYPE, through.ms, through.seq);
       deleted = this.sql.deleteThrough.run(ws, sb, through.ms, through.seq).changes;
     } else if (row.first_ms === null || row.first_ms >= cutoff) return { deleted: 0, more: false };
-    // Recount from the file when the stream emptied, so a drifted count heals itself.
+    const trimmed = maxEventId(idOf(row.trimmed_ms, row.trimmed_seq), through);
+    const { first, retained, bytes } = this.recordPruned(ws, sb, row, deleted, freed, trimmed);
+    const more =
+      deleted > 0 && (retained > policy.maxCount || bytes > maxBytes || (first !== undefined && first.ms < cutoff));
+    return { deleted, more };
+  }
+
+  /**
+   * After a step deleted `deleted` events (`freed` bytes) of a sandbox: its row's count, bytes,
+   * first and trimmed-through ids. Recounted from the file when the stream emptied, so a drifted
+   * count heals itself.
+   */
+  private recordPruned(
+    ws: number,
+    sb: string,
+    row: SandboxRow,
+    deleted: number,
+    freed: number,
+    trimmed: EventId | undefined,
+  ): { first: EventId | undefined; retained: number; bytes: number } {
     const first = this.sql.oldestId.get(ws, sb);
     const retained = first === undefined ? 0 : Math.max(1, row.retained - deleted);
     const bytes = first === undefined ? 0 : Math.max(0, row.bytes - freed);
-    const trimmed = maxEventId(idOf(row.trimmed_ms, row.trimmed_seq), through);
     this.sql.updatePruned.run(
       retained,
       bytes,
@@ -235,9 +253,7 @@ export class Retention {
       ws,
       sb,
     );
-    const more =
-      deleted > 0 && (retained > policy.maxCount || bytes > maxBytes || (first !== undefined && first.ms < cutoff));
-    return { deleted, more };
+    return { first, retained, bytes };
   }
 
   /**
@@ -303,19 +319,7 @@ export class Retention {
     for (const [type, id] of marks.entries()) this.sql.putPrunedType.run(ws, sb, type, id.ms, id.seq);
     this.sql.clearPrunedOrderTypes.run(ws);
     for (const [type, order] of orderMarks.entries()) this.sql.putPrunedOrderType.run(ws, type, order);
-    const first = this.sql.oldestId.get(ws, sb);
-    const retained = first === undefined ? 0 : Math.max(1, row.retained - batch.length);
-    const bytes = first === undefined ? 0 : Math.max(0, row.bytes - freed);
-    this.sql.updatePruned.run(
-      retained,
-      bytes,
-      first?.ms ?? null,
-      first?.seq ?? null,
-      trimmed?.ms ?? null,
-      trimmed?.seq ?? null,
-      ws,
-      sb,
-    );
+    this.recordPruned(ws, sb, row, batch.length, freed, trimmed);
     return { deleted: batch.length, more: doomed.length > batch.length };
   }
 
