@@ -13,24 +13,61 @@ import { compileGlob } from '../protocol/glob.js';
 import type { TypeFilter } from './type-filter.js';
 import { type OutputStream, WritePath } from './write-path.js';
 
+/** What few channel subscriptions have: a seam, a type filter, a name other than the sandbox id. */
+interface RareChannelState {
+  seam: ReplaySeam<Buffer> | undefined;
+  types: TypeFilter | undefined;
+  displayName: string | undefined;
+}
+
 /**
  * One subscription to one channel. While a resume replays the channel, its live frames wait in
  * `seam` (see ReplaySeam). `types`, when set, is the event types it takes (live and replayed).
  */
 export class ChannelSubscription implements ChannelTarget {
-  seam: ReplaySeam<Buffer> | undefined = undefined;
-  types: TypeFilter | undefined = undefined;
   // The target's fields are copied in rather than the target kept: one object per subscription,
-  // not two (a connection may hold thousands; docs/performance.md, "Per-sandbox cost").
-  // The qualified key is built when asked for, not kept: a string per subscription.
+  // not two (a connection may hold thousands; docs/performance.md, "Per-sandbox cost"). The
+  // qualified key is built when asked for, not kept; the seam, the type filter and a name other
+  // than the sandbox id (an admin's qualified name) share one object made only when one is set.
   readonly workspaceId: number;
   readonly sandboxId: string;
-  readonly displayName: string;
+  private rare: RareChannelState | undefined = undefined;
 
   constructor(target: ChannelTarget) {
     this.workspaceId = target.workspaceId;
     this.sandboxId = target.sandboxId;
-    this.displayName = target.displayName;
+    if (target.displayName !== target.sandboxId) this.setRare('displayName', target.displayName);
+  }
+
+  get seam(): ReplaySeam<Buffer> | undefined {
+    return this.rare?.seam;
+  }
+
+  set seam(seam: ReplaySeam<Buffer> | undefined) {
+    this.setRare('seam', seam);
+  }
+
+  get types(): TypeFilter | undefined {
+    return this.rare?.types;
+  }
+
+  set types(types: TypeFilter | undefined) {
+    this.setRare('types', types);
+  }
+
+  /** The name as the client wrote it: the sandbox id unless it was qualified. */
+  get displayName(): string {
+    return this.rare?.displayName ?? this.sandboxId;
+  }
+
+  private setRare<F extends keyof RareChannelState>(field: F, value: RareChannelState[F]): void {
+    if (this.rare === undefined) {
+      if (value === undefined) return;
+      this.rare = { seam: undefined, types: undefined, displayName: undefined };
+    }
+    this.rare[field] = value;
+    const { seam, types, displayName } = this.rare;
+    if (seam === undefined && types === undefined && displayName === undefined) this.rare = undefined;
   }
 
   get key(): string {
