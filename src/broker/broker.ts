@@ -180,7 +180,13 @@ export class Broker {
 
   /** Removes a subscription by its channel's key (channelKey); false if there was none. */
   unsubscribe(subscriber: Subscriber, key: string): boolean {
-    const channel = this.channelByKey(key);
+    const ref = parseChannelKey(key);
+    return ref !== undefined && this.leave(subscriber, ref);
+  }
+
+  /** unsubscribe by workspace and sandbox, with no key to build or parse. */
+  leave(subscriber: Subscriber, ref: SandboxRef): boolean {
+    const channel = this.channel(ref.workspaceId, ref.sandboxId);
     if (channel === undefined || !channel.delete(subscriber)) return false;
     if (channel.size === 0) {
       const inWorkspace = this.channels.get(channel.workspaceId)!;

@@ -45,8 +45,8 @@ function checkSubscriptionLimit(connection: RespClient, adding: number): void {
 export function resolveForSubscribe(connection: RespClient, names: string[]): ChannelTarget[] {
   const principal = principalOf(connection);
   const targets = names.map((name) => resolveChannel(principal, name));
-  const channels = connection.session.channels;
-  const fresh = new Set(targets.map((target) => target.key).filter((key) => !channels.has(key)));
+  const session = connection.session;
+  const fresh = new Set(targets.filter((target) => session.channel(target) === undefined).map((target) => target.key));
   checkSubscriptionLimit(connection, fresh.size);
   return targets;
 }
@@ -73,22 +73,22 @@ function unsubscribe(connection: RespClient, args: string[]): void {
       return;
     }
     // Newest first: for the two-channel case this is the order Redis 7 replies in.
-    for (const [key, { target }] of [...session.channels].reverse()) {
-      session.unsubscribe(key);
-      connection.reply(confirmation(connection, UNSUBSCRIBE, target.displayName));
+    for (const subscription of [...session.channels.values()].reverse()) {
+      session.unsubscribe(subscription);
+      connection.reply(confirmation(connection, UNSUBSCRIBE, subscription.displayName));
     }
     return;
   }
   for (const name of args.slice(1)) {
-    const key = keyIfResolvable(principal, name);
-    if (key !== undefined) session.unsubscribe(key);
+    const target = targetIfResolvable(principal, name);
+    if (target !== undefined) session.unsubscribe(target);
     connection.reply(confirmation(connection, UNSUBSCRIBE, name));
   }
 }
 
-function keyIfResolvable(principal: Principal, name: string): string | undefined {
+function targetIfResolvable(principal: Principal, name: string): ChannelTarget | undefined {
   try {
-    return resolveChannel(principal, name).key;
+    return resolveChannel(principal, name);
   } catch {
     return undefined; // a name this token can't reach can't be one of its subscriptions
   }
@@ -182,8 +182,8 @@ function pubsubNumsub(connection: RespClient, args: string[]): void {
   const principal = principalOf(connection);
   const items: Buffer[] = [];
   for (const name of args.slice(2)) {
-    const key = keyIfResolvable(principal, name);
-    items.push(bulk(name), integer(key === undefined ? 0 : connection.context.broker.subscriberCount(key)));
+    const target = targetIfResolvable(principal, name);
+    items.push(bulk(name), integer(target === undefined ? 0 : connection.context.broker.subscriberCount(target.key)));
   }
   connection.reply(array(items));
 }

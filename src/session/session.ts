@@ -1,6 +1,7 @@
 import type { Principal } from '../auth/principal.js';
 import type { Broker, EVENTS_ONLY, Subscriber } from '../broker/broker.js';
 import { type ChannelTarget, channelKey, type PatternScope } from '../broker/scope.js';
+import type { SandboxRef } from '../store/types.js';
 import { type EventId, eventOrder, formatOrderCursor, type StoredEvent } from '../event/event.js';
 import type { Protocol } from '../protocol/encode.js';
 import type { EventStore, ReplayGap } from '../store/types.js';
@@ -12,25 +13,65 @@ import { compileGlob } from '../protocol/glob.js';
 import type { TypeFilter } from './type-filter.js';
 import { type OutputStream, WritePath } from './write-path.js';
 
+/** What few channel subscriptions have: a seam, a type filter, a name other than the sandbox id. */
+interface RareChannelState {
+  seam: ReplaySeam<Buffer> | undefined;
+  types: TypeFilter | undefined;
+  displayName: string | undefined;
+}
+
 /**
  * One subscription to one channel. While a resume replays the channel, its live frames wait in
  * `seam` (see ReplaySeam). `types`, when set, is the event types it takes (live and replayed).
  */
 export class ChannelSubscription implements ChannelTarget {
-  seam: ReplaySeam<Buffer> | undefined = undefined;
-  types: TypeFilter | undefined = undefined;
   // The target's fields are copied in rather than the target kept: one object per subscription,
-  // not two (a connection may hold thousands; docs/performance.md, "Per-sandbox cost").
+  // not two (a connection may hold thousands; docs/performance.md, "Per-sandbox cost"). The
+  // qualified key is built when asked for, not kept; the seam, the type filter and a name other
+  // than the sandbox id (an admin's qualified name) share one object made only when one is set.
   readonly workspaceId: number;
   readonly sandboxId: string;
-  readonly key: string;
-  readonly displayName: string;
+  private rare: RareChannelState | undefined = undefined;
 
   constructor(target: ChannelTarget) {
     this.workspaceId = target.workspaceId;
     this.sandboxId = target.sandboxId;
-    this.key = target.key;
-    this.displayName = target.displayName;
+    if (target.displayName !== target.sandboxId) this.setRare('displayName', target.displayName);
+  }
+
+  get seam(): ReplaySeam<Buffer> | undefined {
+    return this.rare?.seam;
+  }
+
+  set seam(seam: ReplaySeam<Buffer> | undefined) {
+    this.setRare('seam', seam);
+  }
+
+  get types(): TypeFilter | undefined {
+    return this.rare?.types;
+  }
+
+  set types(types: TypeFilter | undefined) {
+    this.setRare('types', types);
+  }
+
+  /** The name as the client wrote it: the sandbox id unless it was qualified. */
+  get displayName(): string {
+    return this.rare?.displayName ?? this.sandboxId;
+  }
+
+  private setRare<F extends keyof RareChannelState>(field: F, value: RareChannelState[F]): void {
+    if (this.rare === undefined) {
+      if (value === undefined) return;
+      this.rare = { seam: undefined, types: undefined, displayName: undefined };
+    }
+    this.rare[field] = value;
+    const { seam, types, displayName } = this.rare;
+    if (seam === undefined && types === undefined && displayName === undefined) this.rare = undefined;
+  }
+
+  get key(): string {
+    return channelKey(this.workspaceId, this.sandboxId);
   }
 
   /** What was subscribed to: this subscription is that target. */
@@ -138,10 +179,16 @@ export interface SessionOptions {
  */
 export class Session implements Subscriber {
   protocol: Protocol | typeof EVENTS_ONLY;
+  /**
+   * Channel subscriptions in the order they were made, by channelMapKey: the sandbox id in
+   * the home workspace, the qualified key in any other.
+   */
   readonly channels = new Map<string, ChannelSubscription>();
   readonly patterns = new Map<string, PatternSubscription>();
   /** Set once the transport is closing: live events are no longer taken. */
   closed = false;
+  /** The workspace of the first channel held (while any is): its channels are keyed by sandbox id. */
+  private homeWorkspace = 0;
 
   private readonly output: WritePath;
   private readonly expiry: ExpiryTimer;
@@ -171,6 +218,27 @@ export class Session implements Subscriber {
 
   get subscriptionCount(): number {
     return this.channels.size + this.patterns.size;
+  }
+
+  /**
+   * A channel's key in `channels`. A session's channels are nearly always in one workspace
+   * (only an admin's span several), so they are keyed by the sandbox id, a string the
+   * subscription holds anyway, instead of a qualified key built per subscription and event
+   * (docs/performance.md, "Per-sandbox cost"). Sandbox ids never start with `{`, so the two
+   * forms never meet.
+   */
+  private channelMapKey(workspaceId: number, sandboxId: string): string {
+    return workspaceId === this.homeWorkspace ? sandboxId : channelKey(workspaceId, sandboxId);
+  }
+
+  /** The subscription to a channel, if this session holds one. */
+  channel(ref: SandboxRef): ChannelSubscription | undefined {
+    return this.channels.get(this.channelMapKey(ref.workspaceId, ref.sandboxId));
+  }
+
+  private addChannel(subscription: ChannelSubscription): void {
+    if (this.channels.size === 0) this.homeWorkspace = subscription.workspaceId;
+    this.channels.set(this.channelMapKey(subscription.workspaceId, subscription.sandboxId), subscription);
   }
 
   // --- Output -------------------------------------------------------------------------------
@@ -246,21 +314,21 @@ export class Session implements Subscriber {
    * plain SUBSCRIBE of a filtered channel takes every type again.
    */
   subscribe(target: ChannelTarget, types?: TypeFilter): ChannelSubscription {
-    let subscription = this.channels.get(target.key);
+    let subscription = this.channel(target);
     if (subscription === undefined) {
       subscription = new ChannelSubscription(target);
-      this.channels.set(target.key, subscription);
-      this.options.broker.subscribe(this, target);
+      this.addChannel(subscription);
+      this.options.broker.subscribe(this, subscription);
     }
     this.setTypes(subscription, types);
     return subscription;
   }
 
-  unsubscribe(key: string): boolean {
-    const subscription = this.channels.get(key);
+  unsubscribe(ref: SandboxRef): boolean {
+    const subscription = this.channel(ref);
     if (subscription === undefined) return false;
-    this.channels.delete(key);
-    this.options.broker.unsubscribe(this, key);
+    this.channels.delete(this.channelMapKey(ref.workspaceId, ref.sandboxId));
+    this.options.broker.leave(this, subscription);
     this.dropSeam(subscription);
     this.setTypes(subscription, undefined);
     return true;
@@ -318,7 +386,7 @@ export class Session implements Subscriber {
 
   /** Drops every subscription (RESP RESET). */
   unsubscribeAll(): void {
-    for (const key of [...this.channels.keys()]) this.unsubscribe(key);
+    for (const subscription of [...this.channels.values()]) this.unsubscribe(subscription);
     for (const pattern of [...this.patterns.keys()]) this.punsubscribe(pattern);
   }
 
@@ -328,8 +396,8 @@ export class Session implements Subscriber {
     this.output.discard();
     this.expiry.cancel();
     const broker = this.options.broker;
-    for (const [key, subscription] of this.channels) {
-      broker.unsubscribe(this, key);
+    for (const subscription of this.channels.values()) {
+      broker.leave(this, subscription);
       subscription.seam = undefined; // a resume under way finds nothing left to release
     }
     for (const subscription of this.patterns.values()) {
@@ -374,7 +442,7 @@ export class Session implements Subscriber {
       const subscription = this.patterns.get(pattern ?? '');
       this.throughSeam(subscription, bytes, eventOrder(event));
     } else {
-      const subscription = this.channels.get(channelKey(event.workspaceId, event.sandboxId));
+      const subscription = this.channel(event);
       this.throughSeam(subscription, bytes, event.id);
     }
   }
@@ -398,9 +466,7 @@ export class Session implements Subscriber {
 
   /** Whether the subscription an event came through takes its type. */
   private takes(event: StoredEvent, viaPattern: boolean, pattern: string | undefined): boolean {
-    const types = viaPattern
-      ? this.patterns.get(pattern ?? '')?.types
-      : this.channels.get(channelKey(event.workspaceId, event.sandboxId))?.types;
+    const types = viaPattern ? this.patterns.get(pattern ?? '')?.types : this.channel(event)?.types;
     return types === undefined || types.matches(event.type);
   }
 
@@ -426,7 +492,7 @@ export class Session implements Subscriber {
     this.setTypes(subscription, types);
     return this.replayBehindSeam<EventId>(
       subscription,
-      () => this.unsubscribe(target.key),
+      () => this.unsubscribe(target),
       async (cover) => {
         if (from === 'now') {
           tell({ status: 'complete' });
@@ -573,7 +639,7 @@ export class Session implements Subscriber {
 
   /** From now, live frames of this channel go through a new seam (a repeated resume restarts it). */
   private beginReplay(target: ChannelTarget): ChannelSubscription {
-    const existing = this.channels.get(target.key);
+    const existing = this.channel(target);
     if (existing !== undefined) this.dropSeam(existing);
     const seam = new ReplaySeam<Buffer>();
     this.resuming += 1;
@@ -584,8 +650,8 @@ export class Session implements Subscriber {
     // The seam is in place before the broker can deliver anything of the channel.
     const subscription = new ChannelSubscription(target);
     subscription.seam = seam;
-    this.channels.set(target.key, subscription);
-    this.options.broker.subscribe(this, target);
+    this.addChannel(subscription);
+    this.options.broker.subscribe(this, subscription);
     return subscription;
   }
 

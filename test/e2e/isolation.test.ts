@@ -1,6 +1,6 @@
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { resp } from '../support/raw-client.js';
+import { bulkString as bulk, resp } from '../support/raw-client.js';
 import { startTestServer, type TestServer } from '../support/test-server.js';
 
 /**
@@ -108,6 +108,46 @@ describe('workspace isolation', () => {
     inspector.send(resp('PUBSUB', 'NUMSUB', '{1}sb-admin') + resp('PUBSUB', 'CHANNELS', '*sb-admin'));
     const expected = '*2\r\n$11\r\n{1}sb-admin\r\n:2\r\n*1\r\n$11\r\n{1}sb-admin\r\n';
     expect(await inspector.read(expected)).toBe(expected);
+  });
+
+  it('an admin holding the same sandbox name in three workspaces keeps them apart', async () => {
+    const admin = await broker.authed({ workspaceId: 9, role: 'admin' });
+    const names = ['{31}sb-span', 'sb-span', '{32}sb-span']; // workspaces 31, 9 (its own), 32
+    admin.send(resp('SUBSCRIBE', ...names) + resp('SUBSCRIBE', '{31}sb-span', 'sb-span'));
+    const confirm = (name: string, count: number) => `*3\r\n$9\r\nsubscribe\r\n${bulk(name)}:${count}\r\n`;
+    // Subscribing again counts each channel once, as Redis.
+    const subscribed =
+      [confirm(names[0]!, 1), confirm(names[1]!, 2), confirm(names[2]!, 3)].join('') +
+      confirm(names[0]!, 3) +
+      confirm(names[1]!, 3);
+    expect(await admin.read(subscribed)).toBe(subscribed);
+    for (const [workspaceId, name] of [
+      [31, 'x31'],
+      [9, 'x9'],
+      [32, 'x32'],
+    ] as const) {
+      const owner = await broker.authed({ workspaceId });
+      owner.send(resp('PUBLISH', 'sb-span', `{"type":"${name}"}`));
+      expect(await owner.line()).toBe(':1\r\n');
+      owner.close();
+    }
+    await admin.waitFor((received) => received.toString().includes('x32'));
+    const frames = admin.pending.split('*3\r\n$7\r\nmessage\r\n').slice(1);
+    expect(frames.map((frame) => [frame.split('\r\n')[1], /"type":"(\w+)"/.exec(frame)?.[1]])).toEqual([
+      ['{31}sb-span', 'x31'],
+      ['sb-span', 'x9'],
+      ['{32}sb-span', 'x32'],
+    ]);
+    await admin.take(admin.pending.length);
+    // One UNSUBSCRIBE by name, then the rest newest first; PUBSUB NUMSUB sees each go.
+    admin.send(resp('UNSUBSCRIBE', 'sb-span') + resp('UNSUBSCRIBE'));
+    const unsubscribed = (name: string, count: number) => `*3\r\n$11\r\nunsubscribe\r\n${bulk(name)}:${count}\r\n`;
+    const expected = unsubscribed('sb-span', 2) + unsubscribed('{32}sb-span', 1) + unsubscribed('{31}sb-span', 0);
+    expect(await admin.read(expected)).toBe(expected);
+    admin.send(resp('PUBSUB', 'NUMSUB', ...names));
+    const none = `*6\r\n${names.map((name) => `${bulk(name)}:0\r\n`).join('')}`;
+    expect(await admin.read(none)).toBe(none);
+    admin.close();
   });
 });
 

@@ -17,22 +17,26 @@ export interface BatchStream {
 }
 
 /**
- * Most streams whose committed state the writer keeps in memory (a few hundred bytes each);
- * past it the cache starts over and rereads rows as batches need them.
- */
-const STREAM_CACHE_LIMIT = 16_384;
-
-/**
- * The committed `sandboxes` row of streams recent batches wrote, by workspace then sandbox, so a
- * batch reads a stream's row only the first time. It is right only while its connection is the
- * file's only writer. Entries are replaced only after a commit (commit), so a rolled-back batch
- * leaves them as they were; retention, which changes rows, removes the entries it touches (forget).
+ * The committed `sandboxes` row of streams batches wrote, by workspace then sandbox, so a batch
+ * reads a stream's row only the first time. It is right only while its connection is the file's
+ * only writer. Entries are replaced only after a commit (commit), so a rolled-back batch leaves
+ * them as they were; retention, which changes rows, removes the entries it touches (forget).
+ *
+ * It holds only streams that retain events: at most one entry (about 200 bytes) per stream whose
+ * events are on disk, so it grows with what the file holds and shrinks as retention prunes
+ * (pruning forgets the entry). A stream with nothing retained (ephemeral events only) is read
+ * again by the next batch that writes it. A fixed cap made the writer reread every row once traffic spread over more
+ * streams than the cap (starting over before a stream came round again): one more point read
+ * per stream and commit (docs/performance.md, "Per-sandbox cost").
  */
 export class StreamCache {
   private readonly byWorkspace = new Map<number, Map<string, BatchStream>>();
-  private size = 0;
+  private count = 0;
 
-  constructor(private readonly limit = STREAM_CACHE_LIMIT) {}
+  /** Streams held. */
+  get size(): number {
+    return this.count;
+  }
 
   /** A copy of a stream's committed state, for a batch to change, when the cache has it. */
   get(workspaceId: number, sandboxId: string): BatchStream | undefined {
@@ -54,6 +58,10 @@ export class StreamCache {
   /** After a commit: what the batch wrote is now each stream's committed state. */
   commit(streams: readonly BatchStream[]): void {
     for (const s of streams) {
+      if (s.retained === 0) {
+        this.forget(s.workspaceId, s.sandboxId);
+        continue;
+      }
       let inWorkspace = this.byWorkspace.get(s.workspaceId);
       if (inWorkspace === undefined) {
         inWorkspace = new Map();
@@ -61,7 +69,7 @@ export class StreamCache {
       }
       const size = inWorkspace.size;
       inWorkspace.set(s.sandboxId, s);
-      if (inWorkspace.size > size && ++this.size > this.limit) this.clear();
+      if (inWorkspace.size > size) this.count++;
     }
   }
 
@@ -69,12 +77,7 @@ export class StreamCache {
   forget(workspaceId: number, sandboxId: string): void {
     const inWorkspace = this.byWorkspace.get(workspaceId);
     if (inWorkspace?.delete(sandboxId) !== true) return;
-    this.size--;
+    this.count--;
     if (inWorkspace.size === 0) this.byWorkspace.delete(workspaceId); // or one empty map per workspace ever seen stays
-  }
-
-  private clear(): void {
-    this.byWorkspace.clear();
-    this.size = 0;
   }
 }

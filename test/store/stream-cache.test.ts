@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import type { BatchStream } from '../../src/store/sqlite/stream-cache.js';
+import { StreamCache } from '../../src/store/sqlite/stream-cache.js';
+
+function stream(workspaceId: number, sandboxId: string, retained: number): BatchStream {
+  return {
+    workspaceId,
+    sandboxId,
+    existed: true,
+    hadFirst: retained > 0,
+    lastId: { ms: 10, seq: retained },
+    retained,
+    bytes: retained * 100,
+    firstId: retained > 0 ? { ms: 10, seq: 0 } : undefined,
+    activeAt: 10,
+  };
+}
+
+describe('the SQLite writer stream cache', () => {
+  it('keeps every stream that retains events, past any fixed number', () => {
+    const cache = new StreamCache();
+    const streams = Array.from({ length: 40_000 }, (_, i) => stream(1 + (i % 3), `sb-${i}`, 1 + (i % 5)));
+    for (let at = 0; at < streams.length; at += 1_000) cache.commit(streams.slice(at, at + 1_000));
+    expect(cache.size).toBe(40_000);
+    // The first streams written are still there after 40,000 more: no start-over.
+    expect(cache.get(1, 'sb-0')).toEqual({ ...stream(1, 'sb-0', 1), existed: true });
+    expect(cache.get(2, 'sb-39997')?.retained).toBe(3);
+    expect(cache.get(1, 'sb-1')).toBeUndefined(); // sb-1 is in workspace 2
+  });
+
+  it('holds nothing for a stream that retains nothing, and lets go when one stops retaining', () => {
+    const cache = new StreamCache();
+    cache.commit([stream(1, 'a', 0), stream(1, 'b', 2)]);
+    expect(cache.size).toBe(1);
+    expect(cache.get(1, 'a')).toBeUndefined();
+    cache.commit([stream(1, 'b', 0)]);
+    expect(cache.size).toBe(0);
+    expect(cache.get(1, 'b')).toBeUndefined();
+  });
+
+  it('hands out copies, so a batch that rolls back leaves the committed state', () => {
+    const cache = new StreamCache();
+    cache.commit([stream(7, 'x', 4)]);
+    const copy = cache.get(7, 'x') as BatchStream;
+    copy.retained = 99;
+    copy.lastId = { ms: 20, seq: 0 };
+    expect(cache.get(7, 'x')?.retained).toBe(4);
+    expect(cache.get(7, 'x')?.lastId).toEqual({ ms: 10, seq: 4 });
+    cache.forget(7, 'x');
+    expect(cache.size).toBe(0);
+    cache.forget(7, 'x'); // twice is harmless
+    expect(cache.size).toBe(0);
+  });
+});
