@@ -9,7 +9,6 @@ import {
   historyFloor,
   maxEventId,
   pagesOfIds,
-  PrunedByType,
   storeClosedError,
 } from './semantics.js';
 import { Checkpointer } from './sqlite/checkpointer.js';
@@ -17,7 +16,14 @@ import { toOrderedEvents, toStoredEvents } from './sqlite/event-rows.js';
 import { classifyWorkspaceReplay } from './workspace-order.js';
 import { Retention, smallestCount } from './sqlite/retention.js';
 import { configureConnection, migrate } from './sqlite/schema.js';
-import { type EventRow, idOf, prepareStatements, type Statements } from './sqlite/statements.js';
+import {
+  type EventRow,
+  idOf,
+  prepareStatements,
+  prunedIdMarks,
+  prunedOrderMarks,
+  type Statements,
+} from './sqlite/statements.js';
 import { StreamCache } from './sqlite/stream-cache.js';
 import { storeUnavailable } from './sqlite/unavailable.js';
 import { WriteHealth } from './sqlite/write-health.js';
@@ -369,10 +375,8 @@ export class SqliteStore implements EventStore {
       let pruned: number;
       if (this.rules.length > 0) {
         // With rules, only what was pruned of the types the reader takes makes it inexact.
-        const marks = new PrunedByType<number>((a, b) => a - b);
         const markRows = scope === 'all' ? sql.prunedOrderTypesAll.all() : sql.prunedOrderTypes.all(scope);
-        for (const mark of markRows) marks.note(mark.type, mark.ord);
-        pruned = marks.through(types) ?? 0;
+        pruned = prunedOrderMarks(markRows).through(types) ?? 0;
       } else {
         pruned = (scope === 'all' ? sql.prunedOrderAll.get()?.ord : sql.prunedOrder.get(scope)?.ord) ?? 0;
       }
@@ -389,9 +393,7 @@ export class SqliteStore implements EventStore {
 
   /** With rules: the highest id pruned from a sandbox of a type `types` takes (retention.ts). */
   private prunedThrough(ws: number, sb: string, types: ReaderTypes | undefined): EventId | undefined {
-    const marks = new PrunedByType<EventId>(compareEventIds);
-    for (const mark of this.sql.prunedTypes.all(ws, sb)) marks.note(mark.type, { ms: mark.ms, seq: mark.seq });
-    return marks.through(types);
+    return prunedIdMarks(this.sql, ws, sb).through(types);
   }
 
   /**

@@ -1,9 +1,17 @@
 import type Database from 'better-sqlite3';
 import { compareEventIds, type EventId } from '../../event/event.js';
-import { ageCutoff, EVERY_TYPE, maxEventId, PrunedByType, RetentionClasses, sandboxKey } from '../semantics.js';
+import { ageCutoff, EVERY_TYPE, maxEventId, RetentionClasses, sandboxKey } from '../semantics.js';
 import type { RetentionPolicy, SandboxRef } from '../types.js';
 import type { WalWrites } from './checkpointer.js';
-import { idOf, type Ref, type SandboxRow, type Statements, type TypedRow } from './statements.js';
+import {
+  idOf,
+  prunedIdMarks,
+  prunedOrderMarks,
+  type Ref,
+  type SandboxRow,
+  type Statements,
+  type TypedRow,
+} from './statements.js';
 import type { StreamCache } from './stream-cache.js';
 
 export interface RetentionOptions {
@@ -296,10 +304,8 @@ export class Retention {
     }
     if (doomed.length === 0) return { deleted: 0, more: false };
     const batch = doomed.slice(Math.max(0, doomed.length - batchSize));
-    const marks = new PrunedByType<EventId>(compareEventIds);
-    for (const mark of this.sql.prunedTypes.all(ws, sb)) marks.note(mark.type, { ms: mark.ms, seq: mark.seq });
-    const orderMarks = new PrunedByType<number>((a, b) => a - b);
-    for (const mark of this.sql.prunedOrderTypes.all(ws)) orderMarks.note(mark.type, mark.ord);
+    const marks = prunedIdMarks(this.sql, ws, sb);
+    const orderMarks = prunedOrderMarks(this.sql.prunedOrderTypes.all(ws));
     let trimmed = idOf(row.trimmed_ms, row.trimmed_seq);
     let freed = 0;
     let maxOrder = 0;

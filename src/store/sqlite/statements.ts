@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
-import type { EventId } from '../../event/event.js';
+import { compareEventIds, type EventId } from '../../event/event.js';
+import { PrunedByType } from '../semantics.js';
 import { EVENT_LINE_BYTES_SQL } from './line-bytes.js';
 
 /** A stream's row in `sandboxes` (schema.ts). */
@@ -41,6 +42,20 @@ export interface RefRow {
 
 /** A stream as (workspace, sandbox), the key of its rows. */
 export type Ref = readonly [workspaceId: number, sandboxId: string];
+
+/** A sandbox's per-type pruned-through ids, as `pruned_types` holds them (retention.ts). */
+export function prunedIdMarks(sql: Statements, ws: number, sb: string): PrunedByType<EventId> {
+  const marks = new PrunedByType<EventId>(compareEventIds);
+  for (const mark of sql.prunedTypes.all(ws, sb)) marks.note(mark.type, { ms: mark.ms, seq: mark.seq });
+  return marks;
+}
+
+/** Per-type pruned-through orders, from rows of `pruned_order_types` (one workspace, or all). */
+export function prunedOrderMarks(rows: Iterable<{ type: string; ord: number }>): PrunedByType<number> {
+  const marks = new PrunedByType<number>((a, b) => a - b);
+  for (const mark of rows) marks.note(mark.type, mark.ord);
+  return marks;
+}
 
 /** An id from a row's nullable (ms, seq) pair. */
 export function idOf(ms: number | null, seq: number | null): EventId | undefined {
