@@ -489,7 +489,7 @@ export async function waitReadyz(node: ChildNode, timeoutMs = 20_000): Promise<v
     if (last === 200) return;
     await sleep(50);
   }
-  throw new Error(`/readyz stayed ${last}`);
+  throw new Error(`/readyz stayed ${last}; the node said: ${node.output()}`);
 }
 
 export interface ChildNode {
