@@ -587,16 +587,20 @@ export class RedisEngine implements EventStore {
     return master === undefined ? undefined : this.shardOfMaster(master, connectedMs);
   }
 
-  /** The shard of a master (made if new: its subscriber connection starts at once). */
+  /**
+   * The shard of a master (made if new: its subscriber connection starts at once). `connectedMs`
+   * (the cluster checked) is where its fills start if it has none yet: the shards made when the
+   * slot map was first read, before the check, get it here too.
+   */
   private shardOfMaster(master: string, connectedMs?: number): Shard {
     let shard = this.shards.get(master);
     if (shard === undefined) {
       shard = this.newShard(this.masterUrl(master), this.anchorFor(master), master);
-      if (connectedMs !== undefined) shard.gapFill.firstConnect(connectedMs);
       this.shards.set(master, shard);
       shard.subscriptions.versionDetected(true);
       for (const scope of this.patternsWanted) shard.subscriptions.setPatternInterest(scope, true);
     }
+    if (connectedMs !== undefined) shard.gapFill.firstConnect(connectedMs);
     return shard;
   }
 
