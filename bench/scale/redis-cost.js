@@ -158,7 +158,9 @@ function usecPerCall(before, after, command) {
 
 /** The pattern registry's upkeep at one node holding no pattern: commands and Redis CPU per second. */
 async function registryUpkeep(seconds) {
-  const client = clustered ? new Cluster([servers.url]) : new Redis(servers.url);
+  const client = clustered
+    ? new Cluster(servers.all.map((port) => ({ host: '127.0.0.1', port })))
+    : new Redis(servers.url);
   await new Promise((resolve) => client.once('ready', resolve));
   const before = counters();
   const interest = new PatternInterest(
