@@ -13,7 +13,9 @@
 // CPU time in the script (INFO commandstats usec of EVALSHA, the commands it runs included; varies
 // with the machine's load), and in Cluster the bytes sent to replicas and the PUBLISH messages sent
 // over the cluster bus; then Redis memory per retained event (MEMORY USAGE of the sandbox's
-// stream and of the workspace's order stream, over their entries).
+// stream and of the workspace's order stream, over their entries). Last, the upkeep of the pattern
+// registry (src/store/redis/pattern-interest.ts) of one node holding no pattern, over 5 s: what
+// each node pays to publish on workspace channels only while some node holds a pattern.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -24,6 +26,8 @@ import { freePort } from '../lib/servers.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const { RedisEngine } = await import(pathToFileURL(path.join(root, 'dist/store/redis/redis-engine.js')).href);
+const { PatternInterest } = await import(pathToFileURL(path.join(root, 'dist/store/redis/pattern-interest.js')).href);
+const { Cluster, Redis } = await import('ioredis');
 const argv = process.argv.slice(2);
 const at = argv.indexOf('--events');
 const events = at >= 0 ? Number(argv[at + 1]) : 2000;
@@ -68,11 +72,14 @@ function counters() {
   // Redis's CPU time in the append script (the commands it runs included), in microseconds.
   let scriptUsec = 0;
   const byCommand = {};
+  // Redis's CPU time per command (usec of INFO commandstats, a script's own calls included).
+  const usecByCommand = {};
   for (const port of servers.masters()) {
     const stats = cli(port, 'INFO', 'stats');
     const commandstats = cli(port, 'INFO', 'commandstats');
-    for (const match of commandstats.matchAll(/cmdstat_([a-z|]+):calls=(\d+)/g)) {
+    for (const match of commandstats.matchAll(/cmdstat_([a-z|]+):calls=(\d+),usec=(\d+)/g)) {
       byCommand[match[1]] = (byCommand[match[1]] ?? 0) + Number(match[2]);
+      usecByCommand[match[1]] = (usecByCommand[match[1]] ?? 0) + Number(match[3]);
     }
     scriptUsec += Number(/cmdstat_evalsha:calls=\d+,usec=(\d+)/.exec(commandstats)?.[1] ?? 0);
     out += Number(/total_net_output_bytes:(\d+)/.exec(stats)[1]);
@@ -83,7 +90,7 @@ function counters() {
       busPublish += Number(/cluster_stats_messages_publish_sent:(\d+)/.exec(cli(port, 'CLUSTER', 'INFO'))?.[1] ?? '0');
     }
   }
-  return { out, repl, busPublish, scriptUsec, byCommand };
+  return { out, repl, busPublish, scriptUsec, byCommand, usecByCommand };
 }
 
 /** Redis memory per retained event in `key` (on the master that holds it); '-' for no entries. */
@@ -133,10 +140,52 @@ const ref = { workspaceId: 1, sandboxId: 'cost-1' };
 const cases = [
   ...[0, 1, 2, 3].map((watching) => ({ name: `${watching} watching`, watching, options: {} })),
   { name: '3 watching + pattern', watching: 3, options: {}, pattern: true },
-  ...(clustered ? [] : [{ name: '0 watching, no workspace keys', watching: 0, options: { workspaceKeys: false } }]),
+  ...(clustered
+    ? []
+    : [
+        { name: '0 watching, no workspace keys', watching: 0, options: { workspaceKeys: false } },
+        // What the pattern registry would save on one Redis while no node holds a pattern.
+        { name: '0 watching, no workspace channel', watching: 0, options: { workspaceChannels: false } },
+      ]),
   { name: '0 watching, ephemeral', watching: 0, options: {}, ephemeral: true },
 ];
+/** Redis's CPU time per call of `command` between two `counters()`, in microseconds. */
+function usecPerCall(before, after, command) {
+  const calls = (after.byCommand[command] ?? 0) - (before.byCommand[command] ?? 0);
+  if (calls === 0) return '-';
+  return (((after.usecByCommand[command] ?? 0) - (before.usecByCommand[command] ?? 0)) / calls).toFixed(2);
+}
+
+/** The pattern registry's upkeep at one node holding no pattern: commands and Redis CPU per second. */
+async function registryUpkeep(seconds) {
+  const client = clustered
+    ? new Cluster(servers.all.map((port) => ({ host: '127.0.0.1', port })))
+    : new Redis(servers.url);
+  await new Promise((resolve) => client.once('ready', resolve));
+  const before = counters();
+  const interest = new PatternInterest(
+    client,
+    'bench-node',
+    async () => {},
+    () => {},
+    () => {},
+  );
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  interest.close();
+  const after = counters();
+  client.disconnect();
+  let calls = 0;
+  let usec = 0;
+  for (const [name, n] of Object.entries(after.byCommand)) {
+    if (name === 'info' || name === 'cluster|info') continue; // this script's own reads of the counters
+    calls += n - (before.byCommand[name] ?? 0);
+    usec += (after.usecByCommand[name] ?? 0) - (before.usecByCommand[name] ?? 0);
+  }
+  return { commandsPerSecond: (calls / seconds).toFixed(1), redisUsPerSecond: (usec / seconds).toFixed(0) };
+}
+
 const rows = [];
+let upkeep;
 try {
   for (const { name, watching, options, pattern, ephemeral } of cases) {
     for (const port of servers.masters()) cli(port, 'FLUSHALL');
@@ -172,6 +221,8 @@ try {
       // Redis 7 counts replication in total_net_output_bytes too: clients' share apart.
       bytesToClients: Math.round((after.out - after.repl - (before.out - before.repl)) / events),
       scriptUs: ((after.scriptUsec - before.scriptUsec) / events).toFixed(1),
+      // Redis's CPU time per workspace-channel PUBLISH (the script's), '-' where none ran.
+      publishUs: usecPerCall(before, after, 'publish'),
     };
     if (clustered) {
       row.bytesToReplicas = Math.round((after.repl - before.repl) / events);
@@ -184,6 +235,7 @@ try {
     rows.push(row);
     await Promise.all([publisher, ...watchers].map((engine) => engine.close()));
   }
+  upkeep = await registryUpkeep(5);
 } finally {
   servers.stop();
 }
@@ -191,4 +243,7 @@ console.log(
   `${events} events of 100 B data, ${clustered ? 'a Redis Cluster of 3 masters with a replica each' : 'one Redis'} ${version}`,
 );
 console.table(rows);
+console.log(
+  `pattern registry upkeep, one node holding no pattern: ${upkeep.commandsPerSecond} commands/s, ${upkeep.redisUsPerSecond} us/s of Redis CPU (commandstats)`,
+);
 process.exit(0);

@@ -5,25 +5,21 @@
  * default 8 MiB output limit; 20 TCP and 20 HTTP clients that ask for the same and never read
  * raise the daemon's RSS by less than 400 MB, and a fresh client still gets PONG.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, type Daemon, killDaemons } from '../support/daemon.js';
-import { SharedRedis, spawnStoreDaemon, STORES_AND_ENGINE, storeArgs } from '../support/engine.js';
+import { type Daemon, killDaemons } from '../support/daemon.js';
+import { cliToken } from '../support/e2e.js';
+import { StoreDaemons, STORES_AND_ENGINE } from '../support/engine.js';
 
-const run = promisify(execFile);
 const EVENTS = 1_000;
 const TEXT = 'z'.repeat(63 * 1024 - 200);
 const RSS_RISE_BOUND = 400 * 1024 * 1024;
 
-const redis = new SharedRedis();
-afterAll(() => redis.stop());
+const daemons = new StoreDaemons();
+afterAll(() => daemons.cleanup());
 
 for (const store of STORES_AND_ENGINE) {
   describe(store === 'redis' ? '--engine redis://' : `--store ${store}`, () => {
@@ -34,12 +30,12 @@ for (const store of STORES_AND_ENGINE) {
     const sockets: net.Socket[] = [];
 
     beforeAll(async () => {
-      dataDir = await mkdtemp(path.join(tmpdir(), `sandbox-events-big-replies-${store}-`));
-      daemon = await spawnStoreDaemon([
-        ...['--port', '0', '--http-port', String(await freePort()), '--data-dir', dataDir],
-        ...(await storeArgs(store, redis)),
-        ...['--publish-rate', '100000', '--publish-burst', '100000'],
-      ]);
+      ({ daemon, dir: dataDir } = await daemons.start(store, [
+        '--publish-rate',
+        '100000',
+        '--publish-burst',
+        '100000',
+      ]));
       workspaceToken = await token('--workspace', '1');
       const publisher = await connect(await token('--workspace', '1', '--sandbox', 'sb-big'));
       for (let start = 0; start < EVENTS; start += 50) {
@@ -56,12 +52,10 @@ for (const store of STORES_AND_ENGINE) {
       for (const client of clients) client.disconnect();
       for (const socket of sockets) socket.destroy();
       killDaemons();
-      await rm(dataDir, { recursive: true, force: true });
     });
 
-    async function token(...args: string[]): Promise<string> {
-      const { stdout } = await run(process.execPath, [BIN, 'token', '--data-dir', dataDir, ...args]);
-      return stdout.trim();
+    function token(...args: string[]): Promise<string> {
+      return cliToken(dataDir, ...args);
     }
 
     async function connect(password: string): Promise<Redis> {
@@ -135,14 +129,6 @@ for (const store of STORES_AND_ENGINE) {
       await until(() => stalledSockets(daemon.port) + stalledSockets(daemon.httpPort!) === 0);
     }, 120_000);
   });
-}
-
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as net.AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
 }
 
 function resp(args: string[]): string {

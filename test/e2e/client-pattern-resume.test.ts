@@ -1,7 +1,4 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -9,8 +6,8 @@ import { createPubSubClient, type GapInfo, type PubSubClient } from '../../src/c
 import { FaultProxy } from '../client/support/fault-proxy.js';
 import { Collector, next } from '../client/support/helpers.js';
 import { BIN, type Daemon, killDaemons } from '../support/daemon.js';
-import { hasRedis, SharedRedis, spawnStoreDaemon, storeArgs } from '../support/engine.js';
-import { cliToken, freePort } from '../support/e2e.js';
+import { hasRedis, StoreDaemons } from '../support/engine.js';
+import { cliToken } from '../support/e2e.js';
 import { RawClient, resp } from '../support/raw-client.js';
 import { requireTool } from '../support/tools.js';
 
@@ -24,30 +21,18 @@ import { requireTool } from '../support/tools.js';
  */
 
 const hasRedisCli = requireTool('redis-cli', 'redis-tools');
-const dirs: string[] = [];
 const cleanups: (() => Promise<void> | void)[] = [];
 
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   killDaemons();
 });
-const redis = new SharedRedis();
-afterAll(async () => {
-  await redis.stop();
-  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
-});
+const daemons = new StoreDaemons();
+afterAll(() => daemons.cleanup());
 
-/** A daemon on SQLite, or on the Redis engine (its server emptied first unless `dataDir`, a restart, is given). */
+/** A daemon on SQLite, or on the Redis engine (StoreDaemons.start), a workspace token and a publisher. */
 async function start(extra: string[] = [], dataDir?: string, store: 'sqlite' | 'redis' = 'sqlite') {
-  const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'sandbox-events-client-presume-')));
-  if (dataDir === undefined) dirs.push(dir);
-  if (store === 'redis' && dataDir === undefined) (await redis.get()).cli('FLUSHALL');
-  const httpPort = await freePort();
-  const daemon = await spawnStoreDaemon([
-    ...['--port', '0', '--http-port', String(httpPort)],
-    ...['--data-dir', dir, ...(await storeArgs(store, redis)), ...extra],
-  ]);
-  daemon.httpPort ??= httpPort;
+  const { daemon, dir } = await daemons.start(store, extra, dataDir);
   const token = await cliToken(dir, '--workspace', '1');
   const publisher = new Redis({ port: daemon.port, host: '127.0.0.1', password: token });
   cleanups.push(() => publisher.disconnect());

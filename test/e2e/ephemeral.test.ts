@@ -1,12 +1,9 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { killDaemons, spawnDaemon } from '../support/daemon.js';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { killDaemons } from '../support/daemon.js';
 import { cliToken, collectingClient } from '../support/e2e.js';
-import { SharedRedis, spawnStoreDaemon, STORES_AND_ENGINE, storeArgs } from '../support/engine.js';
+import { StoreDaemons, STORES_AND_ENGINE } from '../support/engine.js';
 import { resp } from '../support/raw-client.js';
 
 /**
@@ -15,33 +12,22 @@ import { resp } from '../support/raw-client.js';
  * is; a resume from an ephemeral event's id is exact, also across a restart (SQLite).
  */
 
-let dataDir: string;
-const redis = new SharedRedis();
+const daemons = new StoreDaemons();
 const EPHEMERAL = ['--retention-count', '20', '--ephemeral-types', 'sandbox.metrics,debug.*'];
 
-beforeAll(async () => {
-  dataDir = await mkdtemp(path.join(tmpdir(), 'sandbox-events-ephemeral-'));
-});
 afterEach(() => killDaemons());
-afterAll(async () => {
-  await redis.stop();
-  await rm(dataDir, { recursive: true, force: true });
-});
+afterAll(() => daemons.cleanup());
 
-const token = (...args: string[]): Promise<string> => cliToken(dataDir, ...args);
 const rawClient = collectingClient;
 
 const count = (text: string, needle: string): number => text.split(needle).length - 1;
 
 describe.each(STORES_AND_ENGINE)('ephemeral types, %s store', (store) => {
   it('delivers them live, counts receivers, stores none, and resumes exactly after one', async () => {
-    const daemon = await spawnStoreDaemon([
-      ...['--port', '0', '--data-dir', dataDir, ...(await storeArgs(store, redis))],
-      ...EPHEMERAL,
-    ]);
+    const { daemon, dir } = await daemons.start(store, EPHEMERAL);
     const [sandbox, workspace] = await Promise.all([
-      token('--workspace', '1', '--sandbox', `sb-${store}`),
-      token('--workspace', '1'),
+      cliToken(dir, '--workspace', '1', '--sandbox', `sb-${store}`),
+      cliToken(dir, '--workspace', '1'),
     ]);
     const channel = `sb-${store}`;
     const subscriber = await rawClient(daemon.port, workspace);
@@ -85,12 +71,12 @@ describe.each(STORES_AND_ENGINE)('ephemeral types, %s store', (store) => {
 
 describe('ephemeral types across a restart (SQLite)', () => {
   it('an ephemeral id from before the restart still resumes exactly (node-redis)', async () => {
-    const file = path.join(dataDir, 'restart.db');
-    const args = ['--port', '0', '--data-dir', dataDir, '--store', `sqlite:${file}`, ...EPHEMERAL];
-    let daemon = await spawnDaemon(args);
+    const first = await daemons.start('sqlite', EPHEMERAL);
+    const { dir } = first;
+    let daemon = first.daemon;
     const [sandbox, workspace] = await Promise.all([
-      token('--workspace', '1', '--sandbox', 'sb-r'),
-      token('--workspace', '1'),
+      cliToken(dir, '--workspace', '1', '--sandbox', 'sb-r'),
+      cliToken(dir, '--workspace', '1'),
     ]);
     let publisher = createClient({ socket: { port: daemon.port, host: '127.0.0.1' }, password: sandbox });
     await publisher.connect();
@@ -107,7 +93,7 @@ describe('ephemeral types across a restart (SQLite)', () => {
     daemon.child.kill('SIGTERM');
     await daemon.exited;
 
-    daemon = await spawnDaemon(args);
+    ({ daemon } = await daemons.start('sqlite', EPHEMERAL, dir));
     publisher = createClient({ socket: { port: daemon.port, host: '127.0.0.1' }, password: sandbox });
     await publisher.connect();
     await publisher.publish('sb-r', JSON.stringify({ type: 'execution.completed', data: {} }));

@@ -1,11 +1,8 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { type Daemon, killDaemons } from '../support/daemon.js';
-import { SharedRedis, spawnStoreDaemon, STORES_AND_ENGINE, storeArgs } from '../support/engine.js';
-import { cliToken, freePort } from '../support/e2e.js';
+import { StoreDaemons, STORES_AND_ENGINE, type StoreKind } from '../support/engine.js';
+import { cliToken } from '../support/e2e.js';
 import { RawClient, resp } from '../support/raw-client.js';
 
 /**
@@ -22,8 +19,7 @@ interface SseFrame {
   data: string;
 }
 
-const dirs: string[] = [];
-const redis = new SharedRedis();
+const daemons = new StoreDaemons();
 const clients: Redis[] = [];
 const raws: RawClient[] = [];
 
@@ -32,22 +28,11 @@ afterEach(async () => {
   for (const raw of raws.splice(0)) raw.socket.destroy();
   killDaemons();
 });
-afterAll(async () => {
-  await redis.stop();
-  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
-});
+afterAll(() => daemons.cleanup());
 
-/** A daemon on `store`; the Redis engine's server is emptied first unless `dataDir` (a restart) is given. */
-async function start(store: 'memory' | 'sqlite' | 'redis', extra: string[] = [], dataDir?: string) {
-  const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'sandbox-events-presume-')));
-  if (dataDir === undefined) dirs.push(dir);
-  if (store === 'redis' && dataDir === undefined) (await redis.get()).cli('FLUSHALL');
-  const httpPort = await freePort();
-  const daemon = await spawnStoreDaemon([
-    ...['--port', '0', '--http-port', String(httpPort)],
-    ...['--data-dir', dir, ...(await storeArgs(store, redis)), ...extra],
-  ]);
-  daemon.httpPort ??= httpPort;
+/** A daemon on `store` (StoreDaemons.start), a workspace token and a publisher. */
+async function start(store: StoreKind, extra: string[] = [], dataDir?: string) {
+  const { daemon, dir } = await daemons.start(store, extra, dataDir);
   const token = await cliToken(dir, '--workspace', '1');
   const publisher = new Redis({ port: daemon.port, host: '127.0.0.1', password: token });
   clients.push(publisher);

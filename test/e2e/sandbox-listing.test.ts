@@ -1,13 +1,10 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { killDaemons } from '../support/daemon.js';
-import { cliToken, freePort } from '../support/e2e.js';
-import { SharedRedis, spawnStoreDaemon, STORES_AND_ENGINE, storeArgs } from '../support/engine.js';
+import { cliToken } from '../support/e2e.js';
+import { StoreDaemons, STORES_AND_ENGINE } from '../support/engine.js';
 import { requireTool } from '../support/tools.js';
 
 /**
@@ -18,28 +15,17 @@ import { requireTool } from '../support/tools.js';
 
 const run = promisify(execFile);
 const hasRedisCli = requireTool('redis-cli', 'redis-tools');
-let dataDir: string;
-const redis = new SharedRedis();
+const daemons = new StoreDaemons();
 
-beforeAll(async () => {
-  dataDir = await mkdtemp(path.join(tmpdir(), 'sandbox-events-listing-'));
-});
 afterEach(() => killDaemons());
-afterAll(async () => {
-  await redis.stop();
-  await rm(dataDir, { recursive: true, force: true });
-});
-
-const token = (...args: string[]): Promise<string> => cliToken(dataDir, ...args);
+afterAll(() => daemons.cleanup());
 
 describe.each(STORES_AND_ENGINE)('listing sandboxes, %s store', (store) => {
   it('RESP SANDBOXES and GET /sandboxes list the sandboxes holding events with their newest id', async () => {
-    const storeArg =
-      store === 'sqlite' ? ['--store', `sqlite:${path.join(dataDir, 'listing.db')}`] : await storeArgs(store, redis);
-    if (store === 'redis') (await redis.get()).cli('FLUSHALL');
-    const args = ['--port', '0', '--data-dir', dataDir, ...storeArg];
-    const httpPort = await freePort();
-    let daemon = await spawnStoreDaemon([...args, '--http-port', String(httpPort)]);
+    const first = await daemons.start(store);
+    const { dir, httpPort } = first;
+    let daemon = first.daemon;
+    const token = (...args: string[]): Promise<string> => cliToken(dir, ...args);
     const [workspace, other, sandboxOnly] = await Promise.all([
       token('--workspace', '1'),
       token('--workspace', '2'),
@@ -82,7 +68,7 @@ describe.each(STORES_AND_ENGINE)('listing sandboxes, %s store', (store) => {
       // What is listed is in the file, or in Redis: the same after a restart.
       daemon.child.kill('SIGTERM');
       await daemon.exited;
-      daemon = await spawnStoreDaemon([...args, '--http-port', String(await freePort())]);
+      ({ daemon } = await daemons.start(store, [], dir));
       expect(await listOver(daemon.port, workspace)).toEqual(expected);
     }
     if (hasRedisCli) {

@@ -119,6 +119,33 @@ describe.skipIf(!hasRedis)('Redis Cluster faults under load', () => {
     };
   }
 
+  it('a subscriber connection cut before it carried anything: what was published meanwhile is filled', async () => {
+    // The fill of a sandbox with nothing delivered at B starts where B's engine first connected
+    // (docs/scaling.md, "Gap-fill"); for the connections made when the slot map was first read,
+    // before the cluster was checked, that point must be known too.
+    const seed = cluster.masters()[0]!;
+    const a = await startNode(seed.url, secret);
+    // B's connections come back a second after a loss: A publishes in that second.
+    const b = await startNode(seed.url, secret, undefined, false, 1_000);
+    nodes.push(a, b);
+    const id = sandboxesOnEveryMaster(`sb-cut${++rounds}`)[0]!;
+    const watcher = await b.client();
+    expect(await watcher.command('SUBSCRIBE', id)).toEqual(['subscribe', id, 1]);
+    await waitFor(() => b.engine.isReady());
+    // Every node's subscriber connections cut (B's come back in a second), nothing delivered yet.
+    for (const master of cluster.masters()) master.cli('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    const publisher = await a.client();
+    for (let i = 0; i < 3; i++) {
+      expect(typeof (await publisher.command('PUBLISH', id, JSON.stringify({ type: 'cut', data: { i } })))).toBe(
+        'number',
+      );
+    }
+    await watcher.until(() => watcher.messages().length >= 3, 15_000);
+    const history = await fullHistory(publisher, id);
+    expect(watcher.messages().map((message) => message.id)).toEqual(history.map((event) => event.id));
+    expect(history.map((event) => event.data.i)).toEqual([0, 1, 2]);
+  });
+
   it('a master stalled by DEBUG SLEEP 2: nothing acknowledged lost, the subscriber gets everything', async () => {
     const result = await round(async () => {
       await cluster.masters()[1]!.block(2);

@@ -4,7 +4,9 @@
  * by slot, one subscriber connection per master (SSUBSCRIBE), histories the same everywhere.
  */
 import { spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { connectionOptions, openClusterCommands, quitConnection } from '../../src/store/redis/connection.js';
 import { sandboxChannel } from '../../src/store/redis/keys.js';
 import { slotOf } from '../../src/store/redis/slots.js';
 import {
@@ -54,6 +56,28 @@ describe.skipIf(!hasRedis)('Redis Cluster', () => {
       sandboxChannel({ workspaceId: 1, sandboxId: 'a}b{c' }),
     ];
     for (const name of names) expect(slotOf(name)).toBe(Number(cluster.nodes[0]!.cli('CLUSTER', 'KEYSLOT', name)));
+  });
+
+  it('the commands client is ready at its first connect: its ready check meets no node connection half made', async () => {
+    // ioredis's ready check sends CLUSTER INFO to a sampled master right after reading the slot
+    // map, and with the offline queue off fails on a connection still connecting, then starts
+    // over: node connections must be made on first use only, never at once when the map is read.
+    const master = cluster.masters()[0]!;
+    const commands = openClusterCommands([master.url], connectionOptions({ retryStrategy: () => 100 }));
+    try {
+      const seenAtRefresh: string[] = [];
+      commands.once('refresh', () => {
+        for (const node of commands.nodes('master')) seenAtRefresh.push(node.status);
+      });
+      let closes = 0;
+      commands.on('close', () => closes++);
+      await once(commands, 'ready');
+      expect(seenAtRefresh).toHaveLength(3);
+      expect(seenAtRefresh.filter((status) => status !== 'wait' && status !== 'ready')).toEqual([]);
+      expect(closes).toBe(0);
+    } finally {
+      await quitConnection(commands);
+    }
   });
 
   it('two nodes given one master address serve 12 sandboxes over all masters: 120 events across, the same histories', async () => {

@@ -166,12 +166,21 @@ export interface Node {
   close(): Promise<void>;
 }
 
-/** One broker node in this process, sharing `secret` and Redis with the others. */
-export async function startNode(redisUrl: string, secret: string, retention = RETENTION, http = false): Promise<Node> {
+/**
+ * One broker node in this process, sharing `secret` and Redis with the others. Its connections to
+ * Redis come back `reconnectMs` after a loss.
+ */
+export async function startNode(
+  redisUrl: string,
+  secret: string,
+  retention = RETENTION,
+  http = false,
+  reconnectMs = 100,
+): Promise<Node> {
   const engine = new RedisEngine({
     url: redisUrl,
     retention,
-    redis: { retryStrategy: () => 100 },
+    redis: { retryStrategy: () => reconnectMs },
   });
   // A cluster may still be settling from the previous test's fault (a failover, a replica's sync).
   await engine.waitReady(30_000);

@@ -88,7 +88,11 @@ export function openClusterCommands(seeds: string[], common: RedisOptions): Clus
     clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 2_000),
     retryDelayOnFailover: 100,
     retryDelayOnClusterDown: 100,
-    redisOptions: { ...common, connectionName: 'sandbox-events:commands' },
+    // ioredis makes a node's connection on its first command; its ready check (CLUSTER INFO to
+    // a sampled master as soon as the slot map is read) fails, with the offline queue off, on a
+    // connection still being made, and the client starts over. The standalone connection's
+    // `lazyConnect: false` would connect every node at once when the map is read.
+    redisOptions: { ...common, lazyConnect: true, connectionName: 'sandbox-events:commands' },
   };
   const commands = new Cluster(seeds, options) as ClusterWithScripts;
   defineScripts(commands);

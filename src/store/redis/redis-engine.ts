@@ -147,8 +147,11 @@ export class RedisEngine implements EventStore {
   readonly orderPerWorkspace = true;
   private retention: RetentionPolicy;
   private commands: ScriptedRedis;
-  /** Unknown until the first INFO (a single address may be a cluster node). */
-  private mode: 'unknown' | 'standalone' | 'cluster' = 'unknown';
+  /**
+   * The first INFO said the address is a standalone Redis; before it the kind is unknown (a
+   * single address may be a node of a cluster, see `cluster`).
+   */
+  private standalone = false;
   /** Subscriber connections: one (`standalone`), or one per master keyed `host:port`. */
   private readonly shards = new Map<string, Shard>();
   /** Cluster: the shard holding each watched sandbox's route. */
@@ -223,7 +226,12 @@ export class RedisEngine implements EventStore {
 
   /** Whether the engine runs on a Redis Cluster (known after the first connect for one address). */
   get isCluster(): boolean {
-    return this.mode === 'cluster';
+    return this.cluster !== undefined;
+  }
+
+  /** The commands client when the engine runs on a Redis Cluster, else undefined. */
+  private get cluster(): ClusterWithScripts | undefined {
+    return this.commands instanceof Cluster ? this.commands : undefined;
   }
 
   private *allShards(): Iterable<Shard> {
@@ -245,7 +253,7 @@ export class RedisEngine implements EventStore {
    * being made does not count: it is waited for where it matters, by a resume's read).
    */
   readiness(): StoreReadiness {
-    let shardsServing = this.shards.size > 0 && (this.mode === 'standalone' || this.clusterServed);
+    let shardsServing = this.shards.size > 0 && (this.standalone || this.clusterServed);
     for (const shard of this.allShards()) {
       if (!shard.subscriptions.connected() || shard.gapFill.filling) shardsServing = false;
     }
@@ -300,9 +308,9 @@ export class RedisEngine implements EventStore {
     const finiteAge = Number.isFinite(maxAgeMs);
     const key = sandboxKey(input);
     // The connection that carries this sandbox's messages here, if any (its fence).
-    const cluster = this.commands instanceof Cluster ? this.commands : undefined;
+    const cluster = this.cluster;
     const shard =
-      this.mode !== 'cluster'
+      cluster === undefined
         ? this.shards.get(STANDALONE)
         : (this.placed.get(key) ??
           (this.patternsWanted.size > 0 ? this.shardOfSlot(slotOf(sandboxChannel(input))) : undefined));
@@ -369,11 +377,11 @@ export class RedisEngine implements EventStore {
     const key = sandboxKey(ref);
     if (interested) this.wanted.set(key, { workspaceId: ref.workspaceId, sandboxId: ref.sandboxId });
     else this.wanted.delete(key);
-    if (this.mode === 'standalone') {
+    if (this.standalone) {
       this.shards.get(STANDALONE)?.subscriptions.setInterest(ref, interested);
       return;
     }
-    if (this.mode !== 'cluster') return; // made when the first connect tells the mode
+    if (!this.isCluster) return; // made when the first connect tells the kind
     if (!interested) {
       this.placed.get(key)?.subscriptions.setInterest(ref, false);
       this.placed.delete(key);
@@ -382,7 +390,7 @@ export class RedisEngine implements EventStore {
     this.place(key, ref);
   }
 
-  /** Patterns held before the mode is known: made on the standalone shard when it exists. */
+  /** Patterns held before the kind is known: made on the standalone shard when it exists. */
   private readonly patternsWanted = new Set<number | 'all'>();
 
   setPatternInterest(scope: number | 'all', interested: boolean): void {
@@ -391,7 +399,7 @@ export class RedisEngine implements EventStore {
     if (this.closed || !this.workspaceChannels) return;
     if (interested) this.patternsWanted.add(scope);
     else this.patternsWanted.delete(scope);
-    if (this.mode === 'cluster') {
+    if (this.isCluster) {
       // The workspace channel is on every master's connection (each keeps its own slots' copies).
       this.patternInterest?.hold(scope, interested);
       for (const shard of this.allShards()) shard.subscriptions.setPatternInterest(scope, interested);
@@ -422,7 +430,7 @@ export class RedisEngine implements EventStore {
   }
 
   private newShard(url: string, anchor?: string, label?: string): Shard {
-    const cluster = this.commands instanceof Cluster ? this.commands : undefined;
+    const cluster = this.cluster;
     const master = label;
     const clusterHooks =
       cluster === undefined || master === undefined
@@ -455,7 +463,7 @@ export class RedisEngine implements EventStore {
   private async detectVersion(): Promise<void> {
     try {
       const info = await this.commands.info('server');
-      if (this.closed || this.mode === 'cluster') return;
+      if (this.closed || this.isCluster) return;
       if (/redis_mode:cluster/.test(info)) {
         // One node of a cluster: it serves only its own slots, so the whole cluster is used
         // from it as a seed (docs/scaling.md, "Redis Cluster").
@@ -466,7 +474,7 @@ export class RedisEngine implements EventStore {
         await quitConnection(standalone);
         return;
       }
-      this.mode = 'standalone';
+      this.standalone = true;
       let shard = this.shards.get(STANDALONE);
       if (shard === undefined) {
         shard = this.newShard(this.seeds[0]!);
@@ -485,7 +493,6 @@ export class RedisEngine implements EventStore {
   // ------------------------------------------------------------------ Redis Cluster
 
   private openCluster(): ClusterWithScripts {
-    this.mode = 'cluster';
     // A script writes keys of one slot only: no sandbox index, no workspace order.
     this.workspaceKeys = false;
     this.replayWorkspaceAfter = undefined;
@@ -525,14 +532,15 @@ export class RedisEngine implements EventStore {
    * until then the node is loading, never half serving (docs/scaling.md, "Readiness").
    */
   private async checkCluster(): Promise<void> {
-    if (this.closed || !(this.commands instanceof Cluster)) return;
+    const cluster = this.cluster;
+    if (this.closed || cluster === undefined) return;
     try {
-      const info = await this.commands.info('server');
+      const info = await cluster.info('server');
       if (majorVersion(info) < 7) {
         this.refuse('a Redis Cluster before version 7 has no sharded pub/sub (SSUBSCRIBE)');
         return;
       }
-      const state = await this.commands.cluster('INFO');
+      const state = await cluster.cluster('INFO');
       if (!/cluster_state:ok/.test(state)) {
         this.notServedYet('cluster_state is not ok');
         this.retryClusterCheck();
@@ -567,29 +575,32 @@ export class RedisEngine implements EventStore {
 
   /** Every slot has a master in the client's slot map. */
   private allSlotsServed(): boolean {
-    if (!(this.commands instanceof Cluster)) return false;
-    const slots = this.commands.slots;
+    const slots = this.cluster?.slots;
+    if (slots === undefined) return false;
     for (let slot = 0; slot < SLOT_COUNT; slot++) if (slots[slot]?.[0] === undefined) return false;
     return true;
   }
 
   /** The shard of the master serving `slot` now (made if new); undefined if no master has it. */
   private shardOfSlot(slot: number, connectedMs?: number): Shard | undefined {
-    if (!(this.commands instanceof Cluster)) return undefined;
-    const master = this.commands.slots[slot]?.[0];
+    const master = this.cluster?.slots[slot]?.[0];
     return master === undefined ? undefined : this.shardOfMaster(master, connectedMs);
   }
 
-  /** The shard of a master (made if new: its subscriber connection starts at once). */
+  /**
+   * The shard of a master (made if new: its subscriber connection starts at once). `connectedMs`
+   * (the cluster checked) is where its fills start if it has none yet: the shards made when the
+   * slot map was first read, before the check, get it here too.
+   */
   private shardOfMaster(master: string, connectedMs?: number): Shard {
     let shard = this.shards.get(master);
     if (shard === undefined) {
       shard = this.newShard(this.masterUrl(master), this.anchorFor(master), master);
-      if (connectedMs !== undefined) shard.gapFill.firstConnect(connectedMs);
       this.shards.set(master, shard);
       shard.subscriptions.versionDetected(true);
       for (const scope of this.patternsWanted) shard.subscriptions.setPatternInterest(scope, true);
     }
+    if (connectedMs !== undefined) shard.gapFill.firstConnect(connectedMs);
     return shard;
   }
 
@@ -608,8 +619,8 @@ export class RedisEngine implements EventStore {
    * (keys.ts, anchorChannels): Cluster answers MOVED to an SSUBSCRIBE of another master's slot.
    */
   private anchorFor(master: string): string | undefined {
-    if (!(this.commands instanceof Cluster)) return undefined;
-    const slots = this.commands.slots;
+    const slots = this.cluster?.slots;
+    if (slots === undefined) return undefined;
     for (let n = 0; n < 100_000; n++) {
       const name = `se:{node:${this.nodeId}:${n}}:anchor`;
       if (slots[slotOf(name)]?.[0] === master) return name;
@@ -622,8 +633,8 @@ export class RedisEngine implements EventStore {
    * watched sandbox's route on the master of its slot, and the shards of former masters dropped.
    */
   private placeAll(connectedMs?: number): void {
-    if (this.closed || this.mode !== 'cluster' || !(this.commands instanceof Cluster)) return;
-    const slots = this.commands.slots;
+    const slots = this.cluster?.slots;
+    if (this.closed || slots === undefined) return;
     // The client reads the slot map every second: with no master changed and every route in
     // place, there is nothing to move (this skips a slot computation per watched sandbox).
     let changed = this.slotMasters.length !== SLOT_COUNT;
@@ -686,7 +697,7 @@ export class RedisEngine implements EventStore {
     this.checkServing();
     checkLimit(limit);
     const key = sandboxKey(ref);
-    const shard = this.mode === 'cluster' ? this.placed.get(key) : this.shards.get(STANDALONE);
+    const shard = this.isCluster ? this.placed.get(key) : this.shards.get(STANDALONE);
     await shard?.subscriptions.whenSubscribed(ref);
     return readReplay(this.commands, this.retention, ref, afterId, limit, this.ephemeral !== undefined);
   }
