@@ -43,8 +43,8 @@ export function kernelBacklogCap(): number | undefined {
   }
 }
 
-/** What node's listening TCP handle offers (net.Server's `_handle`, a libuv uv_tcp_t). */
-interface ListeningHandle {
+/** What node's TCP handle offers (the `_handle` of a net.Server or net.Socket: a libuv uv_tcp_t). */
+interface TcpHandle {
   setNoDelay?(enable: boolean): number;
   setKeepAlive?(enable: boolean, initialDelaySeconds: number): number;
 }
@@ -61,7 +61,7 @@ interface ListeningHandle {
  * accepted once a whole poll phase has passed was cloned from the changed listener.
  */
 class AcceptedSocketOptions {
-  private handle: ListeningHandle | undefined;
+  private handle: TcpHandle | undefined;
   /** The keepalive (ms, 0 off) the listener carries. */
   private listenerKeepAliveMs: number | undefined;
   /** The listener's options changed less than a whole poll phase ago. */
@@ -69,7 +69,7 @@ class AcceptedSocketOptions {
 
   /** Called once the server listens: from here on the listener carries the options. */
   listening(tcp: net.Server, keepAliveMs: number): void {
-    const handle = (tcp as net.Server & { _handle?: ListeningHandle })._handle;
+    const handle = (tcp as net.Server & { _handle?: TcpHandle })._handle;
     if (
       process.platform === 'linux' &&
       handle?.setNoDelay !== undefined &&
@@ -87,6 +87,10 @@ class AcceptedSocketOptions {
     if (this.handle !== undefined && !this.changing) return;
     socket.setNoDelay(true);
     if (keepAliveMs > 0) socket.setKeepAlive(true, keepAliveMs);
+    // Off, but maybe inherited from the listener as it was: node's setKeepAlive(false) does
+    // nothing on a socket it never turned keepalive on for, so the handle is told directly.
+    else if (this.handle !== undefined)
+      (socket as net.Socket & { _handle?: TcpHandle })._handle?.setKeepAlive?.(false, 0);
   }
 
   private changeListener(keepAliveMs: number): void {
