@@ -349,7 +349,8 @@ export class TokenVerifier {
    * token was verified before (the cache) or is an HS256 token that the synchronous check
    * accepts (src/auth/hs256.ts), as every token of a reconnect storm is. A connection then
    * takes it in the turn that read it: no promise, no pause of its input (docs/performance.md,
-   * "Sixth round"). Otherwise, and for every refusal, a promise as `verify`'s: it never throws.
+   * "Sixth round: per-connection cost"). Otherwise, and for every refusal, a promise as
+   * `verify`'s: it never throws.
    */
   verifyEarly(token: string): Principal | Promise<Principal> {
     try {

@@ -106,8 +106,8 @@ export class Connection implements RespClient {
 
   /**
    * The client's `ip:port`, read from the socket when first asked for (logs, CLIENT LIST): a
-   * getpeername call that most connections never need (docs/performance.md, "Sixth round").
-   * Once the socket is closed it can no longer be read.
+   * getpeername call that most connections never need (docs/performance.md, "Sixth round:
+   * per-connection cost"). Once the socket is closed it can no longer be read.
    */
   get remoteAddress(): string {
     this.peer ??= `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? 0}`;

@@ -89,7 +89,8 @@ function utf8(bytes: Buffer): string {
 /**
  * One redis-parser for every decoder: it only ever gets a whole validated frame, which it parses
  * within `execute`, so it holds nothing from one frame to the next and no connection needs its
- * own (a parser and two closures less per connection: docs/performance.md, "Sixth round").
+ * own (a parser and two closures less per connection: docs/performance.md, "Sixth round:
+ * per-connection cost").
  */
 let parsed: unknown;
 const sharedParser = new Parser({

@@ -54,11 +54,12 @@ interface TcpHandle {
  * a listening socket's options into each socket it accepts (tcp_create_openreq_child clones
  * the listener): TCP_NODELAY, SO_KEEPALIVE and libuv's TCP_KEEPIDLE, TCP_KEEPINTVL and
  * TCP_KEEPCNT. Set once on the listener, they save five setsockopt calls per connection
- * (docs/performance.md, "Sixth round"). Elsewhere, or without node's handle calls, each socket
- * gets them as it is accepted. When the listener's keepalive changes (at start, at a reload
- * of `tcp-keepalive`: seen at the next accept), the sockets the kernel queued before get them
- * one by one: libuv accepts until the queue is empty in each poll phase, so every socket
- * accepted once a whole poll phase has passed was cloned from the changed listener.
+ * (docs/performance.md, "Sixth round: per-connection cost"). Elsewhere, or without node's
+ * handle calls, each socket gets them as it is accepted. When the listener's keepalive changes
+ * (at start, at a reload of `tcp-keepalive`: seen at the next accept), the sockets the kernel
+ * queued before get them one by one: libuv accepts until the queue is empty in each poll
+ * phase, so every socket accepted once a whole poll phase has passed was cloned from the
+ * changed listener.
  */
 class AcceptedSocketOptions {
   private handle: TcpHandle | undefined;
