@@ -62,12 +62,14 @@ class Meter {
     this.t0 = performance.now();
     this.cpu0 = process.cpuUsage();
     this.srv0 = serverTicks(this.pid);
+    this.main0 = serverTicks(this.pid, this.pid);
     this.writes0 = serverWriteCalls(this.pid);
   }
   stop() {
     const ms = performance.now() - this.t0;
     const cpu = process.cpuUsage(this.cpu0);
     const srv1 = serverTicks(this.pid);
+    const main1 = serverTicks(this.pid, this.pid);
     const writes1 = serverWriteCalls(this.pid);
     return {
       srvWriteCalls: this.writes0 === undefined || writes1 === undefined ? undefined : writes1 - this.writes0,
@@ -77,15 +79,24 @@ class Meter {
         this.srv0 === undefined || srv1 === undefined
           ? undefined
           : (((srv1 - this.srv0) / this.clkTck) * 1000 * 100) / ms,
+      // The event loop's share: the rest of srvBusy is V8's helper threads (GC, compilers) and
+      // libuv's pool.
+      srvMainBusy:
+        this.main0 === undefined || main1 === undefined
+          ? undefined
+          : (((main1 - this.main0) / this.clkTck) * 1000 * 100) / ms,
     };
   }
 }
 
-/** utime + stime of a process, in clock ticks (/proc/<pid>/stat fields 14 and 15). */
-function serverTicks(pid) {
+/**
+ * utime + stime of a process, or of one of its threads (`tid`), in clock ticks (/proc/<pid>/stat
+ * fields 14 and 15).
+ */
+function serverTicks(pid, tid) {
   if (!pid) return undefined;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'latin1');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return Number(fields[11]) + Number(fields[12]);
   } catch {

@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, type KeyObject, timingSafeEqual } from 'node:crypto';
 import { base64url, type JWTPayload } from 'jose';
 
 /**
@@ -28,15 +28,35 @@ const SIGNATURE_BYTES = 32;
  * bytes. Canonical base64url, what every signer writes, takes Buffer's quicker decoder.
  */
 function base64urlBytes(part: string): Uint8Array | undefined {
-  if (BASE64URL.test(part)) {
-    const bytes = Buffer.from(part, 'base64url');
-    if (bytes.toString('base64url') === part) return bytes;
-  }
+  if (BASE64URL.test(part) && canonicalBase64url(part)) return Buffer.from(part, 'base64url');
   try {
     return base64url.decode(part);
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Whether a part of base64url characters is the one encoding of its bytes (what re-encoding
+ * them would give back, without doing it): no lone last character, and the bits the last
+ * character holds beyond the last byte are zero (RFC 4648 section 3.5).
+ */
+function canonicalBase64url(part: string): boolean {
+  const rest = part.length % 4;
+  if (rest === 0) return true;
+  if (rest === 1) return false;
+  const last = part.charCodeAt(part.length - 1);
+  const value =
+    last >= 0x61
+      ? last - 0x61 + 26
+      : last >= 0x41
+        ? last - 0x41
+        : last >= 0x30
+          ? last - 0x30 + 52
+          : last === 0x2d
+            ? 62
+            : 63;
+  return (value & (rest === 2 ? 0x0f : 0x03)) === 0;
 }
 
 function jsonObject(bytes: Uint8Array): Record<string, unknown> | undefined {
@@ -57,7 +77,7 @@ function jsonObject(bytes: Uint8Array): Record<string, unknown> | undefined {
  */
 export function verifyHs256(
   token: string,
-  secrets: readonly Uint8Array[],
+  secrets: readonly (Uint8Array | KeyObject)[],
   checks: Hs256Checks,
   nowSeconds = Math.floor(Date.now() / 1000),
 ): JWTPayload | undefined {
@@ -65,20 +85,35 @@ export function verifyHs256(
   const firstDot = token.indexOf('.');
   const secondDot = token.indexOf('.', firstDot + 1);
   if (firstDot < 0 || secondDot < 0 || token.indexOf('.', secondDot + 1) >= 0) return undefined;
-  const headerBytes = base64urlBytes(token.slice(0, firstDot));
-  if (headerBytes === undefined) return undefined;
-  const header = jsonObject(headerBytes);
-  if (header === undefined || header.alg !== 'HS256' || !criticalHeadersUnderstood(header)) return undefined;
+  const header = token.slice(0, firstDot);
+  const knownHeader = signedHeaders.has(header);
+  if (!knownHeader && !hs256Header(header)) return undefined;
   const signature = base64urlBytes(token.slice(secondDot + 1));
   if (signature === undefined || signature.length !== SIGNATURE_BYTES) return undefined;
   const signingInput = token.slice(0, secondDot);
   if (!secrets.some((secret) => timingSafeEqual(createHmac('sha256', secret).update(signingInput).digest(), signature)))
     return undefined;
+  if (!knownHeader && signedHeaders.size < SIGNED_HEADERS_KEPT) signedHeaders.add(header);
   const payloadBytes = base64urlBytes(token.slice(firstDot + 1, secondDot));
   if (payloadBytes === undefined) return undefined;
   const claims = jsonObject(payloadBytes) as JWTPayload | undefined;
   if (claims === undefined) return undefined;
   return claimsAccepted(claims, checks, nowSeconds) ? claims : undefined;
+}
+
+/**
+ * Encoded headers that passed hs256Header on a token whose signature then matched. A signer
+ * writes the same header on every token (`{"alg":"HS256","typ":"JWT"}`), so a storm of distinct
+ * tokens decodes and parses it once. Only headers a key holder signed get in, and only a few.
+ */
+const signedHeaders = new Set<string>();
+const SIGNED_HEADERS_KEPT = 16;
+
+/** Whether an encoded header is HS256's, with no `crit` extension this check does not know. */
+function hs256Header(encoded: string): boolean {
+  const bytes = base64urlBytes(encoded);
+  const header = bytes === undefined ? undefined : jsonObject(bytes);
+  return header !== undefined && header.alg === 'HS256' && criticalHeadersUnderstood(header);
 }
 
 /**

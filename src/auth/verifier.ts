@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, createSecretKey, hash, type KeyObject } from 'node:crypto';
 import {
   errors,
   jwtVerify,
@@ -99,6 +99,8 @@ interface SecretKey {
   /** Names the secret without revealing it: `hs:` and the start of its SHA-256. */
   readonly id: string;
   readonly bytes: Uint8Array;
+  /** For node:crypto's HMAC (src/auth/hs256.ts): created once, not from the bytes at each token. */
+  readonly hmacKey: KeyObject;
   readonly imported: Map<string, Promise<CryptoKey>>;
 }
 
@@ -151,7 +153,7 @@ class KeyRing {
     this.secrets = secrets.map((secret) => {
       if (typeof secret !== 'string' || secret.length === 0) throw configError('secret must be a non-empty string');
       const bytes = new TextEncoder().encode(secret);
-      return { id: fingerprint('hs', bytes), bytes, imported: new Map() };
+      return { id: fingerprint('hs', bytes), bytes, hmacKey: createSecretKey(bytes), imported: new Map() };
     });
     if (this.secrets.length > 0) {
       usable.push(...HMAC_ALGS);
@@ -332,41 +334,69 @@ export class TokenVerifier {
     return new KeyRing(config, this.ring as KeyRing | undefined, () => this.ring.cache.clear());
   }
 
+  /** The principal of `token`, or a rejection with an AuthError saying why not. */
   async verify(token: string): Promise<Principal> {
-    if (typeof token !== 'string' || token.length === 0) throw new AuthError('malformed', 'token is empty');
-    if (token.length > MAX_TOKEN_LENGTH) {
-      throw new AuthError('malformed', `token is longer than ${MAX_TOKEN_LENGTH} bytes`);
-    }
     for (;;) {
       const ring = this.ring;
-      const principal = await this.verifyWith(ring, token);
+      const principal = await this.verifyEarly(token);
       // Keys replaced meanwhile: the answer must come from the keys in force now.
       if (ring === this.ring) return principal;
     }
   }
 
-  private verifyWith(ring: KeyRing, token: string): Promise<Principal> {
-    if (ring.cacheSize === 0) return this.verifyUncached(ring, token);
+  /**
+   * `verify` without the wait when there is nothing to wait for: the principal itself when the
+   * token was verified before (the cache) or is an HS256 token that the synchronous check
+   * accepts (src/auth/hs256.ts), as every token of a reconnect storm is. A connection then
+   * takes it in the turn that read it: no promise, no pause of its input (docs/performance.md,
+   * "Sixth round: per-connection cost"). Otherwise, and for every refusal, a promise as
+   * `verify`'s: it never throws.
+   */
+  verifyEarly(token: string): Principal | Promise<Principal> {
+    try {
+      return this.decide(token);
+    } catch (error) {
+      // The claims of a token with a good signature refused (principalFromClaims).
+      return Promise.reject(error);
+    }
+  }
+
+  private decide(token: string): Principal | Promise<Principal> {
+    if (typeof token !== 'string' || token.length === 0) {
+      return Promise.reject(new AuthError('malformed', 'token is empty'));
+    }
+    if (token.length > MAX_TOKEN_LENGTH) {
+      return Promise.reject(new AuthError('malformed', `token is longer than ${MAX_TOKEN_LENGTH} bytes`));
+    }
+    const ring = this.ring;
+    if (ring.cacheSize === 0) {
+      return this.verifyHs256(ring, token) ?? this.inForce(ring, token, this.verifyWithJose(ring, token));
+    }
 
     // Keyed by digest so that 10,000 entries of up to 16 KiB tokens stay small.
-    const key = createHash('sha256').update(token).digest('base64url');
+    const key = hash('sha256', token, 'base64url');
     const hit = ring.cache.get(key);
     if (hit !== undefined) {
       if (Date.now() < hit.expiresAt) {
         this.cacheHits++;
-        return Promise.resolve(hit);
+        return hit;
       }
       ring.cache.delete(key);
     }
     // Many clients reconnecting with one token at once share one check.
     const pending = ring.inflight.get(key);
-    if (pending !== undefined) return pending;
+    if (pending !== undefined) return this.inForce(ring, token, pending);
     this.cacheMisses++;
-    const verifying = this.verifyUncached(ring, token).then(
-      (principal) => {
+    const principal = this.verifyHs256(ring, token);
+    if (principal !== undefined) {
+      remember(ring, key, principal);
+      return principal;
+    }
+    const verifying = this.verifyWithJose(ring, token).then(
+      (verified) => {
         ring.inflight.delete(key);
-        remember(ring, key, principal);
-        return principal;
+        remember(ring, key, verified);
+        return verified;
       },
       (error: unknown) => {
         ring.inflight.delete(key);
@@ -374,7 +404,12 @@ export class TokenVerifier {
       },
     );
     ring.inflight.set(key, verifying);
-    return verifying;
+    return this.inForce(ring, token, verifying);
+  }
+
+  /** Keys replaced while `verifying` ran: the answer must come from the keys in force now. */
+  private inForce(ring: KeyRing, token: string, verifying: Promise<Principal>): Promise<Principal> {
+    return verifying.then((principal) => (ring === this.ring ? principal : this.verify(token)));
   }
 
   /** For metrics. */
@@ -382,16 +417,23 @@ export class TokenVerifier {
     return { cacheEntries: this.ring.cache.size, cacheHits: this.cacheHits, cacheMisses: this.cacheMisses };
   }
 
-  private async verifyUncached(ring: KeyRing, token: string): Promise<Principal> {
-    // HS256 with node:crypto first (src/auth/hs256.ts): it only ever accepts, with jose's checks,
-    // so every refusal (and every other algorithm) still goes to jose for its reason.
+  /**
+   * HS256 with node:crypto (src/auth/hs256.ts): it only ever accepts, with jose's checks, so
+   * every refusal (and every other algorithm) still goes to jose for its reason.
+   */
+  private verifyHs256(ring: KeyRing, token: string): Principal | undefined {
     for (const secret of ring.secrets) {
-      const claims = verifyHs256(token, [secret.bytes], ring.hs256Checks);
+      const claims = verifyHs256(token, [secret.hmacKey], ring.hs256Checks);
       if (claims === undefined) continue;
       const principal = principalFromClaims(claims);
       this.keyOf.set(principal, secret.id);
       return principal;
     }
+    return undefined;
+  }
+
+  /** jose decides: every algorithm, and the reason of every refusal. */
+  private async verifyWithJose(ring: KeyRing, token: string): Promise<Principal> {
     // Several secrets: each is tried in turn, and only a signature mismatch moves to the next.
     for (let secretIndex = 0; ; secretIndex += 1) {
       const use: KeyUse = {};

@@ -2,30 +2,57 @@ import type { Principal } from '../auth/principal.js';
 import { AuthError } from '../auth/verifier.js';
 import { COMPATIBLE_REDIS_VERSION } from '../config.js';
 import type { RespClient } from './client.js';
-import { array, bulk, bulkOrNull, integer, map, OK, PONG, RESET, simpleString } from '../protocol/encode.js';
+import {
+  array,
+  bulk,
+  bulkOrNull,
+  integer,
+  map,
+  OK,
+  PONG,
+  type Protocol,
+  RESET,
+  simpleString,
+} from '../protocol/encode.js';
 import { type CommandSpec, notAnInteger, parseInteger, ReplyError, syntaxError, table, wrongArity } from './command.js';
 
 /**
  * Verifies a token and makes it the connection's identity. Failures are counted and logged
- * with the client's address and the reason, never the token. Resolves to undefined when the
- * connection closed while the signature check ran (it must not act on a dead connection).
+ * with the client's address and the reason, never the token. The principal comes at once when
+ * the verifier decides at once (a cached or an HS256 token: TokenVerifier.verifyEarly), so the
+ * command completes in the turn that read it; otherwise a promise, which resolves to undefined
+ * when the connection closed while the signature check ran (it must not act on a dead connection).
  */
-export async function authenticate(connection: RespClient, token: string): Promise<Principal | undefined> {
-  const { stats, logger, verifier } = connection.context;
-  let principal: Principal;
-  try {
-    principal = await verifier.verify(token);
-  } catch (error) {
-    if (error instanceof AuthError) {
-      stats.authFailures[error.reason] = (stats.authFailures[error.reason] ?? 0) + 1;
-      logger.info(
-        { conn: connection.id, addr: connection.remoteAddress, reason: error.reason },
-        'authentication failed',
-      );
-    }
-    throw error;
-  }
-  if (connection.closed) return undefined;
+export function authenticate(
+  connection: RespClient,
+  token: string,
+): Principal | undefined | Promise<Principal | undefined> {
+  const verified = connection.context.verifier.verifyEarly(token);
+  if (!(verified instanceof Promise)) return adopt(connection, verified);
+  // Read now: a refusal is logged with it, and the client may be gone by then.
+  const addr = connection.remoteAddress;
+  return verified.then(
+    (principal) => (connection.closed ? undefined : adopt(connection, principal)),
+    (error: unknown) => {
+      if (error instanceof AuthError) {
+        const { stats, logger } = connection.context;
+        stats.authFailures[error.reason] = (stats.authFailures[error.reason] ?? 0) + 1;
+        logger.info({ conn: connection.id, addr, reason: error.reason }, 'authentication failed');
+      }
+      throw error;
+    },
+  );
+}
+
+/** Runs `next` with what `authenticate` gave: at once when it decided at once, else once it settles. */
+export function afterAuthentication(
+  authenticated: Principal | undefined | Promise<Principal | undefined>,
+  next: (principal: Principal | undefined) => void,
+): void | Promise<void> {
+  return authenticated instanceof Promise ? authenticated.then(next) : next(authenticated);
+}
+
+function adopt(connection: RespClient, principal: Principal): Principal {
   const current = connection.principal;
   if (current !== undefined && connection.subscriptionCount > 0 && !sameIdentity(current, principal)) {
     // Subscriptions were checked against the old identity; a token for another identity
@@ -43,13 +70,15 @@ function sameIdentity(a: Principal, b: Principal): boolean {
   return a.workspaceId === b.workspaceId && a.role === b.role && a.sandboxId === b.sandboxId;
 }
 
-async function auth(connection: RespClient, args: string[]): Promise<void> {
+function auth(connection: RespClient, args: string[]): void | Promise<void> {
   // AUTH <token> or AUTH <username> <token>; the username is accepted and ignored.
   if (args.length > 3) throw syntaxError();
-  if ((await authenticate(connection, args[args.length - 1]!)) !== undefined) connection.reply(OK);
+  return afterAuthentication(authenticate(connection, args[args.length - 1]!), (principal) => {
+    if (principal !== undefined) connection.reply(OK);
+  });
 }
 
-async function hello(connection: RespClient, args: string[]): Promise<void> {
+function hello(connection: RespClient, args: string[]): void | Promise<void> {
   let protocol = connection.protocol;
   let token: string | undefined;
   let name: string | undefined;
@@ -74,7 +103,17 @@ async function hello(connection: RespClient, args: string[]): Promise<void> {
       }
     }
   }
-  if (token !== undefined && (await authenticate(connection, token)) === undefined) return;
+  if (token === undefined) {
+    helloReply(connection, protocol, name);
+    return undefined;
+  }
+  return afterAuthentication(authenticate(connection, token), (principal) => {
+    if (principal !== undefined) helloReply(connection, protocol, name);
+  });
+}
+
+/** HELLO's reply, once authenticated (by its AUTH option or before). */
+function helloReply(connection: RespClient, protocol: Protocol, name: string | undefined): void {
   if (!connection.authenticated) {
     throw new ReplyError(
       'NOAUTH',

@@ -1,3 +1,4 @@
+import type { Principal } from '../auth/principal.js';
 import { AuthError, looksLikeJwt } from '../auth/verifier.js';
 import type { RespClient } from './client.js';
 import { OK } from '../protocol/encode.js';
@@ -88,7 +89,10 @@ function checkArity(spec: CommandSpec, args: string[]): CommandSpec {
 export function runCommand(connection: RespClient, command: DecodedCommand): void | Promise<void> {
   const { args } = command;
   try {
-    if (isComputeSdkSubscribe(connection, command)) return settle(connection, computeSdkSubscribe(connection, args));
+    if (isComputeSdkSubscribe(connection, command)) {
+      const subscribing = computeSdkSubscribe(connection, args);
+      return subscribing === undefined ? undefined : settle(connection, subscribing);
+    }
     const spec = lookup(connection, args);
     if (!connection.authenticated && !spec.noAuth) throw new ReplyError('NOAUTH', NOAUTH);
     if (isSubscribedResp2(connection) && !spec.whileSubscribed) throw cannotExecuteWhileSubscribed(spec.name);
@@ -126,25 +130,43 @@ function isComputeSdkSubscribe(connection: RespClient, command: DecodedCommand):
   return looksLikeJwt(args[args.length - 1]!) || (command.inline && args.length === 3);
 }
 
-async function computeSdkSubscribe(connection: RespClient, args: string[]): Promise<void> {
+function computeSdkSubscribe(connection: RespClient, args: string[]): void | Promise<void> {
   // Errors on this path begin with `-ERR ` (errorText maps them once compat is set).
   connection.compat = true;
-  try {
-    if ((await authenticate(connection, args[args.length - 1]!)) === undefined) return;
-    refuseWhileLoading(connection, 'subscribe');
-    addSubscriptions(connection, resolveForSubscribe(connection, args.slice(1, -1)));
-  } catch (error) {
-    const text = errorText(error, connection);
-    if (error instanceof AuthError) {
-      // That client sends nothing after this line and would wait for its own timeout: the
-      // connection ends at once, after the error line (docs/protocol.md).
-      connection.replyError(text);
-      connection.closeAfterReplies();
+  const subscribe = (principal: Principal | undefined): void => {
+    if (principal === undefined) return;
+    try {
+      refuseWhileLoading(connection, 'subscribe');
+      addSubscriptions(connection, resolveForSubscribe(connection, args.slice(1, -1)));
+    } catch (error) {
+      computeSdkRefused(connection, error);
       return;
     }
-    connection.compat = connection.authenticated;
-    throw new ReplyError('COMPAT_SUBSCRIBE_FAILED', text);
+    // That client reads a line starting with +OK as "subscribed", and nothing else.
+    connection.reply(OK);
+  };
+  let authenticated: ReturnType<typeof authenticate>;
+  try {
+    authenticated = authenticate(connection, args[args.length - 1]!);
+  } catch (error) {
+    computeSdkRefused(connection, error);
+    return undefined;
   }
-  // That client reads a line starting with +OK as "subscribed", and nothing else.
-  connection.reply(OK);
+  return authenticated instanceof Promise
+    ? authenticated.then(subscribe, (error: unknown) => computeSdkRefused(connection, error))
+    : subscribe(authenticated);
+}
+
+/** The ComputeSDK client's SUBSCRIBE line failed: its error line, and for a bad token the end. */
+function computeSdkRefused(connection: RespClient, error: unknown): void {
+  const text = errorText(error, connection);
+  if (error instanceof AuthError) {
+    // That client sends nothing after this line and would wait for its own timeout: the
+    // connection ends at once, after the error line (docs/protocol.md).
+    connection.replyError(text);
+    connection.closeAfterReplies();
+    return;
+  }
+  connection.compat = connection.authenticated;
+  throw new ReplyError('COMPAT_SUBSCRIBE_FAILED', text);
 }

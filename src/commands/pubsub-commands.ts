@@ -3,7 +3,7 @@ import type { PublishReceipt } from '../broker/publisher.js';
 import { type ChannelTarget, type PatternScope, resolveChannel, resolvePatternScope } from '../broker/scope.js';
 import type { ReplySlot, RespClient } from './client.js';
 import { parsePublishPayload, type StoredEvent } from '../event/event.js';
-import { array, bulk, bulkArray, errorReply, integer, nullBulk, push } from '../protocol/encode.js';
+import { array, bulk, bulkArray, errorReply, integer, subscriptionConfirmation } from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
 import { type CommandSpec, ReplyError, table } from './command.js';
 import { errorText } from './errors.js';
@@ -20,12 +20,7 @@ function principalOf(connection: RespClient): Principal {
 
 /** `*3 <kind> <name> <count>`, a push in RESP3: how Redis confirms (un)subscriptions. */
 function confirmation(connection: RespClient, kind: Buffer, name: string | undefined): Buffer {
-  const protocol = connection.protocol;
-  return push(protocol, [
-    kind,
-    name === undefined ? nullBulk(protocol) : bulk(name),
-    integer(connection.subscriptionCount),
-  ]);
+  return subscriptionConfirmation(connection.protocol, kind, name, connection.subscriptionCount);
 }
 
 function checkSubscriptionLimit(connection: RespClient, adding: number): void {

@@ -39,7 +39,6 @@ let nextConnectionId = 1;
  */
 export class Connection implements RespClient {
   readonly id = nextConnectionId++;
-  readonly remoteAddress: string;
   principal: Principal | undefined;
   /** Authenticated through the ComputeSDK events client's `SUBSCRIBE <id> <jwt>` line. */
   compat = false;
@@ -54,6 +53,7 @@ export class Connection implements RespClient {
   private heldCommand: DecodedCommand | undefined;
   private replySlots: QueuedReply[] = [];
   private authTimer: NodeJS.Timeout | undefined;
+  private peer: string | undefined;
   /** Set by `quiesce`: no more commands are read; resolved once no PUBLISH awaits its reply. */
   private quiescing: (() => void) | undefined;
 
@@ -62,7 +62,6 @@ export class Connection implements RespClient {
     readonly context: ServerContext,
     private readonly runCommand: CommandRunner,
   ) {
-    this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     this.session = new Session(
       {
         output: socket,
@@ -87,9 +86,6 @@ export class Connection implements RespClient {
         eventsLost: (message) => this.abort(message, 'events_lost'),
       },
     );
-    socket.setNoDelay(true);
-    const keepAlive = context.limits.tcpKeepAliveMs;
-    if (keepAlive > 0) socket.setKeepAlive(true, keepAlive);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (error) => this.context.logger.debug({ conn: this.id, err: error.message }, 'socket error'));
     socket.on('close', () => this.cleanUp());
@@ -106,6 +102,16 @@ export class Connection implements RespClient {
       }
     }, timeoutMs);
     this.authTimer.unref();
+  }
+
+  /**
+   * The client's `ip:port`, read from the socket when first asked for (logs, CLIENT LIST): a
+   * getpeername call that most connections never need (docs/performance.md, "Sixth round:
+   * per-connection cost"). Once the socket is closed it can no longer be read.
+   */
+  get remoteAddress(): string {
+    this.peer ??= `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? 0}`;
+    return this.peer;
   }
 
   get authenticated(): boolean {
@@ -340,6 +346,8 @@ export class Connection implements RespClient {
     if (this.authTimer !== undefined) clearTimeout(this.authTimer);
     this.authTimer = undefined;
     this.context.connections.delete(this);
-    this.context.logger.debug({ conn: this.id, addr: this.remoteAddress }, 'connection closed');
+    const { logger } = this.context;
+    // Not built unless logged: the address of a closed socket is known only if read before.
+    if (logger.isLevelEnabled('debug')) logger.debug({ conn: this.id, addr: this.remoteAddress }, 'connection closed');
   }
 }

@@ -106,6 +106,33 @@ export function push(protocol: Protocol, items: readonly Buffer[]): Buffer {
   return Buffer.concat([ascii(`${protocol === 3 ? '>' : '*'}${items.length}\r\n`), ...items]);
 }
 
+/**
+ * How Redis confirms a (un)subscription: `*3 <kind> <name> <count>` (`>3` in RESP3), `kind` a
+ * bulk encoded once (`$9 subscribe`), `name` a null for an UNSUBSCRIBE of nothing. One buffer:
+ * `push(protocol, [kind, bulk(name), integer(count)])` makes four and copies them again.
+ */
+export function subscriptionConfirmation(
+  protocol: Protocol,
+  kind: Buffer,
+  name: string | undefined,
+  count: number,
+): Buffer {
+  const nameBytes = name === undefined ? 0 : Buffer.byteLength(name);
+  const none = nullBulk(protocol);
+  const tail = integer(count);
+  const out = Buffer.allocUnsafe(
+    4 + kind.length + (name === undefined ? none.length : bulkLength(nameBytes)) + tail.length,
+  );
+  out[0] = protocol === 3 ? 0x3e : 0x2a; // > or *
+  out[1] = 0x33; // 3
+  out[2] = 13;
+  out[3] = 10;
+  let at = 4 + kind.copy(out, 4);
+  at = name === undefined ? at + none.copy(out, at) : writeBulk(out, at, name, nameBytes);
+  tail.copy(out, at);
+  return out;
+}
+
 /** A map: `%` in RESP3, a flat key/value array in RESP2 (as Redis does for HELLO). */
 export function map(protocol: Protocol, entries: readonly (readonly [Buffer, Buffer])[]): Buffer {
   const header = protocol === 3 ? `%${entries.length}\r\n` : `*${entries.length * 2}\r\n`;

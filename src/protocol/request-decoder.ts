@@ -86,6 +86,40 @@ function utf8(bytes: Buffer): string {
   return bytes.toString('utf8');
 }
 
+/**
+ * One redis-parser for every decoder: it only ever gets a whole validated frame, which it parses
+ * within `execute`, so it holds nothing from one frame to the next and no connection needs its
+ * own (a parser and two closures less per connection: docs/performance.md, "Sixth round:
+ * per-connection cost").
+ */
+let parsed: unknown;
+const sharedParser = new Parser({
+  returnBuffers: false,
+  returnReply: (reply: unknown) => {
+    parsed = reply;
+  },
+  returnError: () => {
+    parsed = undefined;
+  },
+});
+
+/** The array of strings a validated multibulk frame holds. */
+function parseFrame(frame: Buffer): unknown {
+  parsed = undefined;
+  try {
+    sharedParser.execute(frame);
+  } catch {
+    // Only possible when the limits allow a string longer than V8 can hold.
+    throw new ProtocolError(MSG_TOO_LARGE);
+  } finally {
+    // Never hand a half-parsed state to the next frame, whoever sends it.
+    if (parsed === undefined) sharedParser.reset();
+  }
+  const args = parsed;
+  parsed = undefined;
+  return args;
+}
+
 export class RequestDecoder {
   /** Received chunks; the unconsumed bytes start at `head` in chunks[0]. */
   private chunks: Buffer[] = [];
@@ -126,21 +160,6 @@ export class RequestDecoder {
   private lastWasCR = false;
 
   private failure: ProtocolError | undefined;
-
-  private readonly parser: Parser;
-  private reply: unknown;
-
-  constructor() {
-    this.parser = new Parser({
-      returnBuffers: false,
-      returnReply: (reply: unknown) => {
-        this.reply = reply;
-      },
-      returnError: () => {
-        this.reply = undefined;
-      },
-    });
-  }
 
   /** Bytes received and not yet consumed. */
   get bufferedBytes(): number {
@@ -183,7 +202,6 @@ export class RequestDecoder {
     this.total = 0;
     this.releaseSlab();
     this.failure = undefined;
-    this.parser.reset();
     this.startRequest();
   }
 
@@ -441,19 +459,9 @@ export class RequestDecoder {
     const byteLengths = this.lengths;
     const frame = this.take(frameLength);
     this.consume(frameLength);
-    this.reply = undefined;
-    try {
-      this.parser.execute(frame);
-    } catch {
-      // Only possible when the limits allow a string longer than V8 can hold.
-      this.parser.reset();
-      throw new ProtocolError(MSG_TOO_LARGE);
-    }
-    const args = this.reply;
-    this.reply = undefined;
+    const args = parseFrame(frame);
     if (!Array.isArray(args) || args.length !== byteLengths.length) {
-      // Unreachable for a validated frame; never hand a half-parsed state to the next one.
-      this.parser.reset();
+      // Unreachable for a validated frame.
       throw new ProtocolError(MSG_INVALID_MBULK);
     }
     return { args: args as string[], inline: false, byteLengths };

@@ -327,3 +327,37 @@ describe('isValidSandboxId', () => {
     expect(isValidSandboxId(id)).toBe(expected);
   });
 });
+
+describe('verifyEarly', () => {
+  it('answers an HS256 token and a cached one at once, the same principal verify gives', async () => {
+    for (const cacheSize of [0, 10]) {
+      const verifier = new TokenVerifier({ secret: SECRET, cacheSize });
+      const token = await mintToken({ secret: SECRET, workspaceId: 7, sandboxId: 'sb-1', ttlSeconds: 60 });
+      const early = verifier.verifyEarly(token);
+      expect(early).not.toBeInstanceOf(Promise);
+      expect(early).toEqual(await verifier.verify(token));
+      const again = verifier.verifyEarly(token);
+      expect(again).not.toBeInstanceOf(Promise);
+      if (cacheSize > 0) expect(again).toBe(early);
+    }
+  });
+
+  it('never throws: refusals and the other algorithms come as promises, with the reasons verify gives', async () => {
+    const verifier = new TokenVerifier({ secret: SECRET, publicKeyPem: rsa.pem });
+    const cases: [string, AuthFailureReason | undefined][] = [
+      ['', 'malformed'],
+      ['x'.repeat(MAX_TOKEN_LENGTH + 1), 'malformed'],
+      [await sign({ workspace_id: 1, exp: nowSeconds() + 60 }, encoder.encode('another-secret')), 'bad_signature'],
+      // A good signature over claims the broker refuses: principalFromClaims throws inside.
+      [await sign({ exp: nowSeconds() + 60 }), 'bad_claims'],
+      [await sign({ workspace_id: 1, exp: nowSeconds() - 3600 }), 'expired'],
+      [await sign({ workspace_id: 1, role: 'workspace', exp: nowSeconds() + 60 }, rsa.privateKey, 'RS256'), undefined],
+    ];
+    for (const [token, reason] of cases) {
+      const early = verifier.verifyEarly(token);
+      expect(early).toBeInstanceOf(Promise);
+      if (reason === undefined) await expect(early).resolves.toMatchObject({ workspaceId: 1 });
+      else await expect(early).rejects.toMatchObject({ reason });
+    }
+  });
+});

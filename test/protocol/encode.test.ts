@@ -1,7 +1,15 @@
 import fc from 'fast-check';
 import RedisParser from 'redis-parser';
 import { describe, expect, it } from 'vitest';
-import { array, bulk, bulkArray } from '../../src/protocol/encode.js';
+import {
+  array,
+  bulk,
+  bulkArray,
+  integer,
+  nullBulk,
+  push,
+  subscriptionConfirmation,
+} from '../../src/protocol/encode.js';
 
 describe('bulkArray', () => {
   it('writes the bytes of an array of bulk strings, as one buffer, for any text', () => {
@@ -25,5 +33,28 @@ describe('bulkArray', () => {
 
   it('writes *0 for no texts', () => {
     expect(bulkArray([]).toString()).toBe('*0\r\n');
+  });
+});
+
+describe('subscriptionConfirmation', () => {
+  it('writes the bytes of push(kind, name, count) in both protocols, for any name and count', () => {
+    const kind = bulk('subscribe');
+    const name = fc.option(fc.string({ unit: 'binary', maxLength: 300 }), { nil: undefined });
+    const count = fc.oneof(fc.integer({ min: 0, max: 2000 }), fc.nat());
+    fc.assert(
+      fc.property(fc.constantFrom(2 as const, 3 as const), name, count, (protocol, text, n) => {
+        const expected = push(protocol, [kind, text === undefined ? nullBulk(protocol) : bulk(text), integer(n)]);
+        expect(subscriptionConfirmation(protocol, kind, text, n).equals(expected)).toBe(true);
+      }),
+    );
+  });
+
+  it('is the frame Redis sends', () => {
+    expect(subscriptionConfirmation(2, bulk('subscribe'), 'sb-1', 1).toString()).toBe(
+      '*3\r\n$9\r\nsubscribe\r\n$4\r\nsb-1\r\n:1\r\n',
+    );
+    expect(subscriptionConfirmation(3, bulk('unsubscribe'), undefined, 0).toString()).toBe(
+      '>3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n',
+    );
   });
 });
