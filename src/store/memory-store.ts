@@ -7,6 +7,7 @@ import {
   type EventId,
   type NewEvent,
   type StoredEvent,
+  type StoredEventRecord,
 } from '../event/event.js';
 import {
   ageCutoff,
@@ -78,7 +79,7 @@ class StreamPart implements OrderedStream {
 
   constructor(readonly events: EventRing) {}
 
-  eventAt(index: number): StoredEvent {
+  eventAt(index: number): StoredEventRecord {
     return this.events.eventAt(index);
   }
 }
