@@ -170,14 +170,16 @@ export function eventLine(id: EventId, middle: string, typeJson: string, dataJso
 }
 
 /**
- * `lineMiddle` is `eventLineMiddle` of the input's sandbox, for a store that keeps it per sandbox
- * instead of quoting the sandbox id for every event.
+ * `lineMiddle` is `eventLineMiddle` of the input's sandbox and `typeJson` its type quoted, for a
+ * store that keeps them per sandbox instead of quoting them for every event (JSON.stringify of a
+ * 10-character type is about 80 ns, a third of building the whole line).
  */
 export function createStoredEvent(
   input: NewEvent,
   id: EventId,
   timestamp: number,
   lineMiddle = eventLineMiddle(input.workspaceId, input.sandboxId),
+  typeJson = JSON.stringify(input.type),
 ): StoredEventRecord {
   return new StoredEventRecord(
     id,
@@ -185,7 +187,7 @@ export function createStoredEvent(
     input.sandboxId,
     input.type,
     timestamp,
-    eventLine(id, lineMiddle, JSON.stringify(input.type), input.dataJson, timestamp),
+    eventLine(id, lineMiddle, typeJson, input.dataJson, timestamp),
   );
 }
 

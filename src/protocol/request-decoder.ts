@@ -435,10 +435,14 @@ export class RequestDecoder {
   private multibulkCommand(frameLength: number): DecodedCommand {
     const byteLengths = this.lengths;
     const starts = this.bodyStarts;
-    const frame = this.take(frameLength);
+    // A frame within the first chunk (nearly all) is read where it lies, without a view of it.
+    const first = this.chunks[0]!;
+    const inFirst = first.length - this.head >= frameLength;
+    const frame = inFirst ? first : this.take(frameLength);
+    const base = inFirst ? this.head : 0;
     const args = new Array<string>(byteLengths.length);
     for (let i = 0; i < args.length; i++) {
-      const start = starts[i]!;
+      const start = base + starts[i]!;
       const length = byteLengths[i]!;
       if (length > MAX_STRING_LENGTH) throw new ProtocolError(MSG_TOO_LARGE);
       args[i] = frame.toString('utf8', start, start + length);

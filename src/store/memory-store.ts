@@ -113,6 +113,9 @@ class MemoryStream {
 
   /** The part of every event line of this sandbox that names it (eventLineMiddle). */
   readonly lineMiddle: string;
+  /** The type of the sandbox's last event, and it quoted for its line: a sandbox mostly repeats a type. */
+  private lastType = '';
+  private lastTypeJson = '""';
 
   constructor(
     readonly workspaceId: number,
@@ -123,6 +126,15 @@ class MemoryStream {
     public activeAt: number,
   ) {
     this.lineMiddle = eventLineMiddle(workspaceId, sandboxId);
+  }
+
+  /** `type` as JSON text, for the event line. */
+  typeJson(type: string): string {
+    if (type !== this.lastType) {
+      this.lastType = type;
+      this.lastTypeJson = JSON.stringify(type);
+    }
+    return this.lastTypeJson;
   }
 
   get trimmedThrough(): EventId | undefined {
@@ -277,7 +289,7 @@ export class MemoryStore implements EventStore {
       sandboxes.set(input.sandboxId, stream);
       this.streamCount++;
     }
-    const event = createStoredEvent(input, id, now, stream.lineMiddle);
+    const event = createStoredEvent(input, id, now, stream.lineMiddle, stream.typeJson(input.type));
     if (this.ephemeral?.(input.type) === true) {
       // Issued in the sandbox's order and delivered, never kept (docs/operations.md).
       stream.lastId = id;
