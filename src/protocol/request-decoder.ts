@@ -124,7 +124,10 @@ export class RequestDecoder {
   private bulksLeft = 0;
   private skip = 0;
   private lengths: number[] = [];
-  /** Where each bulk's body starts, from the start of the frame. */
+  /**
+   * Where each bulk's body starts, from the start of the frame: entry i is the body of
+   * `lengths[i]` (written over from one request to the next, never cleared).
+   */
   private readonly bodyStarts: number[] = [];
 
   // Inline line being searched for its LF.
@@ -226,7 +229,6 @@ export class RequestDecoder {
     this.state = ST_START;
     this.reqBytes = 0;
     this.lengths = [];
-    this.bodyStarts.length = 0;
   }
 
   private beginLine(): void {
@@ -356,7 +358,7 @@ export class RequestDecoder {
             throw new ProtocolError(MSG_INVALID_BULK);
           }
           this.reqBytes += this.lineLen + 1;
-          this.bodyStarts.push(this.reqBytes + 1); // past the LF after the CR
+          this.bodyStarts[this.lengths.length] = this.reqBytes + 1; // past the LF after the CR
           this.skip = 1 + len + 2;
           const known = this.reqBytes + this.skip + (this.bulksLeft - 1) * MIN_BULK_BYTES;
           if (known > limits.maxRequestBytes) throw new ProtocolError(MSG_TOO_LARGE);
