@@ -618,11 +618,18 @@ export class MemoryStore implements EventStore {
   /** Drops the oldest event of a part, noting what a replay must then call `trimmed`. */
   private dropOldest(stream: MemoryStream, part: StreamPart): void {
     const { events } = part;
-    const id = events.idAt(0);
+    // Compared as numbers: a full ring drops one event per append, and two id objects per drop
+    // were garbage on the publish path.
+    const ms = events.msAt(0);
+    const seq = events.seqAt(0);
     // Parts are pruned on their own, so an id dropped now may be below one dropped before.
-    if (Number.isNaN(stream.trimmedMs) || compareEventIds(id, stream.trimmedThrough!) > 0) {
-      stream.trimmedMs = id.ms;
-      stream.trimmedSeq = id.seq;
+    if (
+      Number.isNaN(stream.trimmedMs) ||
+      ms > stream.trimmedMs ||
+      (ms === stream.trimmedMs && seq > stream.trimmedSeq)
+    ) {
+      stream.trimmedMs = ms;
+      stream.trimmedSeq = seq;
     }
     const type = this.classes.perType ? this.rings.types.name(events.typeAt(0)) : undefined;
     const before = events.retainedBytes;
@@ -631,7 +638,7 @@ export class MemoryStore implements EventStore {
     const workspaceId = events.workspaceId;
     if (order > (this.prunedOrder.get(workspaceId) ?? 0)) this.prunedOrder.set(workspaceId, order);
     if (order > this.prunedOrderAll) this.prunedOrderAll = order;
-    if (type !== undefined) this.notePrunedType(stream, type, id, order);
+    if (type !== undefined) this.notePrunedType(stream, type, { ms, seq }, order);
     this.totalBytes -= before - events.retainedBytes;
     this.pruned++;
   }
