@@ -7,8 +7,8 @@
  * one scan also notes where each body starts and how long it is, so a complete frame's
  * arguments are sliced straight out of its bytes. There is no second parser of the same frame:
  * handing it to redis-parser (a reply parser, which would accept any type, nesting or size, and
- * so could only run after this scan) read every header a second time, and was a sixth of the
- * decoding's cost per PUBLISH (docs/performance.md, "Sixth round"). Nothing nests, nothing
+ * so could only run after this scan) read every header a second time: a fifth of the
+ * decoding's CPU per PUBLISH (docs/performance.md, "Sixth round"). Nothing nests, nothing
  * recurses.
  */
 import { constants } from 'node:buffer';
