@@ -34,6 +34,8 @@ export function buildModules(buildDir = 'dist') {
     mint: () => load(BUILD_PATHS.mint),
     /** @returns {Promise<typeof import('../../src/auth/verifier.js')>} */
     verifier: () => load(BUILD_PATHS.verifier),
+    /** @returns {Promise<typeof import('../../src/protocol/request-decoder.js')>} */
+    requestDecoder: () => load(BUILD_PATHS.requestDecoder),
   };
 }
 
@@ -49,4 +51,5 @@ export const BUILD_PATHS = {
   config: 'config.js',
   mint: 'auth/mint.js',
   verifier: 'auth/verifier.js',
+  requestDecoder: 'protocol/request-decoder.js',
 };

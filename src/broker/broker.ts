@@ -44,6 +44,12 @@ class Channel implements SandboxRef {
   onlyName = '';
   /** subscriber -> the name it subscribed with, while there are two or more. */
   many: Map<Subscriber, string> | undefined = undefined;
+  /**
+   * `many` as two arrays in its order, made again by the first fan-out after it changed: the
+   * fan-out walks plain arrays, where iterating the Map made an entry per subscriber per event.
+   */
+  private manySubscribers: Subscriber[] | undefined = undefined;
+  private manyNames: string[] = [];
   /** Frames for RESP2 subscribers that used the plain sandbox id: nearly all of them. */
   plainFrames: FrameWriter | undefined = undefined;
   /** Any other form, by `<protocol>:<name>` (at most RESP3, and admins' qualified names). */
@@ -63,6 +69,7 @@ class Channel implements SandboxRef {
     if (this.many !== undefined) {
       if (this.many.has(subscriber)) return false;
       this.many.set(subscriber, name);
+      this.manySubscribers = undefined;
     } else if (this.only === undefined) {
       this.only = subscriber;
       this.onlyName = name;
@@ -74,6 +81,7 @@ class Channel implements SandboxRef {
       ]);
       this.only = undefined;
       this.onlyName = '';
+      this.manySubscribers = undefined;
     }
     return true;
   }
@@ -87,6 +95,8 @@ class Channel implements SandboxRef {
       return true;
     }
     if (!this.many.delete(subscriber)) return false;
+    this.manySubscribers = undefined;
+    this.manyNames = [];
     if (this.many.size === 1) {
       for (const [last, name] of this.many) {
         this.only = last;
@@ -95,6 +105,22 @@ class Channel implements SandboxRef {
       this.many = undefined;
     }
     return true;
+  }
+
+  /** The subscribers while there are two or more, in subscription order; `names` in step. */
+  subscriberList(many: Map<Subscriber, string>): Subscriber[] {
+    let list = this.manySubscribers;
+    if (list === undefined) {
+      list = [...many.keys()];
+      this.manyNames = [...many.values()];
+      this.manySubscribers = list;
+    }
+    return list;
+  }
+
+  /** The names `subscriberList`'s subscribers subscribed with. */
+  get names(): readonly string[] {
+    return this.manyNames;
   }
 
   subscribers(): Iterable<Subscriber> {
@@ -278,7 +304,11 @@ export class Broker {
         // all. Other forms are built on first need, once per event.
         let plain: Buffer | undefined;
         let others: Map<string, Buffer> | undefined;
-        for (const [subscriber, name] of channel.many) {
+        const subscribers = channel.subscriberList(channel.many);
+        const names = channel.names;
+        for (let i = 0; i < subscribers.length; i++) {
+          const subscriber = subscribers[i]!;
+          const name = names[i]!;
           const protocol = subscriber.protocol;
           let frame: Buffer;
           if (protocol === 2 && name === channel.sandboxId) {
@@ -297,7 +327,7 @@ export class Broker {
           }
           subscriber.deliver(frame, event, false);
         }
-        delivered += channel.many.size;
+        delivered += subscribers.length;
       }
     }
     if (this.patterns.size > 0) delivered += this.fanOutToPatterns(event, payloadBytes);

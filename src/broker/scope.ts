@@ -48,6 +48,15 @@ const QUALIFIED = /^\{([1-9]\d{0,15})\}(.*)$/s;
 
 /** Resolves a channel name for a principal, enforcing isolation. Throws on refusal. */
 export function resolveChannel(principal: Principal, name: string): ChannelTarget {
+  const { workspaceId, sandboxId } = resolveSandbox(principal, name);
+  return { workspaceId, sandboxId, key: channelKey(workspaceId, sandboxId), displayName: name };
+}
+
+/**
+ * resolveChannel without the channel's key and name, for PUBLISH, which needs only the sandbox:
+ * no key string is built per published event.
+ */
+export function resolveSandbox(principal: Principal, name: string): SandboxRef {
   let workspaceId = principal.workspaceId;
   let sandboxId = name;
   if (name.startsWith('{')) {
@@ -60,7 +69,7 @@ export function resolveChannel(principal: Principal, name: string): ChannelTarge
     throw new InvalidChannelError(name);
   }
   if (!mayAccess(principal, workspaceId, sandboxId)) throw new PermissionError();
-  return { workspaceId, sandboxId, key: channelKey(workspaceId, sandboxId), displayName: name };
+  return { workspaceId, sandboxId };
 }
 
 export function mayAccess(principal: Principal, workspaceId: number, sandboxId: string): boolean {

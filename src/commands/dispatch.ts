@@ -20,6 +20,13 @@ const commands: ReadonlyMap<string, CommandSpec> = new Map(
   ]),
 );
 registerCommandTable(commands);
+/**
+ * The same commands by their upper-case names, the form clients send (`PUBLISH`): found without
+ * making a lower-case copy of the name per command. Any other spelling goes through lowercasing.
+ */
+const commandsByUpperName: ReadonlyMap<string, CommandSpec> = new Map(
+  [...commands.values()].map((spec) => [spec.name.toUpperCase(), spec]),
+);
 
 const NOAUTH = 'NOAUTH Authentication required.';
 
@@ -55,7 +62,7 @@ function cannotExecuteWhileSubscribed(name: string): ReplyError {
 
 /** Finds the command or subcommand and checks its arity, as Redis's lookupCommand does. */
 function lookup(connection: RespClient, args: string[]): CommandSpec {
-  const spec = commands.get(args[0]!.toLowerCase());
+  const spec = commandsByUpperName.get(args[0]!) ?? commands.get(args[0]!.toLowerCase());
   if (spec === undefined) {
     // Redis knows GET, SET and the rest and refuses them in RESP2 subscribed mode with this
     // text (reply vectors); the broker doesn't know them, and answers what Redis would.

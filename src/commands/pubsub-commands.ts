@@ -1,6 +1,12 @@
 import type { Principal } from '../auth/principal.js';
 import type { PublishReceipt } from '../broker/publisher.js';
-import { type ChannelTarget, type PatternScope, resolveChannel, resolvePatternScope } from '../broker/scope.js';
+import {
+  type ChannelTarget,
+  type PatternScope,
+  resolveChannel,
+  resolvePatternScope,
+  resolveSandbox,
+} from '../broker/scope.js';
 import type { ReplySlot, RespClient } from './client.js';
 import { parsePublishPayload, type StoredEvent } from '../event/event.js';
 import { array, bulk, bulkArray, errorReply, integer, subscriptionConfirmation } from '../protocol/encode.js';
@@ -160,7 +166,7 @@ class PublishReply implements PublishReceipt {
 
 function publish(connection: RespClient, args: string[], byteLengths: number[]): void {
   const principal = principalOf(connection);
-  const target = resolveChannel(principal, args[1]!);
+  const target = resolveSandbox(principal, args[1]!);
   const { type, dataJson } = parsePublishPayload(args[2]!, byteLengths[2]!, connection.context.limits.maxEventBytes);
   const reply = new PublishReply(connection);
   connection.context.publisher.publishWith(principal, target, type, dataJson, reply);

@@ -72,44 +72,61 @@ function isHexDigit(code: number): boolean {
   return (code >= ZERO && code <= NINE) || ((code | 0x20) >= 0x61 && (code | 0x20) <= 0x66);
 }
 
-/** `at` is on an opening quote; moves past the closing one. False when the string is malformed. */
+/**
+ * `at` is on an opening quote; moves past the closing one. False when the string is malformed.
+ * The position is a local while the loop runs: `at` is module state, and a store to it per
+ * character made this loop 3 ns a character.
+ */
 function scanString(): boolean {
-  at++;
-  stringHasEscape = false;
+  const source = text;
+  const end = source.length;
+  let i = at + 1;
+  let escapes = false;
   for (;;) {
-    if (at >= text.length) return false;
-    const code = text.charCodeAt(at);
+    if (i >= end) break;
+    const code = source.charCodeAt(i);
     if (code === QUOTE) {
-      at++;
+      at = i + 1;
+      stringHasEscape = escapes;
       return true;
     }
-    if (code < SPACE) return false; // control characters must be escaped (RFC 8259, section 7)
-    if (code === BACKSLASH) {
-      stringHasEscape = true;
-      const escaped = text.charCodeAt(at + 1);
-      if (escaped === 0x75 /* u */) {
-        for (let i = 2; i < 6; i++) if (!isHexDigit(text.charCodeAt(at + i))) return false;
-        at += 6;
-        continue;
-      }
-      // " \ / b f n r t
-      if (
-        escaped !== QUOTE &&
-        escaped !== BACKSLASH &&
-        escaped !== SLASH &&
-        escaped !== 0x62 &&
-        escaped !== 0x66 &&
-        escaped !== 0x6e &&
-        escaped !== 0x72 &&
-        escaped !== 0x74
-      ) {
-        return false;
-      }
-      at += 2;
+    if (code < SPACE) break; // control characters must be escaped (RFC 8259, section 7)
+    if (code !== BACKSLASH) {
+      i++;
       continue;
     }
-    at++;
+    escapes = true;
+    const escaped = source.charCodeAt(i + 1);
+    if (escaped === 0x75 /* u */) {
+      if (
+        !isHexDigit(source.charCodeAt(i + 2)) ||
+        !isHexDigit(source.charCodeAt(i + 3)) ||
+        !isHexDigit(source.charCodeAt(i + 4)) ||
+        !isHexDigit(source.charCodeAt(i + 5))
+      ) {
+        break;
+      }
+      i += 6;
+      continue;
+    }
+    // " \ / b f n r t
+    if (
+      escaped !== QUOTE &&
+      escaped !== BACKSLASH &&
+      escaped !== SLASH &&
+      escaped !== 0x62 &&
+      escaped !== 0x66 &&
+      escaped !== 0x6e &&
+      escaped !== 0x72 &&
+      escaped !== 0x74
+    ) {
+      break;
+    }
+    i += 2;
   }
+  at = i;
+  stringHasEscape = escapes;
+  return false;
 }
 
 function scanDigits(): boolean {

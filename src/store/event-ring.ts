@@ -9,7 +9,7 @@
  * byte chunks outside the V8 heap. The collector neither traces nor copies any of it.
  * StoredEvent objects are built again only when a history or replay reads them.
  */
-import { type EventId, isWellFormedText, type StoredEvent } from '../event/event.js';
+import { type EventId, isWellFormedText, StoredEventRecord } from '../event/event.js';
 
 /**
  * Event types interned once per store, with a count of the retained events that use each one,
@@ -255,7 +255,7 @@ export class EventRing {
   }
 
   /** The event as append returned it (a new object, equal field by field). */
-  eventAt(index: number): StoredEvent {
+  eventAt(index: number): StoredEventRecord {
     const slot = this.slot(index);
     const n = slot * 3;
     const w = slot * 4;
@@ -265,14 +265,14 @@ export class EventRing {
     const end = at + (words[w + 2] as number);
     const word = words[w + 3] as number;
     const encoding = word & 3;
-    return {
-      id: { ms: nums[n] as number, seq: nums[n + 1] as number },
-      workspaceId: this.workspaceId,
-      sandboxId: this.sandboxId,
-      type: this.types.name(word >>> 2),
-      timestamp: nums[n + 2] as number,
-      json: chunk.toString(encoding === ASCII ? 'latin1' : encoding === UTF8 ? 'utf8' : 'utf16le', at, end),
-    };
+    return new StoredEventRecord(
+      { ms: nums[n] as number, seq: nums[n + 1] as number },
+      this.workspaceId,
+      this.sandboxId,
+      this.types.name(word >>> 2),
+      nums[n + 2] as number,
+      chunk.toString(encoding === ASCII ? 'latin1' : encoding === UTF8 ? 'utf8' : 'utf16le', at, end),
+    );
   }
 
   /** Index of the first event whose id is >= `ms-seq` (length when none). */

@@ -7,6 +7,7 @@ import {
   type EventId,
   type NewEvent,
   type StoredEvent,
+  type StoredEventRecord,
 } from '../event/event.js';
 import {
   ageCutoff,
@@ -78,7 +79,7 @@ class StreamPart implements OrderedStream {
 
   constructor(readonly events: EventRing) {}
 
-  eventAt(index: number): StoredEvent {
+  eventAt(index: number): StoredEventRecord {
     return this.events.eventAt(index);
   }
 }
@@ -112,6 +113,9 @@ class MemoryStream {
 
   /** The part of every event line of this sandbox that names it (eventLineMiddle). */
   readonly lineMiddle: string;
+  /** The type of the sandbox's last event, and it quoted for its line: a sandbox mostly repeats a type. */
+  private lastType = '';
+  private lastTypeJson = '""';
 
   constructor(
     readonly workspaceId: number,
@@ -122,6 +126,15 @@ class MemoryStream {
     public activeAt: number,
   ) {
     this.lineMiddle = eventLineMiddle(workspaceId, sandboxId);
+  }
+
+  /** `type` as JSON text, for the event line. */
+  typeJson(type: string): string {
+    if (type !== this.lastType) {
+      this.lastType = type;
+      this.lastTypeJson = JSON.stringify(type);
+    }
+    return this.lastTypeJson;
   }
 
   get trimmedThrough(): EventId | undefined {
@@ -276,7 +289,7 @@ export class MemoryStore implements EventStore {
       sandboxes.set(input.sandboxId, stream);
       this.streamCount++;
     }
-    const event = createStoredEvent(input, id, now, stream.lineMiddle);
+    const event = createStoredEvent(input, id, now, stream.lineMiddle, stream.typeJson(input.type));
     if (this.ephemeral?.(input.type) === true) {
       // Issued in the sandbox's order and delivered, never kept (docs/operations.md).
       stream.lastId = id;
@@ -605,11 +618,18 @@ export class MemoryStore implements EventStore {
   /** Drops the oldest event of a part, noting what a replay must then call `trimmed`. */
   private dropOldest(stream: MemoryStream, part: StreamPart): void {
     const { events } = part;
-    const id = events.idAt(0);
+    // Compared as numbers: a full ring drops one event per append, and two id objects per drop
+    // were garbage on the publish path.
+    const ms = events.msAt(0);
+    const seq = events.seqAt(0);
     // Parts are pruned on their own, so an id dropped now may be below one dropped before.
-    if (Number.isNaN(stream.trimmedMs) || compareEventIds(id, stream.trimmedThrough!) > 0) {
-      stream.trimmedMs = id.ms;
-      stream.trimmedSeq = id.seq;
+    if (
+      Number.isNaN(stream.trimmedMs) ||
+      ms > stream.trimmedMs ||
+      (ms === stream.trimmedMs && seq > stream.trimmedSeq)
+    ) {
+      stream.trimmedMs = ms;
+      stream.trimmedSeq = seq;
     }
     const type = this.classes.perType ? this.rings.types.name(events.typeAt(0)) : undefined;
     const before = events.retainedBytes;
@@ -618,7 +638,7 @@ export class MemoryStore implements EventStore {
     const workspaceId = events.workspaceId;
     if (order > (this.prunedOrder.get(workspaceId) ?? 0)) this.prunedOrder.set(workspaceId, order);
     if (order > this.prunedOrderAll) this.prunedOrderAll = order;
-    if (type !== undefined) this.notePrunedType(stream, type, id, order);
+    if (type !== undefined) this.notePrunedType(stream, type, { ms, seq }, order);
     this.totalBytes -= before - events.retainedBytes;
     this.pruned++;
   }

@@ -1,4 +1,4 @@
-import { type StoredEvent, setEventOrder } from '../event/event.js';
+import { type StoredEvent, type StoredEventRecord, setEventOrder } from '../event/event.js';
 import type { WorkspaceReplay } from './types.js';
 
 /**
@@ -50,7 +50,7 @@ export class OrderColumn {
 /** One sandbox as a workspace replay reads it: its orders and a way to build its event at an index. */
 export interface OrderedStream {
   readonly orders: OrderColumn;
-  eventAt(index: number): StoredEvent;
+  eventAt(index: number): StoredEventRecord;
 }
 
 /**

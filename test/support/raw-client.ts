@@ -105,7 +105,7 @@ export function bulkString(text: string): string {
 }
 
 /**
- * A RESP parser (redis-parser, as the broker uses) that pushes every reply it completes onto
+ * A RESP parser (redis-parser, as the client uses) that pushes every reply it completes onto
  * `replies`, errors included as Error objects, strings as strings.
  */
 export function replyCollector(replies: unknown[]): Parser {

@@ -7,7 +7,7 @@
  * A sandbox id may contain `}`: then the tag ends early, but it ends at the same place for the
  * three names, so they still share a slot. The suffixes differ, so names never collide.
  */
-import { parseEventId, setEventOrder, type StoredEvent } from '../../event/event.js';
+import { parseEventId, setEventOrder, StoredEventRecord } from '../../event/event.js';
 import type { SandboxRef } from '../types.js';
 
 const PREFIX = 'se:';
@@ -117,7 +117,7 @@ export function messageHeader(ref: SandboxRef, type: string): string {
  * that keeps the workspace order comes as `o<order>:` + the message, and the event carries
  * that order (setEventOrder).
  */
-export function decodeMessage(published: string): StoredEvent | undefined {
+export function decodeMessage(published: string): StoredEventRecord | undefined {
   let message = published;
   let order: number | undefined;
   if (message.startsWith('o')) {
@@ -131,7 +131,7 @@ export function decodeMessage(published: string): StoredEvent | undefined {
   return event;
 }
 
-function decodePlainMessage(message: string): StoredEvent | undefined {
+function decodePlainMessage(message: string): StoredEventRecord | undefined {
   const wsEnd = message.indexOf(':');
   const sbLenEnd = message.indexOf(':', wsEnd + 1);
   if (wsEnd <= 0 || sbLenEnd < 0) return undefined;
@@ -148,11 +148,11 @@ function decodePlainMessage(message: string): StoredEvent | undefined {
   const idText = json.slice(JSON_HEAD.length, json.indexOf('"', JSON_HEAD.length));
   const id = parseEventId(idText);
   if (id === undefined || !Number.isSafeInteger(workspaceId)) return undefined;
-  return { id, workspaceId, sandboxId, type, timestamp: id.ms, json };
+  return new StoredEventRecord(id, workspaceId, sandboxId, type, id.ms, json);
 }
 
 /** Builds the event from a stream entry `[id, [field, value, ...]]`. */
-export function eventFromEntry(ref: SandboxRef, entry: [string, string[]]): StoredEvent | undefined {
+export function eventFromEntry(ref: SandboxRef, entry: [string, string[]]): StoredEventRecord | undefined {
   const [idText, fields] = entry;
   const id = parseEventId(idText);
   if (id === undefined) return undefined;
@@ -164,14 +164,7 @@ export function eventFromEntry(ref: SandboxRef, entry: [string, string[]]): Stor
     else if (fields[i] === 'm') middle = fields[i + 1]!;
     else if (fields[i] === 'o') order = fields[i + 1]!;
   }
-  const event: StoredEvent = {
-    id,
-    workspaceId: ref.workspaceId,
-    sandboxId: ref.sandboxId,
-    type,
-    timestamp: id.ms,
-    json: jsonFromParts(idText, middle),
-  };
+  const event = new StoredEventRecord(id, ref.workspaceId, ref.sandboxId, type, id.ms, jsonFromParts(idText, middle));
   // Its place in the workspace order (the append script's `o`), for pattern streams' cursors.
   if (order !== undefined) setEventOrder(event, Number(order));
   return event;

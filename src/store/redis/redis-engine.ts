@@ -28,6 +28,7 @@ import {
   type EventId,
   type NewEvent,
   type StoredEvent,
+  StoredEventRecord,
 } from '../../event/event.js';
 import {
   checkLimit,
@@ -351,14 +352,14 @@ export class RedisEngine implements EventStore {
     this.stats.appended += 1;
     const id = parseEventId(idText);
     if (id === undefined) throw unavailable(new Error(`Redis returned an invalid id ${idText}`));
-    const event: StoredEvent = {
+    const event = new StoredEventRecord(
       id,
-      workspaceId: input.workspaceId,
-      sandboxId: input.sandboxId,
-      type: input.type,
-      timestamp: id.ms,
-      json: `${JSON_HEAD}${idText}${middle}${id.ms}}`,
-    };
+      input.workspaceId,
+      input.sandboxId,
+      input.type,
+      id.ms,
+      `${JSON_HEAD}${idText}${middle}${id.ms}}`,
+    );
     if (orderText !== '') setEventOrder(event, Number(orderText));
     const { watched, active } = shard?.subscriptions.carrier(input) ?? { watched: false, active: false };
     if (shard === undefined || !watched) {

@@ -1,4 +1,4 @@
-import { eventLine, eventLineMiddle, setEventOrder, type StoredEvent } from '../../event/event.js';
+import { eventLine, eventLineMiddle, setEventOrder, type StoredEvent, StoredEventRecord } from '../../event/event.js';
 import type { SandboxRef } from '../types.js';
 import type { EventRow, OrderedEventRow } from './statements.js';
 
@@ -10,14 +10,14 @@ import type { EventRow, OrderedEventRow } from './statements.js';
 /** Events of a workspace replay, from their rows, each with its store order (docs/protocol.md, "Pattern resume"). */
 export function toOrderedEvents(rows: OrderedEventRow[]): StoredEvent[] {
   return rows.map(([workspaceId, sandboxId, order, ...row]) => {
-    const [event] = toStoredEvents({ workspaceId, sandboxId }, [row]) as [StoredEvent];
+    const [event] = toStoredEvents({ workspaceId, sandboxId }, [row]) as [StoredEventRecord];
     setEventOrder(event, order);
     return event;
   });
 }
 
-export function toStoredEvents(ref: SandboxRef, rows: EventRow[]): StoredEvent[] {
-  const events = new Array<StoredEvent>(rows.length);
+export function toStoredEvents(ref: SandboxRef, rows: EventRow[]): StoredEventRecord[] {
+  const events = new Array<StoredEventRecord>(rows.length);
   const { workspaceId, sandboxId } = ref;
   let middle: string | undefined;
   for (let i = 0; i < rows.length; i++) {
@@ -28,7 +28,7 @@ export function toStoredEvents(ref: SandboxRef, rows: EventRow[]): StoredEvent[]
       middle ??= eventLineMiddle(workspaceId, sandboxId);
       json = eventLine(id, middle, quotedType(type), data as string, timestamp);
     }
-    events[i] = { id, workspaceId, sandboxId, type, timestamp, json };
+    events[i] = new StoredEventRecord(id, workspaceId, sandboxId, type, timestamp, json);
   }
   return events;
 }

@@ -1,0 +1,42 @@
+// @ts-check
+// Micro-benchmark of request decoding alone: the RequestDecoder of a build decodes pipelined
+// `PUBLISH sb-1 <128-byte event>` commands (the bench's event), 200 per received chunk, in CPU
+// nanoseconds per command (best of 9 rounds). No sockets, no dispatch. Not part of `npm run bench`.
+//
+//   node bench/micro/decode.mjs [buildDir=dist]
+// (`npm run build` first; pass a copy of an older dist/ as buildDir to compare before/after.)
+import { buildModules } from '../lib/build.js';
+
+const [buildArg = 'dist'] = process.argv.slice(2);
+const modules = buildModules(buildArg);
+const { RequestDecoder } = await modules.requestDecoder();
+
+const PER_CHUNK = 200;
+const CHUNKS = 2_000;
+const payload = `{"type":"bench.tick","data":{"t":"0000000000000","p":"${'x'.repeat(72)}"}}`;
+const command = `*3\r\n$7\r\nPUBLISH\r\n$4\r\nsb-1\r\n$${Buffer.byteLength(payload)}\r\n${payload}\r\n`;
+const chunk = Buffer.from(command.repeat(PER_CHUNK));
+// The daemon's limits after AUTH (src/config.ts defaults).
+const limits = {
+  maxArgs: 1024,
+  maxBulkBytes: 1024 * 1024,
+  maxInlineBytes: 64 * 1024,
+  maxRequestBytes: 2 * 1024 * 1024,
+};
+const decoder = new RequestDecoder();
+
+function round() {
+  const cpu0 = process.cpuUsage();
+  let commands = 0;
+  for (let k = 0; k < CHUNKS; k++) {
+    decoder.push(Buffer.from(chunk)); // a fresh chunk, as a socket read is
+    while (decoder.next(limits) !== undefined) commands += 1;
+  }
+  const cpu = process.cpuUsage(cpu0);
+  return ((cpu.user + cpu.system) * 1000) / commands;
+}
+
+round(); // warm-up (JIT)
+let best = Number.POSITIVE_INFINITY;
+for (let r = 0; r < 9; r++) best = Math.min(best, round());
+console.log(`${modules.dir}: ${best.toFixed(0)} ns CPU per decoded PUBLISH (best of 9)`);
