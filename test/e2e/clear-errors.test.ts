@@ -24,7 +24,18 @@ let daemon: Daemon;
 
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(tmpdir(), 'sandbox-events-errors-'));
-  daemon = await spawnDaemon([...['--port', '0', '--data-dir', dataDir, '--store', 'memory', '--jwt-secret', secret]]);
+  daemon = await spawnDaemon([
+    '--port',
+    '0',
+    '--http-port',
+    '0',
+    '--data-dir',
+    dataDir,
+    '--store',
+    'memory',
+    '--jwt-secret',
+    secret,
+  ]);
 });
 afterAll(async () => {
   killDaemons();
