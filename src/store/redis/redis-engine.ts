@@ -550,7 +550,7 @@ export class RedisEngine implements EventStore {
       const micros = /server_time_usec:(\d+)/.exec(info)?.[1];
       const connectedMs = micros === undefined ? undefined : Math.floor(Number(micros) / 1000);
       this.placeAll(connectedMs);
-      this.clusterServed = this.allSlotsServed();
+      this.clusterServed = this.allSlotsServed() && mastersConnected(cluster);
       if (!this.clusterServed) this.retryClusterCheck();
     } catch (error) {
       this.onStatus('cluster check failed', error);
@@ -762,4 +762,21 @@ export class RedisEngine implements EventStore {
 
 function majorVersion(info: string): number {
   return Number(/redis_version:(\d+)/.exec(info)?.[1] ?? '0');
+}
+
+/**
+ * Whether the commands client's connection to every master is up, and those not made yet are
+ * started. ioredis makes a node's connection on its first command (connection.ts); with the
+ * offline queue off, a command to a node still connecting fails and is retried after the
+ * failover delay, behind appends sent after it: two PUBLISHes pipelined by one client could
+ * then get their ids in the wrong order. So the engine serves only once they are all up.
+ */
+function mastersConnected(cluster: ClusterWithScripts): boolean {
+  let connected = true;
+  for (const node of cluster.nodes('master')) {
+    if (node.status === 'ready') continue;
+    connected = false;
+    if (node.status === 'wait') node.connect().catch(() => {});
+  }
+  return connected;
 }
