@@ -30,6 +30,8 @@ export interface Subscriber {
 }
 
 const NO_FRAME = Buffer.alloc(0);
+/** Channel.manyNames before the first fan-out to two or more subscribers (never written to). */
+const NO_NAMES: string[] = [];
 
 /**
  * One sandbox's local subscribers. Most sandboxes have one watcher, so a lone subscriber is held
@@ -44,6 +46,14 @@ class Channel implements SandboxRef {
   onlyName = '';
   /** subscriber -> the name it subscribed with, while there are two or more. */
   many: Map<Subscriber, string> | undefined = undefined;
+  /**
+   * `many` as two arrays in the same order, which the fan-out walks: iterating the Map's
+   * entries allocates an entry array per subscriber and event, about a sixth of what the
+   * daemon allocated per delivery at 100 sandboxes × 10 subscribers (docs/performance.md,
+   * "Sixth round"). Built by the first fan-out after a change, dropped on every change.
+   */
+  private manySubscribers: Subscriber[] | undefined = undefined;
+  private manyNames: string[] = NO_NAMES;
   /** Frames for RESP2 subscribers that used the plain sandbox id: nearly all of them. */
   plainFrames: FrameWriter | undefined = undefined;
   /** Any other form, by `<protocol>:<name>` (at most RESP3, and admins' qualified names). */
@@ -60,6 +70,7 @@ class Channel implements SandboxRef {
 
   /** Adds a subscriber; false if it was there already. */
   add(subscriber: Subscriber, name: string): boolean {
+    this.manySubscribers = undefined;
     if (this.many !== undefined) {
       if (this.many.has(subscriber)) return false;
       this.many.set(subscriber, name);
@@ -80,6 +91,7 @@ class Channel implements SandboxRef {
 
   /** Removes a subscriber; false if it was not there. */
   delete(subscriber: Subscriber): boolean {
+    this.manySubscribers = undefined;
     if (this.many === undefined) {
       if (this.only !== subscriber) return false;
       this.only = undefined;
@@ -95,6 +107,32 @@ class Channel implements SandboxRef {
       this.many = undefined;
     }
     return true;
+  }
+
+  /**
+   * The subscribers while there are two or more, and `names()` the name each subscribed with
+   * (same index). The arrays are a snapshot: a subscriber that leaves while they are walked
+   * is still in them (a closed session takes no frame).
+   */
+  listMany(): readonly Subscriber[] {
+    let subscribers = this.manySubscribers;
+    if (subscribers === undefined) {
+      subscribers = [];
+      this.manyNames = [];
+      if (this.many !== undefined) {
+        for (const [subscriber, name] of this.many) {
+          subscribers.push(subscriber);
+          this.manyNames.push(name);
+        }
+      }
+      this.manySubscribers = subscribers;
+    }
+    return subscribers;
+  }
+
+  /** The names of `listMany()`'s subscribers, by the same index. */
+  names(): readonly string[] {
+    return this.manyNames;
   }
 
   subscribers(): Iterable<Subscriber> {
@@ -278,7 +316,11 @@ export class Broker {
         // all. Other forms are built on first need, once per event.
         let plain: Buffer | undefined;
         let others: Map<string, Buffer> | undefined;
-        for (const [subscriber, name] of channel.many) {
+        const subscribers = channel.listMany();
+        const names = channel.names();
+        for (let i = 0; i < subscribers.length; i++) {
+          const subscriber = subscribers[i]!;
+          const name = names[i]!;
           const protocol = subscriber.protocol;
           let frame: Buffer;
           if (protocol === 2 && name === channel.sandboxId) {
@@ -297,7 +339,7 @@ export class Broker {
           }
           subscriber.deliver(frame, event, false);
         }
-        delivered += channel.many.size;
+        delivered += subscribers.length;
       }
     }
     if (this.patterns.size > 0) delivered += this.fanOutToPatterns(event, payloadBytes);
@@ -464,13 +506,19 @@ const SLAB_MIN_BYTES = 2 * 1024;
 /**
  * Largest slab. A turn can produce a few hundred KB of one channel's frames (everything read
  * from the publishers in one go); when they span slabs the write path sends a few runs with one
- * writev. A slab only grows this large for a form that fills it within SLAB_HOT_MS each time
- * (over 12 MB/s), so few forms ever hold one, and the sweep takes it back when they go quiet.
+ * writev. A slab only grows this large for a form that writes over 32 KiB in each event-loop
+ * turn, so few forms ever hold one, and the sweep takes it back when they go quiet.
  */
 const SLAB_MAX_BYTES = 256 * 1024;
-/** A slab that filled up faster than this is doubled for the next one (up to the max)... */
-const SLAB_HOT_MS = 10;
-/** ...one that took longer than this is halved (down to the min); in between it stays. */
+/**
+ * A slab that lasted fewer event-loop turns than this is doubled for the next one (up to the
+ * max). A subscriber's frames of one turn are one run of bytes only while they sit in one slab;
+ * the turn in which a slab fills up splits that run in two, which the write path then copies
+ * into one buffer (or sends with writev). With a slab lasting this many turns, at most one
+ * flush in this many pays for that.
+ */
+const SLAB_TURNS = 8;
+/** A slab that lasted over four times as many turns and this long is halved (down to the min). */
 const SLAB_COOL_MS = 100;
 /** How often slabs of their own are checked against what their form still writes (see SlabState). */
 const SLAB_IDLE_MS = 1_000;
@@ -495,6 +543,8 @@ class FrameWriter {
   private slab: Buffer = EMPTY_SLAB;
   private used = 0;
   private slabStartedAt = 0;
+  /** SlabState turn in which the slab was taken. */
+  private slabStartedTurn = 0;
   /** Slab size to start from after the slab was let go (see SlabState). */
   private resumeBytes = SLAB_MIN_BYTES;
   /** SlabState epoch of the last frame written, and bytes written in that epoch. */
@@ -517,6 +567,7 @@ class FrameWriter {
     const channelBytes = channel === undefined ? 0 : Buffer.byteLength(channel);
     const size = head.length + (channel === undefined ? 0 : bulkLength(channelBytes)) + bulkLength(payloadBytes);
     const state = this.state;
+    if (!state.turnOpen) state.openTurn();
     if (this.epoch !== state.epoch) {
       this.epoch = state.epoch;
       this.epochBytes = 0;
@@ -550,20 +601,24 @@ class FrameWriter {
 
   private refill(size: number): void {
     const now = performance.now();
-    // The slab size follows the form's rate: doubled while it fills fast, halved as it cools
-    // (gradually, so that a rate hovering near a threshold doesn't fall back to the minimum).
+    const turn = this.state.turn;
+    // The slab size follows what the form writes per event-loop turn: doubled while a slab
+    // lasts only a few turns, halved once it lasts far longer (gradually, so that a rate
+    // hovering near a threshold doesn't fall back to the minimum).
     const last = this.slab.length;
     let next = this.resumeBytes;
     if (last > 0) {
-      const filledIn = now - this.slabStartedAt;
-      if (filledIn < SLAB_HOT_MS) next = Math.min(SLAB_MAX_BYTES, last * 2);
-      else if (filledIn > SLAB_COOL_MS) next = Math.max(SLAB_MIN_BYTES, last / 2);
+      const turns = turn - this.slabStartedTurn;
+      if (turns < SLAB_TURNS) next = Math.min(SLAB_MAX_BYTES, last * 2);
+      else if (turns > 4 * SLAB_TURNS && now - this.slabStartedAt > SLAB_COOL_MS)
+        next = Math.max(SLAB_MIN_BYTES, last / 2);
       else next = last;
     }
     const bytes = Math.max(size, next);
     this.slab = Buffer.allocUnsafe(bytes); // below 4 KiB: a slice of Node's shared pool
     this.used = 0;
     this.slabStartedAt = now;
+    this.slabStartedTurn = turn;
     this.state.owned.add(this);
   }
 }
@@ -579,6 +634,12 @@ class FrameWriter {
  */
 class SlabState {
   epoch = 0;
+  /**
+   * Event-loop turns in which frames were written: the turn ends with an immediate taken when
+   * its first frame is written, the check phase in which the write paths flush (write-path.ts).
+   */
+  turn = 0;
+  turnOpen = false;
   readonly owned = new Set<FrameWriter>();
   /** The slab cold forms share, and where its free room starts. */
   private shared: Buffer = EMPTY_SLAB;
@@ -593,6 +654,16 @@ class SlabState {
     }
     return this.shared;
   }
+
+  openTurn(): void {
+    this.turnOpen = true;
+    setImmediate(this.closeTurn);
+  }
+
+  private readonly closeTurn = (): void => {
+    this.turn += 1;
+    this.turnOpen = false;
+  };
 
   maybeSweep(): void {
     const now = performance.now();
