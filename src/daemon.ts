@@ -10,6 +10,7 @@ import type { HttpSettings } from './http/host.js';
 import { HttpServer } from './http/http-server.js';
 import { createStats, decoderLimitsFor, type ServerContext } from './runtime/context.js';
 import { OutputBudget } from './runtime/output-budget.js';
+import { flushWrites } from './session/write-path.js';
 import { DEFAULT_BACKLOG, TcpListener } from './server/server.js';
 import { MemoryStore } from './store/memory-store.js';
 import { openEngine, openStore } from './store/open-store.js';
@@ -169,6 +170,8 @@ function openConfiguredStore(config: StoreConfig | undefined, logger: Logger): E
       retention,
       ...(config.synchronous === undefined ? {} : { synchronous: config.synchronous }),
       ...(config.memoryMaxBytes === undefined ? {} : { memoryMaxBytes: config.memoryMaxBytes }),
+      // A commit's deliveries and replies go out as it ends, not a turn later.
+      afterCommit: flushWrites,
     });
   }
   return openEngine(config.engine, {

@@ -494,13 +494,19 @@ const SLAB_MIN_BYTES = 2 * 1024;
 /**
  * Largest slab. A turn can produce a few hundred KB of one channel's frames (everything read
  * from the publishers in one go); when they span slabs the write path sends a few runs with one
- * writev. A slab only grows this large for a form that fills it within SLAB_HOT_MS each time
- * (over 12 MB/s), so few forms ever hold one, and the sweep takes it back when they go quiet.
+ * writev. A slab only grows this large for a form that writes over 32 KiB in each event-loop
+ * turn, so few forms ever hold one, and the sweep takes it back when they go quiet.
  */
 const SLAB_MAX_BYTES = 256 * 1024;
-/** A slab that filled up faster than this is doubled for the next one (up to the max)... */
-const SLAB_HOT_MS = 10;
-/** ...one that took longer than this is halved (down to the min); in between it stays. */
+/**
+ * A slab that lasted fewer event-loop turns than this is doubled for the next one (up to the
+ * max). A subscriber's frames of one turn are one run of bytes only while they sit in one slab;
+ * the turn in which a slab fills up splits that run in two, which the write path then copies
+ * into one buffer (or sends with writev). With a slab lasting this many turns, at most one
+ * flush in this many pays for that.
+ */
+const SLAB_TURNS = 8;
+/** A slab that lasted over four times as many turns and this long is halved (down to the min). */
 const SLAB_COOL_MS = 100;
 /** How often slabs of their own are checked against what their form still writes (see SlabState). */
 const SLAB_IDLE_MS = 1_000;
@@ -525,6 +531,8 @@ class FrameWriter {
   private slab: Buffer = EMPTY_SLAB;
   private used = 0;
   private slabStartedAt = 0;
+  /** SlabState turn in which the slab was taken. */
+  private slabStartedTurn = 0;
   /** Slab size to start from after the slab was let go (see SlabState). */
   private resumeBytes = SLAB_MIN_BYTES;
   /** SlabState epoch of the last frame written, and bytes written in that epoch. */
@@ -547,6 +555,7 @@ class FrameWriter {
     const channelBytes = channel === undefined ? 0 : Buffer.byteLength(channel);
     const size = head.length + (channel === undefined ? 0 : bulkLength(channelBytes)) + bulkLength(payloadBytes);
     const state = this.state;
+    if (!state.turnOpen) state.openTurn();
     if (this.epoch !== state.epoch) {
       this.epoch = state.epoch;
       this.epochBytes = 0;
@@ -580,20 +589,24 @@ class FrameWriter {
 
   private refill(size: number): void {
     const now = performance.now();
-    // The slab size follows the form's rate: doubled while it fills fast, halved as it cools
-    // (gradually, so that a rate hovering near a threshold doesn't fall back to the minimum).
+    const turn = this.state.turn;
+    // The slab size follows what the form writes per event-loop turn: doubled while a slab
+    // lasts only a few turns, halved once it lasts far longer (gradually, so that a rate
+    // hovering near a threshold doesn't fall back to the minimum).
     const last = this.slab.length;
     let next = this.resumeBytes;
     if (last > 0) {
-      const filledIn = now - this.slabStartedAt;
-      if (filledIn < SLAB_HOT_MS) next = Math.min(SLAB_MAX_BYTES, last * 2);
-      else if (filledIn > SLAB_COOL_MS) next = Math.max(SLAB_MIN_BYTES, last / 2);
+      const turns = turn - this.slabStartedTurn;
+      if (turns < SLAB_TURNS) next = Math.min(SLAB_MAX_BYTES, last * 2);
+      else if (turns > 4 * SLAB_TURNS && now - this.slabStartedAt > SLAB_COOL_MS)
+        next = Math.max(SLAB_MIN_BYTES, last / 2);
       else next = last;
     }
     const bytes = Math.max(size, next);
     this.slab = Buffer.allocUnsafe(bytes); // below 4 KiB: a slice of Node's shared pool
     this.used = 0;
     this.slabStartedAt = now;
+    this.slabStartedTurn = turn;
     this.state.owned.add(this);
   }
 }
@@ -609,6 +622,12 @@ class FrameWriter {
  */
 class SlabState {
   epoch = 0;
+  /**
+   * Event-loop turns in which frames were written: the turn ends with an immediate taken when
+   * its first frame is written, the check phase in which the write paths flush (write-path.ts).
+   */
+  turn = 0;
+  turnOpen = false;
   readonly owned = new Set<FrameWriter>();
   /** The slab cold forms share, and where its free room starts. */
   private shared: Buffer = EMPTY_SLAB;
@@ -623,6 +642,16 @@ class SlabState {
     }
     return this.shared;
   }
+
+  openTurn(): void {
+    this.turnOpen = true;
+    setImmediate(this.closeTurn);
+  }
+
+  private readonly closeTurn = (): void => {
+    this.turn += 1;
+    this.turnOpen = false;
+  };
 
   maybeSweep(): void {
     const now = performance.now();

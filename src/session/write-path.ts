@@ -358,19 +358,28 @@ const WRITEV_MIN_RUN_BYTES = 4 * 1024;
  * so every frame produced while handling this turn's reads goes out in one write per client.
  */
 let dirty: WritePath[] = [];
-let flushScheduled = false;
+let flushImmediate: NodeJS.Immediate | undefined;
 
 function scheduleFlush(path: WritePath): void {
   dirty.push(path);
-  if (!flushScheduled) {
-    flushScheduled = true;
-    setImmediate(flushDirty);
-  }
+  flushImmediate ??= setImmediate(flushDirty);
 }
 
 function flushDirty(): void {
-  flushScheduled = false;
+  flushImmediate = undefined;
   const paths = dirty;
   dirty = [];
   for (const path of paths) path.flush();
+}
+
+/**
+ * Writes what is queued now, for work that itself runs in the check phase (a SQLite commit,
+ * store/sqlite/writer.ts): an immediate taken there runs only in the next event-loop turn, after
+ * that turn's poll phase has read and handled everything that arrived meanwhile, so the
+ * commit's deliveries and replies would wait for all of it (docs/performance.md, "Sixth round").
+ */
+export function flushWrites(): void {
+  if (flushImmediate === undefined) return;
+  clearImmediate(flushImmediate);
+  flushDirty();
 }

@@ -15,6 +15,8 @@ export interface OpenStoreOptions {
   synchronous?: 'normal' | 'full';
   /** Memory only: bytes of events kept over all sandboxes (MemoryStoreOptions.maxTotalBytes). */
   memoryMaxBytes?: number;
+  /** SQLite only: called after each commit was announced (SqliteStoreOptions.afterCommit). */
+  afterCommit?: () => void;
 }
 
 /** `--retention-bytes` by default: 64 MiB of events per sandbox (about 1,000 of the largest). */
@@ -56,7 +58,12 @@ export function openStore(spec: string, options: OpenStoreOptions): EventStore {
       { cause: error },
     );
   }
-  return SqliteStore.open({ path, retention: options.retention, synchronous: options.synchronous });
+  return SqliteStore.open({
+    path,
+    retention: options.retention,
+    synchronous: options.synchronous,
+    ...(options.afterCommit === undefined ? {} : { afterCommit: options.afterCommit }),
+  });
 }
 
 /**

@@ -67,6 +67,12 @@ export interface SqliteStoreOptions {
    */
   groupCommitWindowMs?: number;
   /**
+   * Called after each commit's events were handed to the listener and its appends answered.
+   * A commit runs in the check phase of the event loop; the daemon passes a function that
+   * writes what the commit queued for the sockets now rather than a turn later.
+   */
+  afterCommit?: () => void;
+  /**
    * 'normal' (default): in WAL mode a commit is written to the WAL file but not fsynced (the
    * WAL is synced at checkpoints). That survives the process dying at any moment (kill -9,
    * crash, OOM): the written pages are in the OS page cache and reach the disk without us.
@@ -187,6 +193,7 @@ export class SqliteStore implements EventStore {
         onOverLimit: this.retention.noteOverLimit,
         ephemeral: ephemeralMatcher(policy),
         health: this.health,
+        ...(options.afterCommit === undefined ? {} : { afterBatch: options.afterCommit }),
       });
       this.unstoredIds = (policy.ephemeralTypes ?? []).length > 0;
       this.checkpointer.start();

@@ -61,6 +61,28 @@ describe('one subscriber, then two, then one again', () => {
     expect(broker.fanOut(storedEvent('sb', 4))).toBe(0);
   });
 
+  it('with several subscribers, one joining or leaving between two events changes who gets the next', () => {
+    const broker = new Broker();
+    const [a, b, c, d] = [new Recorder(2), new Recorder(2), new Recorder(2), new Recorder(2)];
+    const key = channelKey(1, 'sb');
+    for (const subscriber of [a, b, c]) broker.subscribe(subscriber, target('sb'));
+    expect(broker.fanOut(storedEvent('sb', 1))).toBe(3);
+    broker.unsubscribe(b, key);
+    expect(broker.fanOut(storedEvent('sb', 2))).toBe(2);
+    broker.subscribe(d, target('sb'));
+    expect(broker.fanOut(storedEvent('sb', 3))).toBe(3);
+    broker.unsubscribe(a, key);
+    broker.subscribe(b, target('sb'));
+    expect(broker.fanOut(storedEvent('sb', 4))).toBe(3);
+    const got = (recorder: Recorder) => recorder.frames.map((frame) => Number(/"n":(\d+)/.exec(frame)![1]));
+    expect([got(a), got(b), got(c), got(d)]).toEqual([
+      [1, 2, 3],
+      [1, 4],
+      [1, 2, 3, 4],
+      [3, 4],
+    ]);
+  });
+
   it('keeps equal sandbox ids of two workspaces apart, by key and by event', () => {
     const broker = new Broker();
     const inOne = new Recorder(2);

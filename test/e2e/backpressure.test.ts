@@ -251,6 +251,44 @@ describe('frame slabs', () => {
       vi.useRealTimers();
     }
   });
+
+  it("a subscriber's frames of one event-loop turn stay one run of bytes as the slab fills up", async () => {
+    // Turns 50 ms apart with 17 frames each (about 3.8 KiB), as a closed-loop fan-out produces
+    // them: a slab must outlast several turns, or nearly every turn's frames span two slabs
+    // and the write path copies them into one buffer per subscriber.
+    vi.useFakeTimers({ toFake: ['performance'] });
+    try {
+      const broker = new Broker();
+      let turnFrames: Buffer[] = [];
+      const subscriber: Subscriber = { protocol: 2, deliver: (frame) => turnFrames.push(frame) };
+      broker.subscribe(subscriber, {
+        key: '{1}sb-turns',
+        workspaceId: 1,
+        sandboxId: 'sb-turns',
+        displayName: 'sb-turns',
+      });
+      let n = 0;
+      let split = 0;
+      const turns = 64;
+      for (let turn = 0; turn < turns; turn++) {
+        turnFrames = [];
+        for (let i = 0; i < 17; i++) broker.fanOut(storedEvent('sb-turns', n++));
+        const runs = turnFrames.filter(
+          (frame, i) =>
+            i === 0 ||
+            frame.buffer !== turnFrames[i - 1]!.buffer ||
+            frame.byteOffset !== turnFrames[i - 1]!.byteOffset + turnFrames[i - 1]!.length,
+        ).length;
+        if (turn >= 16 && runs > 1) split += 1;
+        vi.advanceTimersByTime(50);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      // Once the slab lasts 8 turns, at most one turn in 8 ends one slab and starts the next.
+      expect(split).toBeLessThanOrEqual((turns - 16) / 8 + 1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 });
 
 describe('encode once, write many', () => {

@@ -46,6 +46,11 @@ export interface WriterOptions {
   ephemeral?: (type: string) => boolean;
   /** Told of every commit that worked or failed: the store's readiness (write-health.ts). */
   health: { committed(): void; failed(): void };
+  /**
+   * Called after each batch's listener calls and receipts (committed or refused): the daemon
+   * writes the deliveries and replies they queued at once (session/write-path.ts, flushWrites).
+   */
+  afterBatch?: () => void;
 }
 
 interface PendingAppend {
@@ -235,6 +240,7 @@ export class GroupCommitWriter {
       for (const pending of batch) pending.receipt.refused(failure);
       this.wal.afterWrite(); // a full disk may be a WAL waiting to be checkpointed
       this.options.health.failed();
+      this.options.afterBatch?.();
       return;
     }
     this.lastCommitAt = performance.now();
@@ -251,6 +257,7 @@ export class GroupCommitWriter {
     }
     for (let i = 0; i < batch.length; i++)
       (batch[i] as PendingAppend).receipt.appended(result.events[i] as StoredEvent);
+    this.options.afterBatch?.();
   }
 
   /** A stream's committed state, from its row. */
