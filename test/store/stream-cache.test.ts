@@ -13,6 +13,7 @@ function stream(workspaceId: number, sandboxId: string, retained: number): Batch
     bytes: retained * 100,
     firstId: retained > 0 ? { ms: 10, seq: 0 } : undefined,
     activeAt: 10,
+    lagging: false,
   };
 }
 
