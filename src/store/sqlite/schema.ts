@@ -28,7 +28,8 @@ const SCHEMA_VERSION = 5;
  * (per sandbox and type, for that one) rewritten by every commit.
  * sandboxes: per stream, the last id issued (ids stay increasing across restarts, also after
  * every event was pruned), what is retained (count, bytes of its event lines and oldest id, for
- * retention; the writer and retention keep them, so an append reads nothing to count), what was
+ * retention; the writer and retention keep them, so an append reads nothing to count; a commit
+ * may leave a row behind its stream's events until the next row sync, see rows_synced), what was
  * pruned (trimmed through), and when it was last appended to (to forget idle empty streams).
  * high_water: at least the last id of every stream that was forgotten. With the last ids in
  * sandboxes it gives the highest id ever issued (so a forgotten or new stream starts above
