@@ -76,7 +76,12 @@ export class Retention {
    */
   setPolicy(policy: RetentionPolicy): void {
     this.options.policy = policy;
-    this.rowSync.syncNow(); // the query below reads the rows' counts
+    try {
+      this.rowSync.syncNow(); // the query below reads the rows' counts
+    } catch {
+      // A write failed (a full disk, say): rows that lag count less here, and their streams
+      // are reported by their next commit instead (the writer checks the new limits too).
+    }
     this.findOverLimit();
   }
 
