@@ -15,6 +15,7 @@ import { Checkpointer } from './sqlite/checkpointer.js';
 import { toOrderedEvents, toStoredEvents } from './sqlite/event-rows.js';
 import { classifyWorkspaceReplay } from './workspace-order.js';
 import { Retention, smallestCount } from './sqlite/retention.js';
+import { RowSync } from './sqlite/row-sync.js';
 import { configureConnection, migrate } from './sqlite/schema.js';
 import {
   type EventRow,
@@ -82,6 +83,11 @@ export interface SqliteStoreOptions {
    * spreads that cost over a batch.
    */
   synchronous?: 'normal' | 'full';
+  /**
+   * How long the `sandboxes` rows of streams that only gained events may lag them (default
+   * 1000 ms): the first commit after that writes them (sqlite/row-sync.ts).
+   */
+  rowSyncIntervalMs?: number;
   /** How often background retention runs (default 5000 ms); 0 disables the timer. */
   pruneIntervalMs?: number;
   /** Most rows one retention step deletes in one transaction (default 1000, a few ms). */
@@ -127,7 +133,9 @@ function sqlLimit(limit: number): number {
  * - sqlite/writer.ts: group commit (appends queue up and are written in one transaction per
  *   batch; only after the commit does the listener see them and do their promises resolve, so
  *   nothing leaves the broker before it is on disk), with ids assigned inside the commit;
- * - sqlite/stream-cache.ts: the committed state of recently written streams, for the writer;
+ * - sqlite/stream-cache.ts: the committed state of the streams batches wrote, for the writer;
+ * - sqlite/row-sync.ts: when the `sandboxes` rows catch up with that state, and at open after
+ *   a crash;
  * - sqlite/retention.ts: the count, byte and age limits, in small transactions;
  * - sqlite/checkpointer.ts: WAL checkpoints on a worker thread (sqlite/checkpoint-worker.ts);
  * - sqlite/write-health.ts: readiness, `unavailable` from a failed commit until a write succeeds.
@@ -139,6 +147,8 @@ export class SqliteStore implements EventStore {
   private readonly sql: Statements;
   private readonly writer: GroupCommitWriter;
   private readonly retention: Retention;
+  private readonly streamCache: StreamCache;
+  private readonly rowSync: RowSync;
   /** Ephemeral types are configured: ids are issued that are never stored (ReplayState). */
   private readonly unstoredIds: boolean;
   /** The `--retention` rules the store opened with: each class pruned on its own. */
@@ -175,12 +185,20 @@ export class SqliteStore implements EventStore {
       this.sql = prepareStatements(this.db);
       this.health = new WriteHealth(this.db, this.checkpointer);
       const streamCache = new StreamCache();
-      this.retention = new Retention(this.db, this.sql, streamCache, this.checkpointer, {
+      this.streamCache = streamCache;
+      const lastOrder = Math.max(this.sql.maxOrder.get()?.ord ?? 0, this.sql.prunedOrderAll.get()?.ord ?? 0);
+      this.rowSync = new RowSync(this.db, this.sql, streamCache, {
+        intervalMs: Math.max(0, options.rowSyncIntervalMs ?? 1_000),
+        lastOrder: () => this.writer.lastOrder,
+      });
+      // Before anything reads the rows: those a crash left lagging are counted again.
+      this.rowSync.recover(this.db, lastOrder);
+      this.retention = new Retention(this.db, this.sql, streamCache, this.rowSync, this.checkpointer, {
         policy,
         now,
         batchSize: Math.max(1, options.pruneBatchSize ?? 1000),
       });
-      this.writer = new GroupCommitWriter(this.db, this.sql, streamCache, this.checkpointer, {
+      this.writer = new GroupCommitWriter(this.db, this.sql, streamCache, this.rowSync, this.checkpointer, {
         path: options.path,
         now,
         maxDelayMs: Math.max(0, options.groupCommitMaxDelayMs ?? 0),
@@ -189,7 +207,7 @@ export class SqliteStore implements EventStore {
         maxCount: smallestCount(policy),
         maxBytes: policy.maxBytes ?? Infinity,
         highWater: maxEventId(this.sql.getHighWater.get(), this.sql.maxLastId.get()),
-        lastOrder: Math.max(this.sql.maxOrder.get()?.ord ?? 0, this.sql.prunedOrderAll.get()?.ord ?? 0),
+        lastOrder,
         onOverLimit: this.retention.noteOverLimit,
         ephemeral: ephemeralMatcher(policy),
         health: this.health,
@@ -329,7 +347,7 @@ export class SqliteStore implements EventStore {
         rows.map((row) => ({
           workspaceId: row.workspace_id,
           sandboxId: row.sandbox_id,
-          lastId: { ms: row.last_ms, seq: row.last_seq },
+          lastId: this.lastIdOf(row.workspace_id, row.sandbox_id, row),
         })),
       );
     } catch (error) {
@@ -352,7 +370,7 @@ export class SqliteStore implements EventStore {
       const events = toStoredEvents(ref, this.sql.eventsAfter.all(ws, sb, afterId.ms, afterId.seq, max));
       return Promise.resolve(
         buildReplayResult(events, afterId, {
-          lastId: { ms: row.last_ms, seq: row.last_seq },
+          lastId: this.lastIdOf(ws, sb, row),
           trimmedThrough: idOf(row.trimmed_ms, row.trimmed_seq),
           earliestId: this.sql.oldestId.get(ws, sb),
           highWater,
@@ -398,6 +416,11 @@ export class SqliteStore implements EventStore {
     }
   }
 
+  /** A stream's last id: the writer's, when its row lags it (row-sync.ts). */
+  private lastIdOf(ws: number, sb: string, row: { last_ms: number; last_seq: number }): EventId {
+    return this.streamCache.lastId(ws, sb) ?? { ms: row.last_ms, seq: row.last_seq };
+  }
+
   /** With rules: the highest id pruned from a sandbox of a type `types` takes (retention.ts). */
   private prunedThrough(ws: number, sb: string, types: ReaderTypes | undefined): EventId | undefined {
     return prunedIdMarks(this.sql, ws, sb).through(types);
@@ -434,6 +457,11 @@ export class SqliteStore implements EventStore {
     this.health.stop();
     // Everything accepted before close is written (and announced) before the file closes.
     this.writer.drain();
+    try {
+      this.rowSync.syncNow();
+    } catch {
+      // The rows stay behind in the file; the next open counts them again (row-sync.ts).
+    }
     this.closing = this.checkpointer.stop().then(() => {
       // The last connection to close checkpoints the WAL and removes it.
       this.db.close();

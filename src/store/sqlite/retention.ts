@@ -12,6 +12,7 @@ import {
   type Statements,
   type TypedRow,
 } from './statements.js';
+import type { RowSync } from './row-sync.js';
 import type { StreamCache } from './stream-cache.js';
 
 export interface RetentionOptions {
@@ -45,8 +46,9 @@ export class Retention {
   private running: Promise<number> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
-  private readonly pruneStepTx: Database.Transaction<(ref: Ref) => { deleted: number; more: boolean }>;
-  private readonly dropIdleTx: Database.Transaction<(cutoff: number) => number>;
+  /** One step, in a transaction that first brings the rows in step (row-sync.ts). */
+  private readonly pruneStepTx: (ref: Ref) => { deleted: number; more: boolean };
+  private readonly dropIdleTx: (cutoff: number) => number;
   /** The `--retention` rules' classes, fixed when the store opened. */
   private readonly classes: RetentionClasses;
 
@@ -54,14 +56,15 @@ export class Retention {
     db: Database.Database,
     private readonly sql: Statements,
     private readonly streamCache: StreamCache,
+    private readonly rowSync: RowSync,
     private readonly wal: WalWrites,
     private readonly options: RetentionOptions,
   ) {
     this.classes = new RetentionClasses(options.policy.rules ?? []);
-    this.pruneStepTx = db.transaction((ref: Ref) =>
+    this.pruneStepTx = rowSync.inSyncedTransaction(db, (ref: Ref) =>
       this.classes.perType ? this.pruneStepByClass(ref) : this.pruneStep(ref),
     );
-    this.dropIdleTx = db.transaction((cutoff: number) => this.dropIdle(cutoff));
+    this.dropIdleTx = rowSync.inSyncedTransaction(db, (cutoff: number) => this.dropIdle(cutoff));
     // Retention state lives in the file; only "over the count or byte limit" is tracked in
     // memory, so find those left from before a restart once.
     this.findOverLimit();
@@ -73,6 +76,12 @@ export class Retention {
    */
   setPolicy(policy: RetentionPolicy): void {
     this.options.policy = policy;
+    try {
+      this.rowSync.syncNow(); // the query below reads the rows' counts
+    } catch {
+      // A write failed (a full disk, say): rows that lag count less here, and their streams
+      // are reported by their next commit instead (the writer checks the new limits too).
+    }
     this.findOverLimit();
   }
 
@@ -142,8 +151,11 @@ export class Retention {
       for (;;) {
         if (this.stopped) return { open: false, deleted: count };
         this.wal.beforeWrite();
-        const step = this.pruneStepTx.immediate(ref);
+        const step = this.pruneStepTx(ref);
         this.wal.afterWrite();
+        // The step may have changed the row: the next batch rereads it. Only once committed,
+        // as the entry may hold what a rolled-back row sync did not write.
+        this.streamCache.forget(ref[0], ref[1]);
         count += step.deleted;
         this.pruned += step.deleted;
         await pause();
@@ -184,7 +196,7 @@ export class Retention {
     for (;;) {
       if (this.stopped) return deleted;
       this.wal.beforeWrite();
-      const dropped = this.dropIdleTx.immediate(ageCutoff(policy, now()));
+      const dropped = this.dropIdleTx(ageCutoff(policy, now()));
       this.wal.afterWrite();
       if (dropped < PRUNE_PAGE) break;
       await pause();
@@ -199,7 +211,6 @@ export class Retention {
   private pruneStep([ws, sb]: Ref): { deleted: number; more: boolean } {
     const { policy, batchSize } = this.options;
     const maxBytes = policy.maxBytes ?? Infinity;
-    this.streamCache.forget(ws, sb); // this step may change the row: the next batch rereads it
     const row = this.sql.getSandbox.get(ws, sb);
     if (row === undefined) return { deleted: 0, more: false };
     const cutoff = ageCutoff(policy, this.options.now());
@@ -274,7 +285,6 @@ export class Retention {
   private pruneStepByClass([ws, sb]: Ref): { deleted: number; more: boolean } {
     const { policy, batchSize } = this.options;
     const maxBytes = policy.maxBytes ?? Infinity;
-    this.streamCache.forget(ws, sb);
     const row = this.sql.getSandbox.get(ws, sb);
     if (row === undefined) return { deleted: 0, more: false };
     const cutoff = ageCutoff(policy, this.options.now());

@@ -10,9 +10,12 @@ import { EVENT_LINE_BYTES_SQL, registerEventLineBytes } from './line-bytes.js';
  * (byte retention), counted once from the events when an older file is opened.
  * 4: pruned_types and pruned_order_types, what per-type retention pruned of each type (see
  * below), started from trimmed_ms/seq and pruned_order as a mark of every type.
+ * 5: rows_synced; from here on a commit may leave a `sandboxes` row behind its stream's events
+ * (row-sync.ts), and an opening build brings such rows in step. An older build would take them
+ * as they are.
  * A build that knows an older version refuses a newer file instead of misreading it.
  */
-const SCHEMA_VERSION = 4;
+const SCHEMA_VERSION = 5;
 
 /*
  * events: one row per event, clustered on (workspace, sandbox, id), so history and replay are
@@ -25,7 +28,8 @@ const SCHEMA_VERSION = 4;
  * (per sandbox and type, for that one) rewritten by every commit.
  * sandboxes: per stream, the last id issued (ids stay increasing across restarts, also after
  * every event was pruned), what is retained (count, bytes of its event lines and oldest id, for
- * retention; the writer and retention keep them, so an append reads nothing to count), what was
+ * retention; the writer and retention keep them, so an append reads nothing to count; a commit
+ * may leave a row behind its stream's events until the next row sync, see rows_synced), what was
  * pruned (trimmed through), and when it was last appended to (to forget idle empty streams).
  * high_water: at least the last id of every stream that was forgotten. With the last ids in
  * sandboxes it gives the highest id ever issued (so a forgotten or new stream starts above
@@ -42,6 +46,11 @@ const SCHEMA_VERSION = 4;
  * "History and resume"). Type '' is every type: where marks folded (at most 64 types are
  * kept apart, retention.ts) and what pruning without rules removed, so the marks stay complete
  * when rules are added later. Retention writes them; appends never do.
+ * rows_synced: the store order through which every `sandboxes` row counts its stream's events.
+ * Commits leave the rows of streams that only gained events behind, and write them about once a
+ * second (row-sync.ts); after a crash, the streams with events above that order are counted
+ * again from their events at open. No row: every row is in step (files of version 4 and
+ * before, whose commits wrote every row).
  */
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
@@ -89,6 +98,10 @@ CREATE TABLE IF NOT EXISTS pruned_order_types (
   ord          INTEGER NOT NULL,
   PRIMARY KEY (workspace_id, type)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rows_synced (
+  only INTEGER PRIMARY KEY CHECK (only = 0),
+  ord  INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS high_water (
   only INTEGER PRIMARY KEY CHECK (only = 0),
   ms   INTEGER NOT NULL,

@@ -103,6 +103,15 @@ export interface Statements {
     [...last: Id, retained: number, ...first: Id, activeAt: number, bytes: number, ...StreamKey]
   >;
   getHighWater: Statement<[], EventId>;
+  /** The store order through which every `sandboxes` row is in step with the events (row-sync.ts). */
+  getRowsSynced: Statement<[], { ord: number }>;
+  setRowsSynced: Statement<[order: number]>;
+  /** The streams with events above an order (row-sync.ts: the rows that may lag after a crash). */
+  streamsWrittenAfter: Statement<[order: number], RefRow>;
+  /** What a stream retains, counted from its events. */
+  streamTotals: Statement<StreamKey, { retained: number; bytes: number }>;
+  /** A stream's newest event: its id and when it was appended. */
+  newestEvent: Statement<StreamKey, { ms: number; seq: number; timestamp: number }>;
   setHighWater: Statement<Id>;
   historyAsc: Statement<[...StreamKey, ...floor: Id, since: number, limit: number], EventRow>;
   historyDesc: Statement<[...StreamKey, ...floor: Id, since: number, limit: number], EventRow>;
@@ -187,6 +196,18 @@ export function prepareStatements(db: Database.Database): Statements {
        bytes = ? WHERE ${stream}`,
     ),
     getHighWater: db.prepare('SELECT ms, seq FROM high_water WHERE only = 0'),
+    getRowsSynced: db.prepare('SELECT ord FROM rows_synced WHERE only = 0'),
+    setRowsSynced: db.prepare('INSERT OR REPLACE INTO rows_synced (only, ord) VALUES (0, ?)'),
+    // Per workspace, the order index's range above the order (every workspace with events has
+    // sandboxes rows: a stream's row is inserted by the commit of its first event).
+    streamsWrittenAfter: db.prepare(
+      `SELECT DISTINCT e.workspace_id, e.sandbox_id FROM (SELECT DISTINCT workspace_id FROM sandboxes) w
+       JOIN events e ON e.workspace_id = w.workspace_id AND e.ord > ?`,
+    ),
+    streamTotals: db.prepare(
+      `SELECT count(*) AS retained, coalesce(sum(${EVENT_LINE_BYTES_SQL}), 0) AS bytes FROM events WHERE ${stream}`,
+    ),
+    newestEvent: db.prepare(`SELECT ms, seq, timestamp FROM events WHERE ${stream} ORDER BY ms DESC, seq DESC LIMIT 1`),
     setHighWater: db.prepare('INSERT OR REPLACE INTO high_water (only, ms, seq) VALUES (0, ?, ?)'),
     historyAsc: prepareRaw(
       db,

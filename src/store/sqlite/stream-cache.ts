@@ -14,13 +14,23 @@ export interface BatchStream {
   bytes: number;
   firstId: EventId | undefined;
   activeAt: number;
+  /**
+   * Its row in `sandboxes` lags this state: the commit did not write it (row-sync.ts says when
+   * that is allowed and how the row catches up).
+   */
+  lagging: boolean;
 }
 
 /**
- * The committed `sandboxes` row of streams batches wrote, by workspace then sandbox, so a batch
+ * The committed state of the streams batches wrote, by workspace then sandbox, so a batch
  * reads a stream's row only the first time. It is right only while its connection is the file's
  * only writer. Entries are replaced only after a commit (commit), so a rolled-back batch leaves
- * them as they were; retention, which changes rows, removes the entries it touches (forget).
+ * them as they were; retention, which changes rows, removes the entries it touches (forget),
+ * once their rows are in step.
+ *
+ * Where an entry is `lagging`, it is the only up-to-date copy of the stream's state while the
+ * process runs (its row catches up at the next row sync, row-sync.ts): readers of the row take
+ * the last id from here (lastId).
  *
  * It holds only streams that retain events: at most one entry (about 200 bytes) per stream whose
  * events are on disk, so it grows with what the file holds and shrinks as retention prunes
@@ -32,10 +42,17 @@ export interface BatchStream {
 export class StreamCache {
   private readonly byWorkspace = new Map<number, Map<string, BatchStream>>();
   private count = 0;
+  /** The entries whose rows lag them. */
+  private readonly laggingEntries = new Set<BatchStream>();
 
   /** Streams held. */
   get size(): number {
     return this.count;
+  }
+
+  /** Entries whose rows lag them. */
+  get laggingCount(): number {
+    return this.laggingEntries.size;
   }
 
   /** A copy of a stream's committed state, for a batch to change, when the cache has it. */
@@ -52,7 +69,18 @@ export class StreamCache {
       bytes: cached.bytes,
       firstId: cached.firstId,
       activeAt: cached.activeAt,
+      lagging: cached.lagging,
     };
+  }
+
+  /** A stream's last committed id when the cache has it (its row may lag it). */
+  lastId(workspaceId: number, sandboxId: string): EventId | undefined {
+    return this.byWorkspace.get(workspaceId)?.get(sandboxId)?.lastId;
+  }
+
+  /** The entries whose rows lag them (live: mark them with synced, not while iterating). */
+  lagging(): Iterable<BatchStream> {
+    return this.laggingEntries;
   }
 
   /** After a commit: what the batch wrote is now each stream's committed state. */
@@ -67,16 +95,32 @@ export class StreamCache {
         inWorkspace = new Map();
         this.byWorkspace.set(s.workspaceId, inWorkspace);
       }
-      const size = inWorkspace.size;
+      const previous = inWorkspace.get(s.sandboxId);
+      if (previous === undefined) this.count++;
+      else this.laggingEntries.delete(previous);
       inWorkspace.set(s.sandboxId, s);
-      if (inWorkspace.size > size) this.count++;
+      if (s.lagging) this.laggingEntries.add(s);
     }
   }
 
-  /** Before a change to a stream's row outside a batch: the next batch rereads it. */
+  /** After the commit that wrote these entries' rows: they no longer lag. */
+  synced(entries: readonly BatchStream[]): void {
+    for (const entry of entries) {
+      entry.lagging = false;
+      this.laggingEntries.delete(entry);
+    }
+  }
+
+  /**
+   * Before a change to a stream's row outside a batch: the next batch rereads it. Only for a
+   * stream whose row is in step (a committed row sync wrote it): its state is then in the file.
+   */
   forget(workspaceId: number, sandboxId: string): void {
     const inWorkspace = this.byWorkspace.get(workspaceId);
-    if (inWorkspace?.delete(sandboxId) !== true) return;
+    const entry = inWorkspace?.get(sandboxId);
+    if (inWorkspace === undefined || entry === undefined) return;
+    inWorkspace.delete(sandboxId);
+    this.laggingEntries.delete(entry);
     this.count--;
     if (inWorkspace.size === 0) this.byWorkspace.delete(workspaceId); // or one empty map per workspace ever seen stays
   }

@@ -10,6 +10,7 @@ import {
 import { maxEventId, notifyListener } from '../semantics.js';
 import type { AppendReceipt, DurableEventListener, SandboxRef } from '../types.js';
 import type { WalWrites } from './checkpointer.js';
+import type { RowSync } from './row-sync.js';
 import { idOf, type Statements } from './statements.js';
 import type { BatchStream, StreamCache } from './stream-cache.js';
 import { storeUnavailable } from './unavailable.js';
@@ -70,6 +71,8 @@ interface BatchResult {
   events: StoredEvent[];
   /** The state of every stream the batch wrote, as committed. */
   streams: BatchStream[];
+  /** The cache's lagging entries whose rows the batch wrote (a row sync), else undefined. */
+  synced: BatchStream[] | undefined;
   highWater: EventId | undefined;
   lastOrder: number;
   overLimit: SandboxRef[];
@@ -119,6 +122,7 @@ export class GroupCommitWriter {
     db: Database.Database,
     private readonly sql: Statements,
     private readonly streamCache: StreamCache,
+    private readonly rowSync: RowSync,
     private readonly wal: WalWrites,
     private readonly options: WriterOptions,
   ) {
@@ -248,6 +252,7 @@ export class GroupCommitWriter {
     this.highWater = result.highWater;
     this.lastOrder = result.lastOrder;
     this.streamCache.commit(result.streams);
+    if (result.synced !== undefined) this.rowSync.synced(result.synced);
     if (result.overLimit.length > 0) this.options.onOverLimit(result.overLimit);
     this.batches++;
     this.wal.afterWrite();
@@ -273,10 +278,14 @@ export class GroupCommitWriter {
       bytes: row?.bytes ?? 0,
       firstId: row === undefined ? undefined : idOf(row.first_ms, row.first_seq),
       activeAt: 0,
+      lagging: false,
     };
   }
 
-  /** Runs inside one transaction: assigns ids from committed state, inserts, updates streams. */
+  /**
+   * Runs inside one transaction: assigns ids from committed state, inserts, and writes the
+   * streams' rows that must be written now (row-sync.ts); the others lag until a row sync.
+   */
   private writeBatch(batch: PendingAppend[]): BatchResult {
     // Streams by workspace, then sandbox: no key string built per event. `stream` is the last
     // one used, as consecutive events often share a sandbox.
@@ -288,6 +297,8 @@ export class GroupCommitWriter {
     const events: StoredEvent[] = new Array<StoredEvent>(batch.length);
     const insertEvent = this.sql.insertEvent;
     const ephemeral = this.options.ephemeral;
+    /** Streams given an ephemeral event: only their row keeps its id (row-sync.ts). */
+    let unstored: Set<BatchStream> | undefined;
     for (let i = 0; i < batch.length; i++) {
       const input = (batch[i] as PendingAppend).input;
       if (stream === undefined || stream.sandboxId !== input.sandboxId || stream.workspaceId !== input.workspaceId) {
@@ -318,11 +329,15 @@ export class GroupCommitWriter {
         stream.retained++;
         stream.bytes += Buffer.byteLength(event.json);
         stream.firstId ??= id;
+      } else {
+        unstored ??= new Set();
+        unstored.add(stream);
       }
       highWater = maxEventId(highWater, id);
       events[i] = event;
     }
     const { maxCount, maxBytes } = this.options;
+    const syncRows = this.rowSync.due();
     const overLimit: SandboxRef[] = [];
     for (const s of streams) {
       const last = s.lastId as EventId;
@@ -339,6 +354,7 @@ export class GroupCommitWriter {
           s.activeAt,
           s.bytes,
         );
+        s.lagging = false;
       } else if (!s.hadFirst && first !== undefined) {
         this.sql.updateSandboxFirst.run(
           last.ms,
@@ -351,11 +367,19 @@ export class GroupCommitWriter {
           s.workspaceId,
           s.sandboxId,
         );
+        s.lagging = false;
+      } else if (syncRows || unstored?.has(s) === true) {
+        this.rowSync.writeRow(s);
+        s.lagging = false;
       } else {
-        this.sql.updateSandbox.run(last.ms, last.seq, s.retained, s.activeAt, s.bytes, s.workspaceId, s.sandboxId);
+        s.lagging = true;
       }
       if (s.retained > maxCount || s.bytes > maxBytes) overLimit.push(s);
     }
-    return { events, streams, highWater, lastOrder: order, overLimit };
+    // A row sync writes the other lagging rows too; this batch's streams it wrote above.
+    const synced = syncRows
+      ? this.rowSync.writeLagging(order, (entry) => byWorkspace.get(entry.workspaceId)?.has(entry.sandboxId) === true)
+      : undefined;
+    return { events, streams, synced, highWater, lastOrder: order, overLimit };
   }
 }
