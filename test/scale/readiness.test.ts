@@ -72,4 +72,23 @@ describe.skipIf(!hasRedis)('readiness of a node on the Redis engine', () => {
     expect(ready.status).toBe(503);
     expect(node.output()).not.toMatch(/MOVED|CLUSTERDOWN/);
   }, 30_000);
+
+  it('refuses at start, with the reason and exit status 1, a Redis user that may not run INFO', async () => {
+    const redis = await startRedis();
+    servers.push(redis);
+    // Everything but INFO: the engine could not tell a single Redis from a cluster node.
+    expect(redis.cli('ACL', 'SETUSER', 'no-info', 'on', '>no-info-pw', '~*', '&*', '+@all', '-info')).toBe('OK');
+    const url = redis.url.replace('redis://', 'redis://no-info:no-info-pw@');
+    const node = await spawnNode(url, secret, false).catch((error: Error) => error);
+    // It may exit before or after it listens: either way the reason is in its output.
+    const output = node instanceof Error ? node.message : await exited(node);
+    expect(output).toMatch(/cannot use this Redis: INFO answered NOPERM[^"]*grant the user INFO/);
+    if (!(node instanceof Error)) expect(node.child.exitCode).toBe(1);
+  }, 30_000);
+
+  async function exited(node: ChildNode): Promise<string> {
+    children.push(node);
+    while (node.child.exitCode === null) await node.outputChanged();
+    return node.output();
+  }
 });

@@ -20,7 +20,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { RedisOptions } from 'ioredis';
-import { Cluster } from 'ioredis';
+import { Cluster, ReplyError } from 'ioredis';
 import {
   eventJson,
   parseEventId,
@@ -487,7 +487,15 @@ export class RedisEngine implements EventStore {
       if (micros !== undefined) shard.gapFill.firstConnect(Math.floor(Number(micros) / 1000));
       shard.subscriptions.versionDetected(majorVersion(info) >= 7);
     } catch (error) {
-      this.onStatus('version check failed', error);
+      // An error reply (not a lost connection, which the next 'ready' retries) comes again on
+      // every try: an ACL user without INFO gets NOPERM. Without INFO the engine cannot tell a
+      // single Redis from a Redis Cluster, so at start it refuses the address with the reason
+      // rather than stay loading with no end.
+      if (error instanceof ReplyError && !this.everReady) {
+        this.refuse(
+          `INFO answered ${(error as Error).message}: the engine reads INFO to tell a single Redis from a Redis Cluster and to check the version (grant the user INFO)`,
+        );
+      } else this.onStatus('version check failed', error);
     }
   }
 
