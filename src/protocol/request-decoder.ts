@@ -84,9 +84,9 @@ function latin1(bytes: Buffer): string {
   return bytes.toString('latin1');
 }
 
-function utf8(bytes: Buffer): string {
-  if (bytes.length > MAX_STRING_LENGTH) throw new ProtocolError(MSG_TOO_LARGE);
-  return bytes.toString('utf8');
+function utf8(bytes: Buffer, start = 0, end = bytes.length): string {
+  if (end - start > MAX_STRING_LENGTH) throw new ProtocolError(MSG_TOO_LARGE);
+  return bytes.toString('utf8', start, end);
 }
 
 export class RequestDecoder {
@@ -445,9 +445,7 @@ export class RequestDecoder {
     const args = new Array<string>(byteLengths.length);
     for (let i = 0; i < args.length; i++) {
       const start = base + starts[i]!;
-      const length = byteLengths[i]!;
-      if (length > MAX_STRING_LENGTH) throw new ProtocolError(MSG_TOO_LARGE);
-      args[i] = frame.toString('utf8', start, start + length);
+      args[i] = utf8(frame, start, start + byteLengths[i]!);
     }
     this.consume(frameLength);
     return { args, inline: false, byteLengths };
