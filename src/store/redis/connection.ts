@@ -117,3 +117,16 @@ export async function quitConnection(redis: Redis | Cluster): Promise<void> {
     redis.disconnect();
   }
 }
+
+/**
+ * A cluster node's `host:port`, the form CLUSTER SLOTS / ioredis's slot map name a master by
+ * (`cluster.slots[slot][0]`).
+ */
+export function nodeAddress(node: { options: { host?: string; port?: number } }): string {
+  return `${node.options.host}:${node.options.port}`;
+}
+
+/** The cluster client's own connection to `master` (`host:port`), the one its commands to it use. */
+export function masterConnection(cluster: Cluster, master: string): Redis | undefined {
+  return cluster.nodes('master').find((node) => nodeAddress(node) === master);
+}

@@ -53,6 +53,8 @@ export class PatternInterest {
   private readonly timer: NodeJS.Timeout;
   private refreshing = false;
   private closed = false;
+  /** True from a failed refresh to the next one that succeeds: a failure is logged once, not every period. */
+  private failing = false;
 
   /**
    * `drain` resolves once the appends in flight when it is called have been answered (so they
@@ -151,9 +153,18 @@ export class PatternInterest {
       for (let i = 0; i + 1 < seenFlat.length; i += 2) seen.set(seenFlat[i]!, Number(seenFlat[i + 1]));
       seen.set(this.nodeId, version);
       this.settle(alive, seen);
+      if (this.failing) {
+        this.failing = false;
+        this.onStatus('pattern interest refresh succeeded again');
+      }
     } catch (error) {
       // Unknown meanwhile: keep what was known (a lapsed interest costs broadcasts, not events).
-      this.onStatus('pattern interest refresh failed', error);
+      // Logged when it starts failing, not once a period: while the cluster client is not ready
+      // (at start, in a failover) every period fails the same way.
+      if (!this.failing) {
+        this.failing = true;
+        this.onStatus('pattern interest refresh failed (retried every period; logged again when it succeeds)', error);
+      }
     } finally {
       this.refreshing = false;
     }

@@ -56,6 +56,8 @@ import type {
 import {
   type ClusterWithScripts,
   connectionOptions,
+  masterConnection,
+  nodeAddress,
   openClusterCommands,
   openCommandConnection,
   quitConnection,
@@ -438,8 +440,10 @@ export class RedisEngine implements EventStore {
         ? {}
         : {
             accepts: (event: SandboxRef) => cluster.slots[slotOf(sandboxChannel(event))]?.[0] === master,
-            scanNodes: () =>
-              cluster.nodes('master').filter((node) => `${node.options.host}:${node.options.port}` === master),
+            scanNodes: () => {
+              const node = masterConnection(cluster, master);
+              return node === undefined ? [] : [node];
+            },
           };
     const shard = new Shard(
       url,
@@ -528,10 +532,10 @@ export class RedisEngine implements EventStore {
       else this.notServedYet('or no seed answers');
     });
     commands.on('+node', (node: { options: { host?: string; port?: number } }) =>
-      this.onStatus(`cluster node added ${node.options.host}:${node.options.port}`),
+      this.onStatus(`cluster node added ${nodeAddress(node)}`),
     );
     commands.on('-node', (node: { options: { host?: string; port?: number } }) =>
-      this.onStatus(`cluster node removed ${node.options.host}:${node.options.port}`),
+      this.onStatus(`cluster node removed ${nodeAddress(node)}`),
     );
     return commands;
   }

@@ -16,8 +16,7 @@
  * map (none configured, or one in its first sync, which the map can show and hide from one
  * refresh to the next) still waits behind the WAIT in flight, but not for a replica of its own.
  */
-import type { Cluster, Redis } from 'ioredis';
-import type { ClusterWithScripts } from './connection.js';
+import { type ClusterWithScripts, masterConnection } from './connection.js';
 import { slotOf } from './slots.js';
 
 interface Waiter {
@@ -116,9 +115,4 @@ function settle(waiters: Waiter[], failure: Error | undefined): void {
     if (failure !== undefined && waiter.needsReplica) waiter.reject(failure);
     else waiter.resolve();
   }
-}
-
-/** The cluster client's own connection to a master (the one its commands to that master use). */
-function masterConnection(cluster: Cluster, master: string): Redis | undefined {
-  return cluster.nodes('master').find((node) => `${node.options.host}:${node.options.port}` === master);
 }
