@@ -15,8 +15,19 @@ export interface CommandSpec {
   summary: string;
   group: 'connection' | 'pubsub' | 'server' | 'stream';
   since: string;
+  /**
+   * Takes its last argument as the bytes received, undecoded (`lastBytes`; its entry in `args`
+   * is then empty): PUBLISH, which passes its event's bytes through (docs/performance.md,
+   * "Seventh round: the payload's bytes").
+   */
+  lastArgumentAsBytes?: boolean;
   /** Absent on a container that has only subcommands. */
-  run?: (connection: RespClient, args: string[], byteLengths: number[]) => void | Promise<void>;
+  run?: (
+    connection: RespClient,
+    args: string[],
+    byteLengths: number[],
+    lastBytes: Buffer | undefined,
+  ) => void | Promise<void>;
   subcommands?: ReadonlyMap<string, CommandSpec>;
 }
 

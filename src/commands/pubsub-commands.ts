@@ -164,12 +164,16 @@ class PublishReply implements PublishReceipt {
   }
 }
 
-function publish(connection: RespClient, args: string[], byteLengths: number[]): void {
+/** `lastBytes`: the event as received (the decoder leaves it undecoded: lastArgumentAsBytes). */
+function publish(connection: RespClient, args: string[], _byteLengths: number[], lastBytes: Buffer | undefined): void {
   const principal = principalOf(connection);
   const target = resolveSandbox(principal, args[1]!);
-  const { type, dataJson } = parsePublishPayload(args[2]!, byteLengths[2]!, connection.context.limits.maxEventBytes);
+  const { type, data } = parsePublishPayload(
+    lastBytes ?? Buffer.from(args[2]!),
+    connection.context.limits.maxEventBytes,
+  );
   const reply = new PublishReply(connection);
-  connection.context.publisher.publishWith(principal, target, type, dataJson, reply);
+  connection.context.publisher.publishWith(principal, target, type, data, reply);
   reply.replyOrWait();
 }
 
@@ -232,6 +236,7 @@ export const pubsubCommands: CommandSpec[] = [
     ...pubsub,
     name: 'publish',
     arity: 3,
+    lastArgumentAsBytes: true,
     summary: 'Store an event {"type","data"} and deliver it to subscribers',
     run: publish,
   },
