@@ -183,7 +183,7 @@ async function waitUntil(condition: () => boolean, timeoutMs = 10_000): Promise<
   }
 }
 
-describe('a PUBLISH payload whose bytes are not UTF-8 (docs/protocol.md, "PUBLISH")', () => {
+describe('a PUBLISH payload whose bytes are not UTF-8 (docs/protocol.md, "Pub/sub")', () => {
   /** PUBLISH `channel` with `payload` as raw bytes. */
   function publishBytes(channel: string, payload: Buffer): Buffer {
     return Buffer.concat([
