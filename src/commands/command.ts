@@ -1,4 +1,5 @@
 import { type ErrorCode, SandboxEventsError } from '../errors.js';
+import type { DecodedCommand } from '../protocol/request-decoder.js';
 import type { RespClient } from './client.js';
 
 /** One command (or subcommand) the broker answers, in the shape Redis's command table has. */
@@ -16,17 +17,17 @@ export interface CommandSpec {
   group: 'connection' | 'pubsub' | 'server' | 'stream';
   since: string;
   /**
-   * Takes its last argument as the bytes received, undecoded (`lastBytes`; its entry in `args`
-   * is then empty): PUBLISH, which passes its event's bytes through (docs/performance.md,
+   * Takes its last argument as the bytes received, undecoded (`command.lastBytes`; its entry in
+   * `args` is then empty): PUBLISH, which passes its event's bytes through (docs/performance.md,
    * "Seventh round: the payload's bytes").
    */
   lastArgumentAsBytes?: boolean;
-  /** Absent on a container that has only subcommands. */
+  /** Absent on a container that has only subcommands. `command` is what `args` came from. */
   run?: (
     connection: RespClient,
     args: string[],
     byteLengths: number[],
-    lastBytes: Buffer | undefined,
+    command: DecodedCommand,
   ) => void | Promise<void>;
   subcommands?: ReadonlyMap<string, CommandSpec>;
 }

@@ -109,7 +109,7 @@ export function runCommand(connection: RespClient, command: DecodedCommand): voi
     if (!connection.authenticated && !spec.noAuth) throw new ReplyError('NOAUTH', NOAUTH);
     if (isSubscribedResp2(connection) && !spec.whileSubscribed) throw cannotExecuteWhileSubscribed(spec.name);
     refuseWhileLoading(connection, spec.name);
-    const result = spec.run!(connection, args, command.byteLengths, command.lastBytes);
+    const result = spec.run!(connection, args, command.byteLengths, command);
     return result === undefined ? undefined : settle(connection, result);
   } catch (error) {
     connection.replyError(errorText(error, connection));

@@ -349,7 +349,8 @@ function typeFromBytes(payload: Buffer, start: number, end: number): string {
 }
 
 /**
- * Validates what a publisher sent, `payload` its bytes as received: exactly `{"type": "...",
+ * Validates what a publisher sent, `payload[start, end)` its bytes as received (a view of them is
+ * made only for `data`): exactly `{"type": "...",
  * "data": {...}}`, `data` optional. Returns the type and `data` as compact JSON in UTF-8 (no
  * raw newline, whatever the publisher's formatting). The payload's size is checked against the
  * limit first, so that an oversized payload is never parsed.
@@ -361,11 +362,25 @@ function typeFromBytes(payload: Buffer, start: number, end: number): string {
  * is goes through the text and JSON.parse (parsePublishPayloadWithJsonParse), whose verdict
  * the scan matches exactly.
  */
-export function parsePublishPayload(payload: Buffer, maxEventBytes: number): PublishFields {
-  if (payload.length > maxEventBytes) throw new EventTooLargeError(payload.length, maxEventBytes);
-  const scanned = scanPublishPayload(payload);
-  if (scanned === REFUSED || scanned === UNUSUAL_LAYOUT || (scanned.nonAscii && !isUtf8(payload))) {
-    const { type, dataJson } = parsePublishPayloadWithJsonParse(payload.toString(), payload.length, maxEventBytes);
+export function parsePublishPayload(
+  payload: Buffer,
+  maxEventBytes: number,
+  start = 0,
+  end = payload.length,
+): PublishFields {
+  const size = end - start;
+  if (size > maxEventBytes) throw new EventTooLargeError(size, maxEventBytes);
+  const scanned = scanPublishPayload(payload, start, end);
+  if (
+    scanned === REFUSED ||
+    scanned === UNUSUAL_LAYOUT ||
+    (scanned.nonAscii && !isUtf8(payload.subarray(start, end)))
+  ) {
+    const { type, dataJson } = parsePublishPayloadWithJsonParse(
+      payload.toString('utf8', start, end),
+      size,
+      maxEventBytes,
+    );
     return { type, data: Buffer.from(dataJson) };
   }
   const { typeStart, typeEnd } = scanned;

@@ -60,6 +60,12 @@ const EMPTY = new Uint8Array(0);
 // object until it accepts.
 let text: Uint8Array = EMPTY;
 let at = 0;
+/**
+ * Where the payload ends in `text`. Bytes past it may belong to the next request: a lookahead
+ * that reads one can only make the scan refuse (it then has `at` past `end`, and a payload is
+ * accepted only when the scan ends exactly at `end`), as it would refuse a payload cut there.
+ */
+let end = 0;
 let stringHasEscape = false;
 /** Every byte of the strings scanned so far OR-ed together: 0x80 is set when one is not ASCII. */
 let stringBits = 0;
@@ -74,7 +80,7 @@ function isWhitespace(code: number): boolean {
 
 function skipWhitespace(): void {
   const start = at;
-  while (at < text.length && isWhitespace(text[at]!)) at++;
+  while (at < end && isWhitespace(text[at]!)) at++;
   if (at !== start) sawWhitespace = true;
 }
 
@@ -90,12 +96,12 @@ function isHexDigit(code: number | undefined): boolean {
  */
 function scanString(): boolean {
   const source = text;
-  const end = source.length;
+  const stop = end;
   let i = at + 1;
   let escapes = false;
   let bits = 0;
   for (;;) {
-    if (i >= end) break;
+    if (i >= stop) break;
     const code = source[i]!;
     if (code === QUOTE) {
       at = i + 1;
@@ -146,7 +152,7 @@ function scanString(): boolean {
 
 function scanDigits(): boolean {
   const start = at;
-  while (at < text.length) {
+  while (at < end) {
     const code = text[at]!;
     if (code < ZERO || code > NINE) break;
     at++;
@@ -176,7 +182,7 @@ function scanNumber(): boolean {
 
 /** Whether the bytes at `from` spell `word` (ASCII). */
 function spells(from: number, word: string): boolean {
-  if (from + word.length > text.length) return false;
+  if (from + word.length > end) return false;
   for (let k = 0; k < word.length; k++) if (text[from + k] !== word.charCodeAt(k)) return false;
   return true;
 }
@@ -271,16 +277,21 @@ function memberName(start: number, end: number, escaped: boolean): 'type' | 'dat
 }
 
 /**
- * Scans `payload`, the UTF-8 bytes of the text JSON.parse would see. On acceptance returns
- * where its type and data are; REFUSED when JSON.parse would refuse it or its fields are not
+ * Scans `payload[start, stop)`, the UTF-8 bytes of the text JSON.parse would see. On acceptance
+ * returns where (in `payload`) its type and data are; REFUSED when JSON.parse would refuse it or its fields are not
  * `type` (a string, last one wins, as in JSON.parse) and `data` (an object), UNUSUAL_LAYOUT when
  * it is acceptable but its `data` bytes can't be reused (not exactly `{"type": <string>,
  * "data": <compact object>}`). Bytes that are not valid UTF-8 are the caller's to look for (see
  * `nonAscii`): inside strings they pass here.
  */
-export function scanPublishPayload(payload: Uint8Array): ScannedPayload | typeof REFUSED | typeof UNUSUAL_LAYOUT {
+export function scanPublishPayload(
+  payload: Uint8Array,
+  start = 0,
+  stop = payload.length,
+): ScannedPayload | typeof REFUSED | typeof UNUSUAL_LAYOUT {
   text = payload;
-  at = 0;
+  at = start;
+  end = stop;
   stringBits = 0;
   try {
     return scanObject();
@@ -342,7 +353,7 @@ function scanObject(): ScannedPayload | typeof REFUSED | typeof UNUSUAL_LAYOUT {
     skipWhitespace();
   }
   skipWhitespace();
-  if (at !== text.length) return REFUSED;
+  if (at !== end) return REFUSED;
   if (typeStart < 0 || dataStart === -2) return REFUSED;
   // Without `data`, the layout does not matter: the event's data is `{}`.
   if (dataStart >= 0 && !usual) return UNUSUAL_LAYOUT;

@@ -41,11 +41,13 @@ export interface DecodedCommand {
   /** Byte length of each argument as received. */
   byteLengths: number[];
   /**
-   * The last argument's bytes as received, not decoded, for a command the decoder was told
-   * takes them so (its `lastArgumentAsBytes`: PUBLISH's event); its entry in `args` is then the
-   * empty string. Undefined for every other command.
+   * For a command the decoder was told takes its last argument as bytes (its
+   * `lastArgumentAsBytes`: PUBLISH's event), the bytes received that hold it, not decoded: it
+   * is `lastBytes[lastStart, lastStart + byteLengths[last])` (no view is made of it alone), and
+   * its entry in `args` is the empty string. Undefined for every other command.
    */
   lastBytes: Buffer | undefined;
+  lastStart: number | undefined;
 }
 
 /** Whether the command of this name (its first argument, as sent) takes its last argument as bytes. */
@@ -446,13 +448,12 @@ export class RequestDecoder {
       byteLengths[i] = word.length;
       if (NON_ASCII.test(word)) words[i] = utf8(Buffer.from(word, 'latin1'));
     }
-    let lastBytes: Buffer | undefined;
-    if (last < words.length) {
-      byteLengths[last] = words[last]!.length;
-      lastBytes = Buffer.from(words[last]!, 'latin1'); // one code unit per byte (see above)
-      words[last] = '';
-    }
-    return { args: words, inline: true, byteLengths, lastBytes };
+    if (last === words.length)
+      return { args: words, inline: true, byteLengths, lastBytes: undefined, lastStart: undefined };
+    byteLengths[last] = words[last]!.length;
+    const lastBytes = Buffer.from(words[last]!, 'latin1'); // one code unit per byte (see above)
+    words[last] = '';
+    return { args: words, inline: true, byteLengths, lastBytes, lastStart: 0 };
   }
 
   /**
@@ -477,15 +478,16 @@ export class RequestDecoder {
       args[i] = utf8(frame, start, start + byteLengths[i]!);
     }
     let lastBytes: Buffer | undefined;
+    let lastStart: number | undefined;
     if (decoded < count) {
       // A received chunk is never written to again (push copies small reads past what the slab
-      // already holds), so a view of it stays the bytes received.
-      const start = base + starts[decoded]!;
-      lastBytes = frame.subarray(start, start + byteLengths[decoded]!);
+      // already holds), so it keeps the bytes received.
+      lastBytes = frame;
+      lastStart = base + starts[decoded]!;
       args[decoded] = '';
     }
     this.consume(frameLength);
-    return { args, inline: false, byteLengths, lastBytes };
+    return { args, inline: false, byteLengths, lastBytes, lastStart };
   }
 
   /** The first `n` unconsumed bytes, without copying when they lie in one chunk. */
