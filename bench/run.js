@@ -426,7 +426,7 @@ async function prefillSqlite(buildDir, path) {
   const { SqliteStore } = await buildModules(buildDir).sqliteStore();
   const store = SqliteStore.open({ path, retention: { maxCount: 10_000, maxAgeMs: 86_400_000 }, pruneIntervalMs: 0 });
   const perSandbox = S.historyEvents / S.historySandboxes;
-  const dataJson = JSON.stringify(JSON.parse(fillPayload()).data);
+  const data = Buffer.from(JSON.stringify(JSON.parse(fillPayload()).data));
   let started = 0;
   let done = 0;
   await /** @type {Promise<void>} */ (
@@ -435,7 +435,7 @@ async function prefillSqlite(buildDir, path) {
         if (started >= S.historyEvents) return;
         const i = started++;
         store
-          .append({ workspaceId: 1, sandboxId: `sb-${Math.floor(i / perSandbox)}`, type: 'bench.fill', dataJson })
+          .append({ workspaceId: 1, sandboxId: `sb-${Math.floor(i / perSandbox)}`, type: 'bench.fill', data })
           .then(() => (++done === S.historyEvents ? resolve() : next()), reject);
       };
       for (let k = 0; k < 5_000; k++) next();

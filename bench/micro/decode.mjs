@@ -23,7 +23,9 @@ const limits = {
   maxInlineBytes: 64 * 1024,
   maxRequestBytes: 2 * 1024 * 1024,
 };
-const decoder = new RequestDecoder();
+// As the daemon's connection makes it: PUBLISH's event is handed over as the bytes received
+// (a build before the seventh round ignores the argument and decodes it as text).
+const decoder = new RequestDecoder((name) => name === 'PUBLISH');
 
 function round() {
   const cpu0 = process.cpuUsage();

@@ -1,4 +1,6 @@
-// Micro-benchmark of the publish path without sockets: payload validation, the store append
+// Micro-benchmark of the publish path without sockets: payload validation (from the payload's
+// bytes as received: a build whose parsePublishPayload takes text decodes them first, as its
+// RequestDecoder did), the store append
 // (memory store), the Publisher, the fan-out to 10 subscribers whose sockets swallow the bytes,
 // and the PUBLISH reply, in CPU nanoseconds per published event. It isolates the per-event work
 // that cases 1, 2 and 4 of `npm run bench` pay before the fan-out. Not part of `npm run bench`.
@@ -39,8 +41,21 @@ for (let k = 0; k < SUBS; k++) {
 /** @type {import('../../src/auth/principal.js').Principal} */
 const principal = { role: 'workspace', workspaceId: 1, expiresAt: Number.POSITIVE_INFINITY };
 const ref = { workspaceId: 1, sandboxId: 'sb-1' };
-// The bench's 128-byte event.
-const payload = `{"type":"bench.tick","data":{"t":"0000000000000","p":"${'x'.repeat(72)}"}}`;
+// The bench's 128-byte event, as received.
+const payloadBytes = Buffer.from(`{"type":"bench.tick","data":{"t":"0000000000000","p":"${'x'.repeat(72)}"}}`);
+/**
+ * The event's type and data as this build's publish path takes them: bytes (parsePublishPayload
+ * of two arguments, the seventh round's), or the text it decoded the payload to before.
+ * @returns {{ type: string, data: any }}
+ */
+const parse =
+  parsePublishPayload.length === 2
+    ? () => parsePublishPayload(payloadBytes, 65_536)
+    : () => {
+        const text = payloadBytes.toString();
+        const { type, dataJson } = /** @type {any} */ (parsePublishPayload)(text, payloadBytes.length, 65_536);
+        return { type, data: dataJson };
+      };
 const replies = [];
 // A build with the promise-free path (publishWith) is measured on it, as PUBLISH uses it.
 /** @type {import('../../src/broker/publisher.js').PublishReceipt | undefined} */
@@ -60,9 +75,9 @@ async function round(turns) {
   for (let t = 0; t < turns; t++) {
     const pending = [];
     for (let i = 0; i < PER_TURN; i++) {
-      const { type, dataJson } = parsePublishPayload(payload, payload.length, 65_536);
-      if (receipt !== undefined) publisher.publishWith(principal, ref, type, dataJson, receipt);
-      else pending.push(publisher.publish(principal, ref, type, dataJson).then((r) => replies.push(r.receivers)));
+      const { type, data } = parse();
+      if (receipt !== undefined) publisher.publishWith(principal, ref, type, data, receipt);
+      else pending.push(publisher.publish(principal, ref, type, data).then((r) => replies.push(r.receivers)));
     }
     await Promise.all(pending);
     replies.length = 0;

@@ -201,11 +201,12 @@ try {
       await new Promise((r) => setTimeout(r, 3_000));
     }
     // Warm up past the retention count, so trimming runs on every append as at steady state.
-    for (let i = 0; i < retention.maxCount + 10; i++) await publisher.append({ ...ref, type: 't', dataJson: '{}' });
+    for (let i = 0; i < retention.maxCount + 10; i++)
+      await publisher.append({ ...ref, type: 't', data: Buffer.from('{}') });
     const received = watchers.map((watcher) => watcher.stats.received);
     const before = counters();
-    const data = JSON.stringify({ payload: 'x'.repeat(100) });
-    for (let i = 0; i < events; i++) await publisher.append({ ...ref, type: 'bench.event', dataJson: data });
+    const data = Buffer.from(JSON.stringify({ payload: 'x'.repeat(100) }));
+    for (let i = 0; i < events; i++) await publisher.append({ ...ref, type: 'bench.event', data });
     for (const [i, watcher] of watchers.entries()) {
       while (watcher.stats.received < received[i] + events) await new Promise((r) => setTimeout(r, 10));
     }

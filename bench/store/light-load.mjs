@@ -26,7 +26,7 @@ function input() {
     workspaceId: 1,
     sandboxId: `sb-${n % 100}`,
     type: 'terminal.output',
-    dataJson: JSON.stringify({ n, output: 'hello from the sandbox, line of output text' }),
+    data: Buffer.from(JSON.stringify({ n, output: 'hello from the sandbox, line of output text' })),
   };
 }
 

@@ -25,7 +25,7 @@ function input(sandbox) {
     workspaceId: 1 + (sandbox % 10),
     sandboxId: `sb-${sandbox}`,
     type: TYPES[Math.floor(Math.random() * TYPES.length)],
-    dataJson: JSON.stringify({ n, exitCode: 0, output: 'hello from the sandbox, line of output text' }),
+    data: Buffer.from(JSON.stringify({ n, exitCode: 0, output: 'hello from the sandbox, line of output text' })),
   };
 }
 

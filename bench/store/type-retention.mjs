@@ -31,7 +31,7 @@ function input(n) {
     workspaceId: 1,
     sandboxId: `sb-${n % SANDBOXES}`,
     type: Math.floor(n / SANDBOXES) % 21 === 0 ? 'execution.completed' : 'sandbox.metrics',
-    dataJson: JSON.stringify({ n, uptime_seconds: n, total_executions: 3, active_executions: 0 }),
+    data: Buffer.from(JSON.stringify({ n, uptime_seconds: n, total_executions: 3, active_executions: 0 })),
   };
 }
 

@@ -22,7 +22,7 @@ const { SqliteStore } = await buildModules(buildArg).sqliteStore();
 const dir = await mkdtemp(join(tmpdir(), 'wal-frames-'));
 const path = join(dir, 'events.db');
 const store = SqliteStore.open({ path, retention: { maxCount: 1_000_000, maxAgeMs: 86_400_000 } });
-const dataJson = JSON.stringify({ output: 'x'.repeat(100) });
+const data = Buffer.from(JSON.stringify({ output: 'x'.repeat(100) }));
 
 let next = 0;
 /** `total` appends, IN_FLIGHT at a time, to streams in a stride (7919 is prime to any size here). */
@@ -32,7 +32,7 @@ async function appendMany(total) {
     while (next < end) {
       const n = next++;
       const sandboxId = `sandbox-${String((n * 7919) % SANDBOXES).padStart(8, '0')}`;
-      await store.append({ workspaceId: 1, sandboxId, type: 'terminal.output', dataJson });
+      await store.append({ workspaceId: 1, sandboxId, type: 'terminal.output', data });
     }
   };
   await Promise.all(Array.from({ length: IN_FLIGHT }, one));

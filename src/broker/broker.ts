@@ -1,5 +1,5 @@
 import type { Principal } from '../auth/principal.js';
-import type { StoredEvent } from '../event/event.js';
+import { eventJsonBytes, type StoredEvent } from '../event/event.js';
 import { bulkLength, deliveryFrameHead, type Protocol, writeBulk } from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
 import type { InterestHooks, SandboxRef } from '../store/types.js';
@@ -287,7 +287,7 @@ export class Broker {
     let payloadBytes = -1;
     const channel = this.channel(event.workspaceId, event.sandboxId);
     if (channel !== undefined) {
-      payloadBytes = Buffer.byteLength(payload);
+      payloadBytes = eventJsonBytes(event);
       const only = channel.only;
       if (only !== undefined) {
         const protocol = only.protocol;
@@ -343,7 +343,7 @@ export class Broker {
     if (local !== undefined) {
       for (const group of local.values()) {
         if (!group.matches(event.sandboxId)) continue;
-        if (payloadBytes < 0) payloadBytes = Buffer.byteLength(event.json);
+        if (payloadBytes < 0) payloadBytes = eventJsonBytes(event);
         delivered += this.deliverToPattern(group, event.sandboxId, event, payloadBytes);
       }
     }
@@ -352,7 +352,7 @@ export class Broker {
       const qualified = channelKey(event.workspaceId, event.sandboxId);
       for (const group of global.values()) {
         if (!group.matches(qualified)) continue;
-        if (payloadBytes < 0) payloadBytes = Buffer.byteLength(event.json);
+        if (payloadBytes < 0) payloadBytes = eventJsonBytes(event);
         delivered += this.deliverToPattern(group, qualified, event, payloadBytes);
       }
     }

@@ -48,7 +48,7 @@ class PublishRequest implements NewEvent, AppendReceipt {
     readonly workspaceId: number,
     readonly sandboxId: string,
     readonly type: string,
-    readonly dataJson: string,
+    readonly data: Buffer,
     private readonly publisher: Publisher,
     private readonly receipt: PublishReceipt,
   ) {}
@@ -147,9 +147,9 @@ export class Publisher {
    * (docs/protocol.md: 1,000/s, burst 2,000 by default), checked before anything is stored. Throws
    * RateLimitedError synchronously so a refused event never reaches the store.
    */
-  publish(publisher: Principal, ref: SandboxRef, type: string, dataJson: string): Promise<PublishResult> {
+  publish(publisher: Principal, ref: SandboxRef, type: string, data: Buffer): Promise<PublishResult> {
     this.admit(publisher);
-    return new Promise((resolve, reject) => this.start(ref, type, dataJson, new PromisedPublish(resolve, reject)));
+    return new Promise((resolve, reject) => this.start(ref, type, data, new PromisedPublish(resolve, reject)));
   }
 
   /**
@@ -157,9 +157,9 @@ export class Publisher {
    * out, before this returns when the store is durable at once (memory), with the other
    * events of its commit otherwise (SQLite). Throws RateLimitedError synchronously, as `publish`.
    */
-  publishWith(publisher: Principal, ref: SandboxRef, type: string, dataJson: string, receipt: PublishReceipt): void {
+  publishWith(publisher: Principal, ref: SandboxRef, type: string, data: Buffer, receipt: PublishReceipt): void {
     this.admit(publisher);
-    this.start(ref, type, dataJson, receipt);
+    this.start(ref, type, data, receipt);
   }
 
   private admit(publisher: Principal): void {
@@ -172,8 +172,8 @@ export class Publisher {
     }
   }
 
-  private start(ref: SandboxRef, type: string, dataJson: string, receipt: PublishReceipt): void {
-    const request = new PublishRequest(ref.workspaceId, ref.sandboxId, type, dataJson, this, receipt);
+  private start(ref: SandboxRef, type: string, data: Buffer, receipt: PublishReceipt): void {
+    const request = new PublishRequest(ref.workspaceId, ref.sandboxId, type, data, this, receipt);
     // One publish at a time is timed, and it stands for its batch.
     if (this.observer !== undefined && !this.timing) {
       this.timing = true;

@@ -1,4 +1,5 @@
 import { type ErrorCode, SandboxEventsError } from '../errors.js';
+import type { DecodedCommand } from '../protocol/request-decoder.js';
 import type { RespClient } from './client.js';
 
 /** One command (or subcommand) the broker answers, in the shape Redis's command table has. */
@@ -15,8 +16,19 @@ export interface CommandSpec {
   summary: string;
   group: 'connection' | 'pubsub' | 'server' | 'stream';
   since: string;
-  /** Absent on a container that has only subcommands. */
-  run?: (connection: RespClient, args: string[], byteLengths: number[]) => void | Promise<void>;
+  /**
+   * Takes its last argument as the bytes received, undecoded (`command.lastBytes`; its entry in
+   * `args` is then empty): PUBLISH, which passes its event's bytes through (docs/performance.md,
+   * "Seventh round: the payload's bytes").
+   */
+  lastArgumentAsBytes?: boolean;
+  /** Absent on a container that has only subcommands. `command` is what `args` came from. */
+  run?: (
+    connection: RespClient,
+    args: string[],
+    byteLengths: number[],
+    command: DecodedCommand,
+  ) => void | Promise<void>;
   subcommands?: ReadonlyMap<string, CommandSpec>;
 }
 

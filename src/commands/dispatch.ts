@@ -28,6 +28,11 @@ const commandsByUpperName: ReadonlyMap<string, CommandSpec> = new Map(
   [...commands.values()].map((spec) => [spec.name.toUpperCase(), spec]),
 );
 
+/** For the RequestDecoder: whether the command named `name` (as sent) takes its last argument as bytes. */
+export function lastArgumentAsBytes(name: string): boolean {
+  return (commandsByUpperName.get(name) ?? commands.get(name.toLowerCase()))?.lastArgumentAsBytes === true;
+}
+
 const NOAUTH = 'NOAUTH Authentication required.';
 
 /**
@@ -104,7 +109,7 @@ export function runCommand(connection: RespClient, command: DecodedCommand): voi
     if (!connection.authenticated && !spec.noAuth) throw new ReplyError('NOAUTH', NOAUTH);
     if (isSubscribedResp2(connection) && !spec.whileSubscribed) throw cannotExecuteWhileSubscribed(spec.name);
     refuseWhileLoading(connection, spec.name);
-    const result = spec.run!(connection, args, command.byteLengths);
+    const result = spec.run!(connection, args, command.byteLengths, command);
     return result === undefined ? undefined : settle(connection, result);
   } catch (error) {
     connection.replyError(errorText(error, connection));

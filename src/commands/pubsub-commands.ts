@@ -11,6 +11,7 @@ import type { ReplySlot, RespClient } from './client.js';
 import { parsePublishPayload, type StoredEvent } from '../event/event.js';
 import { array, bulk, bulkArray, errorReply, integer, subscriptionConfirmation } from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
+import type { DecodedCommand } from '../protocol/request-decoder.js';
 import { type CommandSpec, ReplyError, table } from './command.js';
 import { errorText } from './errors.js';
 
@@ -164,12 +165,17 @@ class PublishReply implements PublishReceipt {
   }
 }
 
-function publish(connection: RespClient, args: string[], byteLengths: number[]): void {
+/** The event is taken as the bytes received (the decoder leaves it undecoded: lastArgumentAsBytes). */
+function publish(connection: RespClient, args: string[], byteLengths: number[], command: DecodedCommand): void {
   const principal = principalOf(connection);
   const target = resolveSandbox(principal, args[1]!);
-  const { type, dataJson } = parsePublishPayload(args[2]!, byteLengths[2]!, connection.context.limits.maxEventBytes);
+  const { lastBytes, lastStart } = command;
+  const { type, data } =
+    lastBytes === undefined || lastStart === undefined
+      ? parsePublishPayload(Buffer.from(args[2]!), connection.context.limits.maxEventBytes)
+      : parsePublishPayload(lastBytes, connection.context.limits.maxEventBytes, lastStart, lastStart + byteLengths[2]!);
   const reply = new PublishReply(connection);
-  connection.context.publisher.publishWith(principal, target, type, dataJson, reply);
+  connection.context.publisher.publishWith(principal, target, type, data, reply);
   reply.replyOrWait();
 }
 
@@ -232,6 +238,7 @@ export const pubsubCommands: CommandSpec[] = [
     ...pubsub,
     name: 'publish',
     arity: 3,
+    lastArgumentAsBytes: true,
     summary: 'Store an event {"type","data"} and deliver it to subscribers',
     run: publish,
   },

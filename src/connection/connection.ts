@@ -3,7 +3,13 @@ import type { Principal } from '../auth/principal.js';
 import type { ReplySlot, RespClient } from '../commands/client.js';
 import type { StoredEvent } from '../event/event.js';
 import { cursorDeliveryFrame, deliveryFrame, errorReply, type Protocol } from '../protocol/encode.js';
-import { type DecodedCommand, type DecoderLimits, ProtocolError, RequestDecoder } from '../protocol/request-decoder.js';
+import {
+  type DecodedCommand,
+  type DecoderLimits,
+  type LastArgumentAsBytes,
+  ProtocolError,
+  RequestDecoder,
+} from '../protocol/request-decoder.js';
 import { recordOutputCut, type ServerContext } from '../runtime/context.js';
 import type { OutputCut } from '../runtime/output-budget.js';
 import { TOKEN_EXPIRED_ERROR } from '../session/expiry.js';
@@ -48,7 +54,7 @@ export class Connection implements RespClient {
   readonly createdAt = Date.now();
   readonly session: Session;
 
-  private readonly decoder = new RequestDecoder();
+  private readonly decoder: RequestDecoder;
   private blockedBy: 'command' | 'replies' | undefined;
   private heldCommand: DecodedCommand | undefined;
   private replySlots: QueuedReply[] = [];
@@ -61,7 +67,10 @@ export class Connection implements RespClient {
     private readonly socket: Socket,
     readonly context: ServerContext,
     private readonly runCommand: CommandRunner,
+    /** The commands that take their last argument as the bytes received (RequestDecoder). */
+    lastArgumentAsBytes: LastArgumentAsBytes,
   ) {
+    this.decoder = new RequestDecoder(lastArgumentAsBytes);
     this.session = new Session(
       {
         output: socket,

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { SandboxEventsError } from '../errors.js';
 import { REFUSED, scanPublishPayload, UNUSUAL_LAYOUT } from './payload-scan.js';
 import { compactDataText } from './payload-text.js';
@@ -19,8 +20,12 @@ export interface NewEvent {
   workspaceId: number;
   sandboxId: string;
   type: string;
-  /** `data` already serialised to JSON text (one line, validated as an object). */
-  dataJson: string;
+  /**
+   * `data` as compact JSON (one line, validated as an object), in UTF-8: a PUBLISH's own bytes
+   * of it as received, never decoded on the way to the memory store's ring (docs/performance.md,
+   * "Seventh round: the payload's bytes"). Valid UTF-8 (parsePublishPayload sees to it).
+   */
+  data: Buffer;
 }
 
 /**
@@ -48,6 +53,8 @@ export interface StoredEvent {
  */
 export class StoredEventRecord implements StoredEvent {
   #order: number | undefined = undefined;
+  /** The UTF-8 size of `json`, once known (-1 before): the fan-out frames it by that size. */
+  #jsonBytes = -1;
 
   constructor(
     public id: EventId,
@@ -66,6 +73,19 @@ export class StoredEventRecord implements StoredEvent {
   static orderOf(event: StoredEvent): number | undefined {
     return #order in event ? (event as StoredEventRecord).#order : undefined;
   }
+
+  /** `bytes` is Buffer.byteLength(event.json), known to the store that wrote the line's bytes. */
+  static setJsonBytes(event: StoredEventRecord, bytes: number): void {
+    event.#jsonBytes = bytes;
+  }
+
+  /** Buffer.byteLength(event.json), counted once per event a store made. */
+  static jsonBytesOf(event: StoredEvent): number {
+    if (!(#jsonBytes in event)) return Buffer.byteLength(event.json);
+    const record = event as StoredEventRecord;
+    if (record.#jsonBytes < 0) record.#jsonBytes = Buffer.byteLength(record.json);
+    return record.#jsonBytes;
+  }
 }
 
 export function setEventOrder(event: StoredEventRecord, order: number): void {
@@ -74,6 +94,11 @@ export function setEventOrder(event: StoredEventRecord, order: number): void {
 
 export function eventOrder(event: StoredEvent): number | undefined {
   return StoredEventRecord.orderOf(event);
+}
+
+/** The UTF-8 size of the event's line, `Buffer.byteLength(event.json)`, counted once per event. */
+export function eventJsonBytes(event: StoredEvent): number {
+  return StoredEventRecord.jsonBytesOf(event);
 }
 
 /** A cursor's text form (docs/protocol.md, "Pattern resume"): `w<order>`, e.g. `w1042`. */
@@ -164,18 +189,99 @@ export function eventLineMiddle(workspaceId: number, sandboxId: string): string 
   return `","sandboxId":${JSON.stringify(sandboxId)},"workspaceId":${workspaceId},"type":`;
 }
 
-/** An event line from its parts; `typeJson` is the type as a JSON string (quoted). */
+/**
+ * An event line from its parts; `typeJson` is the type as a JSON string (quoted). The same
+ * layout as writeEventLine's bytes.
+ */
 export function eventLine(id: EventId, middle: string, typeJson: string, dataJson: string, timestamp: number): string {
   return `{"id":"${id.ms}-${id.seq}${middle}${typeJson},"data":${dataJson},"timestamp":${timestamp}}`;
 }
 
 /**
- * `lineMiddle` is `eventLineMiddle` of the input's sandbox and `typeJson` its type quoted, for a
- * store that keeps them per sandbox instead of quoting them for every event (JSON.stringify of a
- * 10-character type is about 80 ns, a third of building the whole line).
+ * What comes between the id and `data`'s value in every event line of one sandbox and type
+ * (`","sandboxId":…,"type":"…","data":`), in UTF-8, for writing lines as bytes (writeEventLine).
+ */
+export function eventLineHead(middle: string, typeJson: string): Buffer {
+  return Buffer.from(`${middle}${typeJson}${DATA_KEY}`);
+}
+
+const LINE_OPEN = Buffer.from('{"id":"');
+const DATA_KEY = ',"data":';
+const TIMESTAMP_KEY = Buffer.from(',"timestamp":');
+const DASH = 0x2d;
+const CLOSE_BRACE = 0x7d;
+
+function decimalDigits(n: number): number {
+  let digits = 1;
+  for (let rest = n; rest >= 10; rest = Math.floor(rest / 10)) digits++;
+  return digits;
+}
+
+/** Writes the decimal digits of `n` (a safe integer >= 0) at `at`; returns the end. */
+function writeDecimal(target: Uint8Array, at: number, n: number): number {
+  const end = at + decimalDigits(n);
+  let rest = n;
+  for (let i = end - 1; i >= at; i--) {
+    const next = Math.floor(rest / 10);
+    target[i] = 0x30 + (rest - next * 10);
+    rest = next;
+  }
+  return end;
+}
+
+/** The byte size of the line writeEventLine writes. */
+export function eventLineSize(id: EventId, head: Uint8Array, data: Uint8Array, timestamp: number): number {
+  return (
+    LINE_OPEN.length +
+    decimalDigits(id.ms) +
+    1 +
+    decimalDigits(id.seq) +
+    head.length +
+    data.length +
+    TIMESTAMP_KEY.length +
+    decimalDigits(timestamp) +
+    1
+  );
+}
+
+/**
+ * The bytes of `eventLine(id, middle, typeJson, data, timestamp)` written at `at`, from
+ * `eventLineHead(middle, typeJson)` and the UTF-8 of `data`, with nothing decoded or encoded
+ * (docs/performance.md, "Seventh round: the payload's bytes"); returns the end. `target` must
+ * have room for eventLineSize(...) bytes from `at`.
+ */
+export function writeEventLine(
+  target: Uint8Array,
+  at: number,
+  id: EventId,
+  head: Uint8Array,
+  data: Uint8Array,
+  timestamp: number,
+): number {
+  target.set(LINE_OPEN, at);
+  at = writeDecimal(target, at + LINE_OPEN.length, id.ms);
+  target[at++] = DASH;
+  at = writeDecimal(target, at, id.seq);
+  target.set(head, at);
+  at += head.length;
+  target.set(data, at);
+  at += data.length;
+  target.set(TIMESTAMP_KEY, at);
+  at = writeDecimal(target, at + TIMESTAMP_KEY.length, timestamp);
+  target[at++] = CLOSE_BRACE;
+  return at;
+}
+
+/**
+ * An event made as text, `dataJson` being the input's `data` decoded (the SQLite store keeps it
+ * so; the memory store writes bytes instead, see writeEventLine). `lineMiddle` is
+ * `eventLineMiddle` of the input's sandbox and `typeJson` its type quoted, for a store that keeps
+ * them per sandbox instead of quoting them for every event (JSON.stringify of a 10-character
+ * type is about 80 ns, a third of building the whole line).
  */
 export function createStoredEvent(
-  input: NewEvent,
+  input: Pick<NewEvent, 'workspaceId' | 'sandboxId' | 'type'>,
+  dataJson: string,
   id: EventId,
   timestamp: number,
   lineMiddle = eventLineMiddle(input.workspaceId, input.sandboxId),
@@ -187,7 +293,7 @@ export function createStoredEvent(
     input.sandboxId,
     input.type,
     timestamp,
-    eventLine(id, lineMiddle, typeJson, input.dataJson, timestamp),
+    eventLine(id, lineMiddle, typeJson, dataJson, timestamp),
   );
 }
 
@@ -215,30 +321,75 @@ export function validateEventType(type: unknown): string {
   return type;
 }
 
+/** A publish payload's fields: the type, and `data` as compact JSON in UTF-8 (NewEvent). */
+export interface PublishFields {
+  type: string;
+  data: Buffer;
+}
+
+const EMPTY_DATA = Buffer.from('{}');
+
+/** The last type read from payload bytes, and those bytes: a publisher mostly repeats its types. */
+let lastType = '';
+let lastTypeBytes = new Uint8Array(0);
+
+/** The unescaped type whose UTF-8 is `payload[start, end)`, decoded only when it is not the last one's. */
+function typeFromBytes(payload: Buffer, start: number, end: number): string {
+  const known = lastTypeBytes;
+  const length = end - start;
+  if (known.length === length) {
+    let k = 0;
+    while (k < length && payload[start + k] === known[k]) k++;
+    if (k === length) return lastType;
+  }
+  const type = payload.toString('utf8', start, end);
+  lastType = type;
+  lastTypeBytes = Uint8Array.prototype.slice.call(payload, start, end); // a copy, not a view
+  return type;
+}
+
 /**
- * Validates what a publisher sent: exactly `{"type": "...", "data": {...}}`, `data` optional.
- * Returns the type and `data` as compact JSON text (no raw newline, whatever the publisher's
- * formatting). `byteLength` is the payload's size as sent, checked against the limit first
- * so that an oversized payload is never parsed.
+ * Validates what a publisher sent, `payload[start, end)` its bytes as received (a view of them is
+ * made only for `data`): exactly `{"type": "...",
+ * "data": {...}}`, `data` optional. Returns the type and `data` as compact JSON in UTF-8 (no
+ * raw newline, whatever the publisher's formatting). The payload's size is checked against the
+ * limit first, so that an oversized payload is never parsed.
  *
- * The payload is scanned once without building objects (payload-scan.ts), and the event reuses
- * its text of `data`. Only a payload the scan refuses (for its error message) or whose `data`
- * can't be reused as is goes through JSON.parse (parsePublishPayloadWithJsonParse), whose
- * verdict the scan matches exactly.
+ * The bytes are scanned once without building objects or decoding them (payload-scan.ts), and
+ * `data` is a view of the payload's own bytes. Bytes that are not UTF-8 are taken as decoding
+ * takes them, each a U+FFFD (so the event holds those, as PUBLISH always did). Only such a
+ * payload, one the scan refuses (for its error message), or one whose `data` can't be reused as
+ * is goes through the text and JSON.parse (parsePublishPayloadWithJsonParse), whose verdict
+ * the scan matches exactly.
  */
 export function parsePublishPayload(
-  payload: string,
-  byteLength: number,
+  payload: Buffer,
   maxEventBytes: number,
-): { type: string; dataJson: string } {
-  if (byteLength > maxEventBytes) throw new EventTooLargeError(byteLength, maxEventBytes);
-  const scanned = scanPublishPayload(payload);
-  if (scanned === REFUSED || scanned === UNUSUAL_LAYOUT) {
-    return parsePublishPayloadWithJsonParse(payload, byteLength, maxEventBytes);
+  start = 0,
+  end = payload.length,
+): PublishFields {
+  const size = end - start;
+  if (size > maxEventBytes) throw new EventTooLargeError(size, maxEventBytes);
+  const scanned = scanPublishPayload(payload, start, end);
+  if (
+    scanned === REFUSED ||
+    scanned === UNUSUAL_LAYOUT ||
+    (scanned.nonAscii && !isUtf8(payload.subarray(start, end)))
+  ) {
+    const { type, dataJson } = parsePublishPayloadWithJsonParse(
+      payload.toString('utf8', start, end),
+      size,
+      maxEventBytes,
+    );
+    return { type, data: Buffer.from(dataJson) };
   }
-  const typeText = payload.slice(scanned.typeStart, scanned.typeEnd);
-  const type = validateEventType(scanned.typeEscaped ? (JSON.parse(typeText) as string) : typeText.slice(1, -1));
-  return { type, dataJson: scanned.dataStart < 0 ? '{}' : payload.slice(scanned.dataStart, scanned.dataEnd) };
+  const { typeStart, typeEnd } = scanned;
+  const type = validateEventType(
+    scanned.typeEscaped
+      ? (JSON.parse(payload.toString('utf8', typeStart, typeEnd)) as string)
+      : typeFromBytes(payload, typeStart + 1, typeEnd - 1),
+  );
+  return { type, data: scanned.dataStart < 0 ? EMPTY_DATA : payload.subarray(scanned.dataStart, scanned.dataEnd) };
 }
 
 /**

@@ -1,9 +1,13 @@
 /**
- * A publish payload checked in one pass over its text, building no objects: well-formed JSON
- * (RFC 8259, section 2 to 7: the grammar JSON.parse accepts), a top-level object whose only
- * members are `type` and `data`. It returns the type (the slice of its text; unescaped only if
- * it has escapes) and where `data` sits, so the event line reuses the payload's own text of
- * `data` (docs/performance.md, "The publish path").
+ * A publish payload checked in one pass over its bytes as received, building no objects and
+ * decoding nothing: well-formed JSON (RFC 8259, section 2 to 7: the grammar JSON.parse accepts),
+ * a top-level object whose only members are `type` and `data`. It returns where the type and
+ * `data` sit, so the event line reuses the payload's own bytes of `data` (docs/performance.md,
+ * "The publish path" and "Seventh round: the payload's bytes").
+ *
+ * JSON's structure is all ASCII, so bytes of 0x80 and up can only be inside strings, and a scan
+ * of the UTF-8 bytes gives the verdict a scan of the decoded text would, provided the bytes are
+ * valid UTF-8: the scan says whether it saw any (`nonAscii`), and the caller checks those.
  *
  * Its verdict is JSON.parse's: test/event/payload-scan.test.ts checks with generated and mutated
  * payloads that it accepts exactly what `JSON.parse` + the field checks accept, and gives the same
@@ -46,13 +50,25 @@ export interface ScannedPayload {
   /** `data`'s text, compact; -1 when the payload has no `data`. */
   dataStart: number;
   dataEnd: number;
+  /** Whether a string of the payload has bytes past ASCII (which must then be valid UTF-8). */
+  nonAscii: boolean;
 }
+
+const EMPTY = new Uint8Array(0);
 
 // The scan's position and findings, kept in module state: a scan is synchronous and builds no
 // object until it accepts.
-let text = '';
+let text: Uint8Array = EMPTY;
 let at = 0;
+/**
+ * Where the payload ends in `text`. Bytes past it may belong to the next request: a lookahead
+ * that reads one can only make the scan refuse (it then has `at` past `end`, and a payload is
+ * accepted only when the scan ends exactly at `end`), as it would refuse a payload cut there.
+ */
+let end = 0;
 let stringHasEscape = false;
+/** Every byte of the strings scanned so far OR-ed together: 0x80 is set when one is not ASCII. */
+let stringBits = 0;
 /** Whitespace seen outside strings since the last reset (a `data` with any is not compact). */
 let sawWhitespace = false;
 /** Open containers, deepest last: 1 for an array, 0 for an object. */
@@ -64,11 +80,12 @@ function isWhitespace(code: number): boolean {
 
 function skipWhitespace(): void {
   const start = at;
-  while (at < text.length && isWhitespace(text.charCodeAt(at))) at++;
+  while (at < end && isWhitespace(text[at]!)) at++;
   if (at !== start) sawWhitespace = true;
 }
 
-function isHexDigit(code: number): boolean {
+function isHexDigit(code: number | undefined): boolean {
+  if (code === undefined) return false;
   return (code >= ZERO && code <= NINE) || ((code | 0x20) >= 0x61 && (code | 0x20) <= 0x66);
 }
 
@@ -79,30 +96,33 @@ function isHexDigit(code: number): boolean {
  */
 function scanString(): boolean {
   const source = text;
-  const end = source.length;
+  const stop = end;
   let i = at + 1;
   let escapes = false;
+  let bits = 0;
   for (;;) {
-    if (i >= end) break;
-    const code = source.charCodeAt(i);
+    if (i >= stop) break;
+    const code = source[i]!;
     if (code === QUOTE) {
       at = i + 1;
       stringHasEscape = escapes;
+      stringBits |= bits;
       return true;
     }
     if (code < SPACE) break; // control characters must be escaped (RFC 8259, section 7)
+    bits |= code;
     if (code !== BACKSLASH) {
       i++;
       continue;
     }
     escapes = true;
-    const escaped = source.charCodeAt(i + 1);
+    const escaped = source[i + 1];
     if (escaped === 0x75 /* u */) {
       if (
-        !isHexDigit(source.charCodeAt(i + 2)) ||
-        !isHexDigit(source.charCodeAt(i + 3)) ||
-        !isHexDigit(source.charCodeAt(i + 4)) ||
-        !isHexDigit(source.charCodeAt(i + 5))
+        !isHexDigit(source[i + 2]) ||
+        !isHexDigit(source[i + 3]) ||
+        !isHexDigit(source[i + 4]) ||
+        !isHexDigit(source[i + 5])
       ) {
         break;
       }
@@ -126,13 +146,14 @@ function scanString(): boolean {
   }
   at = i;
   stringHasEscape = escapes;
+  stringBits |= bits;
   return false;
 }
 
 function scanDigits(): boolean {
   const start = at;
-  while (at < text.length) {
-    const code = text.charCodeAt(at);
+  while (at < end) {
+    const code = text[at]!;
     if (code < ZERO || code > NINE) break;
     at++;
   }
@@ -141,26 +162,33 @@ function scanDigits(): boolean {
 
 /** number = [ minus ] int [ frac ] [ exp ] (RFC 8259, section 6). */
 function scanNumber(): boolean {
-  if (text.charCodeAt(at) === MINUS) at++;
-  const first = text.charCodeAt(at);
+  if (text[at] === MINUS) at++;
+  const first = text[at] ?? 0; // past the end: no digit
   if (first === ZERO) at++;
   else if (!(first > ZERO && first <= NINE) || !scanDigits()) return false;
-  if (text.charCodeAt(at) === DOT) {
+  if (text[at] === DOT) {
     at++;
     if (!scanDigits()) return false;
   }
-  const e = text.charCodeAt(at);
+  const e = text[at];
   if (e === LOWER_E || e === UPPER_E) {
     at++;
-    const sign = text.charCodeAt(at);
+    const sign = text[at];
     if (sign === PLUS || sign === MINUS) at++;
     if (!scanDigits()) return false;
   }
   return true;
 }
 
+/** Whether the bytes at `from` spell `word` (ASCII). */
+function spells(from: number, word: string): boolean {
+  if (from + word.length > end) return false;
+  for (let k = 0; k < word.length; k++) if (text[from + k] !== word.charCodeAt(k)) return false;
+  return true;
+}
+
 function scanLiteral(word: string): boolean {
-  if (!text.startsWith(word, at)) return false;
+  if (!spells(at, word)) return false;
   at += word.length;
   return true;
 }
@@ -182,12 +210,12 @@ function scanValue(): boolean {
   let depth = 0;
   for (;;) {
     // A value.
-    const code = text.charCodeAt(at);
+    const code = text[at];
     if (code === OPEN_BRACE || code === OPEN_BRACKET) {
       at++;
       skipWhitespace();
       const close = code === OPEN_BRACE ? CLOSE_BRACE : CLOSE_BRACKET;
-      if (text.charCodeAt(at) === close) {
+      if (text[at] === close) {
         at++;
       } else {
         push(code === OPEN_BRACKET ? 1 : 0, depth);
@@ -210,7 +238,7 @@ function scanValue(): boolean {
     for (;;) {
       if (depth === 0) return true;
       skipWhitespace();
-      const next = text.charCodeAt(at);
+      const next = text[at];
       const inArray = nesting[depth - 1] === 1;
       if (next === COMMA) {
         at++;
@@ -227,9 +255,9 @@ function scanValue(): boolean {
 
 /** `"name" :` and the whitespace after it, inside an object. */
 function scanMemberName(): boolean {
-  if (text.charCodeAt(at) !== QUOTE || !scanString()) return false;
+  if (text[at] !== QUOTE || !scanString()) return false;
   skipWhitespace();
-  if (text.charCodeAt(at) !== COLON) return false;
+  if (text[at] !== COLON) return false;
   at++;
   skipWhitespace();
   return true;
@@ -239,37 +267,45 @@ function scanMemberName(): boolean {
 function memberName(start: number, end: number, escaped: boolean): 'type' | 'data' | undefined {
   if (!escaped) {
     if (end - start !== 6) return undefined;
-    if (text.startsWith('type', start + 1)) return 'type';
-    if (text.startsWith('data', start + 1)) return 'data';
+    if (spells(start + 1, 'type')) return 'type';
+    if (spells(start + 1, 'data')) return 'data';
     return undefined;
   }
   // Rare: a name spelled with escapes (`"typ\u0065"`) is unescaped to be compared.
-  const name = JSON.parse(text.slice(start, end)) as string;
+  const name = JSON.parse(Buffer.from(text.buffer, text.byteOffset + start, end - start).toString()) as string;
   return name === 'type' || name === 'data' ? name : undefined;
 }
 
 /**
- * Scans `payload`. On acceptance returns where its type and data are; REFUSED when JSON.parse
- * would refuse it or its fields are not `type` (a string, last one wins, as in JSON.parse) and
- * `data` (an object), UNUSUAL_LAYOUT when it is acceptable but its `data` text can't be reused
- * (not exactly `{"type": <string>, "data": <compact object>}`).
+ * Scans `payload[start, stop)`, the UTF-8 bytes of the text JSON.parse would see. On acceptance
+ * returns where (in `payload`) its type and data are; REFUSED when JSON.parse would refuse it or its fields are not
+ * `type` (a string, last one wins, as in JSON.parse) and `data` (an object), UNUSUAL_LAYOUT when
+ * it is acceptable but its `data` bytes can't be reused (not exactly `{"type": <string>,
+ * "data": <compact object>}`). Bytes that are not valid UTF-8 are the caller's to look for (see
+ * `nonAscii`): inside strings they pass here.
  */
-export function scanPublishPayload(payload: string): ScannedPayload | typeof REFUSED | typeof UNUSUAL_LAYOUT {
+export function scanPublishPayload(
+  payload: Uint8Array,
+  start = 0,
+  stop = payload.length,
+): ScannedPayload | typeof REFUSED | typeof UNUSUAL_LAYOUT {
   text = payload;
-  at = 0;
+  at = start;
+  end = stop;
+  stringBits = 0;
   try {
     return scanObject();
   } finally {
-    text = '';
+    text = EMPTY;
   }
 }
 
 function scanObject(): ScannedPayload | typeof REFUSED | typeof UNUSUAL_LAYOUT {
   skipWhitespace();
-  if (text.charCodeAt(at) !== OPEN_BRACE) return REFUSED;
+  if (text[at] !== OPEN_BRACE) return REFUSED;
   at++;
   skipWhitespace();
-  if (text.charCodeAt(at) === CLOSE_BRACE) return REFUSED; // no type
+  if (text[at] === CLOSE_BRACE) return REFUSED; // no type
   let members = 0;
   let usual = true;
   let typeStart = -1;
@@ -279,7 +315,7 @@ function scanObject(): ScannedPayload | typeof REFUSED | typeof UNUSUAL_LAYOUT {
   let dataEnd = -1;
   for (;;) {
     const nameStart = at;
-    if (text.charCodeAt(at) !== QUOTE || !scanString()) return REFUSED;
+    if (text[at] !== QUOTE || !scanString()) return REFUSED;
     const name = memberName(nameStart, at, stringHasEscape);
     if (name === undefined) return REFUSED;
     // The usual layout: "type" then "data", spelled without escapes, nothing else.
@@ -288,11 +324,11 @@ function scanObject(): ScannedPayload | typeof REFUSED | typeof UNUSUAL_LAYOUT {
       usual = false;
     }
     skipWhitespace();
-    if (text.charCodeAt(at) !== COLON) return REFUSED;
+    if (text[at] !== COLON) return REFUSED;
     at++;
     skipWhitespace();
     const valueStart = at;
-    const opening = text.charCodeAt(at);
+    const opening = text[at];
     sawWhitespace = false;
     if (!scanValue()) return REFUSED;
     if (name === 'type') {
@@ -310,16 +346,16 @@ function scanObject(): ScannedPayload | typeof REFUSED | typeof UNUSUAL_LAYOUT {
       if (sawWhitespace) usual = false;
     }
     skipWhitespace();
-    const next = text.charCodeAt(at);
+    const next = text[at];
     at++;
     if (next === CLOSE_BRACE) break;
     if (next !== COMMA) return REFUSED;
     skipWhitespace();
   }
   skipWhitespace();
-  if (at !== text.length) return REFUSED;
+  if (at !== end) return REFUSED;
   if (typeStart < 0 || dataStart === -2) return REFUSED;
   // Without `data`, the layout does not matter: the event's data is `{}`.
   if (dataStart >= 0 && !usual) return UNUSUAL_LAYOUT;
-  return { typeStart, typeEnd, typeEscaped, dataStart, dataEnd };
+  return { typeStart, typeEnd, typeEscaped, dataStart, dataEnd, nonAscii: (stringBits & 0x80) !== 0 };
 }

@@ -197,8 +197,8 @@ async function storeEvent(host: HttpHost, req: IncomingMessage, res: ServerRespo
   }
   const target = resolveChannel(principal, principal.sandboxId);
   const body = await readBody(req, limits.maxEventBytes);
-  const { type, dataJson } = parsePublishPayload(body.toString('utf8'), body.length, limits.maxEventBytes);
-  const { event } = await publisher.publish(principal, target, type, dataJson);
+  const { type, data } = parsePublishPayload(body, limits.maxEventBytes);
+  const { event } = await publisher.publish(principal, target, type, data);
   sendJson(
     res,
     201,

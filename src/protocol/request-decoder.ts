@@ -40,7 +40,20 @@ export interface DecodedCommand {
   inline: boolean;
   /** Byte length of each argument as received. */
   byteLengths: number[];
+  /**
+   * For a command the decoder was told takes its last argument as bytes (its
+   * `lastArgumentAsBytes`: PUBLISH's event), the bytes received that hold it, not decoded: it
+   * is `lastBytes[lastStart, lastStart + byteLengths[last])` (no view is made of it alone), and
+   * its entry in `args` is the empty string. Undefined for every other command.
+   */
+  lastBytes: Buffer | undefined;
+  lastStart: number | undefined;
 }
+
+/** Whether the command of this name (its first argument, as sent) takes its last argument as bytes. */
+export type LastArgumentAsBytes = (name: string) => boolean;
+
+const NEVER: LastArgumentAsBytes = () => false;
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -90,6 +103,13 @@ function utf8(bytes: Buffer, start = 0, end = bytes.length): string {
 }
 
 export class RequestDecoder {
+  /**
+   * `lastArgumentAsBytes`: the commands whose last argument is handed over as the bytes
+   * received (DecodedCommand.lastBytes) instead of decoded, because they only pass it through:
+   * PUBLISH's event goes to the store as bytes (docs/performance.md, "Seventh round").
+   */
+  constructor(private readonly lastArgumentAsBytes: LastArgumentAsBytes = NEVER) {}
+
   /** Received chunks; the unconsumed bytes start at `head` in chunks[0]. */
   private chunks: Buffer[] = [];
   private head = 0;
@@ -422,16 +442,23 @@ export class RequestDecoder {
     if (words.length === 0) return undefined;
     if (words.length > limits.maxArgs) throw new ProtocolError(MSG_TOO_MANY_INLINE);
     const byteLengths = new Array<number>(words.length);
-    for (let i = 0; i < words.length; i++) {
+    const last = words.length > 1 && this.lastArgumentAsBytes(words[0]!) ? words.length - 1 : words.length;
+    for (let i = 0; i < last; i++) {
       const word = words[i]!;
       byteLengths[i] = word.length;
       if (NON_ASCII.test(word)) words[i] = utf8(Buffer.from(word, 'latin1'));
     }
-    return { args: words, inline: true, byteLengths };
+    if (last === words.length)
+      return { args: words, inline: true, byteLengths, lastBytes: undefined, lastStart: undefined };
+    byteLengths[last] = words[last]!.length;
+    const lastBytes = Buffer.from(words[last]!, 'latin1'); // one code unit per byte (see above)
+    words[last] = '';
+    return { args: words, inline: true, byteLengths, lastBytes, lastStart: 0 };
   }
 
   /**
-   * The arguments of a scanned frame: each body as UTF-8, where the scan found it. Like Redis
+   * The arguments of a scanned frame: each body as UTF-8, where the scan found it (the last one
+   * as bytes for a command named by `lastArgumentAsBytes`). Like Redis
    * (and redis-parser), the bytes after each header's CR and after each body are not looked at.
    */
   private multibulkCommand(frameLength: number): DecodedCommand {
@@ -442,13 +469,25 @@ export class RequestDecoder {
     const inFirst = first.length - this.head >= frameLength;
     const frame = inFirst ? first : this.take(frameLength);
     const base = inFirst ? this.head : 0;
-    const args = new Array<string>(byteLengths.length);
-    for (let i = 0; i < args.length; i++) {
+    const count = byteLengths.length;
+    const args = new Array<string>(count);
+    args[0] = utf8(frame, base + starts[0]!, base + starts[0]! + byteLengths[0]!);
+    const decoded = count > 1 && this.lastArgumentAsBytes(args[0]) ? count - 1 : count;
+    for (let i = 1; i < decoded; i++) {
       const start = base + starts[i]!;
       args[i] = utf8(frame, start, start + byteLengths[i]!);
     }
+    let lastBytes: Buffer | undefined;
+    let lastStart: number | undefined;
+    if (decoded < count) {
+      // A received chunk is never written to again (push copies small reads past what the slab
+      // already holds), so it keeps the bytes received.
+      lastBytes = frame;
+      lastStart = base + starts[decoded]!;
+      args[decoded] = '';
+    }
     this.consume(frameLength);
-    return { args, inline: false, byteLengths };
+    return { args, inline: false, byteLengths, lastBytes, lastStart };
   }
 
   /** The first `n` unconsumed bytes, without copying when they lie in one chunk. */

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { once } from 'node:events';
-import { runCommand } from '../commands/dispatch.js';
+import { lastArgumentAsBytes, runCommand } from '../commands/dispatch.js';
 import { Connection } from '../connection/connection.js';
 import { destroyAfterGrace } from '../session/write-path.js';
 import { errorReply } from '../protocol/encode.js';
@@ -137,7 +137,7 @@ export class TcpListener {
         return;
       }
       socketOptions.apply(socket, limits.tcpKeepAliveMs);
-      const connection = new Connection(socket, context, runCommand);
+      const connection = new Connection(socket, context, runCommand, lastArgumentAsBytes);
       context.connections.add(connection);
       // Not built unless logged: the address costs a getpeername call (Connection.remoteAddress).
       if (logger.isLevelEnabled('debug')) {

@@ -9,7 +9,7 @@
  * byte chunks outside the V8 heap. The collector neither traces nor copies any of it.
  * StoredEvent objects are built again only when a history or replay reads them.
  */
-import { type EventId, isWellFormedText, StoredEventRecord } from '../event/event.js';
+import { type EventId, eventLineSize, StoredEventRecord, writeEventLine } from '../event/event.js';
 
 /**
  * Event types interned once per store, with a count of the retained events that use each one,
@@ -85,10 +85,9 @@ export class RingContext {
   }
 }
 
-/** How an event's JSON line is stored (the low two bits of its type word). */
+/** How an event's JSON line is read back (the low two bits of its type word). */
 const ASCII = 0; // UTF-8 that is all ASCII: read back as latin1, which is a plain copy
 const UTF8 = 1;
-const UTF16 = 2; // lines that are not well-formed UTF-16 (a lone surrogate): kept code unit by code unit
 
 const MIN_SLOTS = 4;
 /** Smallest and largest byte chunk (a larger event gets a chunk of its own size). */
@@ -154,34 +153,26 @@ export class EventRing {
     this.maxSlots = maxSlots;
   }
 
-  /** Appends an event; `json` is its wire line (as createStoredEvent built it). */
-  push(ms: number, seq: number, timestamp: number, type: string, json: string): void {
+  /**
+   * Appends an event, its line written as bytes from `head` (eventLineHead of its sandbox and
+   * type) and `data` (its UTF-8, as the publisher sent it) by writeEventLine, nothing encoded
+   * (docs/performance.md, "Seventh round: the payload's bytes"). Returns the line as text, as
+   * eventAt reads it back.
+   */
+  push(id: EventId, timestamp: number, type: string, head: Uint8Array, data: Uint8Array): string {
     if (this.length === this.slots) this.resizeSlots(Math.min(Math.max(MIN_SLOTS, this.slots * 2), this.maxSlots));
+    const size = eventLineSize(id, head, data, timestamp);
     let chunk = this.chunks[this.chunks.length - 1];
-    let encoding = ASCII;
-    let size: number;
-    if (isWellFormedText(json)) {
-      // Most lines fit the room as it is: write at once with the worst case (3 bytes per UTF-16
-      // unit) as the bound, and measure the line only when that bound does not fit.
-      let bound = json.length * 3;
-      if (chunk === undefined || chunk.length - this.tailAt < bound) {
-        bound = Buffer.byteLength(json, 'utf8');
-        if (chunk === undefined || chunk.length - this.tailAt < bound) chunk = this.addChunk(bound);
-      }
-      size = chunk.write(json, this.tailAt, bound);
-      if (size !== json.length) encoding = UTF8;
-    } else {
-      size = json.length * 2;
-      if (chunk === undefined || chunk.length - this.tailAt < size) chunk = this.addChunk(size);
-      chunk.write(json, this.tailAt, size, 'utf16le');
-      encoding = UTF16;
-    }
+    if (chunk === undefined || chunk.length - this.tailAt < size) chunk = this.addChunk(size);
+    writeEventLine(chunk, this.tailAt, id, head, data, timestamp);
+    const json = chunk.toString('utf8', this.tailAt, this.tailAt + size);
+    const encoding = json.length === size ? ASCII : UTF8;
     // Nothing above changed what the ring holds when it threw; from here on nothing throws.
     let slot = this.head + this.length;
     if (slot >= this.slots) slot -= this.slots;
     const n = slot * 3;
-    this.nums[n] = ms;
-    this.nums[n + 1] = seq;
+    this.nums[n] = id.ms;
+    this.nums[n + 1] = id.seq;
     this.nums[n + 2] = timestamp;
     const w = slot * 4;
     this.words[w] = this.firstChunk + this.chunks.length - 1;
@@ -191,6 +182,7 @@ export class EventRing {
     this.tailAt += size;
     this.liveBytes += size;
     this.length++;
+    return json;
   }
 
   /** Drops the oldest event, and the chunks no retained event is in any more. */
@@ -264,14 +256,13 @@ export class EventRing {
     const at = words[w + 1] as number;
     const end = at + (words[w + 2] as number);
     const word = words[w + 3] as number;
-    const encoding = word & 3;
     return new StoredEventRecord(
       { ms: nums[n] as number, seq: nums[n + 1] as number },
       this.workspaceId,
       this.sandboxId,
       this.types.name(word >>> 2),
       nums[n + 2] as number,
-      chunk.toString(encoding === ASCII ? 'latin1' : encoding === UTF8 ? 'utf8' : 'utf16le', at, end),
+      chunk.toString((word & 3) === ASCII ? 'latin1' : 'utf8', at, end),
     );
   }
 

@@ -1,13 +1,14 @@
 import {
   compareEventIds,
   createStoredEvent,
+  eventLineHead,
   eventLineMiddle,
   nextEventId,
   setEventOrder,
   type EventId,
   type NewEvent,
   type StoredEvent,
-  type StoredEventRecord,
+  StoredEventRecord,
 } from '../event/event.js';
 import {
   ageCutoff,
@@ -113,9 +114,13 @@ class MemoryStream {
 
   /** The part of every event line of this sandbox that names it (eventLineMiddle). */
   readonly lineMiddle: string;
-  /** The type of the sandbox's last event, and it quoted for its line: a sandbox mostly repeats a type. */
-  private lastType = '';
+  /**
+   * The type of the sandbox's last event, it quoted, and its line's bytes between id and data
+   * (eventLineHead): a sandbox mostly repeats a type.
+   */
+  private lastType: string | undefined = undefined;
   private lastTypeJson = '""';
+  private lastLineHead: Buffer = Buffer.alloc(0);
 
   constructor(
     readonly workspaceId: number,
@@ -130,11 +135,20 @@ class MemoryStream {
 
   /** `type` as JSON text, for the event line. */
   typeJson(type: string): string {
-    if (type !== this.lastType) {
-      this.lastType = type;
-      this.lastTypeJson = JSON.stringify(type);
-    }
+    if (type !== this.lastType) this.remember(type);
     return this.lastTypeJson;
+  }
+
+  /** eventLineHead of this sandbox and `type`: the ring writes the event line from it. */
+  lineHead(type: string): Buffer {
+    if (type !== this.lastType) this.remember(type);
+    return this.lastLineHead;
+  }
+
+  private remember(type: string): void {
+    this.lastType = type;
+    this.lastTypeJson = JSON.stringify(type);
+    this.lastLineHead = eventLineHead(this.lineMiddle, this.lastTypeJson);
   }
 
   get trimmedThrough(): EventId | undefined {
@@ -289,9 +303,16 @@ export class MemoryStore implements EventStore {
       sandboxes.set(input.sandboxId, stream);
       this.streamCount++;
     }
-    const event = createStoredEvent(input, id, now, stream.lineMiddle, stream.typeJson(input.type));
     if (this.ephemeral?.(input.type) === true) {
       // Issued in the sandbox's order and delivered, never kept (docs/operations.md).
+      const event = createStoredEvent(
+        input,
+        input.data.toString(),
+        id,
+        now,
+        stream.lineMiddle,
+        stream.typeJson(input.type),
+      );
       stream.lastId = id;
       stream.activeAt = now;
       this.highWater = maxEventId(this.highWater, id);
@@ -311,11 +332,14 @@ export class MemoryStore implements EventStore {
     const { events } = part;
     if (events.length >= maxCount) this.trim(stream, part, -Infinity, maxCount - 1);
     const before = events.retainedBytes;
-    events.push(id.ms, id.seq, now, input.type, event.json);
+    const json = events.push(id, now, input.type, stream.lineHead(input.type), input.data);
+    const event = new StoredEventRecord(id, input.workspaceId, input.sandboxId, input.type, now, json);
+    const lineBytes = events.retainedBytes - before;
+    StoredEventRecord.setJsonBytes(event, lineBytes); // the fan-out frames the line by it
     this.lastOrder += 1;
     part.orders.push(this.lastOrder);
     setEventOrder(event, this.lastOrder);
-    this.totalBytes += events.retainedBytes - before;
+    this.totalBytes += lineBytes;
     stream.lastId = id;
     stream.activeAt = now;
     this.highWater = maxEventId(this.highWater, id);

@@ -266,8 +266,8 @@ describe('RESUME', () => {
     const store = new MemoryStore({ retention: { maxCount: 10_000, maxAgeMs: DAY } });
     const broker = await startTestServer({ store });
     cleanups.push(() => broker.close());
-    const dataJson = JSON.stringify({ blob: 'x'.repeat(60_000) });
-    for (let i = 0; i < 160; i++) await store.append({ workspaceId: 1, sandboxId: 'sb-big', type: 't', dataJson });
+    const data = Buffer.from(JSON.stringify({ blob: 'x'.repeat(60_000) }));
+    for (let i = 0; i < 160; i++) await store.append({ workspaceId: 1, sandboxId: 'sb-big', type: 't', data });
     const client = await broker.authed();
     let received = 0;
     client.socket.on('data', (chunk: Buffer) => {
@@ -284,7 +284,9 @@ describe('RESUME', () => {
     const broker = await startTestServer({ store });
     cleanups.push(() => broker.close());
     const elsewhere = async () =>
-      formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-at', type: 't', dataJson: '{}' })).id);
+      formatEventId(
+        (await store.append({ workspaceId: 1, sandboxId: 'sb-at', type: 't', data: Buffer.from('{}') })).id,
+      );
     const seen = await elsewhere();
     const subscriber = await broker.authed();
     const reader = new ReplyReader(subscriber);
@@ -309,7 +311,9 @@ describe('RESUME', () => {
     subscriber.send(resp('PSUBSCRIBE', 'sb-*'));
     expect(await reader.next()).toEqual([['psubscribe', 'sb-*', 1]]);
     const elsewhere = async () =>
-      formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-both', type: 't', dataJson: '{}' })).id);
+      formatEventId(
+        (await store.append({ workspaceId: 1, sandboxId: 'sb-both', type: 't', data: Buffer.from('{}') })).id,
+      );
     const ids = [await elsewhere(), await elsewhere()];
     subscriber.send(resp('RESUME', 'sb-both', '0'));
     const [confirmation, ...replayed] = (await reader.next(3)) as string[][];
@@ -333,7 +337,7 @@ describe('RESUME', () => {
     const broker = await startTestServer({ store });
     cleanups.push(() => broker.close());
     // Another node's events: durable and readable at once, live later.
-    const elsewhere = () => store.append({ workspaceId: 1, sandboxId: 'sb-lag', type: 't', dataJson: '{}' });
+    const elsewhere = () => store.append({ workspaceId: 1, sandboxId: 'sb-lag', type: 't', data: Buffer.from('{}') });
     const ids = [await elsewhere(), await elsewhere(), await elsewhere()].map((event) => formatEventId(event.id));
     const subscriber = await broker.authed();
     const reader = new ReplyReader(subscriber);

@@ -182,3 +182,57 @@ async function waitUntil(condition: () => boolean, timeoutMs = 10_000): Promise<
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }
+
+describe('a PUBLISH payload whose bytes are not UTF-8 (docs/protocol.md, "Pub/sub")', () => {
+  /** PUBLISH `channel` with `payload` as raw bytes. */
+  function publishBytes(channel: string, payload: Buffer): Buffer {
+    return Buffer.concat([
+      Buffer.from(`*3\r\n$7\r\nPUBLISH\r\n$${channel.length}\r\n${channel}\r\n$${payload.length}\r\n`),
+      payload,
+      Buffer.from('\r\n'),
+    ]);
+  }
+  const REPLACEMENT = Buffer.from('\ufffd');
+
+  it('inside a string: each bad sequence becomes U+FFFD, delivered, stored and read back alike', async () => {
+    const subscriber = await broker.authed({ workspaceId: 1 });
+    subscriber.send(resp('SUBSCRIBE', 'sb-bytes'));
+    await subscriber.read('*3\r\n$9\r\nsubscribe\r\n$8\r\nsb-bytes\r\n:1\r\n');
+    const publisher = await broker.authed({ workspaceId: 1 });
+    const bad = Buffer.concat([
+      Buffer.from('{"type":"t","data":{"k":"a'),
+      Buffer.from([0xff, 0xc3, 0x41, 0xe2, 0x82]), // a stray byte, a cut two-byte and three-byte sequence
+      Buffer.from('"}}'),
+    ]);
+    publisher.send(publishBytes('sb-bytes', bad));
+    expect(await publisher.line()).toBe(':1\r\n');
+    const data = Buffer.concat([
+      Buffer.from('{"k":"a'),
+      REPLACEMENT,
+      REPLACEMENT,
+      Buffer.from('A'),
+      REPLACEMENT,
+      Buffer.from('"}'),
+    ]);
+    const delivered = Buffer.from(
+      await subscriber.waitFor((received) => received.toString('latin1').endsWith('}\r\n')),
+    );
+    const line = delivered.subarray(delivered.indexOf('{"id"'), delivered.length - 2);
+    expect(line.includes(Buffer.concat([Buffer.from('"data":'), data, Buffer.from(',"timestamp"')]))).toBe(true);
+    expect(delivered.includes(Buffer.from(`$${line.length}\r\n{"id"`))).toBe(true); // framed by its byte size
+    publisher.send(resp('HISTORY', 'sb-bytes'));
+    const history = Buffer.from(await publisher.waitFor((received) => received.toString('latin1').endsWith('}\r\n')));
+    expect(history.includes(line)).toBe(true);
+    subscriber.close();
+    publisher.close();
+  });
+
+  it('outside strings: refused as JSON.parse refuses the decoded text, and nothing is stored', async () => {
+    const publisher = await broker.authed({ workspaceId: 1 });
+    publisher.send(publishBytes('sb-bytes-refused', Buffer.from([...Buffer.from('{"type":"t",'), 0xff, 0x7d])));
+    expect(await publisher.line()).toBe('-ERR invalid event: payload is not valid JSON\r\n');
+    publisher.send(resp('HISTORY', 'sb-bytes-refused'));
+    expect(await publisher.line()).toBe('*0\r\n');
+    publisher.close();
+  });
+});

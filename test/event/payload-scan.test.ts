@@ -1,6 +1,14 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { createStoredEvent, parsePublishPayload, parsePublishPayloadWithJsonParse } from '../../src/event/event.js';
+import {
+  createStoredEvent,
+  eventLineHead,
+  eventLineMiddle,
+  eventLineSize,
+  parsePublishPayload,
+  parsePublishPayloadWithJsonParse,
+  writeEventLine,
+} from '../../src/event/event.js';
 import { REFUSED, scanPublishPayload } from '../../src/event/payload-scan.js';
 import { jsonValues } from './json-values.js';
 
@@ -8,9 +16,9 @@ const LIMIT = 4_096;
 
 type Outcome = { type: string; dataJson: string } | { code: string; message: string };
 
-function outcome(parse: typeof parsePublishPayload, payload: string): Outcome {
+function outcome(parse: () => { type: string; dataJson: string }): Outcome {
   try {
-    return parse(payload, Buffer.byteLength(payload), LIMIT);
+    return parse();
   } catch (error) {
     const { code, message } = error as { code: string; message: string };
     return { code, message };
@@ -18,15 +26,45 @@ function outcome(parse: typeof parsePublishPayload, payload: string): Outcome {
 }
 
 /**
- * The scan and JSON.parse give the same verdict and the same text: same type and data text
- * (so the same event line), or the same error.
+ * Bytes around a payload in what was received (the request's header before it, its CRLF and
+ * the next request after it), chosen to look like the JSON the scan might be waiting for.
  */
-function expectSameVerdict(payload: string): void {
-  const viaJsonParse = outcome(parsePublishPayloadWithJsonParse, payload);
-  expect(outcome(parsePublishPayload, payload)).toEqual(viaJsonParse);
+const AROUND = ['', '}', '"}}', '0', '1}', 'e5}', '\\u0041"}', '"data":{}}', ' '];
+
+/** The payload's bytes scanned as PUBLISH takes them (in place, among other bytes), its data decoded to compare. */
+function viaScan(bytes: Buffer): Outcome {
+  const results = AROUND.map((after, k) => {
+    const before = Buffer.from(`$${bytes.length}\r\n`.slice(0, k));
+    const received = Buffer.concat([before, bytes, Buffer.from(after)]);
+    return outcome(() => {
+      const { type, data } = parsePublishPayload(received, LIMIT, before.length, before.length + bytes.length);
+      return { type, dataJson: data.toString() };
+    });
+  });
+  for (const result of results) expect(result).toEqual(results[0]); // what follows never changes the verdict
+  return results[0]!;
+}
+
+/** The reference: the bytes decoded (what is not UTF-8 becoming U+FFFD), then JSON.parse. */
+function viaJsonParse(bytes: Buffer): Outcome {
+  return outcome(() => parsePublishPayloadWithJsonParse(bytes.toString(), bytes.length, LIMIT));
+}
+
+/**
+ * The scan of the bytes and JSON.parse of their text give the same verdict and the same text:
+ * same type and data text (so the same event line), or the same error.
+ */
+function expectSameVerdictOfBytes(bytes: Buffer): void {
+  const reference = viaJsonParse(bytes);
+  expect(viaScan(bytes)).toEqual(reference);
   // The scan's own verdict, before the type rules: it refuses only what JSON.parse's path refuses.
-  if (scanPublishPayload(payload) === REFUSED) expect(viaJsonParse).toHaveProperty('code');
-  if (!('code' in viaJsonParse)) expect(scanPublishPayload(payload)).not.toBe(REFUSED);
+  if (scanPublishPayload(bytes) === REFUSED) expect(reference).toHaveProperty('code');
+  if (!('code' in reference)) expect(scanPublishPayload(bytes)).not.toBe(REFUSED);
+}
+
+/** expectSameVerdictOfBytes of the payload's UTF-8 (a lone surrogate is sent as EF BF BD). */
+function expectSameVerdict(payload: string): void {
+  expectSameVerdictOfBytes(Buffer.from(payload));
 }
 
 /** Strings likely to trip a scanner: quotes, backslashes, escapes, braces, surrogates, controls. */
@@ -219,17 +257,85 @@ describe('PUBLISH payload scan: the verdict and text of JSON.parse, without buil
     expectSameVerdict('{"type":"\ud83d"}');
   });
 
-  it('builds the same event line as before from the slice', () => {
+  it('builds the same event line as before from the slice, as text and as bytes', () => {
+    const middle = eventLineMiddle(7, 'sb');
     fc.assert(
       fc.property(usualPayload, (payload) => {
-        const viaJsonParse = outcome(parsePublishPayloadWithJsonParse, payload);
-        if ('code' in viaJsonParse) return;
-        const viaScan = parsePublishPayload(payload, Buffer.byteLength(payload), LIMIT);
-        const line = (fields: { type: string; dataJson: string }) =>
-          createStoredEvent({ workspaceId: 7, sandboxId: 'sb', ...fields }, { ms: 1, seq: 2 }, 3).json;
-        expect(line(viaScan)).toBe(line(viaJsonParse));
+        const bytes = Buffer.from(payload);
+        const reference = viaJsonParse(bytes);
+        if ('code' in reference) return;
+        const { type, data } = parsePublishPayload(bytes, LIMIT);
+        const line = createStoredEvent(
+          { workspaceId: 7, sandboxId: 'sb', type },
+          data.toString(),
+          { ms: 1, seq: 2 },
+          3,
+        );
+        const before = createStoredEvent(
+          { workspaceId: 7, sandboxId: 'sb', ...reference },
+          reference.dataJson,
+          { ms: 1, seq: 2 },
+          3,
+        );
+        expect(line.json).toBe(before.json);
+        // The memory store writes the line as bytes (writeEventLine): the same bytes.
+        const head = eventLineHead(middle, JSON.stringify(type));
+        const size = eventLineSize(line.id, head, data, 3);
+        const written = Buffer.alloc(size + 2);
+        expect(writeEventLine(written, 1, line.id, head, data, 3)).toBe(size + 1);
+        expect(written.subarray(1, size + 1).equals(Buffer.from(before.json))).toBe(true);
       }),
       { numRuns: 1_000 },
     );
+  });
+
+  it('takes bytes that are not UTF-8 as decoding takes them (U+FFFD), wherever they are', () => {
+    const invalid = fc.constantFrom(
+      [0x80],
+      [0xff],
+      [0xc3], // a lead byte without its continuation
+      [0xe2, 0x82], // a three-byte sequence cut short
+      [0xed, 0xa0, 0x80], // a surrogate encoded in UTF-8
+      [0xc0, 0xaf], // an overlong '/'
+      [0xf4, 0x90, 0x80, 0x80], // past U+10FFFF
+      [0xc3, 0xa9], // valid: é
+      [0xf0, 0x9f, 0x98, 0x80], // valid: an emoji
+    );
+    fc.assert(
+      fc.property(fc.oneof(usualPayload, payloadLike), fc.nat(), invalid, (payload, position, inserted) => {
+        const bytes = Buffer.from(payload);
+        const at = bytes.length === 0 ? 0 : position % bytes.length;
+        expectSameVerdictOfBytes(Buffer.concat([bytes.subarray(0, at), Buffer.from(inserted), bytes.subarray(at)]));
+      }),
+      { numRuns: 5_000 },
+    );
+    const cases: [string, number[], string][] = [
+      ['{"type":"t","data":{"k":"', [0xff, 0xfe], '"}}'],
+      ['{"type":"', [0xc3], '","data":{}}'],
+      ['{"type":"t","data":{"', [0x80], '":1}}'],
+      ['{"type":"t","data":{"k":', [0xc3, 0xa9], '}}'],
+    ];
+    for (const [before, inserted, after] of cases) {
+      expectSameVerdictOfBytes(Buffer.concat([Buffer.from(before), Buffer.from(inserted), Buffer.from(after)]));
+    }
+    // Inside a string the event keeps U+FFFD, as PUBLISH always stored it.
+    const { data } = parsePublishPayload(
+      Buffer.from([...Buffer.from('{"type":"t","data":{"k":"'), 0xff, ...Buffer.from('"}}')]),
+      LIMIT,
+    );
+    expect(data.toString()).toBe('{"k":"\ufffd"}');
+  });
+
+  it('checks the size as received, before anything is decoded', () => {
+    const invalid = Buffer.concat([
+      Buffer.from('{"type":"t","data":{"k":"'),
+      Buffer.alloc(LIMIT - 30, 0xff),
+      Buffer.from('"}}'),
+    ]);
+    expect(invalid.length).toBeLessThanOrEqual(LIMIT); // decoded, it is three times larger
+    expect(viaScan(invalid)).toEqual(viaJsonParse(invalid));
+    expect(viaScan(invalid)).not.toHaveProperty('code');
+    const over = Buffer.concat([invalid, Buffer.alloc(LIMIT, 0x20)]);
+    expect(viaScan(over)).toMatchObject({ code: 'EVENT_TOO_LARGE' });
   });
 });

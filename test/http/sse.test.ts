@@ -118,7 +118,7 @@ async function publish(
     principal,
     { workspaceId, sandboxId },
     type,
-    JSON.stringify(data),
+    Buffer.from(JSON.stringify(data)),
   );
   return `${event.id.ms}-${event.id.seq}`;
 }
@@ -217,7 +217,9 @@ describe('GET /events/<sandboxId>/stream', () => {
     const lagging = await startHttpTestServer({ store, http: { retryMs: 50, heartbeatMs: 100 } });
     try {
       const elsewhere = async () =>
-        formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-lag', type: 't', dataJson: '{}' })).id);
+        formatEventId(
+          (await store.append({ workspaceId: 1, sandboxId: 'sb-lag', type: 't', data: Buffer.from('{}') })).id,
+        );
       const ids = [await elsewhere(), await elsewhere(), await elsewhere()];
       const watcher = lagging.track(
         new Watcher(
@@ -244,7 +246,9 @@ describe('GET /events/<sandboxId>/stream', () => {
     const lagging = await startHttpTestServer({ store, http: { retryMs: 50, heartbeatMs: 100 } });
     try {
       const elsewhere = async () =>
-        formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-floor', type: 't', dataJson: '{}' })).id);
+        formatEventId(
+          (await store.append({ workspaceId: 1, sandboxId: 'sb-floor', type: 't', data: Buffer.from('{}') })).id,
+        );
       const seen = await elsewhere(); // the reader had it from another node
       const watcher = lagging.track(
         new Watcher(
@@ -268,7 +272,7 @@ describe('GET /events/<sandboxId>/stream', () => {
     const slow = await startHttpTestServer({ store, http: { retryMs: 50, heartbeatMs: 20 } });
     try {
       const id = formatEventId(
-        (await store.append({ workspaceId: 1, sandboxId: 'sb-slow', type: 't', dataJson: '{}' })).id,
+        (await store.append({ workspaceId: 1, sandboxId: 'sb-slow', type: 't', data: Buffer.from('{}') })).id,
       );
       store.holdReads = true;
       const response = fetch(`${slow.url}/events/sb-slow/stream?lastEventId=0`, {
@@ -552,7 +556,7 @@ describe('stream framing', () => {
       await healthy.until(() => healthy.opens === 1, 'open');
 
       const stats = tight.server.context.stats;
-      const payload = JSON.stringify({ blob: 'x'.repeat(60_000) });
+      const payload = Buffer.from(JSON.stringify({ blob: 'x'.repeat(60_000) }));
       let published = 0;
       while (stats.slowConsumerDisconnects === 0 && published < 3_000) {
         await tight.server.context.publisher.publish(app, { workspaceId: 1, sandboxId: 'sb-flood' }, 't', payload);

@@ -541,3 +541,61 @@ describe('RequestDecoder: properties', () => {
     );
   });
 });
+
+describe('RequestDecoder: a last argument taken as bytes (PUBLISH)', () => {
+  const isPublish = (name: string) => name.toUpperCase() === 'PUBLISH';
+
+  /** A multibulk whose arguments are the given bytes. */
+  function multibulkOfBytes(parts: Buffer[]): Buffer {
+    const out: Buffer[] = [Buffer.from(`*${parts.length}\r\n`)];
+    for (const part of parts) out.push(Buffer.from(`$${part.length}\r\n`), part, Buffer.from('\r\n'));
+    return Buffer.concat(out);
+  }
+
+  it('hands over the bytes received, not decoded, however the frame was split', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom('PUBLISH', 'publish', 'PuBlIsH'),
+        fc.string({ maxLength: 8 }),
+        fc.uint8Array({ maxLength: 300 }), // any bytes, UTF-8 or not
+        fc.array(fc.nat(), { maxLength: 4 }),
+        (name, channel, payload, offsets) => {
+          const frame = multibulkOfBytes([Buffer.from(name), Buffer.from(channel), Buffer.from(payload)]);
+          const decoder = new RequestDecoder(isPublish);
+          const out: DecodedCommand[] = [];
+          for (const chunk of cut(frame, offsets)) {
+            decoder.push(chunk);
+            out.push(...drain(decoder));
+          }
+          expect(out).toHaveLength(1);
+          const [command] = out as [DecodedCommand];
+          expect(command.args).toEqual([name, channel, '']);
+          expect(command.byteLengths).toEqual([name.length, Buffer.byteLength(channel), payload.length]);
+          const { lastBytes, lastStart = -1 } = command;
+          expect(lastBytes?.subarray(lastStart, lastStart + payload.length).equals(Buffer.from(payload))).toBe(true);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it('does so for an inline command too, with its escapes applied', () => {
+    const decoder = new RequestDecoder(isPublish);
+    decoder.push(Buffer.from('publish sb "{\\"a\\":\\"\\xff\\"}"\r\n', 'latin1'));
+    const [command] = drain(decoder) as [DecodedCommand];
+    expect(command.args).toEqual(['publish', 'sb', '']);
+    expect(command.lastBytes).toEqual(Buffer.from([...Buffer.from('{"a":"'), 0xff, ...Buffer.from('"}')]));
+    expect(command.lastStart).toBe(0);
+    expect(command.byteLengths).toEqual([7, 2, 9]);
+  });
+
+  it('decodes every argument of other commands, and of a command of one word', () => {
+    const decoder = new RequestDecoder(isPublish);
+    decoder.push(Buffer.concat([multibulk(['SUBSCRIBE', 'a', 'b']), multibulk(['PUBLISH'])]));
+    const commands = drain(decoder);
+    expect(commands.map((c) => [c.args, c.lastBytes])).toEqual([
+      [['SUBSCRIBE', 'a', 'b'], undefined],
+      [['PUBLISH'], undefined],
+    ]);
+  });
+});

@@ -17,7 +17,12 @@ class RecordingReceipt implements AppendReceipt {
   }
 }
 
-const input = (n: number): NewEvent => ({ workspaceId: 1, sandboxId: 'sb', type: 't', dataJson: `{"n":${n}}` });
+const input = (n: number): NewEvent => ({
+  workspaceId: 1,
+  sandboxId: 'sb',
+  type: 't',
+  data: Buffer.from(`{"n":${n}}`),
+});
 
 describe.each([memoryFactory, sqliteFactory])('appendWith (%o)', (makeFactory: () => StoreFactory) => {
   let factory: StoreFactory;

@@ -156,7 +156,7 @@ export function tempDir(): Promise<string> {
 }
 
 export function newEvent(sandboxId: string, type = 'test.event', data: object = {}, workspaceId = 1): NewEvent {
-  return { workspaceId, sandboxId, type, dataJson: JSON.stringify(data) };
+  return { workspaceId, sandboxId, type, data: Buffer.from(JSON.stringify(data)) };
 }
 
 export function ids(events: readonly StoredEvent[]): string[] {

@@ -1,10 +1,16 @@
 /** A sandbox with a few events holds one byte chunk in the memory store's ring, grown by copying, and reads back exactly. */
 import { describe, expect, it } from 'vitest';
-import { eventJson } from '../../src/event/event.js';
+import { eventJson, eventLineHead, eventLineMiddle } from '../../src/event/event.js';
 import { EventRing, RingContext } from '../../src/store/event-ring.js';
 
-const line = (n: number, pad: number) =>
-  eventJson({ ms: 1_000 + n, seq: 0 }, 7, 'sb-1', 't', `{"n":${n},"pad":"${'x'.repeat(pad)}","u":"é"}`, 1_000 + n);
+const data = (n: number, pad: number) => `{"n":${n},"pad":"${'x'.repeat(pad)}","u":"é"}`;
+const line = (n: number, pad: number) => eventJson({ ms: 1_000 + n, seq: 0 }, 7, 'sb-1', 't', data(n, pad), 1_000 + n);
+const HEAD = eventLineHead(eventLineMiddle(7, 'sb-1'), '"t"');
+
+/** Pushes event `n` as the memory store does (its line as bytes); returns the line as text. */
+function push(ring: EventRing, n: number, pad: number): string {
+  return ring.push({ ms: 1_000 + n, seq: 0 }, 1_000 + n, 't', HEAD, Buffer.from(data(n, pad)));
+}
 
 describe('EventRing growth', () => {
   it('keeps the events of a small sandbox in one chunk, then adds chunks once it holds more', () => {
@@ -13,7 +19,7 @@ describe('EventRing growth', () => {
     for (let n = 0; n < 60; n++) {
       const json = line(n, 100 + (n % 7) * 13);
       lines.push(json);
-      ring.push(1_000 + n, 0, 1_000 + n, 't', json);
+      expect(push(ring, n, 100 + (n % 7) * 13)).toBe(json);
       const bytes = lines.reduce((sum, text) => sum + Buffer.byteLength(text), 0);
       // Below 4 KiB of lines, one chunk of at most twice (and a minimum of 512 bytes) what it holds.
       if (bytes <= 4 * 1024) {
@@ -36,7 +42,7 @@ describe('EventRing growth', () => {
       }
       const json = line(n, (n * 37) % 300);
       lines.push(json);
-      ring.push(1_000 + n, 0, 1_000 + n, 't', json);
+      expect(push(ring, n, (n * 37) % 300)).toBe(json);
       expect(Array.from({ length: ring.length }, (_, at) => ring.eventAt(at).json)).toEqual(lines);
     }
     expect(ring.slotCapacity).toBe(4);

@@ -142,8 +142,13 @@ describe('restart', () => {
       CREATE TABLE high_water (only INTEGER PRIMARY KEY CHECK (only = 0), ms INTEGER NOT NULL, seq INTEGER NOT NULL);
     `);
     const old = [
-      createStoredEvent(newEvent('sb-1', 'a', { i: 0 }), { ms: T0 - 10, seq: 0 }, T0 - 10),
-      createStoredEvent(newEvent('sb-1', 'b', { i: 1, s: 'x"\\u2028' }), { ms: T0 - 10, seq: 1 }, T0 - 10),
+      createStoredEvent(newEvent('sb-1', 'a', {}), JSON.stringify({ i: 0 }), { ms: T0 - 10, seq: 0 }, T0 - 10),
+      createStoredEvent(
+        newEvent('sb-1', 'b', {}),
+        JSON.stringify({ i: 1, s: 'x"\\u2028' }),
+        { ms: T0 - 10, seq: 1 },
+        T0 - 10,
+      ),
     ];
     const insert = v1.prepare('INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)');
     for (const e of old) insert.run(1, 'sb-1', e.id.ms, e.id.seq, e.type, e.timestamp, e.json);

@@ -304,7 +304,14 @@ export class RedisEngine implements EventStore {
   async append(input: NewEvent): Promise<StoredEvent> {
     this.checkServing();
     // The JSON line around the id and timestamp, built by the same function as every store's.
-    const template = eventJson({ ms: 0, seq: 0 }, input.workspaceId, input.sandboxId, input.type, input.dataJson, 0);
+    const template = eventJson(
+      { ms: 0, seq: 0 },
+      input.workspaceId,
+      input.sandboxId,
+      input.type,
+      input.data.toString(),
+      0,
+    );
     const middle = template.slice(JSON_HEAD.length + '0-0'.length, template.length - '0}'.length);
     const { maxCount, maxAgeMs } = this.retention;
     const maxBytes = this.retention.maxBytes ?? Infinity;

@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import {
   createStoredEvent,
+  eventJsonBytes,
   nextEventId,
   setEventOrder,
   type EventId,
@@ -319,15 +320,16 @@ export class GroupCommitWriter {
       const now = this.options.now();
       // A stream this file has no state for starts above every id ever issued.
       const id = nextEventId(stream.lastId ?? highWater, now);
-      const event = createStoredEvent(input, id, now);
+      const dataJson = input.data.toString(); // SQLite keeps `data` as text
+      const event = createStoredEvent(input, dataJson, id, now);
       stream.lastId = id;
       stream.activeAt = now;
       if (ephemeral?.(input.type) !== true) {
         order += 1;
-        insertEvent.run(input.workspaceId, input.sandboxId, id.ms, id.seq, input.type, now, input.dataJson, order);
+        insertEvent.run(input.workspaceId, input.sandboxId, id.ms, id.seq, input.type, now, dataJson, order);
         setEventOrder(event, order);
         stream.retained++;
-        stream.bytes += Buffer.byteLength(event.json);
+        stream.bytes += eventJsonBytes(event); // counted once: the fan-out frames the line by it
         stream.firstId ??= id;
       } else {
         unstored ??= new Set();
