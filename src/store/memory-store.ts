@@ -552,11 +552,16 @@ export class MemoryStore implements EventStore {
           count += this.trim(stream, part, cutoff, maxCount) + this.trimBytes(stream, part, this.maxBytes);
         });
         if (stream.retained === 0 && stream.activeAt < cutoff) {
+          // Its rings' last chunks go back to the store's spares (RingContext counts them as in use).
+          for (const { events } of stream.liveParts()) events.compact();
           sandboxes.delete(sandboxId);
           this.streamCount--;
         } else {
           // Gives back what a ring that shrank (age, or smaller events) no longer needs.
-          for (const { events } of stream.liveParts()) events.compact();
+          for (const part of stream.liveParts()) {
+            part.events.compact();
+            part.orders.compact();
+          }
         }
       }
       if (sandboxes.size === 0) this.workspaces.delete(workspaceId);
