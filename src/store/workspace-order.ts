@@ -5,39 +5,66 @@ import type { WorkspaceReplay } from './types.js';
  * The orders of one sandbox's retained events, oldest first, kept in step with its event ring
  * (pushed and shifted together), so that the memory store's order over a workspace is bounded
  * by exactly what it retains (docs/protocol.md, "Pattern resume").
+ *
+ * A circular buffer over one array that only grows (by doubling) while the ring does, so a full
+ * ring's append and drop allocate nothing. An array shifted by slicing off its dropped half made
+ * a new 40-90 KB array every few thousand events of each full sandbox: live when the young
+ * generation was collected, so copied there and promoted, and old-generation garbage after
+ * (docs/performance.md, "Seventh round: latency").
  */
 export class OrderColumn {
+  /** Slots in use run from `head`, wrapping at the end; the others hold 0. */
   private values: number[] = [];
   private head = 0;
+  private count = 0;
 
   get length(): number {
-    return this.values.length - this.head;
+    return this.count;
+  }
+
+  /** Slots allocated (for tests). */
+  get capacity(): number {
+    return this.values.length;
   }
 
   at(index: number): number {
-    return this.values[this.head + index]!;
+    const slot = this.head + index;
+    const values = this.values;
+    return values[slot < values.length ? slot : slot - values.length]!;
   }
 
   push(order: number): void {
-    this.values.push(order);
+    const values = this.values;
+    if (this.count === values.length) {
+      this.resize(Math.max(MIN_ORDER_SLOTS, values.length * 2));
+      this.push(order);
+      return;
+    }
+    const slot = this.head + this.count;
+    values[slot < values.length ? slot : slot - values.length] = order;
+    this.count += 1;
   }
 
   /** Drops the oldest order and returns it. */
   shift(): number {
-    const order = this.values[this.head]!;
-    this.head += 1;
-    // Gives back the dropped prefix once it is half of the array (amortised O(1)).
-    if (this.head > 64 && this.head * 2 > this.values.length) {
-      this.values = this.values.slice(this.head);
-      this.head = 0;
-    }
+    const values = this.values;
+    const order = values[this.head]!;
+    this.head = this.head + 1 === values.length ? 0 : this.head + 1;
+    this.count -= 1;
     return order;
+  }
+
+  /** Gives back most of the array once at most a quarter of it is used (the ring shrank: age retention). */
+  compact(): void {
+    if (this.values.length > MIN_ORDER_SLOTS && this.count * 4 <= this.values.length) {
+      this.resize(Math.max(MIN_ORDER_SLOTS, this.count * 2));
+    }
   }
 
   /** Index of the first order greater than `order`. */
   upperBound(order: number): number {
     let low = 0;
-    let high = this.length;
+    let high = this.count;
     while (low < high) {
       const mid = (low + high) >>> 1;
       if (this.at(mid) <= order) low = mid + 1;
@@ -45,7 +72,19 @@ export class OrderColumn {
     }
     return low;
   }
+
+  /** Moves the orders, oldest first, to a new array of `slots` slots. */
+  private resize(slots: number): void {
+    // Filled at once: an array of small integers (or of doubles, once orders pass 2^31) is one
+    // unboxed block for V8, with nothing allocated per element.
+    const next: number[] = new Array<number>(slots).fill(0);
+    for (let i = 0; i < this.count; i++) next[i] = this.at(i);
+    this.values = next;
+    this.head = 0;
+  }
 }
+
+const MIN_ORDER_SLOTS = 4;
 
 /** One sandbox as a workspace replay reads it: its orders and a way to build its event at an index. */
 export interface OrderedStream {

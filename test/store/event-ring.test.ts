@@ -63,6 +63,30 @@ describe('EventRing', () => {
     expect(ring.idEquals(2, { ms: T0 + 2, seq: 3 })).toBe(false);
   });
 
+  it('keeps the chunks that rings written in step let go together, for the chunks they take next', () => {
+    // A publisher going round its sandboxes moves their rings in step: 40 rings let go of their
+    // oldest full-size chunk in the same few events, then take a new one in the same few.
+    const context = new RingContext();
+    const rings = Array.from({ length: 40 }, (_, r) => new EventRing(7, `sb-${r}`, context, 100_000));
+    const data = JSON.stringify({ p: 'x'.repeat(2_000) });
+    let seq = 0;
+    const pushAll = () => {
+      for (const ring of rings) push(ring, stored(T0, seq++, 't', data, ring.sandboxId));
+    };
+    while (rings[0]!.chunkCount < 24) pushAll();
+    for (const ring of rings) {
+      const chunks = ring.chunkCount;
+      while (ring.chunkCount > chunks - 10) ring.shift();
+    }
+    // More than the fixed 32 the list used to hold: every ring's full-size chunk let go is kept.
+    const kept = context.spareChunks;
+    expect(kept).toBeGreaterThanOrEqual(40);
+    const lengths = rings.map((ring) => ring.length);
+    while (rings.some((ring, r) => ring.length < lengths[r]! + 60)) pushAll();
+    expect(context.spareChunks).toBeLessThan(kept);
+    expect(contents(rings[3]!).every((event) => event.json.includes(data))).toBe(true);
+  });
+
   it('interns types and forgets those no retained event has', () => {
     const context = new RingContext();
     const { types } = context;

@@ -70,6 +70,23 @@ describe.each([
     expect(await store.listSandboxes!(1)).toEqual([{ ...ref, lastId: metrics[59]!.id }]);
   });
 
+  it('pages a history whose events alternate between classes, with holes where one class was pruned meanwhile', async () => {
+    const store = await open(METRICS_5);
+    // a, m, a, m, ...: every page reads across both classes in turn.
+    const all = await fill(
+      store,
+      Array.from({ length: 10 }, (_, i) => (i % 2 === 0 ? 'execution.step' : 'sandbox.metrics')),
+    );
+    const pages = await store.historyPages!({ ...ref, limit: 100 });
+    expect(pages.count).toBe(10);
+    // Two more metrics: the two oldest metrics go, in the middle of the counted reply.
+    await fill(store, ['sandbox.metrics', 'sandbox.metrics']);
+    await store.prune();
+    const got: (StoredEvent | undefined)[] = [];
+    for await (const page of pages.pages()) got.push(...page);
+    expect(got).toEqual(all.map((event, i) => (i === 1 || i === 3 ? undefined : event)));
+  });
+
   it('gives each rule its class (the first match wins) and the rest the policy count', async () => {
     const store = await open({
       maxCount: 2,

@@ -2,6 +2,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { eventOrder, formatOrderCursor, parseOrderCursor, type StoredEvent } from '../../src/event/event.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
 import { MIN_RETENTION_BYTES } from '../../src/store/semantics.js';
+import { OrderColumn } from '../../src/store/workspace-order.js';
 import { hasRedis } from '../scale/support.js';
 import {
   BIG,
@@ -199,5 +200,50 @@ describe.runIf(hasRedis)('redis engine: replayWorkspaceAfter', () => {
     expect(eventOrder(metrics)).toBeUndefined();
     expect(eventOrder(stored)).toBe(1);
     expect((await store.replayWorkspaceAfter!(1, 0, 10)).events).toEqual([stored]);
+  });
+});
+
+describe('OrderColumn (the memory store keeps it in step with each event ring)', () => {
+  it('is a FIFO with indexed access across the wrap, and a full column appends and drops without growing', () => {
+    const column = new OrderColumn();
+    for (let order = 1; order <= 8; order += 1) column.push(order);
+    expect(column.capacity).toBe(8);
+    // As a full ring of 8 does: drop the oldest, append the next, many times over.
+    for (let order = 9; order <= 1_000; order += 1) {
+      expect(column.shift()).toBe(order - 8);
+      column.push(order);
+      expect(column.capacity).toBe(8);
+    }
+    expect(column.length).toBe(8);
+    expect(Array.from({ length: column.length }, (_, i) => column.at(i))).toEqual([
+      993, 994, 995, 996, 997, 998, 999, 1000,
+    ]);
+    expect(column.upperBound(0)).toBe(0);
+    expect(column.upperBound(995)).toBe(3);
+    expect(column.upperBound(1000)).toBe(8);
+  });
+
+  it('keeps its order when it grows from a wrapped state, and compacts once mostly unused', () => {
+    const column = new OrderColumn();
+    for (let order = 1; order <= 4; order += 1) column.push(order);
+    column.shift();
+    column.shift();
+    for (let order = 5; order <= 40; order += 1) column.push(order); // grows while wrapped
+    expect(Array.from({ length: column.length }, (_, i) => column.at(i))).toEqual(
+      Array.from({ length: 38 }, (_, i) => i + 3),
+    );
+    // Orders past 2^31 (a long-running daemon) are kept exactly too.
+    column.push(2 ** 40 + 1);
+    expect(column.at(column.length - 1)).toBe(2 ** 40 + 1);
+    const grown = column.capacity;
+    while (column.length > 3) column.shift();
+    column.compact();
+    expect(column.capacity).toBeLessThan(grown);
+    expect(Array.from({ length: column.length }, (_, i) => column.at(i))).toEqual([39, 40, 2 ** 40 + 1]);
+    while (column.length > 0) column.shift();
+    column.compact();
+    expect(column.capacity).toBe(4);
+    column.push(7);
+    expect(column.at(0)).toBe(7);
   });
 });
