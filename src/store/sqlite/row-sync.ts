@@ -6,12 +6,20 @@ import type { BatchStream, StreamCache } from './stream-cache.js';
 export interface RowSyncOptions {
   /**
    * How long the rows of streams that only gained events may lag them: the first commit at
-   * least this long after the last row sync writes them all.
+   * least this long after the last sync began starts a sync of the rows lagging then.
    */
   intervalMs: number;
   /** The last store order committed. */
   lastOrder: () => number;
 }
+
+/**
+ * Fewest lagging rows a commit in a row sync writes; a commit of more events writes as many
+ * rows as it has events. A row costs 3.5–12 µs (docs/performance.md, "Seventh round: the row
+ * sync spread over commits"), so this adds about a millisecond to a small commit, and a big
+ * commit at most about half its own time.
+ */
+export const MIN_ROWS_PER_COMMIT = 128;
 
 /**
  * Keeps the `sandboxes` rows (schema.ts) in step with the events, without writing the row of
@@ -24,20 +32,31 @@ export interface RowSyncOptions {
  * stream with events has one), a stream's first retained event (the row's oldest id, which
  * retention's age query reads), and ephemeral events (their ids are in no event row, so only the
  * row keeps them above reuse). A stream that only gained retained events keeps its new state in
- * the writer's cache (StreamCache, `lagging`), and its row is written later, by whichever comes
- * first:
- * - the first commit `intervalMs` after the last sync (the writer: `due`, `writeLagging`);
- * - a retention step or a limit change, which read the rows (`inSyncedTransaction`, `syncNow`);
- * - close (`syncNow`).
- * A sync writes every lagging row and records in rows_synced the store order through which
- * every row is in step. After a crash, the streams with events above that order are the only
- * ones whose rows may lag: at open (`recover`), each is counted again from its events (count,
- * bytes, oldest and newest id), which the rows hold nothing beyond. A reader that wants a last
- * id meanwhile takes it from the cache (StreamCache.lastId).
+ * the writer's cache (StreamCache, `lagging`, oldest first), and its row is written later:
+ * - by a row sync spread over commits (the writer: `syncThrough`, `writeLagging`): the first
+ *   commit `intervalMs` after the last sync began starts one, over the rows lagging then; each
+ *   commit writes the oldest of them, at most as many as it has events (MIN_ROWS_PER_COMMIT at
+ *   least), so no commit holds the event loop for a whole sync (tens of ms past 10,000 lagging
+ *   rows), and, as no commit can leave more streams lagging than it has events, a sync ends;
+ * - all at once by a retention step or a limit change, which read the rows
+ *   (`inSyncedTransaction`, `syncNow`), and by close (`syncNow`).
+ * Each records in rows_synced the store order through which every row is in step: the order
+ * before the oldest row still lagging (its unsyncedFrom - 1), the last order when none lags.
+ * After a crash, the streams with events above that order are the only ones whose rows may lag:
+ * at open (`recover`), each is counted again from its events (count, bytes, oldest and newest
+ * id), which the rows hold nothing beyond. As the oldest lagging row is at most about two
+ * intervals old (one to start the sync, about one for the sync to reach it), that is the streams
+ * written to in the last two seconds or so. A reader that wants a last id meanwhile takes it from
+ * the cache (StreamCache.lastId).
  */
 export class RowSync {
-  /** performance.now() of the last sync. */
+  /** performance.now() when the last sync began. */
   private syncedAt = performance.now();
+  /**
+   * While a sync spread over commits runs, the store order it brings the rows in step through
+   * (the last order committed when it began); 0 when none runs.
+   */
+  private syncingThrough = 0;
   private readonly syncNowTx: Database.Transaction<() => BatchStream[]>;
 
   constructor(
@@ -46,35 +65,62 @@ export class RowSync {
     private readonly cache: StreamCache,
     private readonly options: RowSyncOptions,
   ) {
-    this.syncNowTx = db.transaction(() => this.writeLagging(options.lastOrder()));
-  }
-
-  /** Whether a commit now should write every lagging row. */
-  due(): boolean {
-    return this.cache.laggingCount > 0 && performance.now() - this.syncedAt >= this.options.intervalMs;
+    this.syncNowTx = db.transaction(() => this.writeLagging(Infinity));
   }
 
   /**
-   * Inside a write transaction: writes the rows of the cache's lagging entries (but those of
-   * the streams `skip` says the transaction writes itself), and records that every row is in
-   * step through `order`. Returns the entries written: pass them to `synced` once the
-   * transaction committed.
+   * For a commit of `events` events: the rows it should bring in step, as the highest
+   * unsyncedFrom among them (the oldest lagging rows, as many as the commit has events, at
+   * least MIN_ROWS_PER_COMMIT), or 0 for none. Starts a sync when one is due.
    */
-  writeLagging(order: number, skip?: (entry: BatchStream) => boolean): BatchStream[] {
-    const written: BatchStream[] = [];
+  syncThrough(events: number): number {
+    const oldest = this.cache.oldestLagging();
+    if (oldest === undefined) return 0;
+    if (oldest.unsyncedFrom > this.syncingThrough) {
+      // No sync runs, or the one that ran is done: every row lagging when it began is in step.
+      this.syncingThrough = 0;
+      const now = performance.now();
+      if (now - this.syncedAt < this.options.intervalMs) return 0;
+      this.syncingThrough = this.options.lastOrder();
+      this.syncedAt = now;
+    }
+    let rows = Math.max(MIN_ROWS_PER_COMMIT, events);
+    let through = 0;
     for (const entry of this.cache.lagging()) {
+      if (entry.unsyncedFrom > this.syncingThrough || rows-- === 0) break;
+      through = entry.unsyncedFrom;
+    }
+    return through;
+  }
+
+  /**
+   * Inside a write transaction: writes the rows of the cache's lagging entries up to unsyncedFrom
+   * `through` (but those of the streams `skip` says the transaction writes itself), and records
+   * in rows_synced the order through which every row is then in step. Returns the entries
+   * written: pass them to `synced` once the transaction committed.
+   *
+   * Where the rows lag from no order below the last one committed (`options.lastOrder`; the
+   * writer's batch, whose own lagging streams lag from its events, is not committed yet).
+   */
+  writeLagging(through: number, skip?: (entry: BatchStream) => boolean): BatchStream[] {
+    const written: BatchStream[] = [];
+    let inStepThrough = this.options.lastOrder();
+    for (const entry of this.cache.lagging()) {
+      if (entry.unsyncedFrom > through) {
+        inStepThrough = entry.unsyncedFrom - 1;
+        break;
+      }
       if (skip?.(entry) === true) continue;
       this.writeRow(entry);
       written.push(entry);
     }
-    this.sql.setRowsSynced.run(order);
+    this.sql.setRowsSynced.run(inStepThrough);
     return written;
   }
 
   /** After the transaction of `writeLagging` committed. */
   synced(written: readonly BatchStream[]): void {
     this.cache.synced(written);
-    this.syncedAt = performance.now();
   }
 
   /** The row of a stream the file has a row for, with its oldest id, from `entry`. */
@@ -95,7 +141,14 @@ export class RowSync {
   /** Writes every lagging row in a transaction of its own (close, a retention limit change). */
   syncNow(): void {
     if (this.cache.laggingCount === 0) return;
-    this.synced(this.syncNowTx.immediate());
+    this.syncedAll(this.syncNowTx.immediate());
+  }
+
+  /** After a transaction wrote every lagging row: any sync that ran is done, and a new one waits. */
+  private syncedAll(written: readonly BatchStream[]): void {
+    this.synced(written);
+    this.syncingThrough = 0;
+    this.syncedAt = performance.now();
   }
 
   /**
@@ -104,12 +157,12 @@ export class RowSync {
    */
   inSyncedTransaction<A extends unknown[], R>(db: Database.Database, work: (...args: A) => R): (...args: A) => R {
     const tx = db.transaction((...args: A): [BatchStream[], R] => {
-      const written = this.cache.laggingCount === 0 ? [] : this.writeLagging(this.options.lastOrder());
+      const written = this.cache.laggingCount === 0 ? [] : this.writeLagging(Infinity);
       return [written, work(...args)];
     });
     return (...args: A): R => {
       const [written, result] = tx.immediate(...args);
-      if (written.length > 0) this.synced(written);
+      if (written.length > 0) this.syncedAll(written);
       return result;
     };
   }

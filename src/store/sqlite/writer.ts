@@ -278,7 +278,7 @@ export class GroupCommitWriter {
       bytes: row?.bytes ?? 0,
       firstId: row === undefined ? undefined : idOf(row.first_ms, row.first_seq),
       activeAt: 0,
-      lagging: false,
+      unsyncedFrom: 0,
     };
   }
 
@@ -329,6 +329,7 @@ export class GroupCommitWriter {
         stream.retained++;
         stream.bytes += Buffer.byteLength(event.json);
         stream.firstId ??= id;
+        if (stream.unsyncedFrom === 0) stream.unsyncedFrom = order;
       } else {
         unstored ??= new Set();
         unstored.add(stream);
@@ -337,7 +338,7 @@ export class GroupCommitWriter {
       events[i] = event;
     }
     const { maxCount, maxBytes } = this.options;
-    const syncRows = this.rowSync.due();
+    const syncThrough = this.rowSync.syncThrough(batch.length);
     const overLimit: SandboxRef[] = [];
     for (const s of streams) {
       const last = s.lastId as EventId;
@@ -354,7 +355,7 @@ export class GroupCommitWriter {
           s.activeAt,
           s.bytes,
         );
-        s.lagging = false;
+        s.unsyncedFrom = 0;
       } else if (!s.hadFirst && first !== undefined) {
         this.sql.updateSandboxFirst.run(
           last.ms,
@@ -367,19 +368,22 @@ export class GroupCommitWriter {
           s.workspaceId,
           s.sandboxId,
         );
-        s.lagging = false;
-      } else if (syncRows || unstored?.has(s) === true) {
+        s.unsyncedFrom = 0;
+      } else if (s.unsyncedFrom <= syncThrough || unstored?.has(s) === true) {
+        // One of the oldest lagging rows the row sync writes now, or a row that must be.
         this.rowSync.writeRow(s);
-        s.lagging = false;
-      } else {
-        s.lagging = true;
-      }
+        s.unsyncedFrom = 0;
+      } // else its row lags from s.unsyncedFrom
       if (s.retained > maxCount || s.bytes > maxBytes) overLimit.push(s);
     }
-    // A row sync writes the other lagging rows too; this batch's streams it wrote above.
-    const synced = syncRows
-      ? this.rowSync.writeLagging(order, (entry) => byWorkspace.get(entry.workspaceId)?.has(entry.sandboxId) === true)
-      : undefined;
+    // The row sync writes the other lagging rows through syncThrough; this batch's streams it wrote above.
+    const synced =
+      syncThrough > 0
+        ? this.rowSync.writeLagging(
+            syncThrough,
+            (entry) => byWorkspace.get(entry.workspaceId)?.has(entry.sandboxId) === true,
+          )
+        : undefined;
     return { events, streams, synced, highWater, lastOrder: order, overLimit };
   }
 }
