@@ -94,9 +94,16 @@ console.log(
     `over 5 ms: ${over5}; CPU per event ${((cpu.user + cpu.system) / EVENTS).toFixed(2)} us`,
 );
 if (checkpointMs.length > 0) {
-  console.log(`${checkpointMs.length} checkpoint(s) by the writer, max ${Math.max(...checkpointMs).toFixed(1)} ms (left out)`);
+  console.log(
+    `${checkpointMs.length} checkpoint(s) by the writer, max ${Math.max(...checkpointMs).toFixed(1)} ms (left out)`,
+  );
 }
 if (process.env.STALL_TOP) {
   const top = measured.map((ms, i) => ({ ms, i })).sort((a, b) => b.ms - a.ms);
-  console.log(top.slice(0, Number(process.env.STALL_TOP)).map(({ ms, i }) => `#${i} ${ms.toFixed(1)}`).join(', '));
+  console.log(
+    top
+      .slice(0, Number(process.env.STALL_TOP))
+      .map(({ ms, i }) => `#${i} ${ms.toFixed(1)}`)
+      .join(', '),
+  );
 }
