@@ -3,7 +3,7 @@
 // row sync (src/store/sqlite/row-sync.ts) writes the `sandboxes` rows that lag their streams,
 // and a commit that writes many of them is a pause for every client of the daemon. Appends of a
 // 128-byte event go to <sandboxes> streams (a stride through them, <inFlight> in flight, so each
-// commit holds about that many events), after 4 events per stream so that their rows exist;
+// commit holds about that many events), after one event per stream so that their rows exist;
 // then <events> more are measured. Prints the time of each commit (the writer's synchronous
 // flush: the transaction and the announcements after it) as the main thread's CPU time
 // (/proc/thread-self/schedstat, in ns), which is the pause a commit makes on an idle machine
@@ -72,7 +72,7 @@ async function appendMany(total) {
   await Promise.all(Array.from({ length: IN_FLIGHT }, one));
 }
 
-await appendMany(4 * SANDBOXES);
+await appendMany(SANDBOXES);
 commitMs = [];
 checkpointMs = [];
 const cpuBefore = process.cpuUsage();

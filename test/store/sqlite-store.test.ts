@@ -269,9 +269,10 @@ describe('restart', () => {
     expect((await reopened.append(newEvent('sb-0'))).id.seq).toBe(last.id.seq + 1);
   });
 
-  it('spreads a row sync over commits, the rows that lag longest first, and a crash in the middle loses no count', async () => {
-    // Interval 0: every commit is part of a row sync; one of a single event writes
-    // MIN_ROWS_PER_COMMIT of the lagging rows.
+  it('spreads a row sync over commits, and a crash in the middle loses no count', async () => {
+    // Interval 0: a row sync begins as soon as the last one is done; each commit of a single
+    // event writes MIN_ROWS_PER_COMMIT of its rows (the first sync after open: in the order the
+    // rows started lagging).
     const store = open({ rowSyncIntervalMs: 0 });
     const streams = Array.from({ length: 2 * MIN_ROWS_PER_COMMIT + 50 }, (_, i) => `sb-${String(i).padStart(4, '0')}`);
     const appendToAll = (): Promise<StoredEvent[]> => Promise.all(streams.map((sb) => store.append(newEvent(sb))));
@@ -319,6 +320,38 @@ describe('restart', () => {
     );
     expect(expected.every((row) => row.retained === 2)).toBe(true);
     expect(rows).toEqual(expected);
+  });
+
+  it('writes the rows of a sync by key range, so that one commit rewrites few leaf pages', async () => {
+    const store = open({ rowSyncIntervalMs: 0 });
+    const streams = Array.from({ length: 3 * MIN_ROWS_PER_COMMIT }, (_, i) => `sb-${String(i).padStart(4, '0')}`);
+    const backwards = [...streams].reverse();
+    const appendToAll = (): Promise<StoredEvent[]> => Promise.all(backwards.map((sb) => store.append(newEvent(sb))));
+    const db = otherConnection();
+    const inStep = (retained: number): string[] =>
+      (
+        db
+          .prepare("SELECT sandbox_id FROM sandboxes WHERE sandbox_id LIKE 'sb-%' AND retained = ? ORDER BY sandbox_id")
+          .all(retained) as {
+          sandbox_id: string;
+        }[]
+      ).map((row) => row.sandbox_id);
+    const rowsSynced = (): number => (db.prepare('SELECT ord FROM rows_synced').get() as { ord: number }).ord;
+    await appendToAll();
+    await appendToAll(); // every row lags, the highest key first
+    for (let i = 0; i < 3; i++) await store.append(newEvent('other')); // the first sync, in that order
+    expect(inStep(2)).toEqual(streams);
+    // The next sync's ranges are cut at keys of the rows the first one wrote.
+    await appendToAll();
+    const before = rowsSynced();
+    await store.append(newEvent('other'));
+    expect(inStep(3)).toEqual(streams.slice(0, MIN_ROWS_PER_COMMIT));
+    // The row that lags longest (the highest key) is not written yet: rows_synced stays below it.
+    expect(rowsSynced()).toBe(before);
+    await store.append(newEvent('other'));
+    await store.append(newEvent('other'));
+    expect(inStep(3)).toEqual(streams);
+    expect(rowsSynced()).toBeGreaterThan(before);
   });
 
   it('syncs the row of a stream written in every commit, and counts it again after a crash meanwhile', async () => {

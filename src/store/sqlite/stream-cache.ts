@@ -46,14 +46,15 @@ export class StreamCache {
   private readonly byWorkspace = new Map<number, Map<string, BatchStream>>();
   private count = 0;
   /**
-   * The entries whose rows lag them, oldest first (ascending unsyncedFrom, what a row sync
-   * spread over commits relies on). An entry joins when its stream starts lagging and stays in
+   * The entries whose rows lag them, oldest first (ascending unsyncedFrom: the first is what a
+   * row sync records in rows_synced). An entry joins when its stream starts lagging and stays in
    * place while it lags (commit updates it in place). Entries join in their batch's order of
    * first appearance, which is also the order of their unsyncedFrom: a stream that lags after a
    * batch had no ephemeral event in it (the row is written otherwise), so its first event in the
    * batch is its first uncounted one.
    */
   private readonly laggingEntries = new Set<BatchStream>();
+  private lagListener: ((entry: BatchStream) => void) | undefined;
 
   /** Streams held. */
   get size(): number {
@@ -63,6 +64,16 @@ export class StreamCache {
   /** Entries whose rows lag them. */
   get laggingCount(): number {
     return this.laggingEntries.size;
+  }
+
+  /** `listener` is told of each entry that starts lagging (the row sync's, row-sync.ts). */
+  onLagging(listener: (entry: BatchStream) => void): void {
+    this.lagListener = listener;
+  }
+
+  /** The entry itself (to tell it among others: not to change). */
+  entry(workspaceId: number, sandboxId: string): BatchStream | undefined {
+    return this.byWorkspace.get(workspaceId)?.get(sandboxId);
   }
 
   /** A copy of a stream's committed state, for a batch to change, when the cache has it. */
@@ -96,12 +107,6 @@ export class StreamCache {
     return this.laggingEntries;
   }
 
-  /** The entry that has lagged longest (lowest unsyncedFrom), if any lags. */
-  oldestLagging(): BatchStream | undefined {
-    if (this.laggingEntries.size === 0) return undefined;
-    return this.laggingEntries.values().next().value;
-  }
-
   /** After a commit: what the batch wrote is now each stream's committed state. */
   commit(streams: readonly BatchStream[]): void {
     for (const s of streams) {
@@ -118,12 +123,12 @@ export class StreamCache {
       if (previous === undefined) {
         this.count++;
         inWorkspace.set(s.sandboxId, s);
-        if (s.unsyncedFrom !== 0) this.laggingEntries.add(s);
+        if (s.unsyncedFrom !== 0) this.startsLagging(s);
         continue;
       }
       // In place, so that an entry lagging still keeps its place among the lagging ones.
       if (previous.unsyncedFrom === 0) {
-        if (s.unsyncedFrom !== 0) this.laggingEntries.add(previous);
+        if (s.unsyncedFrom !== 0) this.startsLagging(previous);
       } else if (s.unsyncedFrom === 0) this.laggingEntries.delete(previous);
       previous.lastId = s.lastId;
       previous.retained = s.retained;
@@ -132,6 +137,11 @@ export class StreamCache {
       previous.activeAt = s.activeAt;
       previous.unsyncedFrom = s.unsyncedFrom;
     }
+  }
+
+  private startsLagging(entry: BatchStream): void {
+    this.laggingEntries.add(entry);
+    this.lagListener?.(entry);
   }
 
   /** After the commit that wrote these entries' rows: they no longer lag. */
@@ -152,6 +162,7 @@ export class StreamCache {
     if (inWorkspace === undefined || entry === undefined) return;
     inWorkspace.delete(sandboxId);
     this.laggingEntries.delete(entry);
+    entry.unsyncedFrom = 0; // no row sync that still holds it writes it
     this.count--;
     if (inWorkspace.size === 0) this.byWorkspace.delete(workspaceId); // or one empty map per workspace ever seen stays
   }

@@ -338,7 +338,7 @@ export class GroupCommitWriter {
       events[i] = event;
     }
     const { maxCount, maxBytes } = this.options;
-    const syncThrough = this.rowSync.syncThrough(batch.length);
+    const syncing = this.rowSync.rowsToSync(batch.length);
     const overLimit: SandboxRef[] = [];
     for (const s of streams) {
       const last = s.lastId as EventId;
@@ -369,21 +369,18 @@ export class GroupCommitWriter {
           s.sandboxId,
         );
         s.unsyncedFrom = 0;
-      } else if (s.unsyncedFrom <= syncThrough || unstored?.has(s) === true) {
-        // One of the oldest lagging rows the row sync writes now, or a row that must be.
+      } else if (unstored?.has(s) === true || (syncing !== undefined && this.rowSync.syncs(s))) {
+        // A row that must be written, or one the row sync writes now.
         this.rowSync.writeRow(s);
         s.unsyncedFrom = 0;
       } // else its row lags from s.unsyncedFrom
       if (s.retained > maxCount || s.bytes > maxBytes) overLimit.push(s);
     }
-    // The row sync writes the other lagging rows through syncThrough; this batch's streams it wrote above.
+    // The row sync's other rows for this commit; this batch's streams it wrote above.
     const synced =
-      syncThrough > 0
-        ? this.rowSync.writeLagging(
-            syncThrough,
-            (entry) => byWorkspace.get(entry.workspaceId)?.has(entry.sandboxId) === true,
-          )
-        : undefined;
+      syncing === undefined
+        ? undefined
+        : this.rowSync.writeRows(syncing, (entry) => byWorkspace.get(entry.workspaceId)?.has(entry.sandboxId) === true);
     return { events, streams, synced, highWater, lastOrder: order, overLimit };
   }
 }
