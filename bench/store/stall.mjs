@@ -9,14 +9,16 @@
 // (/proc/thread-self/schedstat, in ns), which is the pause a commit makes on an idle machine
 // (wall-clock time on a shared one adds whatever else ran): max, p99, median, the commits over
 // 5 ms; and the process's CPU per event (all threads, so the checkpoint worker too). The default
-// row-sync interval (1 s). STALL_TOP=n also prints the n longest commits (#index ms). Linux
-// only. Not run by tests.
+// row-sync interval (1 s). Also the most events above rows_synced after any commit from the
+// first row sync of the measured appends on (the most the open after a crash would count again).
+// STALL_TOP=n also prints the n longest commits (#index ms). Linux only. Not run by tests.
 //
 //   npm run build && node bench/store/stall.mjs [buildDir=dist] [sandboxes=20000] [events=200000] [inFlight=1000]
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { buildModules } from '../lib/build.js';
 
 const [buildArg = 'dist', sandboxesArg = '20000', eventsArg = '200000', inFlightArg = '1000'] = process.argv.slice(2);
@@ -25,8 +27,9 @@ const EVENTS = Number(eventsArg);
 const IN_FLIGHT = Number(inFlightArg);
 const { SqliteStore } = await buildModules(buildArg).sqliteStore();
 const dir = await mkdtemp(join(tmpdir(), 'stall-'));
+const path = join(dir, 'events.db');
 const store = SqliteStore.open({
-  path: join(dir, 'events.db'),
+  path,
   retention: { maxCount: 1_000_000, maxAgeMs: 86_400_000 },
 });
 const dataJson = JSON.stringify({ output: 'x'.repeat(100) });
@@ -50,12 +53,21 @@ checkpointer.beforeWrite = function timedBeforeWrite() {
   beforeWrite.call(this);
   inCheckpoint += threadCpuMs() - start;
 };
+// After each commit, how many events are above rows_synced: what the open after a crash then
+// would count again, at most (schema.ts).
+const reader = new Database(path, { readonly: true });
+const rowsSynced = reader.prepare('SELECT ord FROM rows_synced');
+let mostAboveSynced = 0;
+/** The order the measured appends start at: rows_synced is counted from its first sync past it. */
+let measuredFrom = Infinity;
 writer.flushBatch = function timedFlush() {
   inCheckpoint = 0;
   const start = threadCpuMs();
   flushBatch.call(this);
   commitMs.push(threadCpuMs() - start - inCheckpoint);
   if (inCheckpoint > 0.5) checkpointMs.push(inCheckpoint);
+  const synced = /** @type {{ ord: number } | undefined} */ (rowsSynced.get())?.ord ?? 0;
+  if (synced >= measuredFrom) mostAboveSynced = Math.max(mostAboveSynced, writer.lastOrder - synced);
 };
 
 let next = 0;
@@ -75,10 +87,13 @@ async function appendMany(total) {
 await appendMany(SANDBOXES);
 commitMs = [];
 checkpointMs = [];
+mostAboveSynced = 0;
+measuredFrom = writer.lastOrder;
 const cpuBefore = process.cpuUsage();
 await appendMany(EVENTS);
 const cpu = process.cpuUsage(cpuBefore);
 const measured = commitMs;
+reader.close();
 await store.close();
 await rm(dir, { recursive: true, force: true });
 
@@ -93,6 +108,7 @@ console.log(
   `commit CPU ms: max ${at(1).toFixed(2)}, p99 ${at(0.99).toFixed(2)}, median ${at(0.5).toFixed(2)}, ` +
     `over 5 ms: ${over5}; CPU per event ${((cpu.user + cpu.system) / EVENTS).toFixed(2)} us`,
 );
+console.log(`most events above rows_synced after a commit: ${mostAboveSynced}`);
 if (checkpointMs.length > 0) {
   console.log(
     `${checkpointMs.length} checkpoint(s) by the writer, max ${Math.max(...checkpointMs).toFixed(1)} ms (left out)`,
