@@ -8,10 +8,10 @@
 // flush: the transaction and the announcements after it) as the main thread's CPU time
 // (/proc/thread-self/schedstat, in ns), which is the pause a commit makes on an idle machine
 // (wall-clock time on a shared one adds whatever else ran): max, p99, median, the commits over
-// 5 ms; and the process's CPU per event (all threads, so the checkpoint worker too). The default
-// row-sync interval (1 s). Also the most events above rows_synced after any commit from the
-// first row sync of the measured appends on (the most the open after a crash would count again).
-// STALL_TOP=n also prints the n longest commits (#index ms). Linux only. Not run by tests.
+// 5 ms; and the process's CPU per event (all threads, so the checkpoint worker too; and the main
+// thread's alone). The default row-sync interval (1 s). Also the most events above rows_synced
+// after any commit from the first row sync of the measured appends on (the most the open after a
+// crash would count again). STALL_TOP=n also prints the n longest commits (#index ms). Linux only. Not run by tests.
 //
 //   npm run build && node bench/store/stall.mjs [buildDir=dist] [sandboxes=20000] [events=200000] [inFlight=1000]
 import { readFileSync } from 'node:fs';
@@ -90,8 +90,10 @@ checkpointMs = [];
 mostAboveSynced = 0;
 measuredFrom = writer.lastOrder;
 const cpuBefore = process.cpuUsage();
+const mainBefore = threadCpuMs();
 await appendMany(EVENTS);
 const cpu = process.cpuUsage(cpuBefore);
+const mainMs = threadCpuMs() - mainBefore;
 const measured = commitMs;
 reader.close();
 await store.close();
@@ -106,7 +108,8 @@ console.log(
 );
 console.log(
   `commit CPU ms: max ${at(1).toFixed(2)}, p99 ${at(0.99).toFixed(2)}, median ${at(0.5).toFixed(2)}, ` +
-    `over 5 ms: ${over5}; CPU per event ${((cpu.user + cpu.system) / EVENTS).toFixed(2)} us`,
+    `over 5 ms: ${over5}; CPU per event ${((cpu.user + cpu.system) / EVENTS).toFixed(2)} us ` +
+    `(main thread ${((mainMs * 1000) / EVENTS).toFixed(2)} us)`,
 );
 console.log(`most events above rows_synced after a commit: ${mostAboveSynced}`);
 if (checkpointMs.length > 0) {
