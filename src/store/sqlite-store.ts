@@ -84,8 +84,8 @@ export interface SqliteStoreOptions {
    */
   synchronous?: 'normal' | 'full';
   /**
-   * How long the `sandboxes` rows of streams that only gained events may lag them (default
-   * 1000 ms): the first commit after that writes them (sqlite/row-sync.ts).
+   * How often a row sync begins (default 1000 ms): it writes the `sandboxes` rows that lag
+   * their streams' events then, a share in each commit from there (sqlite/row-sync.ts).
    */
   rowSyncIntervalMs?: number;
   /** How often background retention runs (default 5000 ms); 0 disables the timer. */

@@ -12,6 +12,7 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createStoredEvent, formatEventId, type StoredEvent } from '../../src/event/event.js';
 import { SqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite-store.js';
+import { MIN_ROWS_PER_COMMIT } from '../../src/store/sqlite/row-sync.js';
 import type { RetentionPolicy } from '../../src/store/types.js';
 import { BIG, Clock, T0, ids, newEvent, tempDir } from './helpers.js';
 import { distModule } from '../support/daemon.js';
@@ -271,6 +272,124 @@ describe('restart', () => {
     // Ids go on above the last one issued, the ephemeral one too.
     expect((await reopened.append(newEvent('sb-1'))).id.seq).toBe(tick.id.seq + 1);
     expect((await reopened.append(newEvent('sb-0'))).id.seq).toBe(last.id.seq + 1);
+  });
+
+  it('spreads a row sync over commits, and a crash in the middle loses no count', async () => {
+    // Interval 0: a row sync begins as soon as the last one is done; each commit of a single
+    // event writes MIN_ROWS_PER_COMMIT of its rows (the first sync after open: in the order the
+    // rows started lagging).
+    const store = open({ rowSyncIntervalMs: 0 });
+    const streams = Array.from({ length: 2 * MIN_ROWS_PER_COMMIT + 50 }, (_, i) => `sb-${String(i).padStart(4, '0')}`);
+    const appendToAll = (): Promise<StoredEvent[]> => Promise.all(streams.map((sb) => store.append(newEvent(sb))));
+    await appendToAll(); // one commit: the new rows are written
+    await appendToAll(); // one commit: every row lags from its event in it, in this order
+    const db = otherConnection();
+    const inStep = (): string[] =>
+      (
+        db.prepare('SELECT sandbox_id FROM sandboxes WHERE retained = 2 ORDER BY sandbox_id').all() as {
+          sandbox_id: string;
+        }[]
+      ).map((row) => row.sandbox_id);
+    const rowsSynced = (): number => (db.prepare('SELECT ord FROM rows_synced').get() as { ord: number }).ord;
+    const lastOrder = (sb: string): number =>
+      (db.prepare('SELECT max(ord) AS ord FROM events WHERE sandbox_id = ?').get(sb) as { ord: number }).ord;
+    expect(inStep()).toEqual([]);
+
+    await store.append(newEvent('other'));
+    expect(inStep()).toEqual(streams.slice(0, MIN_ROWS_PER_COMMIT));
+    // Every row is in step through the event before the first one a lagging row lacks.
+    expect(rowsSynced()).toBe(lastOrder(streams[MIN_ROWS_PER_COMMIT] as string) - 1);
+    // A crash here: the file as the process left it.
+    const copy = join(dir, 'crashed.db');
+    await db.backup(copy);
+
+    await store.append(newEvent('other'));
+    expect(inStep()).toEqual(streams.slice(0, 2 * MIN_ROWS_PER_COMMIT));
+    expect(rowsSynced()).toBe(lastOrder(streams[2 * MIN_ROWS_PER_COMMIT] as string) - 1);
+    await store.append(newEvent('other'));
+    expect(inStep()).toEqual(streams);
+    expect(rowsSynced()).toBeGreaterThanOrEqual(lastOrder(streams.at(-1) as string));
+
+    // The copy's open counts the rows the crash left behind again.
+    const reopened = open({ path: copy });
+    const recovered = new Database(copy, { readonly: true });
+    connections.push(recovered);
+    const rows = recovered
+      .prepare("SELECT sandbox_id, last_seq, retained FROM sandboxes WHERE sandbox_id LIKE 'sb-%' ORDER BY sandbox_id")
+      .all();
+    const expected = await Promise.all(
+      streams.map(async (sb) => {
+        const events = await reopened.history({ workspaceId: 1, sandboxId: sb, limit: 10 });
+        return { sandbox_id: sb, last_seq: events.at(-1)?.id.seq, retained: events.length };
+      }),
+    );
+    expect(expected.every((row) => row.retained === 2)).toBe(true);
+    expect(rows).toEqual(expected);
+  });
+
+  it('writes the rows of a sync by key range, so that one commit rewrites few leaf pages', async () => {
+    const store = open({ rowSyncIntervalMs: 0 });
+    const streams = Array.from({ length: 3 * MIN_ROWS_PER_COMMIT }, (_, i) => `sb-${String(i).padStart(4, '0')}`);
+    const backwards = [...streams].reverse();
+    const appendToAll = (): Promise<StoredEvent[]> => Promise.all(backwards.map((sb) => store.append(newEvent(sb))));
+    const db = otherConnection();
+    const inStep = (retained: number): string[] =>
+      (
+        db
+          .prepare("SELECT sandbox_id FROM sandboxes WHERE sandbox_id LIKE 'sb-%' AND retained = ? ORDER BY sandbox_id")
+          .all(retained) as {
+          sandbox_id: string;
+        }[]
+      ).map((row) => row.sandbox_id);
+    const rowsSynced = (): number => (db.prepare('SELECT ord FROM rows_synced').get() as { ord: number }).ord;
+    await appendToAll();
+    await appendToAll(); // every row lags, the highest key first
+    for (let i = 0; i < 3; i++) await store.append(newEvent('other')); // the first sync, in that order
+    expect(inStep(2)).toEqual(streams);
+    // The next sync's ranges are cut at keys of the rows the first one wrote.
+    await appendToAll();
+    const before = rowsSynced();
+    await store.append(newEvent('other'));
+    expect(inStep(3)).toEqual(streams.slice(0, MIN_ROWS_PER_COMMIT));
+    // The row that lags longest (the highest key) is not written yet: rows_synced stays below it.
+    expect(rowsSynced()).toBe(before);
+    await store.append(newEvent('other'));
+    await store.append(newEvent('other'));
+    expect(inStep(3)).toEqual(streams);
+    expect(rowsSynced()).toBeGreaterThan(before);
+  });
+
+  it('syncs the row of a stream written in every commit, and counts it again after a crash meanwhile', async () => {
+    const store = open({ rowSyncIntervalMs: 0 });
+    const streams = Array.from({ length: 3 * MIN_ROWS_PER_COMMIT }, (_, i) => `sb-${i}`);
+    await Promise.all(['hot', ...streams].map((sb) => store.append(newEvent(sb))));
+    await Promise.all(streams.map((sb) => store.append(newEvent(sb)))); // these rows lag
+    const db = otherConnection();
+    const retained = (file: Database.Database): unknown =>
+      file.prepare("SELECT retained FROM sandboxes WHERE sandbox_id = 'hot'").get();
+    const rowsSynced = (): number => (db.prepare('SELECT ord FROM rows_synced').get() as { ord: number }).ord;
+    // 'hot' gains an event in each commit from here on: its row lags from the first of them
+    // (order hotFrom) and keeps its place behind the rows that lagged before it, which the row
+    // sync writes MIN_ROWS_PER_COMMIT a commit.
+    await store.append(newEvent('hot'));
+    const hotFrom = (db.prepare('SELECT max(ord) AS ord FROM events').get() as { ord: number }).ord;
+    await store.append(newEvent('hot'));
+    await store.append(newEvent('hot'));
+    expect(retained(db)).toEqual({ retained: 1 });
+    expect(rowsSynced()).toBe(hotFrom - 1);
+    const copy = join(dir, 'crashed.db');
+    await db.backup(copy);
+    // The next commit reaches it.
+    const last = await store.append(newEvent('hot'));
+    expect(retained(db)).toEqual({ retained: 5 });
+    expect(rowsSynced()).toBeGreaterThanOrEqual(hotFrom);
+
+    // A crash before that: the open counts its three events above rows_synced again.
+    const reopened = open({ path: copy });
+    const recovered = new Database(copy, { readonly: true });
+    connections.push(recovered);
+    expect(retained(recovered)).toEqual({ retained: 4 });
+    expect((await reopened.append(newEvent('hot'))).id.seq).toBe(last.id.seq);
   });
 
   it('creates files with 8 KiB pages and keeps the page size of an existing file', async () => {

@@ -13,7 +13,7 @@ function stream(workspaceId: number, sandboxId: string, retained: number): Batch
     bytes: retained * 100,
     firstId: retained > 0 ? { ms: 10, seq: 0 } : undefined,
     activeAt: 10,
-    lagging: false,
+    unsyncedFrom: 0,
   };
 }
 
@@ -53,25 +53,29 @@ describe('the SQLite writer stream cache', () => {
     expect(cache.size).toBe(0);
   });
 
-  it('tracks the entries whose rows lag: one per stream, until a sync or a commit that wrote the row', () => {
+  it('tracks the entries whose rows lag, oldest first: one per stream, until a sync or a commit that wrote the row', () => {
     const cache = new StreamCache();
-    const lagging = (workspaceId: number, sandboxId: string, retained: number): BatchStream => ({
+    const lagging = (workspaceId: number, sandboxId: string, retained: number, from: number): BatchStream => ({
       ...stream(workspaceId, sandboxId, retained),
-      lagging: true,
+      unsyncedFrom: from,
     });
-    cache.commit([lagging(1, 'a', 1), lagging(1, 'b', 1), stream(1, 'c', 1)]);
-    expect([...cache.lagging()].map((s) => s.sandboxId)).toEqual(['a', 'b']);
+    const order = (): string[] => [...cache.lagging()].map((s) => `${s.sandboxId}@${s.unsyncedFrom}`);
+    cache.commit([lagging(1, 'a', 1, 1), lagging(1, 'b', 1, 2), stream(1, 'c', 1)]);
+    expect(order()).toEqual(['a@1', 'b@2']);
     expect(cache.lastId(1, 'a')).toEqual({ ms: 10, seq: 1 });
-    // A later batch's state replaces the entry: still one lagging entry for the stream.
-    cache.commit([lagging(1, 'a', 2)]);
-    expect(cache.laggingCount).toBe(2);
-    expect(cache.get(1, 'a')).toMatchObject({ retained: 2, lagging: true });
+    // A later batch's state replaces the entry's; still lagging, it keeps its place (a row sync
+    // writes the rows that lagged first first), and 'c', lagging now, joins behind.
+    cache.commit([lagging(1, 'c', 2, 3), lagging(1, 'a', 2, 1)]);
+    expect(order()).toEqual(['a@1', 'b@2', 'c@3']);
+    expect(cache.get(1, 'a')).toMatchObject({ retained: 2, unsyncedFrom: 1 });
     // A batch that wrote the row ends the lag; so does a sync of what it wrote.
     cache.commit([stream(1, 'a', 3)]);
+    expect(order()).toEqual(['b@2', 'c@3']);
     cache.synced([...cache.lagging()]);
     expect(cache.laggingCount).toBe(0);
-    expect(cache.get(1, 'b')).toMatchObject({ retained: 1, lagging: false });
-    cache.commit([lagging(1, 'b', 2)]);
+    expect(cache.get(1, 'b')).toMatchObject({ retained: 1, unsyncedFrom: 0 });
+    cache.commit([lagging(1, 'b', 2, 9)]);
+    expect(order()).toEqual(['b@9']);
     cache.forget(1, 'b');
     expect(cache.laggingCount).toBe(0);
   });

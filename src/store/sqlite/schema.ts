@@ -47,8 +47,8 @@ const SCHEMA_VERSION = 5;
  * kept apart, retention.ts) and what pruning without rules removed, so the marks stay complete
  * when rules are added later. Retention writes them; appends never do.
  * rows_synced: the store order through which every `sandboxes` row counts its stream's events.
- * Commits leave the rows of streams that only gained events behind, and write them about once a
- * second (row-sync.ts); after a crash, the streams with events above that order are counted
+ * Commits leave the rows of streams that only gained events behind, and a row sync about once
+ * a second writes them, spread over the commits that follow (row-sync.ts); after a crash, the streams with events above that order are counted
  * again from their events at open. No row: every row is in step (files of version 4 and
  * before, whose commits wrote every row).
  */

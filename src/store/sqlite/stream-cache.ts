@@ -15,10 +15,13 @@ export interface BatchStream {
   firstId: EventId | undefined;
   activeAt: number;
   /**
-   * Its row in `sandboxes` lags this state: the commit did not write it (row-sync.ts says when
-   * that is allowed and how the row catches up).
+   * The store order of the first event its row in `sandboxes` does not count, 0 while the row
+   * is in step: a commit that did not write the row (row-sync.ts says when that is allowed and
+   * how the row catches up) leaves it lagging from there. A crash leaves the row to be counted
+   * again from its events above rows_synced, so a row sync records at most this order - 1 there
+   * while the row lags.
    */
-  lagging: boolean;
+  unsyncedFrom: number;
 }
 
 /**
@@ -42,8 +45,16 @@ export interface BatchStream {
 export class StreamCache {
   private readonly byWorkspace = new Map<number, Map<string, BatchStream>>();
   private count = 0;
-  /** The entries whose rows lag them. */
+  /**
+   * The entries whose rows lag them, oldest first (ascending unsyncedFrom: the first is what a
+   * row sync records in rows_synced). An entry joins when its stream starts lagging and stays in
+   * place while it lags (commit updates it in place). Entries join in their batch's order of
+   * first appearance, which is also the order of their unsyncedFrom: a stream that lags after a
+   * batch had no ephemeral event in it (the row is written otherwise), so its first event in the
+   * batch is its first uncounted one.
+   */
   private readonly laggingEntries = new Set<BatchStream>();
+  private lagListener: ((entry: BatchStream) => void) | undefined;
 
   /** Streams held. */
   get size(): number {
@@ -53,6 +64,16 @@ export class StreamCache {
   /** Entries whose rows lag them. */
   get laggingCount(): number {
     return this.laggingEntries.size;
+  }
+
+  /** `listener` is told of each entry that starts lagging (the row sync's, row-sync.ts). */
+  onLagging(listener: (entry: BatchStream) => void): void {
+    this.lagListener = listener;
+  }
+
+  /** The entry itself (to tell it among others: not to change). */
+  entry(workspaceId: number, sandboxId: string): BatchStream | undefined {
+    return this.byWorkspace.get(workspaceId)?.get(sandboxId);
   }
 
   /** A copy of a stream's committed state, for a batch to change, when the cache has it. */
@@ -69,7 +90,7 @@ export class StreamCache {
       bytes: cached.bytes,
       firstId: cached.firstId,
       activeAt: cached.activeAt,
-      lagging: cached.lagging,
+      unsyncedFrom: cached.unsyncedFrom,
     };
   }
 
@@ -78,7 +99,10 @@ export class StreamCache {
     return this.byWorkspace.get(workspaceId)?.get(sandboxId)?.lastId;
   }
 
-  /** The entries whose rows lag them (live: mark them with synced, not while iterating). */
+  /**
+   * The entries whose rows lag them, oldest first (ascending unsyncedFrom; live: mark them with
+   * synced, not while iterating).
+   */
   lagging(): Iterable<BatchStream> {
     return this.laggingEntries;
   }
@@ -96,17 +120,34 @@ export class StreamCache {
         this.byWorkspace.set(s.workspaceId, inWorkspace);
       }
       const previous = inWorkspace.get(s.sandboxId);
-      if (previous === undefined) this.count++;
-      else this.laggingEntries.delete(previous);
-      inWorkspace.set(s.sandboxId, s);
-      if (s.lagging) this.laggingEntries.add(s);
+      if (previous === undefined) {
+        this.count++;
+        inWorkspace.set(s.sandboxId, s);
+        if (s.unsyncedFrom !== 0) this.startsLagging(s);
+        continue;
+      }
+      // In place, so that an entry lagging still keeps its place among the lagging ones.
+      if (previous.unsyncedFrom === 0) {
+        if (s.unsyncedFrom !== 0) this.startsLagging(previous);
+      } else if (s.unsyncedFrom === 0) this.laggingEntries.delete(previous);
+      previous.lastId = s.lastId;
+      previous.retained = s.retained;
+      previous.bytes = s.bytes;
+      previous.firstId = s.firstId;
+      previous.activeAt = s.activeAt;
+      previous.unsyncedFrom = s.unsyncedFrom;
     }
+  }
+
+  private startsLagging(entry: BatchStream): void {
+    this.laggingEntries.add(entry);
+    this.lagListener?.(entry);
   }
 
   /** After the commit that wrote these entries' rows: they no longer lag. */
   synced(entries: readonly BatchStream[]): void {
     for (const entry of entries) {
-      entry.lagging = false;
+      entry.unsyncedFrom = 0;
       this.laggingEntries.delete(entry);
     }
   }
@@ -121,6 +162,7 @@ export class StreamCache {
     if (inWorkspace === undefined || entry === undefined) return;
     inWorkspace.delete(sandboxId);
     this.laggingEntries.delete(entry);
+    entry.unsyncedFrom = 0; // no row sync that still holds it writes it
     this.count--;
     if (inWorkspace.size === 0) this.byWorkspace.delete(workspaceId); // or one empty map per workspace ever seen stays
   }

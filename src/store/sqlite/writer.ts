@@ -279,7 +279,7 @@ export class GroupCommitWriter {
       bytes: row?.bytes ?? 0,
       firstId: row === undefined ? undefined : idOf(row.first_ms, row.first_seq),
       activeAt: 0,
-      lagging: false,
+      unsyncedFrom: 0,
     };
   }
 
@@ -331,6 +331,7 @@ export class GroupCommitWriter {
         stream.retained++;
         stream.bytes += eventJsonBytes(event); // counted once: the fan-out frames the line by it
         stream.firstId ??= id;
+        if (stream.unsyncedFrom === 0) stream.unsyncedFrom = order;
       } else {
         unstored ??= new Set();
         unstored.add(stream);
@@ -339,7 +340,7 @@ export class GroupCommitWriter {
       events[i] = event;
     }
     const { maxCount, maxBytes } = this.options;
-    const syncRows = this.rowSync.due();
+    const syncing = this.rowSync.rowsToSync(batch.length);
     const overLimit: SandboxRef[] = [];
     for (const s of streams) {
       const last = s.lastId as EventId;
@@ -356,7 +357,7 @@ export class GroupCommitWriter {
           s.activeAt,
           s.bytes,
         );
-        s.lagging = false;
+        s.unsyncedFrom = 0;
       } else if (!s.hadFirst && first !== undefined) {
         this.sql.updateSandboxFirst.run(
           last.ms,
@@ -369,19 +370,19 @@ export class GroupCommitWriter {
           s.workspaceId,
           s.sandboxId,
         );
-        s.lagging = false;
-      } else if (syncRows || unstored?.has(s) === true) {
+        s.unsyncedFrom = 0;
+      } else if (unstored?.has(s) === true || (syncing !== undefined && this.rowSync.syncs(s))) {
+        // A row that must be written, or one the row sync writes now.
         this.rowSync.writeRow(s);
-        s.lagging = false;
-      } else {
-        s.lagging = true;
-      }
+        s.unsyncedFrom = 0;
+      } // else its row lags from s.unsyncedFrom
       if (s.retained > maxCount || s.bytes > maxBytes) overLimit.push(s);
     }
-    // A row sync writes the other lagging rows too; this batch's streams it wrote above.
-    const synced = syncRows
-      ? this.rowSync.writeLagging(order, (entry) => byWorkspace.get(entry.workspaceId)?.has(entry.sandboxId) === true)
-      : undefined;
+    // The row sync's other rows for this commit; this batch's streams it wrote above.
+    const synced =
+      syncing === undefined
+        ? undefined
+        : this.rowSync.writeRows(syncing, (entry) => byWorkspace.get(entry.workspaceId)?.has(entry.sandboxId) === true);
     return { events, streams, synced, highWater, lastOrder: order, overLimit };
   }
 }
