@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
 import type { CheckpointReport, CheckpointRequest, CheckpointWorkerData } from './checkpoint-protocol.js';
-import type { SynchronousMode } from './schema.js';
+import { type SynchronousMode, WAL_FILE_LIMIT_BYTES } from './schema.js';
 
 /** What every write transaction owes the WAL: a word before it and one after it. */
 export interface WalWrites {
@@ -28,22 +28,31 @@ export interface CheckpointerOptions {
 
 /**
  * Ask the checkpoint worker for a run this long after the first write since its last run. Each
- * run costs the same few hundred µs whatever it copies (two fsyncs, a message each way), and
- * copies each page once however many commits rewrote it: at 1,000 one-event commits a second
+ * run has a cost of its own (two fsyncs, a message each way) and copies each page once,
+ * however many commits rewrote it since the last: at 1,000 one-event commits a second
  * over 100 streams, a run every 100 ms was 5–6 % of the process's CPU, once a second 1–2 %
  * (docs/performance.md, "Seventh round: SQLite at light load"). It is not what keeps the WAL
- * short under steady writes (see beforeWrite), and it does not decide what an acknowledged
+ * short under steady writes (WAL_BYTES_LIMIT is), and it does not decide what an acknowledged
  * event survives: the WAL is in the OS's page cache as soon as a commit returns.
  */
 const CHECKPOINT_INTERVAL_MS = 1_000;
 /**
- * Heavier writes ask sooner: once the commits since the last run hold this many events (at most
- * about 3 WAL pages each, 0.8 in 1,000-event commits), the run comes CHECKPOINT_SOON_MS later.
+ * Heavier writes ask sooner: once the commits since the last run hold this many events, the run
+ * comes CHECKPOINT_SOON_MS later. An event adds at most about 3 pages to the WAL (one-event
+ * commits; 0.8 in 1,000-event commits), so a run is never much more than 3,000 pages behind.
  */
-const CHECKPOINT_AFTER_EVENTS = 2_000;
+const CHECKPOINT_AFTER_EVENTS = 1_000;
 const CHECKPOINT_SOON_MS = 100;
-/** Past this much WAL (in frames: 8,192 of 8 KiB pages) the writer finishes a checkpoint itself. */
-const WAL_BYTES_LIMIT = 64 * 1024 * 1024;
+/**
+ * Past this much WAL (in frames: 6,144 of 8 KiB pages) the writer finishes a checkpoint itself,
+ * after which the WAL starts over. Under steady writes that is the only way it does (a commit
+ * during each of the worker's runs leaves the WAL never wholly copied, and SQLite starts it over
+ * only once it was), and the worker's report that asks for it comes up to a run's interval late: a
+ * quarter of the file's limit is the room for the writes of that while, so that the WAL starts
+ * over inside the file it has. Past the limit SQLite cuts the file back as it starts over, and
+ * each cycle would grow it again, into new page-cache pages the kernel zeroes first.
+ */
+const WAL_BYTES_LIMIT = (WAL_FILE_LIMIT_BYTES / 4) * 3;
 /**
  * Without the worker, SQLite checkpoints inside the commit that makes the WAL this long (its own
  * default, 1,000 pages, is 4 MiB of 4 KiB pages).
