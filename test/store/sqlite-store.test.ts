@@ -715,6 +715,14 @@ describe('checkpoints', () => {
     expect(await open().history({ ...ref, limit: 1_000 })).toHaveLength(500);
   });
 
+  it('checkpoints after a single light write too, with no write after it', async () => {
+    const store = open();
+    await store.append(newEvent('sb-1'));
+    // Few events ask for no early run: the one a second after the write must still come.
+    await vi.waitFor(() => expect(store.stats().checkpoints).toBeGreaterThan(0), { timeout: 10_000 });
+    await store.close();
+  });
+
   it('falls back to inline checkpoints when the worker is gone', async () => {
     const store = open();
     // White-box: the worker is private; kill it as a crash would.

@@ -3,14 +3,17 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
 import type { CheckpointReport, CheckpointRequest, CheckpointWorkerData } from './checkpoint-protocol.js';
-import type { SynchronousMode } from './schema.js';
+import { type SynchronousMode, WAL_FILE_LIMIT_BYTES } from './schema.js';
 
 /** What every write transaction owes the WAL: a word before it and one after it. */
 export interface WalWrites {
   /** Before a write transaction: finish a checkpoint here if the worker cannot keep up. */
   beforeWrite(): void;
-  /** After a write transaction (committed or not): a checkpoint soon. */
-  afterWrite(): void;
+  /**
+   * After a write transaction (committed or not), with the events it committed (0 for other
+   * writes): a checkpoint within CHECKPOINT_INTERVAL_MS, sooner after many events.
+   */
+  afterWrite(events?: number): void;
 }
 
 export interface CheckpointerOptions {
@@ -23,10 +26,33 @@ export interface CheckpointerOptions {
   worker: boolean;
 }
 
-/** Ask the checkpoint worker for a run at most this often while commits happen. */
-const CHECKPOINT_INTERVAL_MS = 100;
-/** Past this much WAL (in frames: 8,192 of 8 KiB pages) the writer finishes a checkpoint itself. */
-const WAL_BYTES_LIMIT = 64 * 1024 * 1024;
+/**
+ * Ask the checkpoint worker for a run this long after the first write since its last run. Each
+ * run has a cost of its own (two fsyncs, a message each way) and copies each page once,
+ * however many commits rewrote it since the last: at 1,000 one-event commits a second
+ * over 100 streams, a run every 100 ms was 5–6 % of the process's CPU, once a second 1–2 %
+ * (docs/performance.md, "Seventh round: SQLite at light load"). It is not what keeps the WAL
+ * short under steady writes (WAL_BYTES_LIMIT is), and it does not decide what an acknowledged
+ * event survives: the WAL is in the OS's page cache as soon as a commit returns.
+ */
+const CHECKPOINT_INTERVAL_MS = 1_000;
+/**
+ * Heavier writes ask sooner: once the commits since the last run hold this many events, the run
+ * comes CHECKPOINT_SOON_MS later. An event adds at most about 3 pages to the WAL (one-event
+ * commits; 0.8 in 1,000-event commits), so a run is never much more than 3,000 pages behind.
+ */
+const CHECKPOINT_AFTER_EVENTS = 1_000;
+const CHECKPOINT_SOON_MS = 100;
+/**
+ * Past this much WAL (in frames: 6,144 of 8 KiB pages) the writer finishes a checkpoint itself,
+ * after which the WAL starts over. Under steady writes that is the only way it does (a commit
+ * during each of the worker's runs leaves the WAL never wholly copied, and SQLite starts it over
+ * only once it was), and the worker's report that asks for it comes up to a run's interval late: a
+ * quarter of the file's limit is the room for the writes of that while, so that the WAL starts
+ * over inside the file it has. Past the limit SQLite cuts the file back as it starts over, and
+ * each cycle would grow it again, into new page-cache pages the kernel zeroes first.
+ */
+const WAL_BYTES_LIMIT = (WAL_FILE_LIMIT_BYTES / 4) * 3;
 /**
  * Without the worker, SQLite checkpoints inside the commit that makes the WAL this long (its own
  * default, 1,000 pages, is 4 MiB of 4 KiB pages).
@@ -55,14 +81,19 @@ function checkpointWorkerFile(): string {
 /**
  * Keeps the WAL short. With the worker (the default), WAL checkpoints run on a worker thread
  * with its own connection, so the event loop never waits for them (with synchronous = NORMAL
- * they are the only fsyncs); the writer asks for one at most every CHECKPOINT_INTERVAL_MS after
- * commits. If the worker cannot run, SQLite checkpoints inline again: slower, never wrong.
+ * they are the only fsyncs); the writer asks for one CHECKPOINT_INTERVAL_MS after a write, or
+ * sooner after many events. If the worker cannot run, SQLite checkpoints inline again: slower,
+ * never wrong.
  */
 export class Checkpointer implements WalWrites {
   /** WAL checkpoints done by the worker thread. */
   checkpoints = 0;
   private worker: Worker | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** The timer is the short one (CHECKPOINT_SOON_MS). */
+  private timerSoon = false;
+  /** Events committed since the last run was asked for. */
+  private eventsSinceRun = 0;
   private running = false;
   private stopped = false;
   /** The worker could not keep the WAL short: the writer checkpoints before its next commit. */
@@ -117,21 +148,38 @@ export class Checkpointer implements WalWrites {
     }
   }
 
-  /** At most one checkpoint at a time and one per interval. */
-  afterWrite(): void {
-    if (this.worker === undefined || this.timer !== undefined) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      if (this.worker === undefined || this.stopped) return;
-      if (this.running) {
-        this.afterWrite();
-        return;
-      }
-      this.running = true;
-      post(this.worker, 'checkpoint');
-    }, CHECKPOINT_INTERVAL_MS);
+  /** At most one checkpoint at a time, one per CHECKPOINT_SOON_MS. */
+  afterWrite(events = 0): void {
+    if (this.worker === undefined) return;
+    this.eventsSinceRun += events;
+    if (this.eventsSinceRun >= CHECKPOINT_AFTER_EVENTS) {
+      if (this.timerSoon) return;
+      clearTimeout(this.timer);
+      this.schedule(CHECKPOINT_SOON_MS);
+    } else if (this.timer === undefined) {
+      this.schedule(CHECKPOINT_INTERVAL_MS);
+    }
+  }
+
+  private schedule(delayMs: number): void {
+    this.timerSoon = delayMs === CHECKPOINT_SOON_MS;
+    this.timer = setTimeout(this.onTimer, delayMs);
     this.timer.unref();
   }
+
+  private readonly onTimer = (): void => {
+    this.timer = undefined;
+    this.timerSoon = false;
+    if (this.worker === undefined || this.stopped) return;
+    if (this.running) {
+      // The run asked for is still owed: ask again once this one has had time to end.
+      this.schedule(CHECKPOINT_SOON_MS);
+      return;
+    }
+    this.running = true;
+    this.eventsSinceRun = 0;
+    post(this.worker, 'checkpoint');
+  };
 
   /** Ends the worker as a crash would: SQLite checkpoints inline from then on. */
   terminate(): Promise<number> {

@@ -134,6 +134,12 @@ DROP INDEX IF EXISTS events_by_type;
  */
 const NEW_FILE_PAGE_SIZE = 8192;
 
+/**
+ * The WAL file is cut back to this size when it starts over, and no further (SQLite's
+ * journal_size_limit): a WAL that starts over within it writes into pages the OS already has.
+ */
+export const WAL_FILE_LIMIT_BYTES = 64 * 1024 * 1024;
+
 export type SynchronousMode = 'NORMAL' | 'FULL';
 
 export interface ConnectionSetup {
@@ -154,7 +160,7 @@ export function configureConnection(db: Database.Database, synchronous: Synchron
   const journal = db.pragma('journal_mode = WAL', { simple: true });
   db.pragma(`synchronous = ${synchronous}`);
   db.pragma('cache_size = -32768'); // 32 MiB of pages: history hits memory, not the OS
-  db.pragma('journal_size_limit = 67108864'); // the WAL shrinks back to 64 MiB after checkpoints
+  db.pragma(`journal_size_limit = ${WAL_FILE_LIMIT_BYTES}`);
   return { pageSize, wal: journal === 'wal' };
 }
 

@@ -256,7 +256,7 @@ export class GroupCommitWriter {
     if (result.synced !== undefined) this.rowSync.synced(result.synced);
     if (result.overLimit.length > 0) this.options.onOverLimit(result.overLimit);
     this.batches++;
-    this.wal.afterWrite();
+    this.wal.afterWrite(result.events.length);
     this.appended += result.events.length;
     for (let i = 0; i < batch.length; i++) {
       notifyListener(this.listener, result.events[i] as StoredEvent, (batch[i] as PendingAppend).input);
