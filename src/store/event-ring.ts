@@ -73,18 +73,23 @@ export class TypeTable {
  * 100 such rings' chunks go. Each chunk let go was 64 KiB of old-generation garbage, and each
  * one taken instead 64 KiB of new external memory, which V8 counts toward its next full
  * (mark-compact) collection: 29 MB in 11 s at 20,000 events/s over 100 full rings
- * (docs/performance.md, "Seventh round: latency").
+ * (docs/performance.md, "Seventh round: latency"). So that a store that shrank (age retention,
+ * a burst that ended) does not keep an eighth of its past size idle, `trimSpare` (the store's
+ * prune timer) keeps no more spares than rings took since its previous call.
  */
 export class RingContext {
   readonly types = new TypeTable();
   private readonly spare: Buffer[] = [];
   /** Full-size chunks taken and not given back (approximately: see give). */
   private chunksInUse = 0;
+  /** Full-size chunks taken since the last trimSpare. */
+  private takenSinceTrim = 0;
 
   /** A chunk of at least `size` bytes. */
   take(size: number): Buffer {
     if (size === CHUNK_BYTES) {
       this.chunksInUse++;
+      this.takenSinceTrim++;
       const chunk = this.spare.pop();
       if (chunk !== undefined) return chunk;
     }
@@ -96,6 +101,13 @@ export class RingContext {
     // A repacked chunk may be full-size without having been taken: never below zero.
     if (this.chunksInUse > 0) this.chunksInUse--;
     if (this.spare.length < Math.max(MIN_SPARE_CHUNKS, this.chunksInUse >>> 3)) this.spare.push(chunk);
+  }
+
+  /** Lets go of the spares beyond what rings took since the previous call (at least MIN_SPARE_CHUNKS stay). */
+  trimSpare(): void {
+    const keep = Math.max(MIN_SPARE_CHUNKS, this.takenSinceTrim);
+    if (this.spare.length > keep) this.spare.length = keep;
+    this.takenSinceTrim = 0;
   }
 
   /** Spare chunks held (for tests). */

@@ -615,6 +615,7 @@ export class MemoryStore implements EventStore {
       }
       if (sandboxes.size === 0) this.workspaces.delete(workspaceId);
     }
+    this.rings.trimSpare();
     return count;
   }
 

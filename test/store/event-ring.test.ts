@@ -85,6 +85,15 @@ describe('EventRing', () => {
     while (rings.some((ring, r) => ring.length < lengths[r]! + 60)) pushAll();
     expect(context.spareChunks).toBeLessThan(kept);
     expect(contents(rings[3]!).every((event) => event.json.includes(data))).toBe(true);
+    // Spares follow what rings take: the first trim keeps what was taken since the start, the
+    // next (nothing taken in between) only the minimum.
+    for (const ring of rings) while (ring.length > 1) ring.shift();
+    const spares = context.spareChunks;
+    expect(spares).toBeGreaterThan(32);
+    context.trimSpare();
+    expect(context.spareChunks).toBe(spares);
+    context.trimSpare();
+    expect(context.spareChunks).toBe(32);
   });
 
   it('interns types and forgets those no retained event has', () => {
