@@ -17,7 +17,9 @@
 // --cpu-prof (summarise with `node bench/profile-summary.js <file>`; the profile also holds
 // startup and the clients' disconnection, which the figures leave out). STORM_NODE_ARGS adds
 // node flags to the daemon's command line (say `--single-threaded-gc`, to see what the GC's
-// helper threads cost).
+// helper threads cost); with `--trace-gc-nvp` among them, each storm's line also gives the
+// collections during it, and the bytes allocated and promoted per client and the pauses' time
+// per client as the collections report them (counted at collections, so roughly).
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -37,7 +39,24 @@ const median = (/** @type {number[]} */ values) => {
 };
 
 /** Per client: µs of daemon CPU (all threads, and the main thread), and the storm's wall time. */
-/** @typedef {{ total: number, main: number, seconds: number }} StormCost */
+/** @typedef {{ total: number, main: number, seconds: number, gc: string }} StormCost */
+
+/** What `--trace-gc-nvp` lines report, summed: collections, bytes allocated and promoted, pause ms. */
+function gcTally() {
+  const tally = { collections: 0, allocated: 0, promoted: 0, pauseMs: 0 };
+  const field = (/** @type {string} */ line, /** @type {string} */ name) =>
+    Number(new RegExp(`\\b${name}=([0-9.]+)`).exec(line)?.[1] ?? 0);
+  return {
+    tally,
+    onLine: (/** @type {string} */ line) => {
+      if (!line.includes(' pause=')) return;
+      tally.collections += 1;
+      tally.allocated += field(line, 'allocated');
+      tally.promoted += field(line, 'promoted');
+      tally.pauseMs += field(line, 'pause');
+    },
+  };
+}
 
 /** Resolves once the daemon has closed the last storm's connections (the one asking aside). */
 async function allClosed(/** @type {number} */ port, /** @type {string} */ token) {
@@ -62,6 +81,8 @@ async function daemonRun(/** @type {string} */ build) {
       ...(profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${resolve(profileDir)}`]),
     ],
   });
+  const gc = gcTally();
+  Object.assign(broker.log, { onLine: gc.onLine });
   const adminToken = await mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3600 });
   /** @type {StormCost[]} */
   const storms = [];
@@ -73,6 +94,7 @@ async function daemonRun(/** @type {string} */ build) {
           mintToken({ secret, workspaceId: 1, sandboxId, role: 'sandbox', ttlSeconds: 3600 }),
         ),
       );
+      const gcBefore = { ...gc.tally };
       const result = await runGenerator(
         { kind: 'storm', port: broker.port, pid: broker.pid, clkTck, auth: tokens, channels, timeoutMs: 30_000 },
         { timeoutMs: 60_000 },
@@ -81,7 +103,18 @@ async function daemonRun(/** @type {string} */ build) {
         throw new Error(`only ${result.subscribed} clients subscribed: ${result.firstError}`);
       }
       const perClient = (/** @type {number} */ busy) => ((busy / 100) * result.seconds * 1e6) / CLIENTS;
-      storms.push({ total: perClient(result.srvBusy), main: perClient(result.srvMainBusy), seconds: result.seconds });
+      const during = (/** @type {'collections' | 'allocated' | 'promoted' | 'pauseMs'} */ key) =>
+        gc.tally[key] - gcBefore[key];
+      const gcLine =
+        during('collections') === 0
+          ? ''
+          : `, ${during('collections')} GCs: ${(during('allocated') / CLIENTS).toFixed(0)} B allocated, ${(during('promoted') / CLIENTS).toFixed(0)} B promoted, ${((during('pauseMs') * 1000) / CLIENTS).toFixed(0)} µs paused per client`;
+      storms.push({
+        total: perClient(result.srvBusy),
+        main: perClient(result.srvMainBusy),
+        seconds: result.seconds,
+        gc: gcLine,
+      });
       if (storm + 1 < STORMS) await allClosed(broker.port, adminToken);
     }
   } finally {
@@ -97,7 +130,7 @@ for (let run = 0; run < RUNS; run++) {
     const storms = await daemonRun(build);
     results.get(build)?.push(storms);
     console.log(
-      `run ${run + 1} ${build}: ${storms.map((one) => `${one.total.toFixed(0)} µs/client (main thread ${one.main.toFixed(0)}), storm ${one.seconds.toFixed(2)} s`).join('; ')}`,
+      `run ${run + 1} ${build}: ${storms.map((one) => `${one.total.toFixed(0)} µs/client (main thread ${one.main.toFixed(0)}), storm ${one.seconds.toFixed(2)} s${one.gc}`).join('; ')}`,
     );
   }
 }

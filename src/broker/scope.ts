@@ -46,10 +46,26 @@ export function parseChannelKey(key: string): SandboxRef | undefined {
 
 const QUALIFIED = /^\{([1-9]\d{0,15})\}(.*)$/s;
 
+/**
+ * A resolved channel. Its key is built when asked for: a SUBSCRIBE of one name never needs it
+ * (docs/performance.md, "Seventh round: per-connection cost").
+ */
+class ResolvedChannel implements ChannelTarget {
+  constructor(
+    readonly workspaceId: number,
+    readonly sandboxId: string,
+    readonly displayName: string,
+  ) {}
+
+  get key(): string {
+    return channelKey(this.workspaceId, this.sandboxId);
+  }
+}
+
 /** Resolves a channel name for a principal, enforcing isolation. Throws on refusal. */
 export function resolveChannel(principal: Principal, name: string): ChannelTarget {
   const { workspaceId, sandboxId } = resolveSandbox(principal, name);
-  return { workspaceId, sandboxId, key: channelKey(workspaceId, sandboxId), displayName: name };
+  return new ResolvedChannel(workspaceId, sandboxId, name);
 }
 
 /**

@@ -47,23 +47,30 @@ function checkSubscriptionLimit(connection: RespClient, adding: number): void {
 export function resolveForSubscribe(connection: RespClient, names: string[]): ChannelTarget[] {
   const principal = principalOf(connection);
   const targets = names.map((name) => resolveChannel(principal, name));
-  const session = connection.session;
-  const fresh = new Set(targets.filter((target) => session.channel(target) === undefined).map((target) => target.key));
-  checkSubscriptionLimit(connection, fresh.size);
+  checkSubscriptionLimit(connection, channelsNotHeld(connection, targets));
   return targets;
 }
 
-/** Adds the subscriptions; returns the confirmations Redis would send, one per name. */
-export function addSubscriptions(connection: RespClient, targets: ChannelTarget[]): Buffer[] {
-  return targets.map((target) => {
-    connection.session.subscribe(target);
-    return confirmation(connection, SUBSCRIBE, target.displayName);
-  });
+/** How many distinct channels among `targets` the connection does not hold yet. */
+function channelsNotHeld(connection: RespClient, targets: ChannelTarget[]): number {
+  const session = connection.session;
+  // One name, what nearly every SUBSCRIBE carries: no set of keys to build.
+  if (targets.length === 1) return session.channel(targets[0]!) === undefined ? 1 : 0;
+  return new Set(targets.filter((target) => session.channel(target) === undefined).map((target) => target.key)).size;
+}
+
+/** Adds the subscriptions, without confirmations (the ComputeSDK client's line gets +OK). */
+export function addSubscriptions(connection: RespClient, targets: ChannelTarget[]): void {
+  for (const target of targets) connection.session.subscribe(target);
 }
 
 function subscribe(connection: RespClient, args: string[]): void {
   const targets = resolveForSubscribe(connection, args.slice(1));
-  for (const reply of addSubscriptions(connection, targets)) connection.reply(reply);
+  // Each confirmation carries the count right after its own subscription, as Redis's do.
+  for (const target of targets) {
+    connection.session.subscribe(target);
+    connection.reply(confirmation(connection, SUBSCRIBE, target.displayName));
+  }
 }
 
 function unsubscribe(connection: RespClient, args: string[]): void {

@@ -12,8 +12,13 @@ import {
 } from '../protocol/request-decoder.js';
 import { recordOutputCut, type ServerContext } from '../runtime/context.js';
 import type { OutputCut } from '../runtime/output-budget.js';
-import { TOKEN_EXPIRED_ERROR } from '../session/expiry.js';
-import { type ChannelSubscription, type PatternSubscription, Session } from '../session/session.js';
+import { DeadlineQueue, TOKEN_EXPIRED_ERROR } from '../session/expiry.js';
+import {
+  type ChannelSubscription,
+  type PatternSubscription,
+  Session,
+  type SessionTransport,
+} from '../session/session.js';
 
 /** Runs one command; a returned promise holds back the next command until it settles. */
 export type CommandRunner = (connection: Connection, command: DecodedCommand) => void | Promise<void>;
@@ -38,12 +43,24 @@ class PendingReply implements ReplySlot, QueuedReply {
 let nextConnectionId = 1;
 
 /**
+ * Auth deadlines are rounded up to this: the connections accepted within it share one entry of
+ * the deadline queue, and a client is closed at most this much after its deadline.
+ */
+const AUTH_DEADLINE_STEP_MS = 100;
+
+/**
  * The RESP transport of one client: its input decoding, command order and reply order, and
  * its RESP framing. Subscriptions, resume, output and token expiry are its `session`'s (the
  * same layer the SSE streams use). Commands run strictly in order; PUBLISH may be pipelined
  * (its reply waits for the store) while replies still leave in request order.
  */
-export class Connection implements RespClient {
+export class Connection implements RespClient, SessionTransport {
+  /** Every unauthenticated connection's deadline, on one timer (DeadlineQueue). */
+  private static readonly authDeadlines = new DeadlineQueue<Connection>(
+    (connection) => connection.authDeadlinePassed(),
+    AUTH_DEADLINE_STEP_MS,
+  );
+
   readonly id = nextConnectionId++;
   principal: Principal | undefined;
   /** Authenticated through the ComputeSDK events client's `SUBSCRIBE <id> <jwt>` line. */
@@ -58,7 +75,8 @@ export class Connection implements RespClient {
   private blockedBy: 'command' | 'replies' | undefined;
   private heldCommand: DecodedCommand | undefined;
   private replySlots: QueuedReply[] = [];
-  private authTimer: NodeJS.Timeout | undefined;
+  /** Where this connection is filed in `authDeadlines`, until it authenticates or closes. */
+  private authDeadline: number | undefined = undefined;
   private peer: string | undefined;
   /** Set by `quiesce`: no more commands are read; resolved once no PUBLISH awaits its reply. */
   private quiescing: (() => void) | undefined;
@@ -84,33 +102,73 @@ export class Connection implements RespClient {
         broker: context.broker,
         store: context.store,
       },
-      {
-        replayFrame: (event: StoredEvent, channel, pattern) =>
-          deliveryFrame(this.protocol, pattern, channel, event.json),
-        cursorFrame: (event: StoredEvent, channel, pattern, cursor) =>
-          cursorDeliveryFrame(this.protocol, pattern, channel, event.json, cursor),
-        isOpen: () => !this.closed,
-        overflow: (pending, cause) => this.onOutputOverflow(pending, cause),
-        expired: () => this.onTokenExpired(),
-        eventsLost: (message) => this.abort(message, 'events_lost'),
-      },
+      // The connection is its session's transport: no object and closures of its own per client.
+      this,
     );
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (error) => this.context.logger.debug({ conn: this.id, err: error.message }, 'socket error'));
     socket.on('close', () => this.cleanUp());
-    this.armAuthTimer();
+    this.armAuthDeadline();
   }
 
   /** An unauthenticated client gets a fixed time to authenticate (10 s by default), then is closed. */
-  private armAuthTimer(): void {
-    const timeoutMs = this.context.limits.authTimeoutMs;
-    this.authTimer = setTimeout(() => {
-      this.authTimer = undefined;
-      if (this.principal === undefined) {
-        this.abort(`ERR authentication timeout: send AUTH within ${timeoutMs / 1000} s`, 'auth_timeout');
-      }
-    }, timeoutMs);
-    this.authTimer.unref();
+  private armAuthDeadline(): void {
+    this.authDeadline = Connection.authDeadlines.add(this, Date.now() + this.context.limits.authTimeoutMs);
+  }
+
+  private cancelAuthDeadline(): void {
+    if (this.authDeadline === undefined) return;
+    Connection.authDeadlines.delete(this, this.authDeadline);
+    this.authDeadline = undefined;
+  }
+
+  private authDeadlinePassed(): void {
+    this.authDeadline = undefined;
+    if (this.principal === undefined) {
+      const timeoutMs = this.context.limits.authTimeoutMs;
+      this.abort(`ERR authentication timeout: send AUTH within ${timeoutMs / 1000} s`, 'auth_timeout');
+    }
+  }
+
+  // --- SessionTransport ---------------------------------------------------------------------
+
+  /** @internal SessionTransport: a replayed event's frame. */
+  replayFrame(event: StoredEvent, channel: string, pattern?: string): Buffer {
+    return deliveryFrame(this.protocol, pattern, channel, event.json);
+  }
+
+  /** @internal SessionTransport: an event's frame through a pattern that carries cursors. */
+  cursorFrame(event: StoredEvent, channel: string, pattern: string, cursor: string | undefined): Buffer {
+    return cursorDeliveryFrame(this.protocol, pattern, channel, event.json, cursor);
+  }
+
+  /** @internal SessionTransport */
+  isOpen(): boolean {
+    return !this.closed;
+  }
+
+  /** @internal SessionTransport: unsent output passed the limit, or the daemon's budget. */
+  overflow(pendingBytes: number, cause: OutputCut): void {
+    recordOutputCut(this.context, 'client', cause, {
+      conn: this.id,
+      addr: this.remoteAddress,
+      pendingBytes,
+      limit: this.outputLimit,
+    });
+    this.destroy();
+  }
+
+  /** @internal SessionTransport: the token's deadline passed. */
+  expired(): void {
+    if (this.principal === undefined) return;
+    this.context.stats.authFailures.expired_while_connected =
+      (this.context.stats.authFailures.expired_while_connected ?? 0) + 1;
+    this.abort(TOKEN_EXPIRED_ERROR, 'token_expired');
+  }
+
+  /** @internal SessionTransport: events this client should have had are lost. */
+  eventsLost(message: string): void {
+    this.abort(message, 'events_lost');
   }
 
   /**
@@ -186,10 +244,7 @@ export class Connection implements RespClient {
   /** Called when authentication succeeds: lifts the pre-auth limits and arms the expiry. */
   setPrincipal(principal: Principal): void {
     this.principal = principal;
-    if (this.authTimer !== undefined) {
-      clearTimeout(this.authTimer);
-      this.authTimer = undefined;
-    }
+    this.cancelAuthDeadline();
     // A token that expires while its connection is open does not keep it alive
     // (docs/protocol.md): the client may AUTH again before exp; otherwise it is told why and closed.
     this.session.expireWith(principal);
@@ -200,7 +255,7 @@ export class Connection implements RespClient {
     this.principal = undefined;
     this.compat = false;
     this.session.cancelExpiry();
-    if (this.authTimer === undefined) this.armAuthTimer();
+    if (this.authDeadline === undefined) this.armAuthDeadline();
   }
 
   /**
@@ -333,27 +388,9 @@ export class Connection implements RespClient {
     if (this.blockedBy === 'replies') this.unblock('replies');
   }
 
-  private onTokenExpired(): void {
-    if (this.principal === undefined) return;
-    this.context.stats.authFailures.expired_while_connected =
-      (this.context.stats.authFailures.expired_while_connected ?? 0) + 1;
-    this.abort(TOKEN_EXPIRED_ERROR, 'token_expired');
-  }
-
-  private onOutputOverflow(pendingBytes: number, cause: OutputCut): void {
-    recordOutputCut(this.context, 'client', cause, {
-      conn: this.id,
-      addr: this.remoteAddress,
-      pendingBytes,
-      limit: this.outputLimit,
-    });
-    this.destroy();
-  }
-
   private cleanUp(): void {
     this.session.close();
-    if (this.authTimer !== undefined) clearTimeout(this.authTimer);
-    this.authTimer = undefined;
+    this.cancelAuthDeadline();
     this.context.connections.delete(this);
     const { logger } = this.context;
     // Not built unless logged: the address of a closed socket is known only if read before.

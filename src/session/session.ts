@@ -6,7 +6,7 @@ import { type EventId, eventOrder, formatOrderCursor, type StoredEvent } from '.
 import type { Protocol } from '../protocol/encode.js';
 import type { EventStore, ReplayGap } from '../store/types.js';
 import type { OutputBudget, OutputCut } from '../runtime/output-budget.js';
-import { ExpiryTimer } from './expiry.js';
+import { DeadlineQueue } from './expiry.js';
 import type { ResumeFrom } from './query.js';
 import { pagesAsItems, REPLAY_PAGE, ReplaySeam, replayPages, workspaceReplayPages, writePaced } from './replay.js';
 import { compileGlob } from '../protocol/glob.js';
@@ -93,6 +93,8 @@ export interface PatternSubscription {
   seam?: ReplaySeam<Buffer, number> | undefined;
 }
 
+const NO_PATTERNS: ReadonlyMap<string, PatternSubscription> = new Map();
+
 /** The channel name a pattern's frame carries: the sandbox id, qualified for an admin's `{` pattern. */
 function patternChannel(scope: PatternScope, event: StoredEvent): string {
   return scope === 'all' ? channelKey(event.workspaceId, event.sandboxId) : event.sandboxId;
@@ -125,7 +127,8 @@ export interface ResumeStatus {
 export interface SessionTransport {
   /**
    * The frame of a live event. Absent for RESP, whose frames the broker encodes once per
-   * channel, protocol and name and hands over as they are.
+   * channel, protocol and name and hands over as they are. Called as a plain function, without
+   * its object.
    */
   readonly liveFrame?: (event: StoredEvent) => Buffer;
   /** The frame of one replayed event of `channel` (its name as the client writes it), through `pattern` if given. */
@@ -184,14 +187,19 @@ export class Session implements Subscriber {
    * the home workspace, the qualified key in any other.
    */
   readonly channels = new Map<string, ChannelSubscription>();
-  readonly patterns = new Map<string, PatternSubscription>();
+  /** Pattern subscriptions; made with the first (most sessions never hold one). */
+  private patternMap: Map<string, PatternSubscription> | undefined = undefined;
   /** Set once the transport is closing: live events are no longer taken. */
   closed = false;
   /** The workspace of the first channel held (while any is): its channels are keyed by sandbox id. */
   private homeWorkspace = 0;
 
+  /** Every session's token expiry, on one timer (DeadlineQueue). */
+  private static readonly expiries = new DeadlineQueue<Session>((session) => session.expired());
+
   private readonly output: WritePath;
-  private readonly expiry: ExpiryTimer;
+  /** The instant this session is filed at in `expiries`, while its token's expiry is armed. */
+  private expiryAt: number | undefined = undefined;
   private readonly liveFrame: ((event: StoredEvent) => Buffer) | undefined;
   /** Channel subscriptions with a seam: while none, live frames skip the lookup. */
   private resuming = 0;
@@ -212,12 +220,21 @@ export class Session implements Subscriber {
       options.closeGraceMs,
       options.outputBudget,
     );
-    this.expiry = new ExpiryTimer(() => transport.expired());
     this.liveFrame = transport.liveFrame;
   }
 
   get subscriptionCount(): number {
-    return this.channels.size + this.patterns.size;
+    return this.channels.size + (this.patternMap?.size ?? 0);
+  }
+
+  /** Pattern subscriptions in the order they were made. */
+  get patterns(): ReadonlyMap<string, PatternSubscription> {
+    return this.patternMap ?? NO_PATTERNS;
+  }
+
+  private addPattern(subscription: PatternSubscription): void {
+    this.patternMap ??= new Map();
+    this.patternMap.set(subscription.pattern, subscription);
   }
 
   /**
@@ -299,11 +316,19 @@ export class Session implements Subscriber {
    * `exp` plus the clock tolerance the transport's `expired` runs, unless a fresh token came.
    */
   expireWith(principal: Principal): void {
-    this.expiry.start(principal.expiresAt + this.options.clockToleranceMs);
+    this.cancelExpiry();
+    this.expiryAt = Session.expiries.add(this, principal.expiresAt + this.options.clockToleranceMs);
   }
 
   cancelExpiry(): void {
-    this.expiry.cancel();
+    if (this.expiryAt === undefined) return;
+    Session.expiries.delete(this, this.expiryAt);
+    this.expiryAt = undefined;
+  }
+
+  private expired(): void {
+    this.expiryAt = undefined;
+    this.transport.expired();
   }
 
   // --- Subscriptions -------------------------------------------------------------------------
@@ -346,7 +371,7 @@ export class Session implements Subscriber {
       return false;
     }
     const subscription: PatternSubscription = { pattern, scope, types: undefined, withCursor: false };
-    this.patterns.set(pattern, subscription);
+    this.addPattern(subscription);
     this.setTypes(subscription, types);
     this.setCursorForm(subscription, withCursor);
     this.options.broker.psubscribe(this, pattern, scope);
@@ -356,7 +381,7 @@ export class Session implements Subscriber {
   punsubscribe(pattern: string): boolean {
     const held = this.patterns.get(pattern);
     if (held === undefined) return false;
-    this.patterns.delete(pattern);
+    this.patternMap!.delete(pattern);
     this.options.broker.punsubscribe(this, held.pattern, held.scope);
     this.dropSeam(held);
     this.setTypes(held, undefined);
@@ -394,7 +419,7 @@ export class Session implements Subscriber {
   close(): void {
     this.closed = true;
     this.output.discard();
-    this.expiry.cancel();
+    this.cancelExpiry();
     const broker = this.options.broker;
     for (const subscription of this.channels.values()) {
       broker.leave(this, subscription);
@@ -405,7 +430,7 @@ export class Session implements Subscriber {
       subscription.seam = undefined;
     }
     this.channels.clear();
-    this.patterns.clear();
+    this.patternMap = undefined;
     this.resuming = 0;
     this.filtered = 0;
     this.cursorPatterns = 0;
@@ -508,14 +533,14 @@ export class Session implements Subscriber {
           earliestId: first.earliestId,
           lastId: first.lastId,
         });
-        const replayFrame = this.transport.replayFrame;
+        const transport = this.transport;
         await writePaced(
           this,
           replayPages(store, target, first),
           (event) => {
             // A filtered-out event is covered all the same: its live copy is dropped too.
             if (types === undefined || types.matches(event.type)) {
-              this.output.write(replayFrame(event, target.displayName));
+              this.output.write(transport.replayFrame(event, target.displayName));
             }
             cover(event.id);
           },
@@ -572,7 +597,7 @@ export class Session implements Subscriber {
         if (!this.isOpen()) return false;
         if (first.complete) cover(after);
         tell({ status: first.complete ? 'complete' : (first.gap ?? 'unknown'), lastOrder: first.lastOrder });
-        const replayFrame = this.transport.replayFrame;
+        const transport = this.transport;
         await writePaced(
           this,
           workspaceReplayPages(store, scope, first),
@@ -582,7 +607,7 @@ export class Session implements Subscriber {
               this.output.write(
                 subscription.withCursor
                   ? this.cursorFrame(subscription, event, channel)
-                  : replayFrame(event, channel, pattern),
+                  : transport.replayFrame(event, channel, pattern),
               );
             }
             const order = eventOrder(event);
@@ -632,7 +657,7 @@ export class Session implements Subscriber {
     }
     // The seam is in place before the broker can deliver anything of the pattern.
     const subscription: PatternSubscription = { pattern, scope, types: undefined, withCursor: false, seam };
-    this.patterns.set(pattern, subscription);
+    this.addPattern(subscription);
     this.options.broker.psubscribe(this, pattern, scope);
     return subscription;
   }

@@ -70,6 +70,7 @@ export class WritePath implements BudgetedOutput {
   /** True while this path's bytes are in the budget's total (until it is cut off or closed). */
   private budgeted = true;
   private waitingForDrain = false;
+  private drainListened = false;
   private scheduled = false;
   private closed = false;
   private endAfterFlush = false;
@@ -96,13 +97,23 @@ export class WritePath implements BudgetedOutput {
       return;
     }
     budget.add(this);
-    socket.on('drain', () => {
+    socket.on('close', () => this.discard());
+  }
+
+  /**
+   * Listens for 'drain' from the first time the socket's buffer fills, not from the start: most
+   * clients never fill it, and a listener is one more closure per connection (docs/performance.md,
+   * "Seventh round: per-connection cost").
+   */
+  private listenForDrain(): void {
+    if (this.drainListened) return;
+    this.drainListened = true;
+    this.socket.on('drain', () => {
       this.waitingForDrain = false;
       if (this.stallTimer !== undefined) this.stallTimer.refresh();
       this.measure();
       this.flush();
     });
-    socket.on('close', () => this.discard());
   }
 
   /** Bytes accepted but not yet handed to the kernel. */
@@ -212,17 +223,17 @@ export class WritePath implements BudgetedOutput {
     // A reader that takes nothing for the close grace while a reply waits for it is cut off
     // as if over its limit (docs/operations.md): a paced reply never holds a client forever.
     if (this.stallTimer === undefined) {
-      this.stallTimer = setTimeout(this.onStalled, this.closeGraceMs);
+      this.stallTimer = setTimeout(() => this.onStalled(), this.closeGraceMs);
       this.stallTimer.unref();
     }
     return new Promise((resolve) => this.lowWaters.push({ threshold, resolve }));
   }
 
-  private readonly onStalled = (): void => {
+  private onStalled(): void {
     this.stallTimer = undefined;
     if (this.closed || this.lowWaters.length === 0) return;
     this.cutOff(this.heldBytes + this.pendingBytes, 'limit');
-  };
+  }
 
   /** Cuts the client off: nothing more is written, waiters are released, the owner is told. */
   private cutOff(pendingBytes: number, cause: OutputCut): void {
@@ -333,7 +344,10 @@ export class WritePath implements BudgetedOutput {
         queue.length = 0;
       }
       this.queuedBytes = 0;
-      if (!ok) this.waitingForDrain = true;
+      if (!ok) {
+        this.waitingForDrain = true;
+        this.listenForDrain();
+      }
       // The queue went to the socket: counted again as what the socket still holds.
       this.measure();
       this.nextCheck = Math.min(this.limit(), this.socketBytes + COUNT_STEP);
