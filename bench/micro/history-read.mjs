@@ -19,11 +19,11 @@ const PER_SANDBOX = 1_000;
 
 const store = new MemoryStore({ retention: { maxCount: 10_000, maxAgeMs: 86_400_000 }, pruneIntervalMs: 0 });
 const text = JSON.stringify({ p: '' });
-const dataJson = JSON.stringify({ p: 'x'.repeat(128 - 29 - text.length) });
+const data = Buffer.from(JSON.stringify({ p: 'x'.repeat(128 - 29 - text.length) }));
 for (let s = 0; s < SANDBOXES; s++) {
   for (let k = 0; k < PER_SANDBOX; k++)
     store.appendWith(
-      { workspaceId: 1, sandboxId: `sb-${s}`, type: 'bench.fill', dataJson },
+      { workspaceId: 1, sandboxId: `sb-${s}`, type: 'bench.fill', data },
       {
         appended() {},
         refused(error) {

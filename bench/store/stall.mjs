@@ -32,7 +32,7 @@ const store = SqliteStore.open({
   path,
   retention: { maxCount: 1_000_000, maxAgeMs: 86_400_000 },
 });
-const dataJson = JSON.stringify({ output: 'x'.repeat(100) });
+const data = Buffer.from(JSON.stringify({ output: 'x'.repeat(100) }));
 
 // The writer's flush is private to the store; timing it is the point of this bench.
 const writer = Reflect.get(store, 'writer');
@@ -78,7 +78,7 @@ async function appendMany(total) {
     while (next < end) {
       const n = next++;
       const sandboxId = `sandbox-${String((n * 7919) % SANDBOXES).padStart(8, '0')}`;
-      await store.append({ workspaceId: 1, sandboxId, type: 'terminal.output', dataJson });
+      await store.append({ workspaceId: 1, sandboxId, type: 'terminal.output', data });
     }
   };
   await Promise.all(Array.from({ length: IN_FLIGHT }, one));
