@@ -19,7 +19,10 @@ export interface RowSyncOptions {
  * spread over commits"), so this adds about a millisecond to a small commit.
  */
 export const MIN_ROWS_PER_COMMIT = 128;
-/** Most key ranges a row sync is cut into; each is one or more commits' rows. */
+/**
+ * Most key ranges a row sync is cut into. A commit writes the next rows in key order, from one
+ * range into the next, so more ranges only make that order finer.
+ */
 const MAX_RANGES = 256;
 /** Keys sampled from the streams that start lagging, to cut the next sync's key ranges at. */
 const SAMPLE = 1_024;
@@ -89,6 +92,26 @@ export class RowSync {
 
   /** A cache entry started lagging: it goes in its key range of the next sync. */
   private readonly joined = (entry: BatchStream): void => {
+    (this.joining[this.rangeOf(entry)] as BatchStream[]).push(entry);
+    if (this.joins++ % this.sampleEvery === 0) {
+      this.sample.push(entry);
+      if (this.sample.length === 2 * SAMPLE) {
+        this.sample = this.sample.filter((_, i) => i % 2 === 0);
+        this.sampleEvery *= 2;
+      }
+    }
+    if (this.cuts.length === 0 && this.sample.length === SAMPLE) {
+      // The first cuts, once there are keys enough to cut at; those that joined before go in
+      // their ranges too.
+      this.cutRanges();
+      const joined = this.joining.flat();
+      this.joining = Array.from({ length: this.cuts.length + 1 }, (): BatchStream[] => []);
+      for (const before of joined) (this.joining[this.rangeOf(before)] as BatchStream[]).push(before);
+    }
+  };
+
+  /** The key range of `entry` (a binary search over the cuts). */
+  private rangeOf(entry: BatchStream): number {
     const cuts = this.cuts;
     let low = 0;
     let high = cuts.length;
@@ -97,15 +120,19 @@ export class RowSync {
       if (compareKeys(cuts[mid] as BatchStream, entry) <= 0) low = mid + 1;
       else high = mid;
     }
-    (this.joining[low] as BatchStream[]).push(entry);
-    if (this.joins++ % this.sampleEvery === 0) {
-      this.sample.push(entry);
-      if (this.sample.length === 2 * SAMPLE) {
-        this.sample = this.sample.filter((_, i) => i % 2 === 0);
-        this.sampleEvery *= 2;
-      }
+    return low;
+  }
+
+  /** Cuts the key ranges at the keys sampled (at least 4 keys a range). */
+  private cutRanges(): void {
+    const sample = this.sample.sort(compareKeys);
+    const ranges = Math.min(MAX_RANGES, Math.floor(sample.length / 4));
+    this.cuts = [];
+    for (let i = 1; i < ranges; i++) {
+      const cut = sample[Math.floor((i * sample.length) / ranges)] as BatchStream;
+      if (cut !== this.cuts.at(-1)) this.cuts.push(cut);
     }
-  };
+  }
 
   /**
    * For a commit of `events` events: the lagging entries whose rows it should write (the next
@@ -168,15 +195,7 @@ export class RowSync {
     this.at = 0;
     this.syncedAt = now;
     // Fewer than a commit's rows say little about the keys that lag: the cuts stay.
-    if (this.joins > MIN_ROWS_PER_COMMIT) {
-      const ranges = Math.min(MAX_RANGES, Math.ceil(this.joins / MIN_ROWS_PER_COMMIT));
-      const sample = this.sample.sort(compareKeys);
-      this.cuts = [];
-      for (let i = 1; i < ranges; i++) {
-        const cut = sample[Math.floor((i * sample.length) / ranges)] as BatchStream;
-        if (cut !== this.cuts.at(-1)) this.cuts.push(cut);
-      }
-    }
+    if (this.joins > MIN_ROWS_PER_COMMIT) this.cutRanges();
     this.joining = Array.from({ length: this.cuts.length + 1 }, (): BatchStream[] => []);
     this.sample = [];
     this.sampleEvery = 1;
