@@ -371,10 +371,10 @@ function typeFromBytes(payload: Buffer, start: number, end: number): string {
  *
  * The bytes are scanned once without building objects or decoding them (payload-scan.ts), and
  * `data` is a view of the payload's own bytes. Bytes that are not UTF-8 are taken as decoding
- * takes them, each a U+FFFD (so the event holds those, as PUBLISH always did). Only such a
- * payload, one the scan refuses (for its error message), or one whose `data` can't be reused as
- * is goes through the text and JSON.parse (parsePublishPayloadWithJsonParse), whose verdict
- * the scan matches exactly.
+ * takes them, each bad sequence a U+FFFD (so the event holds those, as PUBLISH always did).
+ * Only such a payload, one the scan refuses (for its error message), or one whose `data` can't
+ * be reused as is goes through the text and JSON.parse (parsePublishPayloadWithJsonParse),
+ * whose verdict the scan matches exactly.
  */
 export function parsePublishPayload(
   payload: Buffer,
