@@ -211,22 +211,36 @@ const TIMESTAMP_KEY = Buffer.from(',"timestamp":');
 const DASH = 0x2d;
 const CLOSE_BRACE = 0x7d;
 
+/** Digits of `n`, a safe integer >= 0. */
 function decimalDigits(n: number): number {
+  if (n >= 1e8) return decimalDigits(Math.floor(n / 1e8)) + 8;
   let digits = 1;
-  for (let rest = n; rest >= 10; rest = Math.floor(rest / 10)) digits++;
+  for (let rest = n | 0; rest >= 10; rest = (rest / 10) | 0) digits++;
   return digits;
 }
 
-/** Writes the decimal digits of `n` (a safe integer >= 0) at `at`; returns the end. */
+/**
+ * Writes the decimal digits of `n` (a safe integer >= 0) at `at`; returns the end. A number of
+ * more than 8 digits (a millisecond timestamp has 13) is written in parts below 1e8, so that
+ * every step is small-integer arithmetic rather than a floating-point division.
+ */
 function writeDecimal(target: Uint8Array, at: number, n: number): number {
-  const end = at + decimalDigits(n);
-  let rest = n;
-  for (let i = end - 1; i >= at; i--) {
-    const next = Math.floor(rest / 10);
-    target[i] = 0x30 + (rest - next * 10);
+  if (n >= 1e8) {
+    const high = Math.floor(n / 1e8);
+    return writeDigits(target, writeDecimal(target, at, high), n - high * 1e8, 8);
+  }
+  return writeDigits(target, at, n, decimalDigits(n));
+}
+
+/** Writes `n` (below 1e8) as exactly `digits` digits, zero-padded. */
+function writeDigits(target: Uint8Array, at: number, n: number, digits: number): number {
+  let rest = n | 0;
+  for (let i = at + digits - 1; i >= at; i--) {
+    const next = (rest / 10) | 0;
+    target[i] = 0x30 + rest - next * 10;
     rest = next;
   }
-  return end;
+  return at + digits;
 }
 
 /** The byte size of the line writeEventLine writes. */
@@ -357,10 +371,10 @@ function typeFromBytes(payload: Buffer, start: number, end: number): string {
  *
  * The bytes are scanned once without building objects or decoding them (payload-scan.ts), and
  * `data` is a view of the payload's own bytes. Bytes that are not UTF-8 are taken as decoding
- * takes them, each a U+FFFD (so the event holds those, as PUBLISH always did). Only such a
- * payload, one the scan refuses (for its error message), or one whose `data` can't be reused as
- * is goes through the text and JSON.parse (parsePublishPayloadWithJsonParse), whose verdict
- * the scan matches exactly.
+ * takes them, each bad sequence a U+FFFD (so the event holds those, as PUBLISH always did).
+ * Only such a payload, one the scan refuses (for its error message), or one whose `data` can't
+ * be reused as is goes through the text and JSON.parse (parsePublishPayloadWithJsonParse),
+ * whose verdict the scan matches exactly.
  */
 export function parsePublishPayload(
   payload: Buffer,

@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   createStoredEvent,
+  eventJson,
   eventLineHead,
   eventLineMiddle,
   eventLineSize,
@@ -286,6 +287,24 @@ describe('PUBLISH payload scan: the verdict and text of JSON.parse, without buil
         expect(written.subarray(1, size + 1).equals(Buffer.from(before.json))).toBe(true);
       }),
       { numRuns: 1_000 },
+    );
+  });
+
+  it('writes the line as bytes for any id and timestamp, as eventJson builds it as text', () => {
+    const head = eventLineHead(eventLineMiddle(1, 'sb-é'), JSON.stringify('type.é'));
+    const data = Buffer.from('{"k":"v€"}');
+    const numbers = fc.oneof(
+      fc.constantFrom(0, 9, 10, 99_999_999, 100_000_000, 100_000_001, 1_765_000_000_000, Number.MAX_SAFE_INTEGER),
+      fc.maxSafeNat(),
+    );
+    fc.assert(
+      fc.property(numbers, numbers, numbers, (ms, seq, timestamp) => {
+        const id = { ms, seq };
+        const out = Buffer.alloc(eventLineSize(id, head, data, timestamp));
+        expect(writeEventLine(out, 0, id, head, data, timestamp)).toBe(out.length);
+        expect(out.toString()).toBe(eventJson(id, 1, 'sb-é', 'type.é', data.toString(), timestamp));
+      }),
+      { numRuns: 2_000 },
     );
   });
 
