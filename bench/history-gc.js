@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildModules } from './lib/build.js';
+import { gcTally } from './lib/gc-trace.js';
 import { cleanUp, clockTicksPerSecond, ensureFileLimit, runGenerator, startBroker } from './lib/servers.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -30,10 +31,6 @@ const sandboxes = Number(option('--sandboxes') ?? 1_000);
 const queries = Number(option('--queries') ?? 5_000);
 const runs = Number(option('--runs') ?? 1);
 const nodeArgs = (option('--node-args') ?? '').split(' ').filter((a) => a !== '');
-
-/** `[pid:0x..]   1234 ms: Scavenge 5.1 (6.2) -> 4.0 (7.2) MB, 1.23 / 0.00 ms ...` */
-const GC_LINE =
-  /\d+ ms: (Scavenge|Mark-Compact|Mark-sweep|Minor Mark-Compact)[^,]*, (?:pooled: [\d.]+ MB, )?([\d.]+) \//;
 
 async function once() {
   const { mintToken } = await buildModules(buildDir).mint();
@@ -62,18 +59,11 @@ async function once() {
       },
       { timeoutMs: 600_000 },
     );
-    /** @type {Record<string, { count: number, pauseMs: number, maxMs: number }>} */
-    const gc = {};
+    const { gc, read: readGcLine } = gcTally();
     // startBroker stops listening to the log once the broker is up: every line from here on is ours.
     /** @type {{ onLine?: (line: string) => void }} */ (server.log).onLine = (line) => {
       if (process.env.GC_LINES && !line.startsWith('{')) console.error(line);
-      const match = GC_LINE.exec(line);
-      if (match === null) return;
-      const kind = match[1] === 'Scavenge' ? 'scavenge' : 'full';
-      const entry = (gc[kind] ??= { count: 0, pauseMs: 0, maxMs: 0 });
-      entry.count += 1;
-      entry.pauseMs += Number(match[2]);
-      entry.maxMs = Math.max(entry.maxMs, Number(match[2]));
+      readGcLine(line);
     };
     const result = await runGenerator(
       {

@@ -24,6 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildModules } from './lib/build.js';
+import { gcTally } from './lib/gc-trace.js';
 import { cleanUp, clockTicksPerSecond, ensureFileLimit, runGenerator, startBroker } from './lib/servers.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -43,9 +44,6 @@ const fillPerSandbox = Number(option('--fill') ?? 0);
 const WARMUP_MS = 1_000;
 const SUBS_PER_CHANNEL = 10;
 
-/** `[pid:0x..]   1234 ms: Scavenge 5.1 (6.2) -> 4.0 (7.2) MB, pooled: 0 MB, 1.23 / 0.00 ms ...` */
-const GC_LINE =
-  /\d+ ms: (Scavenge|Mark-Compact|Mark-sweep|Minor Mark-Compact)[^,]*, (?:pooled: [\d.]+ MB, )?([\d.]+) \/ ([\d.]+) ms.*\) ([^;(]+?);/;
 const CHANNELS = Array.from({ length: 100 }, (_, i) => `sb-${i}`);
 
 async function once() {
@@ -71,11 +69,7 @@ async function once() {
       { timeoutMs: 300_000 },
     );
   }
-  /** @type {Record<string, { count: number, pauseMs: number, maxMs: number }>} */
-  const gc = {};
-  /** Why the collector ran ("allocation failure", "external memory pressure", ...), by kind. */
-  /** @type {Record<string, number>} */
-  const reasons = {};
+  const { gc, reasons, read: readGcLine } = gcTally();
   /** Lines an instrumented build prints at exit (not the daemon's own). */
   /** @type {string[]} */
   const extra = [];
@@ -83,15 +77,7 @@ async function once() {
   /** @type {{ onLine?: (line: string) => void }} */ (server.log).onLine = (line) => {
     if (process.env.GC_LINES && !line.startsWith('{')) console.error(line);
     if (/^[A-Z]+ [[{]/.test(line)) extra.push(line);
-    const match = GC_LINE.exec(line);
-    if (match === null) return;
-    const kind = match[1] === 'Scavenge' ? 'scavenge' : 'full';
-    const entry = (gc[kind] ??= { count: 0, pauseMs: 0, maxMs: 0 });
-    entry.count += 1;
-    entry.pauseMs += Number(match[2]);
-    entry.maxMs = Math.max(entry.maxMs, Number(match[2]));
-    const why = `${kind}: ${match[4]}`;
-    reasons[why] = (reasons[why] ?? 0) + 1;
+    readGcLine(line);
   };
   try {
     const result = await runGenerator(

@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { buildModules } from '../lib/build.js';
+import { stridedAppends } from './strided-appends.mjs';
 
 const [buildArg = 'dist', sandboxesArg = '20000', eventsArg = '200000', inFlightArg = '1000'] = process.argv.slice(2);
 const SANDBOXES = Number(sandboxesArg);
@@ -70,19 +71,7 @@ writer.flushBatch = function timedFlush() {
   if (synced >= measuredFrom) mostAboveSynced = Math.max(mostAboveSynced, writer.lastOrder - synced);
 };
 
-let next = 0;
-/** `total` appends, IN_FLIGHT at a time, to streams in a stride (7919 is prime to any size here). */
-async function appendMany(total) {
-  const end = next + total;
-  const one = async () => {
-    while (next < end) {
-      const n = next++;
-      const sandboxId = `sandbox-${String((n * 7919) % SANDBOXES).padStart(8, '0')}`;
-      await store.append({ workspaceId: 1, sandboxId, type: 'terminal.output', data });
-    }
-  };
-  await Promise.all(Array.from({ length: IN_FLIGHT }, one));
-}
+const appendMany = stridedAppends(store, SANDBOXES, IN_FLIGHT, data);
 
 await appendMany(SANDBOXES);
 commitMs = [];

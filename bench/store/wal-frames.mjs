@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { buildModules } from '../lib/build.js';
+import { stridedAppends } from './strided-appends.mjs';
 
 const [buildArg = 'dist', sandboxesArg = '5000', eventsArg = '50000'] = process.argv.slice(2);
 const SANDBOXES = Number(sandboxesArg);
@@ -24,19 +25,7 @@ const path = join(dir, 'events.db');
 const store = SqliteStore.open({ path, retention: { maxCount: 1_000_000, maxAgeMs: 86_400_000 } });
 const data = Buffer.from(JSON.stringify({ output: 'x'.repeat(100) }));
 
-let next = 0;
-/** `total` appends, IN_FLIGHT at a time, to streams in a stride (7919 is prime to any size here). */
-async function appendMany(total) {
-  const end = next + total;
-  const one = async () => {
-    while (next < end) {
-      const n = next++;
-      const sandboxId = `sandbox-${String((n * 7919) % SANDBOXES).padStart(8, '0')}`;
-      await store.append({ workspaceId: 1, sandboxId, type: 'terminal.output', data });
-    }
-  };
-  await Promise.all(Array.from({ length: IN_FLIGHT }, one));
-}
+const appendMany = stridedAppends(store, SANDBOXES, IN_FLIGHT, data);
 
 /** The WAL's current frames (those with the header's salts), as their page numbers. */
 async function walPages() {
