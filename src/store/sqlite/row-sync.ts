@@ -141,13 +141,28 @@ export class RowSync {
    * them to `syncs`, then call `writeRows` with the rest.
    */
   rowsToSync(events: number): ReadonlySet<BatchStream> | undefined {
-    if (this.cache.laggingCount === 0) return undefined;
+    if (this.cache.laggingCount === 0) return this.inStepShare();
     if (this.nextChunk(events)) return this.chunk;
     // No sync runs, or the one that ran is done: every row lagging when it began is in step.
     const now = performance.now();
     if (now - this.syncedAt < this.options.intervalMs) return undefined;
     this.startSync(now);
     return this.nextChunk(events) ? this.chunk : undefined;
+  }
+
+  /**
+   * No row lags: once an interval, an empty share, so that the commit records rows_synced at the
+   * last order. Without it, traffic that never leaves a row lagging (new streams, ephemeral
+   * events: their rows are written by their commits) would leave rows_synced where the last sync
+   * put it, and the open after a crash would count again every stream written since.
+   */
+  private inStepShare(): ReadonlySet<BatchStream> | undefined {
+    const now = performance.now();
+    if (now - this.syncedAt < this.options.intervalMs) return undefined;
+    this.syncedAt = now;
+    this.chunk.clear();
+    this.chunkEnd = { range: this.range, at: this.at };
+    return this.chunk;
   }
 
   /** Whether `stream`, of the commit being written, is one of the rows `rowsToSync` gave. */
