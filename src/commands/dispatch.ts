@@ -28,9 +28,14 @@ const commandsByUpperName: ReadonlyMap<string, CommandSpec> = new Map(
   [...commands.values()].map((spec) => [spec.name.toUpperCase(), spec]),
 );
 
+/** The command named `name` as sent (any case), if the broker has it. */
+function specNamed(name: string): CommandSpec | undefined {
+  return commandsByUpperName.get(name) ?? commands.get(name.toLowerCase());
+}
+
 /** For the RequestDecoder: whether the command named `name` (as sent) takes its last argument as bytes. */
 export function lastArgumentAsBytes(name: string): boolean {
-  return (commandsByUpperName.get(name) ?? commands.get(name.toLowerCase()))?.lastArgumentAsBytes === true;
+  return specNamed(name)?.lastArgumentAsBytes === true;
 }
 
 const NOAUTH = 'NOAUTH Authentication required.';
@@ -67,7 +72,7 @@ function cannotExecuteWhileSubscribed(name: string): ReplyError {
 
 /** Finds the command or subcommand and checks its arity, as Redis's lookupCommand does. */
 function lookup(connection: RespClient, args: string[]): CommandSpec {
-  const spec = commandsByUpperName.get(args[0]!) ?? commands.get(args[0]!.toLowerCase());
+  const spec = specNamed(args[0]!);
   if (spec === undefined) {
     // Redis knows GET, SET and the rest and refuses them in RESP2 subscribed mode with this
     // text (reply vectors); the broker doesn't know them, and answers what Redis would.
