@@ -17,14 +17,9 @@ import { fileURLToPath } from 'node:url';
 import { buildModules } from './lib/build.js';
 import { gcTally } from './lib/gc-trace.js';
 import { cleanUp, clockTicksPerSecond, ensureFileLimit, runGenerator, startBroker } from './lib/servers.js';
+import { option } from './lib/args.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const argv = process.argv.slice(2);
-/** @param {string} name */
-const option = (name) => {
-  const at = argv.indexOf(name);
-  return at >= 0 ? argv[at + 1] : undefined;
-};
 const buildDir = resolve(root, option('--build') ?? 'dist');
 const events = Number(option('--events') ?? 1_000_000);
 const sandboxes = Number(option('--sandboxes') ?? 1_000);

@@ -16,17 +16,13 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildModules } from './lib/build.js';
 import { cleanUp, clockTicksPerSecond, runGenerator, startBroker } from './lib/servers.js';
+import { option, flag } from './lib/args.js';
 
-const argv = process.argv.slice(2);
-const option = (name, fallback) => {
-  const at = argv.indexOf(name);
-  return at >= 0 ? argv[at + 1] : fallback;
-};
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const buildDir = resolve(root, option('--build', 'dist'));
 const store = option('--store', 'sqlite');
 const seconds = Number(option('--seconds', '8'));
-const traceWal = argv.includes('--wal');
+const traceWal = flag('--wal');
 const WARMUP_MS = 1_000;
 
 process.on('exit', cleanUp);

@@ -39,17 +39,12 @@ import {
   startRedis,
   tempDir,
 } from './lib/servers.js';
+import { option, flag } from './lib/args.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 // ---- options -----------------------------------------------------------------------------
 
-const argv = process.argv.slice(2);
-const flag = (name) => argv.includes(name);
-const option = (name) => {
-  const at = argv.indexOf(name);
-  return at >= 0 ? argv[at + 1] : undefined;
-};
 if (flag('--help') || flag('-h')) {
   console.log(
     readFileSync(fileURLToPath(import.meta.url), 'utf8')

@@ -41,14 +41,10 @@ import { fileURLToPath } from 'node:url';
 import { buildModules } from './lib/build.js';
 import { command, payload, ReplyScanner } from './lib/resp.js';
 import { cleanUp, clockTicksPerSecond, ensureFileLimit, rssBytes, startBroker, startRedis } from './lib/servers.js';
+import { option, flag } from './lib/args.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const argv = process.argv.slice(2);
-const option = (name, fallback) => {
-  const at = argv.indexOf(name);
-  return at >= 0 ? argv[at + 1] : fallback;
-};
-if (argv.includes('--help')) {
+if (flag('--help')) {
   console.log(
     readFileSync(fileURLToPath(import.meta.url), 'utf8')
       .split('\n')
@@ -64,9 +60,9 @@ const messages = Number(option('--messages', '200000'));
 const eventsEach = Number(option('--events', '4'));
 const connections = Number(option('--connections', '100'));
 const historyCalls = Number(option('--history-calls', '30'));
-const withHistory = !argv.includes('--no-history');
-const withRedis = !argv.includes('--no-redis');
-const profileDir = argv.includes('--profile') ? join(root, '.bench-out', 'prof') : undefined;
+const withHistory = !flag('--no-history');
+const withRedis = !flag('--no-redis');
+const profileDir = flag('--profile') ? join(root, '.bench-out', 'prof') : undefined;
 const buildDir = resolve(root, option('--build', 'dist'));
 const WINDOW = 1_000;
 const BATCH = 200;

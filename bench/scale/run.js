@@ -20,21 +20,17 @@ import { fileURLToPath } from 'node:url';
 import { buildModules } from '../lib/build.js';
 import { startCluster } from '../lib/cluster.js';
 import { freePort } from '../lib/servers.js';
+import { option, flag } from '../lib/args.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const argv = process.argv.slice(2);
-const option = (name, fallback) => {
-  const at = argv.indexOf(name);
-  return at >= 0 ? argv[at + 1] : fallback;
-};
 const nodeCounts = option('--nodes', '1,2,3').split(',').map(Number);
 const seconds = Number(option('--seconds', '5'));
 const sandboxes = Number(option('--sandboxes', '10'));
 const subscribers = Number(option('--subscribers', '300'));
 const window = Number(option('--window', '64'));
 // --embedded: also run one node on the embedded memory store (no Redis), as the baseline.
-const embedded = argv.includes('--embedded');
-const clustered = argv.includes('--cluster');
+const embedded = flag('--embedded');
+const clustered = flag('--cluster');
 
 const children = [];
 const tempDirs = [];
@@ -243,7 +239,7 @@ console.log(
 console.log(
   'nodes | published/s | delivered/s | errors | generator CPU (cores) | nodes CPU ms / 1k delivered | Redis CPU ms / 1k delivered | Redis CPU ms / publish',
 );
-const cases = nodeCounts.map((nodes) => [nodes, true]);
+const cases = nodeCounts.map((nodes) => /** @type {[number, boolean]} */ ([nodes, true]));
 if (embedded) cases.unshift([1, false]);
 for (const [nodes, withRedis] of cases) {
   const r = await runCase(dist, mintToken, nodes, withRedis);
