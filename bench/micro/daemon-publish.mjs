@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { clockTicksPerSecond, startBroker } from '../lib/servers.js';
+import { cleanUp, clockTicksPerSecond, startBroker } from '../lib/servers.js';
 
 const [buildArg = 'dist', storeArg = 'memory', eventsArg = '50000', subsArg = '10', how = 'subscribe'] =
   process.argv.slice(2);
@@ -30,6 +30,7 @@ const SUBS = Number(subsArg);
 const PIPELINE = 200;
 const SECRET = 'daemon-publish-bench-secret-0123456789';
 const { mintToken } = await import(pathToFileURL(join(build, 'auth/mint.js')).href);
+process.on('exit', cleanUp); // the daemon too when the bench stops early
 const broker = await startBroker({ buildDir: build, store: storeArg, secret: SECRET, sqlitePath: undefined });
 const { port } = broker;
 const ticksPerSecond = clockTicksPerSecond();
@@ -58,6 +59,19 @@ let subscribersDone = 0;
 /** @type {(value?: unknown) => void} */
 let allDone = () => {};
 const subscribers = [];
+/** Set once the figure is printed, when the bench closes its own sockets. */
+let finished = false;
+/**
+ * A client the daemon cut off (a subscriber at its output limit, on an overloaded machine) never
+ * sees `bench.end` or its replies: say so and stop, instead of waiting for good.
+ */
+function stopIfClosedEarly(/** @type {import('node:net').Socket} */ socket, /** @type {string} */ name) {
+  socket.on('close', () => {
+    if (finished) return;
+    console.error(`${name} was disconnected by the daemon before the end (output limit?): no figure`);
+    process.exit(1);
+  });
+}
 for (let i = 0; i < SUBS; i++) {
   const socket = await client(workspaceToken);
   let tail = '';
@@ -68,10 +82,12 @@ for (let i = 0; i < SUBS; i++) {
       if (++subscribersDone === SUBS) allDone();
     }
   });
+  stopIfClosedEarly(socket, `subscriber ${i}`);
   socket.write(command(subscribeCommand));
   subscribers.push(socket);
 }
 const publisher = await client(workspaceToken);
+stopIfClosedEarly(publisher, 'the publisher');
 let replies = 0;
 let repliesWanted = 1; // AUTH's
 /** @type {(value?: unknown) => void} */
@@ -108,5 +124,6 @@ console.log(
   `${build} ${storeArg} ${how}: ${SUBS} subscribers, ${(cpu / EVENTS).toFixed(2)} µs server CPU per published event, ` +
     `${(cpu / (EVENTS * SUBS)).toFixed(3)} µs per delivered message`,
 );
+finished = true;
 for (const socket of [...subscribers, publisher]) socket.destroy();
 await broker.stop();
