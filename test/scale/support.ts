@@ -262,7 +262,9 @@ export class RespClient {
     while (!predicate()) {
       const left = deadline - Date.now();
       if (left <= 0 || this.closed)
-        throw new Error(`timed out (closed=${this.closed}); ${this.replies.length} replies`);
+        throw new Error(
+          `timed out (closed=${this.closed}); ${this.replies.length} replies, the last ones: ${JSON.stringify(this.replies.slice(-12)).slice(0, 4000)}`,
+        );
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.min(left, 200));
         this.wakers.push(() => {
