@@ -16,6 +16,7 @@ import {
   newSecret,
   spawnNode,
   startCluster,
+  waitFor,
   waitReadyz,
   type ChildNode,
   type RedisCluster,
@@ -185,13 +186,29 @@ describe.skipIf(!hasRedis)('Redis Cluster', () => {
     return calls;
   }
 
+  /** Members of a sorted set of the pattern registry, read from the master that holds it. */
+  function registryMembers(key: string): string[] {
+    for (const master of cluster.masters()) {
+      const members = master.cli('ZRANGE', key, '0', '-1');
+      if (!/^(MOVED|ASK) /.test(members)) return members === '' ? [] : members.split('\n');
+    }
+    throw new Error(`no master answered ZRANGE ${key}`);
+  }
+
   it('publishes on workspace channels only while some node holds a pattern, and the pattern misses nothing', async () => {
     const master = cluster.nodes.find((node) => cluster.role(node) === 'master')!;
+    const seenBefore = new Set(registryMembers('se:{patterns}:seen'));
     const a = await spawnNode(master.url, secret, false);
     nodes.push(a);
     const b = await spawnNode(master.url, secret, false);
     nodes.push(b);
     await Promise.all([waitReadyz(a), waitReadyz(b)]);
+    // Until a node has read the registry it puts every event on its workspace channel
+    // (docs/scaling.md): wait for both to have reported a read.
+    await waitFor(
+      () => registryMembers('se:{patterns}:seen').filter((node) => !seenBefore.has(node)).length >= 2,
+      10_000,
+    );
     const sandboxes = Array.from({ length: 6 }, (_, i) => `pt-${i}`);
     const publisher = await a.client();
     const publishRound = async (round: number): Promise<void> => {

@@ -58,3 +58,22 @@ it('logs a refresh that keeps failing once, not once a period', async () => {
   }
   expect(statuses).toEqual([expect.stringMatching(/^pattern interest refresh failed/)]);
 });
+
+it('puts every workspace on its channel until it has read the registry', async () => {
+  // The others wait only for nodes they count as live, which this one is not before its first
+  // read: leaving the channel out then could lose events to a pattern registered meanwhile.
+  const port = await unusedPort();
+  cluster = new Cluster([{ host: '127.0.0.1', port }], { lazyConnect: true, enableOfflineQueue: false });
+  cluster.on('error', () => {});
+  interest = new PatternInterest(
+    cluster,
+    'node-1',
+    async () => {},
+    () => {},
+    () => {},
+  );
+  expect([interest.wanted(1), interest.wanted(2)]).toEqual([true, true]);
+  interest.readNow(); // refused: the cluster client is not ready
+  await new Promise((resolve) => setImmediate(resolve));
+  expect(interest.wanted(1)).toBe(true);
+});

@@ -15,6 +15,12 @@
  * until every live node has applied its version (reported only once that node's appends sent
  * before it read the registry have been answered), then fills the pattern's sandboxes from the
  * streams (`onSettled`): the events published without the channel meanwhile reach it too.
+ *
+ * "Every live node" is every node whose liveness has not lapsed. A node the others do not count
+ * (one that has not read the registry yet, at its start, or whose refreshes have failed for about
+ * as long as a liveness lasts) cannot be waited for, so it must not leave the channel out: until
+ * it has read the registry, and again once that read is close to lapsing, it publishes every event
+ * on its workspace channel (a cost in broadcasts, never a missed event).
  */
 import type { Cluster } from 'ioredis';
 
@@ -55,6 +61,12 @@ export class PatternInterest {
   private closed = false;
   /** True from a failed refresh to the next one that succeeds: a failure is logged once, not every period. */
   private failing = false;
+  /**
+   * Until when (this node's clock) `known` may be trusted: a period before this node's liveness,
+   * written by the same refresh, lapses for the others (the period covers appends still in
+   * flight and clocks that differ by less than that). 0: the registry was never read.
+   */
+  private trustedUntil = 0;
 
   /**
    * `drain` resolves once the appends in flight when it is called have been answered (so they
@@ -71,8 +83,17 @@ export class PatternInterest {
     this.timer.unref();
   }
 
+  /**
+   * Reads the registry now, not at the next period: called when the cluster client becomes ready,
+   * since until its first read this node publishes every event on its workspace channel.
+   */
+  readNow(): void {
+    void this.refresh();
+  }
+
   /** Whether an event of `workspaceId` must go on its workspace channel. */
   wanted(workspaceId: number): boolean {
+    if (Date.now() >= this.trustedUntil) return true;
     const name = member(workspaceId);
     return this.known.has('all') || this.known.has(name) || this.held.has(name) || this.held.has('all');
   }
@@ -144,6 +165,7 @@ export class PatternInterest {
       const base = this.held.size + 3; // after the ZADDs of held scopes and three upkeep commands
       const version = Number(values[base] ?? 0);
       this.known = new Set(values[base + 1] as string[]);
+      this.trustedUntil = now + INTEREST_TTL_MS - INTEREST_PERIOD_MS;
       const alive = values[base + 2] as string[];
       const seenFlat = values[base + 3] as string[];
       // Appends sent before `known` changed are answered before this node says it applied it.

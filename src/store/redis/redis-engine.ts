@@ -528,6 +528,7 @@ export class RedisEngine implements EventStore {
     for (const scope of this.patternsWanted) this.patternInterest.hold(scope, true);
     commands.on('ready', () => {
       this.onStatus('cluster commands ready');
+      this.patternInterest?.readNow();
       void this.checkCluster();
     });
     // After every read of the slot map (MOVED, a lost node, or the periodic refresh).
