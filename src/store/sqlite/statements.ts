@@ -77,8 +77,6 @@ export interface Statements {
   eventsByOrder: Statement<[workspaceId: number, after: number, limit: number], OrderedEventRow>;
   eventsByOrderAll: Statement<[after: number, limit: number], OrderedEventRow>;
   maxOrder: Statement<[], { ord: number | null }>;
-  /** The highest order of the events a deleteThrough of the same stream and id will delete. */
-  maxOrderThrough: Statement<[...StreamKey, ...through: Id], { ord: number | null }>;
   notePruned: Statement<[workspaceId: number, order: number]>;
   prunedOrder: Statement<[workspaceId: number], { ord: number }>;
   prunedOrderAll: Statement<[], { ord: number | null }>;
@@ -127,7 +125,11 @@ export interface Statements {
   nthOldestId: Statement<[...StreamKey, offset: number], EventId>;
   newestIdBefore: Statement<[...StreamKey, beforeMs: number], EventId>;
   oldestSizes: Statement<[...StreamKey, limit: number], { ms: number; seq: number; bytes: number }>;
-  bytesThrough: Statement<[...StreamKey, ...through: Id], { bytes: number }>;
+  /**
+   * What a deleteThrough of the same stream and id will delete: its event lines' bytes and its
+   * highest order (null when none has one), in one pass over the rows.
+   */
+  bytesAndOrderThrough: Statement<[...StreamKey, ...through: Id], { bytes: number; ord: number | null }>;
   deleteThrough: Statement<[...StreamKey, ...through: Id]>;
   updatePruned: Statement<
     [retained: number, bytes: number, ...first: NullableId, ...trimmed: NullableId, ...StreamKey]
@@ -264,8 +266,9 @@ export function prepareStatements(db: Database.Database): Statements {
     oldestSizes: db.prepare(
       `SELECT ms, seq, ${EVENT_LINE_BYTES_SQL} AS bytes FROM events WHERE ${stream} ORDER BY ms, seq LIMIT ?`,
     ),
-    bytesThrough: db.prepare(
-      `SELECT coalesce(sum(${EVENT_LINE_BYTES_SQL}), 0) AS bytes FROM events WHERE ${stream} AND (ms, seq) <= (?, ?)`,
+    bytesAndOrderThrough: db.prepare(
+      `SELECT coalesce(sum(${EVENT_LINE_BYTES_SQL}), 0) AS bytes, max(ord) AS ord FROM events
+       WHERE ${stream} AND (ms, seq) <= (?, ?)`,
     ),
     deleteThrough: db.prepare(`DELETE FROM events WHERE ${stream} AND (ms, seq) <= (?, ?)`),
     updatePruned: db.prepare(
@@ -298,7 +301,6 @@ export function prepareStatements(db: Database.Database): Statements {
       `SELECT max((SELECT max(ord) FROM events e WHERE e.workspace_id = w.workspace_id AND ord IS NOT NULL)) AS ord
        FROM (SELECT DISTINCT workspace_id FROM sandboxes) w`,
     ),
-    maxOrderThrough: db.prepare(`SELECT max(ord) AS ord FROM events WHERE ${stream} AND (ms, seq) <= (?, ?)`),
     notePruned: db.prepare(
       'INSERT INTO pruned_order (workspace_id, ord) VALUES (?, ?) ON CONFLICT (workspace_id) DO UPDATE SET ord = max(ord, excluded.ord)',
     ),
