@@ -2,6 +2,7 @@ import type Database from 'better-sqlite3';
 import {
   createStoredEvent,
   eventJsonBytes,
+  eventLineMiddle,
   nextEventId,
   setEventOrder,
   type EventId,
@@ -295,6 +296,11 @@ export class GroupCommitWriter {
     const byWorkspace = new Map<number, Map<string, BatchStream>>();
     const streams: BatchStream[] = [];
     let stream: BatchStream | undefined;
+    // The parts of the event line that repeat (eventLineMiddle, the quoted type), built again
+    // only when the sandbox or the type changes from the previous event's.
+    let lineMiddle = '';
+    let type: string | undefined;
+    let typeJson = '';
     let highWater = this.highWater;
     let order = this.lastOrder;
     const events: StoredEvent[] = new Array<StoredEvent>(batch.length);
@@ -319,12 +325,17 @@ export class GroupCommitWriter {
           inWorkspace.set(input.sandboxId, stream);
           streams.push(stream);
         }
+        lineMiddle = eventLineMiddle(input.workspaceId, input.sandboxId);
+      }
+      if (input.type !== type) {
+        type = input.type;
+        typeJson = JSON.stringify(type);
       }
       const now = this.options.now();
       // A stream this file has no state for starts above every id ever issued.
       const id = nextEventId(stream.lastId ?? highWater, now);
       const dataJson = input.data.toString(); // SQLite keeps `data` as text
-      const event = createStoredEvent(input, dataJson, id, now);
+      const event = createStoredEvent(input, dataJson, id, now, lineMiddle, typeJson);
       stream.lastId = id;
       stream.activeAt = now;
       if (ephemeral?.(input.type) !== true) {
