@@ -479,6 +479,51 @@ describe('group commit', () => {
     expect(all.map((e) => e.id.seq)).toEqual(Array.from({ length: 1_000 }, (_, i) => i));
   });
 
+  // A commit inserts its events INSERT_GROUP rows per statement and the rest one by one
+  // (statements.ts): 45 events, a few ephemeral, fill groups and leave a rest.
+  it('writes every row of a commit as announced, in groups and one by one, ephemeral ones left out', async () => {
+    const retention = { ...BIG, ephemeralTypes: ['tick'] };
+    const store = open({ retention });
+    const announced: StoredEvent[] = [];
+    store.setListener((event) => announced.push(event));
+    const all = await Promise.all(
+      Array.from({ length: 45 }, (_, i) =>
+        store.append(newEvent(`sb-${i % 3}`, i % 7 === 3 ? 'tick' : `t.${i % 2}`, { i, text: `é${i}` }, 1 + (i % 2))),
+      ),
+    );
+    expect(store.stats()).toMatchObject({ batches: 1, appended: 45 });
+    expect(announced).toEqual(all);
+    await store.close();
+
+    const reopened = open({ retention });
+    const stored = all.filter((e) => e.type !== 'tick');
+    const replay = await reopened.replayWorkspaceAfter('all', 0, 100);
+    expect(replay.events).toEqual(stored);
+    for (const workspaceId of [1, 2])
+      for (let s = 0; s < 3; s++) {
+        const stream = { workspaceId, sandboxId: `sb-${s}` };
+        const expected = stored.filter((e) => e.workspaceId === workspaceId && e.sandboxId === stream.sandboxId);
+        expect(await reopened.history({ ...stream, limit: 100 })).toEqual(expected);
+      }
+  });
+
+  it('refuses the whole commit when a row of a group fails, and writes the next one', async () => {
+    const store = open();
+    const db = otherConnection();
+    db.exec(
+      "CREATE TRIGGER fail_bad BEFORE INSERT ON events WHEN NEW.sandbox_id = 'bad' BEGIN SELECT RAISE(ABORT, 'rejected by test'); END",
+    );
+    const failed = await Promise.allSettled(
+      Array.from({ length: 40 }, (_, i) => store.append(newEvent(i === 20 ? 'bad' : 'sb-1', 't', { i }))),
+    );
+    expect(failed.every((r) => r.status === 'rejected')).toBe(true);
+    const written = await Promise.all(Array.from({ length: 40 }, (_, i) => store.append(newEvent('sb-1', 't', { i }))));
+    expect(store.stats()).toMatchObject({ batches: 1, failedBatches: 1, appended: 40 });
+    expect(written[0]?.id).toEqual({ ms: T0, seq: 0 }); // the refused commit's ids are issued again
+    expect(await store.history({ ...ref, limit: 100 })).toEqual(written);
+    expect(db.prepare('SELECT count(*) AS n FROM events').get()).toEqual({ n: 40 });
+  });
+
   it('gathers appends from several event-loop turns within groupCommitMaxDelayMs', async () => {
     const store = open({ groupCommitMaxDelayMs: 50 });
     const pending: Promise<StoredEvent>[] = [];

@@ -228,9 +228,10 @@ export class Retention {
     let deleted = 0;
     let freed = 0;
     if (through !== undefined) {
-      freed = this.sql.bytesThrough.get(ws, sb, through.ms, through.seq)?.bytes ?? 0;
+      const doomed = this.sql.bytesAndOrderThrough.get(ws, sb, through.ms, through.seq);
+      freed = doomed?.bytes ?? 0;
       // What a pattern resume below it must be told is gone (docs/protocol.md, "Pattern resume").
-      const pruned = this.sql.maxOrderThrough.get(ws, sb, through.ms, through.seq)?.ord;
+      const pruned = doomed?.ord;
       if (pruned !== null && pruned !== undefined) {
         this.sql.notePruned.run(ws, pruned);
         this.sql.notePrunedOrderType.run(ws, EVERY_TYPE, pruned);

@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import { EVENT_LINE_BYTES_SQL, registerEventLineBytes } from './line-bytes.js';
+import { EVENT_LINE_BYTES_SQL } from './line-bytes.js';
 
 /**
  * 1: events.json held each event's whole JSON line. 2 (see MIGRATIONS): events.data holds only
@@ -179,7 +179,6 @@ export function migrate(db: Database.Database): void {
       .prepare<[string], { name: string }>('SELECT name FROM pragma_table_info(?)')
       .all(table)
       .some((c) => c.name === name);
-  registerEventLineBytes(db);
   db.transaction(() => {
     if (!hasColumn('events', 'data')) db.exec('ALTER TABLE events ADD COLUMN data TEXT');
     if (!hasColumn('events', 'ord')) db.exec('ALTER TABLE events ADD COLUMN ord INTEGER');

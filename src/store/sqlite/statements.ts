@@ -40,6 +40,14 @@ export interface RefRow {
   sandbox_id: string;
 }
 
+/** An `events` row's values as insertEvent binds them. */
+export type EventInsert = [...StreamKey, ...Id, type: string, timestamp: number, data: string, order: number];
+
+/** Values insertEvent binds per row. */
+export const EVENT_INSERT_VALUES = 8;
+/** Rows insertEvents writes. */
+export const INSERT_GROUP = 16;
+
 /** A stream as (workspace, sandbox), the key of its rows. */
 export type Ref = readonly [workspaceId: number, sandboxId: string];
 
@@ -72,13 +80,18 @@ type NullableId = [ms: number | null, seq: number | null];
  * run in raw mode (arrays).
  */
 export interface Statements {
-  insertEvent: Statement<[...StreamKey, ...Id, type: string, timestamp: number, data: string, order: number]>;
+  insertEvent: Statement<EventInsert>;
+  /**
+   * INSERT_GROUP events in one statement: their EventInsert values one after the other. One
+   * statement run costs about 0.7 µs of CPU besides its rows (better-sqlite3's call, SQLite's
+   * statement start, cursors and reset): a commit's events go in groups of this many, the
+   * rest one at a time (docs/performance.md, "Eighth round: SQLite per appended event").
+   */
+  insertEvents: Statement<unknown[]>;
   /** A workspace's events after an order, in order (docs/protocol.md, "Pattern resume"). */
   eventsByOrder: Statement<[workspaceId: number, after: number, limit: number], OrderedEventRow>;
   eventsByOrderAll: Statement<[after: number, limit: number], OrderedEventRow>;
   maxOrder: Statement<[], { ord: number | null }>;
-  /** The highest order of the events a deleteThrough of the same stream and id will delete. */
-  maxOrderThrough: Statement<[...StreamKey, ...through: Id], { ord: number | null }>;
   notePruned: Statement<[workspaceId: number, order: number]>;
   prunedOrder: Statement<[workspaceId: number], { ord: number }>;
   prunedOrderAll: Statement<[], { ord: number | null }>;
@@ -127,7 +140,11 @@ export interface Statements {
   nthOldestId: Statement<[...StreamKey, offset: number], EventId>;
   newestIdBefore: Statement<[...StreamKey, beforeMs: number], EventId>;
   oldestSizes: Statement<[...StreamKey, limit: number], { ms: number; seq: number; bytes: number }>;
-  bytesThrough: Statement<[...StreamKey, ...through: Id], { bytes: number }>;
+  /**
+   * What a deleteThrough of the same stream and id will delete: its event lines' bytes and its
+   * highest order (null when none has one), in one pass over the rows.
+   */
+  bytesAndOrderThrough: Statement<[...StreamKey, ...through: Id], { bytes: number; ord: number | null }>;
   deleteThrough: Statement<[...StreamKey, ...through: Id]>;
   updatePruned: Statement<
     [retained: number, bytes: number, ...first: NullableId, ...trimmed: NullableId, ...StreamKey]
@@ -167,10 +184,18 @@ function prepareRaw<Params extends unknown[], Row>(db: Database.Database, sql: s
 export function prepareStatements(db: Database.Database): Statements {
   const eventColumns = 'ms, seq, type, timestamp, json, data';
   const stream = 'workspace_id = ? AND sandbox_id = ?';
+  // OR ROLLBACK: a failed insert ends the whole transaction, as the writer does anyway (the
+  // batch is refused). With the default (ABORT), SQLite undoes a failed statement alone, so a
+  // statement of several rows first copies every page it changes into a statement journal:
+  // that copy cost more than the grouping saved (docs/performance.md, "Eighth round: SQLite
+  // per appended event").
+  const insertEventsSql =
+    'INSERT OR ROLLBACK INTO events (workspace_id, sandbox_id, ms, seq, type, timestamp, json, data, ord) VALUES';
+  // EVENT_INSERT_VALUES of them; json is '' (schema.ts).
+  const eventValues = "(?, ?, ?, ?, ?, ?, '', ?, ?)";
   return {
-    insertEvent: db.prepare(
-      "INSERT INTO events (workspace_id, sandbox_id, ms, seq, type, timestamp, json, data, ord) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?)",
-    ),
+    insertEvent: db.prepare(`${insertEventsSql} ${eventValues}`),
+    insertEvents: db.prepare(`${insertEventsSql} ${new Array(INSERT_GROUP).fill(eventValues).join(', ')}`),
     listSandboxes: db.prepare(
       `SELECT workspace_id, sandbox_id, last_ms, last_seq FROM sandboxes
        WHERE workspace_id = ? AND first_ms IS NOT NULL ORDER BY sandbox_id`,
@@ -264,8 +289,9 @@ export function prepareStatements(db: Database.Database): Statements {
     oldestSizes: db.prepare(
       `SELECT ms, seq, ${EVENT_LINE_BYTES_SQL} AS bytes FROM events WHERE ${stream} ORDER BY ms, seq LIMIT ?`,
     ),
-    bytesThrough: db.prepare(
-      `SELECT coalesce(sum(${EVENT_LINE_BYTES_SQL}), 0) AS bytes FROM events WHERE ${stream} AND (ms, seq) <= (?, ?)`,
+    bytesAndOrderThrough: db.prepare(
+      `SELECT coalesce(sum(${EVENT_LINE_BYTES_SQL}), 0) AS bytes, max(ord) AS ord FROM events
+       WHERE ${stream} AND (ms, seq) <= (?, ?)`,
     ),
     deleteThrough: db.prepare(`DELETE FROM events WHERE ${stream} AND (ms, seq) <= (?, ?)`),
     updatePruned: db.prepare(
@@ -298,7 +324,6 @@ export function prepareStatements(db: Database.Database): Statements {
       `SELECT max((SELECT max(ord) FROM events e WHERE e.workspace_id = w.workspace_id AND ord IS NOT NULL)) AS ord
        FROM (SELECT DISTINCT workspace_id FROM sandboxes) w`,
     ),
-    maxOrderThrough: db.prepare(`SELECT max(ord) AS ord FROM events WHERE ${stream} AND (ms, seq) <= (?, ?)`),
     notePruned: db.prepare(
       'INSERT INTO pruned_order (workspace_id, ord) VALUES (?, ?) ON CONFLICT (workspace_id) DO UPDATE SET ord = max(ord, excluded.ord)',
     ),

@@ -2,6 +2,7 @@ import type Database from 'better-sqlite3';
 import {
   createStoredEvent,
   eventJsonBytes,
+  eventLineMiddle,
   nextEventId,
   setEventOrder,
   type EventId,
@@ -12,7 +13,7 @@ import { maxEventId, notifyListener } from '../semantics.js';
 import type { AppendReceipt, DurableEventListener, SandboxRef } from '../types.js';
 import type { WalWrites } from './checkpointer.js';
 import type { RowSync } from './row-sync.js';
-import { idOf, type Statements } from './statements.js';
+import { EVENT_INSERT_VALUES, type EventInsert, idOf, INSERT_GROUP, type Statements } from './statements.js';
 import type { BatchStream, StreamCache } from './stream-cache.js';
 import { storeUnavailable } from './unavailable.js';
 
@@ -118,6 +119,8 @@ export class GroupCommitWriter {
   private heldBatch = 0;
   private windowRetryAt = -Infinity;
   private readonly writeBatchTx: Database.Transaction<(batch: PendingAppend[]) => BatchResult>;
+  /** The values of the events a batch has yet to insert, INSERT_GROUP rows at most. */
+  private readonly rowValues: EventInsert[number][] = new Array(INSERT_GROUP * EVENT_INSERT_VALUES).fill(0);
 
   constructor(
     db: Database.Database,
@@ -293,10 +296,16 @@ export class GroupCommitWriter {
     const byWorkspace = new Map<number, Map<string, BatchStream>>();
     const streams: BatchStream[] = [];
     let stream: BatchStream | undefined;
+    // The parts of the event line that repeat (eventLineMiddle, the quoted type), built again
+    // only when the sandbox or the type changes from the previous event's.
+    let lineMiddle = '';
+    let type: string | undefined;
+    let typeJson = '';
     let highWater = this.highWater;
     let order = this.lastOrder;
     const events: StoredEvent[] = new Array<StoredEvent>(batch.length);
-    const insertEvent = this.sql.insertEvent;
+    const values = this.rowValues;
+    let rows = 0;
     const ephemeral = this.options.ephemeral;
     /** Streams given an ephemeral event: only their row keeps its id (row-sync.ts). */
     let unstored: Set<BatchStream> | undefined;
@@ -316,17 +325,34 @@ export class GroupCommitWriter {
           inWorkspace.set(input.sandboxId, stream);
           streams.push(stream);
         }
+        lineMiddle = eventLineMiddle(input.workspaceId, input.sandboxId);
+      }
+      if (input.type !== type) {
+        type = input.type;
+        typeJson = JSON.stringify(type);
       }
       const now = this.options.now();
       // A stream this file has no state for starts above every id ever issued.
       const id = nextEventId(stream.lastId ?? highWater, now);
       const dataJson = input.data.toString(); // SQLite keeps `data` as text
-      const event = createStoredEvent(input, dataJson, id, now);
+      const event = createStoredEvent(input, dataJson, id, now, lineMiddle, typeJson);
       stream.lastId = id;
       stream.activeAt = now;
       if (ephemeral?.(input.type) !== true) {
         order += 1;
-        insertEvent.run(input.workspaceId, input.sandboxId, id.ms, id.seq, input.type, now, dataJson, order);
+        const at = rows * EVENT_INSERT_VALUES;
+        values[at] = input.workspaceId;
+        values[at + 1] = input.sandboxId;
+        values[at + 2] = id.ms;
+        values[at + 3] = id.seq;
+        values[at + 4] = input.type;
+        values[at + 5] = now;
+        values[at + 6] = dataJson;
+        values[at + 7] = order;
+        if (++rows === INSERT_GROUP) {
+          this.sql.insertEvents.run(values);
+          rows = 0;
+        }
         setEventOrder(event, order);
         stream.retained++;
         stream.bytes += eventJsonBytes(event); // counted once: the fan-out frames the line by it
@@ -339,6 +365,11 @@ export class GroupCommitWriter {
       highWater = maxEventId(highWater, id);
       events[i] = event;
     }
+    for (let row = 0; row < rows; row++) {
+      const at = row * EVENT_INSERT_VALUES;
+      this.sql.insertEvent.run(...(values.slice(at, at + EVENT_INSERT_VALUES) as EventInsert));
+    }
+    values.fill(0); // holds no payload past its batch
     const { maxCount, maxBytes } = this.options;
     const syncing = this.rowSync.rowsToSync(batch.length);
     const overLimit: SandboxRef[] = [];
