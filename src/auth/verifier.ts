@@ -36,7 +36,10 @@ export interface VerifierConfig {
   clockToleranceSeconds?: number;
   /** default 30_000: an unknown `kid` refetches the JWKS at most once per cooldown */
   jwksCooldownMs?: number;
-  /** successful verifications remembered until their exp; default 10_000, 0 disables */
+  /**
+   * successful verifications by jose (every algorithm but HS256, which is checked again each
+   * time) remembered until their exp; default 10_000, 0 disables
+   */
   cacheSize?: number;
 }
 
@@ -346,8 +349,8 @@ export class TokenVerifier {
 
   /**
    * `verify` without the wait when there is nothing to wait for: the principal itself when the
-   * token was verified before (the cache) or is an HS256 token that the synchronous check
-   * accepts (src/auth/hs256.ts), as every token of a reconnect storm is. A connection then
+   * token is an HS256 token that the synchronous check accepts (src/auth/hs256.ts), as every
+   * token of a reconnect storm is, or one jose verified before (the cache). A connection then
    * takes it in the turn that read it: no promise, no pause of its input (docs/performance.md,
    * "Sixth round: per-connection cost"). Otherwise, and for every refusal, a promise as
    * `verify`'s: it never throws.
@@ -369,9 +372,13 @@ export class TokenVerifier {
       return Promise.reject(new AuthError('malformed', `token is longer than ${MAX_TOKEN_LENGTH} bytes`));
     }
     const ring = this.ring;
-    if (ring.cacheSize === 0) {
-      return this.verifyHs256(ring, token) ?? this.inForce(ring, token, this.verifyWithJose(ring, token));
-    }
+    // An HS256 token is checked again each time, not remembered: the check (src/auth/hs256.ts)
+    // costs about what the cache's digest and lookup did, and in a reconnect storm, where each
+    // client has its own token, every entry would only be stored, kept and never asked for
+    // (docs/performance.md, "Eighth round: per-connection cost").
+    const principal = this.verifyHs256(ring, token);
+    if (principal !== undefined) return principal;
+    if (ring.cacheSize === 0) return this.inForce(ring, token, this.verifyWithJose(ring, token));
 
     // Keyed by digest so that 10,000 entries of up to 16 KiB tokens stay small.
     const key = hash('sha256', token, 'base64url');
@@ -387,11 +394,6 @@ export class TokenVerifier {
     const pending = ring.inflight.get(key);
     if (pending !== undefined) return this.inForce(ring, token, pending);
     this.cacheMisses++;
-    const principal = this.verifyHs256(ring, token);
-    if (principal !== undefined) {
-      remember(ring, key, principal);
-      return principal;
-    }
     const verifying = this.verifyWithJose(ring, token).then(
       (verified) => {
         ring.inflight.delete(key);
