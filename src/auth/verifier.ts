@@ -298,8 +298,6 @@ class KeyRing {
 
 export class TokenVerifier {
   private ring: KeyRing;
-  /** Which key verified each principal this verifier returned (see verifiedWithRemovedKey). */
-  private readonly keyOf = new WeakMap<Principal, string>();
   private cacheHits = 0;
   private cacheMisses = 0;
 
@@ -327,8 +325,7 @@ export class TokenVerifier {
    * (a secret removed, the public key replaced, the JWKS URL changed).
    */
   verifiedWithRemovedKey(principal: Principal): boolean {
-    const id = this.keyOf.get(principal);
-    return id !== undefined && !this.ring.keyIds.has(id);
+    return principal.keyId !== undefined && !this.ring.keyIds.has(principal.keyId);
   }
 
   private build(config: VerifierConfig): KeyRing {
@@ -427,9 +424,7 @@ export class TokenVerifier {
     for (const secret of ring.secrets) {
       const claims = verifyHs256(token, [secret.hmacKey], ring.hs256Checks);
       if (claims === undefined) continue;
-      const principal = principalFromClaims(claims);
-      this.keyOf.set(principal, secret.id);
-      return principal;
+      return principalFromClaims(claims, secret.id);
     }
     return undefined;
   }
@@ -457,9 +452,7 @@ export class TokenVerifier {
         if (!(err instanceof errors.JWKSMultipleMatchingKeys)) throw toAuthError(err);
         payload = await verifyWithEachKey(ring, token, err);
       }
-      const principal = principalFromClaims(payload);
-      if (use.id !== undefined) this.keyOf.set(principal, use.id);
-      return principal;
+      return principalFromClaims(payload, use.id);
     }
   }
 }
@@ -529,7 +522,8 @@ function badClaims(message: string): AuthError {
   return new AuthError('bad_claims', message);
 }
 
-function principalFromClaims(payload: JWTPayload): Principal {
+/** The principal of checked claims; `keyId` names the key that verified them. */
+function principalFromClaims(payload: JWTPayload, keyId: string | undefined): Principal {
   const { workspace_id: workspaceId, sandbox_id: sandboxId, role = 'sandbox', exp, sub } = payload;
   if (typeof workspaceId !== 'number' || !Number.isSafeInteger(workspaceId) || workspaceId <= 0) {
     throw badClaims('token claim workspace_id must be a positive integer');
@@ -545,6 +539,9 @@ function principalFromClaims(payload: JWTPayload): Principal {
   const principal: Principal = { workspaceId, role, expiresAt: exp * 1000 };
   if (sandboxId !== undefined) principal.sandboxId = sandboxId;
   if (sub !== undefined) principal.subject = sub;
+  // On the principal, not in a WeakMap beside it: a map entry per connection costs the
+  // collector more than a field (docs/performance.md, "Eighth round: per-connection cost").
+  if (keyId !== undefined) principal.keyId = keyId;
   // Shared between callers through the cache.
   return Object.freeze(principal);
 }

@@ -83,6 +83,8 @@ describe('mint then verify', () => {
       sandboxId: 'sb-123',
       role: 'sandbox',
       expiresAt: Math.ceil((now + 60_000) / 1000) * 1000,
+      // The secret that verified it, by fingerprint, never the secret itself.
+      keyId: expect.stringMatching(/^hs:[0-9a-f]{16}$/),
     });
   });
 
@@ -114,6 +116,7 @@ describe('mint then verify', () => {
       role: 'sandbox',
       expiresAt: exp * 1000,
       subject: 'user-9',
+      keyId: expect.stringMatching(/^hs:[0-9a-f]{16}$/),
     });
     expect(Object.isFrozen(principal)).toBe(true);
   });
