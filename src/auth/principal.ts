@@ -14,6 +14,12 @@ export interface Principal {
   expiresAt: number;
   /** sub, if present (for logs) */
   subject?: string;
+  /**
+   * The configured key that verified the token, by its fingerprint (`hs:` and the start of the
+   * secret's SHA-256, `pem:` likewise, or `jwks:` and the URL; never the key): a reload closes
+   * what a removed key verified (TokenVerifier.verifiedWithRemovedKey).
+   */
+  keyId?: string;
 }
 
 export const MAX_SANDBOX_ID_LENGTH = 256;

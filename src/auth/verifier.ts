@@ -36,7 +36,10 @@ export interface VerifierConfig {
   clockToleranceSeconds?: number;
   /** default 30_000: an unknown `kid` refetches the JWKS at most once per cooldown */
   jwksCooldownMs?: number;
-  /** successful verifications remembered until their exp; default 10_000, 0 disables */
+  /**
+   * successful verifications by jose (every algorithm but HS256, which is checked again each
+   * time) remembered until their exp; default 10_000, 0 disables
+   */
   cacheSize?: number;
 }
 
@@ -295,8 +298,6 @@ class KeyRing {
 
 export class TokenVerifier {
   private ring: KeyRing;
-  /** Which key verified each principal this verifier returned (see verifiedWithRemovedKey). */
-  private readonly keyOf = new WeakMap<Principal, string>();
   private cacheHits = 0;
   private cacheMisses = 0;
 
@@ -324,8 +325,7 @@ export class TokenVerifier {
    * (a secret removed, the public key replaced, the JWKS URL changed).
    */
   verifiedWithRemovedKey(principal: Principal): boolean {
-    const id = this.keyOf.get(principal);
-    return id !== undefined && !this.ring.keyIds.has(id);
+    return principal.keyId !== undefined && !this.ring.keyIds.has(principal.keyId);
   }
 
   private build(config: VerifierConfig): KeyRing {
@@ -346,8 +346,8 @@ export class TokenVerifier {
 
   /**
    * `verify` without the wait when there is nothing to wait for: the principal itself when the
-   * token was verified before (the cache) or is an HS256 token that the synchronous check
-   * accepts (src/auth/hs256.ts), as every token of a reconnect storm is. A connection then
+   * token is an HS256 token that the synchronous check accepts (src/auth/hs256.ts), as every
+   * token of a reconnect storm is, or one jose verified before (the cache). A connection then
    * takes it in the turn that read it: no promise, no pause of its input (docs/performance.md,
    * "Sixth round: per-connection cost"). Otherwise, and for every refusal, a promise as
    * `verify`'s: it never throws.
@@ -369,9 +369,13 @@ export class TokenVerifier {
       return Promise.reject(new AuthError('malformed', `token is longer than ${MAX_TOKEN_LENGTH} bytes`));
     }
     const ring = this.ring;
-    if (ring.cacheSize === 0) {
-      return this.verifyHs256(ring, token) ?? this.inForce(ring, token, this.verifyWithJose(ring, token));
-    }
+    // An HS256 token is checked again each time, not remembered: the check (src/auth/hs256.ts)
+    // costs about what the cache's digest and lookup did, and in a reconnect storm, where each
+    // client has its own token, every entry would only be stored, kept and never asked for
+    // (docs/performance.md, "Eighth round: per-connection cost").
+    const principal = this.verifyHs256(ring, token);
+    if (principal !== undefined) return principal;
+    if (ring.cacheSize === 0) return this.inForce(ring, token, this.verifyWithJose(ring, token));
 
     // Keyed by digest so that 10,000 entries of up to 16 KiB tokens stay small.
     const key = hash('sha256', token, 'base64url');
@@ -387,11 +391,6 @@ export class TokenVerifier {
     const pending = ring.inflight.get(key);
     if (pending !== undefined) return this.inForce(ring, token, pending);
     this.cacheMisses++;
-    const principal = this.verifyHs256(ring, token);
-    if (principal !== undefined) {
-      remember(ring, key, principal);
-      return principal;
-    }
     const verifying = this.verifyWithJose(ring, token).then(
       (verified) => {
         ring.inflight.delete(key);
@@ -425,9 +424,7 @@ export class TokenVerifier {
     for (const secret of ring.secrets) {
       const claims = verifyHs256(token, [secret.hmacKey], ring.hs256Checks);
       if (claims === undefined) continue;
-      const principal = principalFromClaims(claims);
-      this.keyOf.set(principal, secret.id);
-      return principal;
+      return principalFromClaims(claims, secret.id);
     }
     return undefined;
   }
@@ -455,9 +452,7 @@ export class TokenVerifier {
         if (!(err instanceof errors.JWKSMultipleMatchingKeys)) throw toAuthError(err);
         payload = await verifyWithEachKey(ring, token, err);
       }
-      const principal = principalFromClaims(payload);
-      if (use.id !== undefined) this.keyOf.set(principal, use.id);
-      return principal;
+      return principalFromClaims(payload, use.id);
     }
   }
 }
@@ -527,7 +522,8 @@ function badClaims(message: string): AuthError {
   return new AuthError('bad_claims', message);
 }
 
-function principalFromClaims(payload: JWTPayload): Principal {
+/** The principal of checked claims; `keyId` names the key that verified them. */
+function principalFromClaims(payload: JWTPayload, keyId: string | undefined): Principal {
   const { workspace_id: workspaceId, sandbox_id: sandboxId, role = 'sandbox', exp, sub } = payload;
   if (typeof workspaceId !== 'number' || !Number.isSafeInteger(workspaceId) || workspaceId <= 0) {
     throw badClaims('token claim workspace_id must be a positive integer');
@@ -543,6 +539,9 @@ function principalFromClaims(payload: JWTPayload): Principal {
   const principal: Principal = { workspaceId, role, expiresAt: exp * 1000 };
   if (sandboxId !== undefined) principal.sandboxId = sandboxId;
   if (sub !== undefined) principal.subject = sub;
+  // On the principal, not in a WeakMap beside it: a map entry per connection costs the
+  // collector more than a field (docs/performance.md, "Eighth round: per-connection cost").
+  if (keyId !== undefined) principal.keyId = keyId;
   // Shared between callers through the cache.
   return Object.freeze(principal);
 }

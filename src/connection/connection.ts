@@ -42,6 +42,14 @@ class PendingReply implements ReplySlot, QueuedReply {
 
 let nextConnectionId = 1;
 
+/** The connection a socket belongs to, for the socket listeners that every connection shares. */
+const CONNECTION = Symbol('connection');
+
+/** A client's socket, carrying its connection: `this` in the shared listeners. */
+interface ConnectionSocket extends Socket {
+  [CONNECTION]: Connection;
+}
+
 /**
  * Auth deadlines are rounded up to this: the connections accepted within it share one entry of
  * the deadline queue, and a client is closed at most this much after its deadline.
@@ -105,9 +113,10 @@ export class Connection implements RespClient, SessionTransport {
       // The connection is its session's transport: no object and closures of its own per client.
       this,
     );
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (error) => this.context.logger.debug({ conn: this.id, err: error.message }, 'socket error'));
-    socket.on('close', () => this.cleanUp());
+    (socket as ConnectionSocket)[CONNECTION] = this;
+    socket.on('data', onSocketData);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
     this.armAuthDeadline();
   }
 
@@ -296,7 +305,8 @@ export class Connection implements RespClient, SessionTransport {
     this.socket.destroy();
   }
 
-  private onData(chunk: Buffer): void {
+  /** @internal the socket's input (onSocketData). */
+  onData(chunk: Buffer): void {
     if (this.closed) return;
     this.decoder.push(chunk);
     if (this.blockedBy === undefined) this.pump();
@@ -388,7 +398,8 @@ export class Connection implements RespClient, SessionTransport {
     if (this.blockedBy === 'replies') this.unblock('replies');
   }
 
-  private cleanUp(): void {
+  /** @internal the socket closed (onSocketClose). */
+  cleanUp(): void {
     this.session.close();
     this.cancelAuthDeadline();
     this.context.connections.delete(this);
@@ -396,4 +407,23 @@ export class Connection implements RespClient, SessionTransport {
     // Not built unless logged: the address of a closed socket is known only if read before.
     if (logger.isLevelEnabled('debug')) logger.debug({ conn: this.id, addr: this.remoteAddress }, 'connection closed');
   }
+}
+
+// The socket's listeners: one function each for every connection, `this` being the socket,
+// which names its connection, instead of three closures per client (docs/performance.md,
+// "Eighth round: per-connection cost").
+
+function onSocketData(this: ConnectionSocket, chunk: Buffer): void {
+  this[CONNECTION].onData(chunk);
+}
+
+/** A reset, or a write to a peer gone: 'close' follows and cleans up. */
+function onSocketError(this: ConnectionSocket, error: Error): void {
+  const connection = this[CONNECTION];
+  const { logger } = connection.context;
+  if (logger.isLevelEnabled('debug')) logger.debug({ conn: connection.id, err: error.message }, 'socket error');
+}
+
+function onSocketClose(this: ConnectionSocket): void {
+  this[CONNECTION].cleanUp();
 }

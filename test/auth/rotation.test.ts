@@ -1,3 +1,4 @@
+import { SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/mint.js';
 import { TokenVerifier } from '../../src/auth/verifier.js';
@@ -31,13 +32,19 @@ describe('several HS256 secrets', () => {
 
 describe('reconfigure', () => {
   it('forgets verified tokens, so a removed secret stops its tokens at once', async () => {
-    const verifier = new TokenVerifier({ secret: [A, B] });
-    const withA = await mint(A);
+    // HS384: jose verifies it and the cache holds it (an HS256 token is checked again each time).
+    const algorithms = ['HS256', 'HS384'];
+    const verifier = new TokenVerifier({ secret: [A, B], algorithms });
+    const withA = await new SignJWT({ workspace_id: 3, role: 'workspace' })
+      .setProtectedHeader({ alg: 'HS384' })
+      .setExpirationTime('60s')
+      .sign(new TextEncoder().encode(A));
     await verifier.verify(withA);
     expect(verifier.stats().cacheEntries).toBe(1);
-    verifier.reconfigure({ secret: [B] });
+    verifier.reconfigure({ secret: [B], algorithms });
     expect(verifier.stats().cacheEntries).toBe(0);
     await expect(verifier.verify(withA)).rejects.toMatchObject({ reason: 'bad_signature' });
+    await expect(verifier.verify(await mint(A))).rejects.toMatchObject({ reason: 'bad_signature' });
     expect((await verifier.verify(await mint(B))).workspaceId).toBe(3);
   });
 
