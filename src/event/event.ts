@@ -23,7 +23,9 @@ export interface NewEvent {
   /**
    * `data` as compact JSON (one line, validated as an object), in UTF-8: a PUBLISH's own bytes
    * of it as received, never decoded on the way to the memory store's ring (docs/performance.md,
-   * "Seventh round: the payload's bytes"). Valid UTF-8 (parsePublishPayload sees to it).
+   * "Seventh round: the payload's bytes"). Valid UTF-8 (parsePublishPayload sees to it). Never
+   * written to once appended: the memory store's event keeps it to make its line's text when
+   * read (a request's received bytes are never written to again, see RequestDecoder).
    */
   data: Buffer;
 }
@@ -39,7 +41,7 @@ export interface StoredEvent {
   type: string;
   timestamp: number;
   /** The whole event as one line of JSON, in the key order docs/protocol.md gives. */
-  json: string;
+  readonly json: string;
 }
 
 /**
@@ -50,11 +52,25 @@ export interface StoredEvent {
  * it, so an event read back equals the one appended whichever store holds it. It used to live in
  * a WeakMap beside the event: that set was 7.6 % of the publish path's CPU (case 2 of
  * `npm run bench`), and every entry is an ephemeron more for the garbage collector.
+ *
+ * `json` is text made on first read for an event the memory store wrote as bytes (`ofLine`): on
+ * the publish path only RESP frames take the line, and they copy its bytes, so a decode and a
+ * string per event are saved (docs/performance.md, "Eighth round: the event's line as bytes").
+ * Such an event keeps what its line is written from (the sandbox's and type's part, and `data`'s
+ * bytes as received, neither of which is ever written to again), so its text is right whenever it
+ * is read; the ring's copy of the line is read only while the store says it is there (`ringLine`).
  */
 export class StoredEventRecord implements StoredEvent {
   #order: number | undefined = undefined;
   /** The UTF-8 size of `json`, once known (-1 before): the fan-out frames it by that size. */
   #jsonBytes = -1;
+  #json: string | undefined;
+  /** For an event made by `ofLine`: eventLineHead of its sandbox and type, and `data`'s UTF-8. */
+  #head: Uint8Array | undefined = undefined;
+  #data: Uint8Array | undefined = undefined;
+  /** The line's bytes end at `#lineEnd` in `#ringLine`, while its store holds them unchanged. */
+  #ringLine: Buffer | undefined = undefined;
+  #lineEnd = 0;
 
   constructor(
     public id: EventId,
@@ -62,8 +78,63 @@ export class StoredEventRecord implements StoredEvent {
     public sandboxId: string,
     public type: string,
     public timestamp: number,
-    public json: string,
-  ) {}
+    json: string,
+  ) {
+    this.#json = json;
+  }
+
+  get json(): string {
+    return (this.#json ??= this.#lineText());
+  }
+
+  /**
+   * An event whose line is `writeEventLine(id, head, data, timestamp)`, `bytes` long, and lies
+   * at `ring[end - bytes, end)` until `releaseRingLine`. `head` and `data` must never be written
+   * to again (a request's received bytes are not; docs/architecture.md, the PUBLISH path).
+   */
+  static ofLine(
+    id: EventId,
+    workspaceId: number,
+    sandboxId: string,
+    type: string,
+    timestamp: number,
+    head: Uint8Array,
+    data: Uint8Array,
+    ring: Buffer,
+    end: number,
+    bytes: number,
+  ): StoredEventRecord {
+    const event = new StoredEventRecord(id, workspaceId, sandboxId, type, timestamp, '');
+    event.#json = undefined;
+    event.#head = head;
+    event.#data = data;
+    event.#ringLine = ring;
+    event.#lineEnd = end;
+    event.#jsonBytes = bytes;
+    return event;
+  }
+
+  /**
+   * The store is about to let the line's bytes in its ring change (its append returns): from
+   * now on the line is read from what it was written from.
+   */
+  static releaseRingLine(event: StoredEventRecord): void {
+    event.#ringLine = undefined;
+  }
+
+  /**
+   * Writes the event's line (its UTF-8, Buffer.byteLength(event.json) bytes) at `at`; returns the
+   * end. The bytes are copied when its store still holds them, else written from their parts;
+   * an event with none (made from text by SQLite or the Redis engine) has its text encoded.
+   */
+  static writeLine(event: StoredEvent, target: Buffer, at: number): number {
+    if (!(#json in event)) return at + target.write(event.json, at);
+    const record = event as StoredEventRecord;
+    const ring = record.#ringLine;
+    if (ring !== undefined) return at + ring.copy(target, at, record.#lineEnd - record.#jsonBytes, record.#lineEnd);
+    if (record.#json !== undefined) return at + target.write(record.#json, at);
+    return writeEventLine(target, at, record.id, record.#head!, record.#data!, record.timestamp);
+  }
 
   static setOrder(event: StoredEventRecord, order: number): void {
     event.#order = order;
@@ -85,6 +156,16 @@ export class StoredEventRecord implements StoredEvent {
     const record = event as StoredEventRecord;
     if (record.#jsonBytes < 0) record.#jsonBytes = Buffer.byteLength(record.json);
     return record.#jsonBytes;
+  }
+
+  /** The text of an `ofLine` event's line: from its store's bytes while there, else from its parts. */
+  #lineText(): string {
+    const ring = this.#ringLine;
+    const bytes = this.#jsonBytes;
+    if (ring !== undefined) return ring.toString('utf8', this.#lineEnd - bytes, this.#lineEnd);
+    const line = Buffer.allocUnsafe(bytes);
+    writeEventLine(line, 0, this.id, this.#head!, this.#data!, this.timestamp);
+    return line.toString('utf8', 0, bytes);
   }
 }
 
