@@ -1,5 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import { SandboxEventsError } from '../errors.js';
+import { RepeatedText } from '../protocol/repeated-text.js';
 import { REFUSED, scanPublishPayload, UNUSUAL_LAYOUT } from './payload-scan.js';
 import { compactDataText } from './payload-text.js';
 
@@ -424,24 +425,8 @@ export interface PublishFields {
 
 const EMPTY_DATA = Buffer.from('{}');
 
-/** The last type read from payload bytes, and those bytes: a publisher mostly repeats its types. */
-let lastType = '';
-let lastTypeBytes = new Uint8Array(0);
-
-/** The unescaped type whose UTF-8 is `payload[start, end)`, decoded only when it is not the last one's. */
-function typeFromBytes(payload: Buffer, start: number, end: number): string {
-  const known = lastTypeBytes;
-  const length = end - start;
-  if (known.length === length) {
-    let k = 0;
-    while (k < length && payload[start + k] === known[k]) k++;
-    if (k === length) return lastType;
-  }
-  const type = payload.toString('utf8', start, end);
-  lastType = type;
-  lastTypeBytes = Uint8Array.prototype.slice.call(payload, start, end); // a copy, not a view
-  return type;
-}
+/** The last type read from payload bytes: a publisher mostly repeats its types. */
+const typeText = new RepeatedText(MAX_TYPE_LENGTH * 4);
 
 /**
  * Validates what a publisher sent, `payload[start, end)` its bytes as received (a view of them is
@@ -482,7 +467,7 @@ export function parsePublishPayload(
   const type = validateEventType(
     scanned.typeEscaped
       ? (JSON.parse(payload.toString('utf8', typeStart, typeEnd)) as string)
-      : typeFromBytes(payload, typeStart + 1, typeEnd - 1),
+      : typeText.of(payload, typeStart + 1, typeEnd - 1),
   );
   return { type, data: scanned.dataStart < 0 ? EMPTY_DATA : payload.subarray(scanned.dataStart, scanned.dataEnd) };
 }
