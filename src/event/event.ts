@@ -32,8 +32,9 @@ export interface NewEvent {
 }
 
 /**
- * An event together with its wire form. The JSON line is built once, when the event is
- * created, and every transport (RESP frame, SSE, HTTP history) reuses that same text.
+ * An event together with its wire form. The JSON line is made at most once per event, and
+ * every transport (RESP frame, SSE, HTTP history) reuses it: a RESP frame takes the memory
+ * store's bytes of it without its text being made (StoredEventRecord).
  */
 export interface StoredEvent {
   id: EventId;
@@ -59,7 +60,8 @@ export interface StoredEvent {
  * string per event are saved (docs/performance.md, "Eighth round: the event's line as bytes").
  * Such an event keeps what its line is written from (the sandbox's and type's part, and `data`'s
  * bytes as received, neither of which is ever written to again), so its text is right whenever it
- * is read; the ring's copy of the line is read only while the store says it is there (`ringLine`).
+ * is read (and it lets go of them once it is); the ring's copy of the line is read only until
+ * the store releases it (`releaseRingLine`).
  */
 export class StoredEventRecord implements StoredEvent {
   #order: number | undefined = undefined;
@@ -85,7 +87,13 @@ export class StoredEventRecord implements StoredEvent {
   }
 
   get json(): string {
-    return (this.#json ??= this.#lineText());
+    if (this.#json === undefined) {
+      this.#json = this.#lineText();
+      // An event kept (an HTTP publish's answer) then holds its text, not the request's bytes.
+      this.#head = undefined;
+      this.#data = undefined;
+    }
+    return this.#json;
   }
 
   /**
