@@ -3,19 +3,25 @@
 // `PUBLISH sb-1 <128-byte event>` commands (the bench's event), 200 per received chunk, in CPU
 // nanoseconds per command (best of 9 rounds). No sockets, no dispatch. Not part of `npm run bench`.
 //
-//   node bench/micro/decode.mjs [buildDir=dist]
+//   node bench/micro/decode.mjs [buildDir=dist] [channels=1]
+// `channels` > 1: the commands go round that many channels (`sb-100`, `sb-101`, ...), as a
+// publisher writing to many sandboxes does, so no command repeats the channel of the one before.
 // (`npm run build` first; pass a copy of an older dist/ as buildDir to compare before/after.)
 import { buildModules } from '../lib/build.js';
 
-const [buildArg = 'dist'] = process.argv.slice(2);
+const [buildArg = 'dist', channelsArg = '1'] = process.argv.slice(2);
+const CHANNELS = Number(channelsArg);
 const modules = buildModules(buildArg);
 const { RequestDecoder } = await modules.requestDecoder();
 
 const PER_CHUNK = 200;
 const CHUNKS = 2_000;
 const payload = `{"type":"bench.tick","data":{"t":"0000000000000","p":"${'x'.repeat(72)}"}}`;
-const command = `*3\r\n$7\r\nPUBLISH\r\n$4\r\nsb-1\r\n$${Buffer.byteLength(payload)}\r\n${payload}\r\n`;
-const chunk = Buffer.from(command.repeat(PER_CHUNK));
+const command = (channel) =>
+  `*3\r\n$7\r\nPUBLISH\r\n$${channel.length}\r\n${channel}\r\n$${Buffer.byteLength(payload)}\r\n${payload}\r\n`;
+const chunk = Buffer.from(
+  Array.from({ length: PER_CHUNK }, (_, k) => command(CHANNELS === 1 ? 'sb-1' : `sb-${100 + (k % CHANNELS)}`)).join(''),
+);
 // The daemon's limits after AUTH (src/config.ts defaults).
 const limits = {
   maxArgs: 1024,

@@ -1,6 +1,6 @@
 import type { Principal } from '../auth/principal.js';
-import { eventJsonBytes, type StoredEvent } from '../event/event.js';
-import { bulkLength, deliveryFrameHead, type Protocol, writeBulk } from '../protocol/encode.js';
+import { eventJsonBytes, type StoredEvent, StoredEventRecord } from '../event/event.js';
+import { bulkLength, deliveryFrameHead, type Protocol, writeBulk, writeBulkHeader } from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
 import type { InterestHooks, SandboxRef } from '../store/types.js';
 import { channelKey, type ChannelTarget, type PatternScope, parseChannelKey, visibleName } from './scope.js';
@@ -283,7 +283,6 @@ export class Broker {
    */
   fanOut(event: StoredEvent): number {
     let delivered = 0;
-    const payload = event.json;
     let payloadBytes = -1;
     const channel = this.channel(event.workspaceId, event.sandboxId);
     if (channel !== undefined) {
@@ -294,7 +293,7 @@ export class Broker {
         only.deliver(
           protocol === EVENTS_ONLY
             ? NO_FRAME
-            : this.channelFrame(channel, protocol, channel.onlyName, payload, payloadBytes),
+            : this.channelFrame(channel, protocol, channel.onlyName, event, payloadBytes),
           event,
           false,
         );
@@ -312,7 +311,7 @@ export class Broker {
           const protocol = subscriber.protocol;
           let frame: Buffer;
           if (protocol === 2 && name === channel.sandboxId) {
-            frame = plain ??= this.channelFrame(channel, 2, name, payload, payloadBytes);
+            frame = plain ??= this.channelFrame(channel, 2, name, event, payloadBytes);
           } else if (protocol === EVENTS_ONLY) {
             frame = NO_FRAME;
           } else {
@@ -320,7 +319,7 @@ export class Broker {
             others ??= new Map();
             let built = others.get(form);
             if (built === undefined) {
-              built = this.channelFrame(channel, protocol, name, payload, payloadBytes);
+              built = this.channelFrame(channel, protocol, name, event, payloadBytes);
               others.set(form, built);
             }
             frame = built;
@@ -369,14 +368,14 @@ export class Broker {
         frame = resp2 ??= this.encode(
           (group.resp2Frames ??= this.writer(2, group.pattern, undefined)),
           channelName,
-          event.json,
+          event,
           payloadBytes,
         );
       } else if (protocol === 3) {
         frame = resp3 ??= this.encode(
           (group.resp3Frames ??= this.writer(3, group.pattern, undefined)),
           channelName,
-          event.json,
+          event,
           payloadBytes,
         );
       } else {
@@ -392,7 +391,7 @@ export class Broker {
     channel: Channel,
     protocol: Protocol,
     name: string,
-    payload: string,
+    event: StoredEvent,
     payloadBytes: number,
   ): Buffer {
     let writer: FrameWriter | undefined;
@@ -404,16 +403,16 @@ export class Broker {
       writer = channel.otherFrames.get(form);
       if (writer === undefined) channel.otherFrames.set(form, (writer = this.writer(protocol, undefined, name)));
     }
-    return this.encode(writer, undefined, payload, payloadBytes);
+    return this.encode(writer, undefined, event, payloadBytes);
   }
 
   private writer(protocol: Protocol, pattern: string | undefined, channel: string | undefined): FrameWriter {
     return new FrameWriter(deliveryFrameHead(protocol, pattern, channel), this.slabs);
   }
 
-  private encode(writer: FrameWriter, channel: string | undefined, payload: string, payloadBytes: number): Buffer {
+  private encode(writer: FrameWriter, channel: string | undefined, event: StoredEvent, payloadBytes: number): Buffer {
     this.stats.framesEncoded += 1;
-    return writer.frame(channel, payload, payloadBytes);
+    return writer.frame(channel, event, payloadBytes);
   }
 
   private forEachMatchingPattern(ref: SandboxRef, visit: (group: PatternGroup, channelName: string) => void): void {
@@ -549,8 +548,12 @@ class FrameWriter {
     return this.slab.length;
   }
 
-  /** `channel` is given for pattern frames only (a channel frame's name is in the head). */
-  frame(channel: string | undefined, payload: string, payloadBytes: number): Buffer {
+  /**
+   * `channel` is given for pattern frames only (a channel frame's name is in the head). The
+   * payload is the event's line, `payloadBytes` long: its bytes copied where its store holds
+   * them, its text encoded otherwise (StoredEventRecord.writeLine).
+   */
+  frame(channel: string | undefined, event: StoredEvent, payloadBytes: number): Buffer {
     const head = this.head;
     const channelBytes = channel === undefined ? 0 : Buffer.byteLength(channel);
     const size = head.length + (channel === undefined ? 0 : bulkLength(channelBytes)) + bulkLength(payloadBytes);
@@ -574,7 +577,9 @@ class FrameWriter {
     let at = start;
     for (let i = 0; i < head.length; i++) slab[at++] = head[i]!;
     if (channel !== undefined) at = writeBulk(slab, at, channel, channelBytes);
-    at = writeBulk(slab, at, payload, payloadBytes);
+    at = StoredEventRecord.writeLine(event, slab, writeBulkHeader(slab, at, payloadBytes));
+    slab[at++] = 13;
+    slab[at++] = 10;
     if (slab === this.slab) this.used = at;
     else state.sharedUsed = at;
     return slab.subarray(start, at);

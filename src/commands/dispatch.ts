@@ -28,9 +28,19 @@ const commandsByUpperName: ReadonlyMap<string, CommandSpec> = new Map(
   [...commands.values()].map((spec) => [spec.name.toUpperCase(), spec]),
 );
 
-/** The command named `name` as sent (any case), if the broker has it. */
+/** The last name looked up and what it found: a pipeline repeats its command. */
+let lastName = '';
+let lastSpec: CommandSpec | undefined;
+
+/**
+ * The command named `name` as sent (any case), if the broker has it. The decoder hands out the
+ * same string for a name received again (RepeatedText), which compares equal at once.
+ */
 function specNamed(name: string): CommandSpec | undefined {
-  return commandsByUpperName.get(name) ?? commands.get(name.toLowerCase());
+  if (name === lastName) return lastSpec;
+  lastSpec = commandsByUpperName.get(name) ?? commands.get(name.toLowerCase());
+  lastName = name;
+  return lastSpec;
 }
 
 /** For the RequestDecoder: whether the command named `name` (as sent) takes its last argument as bytes. */

@@ -12,6 +12,7 @@ import { parsePublishPayload, type StoredEvent } from '../event/event.js';
 import { array, bulk, bulkArray, errorReply, integer, subscriptionConfirmation } from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
 import type { DecodedCommand } from '../protocol/request-decoder.js';
+import type { SandboxRef } from '../store/types.js';
 import { type CommandSpec, ReplyError, table } from './command.js';
 import { errorText } from './errors.js';
 
@@ -172,10 +173,29 @@ class PublishReply implements PublishReceipt {
   }
 }
 
+/** The last PUBLISH's principal, channel and sandbox: a publisher mostly repeats its channel. */
+let lastPublisher: Principal | undefined;
+let lastChannel = '';
+let lastTarget: SandboxRef | undefined;
+
+/**
+ * resolveSandbox for PUBLISH, the last answer again for the same principal and channel (a
+ * principal is not changed once its token is verified; the decoder hands out the same string
+ * for a channel received again, which compares equal at once).
+ */
+function publishTarget(principal: Principal, channel: string): SandboxRef {
+  if (principal === lastPublisher && channel === lastChannel && lastTarget !== undefined) return lastTarget;
+  const target = resolveSandbox(principal, channel);
+  lastPublisher = principal;
+  lastChannel = channel;
+  lastTarget = target;
+  return target;
+}
+
 /** The event is taken as the bytes received (the decoder leaves it undecoded: lastArgumentAsBytes). */
 function publish(connection: RespClient, args: string[], byteLengths: number[], command: DecodedCommand): void {
   const principal = principalOf(connection);
-  const target = resolveSandbox(principal, args[1]!);
+  const target = publishTarget(principal, args[1]!);
   const { lastBytes, lastStart } = command;
   const { type, data } =
     lastBytes === undefined || lastStart === undefined

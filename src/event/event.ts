@@ -1,5 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import { SandboxEventsError } from '../errors.js';
+import { RepeatedText } from '../protocol/repeated-text.js';
 import { REFUSED, scanPublishPayload, UNUSUAL_LAYOUT } from './payload-scan.js';
 import { compactDataText } from './payload-text.js';
 
@@ -23,14 +24,17 @@ export interface NewEvent {
   /**
    * `data` as compact JSON (one line, validated as an object), in UTF-8: a PUBLISH's own bytes
    * of it as received, never decoded on the way to the memory store's ring (docs/performance.md,
-   * "Seventh round: the payload's bytes"). Valid UTF-8 (parsePublishPayload sees to it).
+   * "Seventh round: the payload's bytes"). Valid UTF-8 (parsePublishPayload sees to it). Never
+   * written to once appended: the memory store's event keeps it to make its line's text when
+   * read (a request's received bytes are never written to again, see RequestDecoder).
    */
   data: Buffer;
 }
 
 /**
- * An event together with its wire form. The JSON line is built once, when the event is
- * created, and every transport (RESP frame, SSE, HTTP history) reuses that same text.
+ * An event together with its wire form. The JSON line is made at most once per event, and
+ * every transport (RESP frame, SSE, HTTP history) reuses it: a RESP frame takes the memory
+ * store's bytes of it without its text being made (StoredEventRecord).
  */
 export interface StoredEvent {
   id: EventId;
@@ -39,7 +43,7 @@ export interface StoredEvent {
   type: string;
   timestamp: number;
   /** The whole event as one line of JSON, in the key order docs/protocol.md gives. */
-  json: string;
+  readonly json: string;
 }
 
 /**
@@ -50,11 +54,26 @@ export interface StoredEvent {
  * it, so an event read back equals the one appended whichever store holds it. It used to live in
  * a WeakMap beside the event: that set was 7.6 % of the publish path's CPU (case 2 of
  * `npm run bench`), and every entry is an ephemeron more for the garbage collector.
+ *
+ * `json` is text made on first read for an event the memory store wrote as bytes (`ofLine`): on
+ * the publish path only RESP frames take the line, and they copy its bytes, so a decode and a
+ * string per event are saved (docs/performance.md, "Eighth round: the event's line as bytes").
+ * Such an event keeps what its line is written from (the sandbox's and type's part, and `data`'s
+ * bytes as received, neither of which is ever written to again), so its text is right whenever it
+ * is read (and it lets go of them once it is); the ring's copy of the line is read only until
+ * the store releases it (`releaseRingLine`).
  */
 export class StoredEventRecord implements StoredEvent {
   #order: number | undefined = undefined;
   /** The UTF-8 size of `json`, once known (-1 before): the fan-out frames it by that size. */
   #jsonBytes = -1;
+  #json: string | undefined;
+  /** For an event made by `ofLine`: eventLineHead of its sandbox and type, and `data`'s UTF-8. */
+  #head: Uint8Array | undefined = undefined;
+  #data: Uint8Array | undefined = undefined;
+  /** The line's bytes end at `#lineEnd` in `#ringLine`, while its store holds them unchanged. */
+  #ringLine: Buffer | undefined = undefined;
+  #lineEnd = 0;
 
   constructor(
     public id: EventId,
@@ -62,8 +81,69 @@ export class StoredEventRecord implements StoredEvent {
     public sandboxId: string,
     public type: string,
     public timestamp: number,
-    public json: string,
-  ) {}
+    json: string,
+  ) {
+    this.#json = json;
+  }
+
+  get json(): string {
+    if (this.#json === undefined) {
+      this.#json = this.#lineText();
+      // An event kept (an HTTP publish's answer) then holds its text, not the request's bytes.
+      this.#head = undefined;
+      this.#data = undefined;
+    }
+    return this.#json;
+  }
+
+  /**
+   * An event whose line is `writeEventLine(id, head, data, timestamp)`, `bytes` long, and lies
+   * at `ring[end - bytes, end)` until `releaseRingLine`. `head` and `data` must never be written
+   * to again (a request's received bytes are not; docs/architecture.md, the PUBLISH path).
+   */
+  static ofLine(
+    id: EventId,
+    workspaceId: number,
+    sandboxId: string,
+    type: string,
+    timestamp: number,
+    head: Uint8Array,
+    data: Uint8Array,
+    ring: Buffer,
+    end: number,
+    bytes: number,
+  ): StoredEventRecord {
+    const event = new StoredEventRecord(id, workspaceId, sandboxId, type, timestamp, '');
+    event.#json = undefined;
+    event.#head = head;
+    event.#data = data;
+    event.#ringLine = ring;
+    event.#lineEnd = end;
+    event.#jsonBytes = bytes;
+    return event;
+  }
+
+  /**
+   * The store is about to let the line's bytes in its ring change (its append returns): from
+   * now on the line is read from what it was written from.
+   */
+  static releaseRingLine(event: StoredEventRecord): void {
+    event.#ringLine = undefined;
+  }
+
+  /**
+   * Writes the event's line (its UTF-8, Buffer.byteLength(event.json) bytes) at `at`; returns the
+   * end. The bytes are copied when its store still holds them, else written from their parts;
+   * an event with none (made from text by SQLite or the Redis engine) has its text encoded.
+   */
+  static writeLine(event: StoredEvent, target: Buffer, at: number): number {
+    if (!(#json in event)) return at + target.write(event.json, at);
+    const record = event as StoredEventRecord;
+    const ring = record.#ringLine;
+    if (ring !== undefined) return at + ring.copy(target, at, record.#lineEnd - record.#jsonBytes, record.#lineEnd);
+    if (record.#json !== undefined) return at + target.write(record.#json, at);
+    return writeEventLine(target, at, record.id, record.#head!, record.#data!, record.timestamp);
+  }
 
   static setOrder(event: StoredEventRecord, order: number): void {
     event.#order = order;
@@ -85,6 +165,16 @@ export class StoredEventRecord implements StoredEvent {
     const record = event as StoredEventRecord;
     if (record.#jsonBytes < 0) record.#jsonBytes = Buffer.byteLength(record.json);
     return record.#jsonBytes;
+  }
+
+  /** The text of an `ofLine` event's line: from its store's bytes while there, else from its parts. */
+  #lineText(): string {
+    const ring = this.#ringLine;
+    const bytes = this.#jsonBytes;
+    if (ring !== undefined) return ring.toString('utf8', this.#lineEnd - bytes, this.#lineEnd);
+    const line = Buffer.allocUnsafe(bytes);
+    writeEventLine(line, 0, this.id, this.#head!, this.#data!, this.timestamp);
+    return line.toString('utf8', 0, bytes);
   }
 }
 
@@ -343,24 +433,8 @@ export interface PublishFields {
 
 const EMPTY_DATA = Buffer.from('{}');
 
-/** The last type read from payload bytes, and those bytes: a publisher mostly repeats its types. */
-let lastType = '';
-let lastTypeBytes = new Uint8Array(0);
-
-/** The unescaped type whose UTF-8 is `payload[start, end)`, decoded only when it is not the last one's. */
-function typeFromBytes(payload: Buffer, start: number, end: number): string {
-  const known = lastTypeBytes;
-  const length = end - start;
-  if (known.length === length) {
-    let k = 0;
-    while (k < length && payload[start + k] === known[k]) k++;
-    if (k === length) return lastType;
-  }
-  const type = payload.toString('utf8', start, end);
-  lastType = type;
-  lastTypeBytes = Uint8Array.prototype.slice.call(payload, start, end); // a copy, not a view
-  return type;
-}
+/** The last type read from payload bytes: a publisher mostly repeats its types. */
+const typeText = new RepeatedText(MAX_TYPE_LENGTH * 4);
 
 /**
  * Validates what a publisher sent, `payload[start, end)` its bytes as received (a view of them is
@@ -401,7 +475,7 @@ export function parsePublishPayload(
   const type = validateEventType(
     scanned.typeEscaped
       ? (JSON.parse(payload.toString('utf8', typeStart, typeEnd)) as string)
-      : typeFromBytes(payload, typeStart + 1, typeEnd - 1),
+      : typeText.of(payload, typeStart + 1, typeEnd - 1),
   );
   return { type, data: scanned.dataStart < 0 ? EMPTY_DATA : payload.subarray(scanned.dataStart, scanned.dataEnd) };
 }

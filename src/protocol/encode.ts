@@ -184,7 +184,7 @@ export function bulkLength(bytes: number): number {
 }
 
 /** Writes `$<bytes>\r\n` at `at`; returns where the body starts. */
-function writeBulkHeader(target: Buffer, at: number, bytes: number): number {
+export function writeBulkHeader(target: Buffer, at: number, bytes: number): number {
   target[at] = 0x24; // $
   const digits = decimalDigits(bytes);
   let end = at + digits;

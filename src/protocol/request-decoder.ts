@@ -14,6 +14,7 @@
 import { constants } from 'node:buffer';
 import { SandboxEventsError } from '../errors.js';
 import { splitInlineArgs } from './inline.js';
+import { RepeatedText } from './repeated-text.js';
 
 export interface DecoderLimits {
   /** Most arguments in one command (multibulk count, and inline word count). */
@@ -70,6 +71,9 @@ const NON_ASCII = /[^\x00-\x7f]/;
 const COALESCE_MAX_BYTES = 1024;
 const SLAB_BYTES = 16 * 1024;
 
+/** Longest first or second argument whose text is remembered: a channel names a sandbox id of up to 256 characters (MAX_SANDBOX_ID_LENGTH), most far shorter. */
+const REPEATED_ARG_BYTES = 300;
+
 /** Smallest possible bulk, `$0\r\n\r\n`: lets the request limit fail before bodies arrive. */
 const MIN_BULK_BYTES = 6;
 
@@ -109,6 +113,12 @@ export class RequestDecoder {
    * PUBLISH's event goes to the store as bytes (docs/performance.md, "Seventh round").
    */
   constructor(private readonly lastArgumentAsBytes: LastArgumentAsBytes = NEVER) {}
+
+  /** The first two arguments of the last multibulks (a command's name, its channel or key). */
+  private readonly repeatedArgs = [new RepeatedText(REPEATED_ARG_BYTES), new RepeatedText(REPEATED_ARG_BYTES)] as const;
+  /** The name of the last multibulk command, and whether it takes its last argument as bytes. */
+  private lastName = '';
+  private lastNameTakesBytes = false;
 
   /** Received chunks; the unconsumed bytes start at `head` in chunks[0]. */
   private chunks: Buffer[] = [];
@@ -471,9 +481,15 @@ export class RequestDecoder {
     const base = inFirst ? this.head : 0;
     const count = byteLengths.length;
     const args = new Array<string>(count);
-    args[0] = utf8(frame, base + starts[0]!, base + starts[0]! + byteLengths[0]!);
-    const decoded = count > 1 && this.lastArgumentAsBytes(args[0]) ? count - 1 : count;
-    for (let i = 1; i < decoded; i++) {
+    const name = this.repeated(0, frame, base + starts[0]!, byteLengths[0]!);
+    args[0] = name;
+    if (name !== this.lastName) {
+      this.lastName = name;
+      this.lastNameTakesBytes = this.lastArgumentAsBytes(name);
+    }
+    const decoded = count > 1 && this.lastNameTakesBytes ? count - 1 : count;
+    if (decoded > 1) args[1] = this.repeated(1, frame, base + starts[1]!, byteLengths[1]!);
+    for (let i = 2; i < decoded; i++) {
       const start = base + starts[i]!;
       args[i] = utf8(frame, start, start + byteLengths[i]!);
     }
@@ -488,6 +504,16 @@ export class RequestDecoder {
     }
     this.consume(frameLength);
     return { args, inline: false, byteLengths, lastBytes, lastStart };
+  }
+
+  /**
+   * Argument `index` (0 or 1) of a multibulk, `length` bytes at `start`: the string of the same
+   * argument of an earlier command when the bytes are the same (RepeatedText). A pipeline repeats
+   * its command's name and, for PUBLISH, its channel.
+   */
+  private repeated(index: 0 | 1, frame: Buffer, start: number, length: number): string {
+    const known = this.repeatedArgs[index];
+    return length <= known.maxBytes ? known.of(frame, start, start + length) : utf8(frame, start, start + length);
   }
 
   /** The first `n` unconsumed bytes, without copying when they lie in one chunk. */

@@ -116,10 +116,6 @@ export class RingContext {
   }
 }
 
-/** How an event's JSON line is read back (the low two bits of its type word). */
-const ASCII = 0; // UTF-8 that is all ASCII: read back as latin1, which is a plain copy
-const UTF8 = 1;
-
 const MIN_SLOTS = 4;
 /** Smallest and largest byte chunk (a larger event gets a chunk of its own size). */
 const MIN_CHUNK_BYTES = 256;
@@ -143,7 +139,7 @@ function chunkSize(size: number): number {
  * One sandbox's retained events, oldest first: a FIFO with O(1) push/shift and indexed access.
  *
  * Slot `s` holds `nums[3s..3s+2]` = id ms, id seq, timestamp and `words[4s..4s+3]` = chunk
- * number, byte offset in that chunk, byte length, type number << 2 | encoding. Slots are a
+ * number, byte offset in that chunk, byte length, type number. Slots are a
  * circular buffer that grows by doubling up to `maxSlots` (the retention count).
  *
  * JSON lines are written one after the other into byte chunks, a new chunk when the line does
@@ -186,18 +182,17 @@ export class EventRing {
 
   /**
    * Appends an event, its line written as bytes from `head` (eventLineHead of its sandbox and
-   * type) and `data` (its UTF-8, as the publisher sent it) by writeEventLine, nothing encoded
-   * (docs/performance.md, "Seventh round: the payload's bytes"). Returns the line as text, as
-   * eventAt reads it back.
+   * type) and `data` (its UTF-8, as the publisher sent it) by writeEventLine, nothing encoded or
+   * decoded (docs/performance.md, "Seventh round: the payload's bytes", "Eighth round: the
+   * event's line as bytes"). Returns the line's size; it ends at `newestLineEnd` in
+   * `newestChunk` (until the ring changes).
    */
-  push(id: EventId, timestamp: number, type: string, head: Uint8Array, data: Uint8Array): string {
+  push(id: EventId, timestamp: number, type: string, head: Uint8Array, data: Uint8Array): number {
     if (this.length === this.slots) this.resizeSlots(Math.min(Math.max(MIN_SLOTS, this.slots * 2), this.maxSlots));
     const size = eventLineSize(id, head, data, timestamp);
     let chunk = this.chunks[this.chunks.length - 1];
     if (chunk === undefined || chunk.length - this.tailAt < size) chunk = this.addChunk(size);
     writeEventLine(chunk, this.tailAt, id, head, data, timestamp);
-    const json = chunk.toString('utf8', this.tailAt, this.tailAt + size);
-    const encoding = json.length === size ? ASCII : UTF8;
     // Nothing above changed what the ring holds when it threw; from here on nothing throws.
     let slot = this.head + this.length;
     if (slot >= this.slots) slot -= this.slots;
@@ -209,17 +204,27 @@ export class EventRing {
     this.words[w] = this.firstChunk + this.chunks.length - 1;
     this.words[w + 1] = this.tailAt;
     this.words[w + 2] = size;
-    this.words[w + 3] = (this.types.acquire(type) << 2) | encoding;
+    this.words[w + 3] = this.types.acquire(type);
     this.tailAt += size;
     this.liveBytes += size;
     this.length++;
-    return json;
+    return size;
+  }
+
+  /** The chunk the newest event's line is in (see push). */
+  get newestChunk(): Buffer {
+    return this.chunks[this.chunks.length - 1] as Buffer;
+  }
+
+  /** Where the newest event's line ends in newestChunk. */
+  get newestLineEnd(): number {
+    return this.tailAt;
   }
 
   /** Drops the oldest event, and the chunks no retained event is in any more. */
   shift(): void {
     const w = this.head * 4;
-    this.types.release((this.words[w + 3] as number) >>> 2);
+    this.types.release(this.words[w + 3] as number);
     this.liveBytes -= this.words[w + 2] as number;
     this.head = this.head + 1 === this.slots ? 0 : this.head + 1;
     this.length--;
@@ -263,7 +268,7 @@ export class EventRing {
 
   /** The interned type number of the event (compare with `TypeTable.lookup`). */
   typeAt(index: number): number {
-    return (this.words[this.slot(index) * 4 + 3] as number) >>> 2;
+    return this.words[this.slot(index) * 4 + 3] as number;
   }
 
   idAt(index: number): EventId {
@@ -286,14 +291,13 @@ export class EventRing {
     const chunk = this.chunks[((words[w] as number) - this.firstChunk) >>> 0] as Buffer;
     const at = words[w + 1] as number;
     const end = at + (words[w + 2] as number);
-    const word = words[w + 3] as number;
     return new StoredEventRecord(
       { ms: nums[n] as number, seq: nums[n + 1] as number },
       this.workspaceId,
       this.sandboxId,
-      this.types.name(word >>> 2),
+      this.types.name(words[w + 3] as number),
       nums[n + 2] as number,
-      chunk.toString((word & 3) === ASCII ? 'latin1' : 'utf8', at, end),
+      chunk.toString('utf8', at, end),
     );
   }
 

@@ -243,6 +243,8 @@ export class MemoryStore implements EventStore {
   private readonly ephemeral: ((type: string) => boolean) | undefined;
   /** Bytes of event lines retained over all sandboxes (kept up to date by push and trim). */
   private totalBytes = 0;
+  /** The event appended last while its listener runs, its line still read from its ring (see appendNow). */
+  private ringLineOut: StoredEventRecord | undefined;
   /** The last order issued to a stored event, over every sandbox (0: none yet). */
   private lastOrder = 0;
   /** Per workspace, the highest order pruned from it; kept after the workspace is forgotten. */
@@ -315,6 +317,7 @@ export class MemoryStore implements EventStore {
   /** Stores the event and notifies the listener, synchronously; throws when it can't. */
   private appendNow(input: NewEvent): StoredEvent {
     if (this.closed) throw storeClosedError(this.kind);
+    this.releaseRingLine();
     const now = this.now();
     let sandboxes = this.workspaces.get(input.workspaceId);
     let stream = sandboxes?.get(input.sandboxId);
@@ -356,11 +359,22 @@ export class MemoryStore implements EventStore {
     }
     const { events } = part;
     if (events.length >= maxCount) this.trim(stream, part, -Infinity, maxCount - 1);
-    const before = events.retainedBytes;
-    const json = events.push(id, now, input.type, stream.lineHead(input.type), input.data);
-    const event = new StoredEventRecord(id, input.workspaceId, input.sandboxId, input.type, now, json);
-    const lineBytes = events.retainedBytes - before;
-    StoredEventRecord.setJsonBytes(event, lineBytes); // the fan-out frames the line by it
+    const head = stream.lineHead(input.type);
+    const lineBytes = events.push(id, now, input.type, head, input.data);
+    // No text of the line is made unless something reads `json` (docs/performance.md, "Eighth
+    // round: the event's line as bytes"): the fan-out copies the bytes just written.
+    const event = StoredEventRecord.ofLine(
+      id,
+      input.workspaceId,
+      input.sandboxId,
+      input.type,
+      now,
+      head,
+      input.data,
+      events.newestChunk,
+      events.newestLineEnd,
+      lineBytes,
+    );
     this.lastOrder += 1;
     part.orders.push(this.lastOrder);
     setEventOrder(event, this.lastOrder);
@@ -373,9 +387,23 @@ export class MemoryStore implements EventStore {
     // newest event always stays (the minimum byte retention holds one of the largest).
     if (events.retainedBytes > this.maxBytes) this.trimBytes(stream, part, this.maxBytes);
     if (this.totalBytes > this.maxTotalBytes) this.evict(stream);
-    // Memory is as durable as this store gets: notify at once, then answer.
+    // Memory is as durable as this store gets: notify at once, then answer. The event's line is
+    // read from the ring only while the listener runs (the fan-out copies it into its frames):
+    // the newest event outlives the trims above, and only an append changes a ring meanwhile
+    // (the prune timer can't run), which releases it first should a listener ever append.
+    // After that the chunk may be written over (a count limit of one rewrites it on the next
+    // append), and whoever kept the event reads its line from its parts.
+    this.ringLineOut = event;
     notifyListener(this.listener, event, input);
+    this.releaseRingLine();
     return event;
+  }
+
+  /** The event whose line the listener may read from the ring; none once this append returns. */
+  private releaseRingLine(): void {
+    if (this.ringLineOut === undefined) return;
+    StoredEventRecord.releaseRingLine(this.ringLineOut);
+    this.ringLineOut = undefined;
   }
 
   history(query: HistoryQuery): Promise<StoredEvent[]> {

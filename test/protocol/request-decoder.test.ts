@@ -599,3 +599,26 @@ describe('RequestDecoder: a last argument taken as bytes (PUBLISH)', () => {
     ]);
   });
 });
+
+describe('RequestDecoder: names and channels that repeat', () => {
+  it('gives each command its own first two arguments when they repeat, change by one byte or are long', () => {
+    // One decoder for the whole pipeline: its remembered names and channels must never leak
+    // into a command whose bytes differ (same length, one byte apart, non-ASCII, past the
+    // remembered size, the name's case changed).
+    const word = fc.oneof(
+      fc.constantFrom('PUBLISH', 'PUBLISi', 'publish', 'sb-1', 'sb-2', 'sb-é', 'sb-è', '{1}sb-1', ''),
+      fc.string({ maxLength: 8 }),
+      fc.string({ minLength: 299, maxLength: 302 }),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(word, word, fc.string({ maxLength: 4 })), { minLength: 1, maxLength: 30 }),
+        (commands) => {
+          const decoder = new RequestDecoder();
+          decoder.push(Buffer.concat(commands.map((command) => multibulk(command))));
+          expect(args(drain(decoder))).toEqual(commands);
+        },
+      ),
+    );
+  });
+});

@@ -29,7 +29,8 @@ function stored(ms: number, seq: number, type: string, dataJson: string, sandbox
 /** Pushes the event as the memory store does: its line's head and its data's UTF-8. */
 function push(ring: EventRing, event: StoredEvent): void {
   const head = eventLineHead(eventLineMiddle(event.workspaceId, event.sandboxId), JSON.stringify(event.type));
-  const json = ring.push(event.id, event.timestamp, event.type, head, Buffer.from(dataOf.get(event)!));
+  const size = ring.push(event.id, event.timestamp, event.type, head, Buffer.from(dataOf.get(event)!));
+  const json = ring.newestChunk.toString('utf8', ring.newestLineEnd - size, ring.newestLineEnd);
   expect(json).toBe(event.json); // the line written as bytes is the line built as text
 }
 

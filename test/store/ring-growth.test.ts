@@ -9,7 +9,8 @@ const HEAD = eventLineHead(eventLineMiddle(7, 'sb-1'), '"t"');
 
 /** Pushes event `n` as the memory store does (its line as bytes); returns the line as text. */
 function push(ring: EventRing, n: number, pad: number): string {
-  return ring.push({ ms: 1_000 + n, seq: 0 }, 1_000 + n, 't', HEAD, Buffer.from(data(n, pad)));
+  const size = ring.push({ ms: 1_000 + n, seq: 0 }, 1_000 + n, 't', HEAD, Buffer.from(data(n, pad)));
+  return ring.newestChunk.toString('utf8', ring.newestLineEnd - size, ring.newestLineEnd);
 }
 
 describe('EventRing growth', () => {
