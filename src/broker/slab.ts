@@ -62,18 +62,21 @@ export function releaseFrame(frame: Buffer): void {
 
 /**
  * Spare slabs, by size. What it keeps follows what is in use, like the memory store's spare ring
- * chunks (RingContext, src/store/event-ring.ts): at most as many of a size as are taken and not
- * back (being written, or retired with views left). Writers fill their slabs in step (a
- * publisher goes round its sandboxes), so they all want a new one at about the same time, while
- * the frames at the end of their last one are still queued: one spare per slab in use is what
- * lets each of them take one then. The broker's sweep lets the slabs of quiet forms go
- * (SlabState), which lowers that bound, and `trim` then lets go of the spares above it: a broker
- * whose load fell holds no spares of its past peak.
+ * chunks (RingContext, src/store/event-ring.ts): spares of at most as many bytes as the slabs
+ * taken and not back (being written, or retired with views left) came to at their peak since
+ * the previous `trim` (the broker's sweep, about a second apart). Writers fill their slabs in
+ * step (a publisher goes round its sandboxes), so they all want a new one at about the same
+ * time while the frames at the end of their last one are still queued, and after the sweep let
+ * them go they all grow again through the same sizes: spares as large as what is in use let each
+ * of them find one then. A broker whose load fell holds no spares of its past peak after the
+ * next sweep.
  */
 export class SlabPool {
   private readonly spare: Slab[][] = [];
-  /** By size: slabs taken and not back in the pool (or let go). */
-  private readonly inUse: number[] = [];
+  private spareTotal = 0;
+  /** Bytes of the slabs taken and not back in the pool (or let go), and their peak since `trim`. */
+  private inUseBytes = 0;
+  private peakBytes = 0;
   /** Slabs of pooled sizes made new, and their bytes (tests and benches read them). */
   allocated = 0;
   allocatedBytes = 0;
@@ -83,7 +86,6 @@ export class SlabPool {
   constructor(maxBytes: number) {
     for (let bytes = POOLED_MIN_BYTES; bytes <= maxBytes; bytes *= 2) {
       this.spare.push([]);
-      this.inUse.push(0);
     }
   }
 
@@ -91,9 +93,11 @@ export class SlabPool {
   take(bytes: number): Slab | undefined {
     const size = sizeClass(bytes);
     if (size < 0 || size >= this.spare.length) return undefined;
-    this.inUse[size]! += 1;
+    this.inUseBytes += bytes;
+    if (this.inUseBytes > this.peakBytes) this.peakBytes = this.inUseBytes;
     let slab = this.spare[size]!.pop();
     if (slab !== undefined) {
+      this.spareTotal -= bytes;
       this.reused += 1;
     } else {
       slab = new Slab(Buffer.allocUnsafeSlow(bytes), this);
@@ -114,25 +118,26 @@ export class SlabPool {
   /** @internal `slab` is retired and no view of it is left. */
   give(slab: Slab): void {
     slab.state = SPARE;
-    const size = sizeClass(slab.bytes.length);
-    const spare = this.spare[size]!;
-    this.inUse[size]! -= 1;
-    if (spare.length < this.inUse[size]!) spare.push(slab);
+    const bytes = slab.bytes.length;
+    this.inUseBytes -= bytes;
+    if (this.spareTotal + bytes > this.peakBytes) return; // let go: the collector frees it
+    this.spare[sizeClass(bytes)]!.push(slab);
+    this.spareTotal += bytes;
   }
 
-  /** Lets go of the spares beyond the slabs of their size in use. */
+  /** Lets go of the spares beyond what was in use at the peak since the previous call, largest first. */
   trim(): void {
-    for (let size = 0; size < this.spare.length; size++) {
+    const keep = Math.max(this.inUseBytes, this.peakBytes);
+    for (let size = this.spare.length - 1; size >= 0 && this.spareTotal > keep; size--) {
       const spare = this.spare[size]!;
-      if (spare.length > this.inUse[size]!) spare.length = this.inUse[size]!;
+      while (spare.length > 0 && this.spareTotal > keep) this.spareTotal -= spare.pop()!.bytes.length;
     }
+    this.peakBytes = this.inUseBytes;
   }
 
   /** Bytes of the spares held (for tests). */
   get spareBytes(): number {
-    let total = 0;
-    for (const spare of this.spare) for (const slab of spare) total += slab.bytes.length;
-    return total;
+    return this.spareTotal;
   }
 }
 
