@@ -16,6 +16,7 @@ import { afterEach, expect, it } from 'vitest';
 import { Broker, type Subscriber } from '../../src/broker/broker.js';
 import { channelKey } from '../../src/broker/scope.js';
 import type { StoredEvent } from '../../src/event/event.js';
+import type { Protocol } from '../../src/protocol/encode.js';
 import { OutputBudget } from '../../src/runtime/output-budget.js';
 import { type OutputStream, WritePath } from '../../src/session/write-path.js';
 
@@ -37,7 +38,6 @@ const PAUSED_UNTIL = 150;
 const LEAVES_AT = 120;
 
 class Sub implements Subscriber {
-  readonly protocol = 2 as const;
   readonly out: WritePath;
   /** Every frame delivered, in order: what the client must have received (or a prefix of it). */
   readonly expected: Buffer[] = [];
@@ -47,6 +47,7 @@ class Sub implements Subscriber {
   private waitingFor: { bytes: number; resolve: () => void } | undefined;
 
   constructor(
+    readonly protocol: Protocol,
     readonly reader: Reader,
     readonly channels: string[],
     readonly server: net.Socket,
@@ -116,15 +117,23 @@ async function run(wrap: (socket: net.Socket) => OutputStream) {
 
   const broker = new Broker();
   const subs: Sub[] = [];
-  const subscribe = async (reader: Reader, channels: string[]) => {
+  /** `channels`: sandbox ids, or one pattern (`?`: every one of them, through pmessage frames). */
+  const subscribe = async (reader: Reader, channels: string[], protocol: Protocol = 2) => {
     const client = net.connect(path);
     sockets.push(client);
     while (accepted.length === 0) await new Promise((resolve) => server.once('connection', resolve));
     const serverSide = accepted.shift()!;
-    const sub = new Sub(reader, channels, serverSide, client, wrap(serverSide));
+    const sub = new Sub(protocol, reader, channels, serverSide, client, wrap(serverSide));
     if (reader === 'paused' || reader === 'limited' || reader === 'leaver') client.pause();
     for (const channel of channels) {
-      broker.subscribe(sub, { workspaceId: 1, sandboxId: channel, key: channelKey(1, channel), displayName: channel });
+      if (channel === '?') broker.psubscribe(sub, channel, 1);
+      else
+        broker.subscribe(sub, {
+          workspaceId: 1,
+          sandboxId: channel,
+          key: channelKey(1, channel),
+          displayName: channel,
+        });
     }
     subs.push(sub);
   };
@@ -133,6 +142,10 @@ async function run(wrap: (socket: net.Socket) => OutputStream) {
   // few large runs go out as one writev (WritePath.flush), each run with its own callback.
   await subscribe('steady', ['d', 'e']);
   await subscribe('paused', ['d', 'e']);
+  // Other forms: RESP3 frames of a channel, and pattern frames of every channel.
+  await subscribe('toggling', ['a'], 3);
+  await subscribe('steady', ['?']);
+  await subscribe('paused', ['?']);
 
   let seq = 0;
   for (let round = 0; round < ROUNDS; round += 1) {
