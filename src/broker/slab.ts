@@ -64,7 +64,8 @@ export function releaseFrame(frame: Buffer): void {
  * Spare slabs, by size. What it keeps follows what is in use, like the memory store's spare ring
  * chunks (RingContext, src/store/event-ring.ts): spares of at most as many bytes as the slabs
  * taken and not back (being written, or retired with views left) came to at their peak since
- * the previous `trim` (the broker's sweep, about a second apart). Writers fill their slabs in
+ * the previous `trim` (the broker's sweep, about a second apart); when that is full, spares of
+ * sizes nobody took since then make room for a size writers take now. Writers fill their slabs in
  * step (a publisher goes round its sandboxes), so they all want a new one at about the same
  * time while the frames at the end of their last one are still queued, and after the sweep let
  * them go they all grow again through the same sizes: spares as large as what is in use let each
@@ -77,6 +78,8 @@ export class SlabPool {
   /** Bytes of the slabs taken and not back in the pool (or let go), and their peak since `trim`. */
   private inUseBytes = 0;
   private peakBytes = 0;
+  /** By size: slabs taken since `trim` (a size none was taken of is stale: its spares go first). */
+  private readonly taken: number[] = [];
   /** Slabs of pooled sizes made new, and their bytes (tests and benches read them). */
   allocated = 0;
   allocatedBytes = 0;
@@ -86,6 +89,7 @@ export class SlabPool {
   constructor(maxBytes: number) {
     for (let bytes = POOLED_MIN_BYTES; bytes <= maxBytes; bytes *= 2) {
       this.spare.push([]);
+      this.taken.push(0);
     }
   }
 
@@ -95,6 +99,7 @@ export class SlabPool {
     if (size < 0 || size >= this.spare.length) return undefined;
     this.inUseBytes += bytes;
     if (this.inUseBytes > this.peakBytes) this.peakBytes = this.inUseBytes;
+    this.taken[size]! += 1;
     let slab = this.spare[size]!.pop();
     if (slab !== undefined) {
       this.spareTotal -= bytes;
@@ -120,19 +125,35 @@ export class SlabPool {
     slab.state = SPARE;
     const bytes = slab.bytes.length;
     this.inUseBytes -= bytes;
+    // Full: spares of a size writers take now displace those of sizes they no longer take.
+    if (this.spareTotal + bytes > this.peakBytes) this.dropStale(this.peakBytes - bytes);
     if (this.spareTotal + bytes > this.peakBytes) return; // let go: the collector frees it
     this.spare[sizeClass(bytes)]!.push(slab);
     this.spareTotal += bytes;
   }
 
-  /** Lets go of the spares beyond what was in use at the peak since the previous call, largest first. */
+  /**
+   * Lets go of the spares beyond what was in use at the peak since the previous call: first
+   * those of sizes none was taken of since then, then the largest.
+   */
   trim(): void {
     const keep = Math.max(this.inUseBytes, this.peakBytes);
+    this.dropStale(keep);
     for (let size = this.spare.length - 1; size >= 0 && this.spareTotal > keep; size--) {
       const spare = this.spare[size]!;
       while (spare.length > 0 && this.spareTotal > keep) this.spareTotal -= spare.pop()!.bytes.length;
     }
     this.peakBytes = this.inUseBytes;
+    this.taken.fill(0);
+  }
+
+  /** Lets go of spares of sizes none was taken of since `trim`, largest first, down to `keep` bytes. */
+  private dropStale(keep: number): void {
+    for (let size = this.spare.length - 1; size >= 0 && this.spareTotal > keep; size--) {
+      if (this.taken[size]! > 0) continue;
+      const spare = this.spare[size]!;
+      while (spare.length > 0 && this.spareTotal > keep) this.spareTotal -= spare.pop()!.bytes.length;
+    }
   }
 
   /** Bytes of the spares held (for tests). */
