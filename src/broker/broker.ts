@@ -4,6 +4,7 @@ import { bulkLength, deliveryFrameHead, type Protocol, writeBulk, writeBulkHeade
 import { compileGlob } from '../protocol/glob.js';
 import type { InterestHooks, SandboxRef } from '../store/types.js';
 import { channelKey, type ChannelTarget, type PatternScope, parseChannelKey, visibleName } from './scope.js';
+import { type Slab, SlabPool, slabOf } from './slab.js';
 
 /**
  * The `protocol` of a subscriber that encodes its own frames from the event (SSE streams): it
@@ -20,6 +21,11 @@ export interface Subscriber {
    * a pattern that also matches it (Redis sends both to a client subscribed both ways).
    * `pattern` is the pattern a `viaPattern` frame came through (a subscription's type filter
    * is looked up by it).
+   *
+   * `frame` may be a view of a pooled slab (slab.ts), whose bytes are written again once every
+   * view of it is given back: the subscriber gives its view back with `releaseFrame` when it
+   * does not take the frame, or hands it to a WritePath, which gives it back once written. A view
+   * never given back only keeps its slab out of the pool.
    */
   deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean, pattern?: string): void;
   /**
@@ -167,6 +173,8 @@ export class Broker {
   private readonly patterns = new Map<PatternScope, Map<string, PatternGroup>>();
   readonly stats: BrokerStats = { delivered: 0, fannedOut: 0, framesEncoded: 0 };
   private readonly slabs = new SlabState();
+  /** The pooled slab of the frame `encode` returned last (undefined: not a pooled slab). */
+  private encodedIn: Slab | undefined;
 
   /**
    * `interest`: told when a channel gets its first local subscriber or loses its last, and when
@@ -290,18 +298,19 @@ export class Broker {
       const only = channel.only;
       if (only !== undefined) {
         const protocol = only.protocol;
-        only.deliver(
-          protocol === EVENTS_ONLY
-            ? NO_FRAME
-            : this.channelFrame(channel, protocol, channel.onlyName, event, payloadBytes),
-          event,
-          false,
-        );
+        let frame: Buffer = NO_FRAME;
+        if (protocol !== EVENTS_ONLY) {
+          frame = this.channelFrame(channel, protocol, channel.onlyName, event, payloadBytes);
+          const slab = this.encodedIn;
+          if (slab !== undefined) slab.views += 1;
+        }
+        only.deliver(frame, event, false);
         delivered += 1;
       } else if (channel.many !== undefined) {
         // The common case: every subscriber used the plain sandbox id and RESP2, one frame for
         // all. Other forms are built on first need, once per event.
         let plain: Buffer | undefined;
+        let plainSlab: Slab | undefined;
         let others: Map<string, Buffer> | undefined;
         const subscribers = channel.subscriberList(channel.many);
         const names = channel.names;
@@ -311,7 +320,13 @@ export class Broker {
           const protocol = subscriber.protocol;
           let frame: Buffer;
           if (protocol === 2 && name === channel.sandboxId) {
-            frame = plain ??= this.channelFrame(channel, 2, name, event, payloadBytes);
+            if (plain === undefined) {
+              plain = this.channelFrame(channel, 2, name, event, payloadBytes);
+              plainSlab = this.encodedIn;
+            }
+            frame = plain;
+            // Counted before it is handed over: a subscriber that drops it gives it back at once.
+            if (plainSlab !== undefined) plainSlab.views += 1;
           } else if (protocol === EVENTS_ONLY) {
             frame = NO_FRAME;
           } else {
@@ -323,6 +338,8 @@ export class Broker {
               others.set(form, built);
             }
             frame = built;
+            const slab = slabOf(frame); // other forms are rare: looked up rather than kept
+            if (slab !== undefined) slab.views += 1;
           }
           subscriber.deliver(frame, event, false);
         }
@@ -360,24 +377,28 @@ export class Broker {
 
   private deliverToPattern(group: PatternGroup, channelName: string, event: StoredEvent, payloadBytes: number): number {
     let resp2: Buffer | undefined;
+    let resp2Slab: Slab | undefined;
     let resp3: Buffer | undefined;
+    let resp3Slab: Slab | undefined;
     for (const subscriber of group.subscribers) {
       const protocol = subscriber.protocol;
       let frame: Buffer;
       if (protocol === 2) {
-        frame = resp2 ??= this.encode(
-          (group.resp2Frames ??= this.writer(2, group.pattern, undefined)),
-          channelName,
-          event,
-          payloadBytes,
-        );
+        if (resp2 === undefined) {
+          group.resp2Frames ??= this.writer(2, group.pattern, undefined);
+          resp2 = this.encode(group.resp2Frames, channelName, event, payloadBytes);
+          resp2Slab = this.encodedIn;
+        }
+        frame = resp2;
+        if (resp2Slab !== undefined) resp2Slab.views += 1;
       } else if (protocol === 3) {
-        frame = resp3 ??= this.encode(
-          (group.resp3Frames ??= this.writer(3, group.pattern, undefined)),
-          channelName,
-          event,
-          payloadBytes,
-        );
+        if (resp3 === undefined) {
+          group.resp3Frames ??= this.writer(3, group.pattern, undefined);
+          resp3 = this.encode(group.resp3Frames, channelName, event, payloadBytes);
+          resp3Slab = this.encodedIn;
+        }
+        frame = resp3;
+        if (resp3Slab !== undefined) resp3Slab.views += 1;
       } else {
         frame = NO_FRAME;
       }
@@ -412,7 +433,9 @@ export class Broker {
 
   private encode(writer: FrameWriter, channel: string | undefined, event: StoredEvent, payloadBytes: number): Buffer {
     this.stats.framesEncoded += 1;
-    return writer.frame(channel, event, payloadBytes);
+    const frame = writer.frame(channel, event, payloadBytes);
+    this.encodedIn = writer.frameSlab;
+    return frame;
   }
 
   private forEachMatchingPattern(ref: SandboxRef, visit: (group: PatternGroup, channelName: string) => void): void {
@@ -473,6 +496,11 @@ export class Broker {
     return total;
   }
 
+  /** The pool of slabs that nothing holds a frame of any more (slab.ts): tests and benches read its counts. */
+  get slabPool(): SlabPool {
+    return this.slabs.pool;
+  }
+
   get channelCount(): number {
     return this.channelTotal;
   }
@@ -519,7 +547,8 @@ const EMPTY_SLAB = Buffer.alloc(0);
  * gets several frames of this form in one event-loop turn holds one contiguous run of bytes,
  * which its write path sends as it is (WritePath.write joins adjacent frames): no copy per
  * subscriber, no Buffer.concat, and the N subscribers of a channel write the very same memory.
- * Bytes are never changed once written, so a socket may hold a frame as long as it needs.
+ * A frame's bytes are not changed while any view of it is held: a slab of a pooled size goes back
+ * to the pool only once its writer moved on and every view handed out was given back (slab.ts).
  *
  * Only a form that writes at least SLAB_MIN_BYTES within a sweep epoch gets a slab of its own
  * (where that adjacency pays); a cold one writes into the slab cold forms share, so a sandbox
@@ -528,7 +557,11 @@ const EMPTY_SLAB = Buffer.alloc(0);
  */
 class FrameWriter {
   private slab: Buffer = EMPTY_SLAB;
+  /** `slab` when it is a pooled one. */
+  private pooled: Slab | undefined;
   private used = 0;
+  /** The pooled slab the last frame was written into (undefined: the shared slab, or one not pooled). */
+  frameSlab: Slab | undefined;
   private slabStartedAt = 0;
   /** SlabState turn in which the slab was taken. */
   private slabStartedTurn = 0;
@@ -569,10 +602,12 @@ class FrameWriter {
     if (this.slab === EMPTY_SLAB && this.epochBytes < SLAB_MIN_BYTES) {
       slab = state.sharedRoom(size);
       start = state.sharedUsed;
+      this.frameSlab = undefined;
     } else {
       if (this.used + size > this.slab.length) this.refill(size);
       slab = this.slab;
       start = this.used;
+      this.frameSlab = this.pooled;
     }
     let at = start;
     for (let i = 0; i < head.length; i++) slab[at++] = head[i]!;
@@ -587,9 +622,16 @@ class FrameWriter {
 
   /** Lets go of the slab (its frames stay valid for whoever still holds them). */
   release(resumeBytes: number): void {
+    this.retire();
     this.slab = EMPTY_SLAB;
     this.used = 0;
     this.resumeBytes = resumeBytes;
+  }
+
+  private retire(): void {
+    if (this.pooled === undefined) return;
+    this.state.pool.retire(this.pooled);
+    this.pooled = undefined;
   }
 
   private refill(size: number): void {
@@ -607,8 +649,14 @@ class FrameWriter {
         next = Math.max(SLAB_MIN_BYTES, last / 2);
       else next = last;
     }
-    const bytes = Math.max(size, next);
-    this.slab = Buffer.allocUnsafe(bytes); // below 4 KiB: a slice of Node's shared pool
+    // A power of two (up to the max) whatever the frame's size, so that the slab can be pooled
+    // and the ones after it, doubled or halved, can be too.
+    const bytes = size > SLAB_MAX_BYTES ? size : Math.max(next, 2 ** Math.ceil(Math.log2(size)));
+    this.retire();
+    const pooled = this.state.pool.take(bytes);
+    this.pooled = pooled;
+    // Not pooled: below 4 KiB (a slice of Node's shared pool), or one frame over the max.
+    this.slab = pooled === undefined ? Buffer.allocUnsafe(bytes) : pooled.bytes;
     this.used = 0;
     this.slabStartedAt = now;
     this.slabStartedTurn = turn;
@@ -634,6 +682,7 @@ class SlabState {
   turn = 0;
   turnOpen = false;
   readonly owned = new Set<FrameWriter>();
+  readonly pool = new SlabPool(SLAB_MAX_BYTES);
   /** The slab cold forms share, and where its free room starts. */
   private shared: Buffer = EMPTY_SLAB;
   sharedUsed = 0;
@@ -669,6 +718,7 @@ class SlabState {
       writer.release(resume);
       this.owned.delete(writer);
     }
+    this.pool.trim();
     this.epoch += 1;
     this.sweptAt = now;
   }

@@ -177,14 +177,17 @@ export class ReplaySeam<T, K = EventId> {
     return 'write';
   }
 
-  /** Ends holding: returns the held items to write now, in order. */
-  end(lastReplayedId: K | undefined): T[] {
+  /** Ends holding: returns the held items to write now, in order; `dropped` is told of the others (the replay sent them). */
+  end(lastReplayedId: K | undefined, dropped?: (item: T) => void): T[] {
     const held = this.held ?? [];
     this.held = undefined;
     this.heldBytes = 0;
     this.floor = lastReplayedId;
     const out: T[] = [];
-    for (const { item, id } of held) if (this.admit(item, id, 0) === 'write') out.push(item);
+    for (const { item, id } of held) {
+      if (this.admit(item, id, 0) === 'write') out.push(item);
+      else dropped?.(item);
+    }
     return out;
   }
 

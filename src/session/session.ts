@@ -1,5 +1,6 @@
 import type { Principal } from '../auth/principal.js';
 import type { Broker, EVENTS_ONLY, Subscriber } from '../broker/broker.js';
+import { releaseFrame } from '../broker/slab.js';
 import { type ChannelTarget, channelKey, type PatternScope } from '../broker/scope.js';
 import type { SandboxRef } from '../store/types.js';
 import { type EventId, eventOrder, formatOrderCursor, type StoredEvent } from '../event/event.js';
@@ -449,8 +450,11 @@ export class Session implements Subscriber {
    * `pmessage` frames of a pattern that also matches it (Redis sends both).
    */
   deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean, pattern?: string): void {
-    if (this.closed || this.output.isClosed) return;
-    if (this.filtered > 0 && !this.takes(event, viaPattern, pattern)) return;
+    // A frame not taken gives its view of the broker's slab back (Subscriber.deliver).
+    if (this.closed || this.output.isClosed || (this.filtered > 0 && !this.takes(event, viaPattern, pattern))) {
+      releaseFrame(frame);
+      return;
+    }
     const liveFrame = this.liveFrame;
     let bytes = liveFrame === undefined ? frame : liveFrame(event);
     if (viaPattern && this.cursorPatterns > 0) {
@@ -459,6 +463,7 @@ export class Session implements Subscriber {
         bytes = this.cursorFrame(subscription, event, patternChannel(subscription.scope, event));
       }
     }
+    if (bytes !== frame && frame.length > 0) releaseFrame(frame);
     if (this.resuming === 0) {
       this.output.write(bytes);
       return;
@@ -486,6 +491,8 @@ export class Session implements Subscriber {
     } else if (action === 'write') {
       this.output.write(bytes);
       if (seam.finished) this.dropSeam(subscription!);
+    } else {
+      releaseFrame(bytes);
     }
   }
 
@@ -685,7 +692,7 @@ export class Session implements Subscriber {
     const seam = subscription.seam;
     if (seam === undefined) return;
     this.output.unhold(seam.heldBytes);
-    for (const frame of seam.end(lastReplayedId)) this.output.write(frame);
+    for (const frame of seam.end(lastReplayedId, releaseFrame)) this.output.write(frame);
     if (seam.finished) this.dropSeam(subscription);
   }
 

@@ -1,3 +1,4 @@
+import { releaseFrame, releaseViews, type Slab, slabOf } from '../broker/slab.js';
 import { type BudgetedOutput, COUNT_STEP, type OutputBudget, type OutputCut } from '../runtime/output-budget.js';
 
 /**
@@ -5,7 +6,8 @@ import { type BudgetedOutput, COUNT_STEP, type OutputBudget, type OutputCut } fr
  * stream. Both are Node writables with these members.
  */
 export interface OutputStream {
-  write(chunk: Buffer): boolean;
+  /** `done` runs once the stream no longer holds `chunk`: written, or failed, or destroyed. */
+  write(chunk: Buffer, done?: (error?: Error | null) => void): boolean;
   cork(): void;
   uncork(): void;
   end(): unknown;
@@ -43,7 +45,10 @@ export function destroyAfterGrace(stream: Pick<OutputStream, 'destroy' | 'on'>, 
  * the frames of one channel one after another into a slab (broker.ts, FrameWriter), so a
  * subscriber's frames of a turn usually form one run of bytes that is written as it is, with
  * no Buffer.concat and nothing allocated per frame. That is only correct because a Buffer
- * handed to `write` is never changed afterwards (the same rule as for socket.write).
+ * handed to `write` is not changed while it is held here or by the socket. A slab the broker
+ * reuses (broker/slab.ts) counts the views of it handed out: the frames of a run are given back
+ * when the socket's callback for the write that carried them ran (Node keeps the Buffer until
+ * then), or when they were dropped or copied unwritten.
  */
 export class WritePath implements BudgetedOutput {
   /** Closed runs of bytes, oldest first; the newest run is still open (the tail fields). */
@@ -54,6 +59,15 @@ export class WritePath implements BudgetedOutput {
   private tailMemory: ArrayBufferLike | undefined;
   private tailStart = 0;
   private tailEnd = 0;
+  /** The pooled slab the open run is a view of, and the frames in it (each one view to give back). */
+  private tailSlab: Slab | undefined;
+  private tailViews = 0;
+  /**
+   * In step with `queue` from the first closed run that was a view of a pooled slab on: each
+   * run's slab (or undefined) and its frames. Most paths never need them.
+   */
+  private queueSlabs: (Slab | undefined)[] | undefined;
+  private queueViews: number[] | undefined;
   /** The socket's own buffer as last seen: it only shrinks between our writes. */
   private socketBytes = 0;
   /**
@@ -174,19 +188,25 @@ export class WritePath implements BudgetedOutput {
   }
 
   write(frame: Buffer): void {
-    if (this.closed || this.endAfterFlush) return;
+    if (this.closed || this.endAfterFlush) {
+      releaseFrame(frame);
+      return;
+    }
     const length = frame.length;
     if (length === 0) return;
     const memory = frame.buffer;
     const offset = frame.byteOffset;
     if (memory === this.tailMemory && offset === this.tailEnd) {
       this.tailEnd += length; // adjacent to the open run: it just grows
+      this.tailViews += 1;
     } else {
-      if (this.tailFirst !== undefined) this.queue.push(this.takeTail());
+      if (this.tailFirst !== undefined) this.closeTail();
       this.tailFirst = frame;
       this.tailMemory = memory;
       this.tailStart = offset;
       this.tailEnd = offset + length;
+      this.tailSlab = slabOf(frame);
+      this.tailViews = 1;
     }
     this.queuedBytes += length;
     if (this.queuedBytes + this.socketBytes > this.nextCheck && this.checkOutput()) return;
@@ -309,14 +329,55 @@ export class WritePath implements BudgetedOutput {
     const run = length === first.length ? first : Buffer.from(this.tailMemory as ArrayBuffer, this.tailStart, length);
     this.tailFirst = undefined;
     this.tailMemory = undefined;
+    this.tailSlab = undefined;
     return run;
   }
 
-  private dropQueue(): void {
+  /** Moves the open run to the queue, with its slab's views. */
+  private closeTail(): void {
+    const slab = this.tailSlab;
+    const views = this.tailViews;
+    const queue = this.queue;
+    if (slab !== undefined && this.queueSlabs === undefined) {
+      this.queueSlabs = new Array<Slab | undefined>(queue.length).fill(undefined);
+      this.queueViews = new Array<number>(queue.length).fill(0);
+    }
+    queue.push(this.takeTail());
+    if (this.queueSlabs !== undefined) {
+      this.queueSlabs.push(slab);
+      this.queueViews!.push(views);
+    }
+  }
+
+  /** The callback for writing the queue's run `i`: gives its views back once written. */
+  private queuedRunDone(i: number): ((error?: Error | null) => void) | undefined {
+    const slab = this.queueSlabs?.[i];
+    return slab === undefined ? undefined : viewsWritten(slab, this.queueViews![i]!);
+  }
+
+  /** Empties the queue; `release`: its runs were not written, so their views are given back. */
+  private clearQueue(release: boolean): void {
     this.queue.length = 0;
+    const slabs = this.queueSlabs;
+    if (slabs === undefined) return;
+    if (release) {
+      const views = this.queueViews!;
+      for (let i = 0; i < slabs.length; i++) {
+        const slab = slabs[i];
+        if (slab !== undefined) releaseViews(slab, views[i]!);
+      }
+    }
+    slabs.length = 0;
+    this.queueViews!.length = 0;
+  }
+
+  private dropQueue(): void {
+    this.clearQueue(true);
+    if (this.tailSlab !== undefined) releaseViews(this.tailSlab, this.tailViews);
     this.queuedBytes = 0;
     this.tailFirst = undefined;
     this.tailMemory = undefined;
+    this.tailSlab = undefined;
   }
 
   /** @internal called by the flush scheduler and on 'drain'. */
@@ -327,21 +388,30 @@ export class WritePath implements BudgetedOutput {
       const queue = this.queue;
       let ok: boolean;
       if (queue.length === 0) {
-        ok = this.socket.write(this.takeTail()); // the common case: one run, written as it is
+        // The common case: one run, written as it is.
+        const slab = this.tailSlab;
+        const views = this.tailViews;
+        const run = this.takeTail();
+        ok = this.socket.write(run, slab === undefined ? undefined : viewsWritten(slab, views));
       } else {
-        if (this.tailFirst !== undefined) queue.push(this.takeTail());
+        if (this.tailFirst !== undefined) this.closeTail();
         const runs = queue.length;
         if (runs <= WRITEV_MAX_RUNS && this.queuedBytes >= runs * WRITEV_MIN_RUN_BYTES) {
           // A few large runs (a turn's frames spanning slabs): one writev, nothing copied.
           this.socket.cork();
           ok = true;
-          for (let i = 0; i < runs; i++) ok = this.socket.write(queue[i]!);
+          for (let i = 0; i < runs; i++) ok = this.socket.write(queue[i]!, this.queuedRunDone(i));
           this.socket.uncork();
+          this.clearQueue(false);
+        } else if (runs === 1) {
+          ok = this.socket.write(queue[0]!, this.queuedRunDone(0));
+          this.clearQueue(false);
         } else {
-          // Many small pieces (replies): one copy is cheaper than a writev entry each.
-          ok = this.socket.write(runs === 1 ? queue[0]! : Buffer.concat(queue, this.queuedBytes));
+          // Many small pieces (replies): one copy is cheaper than a writev entry each. The
+          // copy holds no view of a slab, so the runs' views are given back now.
+          ok = this.socket.write(Buffer.concat(queue, this.queuedBytes));
+          this.clearQueue(true);
         }
-        queue.length = 0;
       }
       this.queuedBytes = 0;
       if (!ok) {
@@ -361,6 +431,11 @@ export class WritePath implements BudgetedOutput {
     const budget = this.budget;
     if (budget.total > budget.trigger) budget.enforce();
   }
+}
+
+/** A write's callback that gives back the `views` frames of `slab` it carried. */
+function viewsWritten(slab: Slab, views: number): () => void {
+  return () => releaseViews(slab, views);
 }
 
 /** Up to this many runs of this average size go out as one writev instead of being joined. */
