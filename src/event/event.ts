@@ -55,25 +55,19 @@ export interface StoredEvent {
  * a WeakMap beside the event: that set was 7.6 % of the publish path's CPU (case 2 of
  * `npm run bench`), and every entry is an ephemeron more for the garbage collector.
  *
- * `json` is text made on first read for an event the memory store wrote as bytes (`ofLine`): on
- * the publish path only RESP frames take the line, and they copy its bytes, so a decode and a
- * string per event are saved (docs/performance.md, "Eighth round: the event's line as bytes").
- * Such an event keeps what its line is written from (the sandbox's and type's part, and `data`'s
- * bytes as received, neither of which is ever written to again), so its text is right whenever it
- * is read (and it lets go of them once it is); the ring's copy of the line is read only until
- * the store releases it (`releaseRingLine`).
+ * `json` is text made on first read for an event the memory store wrote as bytes (`ofLine`, a
+ * RingLineRecord): on the publish path only RESP frames take the line, and they copy its bytes, so
+ * a decode and a string per event are saved (docs/performance.md, "Eighth round: the event's line
+ * as bytes"). Every other event (read back from a store, or made from text) has its text from the
+ * start, and none of the fields a line kept as bytes needs: a history page makes a hundred of
+ * them, and four fields more each were 4 KiB more to allocate per page.
  */
 export class StoredEventRecord implements StoredEvent {
   #order: number | undefined = undefined;
   /** The UTF-8 size of `json`, once known (-1 before): the fan-out frames it by that size. */
   #jsonBytes = -1;
+  /** Undefined only in a RingLineRecord whose text was not read yet. */
   #json: string | undefined;
-  /** For an event made by `ofLine`: eventLineHead of its sandbox and type, and `data`'s UTF-8. */
-  #head: Uint8Array | undefined = undefined;
-  #data: Uint8Array | undefined = undefined;
-  /** The line's bytes end at `#lineEnd` in `#ringLine`, while its store holds them unchanged. */
-  #ringLine: Buffer | undefined = undefined;
-  #lineEnd = 0;
 
   constructor(
     public id: EventId,
@@ -81,18 +75,13 @@ export class StoredEventRecord implements StoredEvent {
     public sandboxId: string,
     public type: string,
     public timestamp: number,
-    json: string,
+    json: string | undefined,
   ) {
     this.#json = json;
   }
 
   get json(): string {
-    if (this.#json === undefined) {
-      this.#json = this.#lineText();
-      // An event kept (an HTTP publish's answer) then holds its text, not the request's bytes.
-      this.#head = undefined;
-      this.#data = undefined;
-    }
+    if (this.#json === undefined) this.#json = RingLineRecord.takeText(this as unknown as RingLineRecord);
     return this.#json;
   }
 
@@ -113,12 +102,7 @@ export class StoredEventRecord implements StoredEvent {
     end: number,
     bytes: number,
   ): StoredEventRecord {
-    const event = new StoredEventRecord(id, workspaceId, sandboxId, type, timestamp, '');
-    event.#json = undefined;
-    event.#head = head;
-    event.#data = data;
-    event.#ringLine = ring;
-    event.#lineEnd = end;
+    const event = new RingLineRecord(id, workspaceId, sandboxId, type, timestamp, head, data, ring, end);
     event.#jsonBytes = bytes;
     return event;
   }
@@ -128,21 +112,20 @@ export class StoredEventRecord implements StoredEvent {
    * now on the line is read from what it was written from.
    */
   static releaseRingLine(event: StoredEventRecord): void {
-    event.#ringLine = undefined;
+    if (event instanceof RingLineRecord) RingLineRecord.release(event);
   }
 
   /**
    * Writes the event's line (its UTF-8, Buffer.byteLength(event.json) bytes) at `at`; returns the
    * end. The bytes are copied when its store still holds them, else written from their parts;
-   * an event with none (made from text by SQLite or the Redis engine) has its text encoded.
+   * any other event (made from text by a store's read, SQLite or the Redis engine) has its text encoded.
    */
   static writeLine(event: StoredEvent, target: Buffer, at: number): number {
-    if (!(#json in event)) return at + target.write(event.json, at);
-    const record = event as StoredEventRecord;
-    const ring = record.#ringLine;
-    if (ring !== undefined) return at + ring.copy(target, at, record.#lineEnd - record.#jsonBytes, record.#lineEnd);
-    if (record.#json !== undefined) return at + target.write(record.#json, at);
-    return writeEventLine(target, at, record.id, record.#head!, record.#data!, record.timestamp);
+    if (event instanceof RingLineRecord) {
+      const end = RingLineRecord.write(event, target, at, event.#jsonBytes);
+      if (end >= 0) return end;
+    }
+    return at + target.write(event.json, at);
   }
 
   static setOrder(event: StoredEventRecord, order: number): void {
@@ -166,15 +149,70 @@ export class StoredEventRecord implements StoredEvent {
     if (record.#jsonBytes < 0) record.#jsonBytes = Buffer.byteLength(record.json);
     return record.#jsonBytes;
   }
+}
 
-  /** The text of an `ofLine` event's line: from its store's bytes while there, else from its parts. */
-  #lineText(): string {
-    const ring = this.#ringLine;
-    const bytes = this.#jsonBytes;
-    if (ring !== undefined) return ring.toString('utf8', this.#lineEnd - bytes, this.#lineEnd);
-    const line = Buffer.allocUnsafe(bytes);
-    writeEventLine(line, 0, this.id, this.#head!, this.#data!, this.timestamp);
-    return line.toString('utf8', 0, bytes);
+/**
+ * An event the memory store wrote as bytes (StoredEventRecord.ofLine). It keeps what its line is
+ * written from (the sandbox's and type's part, and `data`'s bytes as received, neither of which is
+ * ever written to again), so its text is right whenever it is read (and it lets go of them once
+ * it is); the ring's copy of the line is read only until the store releases it.
+ */
+class RingLineRecord extends StoredEventRecord {
+  /** eventLineHead of its sandbox and type, and `data`'s UTF-8 (undefined once its text is made). */
+  #head: Uint8Array | undefined;
+  #data: Uint8Array | undefined;
+  /** The line's bytes end at `#lineEnd` in `#ringLine`, while its store holds them unchanged. */
+  #ringLine: Buffer | undefined;
+  readonly #lineEnd: number;
+
+  constructor(
+    id: EventId,
+    workspaceId: number,
+    sandboxId: string,
+    type: string,
+    timestamp: number,
+    head: Uint8Array,
+    data: Uint8Array,
+    ring: Buffer,
+    end: number,
+  ) {
+    super(id, workspaceId, sandboxId, type, timestamp, undefined);
+    this.#head = head;
+    this.#data = data;
+    this.#ringLine = ring;
+    this.#lineEnd = end;
+  }
+
+  static release(event: RingLineRecord): void {
+    event.#ringLine = undefined;
+  }
+
+  /**
+   * Writes the line (`bytes` long) at `at` and returns its end, from the ring while it holds the
+   * line, else from its parts; -1 once neither is kept (its text was made: encode that).
+   */
+  static write(event: RingLineRecord, target: Buffer, at: number, bytes: number): number {
+    const ring = event.#ringLine;
+    if (ring !== undefined) return at + ring.copy(target, at, event.#lineEnd - bytes, event.#lineEnd);
+    if (event.#head === undefined) return -1;
+    return writeEventLine(target, at, event.id, event.#head, event.#data!, event.timestamp);
+  }
+
+  /** The line's text (made once, by StoredEventRecord's json); the event then lets go of its parts. */
+  static takeText(event: RingLineRecord): string {
+    const bytes = StoredEventRecord.jsonBytesOf(event);
+    const ring = event.#ringLine;
+    let text: string;
+    if (ring !== undefined) text = ring.toString('utf8', event.#lineEnd - bytes, event.#lineEnd);
+    else {
+      const line = Buffer.allocUnsafe(bytes);
+      writeEventLine(line, 0, event.id, event.#head!, event.#data!, event.timestamp);
+      text = line.toString('utf8', 0, bytes);
+    }
+    // An event kept (an HTTP publish's answer) then holds its text, not the request's bytes.
+    event.#head = undefined;
+    event.#data = undefined;
+    return text;
   }
 }
 
