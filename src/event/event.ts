@@ -85,26 +85,9 @@ export class StoredEventRecord implements StoredEvent {
     return this.#json;
   }
 
-  /**
-   * An event whose line is `writeEventLine(id, head, data, timestamp)`, `bytes` long, and lies
-   * at `ring[end - bytes, end)` until `releaseRingLine`. `head` and `data` must never be written
-   * to again (a request's received bytes are not; docs/architecture.md, the PUBLISH path).
-   */
-  static ofLine(
-    id: EventId,
-    workspaceId: number,
-    sandboxId: string,
-    type: string,
-    timestamp: number,
-    head: Uint8Array,
-    data: Uint8Array,
-    ring: Buffer,
-    end: number,
-    bytes: number,
-  ): StoredEventRecord {
-    const event = new RingLineRecord(id, workspaceId, sandboxId, type, timestamp, head, data, ring, end);
-    event.#jsonBytes = bytes;
-    return event;
+  /** An event the memory store wrote as bytes: see RingLineRecord's constructor. */
+  static ofLine(...line: ConstructorParameters<typeof RingLineRecord>): StoredEventRecord {
+    return new RingLineRecord(...line);
   }
 
   /**
@@ -165,6 +148,12 @@ class RingLineRecord extends StoredEventRecord {
   #ringLine: Buffer | undefined;
   readonly #lineEnd: number;
 
+  /**
+   * An event whose line is `writeEventLine(id, head, data, timestamp)`, `bytes` long, and lies
+   * at `ring[end - bytes, end)` until `StoredEventRecord.releaseRingLine`. `head` and `data` must
+   * never be written to again (a request's received bytes are not; docs/architecture.md, the
+   * PUBLISH path).
+   */
   constructor(
     id: EventId,
     workspaceId: number,
@@ -175,12 +164,14 @@ class RingLineRecord extends StoredEventRecord {
     data: Uint8Array,
     ring: Buffer,
     end: number,
+    bytes: number,
   ) {
     super(id, workspaceId, sandboxId, type, timestamp, undefined);
     this.#head = head;
     this.#data = data;
     this.#ringLine = ring;
     this.#lineEnd = end;
+    StoredEventRecord.setJsonBytes(this, bytes);
   }
 
   static release(event: RingLineRecord): void {
