@@ -15,9 +15,9 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { resolve } from 'node:path';
 import { command } from '../lib/resp.js';
+import { buildModules } from '../lib/build.js';
 import { clockTicksPerSecond, ensureFileLimit, oneCommand, startBroker } from '../lib/servers.js';
 
 const [buildsArg = 'dist', clientsArg = '3000', runsArg = '3', kindsArg = 'reset,end'] = process.argv.slice(2);
@@ -55,7 +55,7 @@ function subscribedClient(/** @type {number} */ port, /** @type {string} */ toke
 /** µs of daemon CPU per client (all threads, main thread) over closing every client by `kind`. */
 async function closeRun(/** @type {string} */ build, /** @type {string} */ kind) {
   const secret = randomBytes(32).toString('base64url');
-  const { mintToken } = await import(pathToFileURL(join(build, 'auth/mint.js')).href);
+  const { mintToken } = await buildModules(build).mint();
   const broker = await startBroker({ buildDir: build, store: 'memory', secret, maxClients: CLIENTS + 100 });
   const pid = /** @type {number} */ (broker.pid);
   try {

@@ -13,7 +13,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:f
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { buildModules } from '../lib/build.js';
 import { ensureFileLimit, startBroker } from '../lib/servers.js';
 
 const [buildArg = 'dist', clientsArg = '2000', topArg = '25'] = process.argv.slice(2);
@@ -22,7 +22,7 @@ const CLIENTS = Number(clientsArg);
 ensureFileLimit(CLIENTS + 200);
 const snapshots = mkdtempSync(join(tmpdir(), 'sandbox-events-heap-'));
 const secret = randomBytes(32).toString('base64url');
-const { mintToken } = await import(pathToFileURL(join(build, 'auth/mint.js')).href);
+const { mintToken } = await buildModules(build).mint();
 const broker = await startBroker({
   buildDir: build,
   store: 'memory',

@@ -10,8 +10,8 @@
 // frames) or `withcursor` (PRESUME sb-* $ WITHCURSOR: a frame per subscriber with its cursor).
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { resolve } from 'node:path';
+import { buildModules } from '../lib/build.js';
 import { cleanUp, clockTicksPerSecond, startBroker } from '../lib/servers.js';
 
 const [buildArg = 'dist', storeArg = 'memory', eventsArg = '50000', subsArg = '10', how = 'subscribe'] =
@@ -29,7 +29,7 @@ const EVENTS = Number(eventsArg);
 const SUBS = Number(subsArg);
 const PIPELINE = 200;
 const SECRET = 'daemon-publish-bench-secret-0123456789';
-const { mintToken } = await import(pathToFileURL(join(build, 'auth/mint.js')).href);
+const { mintToken } = await buildModules(build).mint();
 process.on('exit', cleanUp); // the daemon too when the bench stops early
 const broker = await startBroker({ buildDir: build, store: storeArg, secret: SECRET, sqlitePath: undefined });
 const { port } = broker;

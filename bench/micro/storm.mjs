@@ -21,8 +21,8 @@
 // collections during it, and the bytes allocated and promoted per client and the pauses' time
 // per client as the collections report them (counted at collections, so roughly).
 import { randomBytes } from 'node:crypto';
-import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { resolve } from 'node:path';
+import { buildModules } from '../lib/build.js';
 import { clockTicksPerSecond, ensureFileLimit, oneCommand, runGenerator, startBroker } from '../lib/servers.js';
 
 const [buildsArg = 'dist', clientsArg = '5000', runsArg = '3', stormsArg = '1', profileDir] = process.argv.slice(2);
@@ -70,7 +70,7 @@ async function allClosed(/** @type {number} */ port, /** @type {string} */ token
 /** `STORMS` storms against a fresh daemon from `build`, one after the other. */
 async function daemonRun(/** @type {string} */ build) {
   const secret = randomBytes(32).toString('base64url');
-  const { mintToken } = await import(pathToFileURL(join(build, 'auth/mint.js')).href);
+  const { mintToken } = await buildModules(build).mint();
   const broker = await startBroker({
     buildDir: build,
     store: 'memory',
