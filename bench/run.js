@@ -26,6 +26,7 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildModules } from './lib/build.js';
+import { channels, fanoutJob, PAYLOAD_BYTES, TOPOLOGY } from './lib/fanout.js';
 import { renderTable } from './lib/report.js';
 import {
   cleanUp,
@@ -110,7 +111,6 @@ const S = quick
       growthWarmupMs: 1_000,
       growthMeasureMs: 4_000,
     };
-const PAYLOAD_BYTES = 128;
 /** Generator busy % from which a figure is marked as (possibly) limited by the generator. */
 const GENERATOR_BOUND = 90;
 const PEER_LABELS = {
@@ -141,7 +141,6 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const range = (n, f) => Array.from({ length: n }, (_, i) => f(i));
-const channels = (n) => range(n, (i) => `sb-${i}`);
 const clkTck = clockTicksPerSecond();
 const t0 = Date.now();
 const log = (text) =>
@@ -197,17 +196,6 @@ async function settledRss(pid, settleMs) {
 
 // ---- the cases ---------------------------------------------------------------------------------
 
-/** The fan-out topologies of cases 1-4. */
-const TOPOLOGY = {
-  1: { channels: channels(100), subsPerChannel: 10, publishers: 10, depth: 512, batch: 50 },
-  2: { channels: channels(1), subsPerChannel: 10, publishers: 2, depth: 1024, batch: 64 },
-  3: { channels: channels(5_000), subsPerChannel: 1, publishers: 50, depth: 400, batch: 100 },
-};
-
-/** Deliveries outstanding at most (closed loop): bounded in bytes too, for large payloads. */
-const INFLIGHT_DELIVERIES = 16_384;
-const INFLIGHT_BYTES = 8 * 2 ** 20;
-
 /**
  * The growth tables (opt-in cases): one shape varied at a time. Sandboxes get one subscriber
  * each, on min(sandboxes, 1,000) connections (100 sandboxes per connection at 100,000); the
@@ -247,32 +235,17 @@ function speaking(target, server) {
   return { auth: target.auth, dialect: target.dialect, luaSha: server.luaSha };
 }
 
-/**
- * One closed-loop fan-out run. The in-flight window is bounded in deliveries and in bytes,
- * and a batch never exceeds what the window lets each publisher have.
- */
+/** One closed-loop fan-out run (bench/lib/fanout.js says how the window is bounded). */
 async function fanoutRun(topology, server, target, { warmupMs = S.warmupMs, measureMs = S.measureMs } = {}) {
-  const payloadSize = topology.payloadSize ?? PAYLOAD_BYTES;
-  const inflightCap = Math.min(INFLIGHT_DELIVERIES, Math.floor(INFLIGHT_BYTES / payloadSize));
-  const batch = Math.max(
-    1,
-    Math.min(topology.batch, Math.floor(inflightCap / topology.subsPerChannel / topology.publishers)),
-  );
   return runGenerator(
-    {
-      kind: 'fanout',
+    fanoutJob(topology, {
       port: server.port,
       pid: server.pid,
       clkTck,
-      ...speaking(target, server),
-      payloadSize,
-      inflightCap,
       warmupMs,
       measureMs,
-      ...topology,
-      batch,
-      connectConcurrency: 256,
-    },
+      ...speaking(target, server),
+    }),
     { timeoutMs: 300_000 },
   );
 }
