@@ -184,7 +184,12 @@ class RingLineRecord extends StoredEventRecord {
    */
   static write(event: RingLineRecord, target: Buffer, at: number, bytes: number): number {
     const ring = event.#ringLine;
-    if (ring !== undefined) return at + ring.copy(target, at, event.#lineEnd - bytes, event.#lineEnd);
+    if (ring !== undefined) {
+      // What Buffer.copy does for a range that fits, without its argument checks (Node 20's
+      // `_copy`, `_copyActual`): it too makes a view of the source's range to `set` from.
+      target.set(new Uint8Array(ring.buffer, ring.byteOffset + event.#lineEnd - bytes, bytes), at);
+      return at + bytes;
+    }
     if (event.#head === undefined) return -1;
     return writeEventLine(target, at, event.id, event.#head, event.#data!, event.timestamp);
   }
@@ -364,17 +369,25 @@ function writeDigits(target: Uint8Array, at: number, n: number, digits: number):
 
 /** The byte size of the line writeEventLine writes. */
 export function eventLineSize(id: EventId, head: Uint8Array, data: Uint8Array, timestamp: number): number {
+  const msDigits = decimalDigits(id.ms);
   return (
     LINE_OPEN.length +
-    decimalDigits(id.ms) +
+    msDigits +
     1 +
     decimalDigits(id.seq) +
     head.length +
     data.length +
     TIMESTAMP_KEY.length +
-    decimalDigits(timestamp) +
+    (timestamp === id.ms ? msDigits : decimalDigits(timestamp)) +
     1
   );
+}
+
+/** Writes `bytes` (a few constant bytes) at `at`; returns the end. */
+function writeConstant(target: Uint8Array, at: number, bytes: Uint8Array): number {
+  // A loop: TypedArray.prototype.set costs more than it saves for a handful of bytes.
+  for (let i = 0; i < bytes.length; i++) target[at++] = bytes[i]!;
+  return at;
 }
 
 /**
@@ -391,16 +404,21 @@ export function writeEventLine(
   data: Uint8Array,
   timestamp: number,
 ): number {
-  target.set(LINE_OPEN, at);
-  at = writeDecimal(target, at + LINE_OPEN.length, id.ms);
+  at = writeConstant(target, at, LINE_OPEN);
+  const msStart = at;
+  at = writeDecimal(target, at, id.ms);
+  const msEnd = at;
   target[at++] = DASH;
   at = writeDecimal(target, at, id.seq);
   target.set(head, at);
   at += head.length;
   target.set(data, at);
   at += data.length;
-  target.set(TIMESTAMP_KEY, at);
-  at = writeDecimal(target, at + TIMESTAMP_KEY.length, timestamp);
+  at = writeConstant(target, at, TIMESTAMP_KEY);
+  // A store stamps an event with the millisecond of its id (unless the clock stepped back,
+  // nextEventId): its digits are copied rather than worked out again.
+  if (timestamp === id.ms) for (let i = msStart; i < msEnd; i++) target[at++] = target[i]!;
+  else at = writeDecimal(target, at, timestamp);
   target[at++] = CLOSE_BRACE;
   return at;
 }
