@@ -25,6 +25,7 @@ import {
   storeClosedError,
 } from './semantics.js';
 import { SandboxEventsError } from '../errors.js';
+import { AppendClock } from './append-clock.js';
 import { EventRing, RingContext } from './event-ring.js';
 import { classifyWorkspaceReplay, mergeByOrder, OrderColumn, type OrderedStream } from './workspace-order.js';
 import type {
@@ -85,6 +86,11 @@ class StreamPart implements OrderedStream {
   }
 }
 
+/** The highest store order pruned from one workspace (0: none yet). */
+interface PrunedOrderMark {
+  order: number;
+}
+
 /** An event of a sandbox by where it is: a part and an index in it. */
 interface EventPlace {
   part: StreamPart;
@@ -111,6 +117,8 @@ class MemoryStream {
   trimmedSeq = 0;
   /** With `--retention` rules: the highest id pruned of each type (a filtered resume reads it). */
   prunedTypes: PrunedByType<EventId> | undefined;
+  /** The store's mark of the highest order pruned from this sandbox's workspace, once one was. */
+  prunedOrder: PrunedOrderMark | undefined;
 
   /** The part of every event line of this sandbox that names it (eventLineMiddle). */
   readonly lineMiddle: string;
@@ -226,6 +234,8 @@ export class MemoryStore implements EventStore {
   readonly kind = 'memory';
   private retention: RetentionPolicy;
   private readonly now: () => number;
+  /** The clock appends read, one reading for a few of them (AppendClock); none with a clock given. */
+  private readonly appendClock: AppendClock | undefined;
   private readonly workspaces = new Map<number, Map<string, MemoryStream>>();
   private rings = new RingContext();
   private streamCount = 0;
@@ -247,8 +257,12 @@ export class MemoryStore implements EventStore {
   private ringLineOut: StoredEventRecord | undefined;
   /** The last order issued to a stored event, over every sandbox (0: none yet). */
   private lastOrder = 0;
-  /** Per workspace, the highest order pruned from it; kept after the workspace is forgotten. */
-  private readonly prunedOrder = new Map<number, number>();
+  /**
+   * Per workspace, the highest order pruned from it; kept after the workspace is forgotten. Its
+   * streams hold their workspace's mark (MemoryStream.prunedOrder): a full ring drops an event
+   * per append, which then looks up nothing.
+   */
+  private readonly prunedOrder = new Map<number, PrunedOrderMark>();
   private prunedOrderAll = 0;
   /** The `--retention` rules' classes, fixed for the store's life. */
   private readonly classes: RetentionClasses;
@@ -269,6 +283,8 @@ export class MemoryStore implements EventStore {
       );
     }
     this.now = options.now ?? Date.now;
+    // A clock given (a test's) is read as it is, at every append.
+    this.appendClock = options.now === undefined ? new AppendClock() : undefined;
     const interval = options.pruneIntervalMs ?? 5_000;
     if (interval > 0) {
       this.pruneTimer = setInterval(() => this.pruneAll(), interval);
@@ -318,7 +334,7 @@ export class MemoryStore implements EventStore {
   private appendNow(input: NewEvent): StoredEvent {
     if (this.closed) throw storeClosedError(this.kind);
     this.releaseRingLine();
-    const now = this.now();
+    const now = this.appendClock === undefined ? this.now() : this.appendClock.now();
     let sandboxes = this.workspaces.get(input.workspaceId);
     let stream = sandboxes?.get(input.sandboxId);
     const id = nextEventId(stream?.lastId ?? this.highWater, now);
@@ -543,7 +559,7 @@ export class MemoryStore implements EventStore {
         ? ((scope === 'all' ? this.prunedOrderTypesAll : this.prunedOrderTypes.get(scope))?.through(types) ?? 0)
         : scope === 'all'
           ? this.prunedOrderAll
-          : (this.prunedOrder.get(scope) ?? 0);
+          : (this.prunedOrder.get(scope)?.order ?? 0);
       return Promise.resolve({
         events: mergeByOrder(
           workspaces.flatMap((sandboxes) => [...sandboxes.values()].flatMap((stream) => [...stream.liveParts()])),
@@ -718,12 +734,22 @@ export class MemoryStore implements EventStore {
     const before = events.retainedBytes;
     events.shift();
     const order = part.orders.shift();
-    const workspaceId = events.workspaceId;
-    if (order > (this.prunedOrder.get(workspaceId) ?? 0)) this.prunedOrder.set(workspaceId, order);
+    const mark = (stream.prunedOrder ??= this.prunedOrderMark(stream.workspaceId));
+    if (order > mark.order) mark.order = order;
     if (order > this.prunedOrderAll) this.prunedOrderAll = order;
     if (type !== undefined) this.notePrunedType(stream, type, { ms, seq }, order);
     this.totalBytes -= before - events.retainedBytes;
     this.pruned++;
+  }
+
+  /** The workspace's mark of the highest order pruned from it, made at its first prune. */
+  private prunedOrderMark(workspaceId: number): PrunedOrderMark {
+    let mark = this.prunedOrder.get(workspaceId);
+    if (mark === undefined) {
+      mark = { order: 0 };
+      this.prunedOrder.set(workspaceId, mark);
+    }
+    return mark;
   }
 
   /** With rules: a pruned event of `type`, for the filtered replays of its sandbox and workspace. */
