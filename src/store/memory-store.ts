@@ -253,6 +253,11 @@ export class MemoryStore implements EventStore {
   private readonly ephemeral: ((type: string) => boolean) | undefined;
   /** Bytes of event lines retained over all sandboxes (kept up to date by push and trim). */
   private totalBytes = 0;
+  /**
+   * The stream appended to last, while the store holds it: a publisher mostly repeats its sandbox,
+   * and the two Map lookups that find a stream are then skipped.
+   */
+  private lastStream: MemoryStream | undefined;
   /** The event appended last while its listener runs, its line still read from its ring (see appendNow). */
   private ringLineOut: StoredEventRecord | undefined;
   /** The last order issued to a stored event, over every sandbox (0: none yet). */
@@ -335,11 +340,14 @@ export class MemoryStore implements EventStore {
     if (this.closed) throw storeClosedError(this.kind);
     this.releaseRingLine();
     const now = this.appendClock === undefined ? this.now() : this.appendClock.now();
-    let sandboxes = this.workspaces.get(input.workspaceId);
-    let stream = sandboxes?.get(input.sandboxId);
+    let stream = this.lastStream;
+    if (stream === undefined || stream.sandboxId !== input.sandboxId || stream.workspaceId !== input.workspaceId) {
+      stream = this.stream(input);
+    }
     const id = nextEventId(stream?.lastId ?? this.highWater, now);
     if (stream === undefined) {
       stream = new MemoryStream(input.workspaceId, input.sandboxId, id, now);
+      let sandboxes = this.workspaces.get(input.workspaceId);
       if (sandboxes === undefined) {
         sandboxes = new Map();
         this.workspaces.set(input.workspaceId, sandboxes);
@@ -347,6 +355,7 @@ export class MemoryStore implements EventStore {
       sandboxes.set(input.sandboxId, stream);
       this.streamCount++;
     }
+    this.lastStream = stream;
     if (this.ephemeral?.(input.type) === true) {
       // Issued in the sandbox's order and delivered, never kept (docs/operations.md).
       const event = createStoredEvent(
@@ -623,6 +632,7 @@ export class MemoryStore implements EventStore {
       this.closed = true;
       clearInterval(this.pruneTimer);
       this.workspaces.clear();
+      this.lastStream = undefined;
       this.streamCount = 0;
       this.totalBytes = 0;
       this.rings = new RingContext();
@@ -648,6 +658,7 @@ export class MemoryStore implements EventStore {
           // Its rings' last chunks go back to the store's spares (RingContext counts them as in use).
           for (const { events } of stream.liveParts()) events.compact();
           sandboxes.delete(sandboxId);
+          if (stream === this.lastStream) this.lastStream = undefined;
           this.streamCount--;
         } else {
           // Gives back what a ring that shrank (age, or smaller events) no longer needs.
