@@ -609,8 +609,8 @@ class FrameWriter {
       start = this.used;
       this.frameSlab = this.pooled;
     }
-    let at = start;
-    for (let i = 0; i < head.length; i++) slab[at++] = head[i]!;
+    slab.set(head, start);
+    let at = start + head.length;
     if (channel !== undefined) at = writeBulk(slab, at, channel, channelBytes);
     at = StoredEventRecord.writeLine(event, slab, writeBulkHeader(slab, at, payloadBytes));
     slab[at++] = 13;

@@ -184,7 +184,12 @@ class RingLineRecord extends StoredEventRecord {
    */
   static write(event: RingLineRecord, target: Buffer, at: number, bytes: number): number {
     const ring = event.#ringLine;
-    if (ring !== undefined) return at + ring.copy(target, at, event.#lineEnd - bytes, event.#lineEnd);
+    if (ring !== undefined) {
+      // What Buffer.copy does for a range that fits, without its argument checks (Node 20's
+      // `_copy`, `_copyActual`): it too makes a view of the source's range to `set` from.
+      target.set(new Uint8Array(ring.buffer, ring.byteOffset + event.#lineEnd - bytes, bytes), at);
+      return at + bytes;
+    }
     if (event.#head === undefined) return -1;
     return writeEventLine(target, at, event.id, event.#head, event.#data!, event.timestamp);
   }
@@ -364,17 +369,25 @@ function writeDigits(target: Uint8Array, at: number, n: number, digits: number):
 
 /** The byte size of the line writeEventLine writes. */
 export function eventLineSize(id: EventId, head: Uint8Array, data: Uint8Array, timestamp: number): number {
+  const msDigits = decimalDigits(id.ms);
   return (
     LINE_OPEN.length +
-    decimalDigits(id.ms) +
+    msDigits +
     1 +
     decimalDigits(id.seq) +
     head.length +
     data.length +
     TIMESTAMP_KEY.length +
-    decimalDigits(timestamp) +
+    (timestamp === id.ms ? msDigits : decimalDigits(timestamp)) +
     1
   );
+}
+
+/** Writes `bytes` (a few constant bytes) at `at`; returns the end. */
+function writeConstant(target: Uint8Array, at: number, bytes: Uint8Array): number {
+  // A loop: TypedArray.prototype.set costs more than it saves for a handful of bytes.
+  for (let i = 0; i < bytes.length; i++) target[at++] = bytes[i]!;
+  return at;
 }
 
 /**
@@ -391,19 +404,47 @@ export function writeEventLine(
   data: Uint8Array,
   timestamp: number,
 ): number {
-  target.set(LINE_OPEN, at);
-  at = writeDecimal(target, at + LINE_OPEN.length, id.ms);
-  target[at++] = DASH;
-  at = writeDecimal(target, at, id.seq);
+  if (id.ms !== lineEnds.ms) lineEnds = new LineEnds(id.ms);
+  target.set(lineEnds.opening, at);
+  at = writeDecimal(target, at + lineEnds.opening.length, id.seq);
   target.set(head, at);
   at += head.length;
   target.set(data, at);
   at += data.length;
-  target.set(TIMESTAMP_KEY, at);
-  at = writeDecimal(target, at + TIMESTAMP_KEY.length, timestamp);
+  // A store stamps an event with the millisecond of its id (unless the clock stepped back,
+  // nextEventId).
+  if (timestamp === id.ms) {
+    target.set(lineEnds.closing, at);
+    return at + lineEnds.closing.length;
+  }
+  at = writeConstant(target, at, TIMESTAMP_KEY);
+  at = writeDecimal(target, at, timestamp);
   target[at++] = CLOSE_BRACE;
   return at;
 }
+
+/**
+ * What a line whose id's millisecond is `ms` starts with, up to the id's sequence
+ * (`{"id":"<ms>-`), and, when its timestamp is that millisecond, ends with (`,"timestamp":<ms>}`).
+ * The lines of one millisecond share them (hundreds of them at a publisher's full rate): one
+ * TypedArray set of each costs less than writing the digits twice and the bytes around them
+ * (docs/performance.md, "Ninth round: the append and the frame").
+ */
+class LineEnds {
+  readonly opening: Uint8Array;
+  readonly closing: Uint8Array;
+
+  constructor(readonly ms: number) {
+    const digits = decimalDigits(ms);
+    this.opening = new Uint8Array(LINE_OPEN.length + digits + 1);
+    this.opening[writeDecimal(this.opening, writeConstant(this.opening, 0, LINE_OPEN), ms)] = DASH;
+    this.closing = new Uint8Array(TIMESTAMP_KEY.length + digits + 1);
+    this.closing[writeDecimal(this.closing, writeConstant(this.closing, 0, TIMESTAMP_KEY), ms)] = CLOSE_BRACE;
+  }
+}
+
+/** The millisecond of the line written last, and its LineEnds. */
+let lineEnds = new LineEnds(0);
 
 /**
  * An event made as text, `dataJson` being the input's `data` decoded (the SQLite store keeps it

@@ -37,6 +37,16 @@ export class TypeTable {
     return id;
   }
 
+  /**
+   * acquire(type) when `known` is likely its number (the type of the caller's previous event):
+   * checked against the name, as a number whose last use went may now be another type's.
+   */
+  acquireAgain(known: number, type: string): number {
+    if (this.names[known] !== type) return this.acquire(type);
+    this.uses[known] = (this.uses[known] as number) + 1;
+    return known;
+  }
+
   release(id: number): void {
     const left = (this.uses[id] as number) - 1;
     this.uses[id] = left;
@@ -162,6 +172,8 @@ export class EventRing {
   /** Bytes of the retained events' JSON lines. */
   private liveBytes = 0;
   private readonly types: TypeTable;
+  /** The type number of the last event pushed (a sandbox mostly repeats a type): see acquireAgain. */
+  private lastType = 0;
 
   constructor(
     readonly workspaceId: number,
@@ -204,7 +216,7 @@ export class EventRing {
     this.words[w] = this.firstChunk + this.chunks.length - 1;
     this.words[w + 1] = this.tailAt;
     this.words[w + 2] = size;
-    this.words[w + 3] = this.types.acquire(type);
+    this.words[w + 3] = this.lastType = this.types.acquireAgain(this.lastType, type);
     this.tailAt += size;
     this.liveBytes += size;
     this.length++;

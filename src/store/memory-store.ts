@@ -25,6 +25,7 @@ import {
   storeClosedError,
 } from './semantics.js';
 import { SandboxEventsError } from '../errors.js';
+import { AppendClock } from './append-clock.js';
 import { EventRing, RingContext } from './event-ring.js';
 import { classifyWorkspaceReplay, mergeByOrder, OrderColumn, type OrderedStream } from './workspace-order.js';
 import type {
@@ -85,6 +86,11 @@ class StreamPart implements OrderedStream {
   }
 }
 
+/** The highest store order pruned from one workspace (0: none yet). */
+interface PrunedOrderMark {
+  order: number;
+}
+
 /** An event of a sandbox by where it is: a part and an index in it. */
 interface EventPlace {
   part: StreamPart;
@@ -111,6 +117,8 @@ class MemoryStream {
   trimmedSeq = 0;
   /** With `--retention` rules: the highest id pruned of each type (a filtered resume reads it). */
   prunedTypes: PrunedByType<EventId> | undefined;
+  /** The store's mark of the highest order pruned from this sandbox's workspace, once one was. */
+  prunedOrder: PrunedOrderMark | undefined;
 
   /** The part of every event line of this sandbox that names it (eventLineMiddle). */
   readonly lineMiddle: string;
@@ -226,6 +234,8 @@ export class MemoryStore implements EventStore {
   readonly kind = 'memory';
   private retention: RetentionPolicy;
   private readonly now: () => number;
+  /** The clock appends read, one reading for a few of them (AppendClock); none with a clock given. */
+  private readonly appendClock: AppendClock | undefined;
   private readonly workspaces = new Map<number, Map<string, MemoryStream>>();
   private rings = new RingContext();
   private streamCount = 0;
@@ -243,12 +253,21 @@ export class MemoryStore implements EventStore {
   private readonly ephemeral: ((type: string) => boolean) | undefined;
   /** Bytes of event lines retained over all sandboxes (kept up to date by push and trim). */
   private totalBytes = 0;
+  /**
+   * The stream appended to last, while the store holds it: a publisher mostly repeats its sandbox,
+   * and the two Map lookups that find a stream are then skipped.
+   */
+  private lastStream: MemoryStream | undefined;
   /** The event appended last while its listener runs, its line still read from its ring (see appendNow). */
   private ringLineOut: StoredEventRecord | undefined;
   /** The last order issued to a stored event, over every sandbox (0: none yet). */
   private lastOrder = 0;
-  /** Per workspace, the highest order pruned from it; kept after the workspace is forgotten. */
-  private readonly prunedOrder = new Map<number, number>();
+  /**
+   * Per workspace, the highest order pruned from it; kept after the workspace is forgotten. Its
+   * streams hold their workspace's mark (MemoryStream.prunedOrder): a full ring drops an event
+   * per append, which then looks up nothing.
+   */
+  private readonly prunedOrder = new Map<number, PrunedOrderMark>();
   private prunedOrderAll = 0;
   /** The `--retention` rules' classes, fixed for the store's life. */
   private readonly classes: RetentionClasses;
@@ -269,6 +288,8 @@ export class MemoryStore implements EventStore {
       );
     }
     this.now = options.now ?? Date.now;
+    // A clock given (a test's) is read as it is, at every append.
+    this.appendClock = options.now === undefined ? new AppendClock() : undefined;
     const interval = options.pruneIntervalMs ?? 5_000;
     if (interval > 0) {
       this.pruneTimer = setInterval(() => this.pruneAll(), interval);
@@ -318,12 +339,15 @@ export class MemoryStore implements EventStore {
   private appendNow(input: NewEvent): StoredEvent {
     if (this.closed) throw storeClosedError(this.kind);
     this.releaseRingLine();
-    const now = this.now();
-    let sandboxes = this.workspaces.get(input.workspaceId);
-    let stream = sandboxes?.get(input.sandboxId);
+    const now = this.appendClock === undefined ? this.now() : this.appendClock.now();
+    let stream = this.lastStream;
+    if (stream === undefined || stream.sandboxId !== input.sandboxId || stream.workspaceId !== input.workspaceId) {
+      stream = this.stream(input);
+    }
     const id = nextEventId(stream?.lastId ?? this.highWater, now);
     if (stream === undefined) {
       stream = new MemoryStream(input.workspaceId, input.sandboxId, id, now);
+      let sandboxes = this.workspaces.get(input.workspaceId);
       if (sandboxes === undefined) {
         sandboxes = new Map();
         this.workspaces.set(input.workspaceId, sandboxes);
@@ -331,6 +355,7 @@ export class MemoryStore implements EventStore {
       sandboxes.set(input.sandboxId, stream);
       this.streamCount++;
     }
+    this.lastStream = stream;
     if (this.ephemeral?.(input.type) === true) {
       // Issued in the sandbox's order and delivered, never kept (docs/operations.md).
       const event = createStoredEvent(
@@ -543,7 +568,7 @@ export class MemoryStore implements EventStore {
         ? ((scope === 'all' ? this.prunedOrderTypesAll : this.prunedOrderTypes.get(scope))?.through(types) ?? 0)
         : scope === 'all'
           ? this.prunedOrderAll
-          : (this.prunedOrder.get(scope) ?? 0);
+          : (this.prunedOrder.get(scope)?.order ?? 0);
       return Promise.resolve({
         events: mergeByOrder(
           workspaces.flatMap((sandboxes) => [...sandboxes.values()].flatMap((stream) => [...stream.liveParts()])),
@@ -607,6 +632,7 @@ export class MemoryStore implements EventStore {
       this.closed = true;
       clearInterval(this.pruneTimer);
       this.workspaces.clear();
+      this.lastStream = undefined;
       this.streamCount = 0;
       this.totalBytes = 0;
       this.rings = new RingContext();
@@ -632,6 +658,7 @@ export class MemoryStore implements EventStore {
           // Its rings' last chunks go back to the store's spares (RingContext counts them as in use).
           for (const { events } of stream.liveParts()) events.compact();
           sandboxes.delete(sandboxId);
+          if (stream === this.lastStream) this.lastStream = undefined;
           this.streamCount--;
         } else {
           // Gives back what a ring that shrank (age, or smaller events) no longer needs.
@@ -718,12 +745,22 @@ export class MemoryStore implements EventStore {
     const before = events.retainedBytes;
     events.shift();
     const order = part.orders.shift();
-    const workspaceId = events.workspaceId;
-    if (order > (this.prunedOrder.get(workspaceId) ?? 0)) this.prunedOrder.set(workspaceId, order);
+    const mark = (stream.prunedOrder ??= this.prunedOrderMark(stream.workspaceId));
+    if (order > mark.order) mark.order = order;
     if (order > this.prunedOrderAll) this.prunedOrderAll = order;
     if (type !== undefined) this.notePrunedType(stream, type, { ms, seq }, order);
     this.totalBytes -= before - events.retainedBytes;
     this.pruned++;
+  }
+
+  /** The workspace's mark of the highest order pruned from it, made at its first prune. */
+  private prunedOrderMark(workspaceId: number): PrunedOrderMark {
+    let mark = this.prunedOrder.get(workspaceId);
+    if (mark === undefined) {
+      mark = { order: 0 };
+      this.prunedOrder.set(workspaceId, mark);
+    }
+    return mark;
   }
 
   /** With rules: a pruned event of `type`, for the filtered replays of its sandbox and workspace. */

@@ -115,6 +115,25 @@ describe('EventRing', () => {
     expect(contents(ring).map((e) => e.type)).toEqual(['a', 'c']);
   });
 
+  it("does not take a type's number back once another type has it (a ring remembers its last type's)", () => {
+    const context = new RingContext();
+    const { types } = context;
+    const ring = new EventRing(7, 'sb-1', context, 3);
+    const other = new EventRing(7, 'sb-2', context, 3);
+    push(ring, stored(T0, 0, 'a', '{}'));
+    ring.shift(); // 'a' forgotten: its number is free
+    push(other, stored(T0, 1, 'b', '{}', 'sb-2')); // and now 'b''s
+    push(ring, stored(T0, 2, 'a', '{}'));
+    expect(ring.typeAt(0)).not.toBe(other.typeAt(0));
+    expect(contents(ring).map((e) => e.type)).toEqual(['a']);
+    expect(contents(other).map((e) => e.type)).toEqual(['b']);
+    push(ring, stored(T0, 3, 'a', '{}'));
+    expect(ring.typeAt(1)).toBe(ring.typeAt(0));
+    ring.shift();
+    expect(types.lookup('a')).toBe(ring.typeAt(0)); // the second push counted its use
+    expect(types.size).toBe(2);
+  });
+
   it('agrees with an array through random pushes, shifts and compactions', () => {
     const op = fc.oneof(
       {
