@@ -24,7 +24,12 @@
 // apart from it during the clients' disconnection: functions optimized, deoptimizations
 // (bailouts), and optimized code thrown away because a map it relied on changed (code
 // dependencies); STORM_JIT_DETAIL=1 also lists, per storm, which functions were deoptimized or
-// invalidated and why, most frequent first.
+// invalidated and why, most frequent first. STORM_PERF_DIR=<dir> records each storm's window
+// with `perf record -e cpu-clock` attached to the daemon (<dir>/build<B>-run<R>-storm<S>.data,
+// B counting `buildDirs` from 1): on-CPU samples of every thread, the kernel's included; add
+// `--perf-basic-prof` to STORM_NODE_ARGS to name the JavaScript, then `perf report -i <file>
+// --sort dso,sym`.
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { buildModules } from '../lib/build.js';
@@ -115,8 +120,21 @@ async function allClosed(/** @type {number} */ port, /** @type {string} */ token
   }
 }
 
-/** `STORMS` storms against a fresh daemon from `build`, one after the other. */
-async function daemonRun(/** @type {string} */ build) {
+/** `perf record` of the daemon's CPU until the returned function is called (STORM_PERF_DIR). */
+async function perfRecord(/** @type {number} */ pid, /** @type {string} */ file) {
+  const perf = spawn('perf', ['record', '-e', 'cpu-clock', '-F', '2000', '-p', String(pid), '-o', file], {
+    stdio: 'ignore',
+  });
+  // perf attaches to the threads a moment after it starts.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  return async () => {
+    perf.kill('SIGINT');
+    await new Promise((resolve) => perf.once('exit', resolve));
+  };
+}
+
+/** `STORMS` storms against a fresh daemon from `build`, one after the other (`run`: which run). */
+async function daemonRun(/** @type {string} */ build, /** @type {number} */ run) {
   const secret = randomBytes(32).toString('base64url');
   const { mintToken } = await buildModules(build).mint();
   const broker = await startBroker({
@@ -152,6 +170,14 @@ async function daemonRun(/** @type {string} */ build) {
       jit.take();
       /** @type {{ counts: string, detail: string } | undefined} */
       let stormJit;
+      const perfDir = process.env.STORM_PERF_DIR;
+      const perfStop =
+        perfDir === undefined
+          ? undefined
+          : await perfRecord(
+              Number(broker.pid),
+              resolve(perfDir, `build${builds.indexOf(build) + 1}-run${run + 1}-storm${storm + 1}.data`),
+            );
       const result = await runGenerator(
         {
           kind: 'storm',
@@ -161,13 +187,16 @@ async function daemonRun(/** @type {string} */ build) {
           auth: tokens,
           channels,
           timeoutMs: 30_000,
-          holdUntilReleased: TRACING_JIT,
+          holdUntilReleased: TRACING_JIT || perfStop !== undefined,
         },
         {
           timeoutMs: 60_000,
-          // Tracing: the JIT's work of the storm is taken while its clients are still connected
-          // (a moment for the trace's last lines to come through the pipe), the rest is their close.
+          // The storm's window ends while its clients are still connected: perf stops, and the
+          // JIT's work of the storm is taken (a moment for the trace's last lines to come through
+          // the pipe); what follows is their close.
           onReady: async () => {
+            await perfStop?.();
+            if (!TRACING_JIT) return;
             await new Promise((resolve) => setTimeout(resolve, 300));
             stormJit = jit.take();
           },
@@ -215,7 +244,7 @@ async function daemonRun(/** @type {string} */ build) {
 const results = new Map(builds.map((build) => [build, []]));
 for (let run = 0; run < RUNS; run++) {
   for (const build of builds) {
-    const storms = await daemonRun(build);
+    const storms = await daemonRun(build, run);
     results.get(build)?.push(storms);
     console.log(
       `run ${run + 1} ${build}: ${storms.map((one) => `${one.total.toFixed(0)} µs/client (main thread ${one.main.toFixed(0)}), storm ${one.seconds.toFixed(2)} s${one.gc}${one.jit}`).join('; ')}`,
