@@ -538,7 +538,10 @@ async function idle(job) {
 
 // ---- connection storm (case 6) -------------------------------------------------------------
 
-/** Every client connects at once, authenticates and subscribes; time until the last is in. */
+/**
+ * Every client connects at once, authenticates and subscribes; time until the last is in. With
+ * `holdUntilReleased`, the clients stay connected once in until the parent releases them.
+ */
 async function storm(job) {
   const count = job.channels.length;
   const hellos = job.channels.map((channel, index) =>
@@ -580,6 +583,13 @@ async function storm(job) {
   await finished;
   clearTimeout(timeout);
   const window = meter.stop();
+  if (job.holdUntilReleased) {
+    // The parent looks at the server between the storm and the clients' disconnection.
+    await new Promise((resolve) => {
+      releaseWaiter = resolve;
+      process.send({ type: 'ready' });
+    });
+  }
   for (const conn of conns) conn.reset();
   // When each client was in: a step at 1 s (or 3 s) is the kernel dropping SYNs of a full
   // accept queue and the client retransmitting, not the server being slow.

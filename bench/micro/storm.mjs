@@ -19,7 +19,17 @@
 // node flags to the daemon's command line (say `--single-threaded-gc`, to see what the GC's
 // helper threads cost); with `--trace-gc-nvp` among them, each storm's line also gives the
 // collections during it, and the bytes allocated and promoted per client and the pauses' time
-// per client as the collections report them (counted at collections, so roughly).
+// per client as the collections report them (counted at collections, so roughly). With
+// `--trace-opt --trace-deopt` among them, each storm's line gives the JIT's work during it, and
+// apart from it during the clients' disconnection: functions optimized, deoptimizations
+// (bailouts), and optimized code thrown away because a map it relied on changed (code
+// dependencies); STORM_JIT_DETAIL=1 also lists, per storm, which functions were deoptimized or
+// invalidated and why, most frequent first. STORM_PERF_DIR=<dir> records each storm's window
+// with `perf record -e cpu-clock` attached to the daemon (<dir>/build<B>-run<R>-storm<S>.data,
+// B counting `buildDirs` from 1): on-CPU samples of every thread, the kernel's included; add
+// `--perf-basic-prof` to STORM_NODE_ARGS to name the JavaScript, then `perf report -i <file>
+// --sort dso,sym`.
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { buildModules } from '../lib/build.js';
@@ -39,7 +49,7 @@ const median = (/** @type {number[]} */ values) => {
 };
 
 /** Per client: µs of daemon CPU (all threads, and the main thread), and the storm's wall time. */
-/** @typedef {{ total: number, main: number, seconds: number, gc: string }} StormCost */
+/** @typedef {{ total: number, main: number, seconds: number, gc: string, jit: string }} StormCost */
 
 /** What `--trace-gc-nvp` lines report, summed: collections, bytes allocated and promoted, pause ms. */
 function gcTally() {
@@ -58,6 +68,49 @@ function gcTally() {
   };
 }
 
+const TRACING_JIT = process.env.STORM_NODE_ARGS?.includes('--trace-deopt') === true;
+
+/**
+ * What `--trace-opt --trace-deopt` lines report: functions optimized, deoptimizations, optimized
+ * code invalidated, and which functions were deoptimized or invalidated and why. `take` returns
+ * what came since it was last called.
+ */
+function jitTally() {
+  let optimized = 0;
+  let deopts = 0;
+  let invalidated = 0;
+  /** @type {Map<string, number>} */
+  let functions = new Map();
+  const note = (/** @type {string} */ what) => functions.set(what, (functions.get(what) ?? 0) + 1);
+  return {
+    onLine: (/** @type {string} */ line) => {
+      if (line.startsWith('[completed optimizing')) {
+        optimized += 1;
+      } else if (line.startsWith('[bailout (kind: ')) {
+        deopts += 1;
+        const fn = /deoptimizing 0x[0-9a-f]+ <JSFunction ([^ >]*)/.exec(line)?.[1] || '(anonymous)';
+        note(`${fn}: ${/reason: ([^)]*)\)/.exec(line)?.[1] ?? '?'}`);
+      } else if (line.startsWith('[marking dependent code')) {
+        invalidated += 1;
+        const fn = /<SharedFunctionInfo ?([^>]*)>/.exec(line)?.[1] || '(anonymous)';
+        note(`${fn}: invalidated, ${/reason: ([^\]]*)/.exec(line)?.[1] ?? '?'}`);
+      }
+    },
+    take: () => {
+      const counts = `${optimized} optimized, ${deopts} deopts, ${invalidated} invalidated`;
+      const detail = [...functions]
+        .sort((a, b) => b[1] - a[1])
+        .map(([what, n]) => `    ${n} ${what}`)
+        .join('\n');
+      optimized = 0;
+      deopts = 0;
+      invalidated = 0;
+      functions = new Map();
+      return { counts, detail };
+    },
+  };
+}
+
 /** Resolves once the daemon has closed the last storm's connections (the one asking aside). */
 async function allClosed(/** @type {number} */ port, /** @type {string} */ token) {
   for (;;) {
@@ -67,8 +120,21 @@ async function allClosed(/** @type {number} */ port, /** @type {string} */ token
   }
 }
 
-/** `STORMS` storms against a fresh daemon from `build`, one after the other. */
-async function daemonRun(/** @type {string} */ build) {
+/** `perf record` of the daemon's CPU until the returned function is called (STORM_PERF_DIR). */
+async function perfRecord(/** @type {number} */ pid, /** @type {string} */ file) {
+  const perf = spawn('perf', ['record', '-e', 'cpu-clock', '-F', '2000', '-p', String(pid), '-o', file], {
+    stdio: 'ignore',
+  });
+  // perf attaches to the threads a moment after it starts.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  return async () => {
+    perf.kill('SIGINT');
+    await new Promise((resolve) => perf.once('exit', resolve));
+  };
+}
+
+/** `STORMS` storms against a fresh daemon from `build`, one after the other (`run`: which run). */
+async function daemonRun(/** @type {string} */ build, /** @type {number} */ run) {
   const secret = randomBytes(32).toString('base64url');
   const { mintToken } = await buildModules(build).mint();
   const broker = await startBroker({
@@ -82,7 +148,13 @@ async function daemonRun(/** @type {string} */ build) {
     ],
   });
   const gc = gcTally();
-  Object.assign(broker.log, { onLine: gc.onLine });
+  const jit = jitTally();
+  Object.assign(broker.log, {
+    onLine: (/** @type {string} */ line) => {
+      gc.onLine(line);
+      jit.onLine(line);
+    },
+  });
   const adminToken = await mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3600 });
   /** @type {StormCost[]} */
   const storms = [];
@@ -95,9 +167,40 @@ async function daemonRun(/** @type {string} */ build) {
         ),
       );
       const gcBefore = { ...gc.tally };
+      jit.take();
+      /** @type {{ counts: string, detail: string } | undefined} */
+      let stormJit;
+      const perfDir = process.env.STORM_PERF_DIR;
+      const perfStop =
+        perfDir === undefined
+          ? undefined
+          : await perfRecord(
+              Number(broker.pid),
+              resolve(perfDir, `build${builds.indexOf(build) + 1}-run${run + 1}-storm${storm + 1}.data`),
+            );
       const result = await runGenerator(
-        { kind: 'storm', port: broker.port, pid: broker.pid, clkTck, auth: tokens, channels, timeoutMs: 30_000 },
-        { timeoutMs: 60_000 },
+        {
+          kind: 'storm',
+          port: broker.port,
+          pid: broker.pid,
+          clkTck,
+          auth: tokens,
+          channels,
+          timeoutMs: 30_000,
+          holdUntilReleased: TRACING_JIT || perfStop !== undefined,
+        },
+        {
+          timeoutMs: 60_000,
+          // The storm's window ends while its clients are still connected: perf stops, and the
+          // JIT's work of the storm is taken (a moment for the trace's last lines to come through
+          // the pipe); what follows is their close.
+          onReady: async () => {
+            await perfStop?.();
+            if (!TRACING_JIT) return;
+            await new Promise((resolve) => setTimeout(resolve, 300));
+            stormJit = jit.take();
+          },
+        },
       );
       if (result.subscribed !== CLIENTS) {
         throw new Error(`only ${result.subscribed} clients subscribed: ${result.firstError}`);
@@ -109,13 +212,27 @@ async function daemonRun(/** @type {string} */ build) {
         during('collections') === 0
           ? ''
           : `, ${during('collections')} GCs: ${(during('allocated') / CLIENTS).toFixed(0)} B allocated, ${(during('promoted') / CLIENTS).toFixed(0)} B promoted, ${((during('pauseMs') * 1000) / CLIENTS).toFixed(0)} µs paused per client`;
+      let closeJit = '';
+      if (stormJit !== undefined) {
+        // The clients' disconnection runs the close paths: their JIT work is told apart.
+        await allClosed(broker.port, adminToken);
+        // The trace's last lines may still be in the pipe: a moment for them.
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        const closing = jit.take();
+        closeJit = ` (then closing: ${closing.counts})`;
+        if (process.env.STORM_JIT_DETAIL === '1') {
+          console.log(`  storm ${storm + 1}, deoptimized or invalidated:\n${stormJit.detail}`);
+          console.log(`  storm ${storm + 1}'s close, deoptimized or invalidated:\n${closing.detail}`);
+        }
+      }
       storms.push({
         total: perClient(result.srvBusy),
         main: perClient(result.srvMainBusy),
         seconds: result.seconds,
         gc: gcLine,
+        jit: stormJit === undefined ? '' : `, JIT: ${stormJit.counts}${closeJit}`,
       });
-      if (storm + 1 < STORMS) await allClosed(broker.port, adminToken);
+      if (storm + 1 < STORMS && !TRACING_JIT) await allClosed(broker.port, adminToken);
     }
   } finally {
     await broker.stop();
@@ -127,10 +244,10 @@ async function daemonRun(/** @type {string} */ build) {
 const results = new Map(builds.map((build) => [build, []]));
 for (let run = 0; run < RUNS; run++) {
   for (const build of builds) {
-    const storms = await daemonRun(build);
+    const storms = await daemonRun(build, run);
     results.get(build)?.push(storms);
     console.log(
-      `run ${run + 1} ${build}: ${storms.map((one) => `${one.total.toFixed(0)} µs/client (main thread ${one.main.toFixed(0)}), storm ${one.seconds.toFixed(2)} s${one.gc}`).join('; ')}`,
+      `run ${run + 1} ${build}: ${storms.map((one) => `${one.total.toFixed(0)} µs/client (main thread ${one.main.toFixed(0)}), storm ${one.seconds.toFixed(2)} s${one.gc}${one.jit}`).join('; ')}`,
     );
   }
 }

@@ -4,7 +4,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import type { Principal } from './principal.js';
+import { newPrincipal, type Principal } from './principal.js';
 import { SandboxEventsError } from '../errors.js';
 import { isErrno, replaceFileDurably } from './durable-file.js';
 
@@ -266,12 +266,14 @@ export class ApiKeyRegistry {
       throw new ApiKeyError('unknown_api_key', 'unknown API key');
     }
     if (record.revokedAt !== undefined) throw new ApiKeyError('revoked_api_key', 'this API key was revoked');
-    return Object.freeze({
-      workspaceId: record.workspaceId,
-      role: 'workspace',
-      expiresAt: Number.POSITIVE_INFINITY,
-      subject: `apikey:${record.id}`,
-    } satisfies Principal);
+    return newPrincipal(
+      record.workspaceId,
+      'workspace',
+      Number.POSITIVE_INFINITY,
+      undefined,
+      `apikey:${record.id}`,
+      undefined,
+    );
   }
 
   /** Whether the key still works (checked again on a stream's heartbeat). */

@@ -22,6 +22,39 @@ export interface Principal {
   keyId?: string;
 }
 
+/**
+ * Every principal the daemon builds has this one shape, every field present from construction
+ * (undefined when the token has no such claim), and is frozen (verified tokens are shared
+ * through the verifier's cache). An object literal given the optional fields as they come would
+ * take one of several shapes (sandbox tokens, admin tokens, with or without `sub`), so the code
+ * that reads principals on every AUTH and SUBSCRIBE would see several maps and be deoptimized as
+ * each new one came; and a literal that outlives its turn, as every connection's principal does,
+ * has V8 switch its allocation site to the old generation during a connection storm, which
+ * discards the optimized code that made it (docs/performance.md, "Ninth round: the first storm").
+ */
+class VerifiedPrincipal implements Principal {
+  constructor(
+    readonly workspaceId: number,
+    readonly role: Role,
+    readonly expiresAt: number,
+    readonly sandboxId: string | undefined,
+    readonly subject: string | undefined,
+    readonly keyId: string | undefined,
+  ) {}
+}
+
+/** A principal from checked claims (see VerifiedPrincipal). */
+export function newPrincipal(
+  workspaceId: number,
+  role: Role,
+  expiresAt: number,
+  sandboxId: string | undefined,
+  subject: string | undefined,
+  keyId: string | undefined,
+): Principal {
+  return Object.freeze(new VerifiedPrincipal(workspaceId, role, expiresAt, sandboxId, subject, keyId));
+}
+
 export const MAX_SANDBOX_ID_LENGTH = 256;
 
 export function isRole(value: unknown): value is Role {

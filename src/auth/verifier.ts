@@ -12,7 +12,7 @@ import { SandboxEventsError } from '../errors.js';
 import { AuthError, type AuthFailureReason } from './auth-error.js';
 import { KeySourceError, RemoteKeySet } from './remote-key-set.js';
 import { type Hs256Checks, verifyHs256 } from './hs256.js';
-import { isRole, isValidSandboxId, type Principal } from './principal.js';
+import { isRole, isValidSandboxId, newPrincipal, type Principal } from './principal.js';
 
 export { AuthError, type AuthFailureReason };
 
@@ -536,14 +536,9 @@ function principalFromClaims(payload: JWTPayload, keyId: string | undefined): Pr
   if (sub !== undefined && typeof sub !== 'string') throw badClaims('token claim sub must be a string');
   if (typeof exp !== 'number' || !Number.isFinite(exp)) throw new AuthError('missing_exp', 'token has no expiry (exp)');
 
-  const principal: Principal = { workspaceId, role, expiresAt: exp * 1000 };
-  if (sandboxId !== undefined) principal.sandboxId = sandboxId;
-  if (sub !== undefined) principal.subject = sub;
-  // On the principal, not in a WeakMap beside it: a map entry per connection costs the
+  // keyId on the principal, not in a WeakMap beside it: a map entry per connection costs the
   // collector more than a field (docs/performance.md, "Eighth round: per-connection cost").
-  if (keyId !== undefined) principal.keyId = keyId;
-  // Shared between callers through the cache.
-  return Object.freeze(principal);
+  return newPrincipal(workspaceId, role, exp * 1000, sandboxId, sub, keyId);
 }
 
 // The signature may be empty so that an unsigned token is recognised, and refused, as a token.

@@ -38,6 +38,14 @@ export interface Subscriber {
 const NO_FRAME = Buffer.alloc(0);
 
 /**
+ * `Channel.manyNames` while not made: one array for every channel, not an array literal per
+ * channel, whose allocation site V8 moves to the old generation once a connection storm's
+ * channels outlive their turn, discarding the optimized SUBSCRIBE code that made them
+ * (docs/performance.md, "Ninth round: the first storm").
+ */
+const NO_NAMES: readonly string[] = [];
+
+/**
  * One sandbox's local subscribers. Most sandboxes have one watcher, so a lone subscriber is held
  * in two fields and a Map is made only for a second one (and dropped when one is left again):
  * a subscribed sandbox costs one small object here, as a Redis channel costs a dict entry and a
@@ -55,7 +63,7 @@ class Channel implements SandboxRef {
    * fan-out walks plain arrays, where iterating the Map made an entry per subscriber per event.
    */
   private manySubscribers: Subscriber[] | undefined = undefined;
-  private manyNames: string[] = [];
+  private manyNames: readonly string[] = NO_NAMES;
   /** Frames for RESP2 subscribers that used the plain sandbox id: nearly all of them. */
   plainFrames: FrameWriter | undefined = undefined;
   /** Any other form, by `<protocol>:<name>` (at most RESP3, and admins' qualified names). */
@@ -102,7 +110,7 @@ class Channel implements SandboxRef {
     }
     if (!this.many.delete(subscriber)) return false;
     this.manySubscribers = undefined;
-    this.manyNames = [];
+    this.manyNames = NO_NAMES;
     if (this.many.size === 1) {
       for (const [last, name] of this.many) {
         this.only = last;

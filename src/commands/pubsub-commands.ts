@@ -47,7 +47,11 @@ function checkSubscriptionLimit(connection: RespClient, adding: number): void {
  */
 export function resolveForSubscribe(connection: RespClient, names: string[]): ChannelTarget[] {
   const principal = principalOf(connection);
-  const targets = names.map((name) => resolveChannel(principal, name));
+  // A loop, not `names.map`: the arrays that map makes in its builtin and in optimized code
+  // differ in elements kind, and a SUBSCRIBE optimized for one was deoptimized by the other
+  // (docs/performance.md, "Ninth round: the first storm").
+  const targets: ChannelTarget[] = [];
+  for (const name of names) targets.push(resolveChannel(principal, name));
   checkSubscriptionLimit(connection, channelsNotHeld(connection, targets));
   return targets;
 }

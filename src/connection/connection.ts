@@ -98,18 +98,11 @@ export class Connection implements RespClient, SessionTransport {
   ) {
     this.decoder = new RequestDecoder(lastArgumentAsBytes);
     this.session = new Session(
-      {
-        output: socket,
-        protocol: 2,
-        // The limit is read on every write: it grows from the pre-auth cap once AUTH succeeds.
-        outputLimit: () => this.outputLimit,
-        replayPaceBytes: context.limits.maxOutputBytes / 4,
-        closeGraceMs: context.limits.closeGraceMs,
-        clockToleranceMs: context.clockToleranceMs,
-        outputBudget: context.outputBudget,
-        broker: context.broker,
-        store: context.store,
-      },
+      context,
+      socket,
+      2,
+      // The limit is read on every write: it grows from the pre-auth cap once AUTH succeeds.
+      () => this.outputLimit,
       // The connection is its session's transport: no object and closures of its own per client.
       this,
     );

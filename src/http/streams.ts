@@ -49,29 +49,16 @@ export class OpenStream implements HostedStream {
     /** How an event is framed: the event's JSON line by default (docs/http.md). */
     frame: (event: StoredEvent) => Buffer = sseEventFrame,
   ) {
-    const { limits, clockToleranceMs, outputBudget, broker, store } = host.context;
+    const { limits } = host.context;
     // The same session and write path as a TCP client's, with the same output limit.
-    this.session = new Session(
-      {
-        output: res,
-        protocol: EVENTS_ONLY,
-        outputLimit: () => limits.maxOutputBytes,
-        replayPaceBytes: limits.maxOutputBytes / 4,
-        closeGraceMs: limits.closeGraceMs,
-        clockToleranceMs,
-        outputBudget,
-        broker,
-        store,
-      },
-      {
-        liveFrame: frame,
-        replayFrame: frame,
-        isOpen: () => !this.closed,
-        overflow: (pending, cause) => this.onOverflow(pending, cause),
-        expired: () => this.end('token_expired'),
-        eventsLost: () => this.end('events_lost'),
-      },
-    );
+    this.session = new Session(host.context, res, EVENTS_ONLY, () => limits.maxOutputBytes, {
+      liveFrame: frame,
+      replayFrame: frame,
+      isOpen: () => !this.closed,
+      overflow: (pending, cause) => this.onOverflow(pending, cause),
+      expired: () => this.end('token_expired'),
+      eventsLost: () => this.end('events_lost'),
+    });
     host.streams.add(this);
     res.on('close', () => this.cleanUp());
     req.socket.once('close', () => this.cleanUp());

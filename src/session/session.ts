@@ -157,21 +157,21 @@ export interface SessionTransport {
   eventsLost(message: string): void;
 }
 
-export interface SessionOptions {
-  /** What the transport writes to: a socket, or the response carrying an event stream. */
-  output: OutputStream;
-  /** The broker's frame format for this session: a RESP version, or EVENTS_ONLY (SSE). */
-  protocol: Protocol | typeof EVENTS_ONLY;
-  /** The output limit in bytes; a function because it grows once a RESP client authenticates. */
-  outputLimit: () => number;
-  /** The output a replay lets wait before it waits for the reader to drain. */
-  replayPaceBytes: number;
-  closeGraceMs: number;
-  clockToleranceMs: number;
+/**
+ * What a session takes from its daemon (the ServerContext is one): the same object for every
+ * session, not one built per client (docs/performance.md, "Ninth round: the first storm").
+ */
+export interface SessionContext {
+  /**
+   * `maxOutputBytes`: a replay lets a quarter of it wait before it waits for the reader to
+   * drain; `closeGraceMs`: how long an ending transport's reader gets to take its last bytes.
+   */
+  readonly limits: { readonly maxOutputBytes: number; readonly closeGraceMs: number };
+  readonly clockToleranceMs: number;
   /** The daemon-wide output budget this session's output counts in. */
-  outputBudget: OutputBudget;
-  broker: Broker;
-  store: EventStore;
+  readonly outputBudget: OutputBudget;
+  readonly broker: Broker;
+  readonly store: EventStore;
 }
 
 /**
@@ -210,18 +210,31 @@ export class Session implements Subscriber {
   private cursorPatterns = 0;
 
   constructor(
-    private readonly options: SessionOptions,
+    private readonly context: SessionContext,
+    /** What the transport writes to: a socket, or the response carrying an event stream. */
+    output: OutputStream,
+    /** The broker's frame format for this session: a RESP version, or EVENTS_ONLY (SSE). */
+    protocol: Protocol | typeof EVENTS_ONLY,
+    /** The output limit in bytes; a function because it grows once a RESP client authenticates. */
+    outputLimit: () => number,
     private readonly transport: SessionTransport,
   ) {
-    this.protocol = options.protocol;
+    this.protocol = protocol;
     this.output = new WritePath(
-      options.output,
-      options.outputLimit,
+      output,
+      outputLimit,
       (pending, cause) => transport.overflow(pending, cause),
-      options.closeGraceMs,
-      options.outputBudget,
+      context.limits.closeGraceMs,
+      context.outputBudget,
+      // The transport closes the session, and so its output, when its stream closes (close()).
+      false,
     );
     this.liveFrame = transport.liveFrame;
+  }
+
+  /** The output a replay lets wait before it waits for the reader to drain. */
+  private get replayPaceBytes(): number {
+    return this.context.limits.maxOutputBytes / 4;
   }
 
   get subscriptionCount(): number {
@@ -291,12 +304,7 @@ export class Session implements Subscriber {
    * when the reader went away meanwhile.
    */
   async writeReply<T>(pages: AsyncIterable<readonly T[]>, encode: (page: readonly T[]) => Buffer): Promise<boolean> {
-    await writePaced(
-      this,
-      pagesAsItems(pages),
-      (page) => this.output.write(encode(page)),
-      this.options.replayPaceBytes,
-    );
+    await writePaced(this, pagesAsItems(pages), (page) => this.output.write(encode(page)), this.replayPaceBytes);
     return this.isOpen() && !this.output.isClosed;
   }
 
@@ -318,7 +326,7 @@ export class Session implements Subscriber {
    */
   expireWith(principal: Principal): void {
     this.cancelExpiry();
-    this.expiryAt = Session.expiries.add(this, principal.expiresAt + this.options.clockToleranceMs);
+    this.expiryAt = Session.expiries.add(this, principal.expiresAt + this.context.clockToleranceMs);
   }
 
   cancelExpiry(): void {
@@ -344,7 +352,7 @@ export class Session implements Subscriber {
     if (subscription === undefined) {
       subscription = new ChannelSubscription(target);
       this.addChannel(subscription);
-      this.options.broker.subscribe(this, subscription);
+      this.context.broker.subscribe(this, subscription);
     }
     this.setTypes(subscription, types);
     return subscription;
@@ -354,7 +362,7 @@ export class Session implements Subscriber {
     const subscription = this.channel(ref);
     if (subscription === undefined) return false;
     this.channels.delete(this.channelMapKey(ref.workspaceId, ref.sandboxId));
-    this.options.broker.leave(this, subscription);
+    this.context.broker.leave(this, subscription);
     this.dropSeam(subscription);
     this.setTypes(subscription, undefined);
     return true;
@@ -375,7 +383,7 @@ export class Session implements Subscriber {
     this.addPattern(subscription);
     this.setTypes(subscription, types);
     this.setCursorForm(subscription, withCursor);
-    this.options.broker.psubscribe(this, pattern, scope);
+    this.context.broker.psubscribe(this, pattern, scope);
     return true;
   }
 
@@ -383,7 +391,7 @@ export class Session implements Subscriber {
     const held = this.patterns.get(pattern);
     if (held === undefined) return false;
     this.patternMap!.delete(pattern);
-    this.options.broker.punsubscribe(this, held.pattern, held.scope);
+    this.context.broker.punsubscribe(this, held.pattern, held.scope);
     this.dropSeam(held);
     this.setTypes(held, undefined);
     this.setCursorForm(held, false);
@@ -416,25 +424,33 @@ export class Session implements Subscriber {
     for (const pattern of [...this.patterns.keys()]) this.punsubscribe(pattern);
   }
 
-  /** The transport closed: nothing more is written, subscriptions and timers go. */
+  /**
+   * The transport closed: nothing more is written, subscriptions and timers go. The counters
+   * fall with the subscriptions they count rather than being set to zero: most sessions hold no
+   * seam, filter or pattern, and a field written with the value it already holds still costs V8
+   * its note that the field never changes, and with it the optimized code of the connection path
+   * that relied on it (docs/performance.md, "Ninth round: the first storm").
+   */
   close(): void {
     this.closed = true;
     this.output.discard();
     this.cancelExpiry();
-    const broker = this.options.broker;
+    const broker = this.context.broker;
     for (const subscription of this.channels.values()) {
       broker.leave(this, subscription);
-      subscription.seam = undefined; // a resume under way finds nothing left to release
-    }
-    for (const subscription of this.patterns.values()) {
-      broker.punsubscribe(this, subscription.pattern, subscription.scope);
-      subscription.seam = undefined;
+      this.dropSeam(subscription); // a resume under way finds nothing left to release
+      this.setTypes(subscription, undefined);
     }
     this.channels.clear();
+    const patterns = this.patternMap;
+    if (patterns === undefined) return;
+    for (const subscription of patterns.values()) {
+      broker.punsubscribe(this, subscription.pattern, subscription.scope);
+      this.dropSeam(subscription);
+      this.setTypes(subscription, undefined);
+      this.setCursorForm(subscription, false);
+    }
     this.patternMap = undefined;
-    this.resuming = 0;
-    this.filtered = 0;
-    this.cursorPatterns = 0;
   }
 
   // --- Live delivery (Subscriber) ---------------------------------------------------------
@@ -530,7 +546,7 @@ export class Session implements Subscriber {
           tell({ status: 'complete' });
           return true;
         }
-        const store = this.options.store;
+        const store = this.context.store;
         // The status is judged for the types this subscription takes (per-type retention).
         const first = await store.replayAfter(target, from, REPLAY_PAGE, types);
         if (!this.isOpen()) return false;
@@ -551,7 +567,7 @@ export class Session implements Subscriber {
             }
             cover(event.id);
           },
-          this.options.replayPaceBytes,
+          this.replayPaceBytes,
         );
         return this.isOpen();
       },
@@ -576,7 +592,7 @@ export class Session implements Subscriber {
     types?: TypeFilter,
     withCursor = false,
   ): Promise<boolean> {
-    const store = this.options.store;
+    const store = this.context.store;
     if (store.replayWorkspaceAfter === undefined || (scope === 'all' && store.orderPerWorkspace === true)) {
       this.psubscribe(pattern, scope, types, withCursor);
       tell({ status: after === 'now' ? 'complete' : 'not_resumable' });
@@ -620,7 +636,7 @@ export class Session implements Subscriber {
             const order = eventOrder(event);
             if (order !== undefined) cover(order);
           },
-          this.options.replayPaceBytes,
+          this.replayPaceBytes,
         );
         return this.isOpen();
       },
@@ -665,7 +681,7 @@ export class Session implements Subscriber {
     // The seam is in place before the broker can deliver anything of the pattern.
     const subscription: PatternSubscription = { pattern, scope, types: undefined, withCursor: false, seam };
     this.addPattern(subscription);
-    this.options.broker.psubscribe(this, pattern, scope);
+    this.context.broker.psubscribe(this, pattern, scope);
     return subscription;
   }
 
@@ -683,7 +699,7 @@ export class Session implements Subscriber {
     const subscription = new ChannelSubscription(target);
     subscription.seam = seam;
     this.addChannel(subscription);
-    this.options.broker.subscribe(this, subscription);
+    this.context.broker.subscribe(this, subscription);
     return subscription;
   }
 

@@ -101,6 +101,12 @@ export class WritePath implements BudgetedOutput {
     private readonly closeGraceMs: number,
     /** The daemon-wide output budget, shared by every write path of the daemon. */
     private readonly budget: OutputBudget,
+    /**
+     * Whether this path listens for the stream's 'close' to `discard` itself. A session's owner
+     * discards it when its stream closes (Session.close), and a second 'close' listener would
+     * cost every connection a closure and Node's listener array on its socket.
+     */
+    discardOnClose = true,
   ) {
     this.nextCheck = Math.min(limit(), COUNT_STEP);
     if (socket.destroyed) {
@@ -111,7 +117,7 @@ export class WritePath implements BudgetedOutput {
       return;
     }
     budget.add(this);
-    socket.on('close', () => this.discard());
+    if (discardOnClose) socket.on('close', () => this.discard());
   }
 
   /**
