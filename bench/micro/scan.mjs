@@ -54,6 +54,10 @@ const SHAPES = {
     type: 'chat.message',
     data: { text: 'Grüße aus Köln, ça va? 你好，世界 — 😀🎉 '.repeat(6), user: 'zoë' },
   }),
+  'long non-ASCII': JSON.stringify({
+    type: 'doc.text',
+    data: { text: '日本語のテキストと中文文本，한국어 텍스트, Ελληνικά, 😀🎉🚀 '.repeat(60) },
+  }),
   numbers: JSON.stringify({
     type: 'metrics',
     data: {

@@ -48,6 +48,8 @@ const STRING_STOP = 1;
 const HEX_DIGIT = 2;
 const DIGIT = 4;
 const WHITESPACE = 8;
+/** What may follow a backslash in a string besides `u` (RFC 8259, section 7): `" \ / b f n r t`. */
+const SHORT_ESCAPE = 16;
 
 /** What each byte is, as bits: one load answers each test of the scan. */
 const BYTE_CLASS = new Uint8Array(256);
@@ -58,6 +60,9 @@ for (let code = 0; code < 256; code++) {
   if ((code >= ZERO && code <= NINE) || ((code | 0x20) >= 0x61 && (code | 0x20) <= 0x66)) bits |= HEX_DIGIT;
   if (code >= ZERO && code <= NINE) bits |= DIGIT;
   if (code === SPACE || code === LF || code === CR || code === TAB) bits |= WHITESPACE;
+  if (code === QUOTE || code === BACKSLASH || code === SLASH || 'bfnrt'.includes(String.fromCharCode(code))) {
+    bits |= SHORT_ESCAPE;
+  }
   BYTE_CLASS[code] = bits;
 }
 
@@ -111,6 +116,7 @@ function skipWhitespace(source: Uint8Array, i: number, stop: number): number {
  */
 function stringEnd(source: Uint8Array, i: number, stop: number): number {
   const classes = BYTE_CLASS;
+  let escaped = false;
   for (;;) {
     while (
       i + 4 <= stop &&
@@ -123,10 +129,18 @@ function stringEnd(source: Uint8Array, i: number, stop: number): number {
     while (i < stop && (classes[source[i]!]! & STRING_STOP) === 0) i++;
     if (i >= stop) return -1;
     const code = source[i]!;
-    if (code === QUOTE) return i + 1;
+    if (code === QUOTE) {
+      if (escaped) sawEscape = true;
+      return i + 1;
+    }
     if (code === BACKSLASH) {
-      i = escapeEnd(source, i, stop);
-      if (i < 0) return -1;
+      escaped = true;
+      if (i + 1 < stop && (classes[source[i + 1]!]! & SHORT_ESCAPE) !== 0) {
+        i += 2;
+      } else {
+        i = unicodeEscapeEnd(source, i, stop);
+        if (i < 0) return -1;
+      }
     } else if (code >= 0x80) {
       i = utf8End(source, i, stop);
     } else {
@@ -135,35 +149,17 @@ function stringEnd(source: Uint8Array, i: number, stop: number): number {
   }
 }
 
-/** `i` is on a backslash in a string: the index past its escape, or -1 when it is not one of JSON's. */
-function escapeEnd(source: Uint8Array, i: number, stop: number): number {
-  sawEscape = true;
-  if (i + 1 >= stop) return -1;
-  const escaped = source[i + 1]!;
-  if (escaped === 0x75 /* u */) {
-    if (
-      i + 6 > stop ||
-      (BYTE_CLASS[source[i + 2]!]! &
-        BYTE_CLASS[source[i + 3]!]! &
-        BYTE_CLASS[source[i + 4]!]! &
-        BYTE_CLASS[source[i + 5]!]! &
-        HEX_DIGIT) ===
-        0
-    ) {
-      return -1;
-    }
-    return i + 6;
-  }
-  // " \ / b f n r t
-  return escaped === QUOTE ||
-    escaped === BACKSLASH ||
-    escaped === SLASH ||
-    escaped === 0x62 ||
-    escaped === 0x66 ||
-    escaped === 0x6e ||
-    escaped === 0x72 ||
-    escaped === 0x74
-    ? i + 2
+/** `i` is on a backslash in a string not followed by a short escape: the index past `\uXXXX`, or -1. */
+function unicodeEscapeEnd(source: Uint8Array, i: number, stop: number): number {
+  return i + 6 <= stop &&
+    source[i + 1] === 0x75 /* u */ &&
+    (BYTE_CLASS[source[i + 2]!]! &
+      BYTE_CLASS[source[i + 3]!]! &
+      BYTE_CLASS[source[i + 4]!]! &
+      BYTE_CLASS[source[i + 5]!]! &
+      HEX_DIGIT) !==
+      0
+    ? i + 6
     : -1;
 }
 
