@@ -8,6 +8,7 @@
 // (`npm run build` first; pass a copy of an older dist/ as buildDir to compare before/after,
 // alternating the builds: one process per build.)
 import { buildModules } from '../lib/build.js';
+import { payload } from '../lib/resp.js';
 
 const [buildArg = 'dist', roundsArg = '9', shapesArg = ''] = process.argv.slice(2);
 const ROUNDS = Number(roundsArg);
@@ -36,8 +37,8 @@ function sized(bytes) {
 
 /** The shapes, each as the text a publisher sends. */
 const SHAPES = {
-  // The bench's 128-byte event (bench/lib/generator.js `payload()`).
-  bench: `{"type":"bench.tick","data":{"t":"0000000000000","p":"${'x'.repeat(72)}"}}`,
+  // The bench's 128-byte event (the load generator's, bench/lib/resp.js).
+  bench: payload(128).bytes.toString('latin1'),
   nested: JSON.stringify({
     type: 'job.step',
     data: {

@@ -15,12 +15,14 @@
  * Its verdict is JSON.parse's: test/event/payload-scan.test.ts checks with generated and mutated
  * payloads that it accepts exactly what `JSON.parse` + the field checks accept, and gives the same
  * text. The refusal's message is left to that slower path (parsePublishPayload), which runs only
- * for a payload this scanner refused or whose layout it does not slice.
+ * for a payload this scanner refused, whose layout it does not slice, or whose bytes are not UTF-8.
  *
  * How it is fast (it is on every PUBLISH): the position is a local passed between functions that
  * return the next one (a store to module state per byte made the string loop 3 ns a byte), every
  * byte test is one load from BYTE_CLASS, a string's plain bytes are tested four at a time, and
- * the accepted payload's positions go into one object reused by every scan.
+ * the accepted payload's positions go into one object reused by every scan. The string loop is
+ * kept small: larger ones (eight bytes at a time, or 32-bit words for long runs) were no longer
+ * inlined where strings are scanned, and every shape but the longest strings lost.
  */
 
 const TAB = 0x09;
@@ -91,7 +93,7 @@ export interface ScannedPayload {
 const scanned: ScannedPayload = { typeStart: 0, typeEnd: 0, typeEscaped: false, dataStart: 0, dataEnd: 0 };
 
 // What the scan saw, set only where it sees it (rare bytes): a scan is synchronous.
-/** A backslash in a string since the last reset. */
+/** A backslash in a string closed since the last reset. */
 let sawEscape = false;
 /** Whitespace outside strings since the last reset (a `data` with any is not compact). */
 let sawWhitespace = false;
