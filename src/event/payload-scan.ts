@@ -334,19 +334,17 @@ function valueEnd(source: Uint8Array, i: number, stop: number): number {
 const TYPE = 1;
 const DATA = 2;
 
+/** Which of the two accepted member names the four bytes at `at` spell: TYPE, DATA or 0. */
+function plainMemberName(source: Uint8Array, at: number): number {
+  const first = source[at];
+  if (first === 0x74 && source[at + 1] === 0x79 && source[at + 2] === 0x70 && source[at + 3] === 0x65) return TYPE;
+  if (first === 0x64 && source[at + 1] === 0x61 && source[at + 2] === 0x74 && source[at + 3] === 0x61) return DATA;
+  return 0;
+}
+
 /** Which of the two accepted member names `source[start, end)` (a JSON string) spells: TYPE, DATA or 0. */
 function memberName(source: Uint8Array, start: number, end: number, escaped: boolean): number {
-  if (!escaped) {
-    if (end - start !== 6) return 0;
-    const t = source[start + 1];
-    if (t === 0x74 && source[start + 2] === 0x79 && source[start + 3] === 0x70 && source[start + 4] === 0x65) {
-      return TYPE;
-    }
-    if (t === 0x64 && source[start + 2] === 0x61 && source[start + 3] === 0x74 && source[start + 4] === 0x61) {
-      return DATA;
-    }
-    return 0;
-  }
+  if (!escaped) return end - start === 6 ? plainMemberName(source, start + 1) : 0;
   // Rare: a name spelled with escapes (`"typ\u0065"`) is unescaped to be compared.
   const name = JSON.parse(Buffer.from(source.buffer, source.byteOffset + start, end - start).toString()) as string;
   return name === 'type' ? TYPE : name === 'data' ? DATA : 0;
@@ -385,14 +383,22 @@ export function scanPublishPayload(
   for (;;) {
     const nameStart = i;
     if (i >= stop || source[i] !== QUOTE) return REFUSED; // `{}` too: it has no type
-    sawEscape = false;
-    i = stringEnd(source, i + 1, stop);
-    if (i < 0) return REFUSED;
-    const name = memberName(source, nameStart, i, sawEscape);
-    if (name === 0) return REFUSED;
+    // `"type"` and `"data"` as every client spells them: their six bytes, without the string loop.
+    let name = i + 6 <= stop && source[i + 5] === QUOTE ? plainMemberName(source, i + 1) : 0;
+    let escapedName = false;
+    if (name !== 0) {
+      i += 6;
+    } else {
+      sawEscape = false;
+      i = stringEnd(source, i + 1, stop);
+      if (i < 0) return REFUSED;
+      escapedName = sawEscape;
+      name = memberName(source, nameStart, i, escapedName);
+      if (name === 0) return REFUSED;
+    }
     // The usual layout: "type" then "data", spelled without escapes, nothing else.
     members++;
-    if (sawEscape || members > 2 || name !== members) usual = false;
+    if (escapedName || members > 2 || name !== members) usual = false;
     if (i < stop && source[i]! <= SPACE) i = skipWhitespace(source, i, stop);
     if (i >= stop || source[i] !== COLON) return REFUSED;
     i++;
