@@ -30,6 +30,8 @@ export function buildModules(buildDir = 'dist') {
     config: () => load(BUILD_PATHS.config),
     /** @returns {Promise<typeof import('../../src/event/event.js')>} */
     event: () => load(BUILD_PATHS.event),
+    /** @returns {Promise<typeof import('../../src/event/payload-scan.js')>} */
+    payloadScan: () => load(BUILD_PATHS.payloadScan),
     /** @returns {Promise<typeof import('../../src/auth/mint.js')>} */
     mint: () => load(BUILD_PATHS.mint),
     /** @returns {Promise<typeof import('../../src/auth/verifier.js')>} */
@@ -48,6 +50,7 @@ export const BUILD_PATHS = {
   writePath: 'session/write-path.js',
   outputBudget: 'runtime/output-budget.js',
   event: 'event/event.js',
+  payloadScan: 'event/payload-scan.js',
   config: 'config.js',
   mint: 'auth/mint.js',
   verifier: 'auth/verifier.js',

@@ -1,7 +1,6 @@
-import { isUtf8 } from 'node:buffer';
 import { SandboxEventsError } from '../errors.js';
 import { RepeatedText } from '../protocol/repeated-text.js';
-import { REFUSED, scanPublishPayload, UNUSUAL_LAYOUT } from './payload-scan.js';
+import { NOT_UTF8, REFUSED, scanPublishPayload, UNUSUAL_LAYOUT } from './payload-scan.js';
 import { compactDataText } from './payload-text.js';
 
 /** An event as it leaves the broker (docs/protocol.md, "Pub/sub"). */
@@ -529,11 +528,7 @@ export function parsePublishPayload(
   const size = end - start;
   if (size > maxEventBytes) throw new EventTooLargeError(size, maxEventBytes);
   const scanned = scanPublishPayload(payload, start, end);
-  if (
-    scanned === REFUSED ||
-    scanned === UNUSUAL_LAYOUT ||
-    (scanned.nonAscii && !isUtf8(payload.subarray(start, end)))
-  ) {
+  if (scanned === REFUSED || scanned === UNUSUAL_LAYOUT || scanned === NOT_UTF8) {
     const { type, dataJson } = parsePublishPayloadWithJsonParse(
       payload.toString('utf8', start, end),
       size,

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -39,6 +40,8 @@ function viaScan(bytes: Buffer): Outcome {
     const received = Buffer.concat([before, bytes, Buffer.from(after)]);
     return outcome(() => {
       const { type, data } = parsePublishPayload(received, LIMIT, before.length, before.length + bytes.length);
+      // The bytes handed on are UTF-8 (NewEvent.data), not only text that decodes alike.
+      expect(isUtf8(data), data.toString()).toBe(true);
       return { type, dataJson: data.toString() };
     });
   });
@@ -317,8 +320,16 @@ describe('PUBLISH payload scan: the verdict and text of JSON.parse, without buil
       [0xed, 0xa0, 0x80], // a surrogate encoded in UTF-8
       [0xc0, 0xaf], // an overlong '/'
       [0xf4, 0x90, 0x80, 0x80], // past U+10FFFF
+      [0xe0, 0x9f, 0xbf], // an overlong three-byte form
+      [0xf0, 0x8f, 0xbf, 0xbf], // an overlong four-byte form
+      [0xf5, 0x80, 0x80, 0x80], // a lead byte no sequence has
+      [0xbf, 0xc3, 0xa9], // a stray continuation byte before a valid sequence
       [0xc3, 0xa9], // valid: é
       [0xf0, 0x9f, 0x98, 0x80], // valid: an emoji
+      // valid: the first and last of each length and around the surrogates
+      [0xc2, 0x80, 0xdf, 0xbf, 0xe0, 0xa0, 0x80, 0xef, 0xbf, 0xbf],
+      [0xed, 0x9f, 0xbf, 0xee, 0x80, 0x80, 0xf0, 0x90, 0x80, 0x80, 0xf4, 0x8f, 0xbf, 0xbf],
+      [...Buffer.from('é€😀'.repeat(40))], // a long run of sequences
     );
     fc.assert(
       fc.property(fc.oneof(usualPayload, payloadLike), fc.nat(), invalid, (payload, position, inserted) => {
@@ -343,6 +354,36 @@ describe('PUBLISH payload scan: the verdict and text of JSON.parse, without buil
       LIMIT,
     );
     expect(data.toString()).toBe('{"k":"\ufffd"}');
+  });
+
+  it('finds each byte that ends a run of plain string bytes wherever it falls (they are tested four at a time)', () => {
+    const stops = ['"', '\\"', '\\\\', '\\n', '\\u00e9', '\\u00g9', '\\x', '\u0001', '\u001f', 'é', '😀', '\\'];
+    for (const stopping of stops) {
+      for (let before = 0; before <= 9; before++) {
+        for (let after = 0; after <= 5; after++) {
+          const text = `${'a'.repeat(before)}${stopping}${'b'.repeat(after)}`;
+          expectSameVerdict(`{"type":"t${text}","data":{"k${text}":"${text}"}}`);
+          expectSameVerdict(`{"type":"t","data":{"k":"${text}`); // cut inside the string
+        }
+      }
+    }
+    for (let before = 0; before <= 9; before++) {
+      const bytes = Buffer.from(`{"type":"t","data":{"k":"${'a'.repeat(before)}\u0000${'b'.repeat(before % 4)}"}}`);
+      bytes[bytes.indexOf(0)] = 0xff; // a byte that is not UTF-8 at each place in a run
+      expectSameVerdictOfBytes(bytes);
+    }
+  });
+
+  it('agrees on nesting around the depths where the scan grows its stack, and as deep as the size limit allows', () => {
+    for (const depth of [63, 64, 65, 127, 128, 129, 1_000, 2_000]) {
+      const open = Array.from({ length: depth }, (_, k) => (k % 2 === 0 ? '{"a":' : '[')).join('');
+      const close = Array.from({ length: depth }, (_, k) => (k % 2 === 0 ? '}' : ']'))
+        .reverse()
+        .join('');
+      expectSameVerdict(`{"type":"t","data":${open}1${close}}`);
+      expectSameVerdict(`{"type":"t","data":${open}1${close.slice(1)}}`);
+      expectSameVerdict(`{"type":"t","data":{"x":${open}1${close},"y":[${open}1${close}]}}`);
+    }
   });
 
   it('checks the size as received, before anything is decoded', () => {
