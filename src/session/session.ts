@@ -1,6 +1,6 @@
 import type { Principal } from '../auth/principal.js';
 import type { Broker, EVENTS_ONLY, Subscriber } from '../broker/broker.js';
-import { releaseFrame } from '../broker/slab.js';
+import { type FrameRun, releaseFrame } from '../broker/slab.js';
 import { type ChannelTarget, channelKey, type PatternScope } from '../broker/scope.js';
 import type { SandboxRef } from '../store/types.js';
 import { type EventId, eventOrder, formatOrderCursor, type StoredEvent } from '../event/event.js';
@@ -182,7 +182,7 @@ export interface SessionOptions {
  * ("History and resume") and docs/http.md ("Resume") describe what a client sees.
  */
 export class Session implements Subscriber {
-  protocol: Protocol | typeof EVENTS_ONLY;
+  private frameForm: Protocol | typeof EVENTS_ONLY;
   /**
    * Channel subscriptions in the order they were made, by channelMapKey: the sandbox id in
    * the home workspace, the qualified key in any other.
@@ -213,7 +213,7 @@ export class Session implements Subscriber {
     private readonly options: SessionOptions,
     private readonly transport: SessionTransport,
   ) {
-    this.protocol = options.protocol;
+    this.frameForm = options.protocol;
     this.output = new WritePath(
       options.output,
       options.outputLimit,
@@ -222,6 +222,16 @@ export class Session implements Subscriber {
       options.outputBudget,
     );
     this.liveFrame = transport.liveFrame;
+  }
+
+  /** The broker's frame format for this session (HELLO switches a RESP version). */
+  get protocol(): Protocol | typeof EVENTS_ONLY {
+    return this.frameForm;
+  }
+
+  set protocol(protocol: Protocol | typeof EVENTS_ONLY) {
+    this.frameForm = protocol;
+    this.output.leaveRun(); // the broker frames the next event for the new form
   }
 
   get subscriptionCount(): number {
@@ -394,6 +404,7 @@ export class Session implements Subscriber {
     if (subscription.types !== undefined) this.filtered -= 1;
     subscription.types = types;
     if (types !== undefined) this.filtered += 1;
+    this.output.leaveRun(); // the next event is looked at again (deliverInRun)
   }
 
   /** Only a transport that can frame cursors (RESP) sends them; an SSE stream has them in `id:`. */
@@ -475,6 +486,20 @@ export class Session implements Subscriber {
       const subscription = this.channel(event);
       this.throughSeam(subscription, bytes, event.id);
     }
+  }
+
+  /**
+   * The broker's fan-out, for a channel frame that opens a run (broker/slab.ts, FrameRun):
+   * delivered as `deliver` would, and true when the write path follows the run, i.e. the frames
+   * after it would only be appended as they are (none filtered, held by a seam or re-encoded;
+   * whatever changes that leaves the run first: setTypes, beginReplay, the protocol, close).
+   */
+  deliverInRun(frame: Buffer, event: StoredEvent, run: FrameRun): boolean {
+    if (this.closed || this.filtered > 0 || this.resuming > 0 || this.liveFrame !== undefined) {
+      this.deliver(frame, event, false);
+      return false;
+    }
+    return this.output.writeInRun(frame, run);
   }
 
   /** Writes, holds or drops a live frame as its subscription's seam says (none: writes it). */
@@ -658,6 +683,7 @@ export class Session implements Subscriber {
     if (existing !== undefined) this.dropSeam(existing);
     const seam = new ReplaySeam<Buffer, number>((a, b) => a - b);
     this.resuming += 1;
+    this.output.leaveRun(); // live frames go through the seam from the next one (deliverInRun)
     if (existing !== undefined) {
       existing.seam = seam;
       return existing;
@@ -675,6 +701,7 @@ export class Session implements Subscriber {
     if (existing !== undefined) this.dropSeam(existing);
     const seam = new ReplaySeam<Buffer>();
     this.resuming += 1;
+    this.output.leaveRun(); // live frames go through the seam from the next one (deliverInRun)
     if (existing !== undefined) {
       existing.seam = seam;
       return existing;

@@ -1,4 +1,4 @@
-import { releaseFrame, releaseViews, type Slab, slabOf } from '../broker/slab.js';
+import { type FrameRun, releaseFrame, releaseViews, type Slab, slabOf } from '../broker/slab.js';
 import { type BudgetedOutput, COUNT_STEP, type OutputBudget, type OutputCut } from '../runtime/output-budget.js';
 
 /**
@@ -62,6 +62,14 @@ export class WritePath implements BudgetedOutput {
   /** The pooled slab the open run is a view of, and the frames in it (each one view to give back). */
   private tailSlab: Slab | undefined;
   private tailViews = 0;
+  /**
+   * The channel's run the open run follows (writeInRun): the frames the broker appended to it
+   * since this path joined, at `runEndAtJoin` and `runFramesAtJoin`, belong to the open run
+   * too and are taken (`takeRun`) before anything reads or changes what is queued.
+   */
+  private tailRun: FrameRun | undefined;
+  private runEndAtJoin = 0;
+  private runFramesAtJoin = 0;
   /**
    * In step with `queue` from the first closed run that was a view of a pooled slab on: each
    * run's slab (or undefined) and its frames. Most paths never need them.
@@ -132,6 +140,7 @@ export class WritePath implements BudgetedOutput {
 
   /** Bytes accepted but not yet handed to the kernel. */
   get pendingBytes(): number {
+    if (this.tailRun !== undefined) this.takeRun();
     return this.queuedBytes + this.socket.writableLength;
   }
 
@@ -169,6 +178,7 @@ export class WritePath implements BudgetedOutput {
    * back), re-read; the budget's total is corrected to it.
    */
   measure(): number {
+    if (this.tailRun !== undefined) this.takeRun();
     if (!this.budgeted) return 0;
     this.socketBytes = this.socket.writableLength;
     const share = this.queuedBytes + this.socketBytes + this.heldBytes;
@@ -188,6 +198,7 @@ export class WritePath implements BudgetedOutput {
   }
 
   write(frame: Buffer): void {
+    if (this.tailRun !== undefined) this.takeRun();
     if (this.closed || this.endAfterFlush) {
       releaseFrame(frame);
       return;
@@ -216,8 +227,51 @@ export class WritePath implements BudgetedOutput {
     }
   }
 
+  /**
+   * Writes `frame`, the one that opens `run` (slab.ts, FrameRun), and follows the run: the
+   * frames the broker appends to it are this path's too, until it takes them. False when it
+   * does not follow (closed, or the frame did not end up at the end of the open run).
+   */
+  writeInRun(frame: Buffer, run: FrameRun): boolean {
+    this.write(frame);
+    if (this.closed || this.endAfterFlush || this.tailMemory !== run.memory || this.tailEnd !== run.end) return false;
+    this.tailRun = run;
+    this.runEndAtJoin = run.end;
+    this.runFramesAtJoin = run.frames;
+    // The run stops before this path's next check of its output would be due (see write).
+    const room = run.end + this.nextCheck - (this.queuedBytes + this.socketBytes);
+    if (room < run.limitEnd) run.limitEnd = room;
+    run.followers += 1;
+    return true;
+  }
+
+  /**
+   * Stops following a run: what the owner takes changes (a type filter, a resume, the
+   * protocol), so the broker must hand it each frame again.
+   */
+  leaveRun(): void {
+    if (this.tailRun !== undefined) this.takeRun();
+  }
+
+  /**
+   * Takes the frames appended to the followed run since this path joined into the open run,
+   * and closes the run (its next frame visits every subscriber of the channel again). They
+   * stay within the output's next check (writeInRun), so nothing else is due for them.
+   */
+  private takeRun(): void {
+    const run = this.tailRun!;
+    this.tailRun = undefined;
+    run.open = false;
+    const bytes = run.end - this.runEndAtJoin;
+    if (bytes === 0) return;
+    this.tailEnd += bytes;
+    this.tailViews += run.frames - this.runFramesAtJoin;
+    this.queuedBytes += bytes;
+  }
+
   /** Writes what is queued, then half-closes (QUIT, protocol errors): the reply still arrives. */
   endAfterWrites(): void {
+    if (this.tailRun !== undefined) this.takeRun();
     if (this.closed || this.endAfterFlush) return;
     this.endAfterFlush = true;
     destroyAfterGrace(this.socket, this.closeGraceMs);
@@ -372,6 +426,7 @@ export class WritePath implements BudgetedOutput {
   }
 
   private dropQueue(): void {
+    if (this.tailRun !== undefined) this.takeRun();
     this.clearQueue(true);
     if (this.tailSlab !== undefined) releaseViews(this.tailSlab, this.tailViews);
     this.queuedBytes = 0;
@@ -382,6 +437,7 @@ export class WritePath implements BudgetedOutput {
 
   /** @internal called by the flush scheduler and on 'drain'. */
   flush(): void {
+    if (this.tailRun !== undefined) this.takeRun();
     this.scheduled = false;
     if (this.closed || this.socket.destroyed) return;
     if (this.queuedBytes > 0 && !this.waitingForDrain) {
