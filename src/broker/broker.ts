@@ -4,7 +4,7 @@ import { bulkLength, deliveryFrameHead, type Protocol, writeBulk, writeBulkHeade
 import { compileGlob } from '../protocol/glob.js';
 import type { InterestHooks, SandboxRef } from '../store/types.js';
 import { channelKey, type ChannelTarget, type PatternScope, parseChannelKey, visibleName } from './scope.js';
-import { FrameRun, type Slab, SlabPool, slabOf } from './slab.js';
+import { ChannelRun, type Slab, SlabPool, slabOf } from './slab.js';
 
 /**
  * The `protocol` of a subscriber that encodes its own frames from the event (SSE streams): it
@@ -29,14 +29,14 @@ export interface Subscriber {
    */
   deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean, pattern?: string): void;
   /**
-   * `deliver` of a channel frame that opens `run` (slab.ts, FrameRun), and true when this
+   * `deliver` of a channel frame that opens `run` (slab.ts, ChannelRun), and true when this
    * subscriber follows the run: it takes the frames the broker appends to the run as they are,
    * with nothing else to do for them, until it next writes anything or flushes, which closes
    * the run. Whatever would make it treat a frame otherwise (a type filter, a resume's seam, a
    * protocol change) must make it leave the run first. A subscriber without it gets every
    * frame through `deliver`.
    */
-  deliverInRun?(frame: Buffer, event: StoredEvent, run: FrameRun): boolean;
+  deliverInRun?(frame: Buffer, event: StoredEvent, run: ChannelRun): boolean;
   /**
    * Events this subscriber should have had are lost (docs/scaling.md, "Gap-fill"): it is cut off
    * with `message` (`ERR ...`), so that its client resumes from its last id and is told.
@@ -67,9 +67,9 @@ class Channel implements SandboxRef {
   private manyNames: string[] = [];
   /**
    * The run the subscribers follow while each of them takes this channel's RESP2 frames as they
-   * are (slab.ts, FrameRun); a frame that extends it is not handed to each of them.
+   * are (slab.ts, ChannelRun); a frame that extends it is not handed to each of them.
    */
-  run: FrameRun | undefined = undefined;
+  run: ChannelRun | undefined = undefined;
   /** Frames for RESP2 subscribers that used the plain sandbox id: nearly all of them. */
   plainFrames: FrameWriter | undefined = undefined;
   /** Any other form, by `<protocol>:<name>` (at most RESP3, and admins' qualified names). */
@@ -342,7 +342,7 @@ export class Broker {
 
   /**
    * Delivers to a channel's two or more subscribers. A frame that continues the channel's open
-   * run (slab.ts, FrameRun) is only appended to it: its followers take it when they next write
+   * run (slab.ts, ChannelRun) is only appended to it: its followers take it when they next write
    * or flush. Any other is handed to each subscriber, and opens a new run when all of them
    * follow it.
    */
@@ -374,7 +374,7 @@ export class Broker {
       }
       channel.endRun();
     }
-    let opening: FrameRun | undefined;
+    let opening: ChannelRun | undefined;
     let allFollow = true;
     let plainTaken = 0;
     let others: Map<string, Buffer> | undefined;
@@ -389,7 +389,7 @@ export class Broker {
         }
         plainTaken += 1;
         if (allFollow && subscriber.deliverInRun !== undefined) {
-          opening ??= new FrameRun(plain.buffer, plain.byteOffset + plain.length, plainSlab);
+          opening ??= new ChannelRun(plain.buffer, plain.byteOffset + plain.length, plainSlab);
           allFollow = subscriber.deliverInRun(plain, event, opening);
         } else {
           allFollow = false;

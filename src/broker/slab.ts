@@ -53,7 +53,7 @@ export class Slab {
  * before a frame would take it past `limitEnd`, the nearest point at which one of its
  * followers would have checked its output.
  */
-export class FrameRun {
+export class ChannelRun {
   /** Frames are still appended: every follower takes them. */
   open = true;
   /** Write paths that joined at the opening frame. */

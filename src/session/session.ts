@@ -1,6 +1,6 @@
 import type { Principal } from '../auth/principal.js';
 import type { Broker, EVENTS_ONLY, Subscriber } from '../broker/broker.js';
-import { type FrameRun, releaseFrame } from '../broker/slab.js';
+import { type ChannelRun, releaseFrame } from '../broker/slab.js';
 import { type ChannelTarget, channelKey, type PatternScope } from '../broker/scope.js';
 import type { SandboxRef } from '../store/types.js';
 import { type EventId, eventOrder, formatOrderCursor, type StoredEvent } from '../event/event.js';
@@ -208,6 +208,12 @@ export class Session implements Subscriber {
   private filtered = 0;
   /** Pattern subscriptions whose frames carry cursors: while none, pattern frames skip the lookup. */
   private cursorPatterns = 0;
+  /**
+   * True while every live frame is written as the broker made it: open, RESP (no frame of its
+   * own), no type filter, no resume, no pattern with cursors. `deliver` then looks nothing up,
+   * and a channel's run may be followed (`deliverInRun`). Kept by `takesChanged`.
+   */
+  private direct: boolean;
 
   constructor(
     private readonly options: SessionOptions,
@@ -222,6 +228,22 @@ export class Session implements Subscriber {
       options.outputBudget,
     );
     this.liveFrame = transport.liveFrame;
+    this.direct = this.liveFrame === undefined;
+  }
+
+  /**
+   * What the session takes, or how, changed (a filter, a resume, a cursor form, the protocol,
+   * close): `direct` again, and the write path stops following a channel's run, whose frames
+   * the broker would no longer hand it one by one.
+   */
+  private takesChanged(): void {
+    this.direct =
+      !this.closed &&
+      this.liveFrame === undefined &&
+      this.filtered === 0 &&
+      this.resuming === 0 &&
+      this.cursorPatterns === 0;
+    this.output.leaveRun();
   }
 
   /** The broker's frame format for this session (HELLO switches a RESP version). */
@@ -231,7 +253,7 @@ export class Session implements Subscriber {
 
   set protocol(protocol: Protocol | typeof EVENTS_ONLY) {
     this.frameForm = protocol;
-    this.output.leaveRun(); // the broker frames the next event for the new form
+    this.takesChanged(); // the broker frames the next event for the new form
   }
 
   get subscriptionCount(): number {
@@ -404,7 +426,7 @@ export class Session implements Subscriber {
     if (subscription.types !== undefined) this.filtered -= 1;
     subscription.types = types;
     if (types !== undefined) this.filtered += 1;
-    this.output.leaveRun(); // the next event is looked at again (deliverInRun)
+    this.takesChanged();
   }
 
   /** Only a transport that can frame cursors (RESP) sends them; an SSE stream has them in `id:`. */
@@ -412,6 +434,7 @@ export class Session implements Subscriber {
     if (subscription.withCursor) this.cursorPatterns -= 1;
     subscription.withCursor = withCursor && this.transport.cursorFrame !== undefined;
     if (subscription.withCursor) this.cursorPatterns += 1;
+    this.takesChanged();
   }
 
   /** An event's frame through a pattern that carries cursors. */
@@ -430,6 +453,7 @@ export class Session implements Subscriber {
   /** The transport closed: nothing more is written, subscriptions and timers go. */
   close(): void {
     this.closed = true;
+    this.takesChanged();
     this.output.discard();
     this.cancelExpiry();
     const broker = this.options.broker;
@@ -461,6 +485,10 @@ export class Session implements Subscriber {
    * `pmessage` frames of a pattern that also matches it (Redis sends both).
    */
   deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean, pattern?: string): void {
+    if (this.direct) {
+      this.output.write(frame); // a closed output gives the frame back
+      return;
+    }
     // A frame not taken gives its view of the broker's slab back (Subscriber.deliver).
     if (this.closed || this.output.isClosed || (this.filtered > 0 && !this.takes(event, viaPattern, pattern))) {
       releaseFrame(frame);
@@ -489,13 +517,13 @@ export class Session implements Subscriber {
   }
 
   /**
-   * The broker's fan-out, for a channel frame that opens a run (broker/slab.ts, FrameRun):
+   * The broker's fan-out, for a channel frame that opens a run (broker/slab.ts, ChannelRun):
    * delivered as `deliver` would, and true when the write path follows the run, i.e. the frames
-   * after it would only be appended as they are (none filtered, held by a seam or re-encoded;
-   * whatever changes that leaves the run first: setTypes, beginReplay, the protocol, close).
+   * after it would only be appended as they are (`direct`: none filtered, held by a seam or
+   * re-encoded; whatever changes that leaves the run first, `takesChanged`).
    */
-  deliverInRun(frame: Buffer, event: StoredEvent, run: FrameRun): boolean {
-    if (this.closed || this.filtered > 0 || this.resuming > 0 || this.liveFrame !== undefined) {
+  deliverInRun(frame: Buffer, event: StoredEvent, run: ChannelRun): boolean {
+    if (!this.direct) {
       this.deliver(frame, event, false);
       return false;
     }
@@ -683,7 +711,7 @@ export class Session implements Subscriber {
     if (existing !== undefined) this.dropSeam(existing);
     const seam = new ReplaySeam<Buffer, number>((a, b) => a - b);
     this.resuming += 1;
-    this.output.leaveRun(); // live frames go through the seam from the next one (deliverInRun)
+    this.takesChanged(); // live frames go through the seam from the next one
     if (existing !== undefined) {
       existing.seam = seam;
       return existing;
@@ -701,7 +729,7 @@ export class Session implements Subscriber {
     if (existing !== undefined) this.dropSeam(existing);
     const seam = new ReplaySeam<Buffer>();
     this.resuming += 1;
-    this.output.leaveRun(); // live frames go through the seam from the next one (deliverInRun)
+    this.takesChanged(); // live frames go through the seam from the next one
     if (existing !== undefined) {
       existing.seam = seam;
       return existing;
@@ -729,5 +757,6 @@ export class Session implements Subscriber {
     this.output.unhold(seam.heldBytes);
     subscription.seam = undefined;
     this.resuming -= 1;
+    this.takesChanged();
   }
 }

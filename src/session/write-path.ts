@@ -1,4 +1,4 @@
-import { type FrameRun, releaseFrame, releaseViews, type Slab, slabOf } from '../broker/slab.js';
+import { type ChannelRun, releaseFrame, releaseViews, type Slab, slabOf } from '../broker/slab.js';
 import { type BudgetedOutput, COUNT_STEP, type OutputBudget, type OutputCut } from '../runtime/output-budget.js';
 
 /**
@@ -67,7 +67,7 @@ export class WritePath implements BudgetedOutput {
    * since this path joined, at `runEndAtJoin` and `runFramesAtJoin`, belong to the open run
    * too and are taken (`takeRun`) before anything reads or changes what is queued.
    */
-  private tailRun: FrameRun | undefined;
+  private channelRun: ChannelRun | undefined;
   private runEndAtJoin = 0;
   private runFramesAtJoin = 0;
   /**
@@ -140,7 +140,7 @@ export class WritePath implements BudgetedOutput {
 
   /** Bytes accepted but not yet handed to the kernel. */
   get pendingBytes(): number {
-    if (this.tailRun !== undefined) this.takeRun();
+    if (this.channelRun !== undefined) this.takeRun();
     return this.queuedBytes + this.socket.writableLength;
   }
 
@@ -178,7 +178,7 @@ export class WritePath implements BudgetedOutput {
    * back), re-read; the budget's total is corrected to it.
    */
   measure(): number {
-    if (this.tailRun !== undefined) this.takeRun();
+    if (this.channelRun !== undefined) this.takeRun();
     if (!this.budgeted) return 0;
     this.socketBytes = this.socket.writableLength;
     const share = this.queuedBytes + this.socketBytes + this.heldBytes;
@@ -198,7 +198,7 @@ export class WritePath implements BudgetedOutput {
   }
 
   write(frame: Buffer): void {
-    if (this.tailRun !== undefined) this.takeRun();
+    if (this.channelRun !== undefined) this.takeRun();
     if (this.closed || this.endAfterFlush) {
       releaseFrame(frame);
       return;
@@ -228,14 +228,14 @@ export class WritePath implements BudgetedOutput {
   }
 
   /**
-   * Writes `frame`, the one that opens `run` (slab.ts, FrameRun), and follows the run: the
+   * Writes `frame`, the one that opens `run` (slab.ts, ChannelRun), and follows the run: the
    * frames the broker appends to it are this path's too, until it takes them. False when it
    * does not follow (closed, or the frame did not end up at the end of the open run).
    */
-  writeInRun(frame: Buffer, run: FrameRun): boolean {
+  writeInRun(frame: Buffer, run: ChannelRun): boolean {
     this.write(frame);
     if (this.closed || this.endAfterFlush || this.tailMemory !== run.memory || this.tailEnd !== run.end) return false;
-    this.tailRun = run;
+    this.channelRun = run;
     this.runEndAtJoin = run.end;
     this.runFramesAtJoin = run.frames;
     // The run stops before this path's next check of its output would be due (see write).
@@ -250,7 +250,7 @@ export class WritePath implements BudgetedOutput {
    * protocol), so the broker must hand it each frame again.
    */
   leaveRun(): void {
-    if (this.tailRun !== undefined) this.takeRun();
+    if (this.channelRun !== undefined) this.takeRun();
   }
 
   /**
@@ -259,8 +259,8 @@ export class WritePath implements BudgetedOutput {
    * stay within the output's next check (writeInRun), so nothing else is due for them.
    */
   private takeRun(): void {
-    const run = this.tailRun!;
-    this.tailRun = undefined;
+    const run = this.channelRun!;
+    this.channelRun = undefined;
     run.open = false;
     const bytes = run.end - this.runEndAtJoin;
     if (bytes === 0) return;
@@ -271,7 +271,7 @@ export class WritePath implements BudgetedOutput {
 
   /** Writes what is queued, then half-closes (QUIT, protocol errors): the reply still arrives. */
   endAfterWrites(): void {
-    if (this.tailRun !== undefined) this.takeRun();
+    if (this.channelRun !== undefined) this.takeRun();
     if (this.closed || this.endAfterFlush) return;
     this.endAfterFlush = true;
     destroyAfterGrace(this.socket, this.closeGraceMs);
@@ -426,7 +426,7 @@ export class WritePath implements BudgetedOutput {
   }
 
   private dropQueue(): void {
-    if (this.tailRun !== undefined) this.takeRun();
+    if (this.channelRun !== undefined) this.takeRun();
     this.clearQueue(true);
     if (this.tailSlab !== undefined) releaseViews(this.tailSlab, this.tailViews);
     this.queuedBytes = 0;
@@ -437,7 +437,7 @@ export class WritePath implements BudgetedOutput {
 
   /** @internal called by the flush scheduler and on 'drain'. */
   flush(): void {
-    if (this.tailRun !== undefined) this.takeRun();
+    if (this.channelRun !== undefined) this.takeRun();
     this.scheduled = false;
     if (this.closed || this.socket.destroyed) return;
     if (this.queuedBytes > 0 && !this.waitingForDrain) {

@@ -5,7 +5,7 @@ import { type RawClient, resp } from '../support/raw-client.js';
 import { startTestServer, type TestServer } from '../support/test-server.js';
 
 /**
- * Fan-out runs through the real daemon (src/broker/slab.ts, FrameRun): a publisher pipelines
+ * Fan-out runs through the real daemon (src/broker/slab.ts, ChannelRun): a publisher pipelines
  * interleaved PUBLISHes to two channels, so that each channel's frames of a turn lie one after
  * another in its slab and the connections that hold only that channel follow its runs, while
  * one connection holds both channels and a pattern matching one of them, and another both

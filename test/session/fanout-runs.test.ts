@@ -1,5 +1,5 @@
 /**
- * Fan-out runs (src/broker/slab.ts, FrameRun): while every subscriber of a channel takes its
+ * Fan-out runs (src/broker/slab.ts, ChannelRun): while every subscriber of a channel takes its
  * frames as they are, the broker only moves the channel's run on and each session's write path
  * takes the run's bytes later. Real sessions here, so that what makes a session leave a run
  * (a command reply, another channel's or a pattern's frame, a type filter, a protocol switch,
