@@ -49,6 +49,12 @@ export function destroyAfterGrace(stream: Pick<OutputStream, 'destroy' | 'on'>, 
  * reuses (broker/slab.ts) counts the views of it handed out: the frames of a run are given back
  * when the socket's callback for the write that carried them ran (Node keeps the Buffer until
  * then), or when they were dropped or copied unwritten.
+ *
+ * The frames of a channel whose subscribers all take them as they are may even reach the open
+ * run with no call per frame: the path follows the channel's run (`writeInRun`, broker/slab.ts
+ * ChannelRun), and takes the frames the broker appended to it before anything else touches
+ * what is queued (a write, a flush, a measure, a close), so they keep their place among this
+ * path's other bytes.
  */
 export class WritePath implements BudgetedOutput {
   /** Closed runs of bytes, oldest first; the newest run is still open (the tail fields). */
