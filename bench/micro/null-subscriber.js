@@ -67,5 +67,15 @@ export function nullSubscriberClass(
     deliver(frame) {
       this.out.write(frame);
     }
+    /**
+     * A frame that opens a channel's run (builds whose broker has runs call it; a session with
+     * no filter, seam or SSE framing does the same).
+     * @param {Buffer} frame
+     * @param {unknown} _event
+     * @param {unknown} run
+     */
+    deliverInRun(frame, _event, run) {
+      return this.out.writeInRun(frame, run);
+    }
   };
 }

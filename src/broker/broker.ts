@@ -4,7 +4,7 @@ import { bulkLength, deliveryFrameHead, type Protocol, writeBulk, writeBulkHeade
 import { compileGlob } from '../protocol/glob.js';
 import type { InterestHooks, SandboxRef } from '../store/types.js';
 import { channelKey, type ChannelTarget, type PatternScope, parseChannelKey, visibleName } from './scope.js';
-import { type Slab, SlabPool, slabOf } from './slab.js';
+import { ChannelRun, type Slab, SlabPool, slabOf } from './slab.js';
 
 /**
  * The `protocol` of a subscriber that encodes its own frames from the event (SSE streams): it
@@ -28,6 +28,15 @@ export interface Subscriber {
    * never given back only keeps its slab out of the pool.
    */
   deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean, pattern?: string): void;
+  /**
+   * `deliver` of a channel frame that opens `run` (slab.ts, ChannelRun), and true when this
+   * subscriber follows the run: it takes the frames the broker appends to the run as they are,
+   * with nothing else to do for them, until it next writes anything or flushes, which closes
+   * the run. Whatever would make it treat a frame otherwise (a type filter, a resume's seam, a
+   * protocol change) must make it leave the run first. A subscriber without it gets every
+   * frame through `deliver`.
+   */
+  deliverInRun?(frame: Buffer, event: StoredEvent, run: ChannelRun): boolean;
   /**
    * Events this subscriber should have had are lost (docs/scaling.md, "Gap-fill"): it is cut off
    * with `message` (`ERR ...`), so that its client resumes from its last id and is told.
@@ -64,6 +73,11 @@ class Channel implements SandboxRef {
    */
   private manySubscribers: Subscriber[] | undefined = undefined;
   private manyNames: readonly string[] = NO_NAMES;
+  /**
+   * The run the subscribers follow while each of them takes this channel's RESP2 frames as they
+   * are (slab.ts, ChannelRun); a frame that extends it is not handed to each of them.
+   */
+  run: ChannelRun | undefined = undefined;
   /** Frames for RESP2 subscribers that used the plain sandbox id: nearly all of them. */
   plainFrames: FrameWriter | undefined = undefined;
   /** Any other form, by `<protocol>:<name>` (at most RESP3, and admins' qualified names). */
@@ -80,6 +94,7 @@ class Channel implements SandboxRef {
 
   /** Adds a subscriber; false if it was there already. */
   add(subscriber: Subscriber, name: string): boolean {
+    this.endRun();
     if (this.many !== undefined) {
       if (this.many.has(subscriber)) return false;
       this.many.set(subscriber, name);
@@ -102,6 +117,7 @@ class Channel implements SandboxRef {
 
   /** Removes a subscriber; false if it was not there. */
   delete(subscriber: Subscriber): boolean {
+    this.endRun();
     if (this.many === undefined) {
       if (this.only !== subscriber) return false;
       this.only = undefined;
@@ -119,6 +135,13 @@ class Channel implements SandboxRef {
       this.many = undefined;
     }
     return true;
+  }
+
+  /** The next frame is handed to every subscriber again (their set changes). */
+  endRun(): void {
+    if (this.run === undefined) return;
+    this.run.open = false;
+    this.run = undefined;
   }
 
   /** The subscribers while there are two or more, in subscription order; `names` in step. */
@@ -315,43 +338,7 @@ export class Broker {
         only.deliver(frame, event, false);
         delivered += 1;
       } else if (channel.many !== undefined) {
-        // The common case: every subscriber used the plain sandbox id and RESP2, one frame for
-        // all. Other forms are built on first need, once per event.
-        let plain: Buffer | undefined;
-        let plainSlab: Slab | undefined;
-        let others: Map<string, Buffer> | undefined;
-        const subscribers = channel.subscriberList(channel.many);
-        const names = channel.names;
-        for (let i = 0; i < subscribers.length; i++) {
-          const subscriber = subscribers[i]!;
-          const name = names[i]!;
-          const protocol = subscriber.protocol;
-          let frame: Buffer;
-          if (protocol === 2 && name === channel.sandboxId) {
-            if (plain === undefined) {
-              plain = this.channelFrame(channel, 2, name, event, payloadBytes);
-              plainSlab = this.encodedIn;
-            }
-            frame = plain;
-            // Counted before it is handed over: a subscriber that drops it gives it back at once.
-            if (plainSlab !== undefined) plainSlab.views += 1;
-          } else if (protocol === EVENTS_ONLY) {
-            frame = NO_FRAME;
-          } else {
-            const form = `${protocol}:${name}`;
-            others ??= new Map();
-            let built = others.get(form);
-            if (built === undefined) {
-              built = this.channelFrame(channel, protocol, name, event, payloadBytes);
-              others.set(form, built);
-            }
-            frame = built;
-            const slab = slabOf(frame); // other forms are rare: looked up rather than kept
-            if (slab !== undefined) slab.views += 1;
-          }
-          subscriber.deliver(frame, event, false);
-        }
-        delivered += subscribers.length;
+        delivered += this.fanOutToMany(channel, channel.many, event, payloadBytes);
       }
     }
     if (this.patterns.size > 0) delivered += this.fanOutToPatterns(event, payloadBytes);
@@ -359,6 +346,92 @@ export class Broker {
     this.stats.delivered += delivered;
     if ((this.stats.fannedOut & 63) === 0) this.slabs.maybeSweep();
     return delivered;
+  }
+
+  /**
+   * Delivers to a channel's two or more subscribers. A frame that continues the channel's open
+   * run (slab.ts, ChannelRun) is only appended to it: its followers take it when they next write
+   * or flush. Any other is handed to each subscriber, and opens a new run when all of them
+   * follow it.
+   */
+  private fanOutToMany(
+    channel: Channel,
+    many: Map<Subscriber, string>,
+    event: StoredEvent,
+    payloadBytes: number,
+  ): number {
+    const subscribers = channel.subscriberList(many);
+    const names = channel.names;
+    // The common case: every subscriber used the plain sandbox id and RESP2, one frame for all.
+    // Other forms are built on first need, once per event.
+    let plain: Buffer | undefined;
+    let plainSlab: Slab | undefined;
+    const run = channel.run;
+    if (run !== undefined) {
+      if (run.open) {
+        // Only a channel whose subscribers all take the plain frame has a run.
+        plain = this.channelFrame(channel, 2, channel.sandboxId, event, payloadBytes);
+        plainSlab = this.encodedIn;
+        const end = plain.byteOffset + plain.length;
+        if (plain.buffer === run.memory && plain.byteOffset === run.end && end <= run.limitEnd) {
+          run.end = end;
+          run.frames += 1;
+          if (plainSlab !== undefined) plainSlab.views += run.followers;
+          return run.followers;
+        }
+      }
+      channel.endRun();
+    }
+    let opening: ChannelRun | undefined;
+    let allFollow = true;
+    let plainTaken = 0;
+    let others: Map<string, Buffer> | undefined;
+    for (let i = 0; i < subscribers.length; i++) {
+      const subscriber = subscribers[i]!;
+      const name = names[i]!;
+      const protocol = subscriber.protocol;
+      if (protocol === 2 && name === channel.sandboxId) {
+        if (plain === undefined) {
+          plain = this.channelFrame(channel, 2, name, event, payloadBytes);
+          plainSlab = this.encodedIn;
+        }
+        plainTaken += 1;
+        if (allFollow && subscriber.deliverInRun !== undefined) {
+          opening ??= new ChannelRun(plain.buffer, plain.byteOffset + plain.length, plainSlab);
+          allFollow = subscriber.deliverInRun(plain, event, opening);
+        } else {
+          allFollow = false;
+          subscriber.deliver(plain, event, false);
+        }
+        continue;
+      }
+      allFollow = false;
+      let frame: Buffer;
+      if (protocol === EVENTS_ONLY) {
+        frame = NO_FRAME;
+      } else {
+        const form = `${protocol}:${name}`;
+        others ??= new Map();
+        let built = others.get(form);
+        if (built === undefined) {
+          built = this.channelFrame(channel, protocol, name, event, payloadBytes);
+          others.set(form, built);
+        }
+        frame = built;
+        const slab = slabOf(frame); // other forms are rare: looked up rather than kept
+        if (slab !== undefined) slab.views += 1;
+      }
+      subscriber.deliver(frame, event, false);
+    }
+    // The plain frame's views, counted once for all that took it. A subscriber that gave its
+    // view back meanwhile took the count below what it will be only while the slab is still
+    // being written, which keeps it from the pool (releaseViews).
+    if (plainSlab !== undefined) plainSlab.views += plainTaken;
+    if (opening !== undefined) {
+      if (allFollow) channel.run = opening;
+      else opening.open = false;
+    }
+    return subscribers.length;
   }
 
   private fanOutToPatterns(event: StoredEvent, payloadBytes: number): number {

@@ -40,6 +40,41 @@ export class Slab {
   ) {}
 }
 
+/**
+ * A channel's frames of a run: consecutive frames written one after the other into one slab
+ * while every subscriber of the channel takes them as they are (docs/performance.md, "Ninth
+ * round: per subscriber"). The channel's fan-out visits its subscribers for the frame that
+ * opens the run; each one that appends it to its write path's open run of bytes follows the
+ * run (WritePath.writeInRun). For the frames after it the fan-out only moves `end` on and
+ * counts their views, once per frame for all `followers`; a follower takes what was added
+ * since it joined when it next writes, flushes or is measured, and the run closes then: the
+ * next frame visits every subscriber again. So a subscriber's bytes stay in the order they
+ * were produced, and each follower's output limit still holds frame by frame: the run closes
+ * before a frame would take it past `limitEnd`, the nearest point at which one of its
+ * followers would have checked its output.
+ */
+export class ChannelRun {
+  /** Frames are still appended: every follower takes them. */
+  open = true;
+  /** Write paths that joined at the opening frame. */
+  followers = 0;
+  /** Frames appended after the opening one. */
+  frames = 0;
+  /** Where the run's bytes end in `memory`; its next frame must start here. */
+  end: number;
+  /** The run closes before a frame would end past this. */
+  limitEnd = Number.POSITIVE_INFINITY;
+
+  constructor(
+    readonly memory: ArrayBufferLike,
+    end: number,
+    /** The pooled slab `memory` is, if any: each frame appended is one view per follower. */
+    readonly slab: Slab | undefined,
+  ) {
+    this.end = end;
+  }
+}
+
 /** Pooled slabs by their memory: a frame's slab is found from the frame. */
 const slabs = new WeakMap<ArrayBufferLike, Slab>();
 

@@ -1,6 +1,6 @@
 import type { Principal } from '../auth/principal.js';
 import type { Broker, EVENTS_ONLY, Subscriber } from '../broker/broker.js';
-import { releaseFrame } from '../broker/slab.js';
+import { type ChannelRun, releaseFrame } from '../broker/slab.js';
 import { type ChannelTarget, channelKey, type PatternScope } from '../broker/scope.js';
 import type { SandboxRef } from '../store/types.js';
 import { type EventId, eventOrder, formatOrderCursor, type StoredEvent } from '../event/event.js';
@@ -182,7 +182,7 @@ export interface SessionContext {
  * ("History and resume") and docs/http.md ("Resume") describe what a client sees.
  */
 export class Session implements Subscriber {
-  protocol: Protocol | typeof EVENTS_ONLY;
+  private frameForm: Protocol | typeof EVENTS_ONLY;
   /**
    * Channel subscriptions in the order they were made, by channelMapKey: the sandbox id in
    * the home workspace, the qualified key in any other.
@@ -208,6 +208,12 @@ export class Session implements Subscriber {
   private filtered = 0;
   /** Pattern subscriptions whose frames carry cursors: while none, pattern frames skip the lookup. */
   private cursorPatterns = 0;
+  /**
+   * True while every live frame is written as the broker made it: open, RESP (no frame of its
+   * own), no type filter, no resume, no pattern with cursors. `deliver` then looks nothing up,
+   * and a channel's run may be followed (`deliverInRun`). Kept by `takesChanged`.
+   */
+  private direct: boolean;
 
   constructor(
     private readonly context: SessionContext,
@@ -219,7 +225,7 @@ export class Session implements Subscriber {
     outputLimit: () => number,
     private readonly transport: SessionTransport,
   ) {
-    this.protocol = protocol;
+    this.frameForm = protocol;
     this.output = new WritePath(
       output,
       outputLimit,
@@ -230,6 +236,32 @@ export class Session implements Subscriber {
       false,
     );
     this.liveFrame = transport.liveFrame;
+    this.direct = this.liveFrame === undefined;
+  }
+
+  /**
+   * What the session takes, or how, changed (a filter, a resume, a cursor form, the protocol,
+   * close): `direct` again, and the write path stops following a channel's run, whose frames
+   * the broker would no longer hand it one by one.
+   */
+  private takesChanged(): void {
+    this.direct =
+      !this.closed &&
+      this.liveFrame === undefined &&
+      this.filtered === 0 &&
+      this.resuming === 0 &&
+      this.cursorPatterns === 0;
+    this.output.leaveRun();
+  }
+
+  /** The broker's frame format for this session (HELLO switches a RESP version). */
+  get protocol(): Protocol | typeof EVENTS_ONLY {
+    return this.frameForm;
+  }
+
+  set protocol(protocol: Protocol | typeof EVENTS_ONLY) {
+    this.frameForm = protocol;
+    this.takesChanged(); // the broker frames the next event for the new form
   }
 
   /** The output a replay lets wait before it waits for the reader to drain. */
@@ -402,6 +434,7 @@ export class Session implements Subscriber {
     if (subscription.types !== undefined) this.filtered -= 1;
     subscription.types = types;
     if (types !== undefined) this.filtered += 1;
+    this.takesChanged();
   }
 
   /** Only a transport that can frame cursors (RESP) sends them; an SSE stream has them in `id:`. */
@@ -409,6 +442,7 @@ export class Session implements Subscriber {
     if (subscription.withCursor) this.cursorPatterns -= 1;
     subscription.withCursor = withCursor && this.transport.cursorFrame !== undefined;
     if (subscription.withCursor) this.cursorPatterns += 1;
+    this.takesChanged();
   }
 
   /** An event's frame through a pattern that carries cursors. */
@@ -433,6 +467,7 @@ export class Session implements Subscriber {
    */
   close(): void {
     this.closed = true;
+    this.takesChanged();
     this.output.discard();
     this.cancelExpiry();
     const broker = this.context.broker;
@@ -466,6 +501,10 @@ export class Session implements Subscriber {
    * `pmessage` frames of a pattern that also matches it (Redis sends both).
    */
   deliver(frame: Buffer, event: StoredEvent, viaPattern: boolean, pattern?: string): void {
+    if (this.direct) {
+      this.output.write(frame); // a closed output gives the frame back
+      return;
+    }
     // A frame not taken gives its view of the broker's slab back (Subscriber.deliver).
     if (this.closed || this.output.isClosed || (this.filtered > 0 && !this.takes(event, viaPattern, pattern))) {
       releaseFrame(frame);
@@ -491,6 +530,20 @@ export class Session implements Subscriber {
       const subscription = this.channel(event);
       this.throughSeam(subscription, bytes, event.id);
     }
+  }
+
+  /**
+   * The broker's fan-out, for a channel frame that opens a run (broker/slab.ts, ChannelRun):
+   * delivered as `deliver` would, and true when the write path follows the run, i.e. the frames
+   * after it would only be appended as they are (`direct`: none filtered, held by a seam or
+   * re-encoded; whatever changes that leaves the run first, `takesChanged`).
+   */
+  deliverInRun(frame: Buffer, event: StoredEvent, run: ChannelRun): boolean {
+    if (!this.direct) {
+      this.deliver(frame, event, false);
+      return false;
+    }
+    return this.output.writeInRun(frame, run);
   }
 
   /** Writes, holds or drops a live frame as its subscription's seam says (none: writes it). */
@@ -674,6 +727,7 @@ export class Session implements Subscriber {
     if (existing !== undefined) this.dropSeam(existing);
     const seam = new ReplaySeam<Buffer, number>((a, b) => a - b);
     this.resuming += 1;
+    this.takesChanged(); // live frames go through the seam from the next one
     if (existing !== undefined) {
       existing.seam = seam;
       return existing;
@@ -691,6 +745,7 @@ export class Session implements Subscriber {
     if (existing !== undefined) this.dropSeam(existing);
     const seam = new ReplaySeam<Buffer>();
     this.resuming += 1;
+    this.takesChanged(); // live frames go through the seam from the next one
     if (existing !== undefined) {
       existing.seam = seam;
       return existing;
@@ -718,5 +773,6 @@ export class Session implements Subscriber {
     this.output.unhold(seam.heldBytes);
     subscription.seam = undefined;
     this.resuming -= 1;
+    this.takesChanged();
   }
 }

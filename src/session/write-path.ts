@@ -1,4 +1,4 @@
-import { releaseFrame, releaseViews, type Slab, slabOf } from '../broker/slab.js';
+import { type ChannelRun, releaseFrame, releaseViews, type Slab, slabOf } from '../broker/slab.js';
 import { type BudgetedOutput, COUNT_STEP, type OutputBudget, type OutputCut } from '../runtime/output-budget.js';
 
 /**
@@ -49,6 +49,12 @@ export function destroyAfterGrace(stream: Pick<OutputStream, 'destroy' | 'on'>, 
  * reuses (broker/slab.ts) counts the views of it handed out: the frames of a run are given back
  * when the socket's callback for the write that carried them ran (Node keeps the Buffer until
  * then), or when they were dropped or copied unwritten.
+ *
+ * The frames of a channel whose subscribers all take them as they are may even reach the open
+ * run with no call per frame: the path follows the channel's run (`writeInRun`, broker/slab.ts
+ * ChannelRun), and takes the frames the broker appended to it before anything else touches
+ * what is queued (a write, a flush, a measure, a close), so they keep their place among this
+ * path's other bytes.
  */
 export class WritePath implements BudgetedOutput {
   /** Closed runs of bytes, oldest first; the newest run is still open (the tail fields). */
@@ -62,6 +68,14 @@ export class WritePath implements BudgetedOutput {
   /** The pooled slab the open run is a view of, and the frames in it (each one view to give back). */
   private tailSlab: Slab | undefined;
   private tailViews = 0;
+  /**
+   * The channel's run the open run follows (writeInRun): the frames the broker appended to it
+   * since this path joined, at `runEndAtJoin` and `runFramesAtJoin`, belong to the open run
+   * too and are taken (`takeRun`) before anything reads or changes what is queued.
+   */
+  private channelRun: ChannelRun | undefined;
+  private runEndAtJoin = 0;
+  private runFramesAtJoin = 0;
   /**
    * In step with `queue` from the first closed run that was a view of a pooled slab on: each
    * run's slab (or undefined) and its frames. Most paths never need them.
@@ -138,6 +152,7 @@ export class WritePath implements BudgetedOutput {
 
   /** Bytes accepted but not yet handed to the kernel. */
   get pendingBytes(): number {
+    if (this.channelRun !== undefined) this.takeRun();
     return this.queuedBytes + this.socket.writableLength;
   }
 
@@ -175,6 +190,7 @@ export class WritePath implements BudgetedOutput {
    * back), re-read; the budget's total is corrected to it.
    */
   measure(): number {
+    if (this.channelRun !== undefined) this.takeRun();
     if (!this.budgeted) return 0;
     this.socketBytes = this.socket.writableLength;
     const share = this.queuedBytes + this.socketBytes + this.heldBytes;
@@ -194,6 +210,7 @@ export class WritePath implements BudgetedOutput {
   }
 
   write(frame: Buffer): void {
+    if (this.channelRun !== undefined) this.takeRun();
     if (this.closed || this.endAfterFlush) {
       releaseFrame(frame);
       return;
@@ -222,8 +239,51 @@ export class WritePath implements BudgetedOutput {
     }
   }
 
+  /**
+   * Writes `frame`, the one that opens `run` (slab.ts, ChannelRun), and follows the run: the
+   * frames the broker appends to it are this path's too, until it takes them. False when it
+   * does not follow (closed, or the frame did not end up at the end of the open run).
+   */
+  writeInRun(frame: Buffer, run: ChannelRun): boolean {
+    this.write(frame);
+    if (this.closed || this.endAfterFlush || this.tailMemory !== run.memory || this.tailEnd !== run.end) return false;
+    this.channelRun = run;
+    this.runEndAtJoin = run.end;
+    this.runFramesAtJoin = run.frames;
+    // The run stops before this path's next check of its output would be due (see write).
+    const room = run.end + this.nextCheck - (this.queuedBytes + this.socketBytes);
+    if (room < run.limitEnd) run.limitEnd = room;
+    run.followers += 1;
+    return true;
+  }
+
+  /**
+   * Stops following a run: what the owner takes changes (a type filter, a resume, the
+   * protocol), so the broker must hand it each frame again.
+   */
+  leaveRun(): void {
+    if (this.channelRun !== undefined) this.takeRun();
+  }
+
+  /**
+   * Takes the frames appended to the followed run since this path joined into the open run,
+   * and closes the run (its next frame visits every subscriber of the channel again). They
+   * stay within the output's next check (writeInRun), so nothing else is due for them.
+   */
+  private takeRun(): void {
+    const run = this.channelRun!;
+    this.channelRun = undefined;
+    run.open = false;
+    const bytes = run.end - this.runEndAtJoin;
+    if (bytes === 0) return;
+    this.tailEnd += bytes;
+    this.tailViews += run.frames - this.runFramesAtJoin;
+    this.queuedBytes += bytes;
+  }
+
   /** Writes what is queued, then half-closes (QUIT, protocol errors): the reply still arrives. */
   endAfterWrites(): void {
+    if (this.channelRun !== undefined) this.takeRun();
     if (this.closed || this.endAfterFlush) return;
     this.endAfterFlush = true;
     destroyAfterGrace(this.socket, this.closeGraceMs);
@@ -378,6 +438,7 @@ export class WritePath implements BudgetedOutput {
   }
 
   private dropQueue(): void {
+    if (this.channelRun !== undefined) this.takeRun();
     this.clearQueue(true);
     if (this.tailSlab !== undefined) releaseViews(this.tailSlab, this.tailViews);
     this.queuedBytes = 0;
@@ -388,6 +449,7 @@ export class WritePath implements BudgetedOutput {
 
   /** @internal called by the flush scheduler and on 'drain'. */
   flush(): void {
+    if (this.channelRun !== undefined) this.takeRun();
     this.scheduled = false;
     if (this.closed || this.socket.destroyed) return;
     if (this.queuedBytes > 0 && !this.waitingForDrain) {

@@ -168,6 +168,15 @@ describe('RESUME', () => {
   it('while a publisher runs flat out: every id once, in order, across four connections', async () => {
     const { broker } = await sqliteServer();
     const total = 6000;
+    // Two connections that only subscribe: the channel's frames go to them as runs, which each
+    // resuming connection below joins once its replay is over (docs/performance.md, "Ninth
+    // round: per subscriber").
+    const followers = [await broker.authed(), await broker.authed()];
+    const subscribed = '*3\r\n$9\r\nsubscribe\r\n$7\r\nsb-flow\r\n:1\r\n';
+    for (const follower of followers) {
+      follower.send(resp('SUBSCRIBE', 'sb-flow'));
+      expect(await follower.read(subscribed)).toBe(subscribed);
+    }
     const publisher = await broker.authed();
     let acked = 0;
     const publishing = (async () => {
@@ -208,6 +217,11 @@ describe('RESUME', () => {
     expect(acked).toBe(total);
     expect(seen.map((event) => event.i)).toEqual(Array.from({ length: total }, (_, i) => i));
     expect(new Set(seen.map((event) => event.id)).size).toBe(total);
+    for (const follower of followers) {
+      await follower.waitFor((received) => received.toString('latin1').split('"i":').length > total);
+      const got = [...follower.pending.matchAll(/"data":\{"i":(\d+)\}/g)].map((match) => Number(match[1]));
+      expect(got).toEqual(Array.from({ length: total }, (_, i) => i));
+    }
   });
 
   it('tells when the replay cannot be exact: trimmed, unknown, future; refuses a malformed id', async () => {
