@@ -117,8 +117,8 @@ let lengthEnd = 0;
 
 /**
  * The length written at `buf[start..]` up to its CR (wholeFrame's fast path): a plain decimal
- * of 1 to 9 digits without a leading zero (any length the limits allow), `lengthEnd` then being
- * the CR's index; or -1 for anything else, or when no CR is buffered, for scanLine to decide.
+ * of 1 to 9 digits without a leading zero, `lengthEnd` then being the CR's index; or -1 for
+ * anything else (a longer number among them), or when no CR is buffered, for scanLine to decide.
  */
 function readLength(buf: Buffer, start: number, end: number): number {
   let i = start;
@@ -449,7 +449,7 @@ export class RequestDecoder {
    * scanMultibulk's work for the frame nearly every request is, read in one pass with the scan
    * state in locals: a multibulk of at least one argument, whole in the chunk at the scan
    * position, with plain lengths, inside every limit. Returns its length, with `lengths` and
-   * `bodyStarts` filled as scanMultibulk fills them; or 0, having changed nothing, for any other
+   * `bodyStarts` filled as scanMultibulk fills them; or 0, the scan state untouched, for any other
    * frame (incomplete, empty, to refuse, or with a length of 10 digits or more), which
    * scanMultibulk then reads from the same position by the same rules. What this accepts, it
    * accepts exactly as scanMultibulk would: the checks are the same, made once per line rather
