@@ -5,7 +5,11 @@
 // and the PUBLISH reply, in CPU nanoseconds per published event. It isolates the per-event work
 // that cases 1, 2 and 4 of `npm run bench` pay before the fan-out. Not part of `npm run bench`.
 //
-//   [KEEP=<events kept per sandbox, 10000>] node bench/micro/publish.js [buildDir=dist] [subscribers=10] [perTurn=200] [observer=1]
+//   [KEEP=<events kept per sandbox, 10000>] [TOKEN=workspace|sandbox] node bench/micro/publish.js [buildDir=dist] [subscribers=10] [perTurn=200] [observer=1]
+// TOKEN=sandbox publishes with a sandbox token, which every publish takes from the rate limiter
+// (set high enough here never to refuse); a workspace token, the default, is not rate limited.
+// Each publish makes its receipt, as PUBLISH does: a Publication (a build whose publishWith takes
+// one), or a receipt object for an older build's publishWith.
 // (`npm run build` first; pass a copy of an older dist/ as buildDir to compare before/after.)
 // @ts-check
 import { buildModules } from '../lib/build.js';
@@ -30,7 +34,9 @@ const store = new MemoryStore({
   retention: { maxCount: Number(process.env.KEEP ?? 10_000), maxAgeMs: 86_400_000 },
   pruneIntervalMs: 0,
 });
-const publisher = new Publisher(store, broker, { perSecond: 1_000, burst: 2_000 });
+const SANDBOX_TOKEN = process.env.TOKEN === 'sandbox';
+// A sandbox token's limit, high enough never to refuse: the limiter's cost is measured, not its verdict.
+const publisher = new Publisher(store, broker, { perSecond: 1e12, burst: 1e12 });
 if (observerArg === '1') {
   // Builds before the per-batch observer had stored()/delivered() per event.
   publisher.observer = /** @type {any} */ ({ batch() {}, stored() {}, delivered() {} });
@@ -39,7 +45,9 @@ for (let k = 0; k < SUBS; k++) {
   broker.subscribe(new Sub(), { key: '{1}sb-1', workspaceId: 1, sandboxId: 'sb-1', displayName: 'sb-1' });
 }
 /** @type {import('../../src/auth/principal.js').Principal} */
-const principal = { role: 'workspace', workspaceId: 1, expiresAt: Number.POSITIVE_INFINITY };
+const principal = SANDBOX_TOKEN
+  ? { role: 'sandbox', workspaceId: 1, sandboxId: 'sb-1', expiresAt: Number.POSITIVE_INFINITY }
+  : { role: 'workspace', workspaceId: 1, expiresAt: Number.POSITIVE_INFINITY };
 const ref = { workspaceId: 1, sandboxId: 'sb-1' };
 // The bench's 128-byte event, as received.
 const payloadBytes = Buffer.from(`{"type":"bench.tick","data":{"t":"0000000000000","p":"${'x'.repeat(72)}"}}`);
@@ -56,18 +64,45 @@ const parse =
         const { type, dataJson } = /** @type {any} */ (parsePublishPayload)(text, payloadBytes.length, 65_536);
         return { type, data: dataJson };
       };
+/** @type {number[]} */
 const replies = [];
-// A build with the promise-free path (publishWith) is measured on it, as PUBLISH uses it.
-/** @type {import('../../src/broker/publisher.js').PublishReceipt | undefined} */
-const receipt =
-  'publishWith' in publisher
-    ? {
-        published: (_event, receivers) => replies.push(receivers),
-        failed: (error) => {
-          throw error;
-        },
-      }
-    : undefined;
+const publisherModule = /** @type {Record<string, any>} */ (await modules.publisher());
+/**
+ * One publish as PUBLISH makes it: a Publication of its own (`publishWith(principal, publication)`),
+ * or, for a build before it, a receipt of its own (`publishWith(principal, ref, type, data, receipt)`),
+ * or the promise path of a build before publishWith (undefined).
+ * @type {((type: string, data: Buffer) => void) | undefined}
+ */
+let publishOne;
+if (publisherModule.Publication !== undefined) {
+  /** @type {typeof import('../../src/broker/publisher.js').Publication} */
+  const Publication = publisherModule.Publication;
+  class BenchPublication extends Publication {
+    /** @param {unknown} _event @param {number} receivers */
+    published(_event, receivers) {
+      replies.push(receivers);
+    }
+    /** @param {unknown} error */
+    failed(error) {
+      throw error;
+    }
+  }
+  const withPublication = /** @type {any} */ (publisher).publishWith.bind(publisher);
+  publishOne = (type, data) => withPublication(principal, new BenchPublication(ref, type, data));
+} else if ('publishWith' in publisher) {
+  class BenchReceipt {
+    /** @param {unknown} _event @param {number} receivers */
+    published(_event, receivers) {
+      replies.push(receivers);
+    }
+    /** @param {unknown} error */
+    failed(error) {
+      throw error;
+    }
+  }
+  const withReceipt = /** @type {any} */ (publisher).publishWith.bind(publisher);
+  publishOne = (type, data) => withReceipt(principal, ref, type, data, new BenchReceipt());
+}
 
 async function round(turns) {
   const cpu0 = process.cpuUsage();
@@ -76,7 +111,7 @@ async function round(turns) {
     const pending = [];
     for (let i = 0; i < PER_TURN; i++) {
       const { type, data } = parse();
-      if (receipt !== undefined) publisher.publishWith(principal, ref, type, data, receipt);
+      if (publishOne !== undefined) publishOne(type, data);
       else pending.push(publisher.publish(principal, ref, type, data).then((r) => replies.push(r.receivers)));
     }
     await Promise.all(pending);

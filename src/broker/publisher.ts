@@ -22,58 +22,75 @@ export interface PublishObserver {
 }
 
 /**
- * Who waits for one publish: told exactly once, after the event is durable and fanned out
- * (`published`), or why it was not stored (`failed`). The RESP connection's reply slot is one;
- * no promise is made per event (docs/performance.md, "The publish path").
+ * One publish on its way through the store, made by whoever publishes, and told the outcome
+ * itself: exactly once, after the event is durable and fanned out (`published`), or why it was
+ * not stored (`failed`). The RESP connection's PUBLISH reply is one (PublishReply), so a PUBLISH
+ * makes one object, not a reply and a request besides (docs/performance.md, "Ninth round: the
+ * layers of a PUBLISH"); no promise is made per event (docs/performance.md, "The publish path").
+ * It is the store's `append` input itself, so the listener, which gets that same object back,
+ * records the fan-out on it: no per-event lookup (a WeakMap here cost ≈ 14 % of the publish
+ * path's CPU, most of it in the garbage collector). It is also the store's receipt, so the
+ * store's answer reaches the publisher without a closure.
  */
-export interface PublishReceipt {
-  published(event: StoredEvent, receivers: number): void;
-  failed(error: unknown): void;
-}
-
-/**
- * One publish on its way through the store. It is the store's `append` input itself, so the
- * listener, which gets that same object back, records the fan-out on it: no per-event lookup
- * (a WeakMap here cost ≈ 14 % of the publish path's CPU, most of it in the garbage collector).
- * It is also the store's receipt, so the store's answer reaches the publisher without a closure.
- */
-class PublishRequest implements NewEvent, AppendReceipt {
+export abstract class Publication implements NewEvent, AppendReceipt {
+  readonly workspaceId: number;
+  readonly sandboxId: string;
   receivers = 0;
   /** performance.now() readings, taken for one publish per batch while a metrics observer is attached. */
   startedAt = 0;
   storedAt = 0;
   deliveredAt = 0;
+  /** The publisher it went through (Publisher.start). */
+  publisher: Publisher | undefined = undefined;
 
   constructor(
-    readonly workspaceId: number,
-    readonly sandboxId: string,
+    ref: SandboxRef,
     readonly type: string,
     readonly data: Buffer,
-    private readonly publisher: Publisher,
-    private readonly receipt: PublishReceipt,
-  ) {}
-
-  appended(event: StoredEvent): void {
-    this.publisher.settle(this, event);
-    this.receipt.published(event, this.receivers);
+  ) {
+    this.workspaceId = ref.workspaceId;
+    this.sandboxId = ref.sandboxId;
   }
 
+  /** The event is durable and was delivered to `receivers` subscriptions. */
+  abstract published(event: StoredEvent, receivers: number): void;
+  /** The event was not stored. */
+  abstract failed(error: unknown): void;
+
+  /** @internal AppendReceipt */
+  appended(event: StoredEvent): void {
+    this.publisher!.settle(this, event);
+    this.published(event, this.receivers);
+  }
+
+  /** @internal AppendReceipt */
   refused(error: unknown): void {
-    this.publisher.refuse(this);
-    this.receipt.failed(error);
+    this.publisher!.refuse(this);
+    this.failed(error);
   }
 }
 
-/** `publish`'s promise, as a receipt. */
-class PromisedPublish implements PublishReceipt {
+/** `publish`'s promise, as a publication. */
+class PromisedPublish extends Publication {
   constructor(
+    ref: SandboxRef,
+    type: string,
+    data: Buffer,
     private readonly resolve: (result: PublishResult) => void,
     readonly failed: (error: unknown) => void,
-  ) {}
+  ) {
+    super(ref, type, data);
+  }
 
   published(event: StoredEvent, receivers: number): void {
     this.resolve({ event, receivers });
   }
+}
+
+/** Events published through this node and the deliveries they made, of one workspace. */
+export interface WorkspaceTotals {
+  published: number;
+  delivered: number;
 }
 
 export interface PublishResult {
@@ -91,8 +108,14 @@ export class Publisher {
   published = 0;
   rateLimited = 0;
   /** Events published through this node and the deliveries they made, per workspace (INFO, docs/protocol.md). */
-  readonly byWorkspace = new Map<number, { published: number; delivered: number }>();
+  readonly byWorkspace = new Map<number, WorkspaceTotals>();
+  /** The workspace `lastTotals` are of (NaN: none yet). */
+  private lastWorkspaceId = Number.NaN;
+  private lastTotals: WorkspaceTotals | undefined = undefined;
   observer: PublishObserver | undefined;
+  /** The last sandbox token held to the rate limit, and its bucket's key (admit). */
+  private lastLimited: Principal | undefined = undefined;
+  private lastLimitKey = '';
   /** Publishes waiting for the store, and who waits for there to be none (whenIdle). */
   private inFlight = 0;
   private idleWaiters: (() => void)[] = [];
@@ -113,7 +136,7 @@ export class Publisher {
     this.limiter = new RateLimiter(rateLimit);
     store.setListener((event, appended, alreadyDelivered) => {
       // Another node's event (Redis engine): nobody here waits for it.
-      if (!(appended instanceof PublishRequest)) return this.broker.fanOut(event);
+      if (!(appended instanceof Publication)) return this.broker.fanOut(event);
       const timed = appended.startedAt !== 0;
       if (timed) appended.storedAt = performance.now();
       appended.receivers = alreadyDelivered ?? this.broker.fanOut(event);
@@ -149,59 +172,62 @@ export class Publisher {
    */
   publish(publisher: Principal, ref: SandboxRef, type: string, data: Buffer): Promise<PublishResult> {
     this.admit(publisher);
-    return new Promise((resolve, reject) => this.start(ref, type, data, new PromisedPublish(resolve, reject)));
+    return new Promise((resolve, reject) => this.start(new PromisedPublish(ref, type, data, resolve, reject)));
   }
 
   /**
-   * `publish` without a promise: `receipt` is answered once the event is durable and fanned
+   * `publish` without a promise: `publication` is told once the event is durable and fanned
    * out, before this returns when the store is durable at once (memory), with the other
    * events of its commit otherwise (SQLite). Throws RateLimitedError synchronously, as `publish`.
    */
-  publishWith(publisher: Principal, ref: SandboxRef, type: string, data: Buffer, receipt: PublishReceipt): void {
+  publishWith(publisher: Principal, publication: Publication): void {
     this.admit(publisher);
-    this.start(ref, type, data, receipt);
+    this.start(publication);
   }
 
   private admit(publisher: Principal): void {
     if (publisher.role !== 'sandbox') return;
+    // The bucket's key, made again only for another token than the last: a flat string whose
+    // hash is kept, where a new one would be joined and hashed for every publish.
+    if (publisher !== this.lastLimited) {
+      this.lastLimited = publisher;
+      this.lastLimitKey = `${publisher.workspaceId}:${publisher.sandboxId}`;
+    }
     try {
-      this.limiter.take(`${publisher.workspaceId}:${publisher.sandboxId}`);
+      this.limiter.take(this.lastLimitKey);
     } catch (error) {
       this.rateLimited += 1;
       throw error;
     }
   }
 
-  private start(ref: SandboxRef, type: string, data: Buffer, receipt: PublishReceipt): void {
-    const request = new PublishRequest(ref.workspaceId, ref.sandboxId, type, data, this, receipt);
+  private start(publication: Publication): void {
+    publication.publisher = this;
     // One publish at a time is timed, and it stands for its batch.
     if (this.observer !== undefined && !this.timing) {
       this.timing = true;
-      request.startedAt = performance.now();
+      publication.startedAt = performance.now();
     }
     this.inFlight += 1;
     const store = this.store;
-    if (store.appendWith !== undefined) store.appendWith(request, request);
+    if (store.appendWith !== undefined) store.appendWith(publication, publication);
     // A store with promises only (the Redis engine).
-    else store.append(request).then(request.appended.bind(request), request.refused.bind(request));
+    else store.append(publication).then(publication.appended.bind(publication), publication.refused.bind(publication));
   }
 
   /** @internal the store refused the publish. */
-  refuse(request: PublishRequest): void {
+  refuse(request: Publication): void {
     this.publishDone();
     if (request.startedAt !== 0) this.timing = false; // the next publish is timed instead
   }
 
   /** @internal the store has the event durable and the listener fanned it out. */
-  settle(request: PublishRequest, event: StoredEvent): void {
+  settle(request: Publication, event: StoredEvent): void {
     this.publishDone();
     this.published += 1;
-    // INFO's per-tenant figures (docs/protocol.md, "INFO per tenant"): one map lookup per event.
-    let totals = this.byWorkspace.get(event.workspaceId);
-    if (totals === undefined) {
-      totals = { published: 0, delivered: 0 };
-      this.byWorkspace.set(event.workspaceId, totals);
-    }
+    // INFO's per-tenant figures (docs/protocol.md, "INFO per tenant"): the last workspace's
+    // totals again, or one map lookup.
+    const totals = this.totalsOf(event.workspaceId);
     totals.published += 1;
     totals.delivered += request.receivers;
     if (this.observer === undefined) return;
@@ -221,6 +247,19 @@ export class Publisher {
       this.runReceivers = request.receivers;
     }
     this.runLast = event;
+  }
+
+  /** The totals of `workspaceId` in `byWorkspace`: events come in runs of one workspace. */
+  private totalsOf(workspaceId: number): WorkspaceTotals {
+    if (workspaceId === this.lastWorkspaceId) return this.lastTotals!;
+    let totals = this.byWorkspace.get(workspaceId);
+    if (totals === undefined) {
+      totals = { published: 0, delivered: 0 };
+      this.byWorkspace.set(workspaceId, totals);
+    }
+    this.lastWorkspaceId = workspaceId;
+    this.lastTotals = totals;
+    return totals;
   }
 
   private reportRun(): void {

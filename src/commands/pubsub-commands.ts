@@ -1,5 +1,5 @@
 import type { Principal } from '../auth/principal.js';
-import type { PublishReceipt } from '../broker/publisher.js';
+import { Publication } from '../broker/publisher.js';
 import {
   type ChannelTarget,
   type PatternScope,
@@ -9,7 +9,15 @@ import {
 } from '../broker/scope.js';
 import type { ReplySlot, RespClient } from './client.js';
 import { parsePublishPayload, type StoredEvent } from '../event/event.js';
-import { array, bulk, bulkArray, errorReply, integer, subscriptionConfirmation } from '../protocol/encode.js';
+import {
+  array,
+  bulk,
+  bulkArray,
+  errorReply,
+  integer,
+  pipelinedInteger,
+  subscriptionConfirmation,
+} from '../protocol/encode.js';
 import { compileGlob } from '../protocol/glob.js';
 import type { DecodedCommand } from '../protocol/request-decoder.js';
 import type { SandboxRef } from '../store/types.js';
@@ -147,18 +155,26 @@ function punsubscribe(connection: RespClient, args: string[]): void {
 }
 
 /**
- * PUBLISH's reply. The store usually answers while `publishWith` runs (memory store): the reply
- * is then sent at once, in the connection's order, without a slot; otherwise (SQLite's commit,
- * the Redis engine) it takes a slot and later PUBLISHes of the pipeline go ahead meanwhile.
+ * PUBLISH's reply, and the publication itself (one object per PUBLISH). The store usually
+ * answers while `publishWith` runs (memory store): the reply is then sent at once, in the
+ * connection's order, without a slot; otherwise (SQLite's commit, the Redis engine) it takes a
+ * slot and later PUBLISHes of the pipeline go ahead meanwhile.
  */
-class PublishReply implements PublishReceipt {
+class PublishReply extends Publication {
   private answer: Buffer | undefined = undefined;
   private slot: ReplySlot | undefined = undefined;
 
-  constructor(private readonly connection: RespClient) {}
+  constructor(
+    private readonly connection: RespClient,
+    target: SandboxRef,
+    type: string,
+    data: Buffer,
+  ) {
+    super(target, type, data);
+  }
 
   published(_event: StoredEvent, receivers: number): void {
-    this.send(integer(receivers));
+    this.send(pipelinedInteger(receivers));
   }
 
   failed(error: unknown): void {
@@ -205,8 +221,8 @@ function publish(connection: RespClient, args: string[], byteLengths: number[], 
     lastBytes === undefined || lastStart === undefined
       ? parsePublishPayload(Buffer.from(args[2]!), connection.context.limits.maxEventBytes)
       : parsePublishPayload(lastBytes, connection.context.limits.maxEventBytes, lastStart, lastStart + byteLengths[2]!);
-  const reply = new PublishReply(connection);
-  connection.context.publisher.publishWith(principal, target, type, data, reply);
+  const reply = new PublishReply(connection, target, type, data);
+  connection.context.publisher.publishWith(principal, reply);
   reply.replyOrWait();
 }
 

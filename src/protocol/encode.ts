@@ -36,6 +36,41 @@ export function integer(value: number): Buffer {
   return (value >= 0 && value < SMALL_INTEGERS.length && SMALL_INTEGERS[value]) || ascii(`:${value}\r\n`);
 }
 
+/** Values below this have their integer reply in back-to-back copies (pipelinedInteger). */
+const INTEGER_RUN_VALUES = 64;
+/** Copies of one reply lying back to back. */
+const INTEGER_RUN_COPIES = 256;
+/** Per value, its copies, made when first asked for; and which copy is handed out next. */
+const integerRuns: (Buffer[] | undefined)[] = new Array<Buffer[] | undefined>(INTEGER_RUN_VALUES).fill(undefined);
+const integerRunNext = new Uint16Array(INTEGER_RUN_VALUES);
+
+/**
+ * `integer(value)` for a reply a pipeline repeats (PUBLISH's receivers): the same bytes, but
+ * successive calls hand out successive copies that lie back to back in one buffer, so a
+ * connection's write path joins a pipeline's replies into one run of bytes, written as it is,
+ * rather than queueing one Buffer per reply and copying them all together when it flushes
+ * (docs/performance.md, "Ninth round: the layers of a PUBLISH"). Calls for other connections in
+ * between only break a run in two.
+ */
+export function pipelinedInteger(value: number): Buffer {
+  if (!(value >= 0 && value < INTEGER_RUN_VALUES)) return integer(value);
+  const copies = (integerRuns[value] ??= integerRun(value));
+  const next = integerRunNext[value]!;
+  integerRunNext[value] = next + 1 === INTEGER_RUN_COPIES ? 0 : next + 1;
+  return copies[next]!;
+}
+
+function integerRun(value: number): Buffer[] {
+  const one = integer(value);
+  const all = Buffer.alloc(one.length * INTEGER_RUN_COPIES);
+  const copies = new Array<Buffer>(INTEGER_RUN_COPIES);
+  for (let k = 0; k < INTEGER_RUN_COPIES; k++) {
+    one.copy(all, k * one.length);
+    copies[k] = all.subarray(k * one.length, (k + 1) * one.length);
+  }
+  return copies;
+}
+
 export function bulk(value: string | Buffer): Buffer {
   const body = typeof value === 'string' ? Buffer.from(value) : value;
   const header = ascii(`$${body.length}\r\n`);

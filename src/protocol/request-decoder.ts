@@ -112,6 +112,28 @@ function utf8(bytes: Buffer, start = 0, end = bytes.length): string {
   return bytes.toString('utf8', start, end);
 }
 
+/** Where the digits read by the last readLength end: their CR. */
+let lengthEnd = 0;
+
+/**
+ * The length written at `buf[start..]` up to its CR (wholeFrame's fast path): a plain decimal
+ * of 1 to 9 digits without a leading zero, `lengthEnd` then being the CR's index; or -1 for
+ * anything else (a longer number among them), or when no CR is buffered, for scanLine to decide.
+ */
+function readLength(buf: Buffer, start: number, end: number): number {
+  let i = start;
+  let value = 0;
+  for (; i < end; i++) {
+    const b = buf[i]!;
+    if (b === CR) break;
+    if (b < ZERO || b > NINE || i - start === 9 || (value === 0 && i > start)) return -1;
+    value = value * 10 + (b - ZERO);
+  }
+  if (i === end || i === start) return -1;
+  lengthEnd = i;
+  return value;
+}
+
 export class RequestDecoder {
   /**
    * `lastArgumentAsBytes`: the commands whose last argument is handed over as the bytes
@@ -159,6 +181,7 @@ export class RequestDecoder {
   private count = 0; // the multibulk's `<n>`
   private bulksLeft = 0;
   private skip = 0;
+  /** The body length of each bulk of the front multibulk, a new array per multibulk (DecodedCommand.byteLengths). */
   private lengths: number[] = [];
   /**
    * Where each bulk's body starts, from the start of the frame: entry i is the body of
@@ -227,6 +250,8 @@ export class RequestDecoder {
         if (this.state === ST_START) {
           const first = this.chunks[this.ci]![this.co];
           if (first === STAR) {
+            const frameLength = this.ci === 0 ? this.wholeFrame(limits) : 0;
+            if (frameLength > 0) return this.multibulkCommand(frameLength);
             this.state = ST_MB_LINE;
             this.beginLine();
             this.advance(1);
@@ -264,7 +289,6 @@ export class RequestDecoder {
     this.co = this.head;
     this.state = ST_START;
     this.reqBytes = 0;
-    this.lengths = [];
   }
 
   private beginLine(): void {
@@ -367,6 +391,7 @@ export class RequestDecoder {
             throw new ProtocolError(MSG_TOO_LARGE);
           }
           this.bulksLeft = n;
+          if (n > 0) this.lengths = new Array<number>(n);
           this.state = ST_MB_LF;
           break;
         }
@@ -394,11 +419,12 @@ export class RequestDecoder {
             throw new ProtocolError(MSG_INVALID_BULK);
           }
           this.reqBytes += this.lineLen + 1;
-          this.bodyStarts[this.lengths.length] = this.reqBytes + 1; // past the LF after the CR
+          const index = this.count - this.bulksLeft;
+          this.bodyStarts[index] = this.reqBytes + 1; // past the LF after the CR
           this.skip = 1 + len + 2;
           const known = this.reqBytes + this.skip + (this.bulksLeft - 1) * MIN_BULK_BYTES;
           if (known > limits.maxRequestBytes) throw new ProtocolError(MSG_TOO_LARGE);
-          this.lengths.push(len);
+          this.lengths[index] = len;
           this.state = ST_BULK_SKIP;
           break;
         }
@@ -417,6 +443,53 @@ export class RequestDecoder {
       }
     }
     return undefined;
+  }
+
+  /**
+   * scanMultibulk's work for the frame nearly every request is, read in one pass with the scan
+   * state in locals: a multibulk of at least one argument, whole in the chunk at the scan
+   * position, with plain lengths, inside every limit. Returns its length, with `lengths` and
+   * `bodyStarts` filled as scanMultibulk fills them; or 0, the scan state untouched, for any other
+   * frame (incomplete, empty, to refuse, or with a length of 10 digits or more), which
+   * scanMultibulk then reads from the same position by the same rules. What this accepts, it
+   * accepts exactly as scanMultibulk would: the checks are the same, made once per line rather
+   * than per byte (a line's length only grows), and the bytes after each CR and after each body
+   * are skipped unchecked as Redis does.
+   */
+  private wholeFrame(limits: DecoderLimits): number {
+    const buf = this.chunks[this.ci]!;
+    const origin = this.co;
+    const end = buf.length;
+    const { maxInlineBytes, maxRequestBytes } = limits;
+    let i = origin + 1; // past the `*`
+    const count = readLength(buf, i, end);
+    if (count <= 0) return 0;
+    i = lengthEnd;
+    // `*<n>` with its CR and the byte after it; header lines are checked as checkLine does.
+    let lineLen = i - origin;
+    if (lineLen > maxInlineBytes || lineLen > maxRequestBytes || count > limits.maxArgs) return 0;
+    let reqBytes = lineLen + 2;
+    if (reqBytes + count * MIN_BULK_BYTES > maxRequestBytes) return 0;
+    i = origin + reqBytes;
+    const lengths = new Array<number>(count);
+    const starts = this.bodyStarts;
+    for (let k = 0; k < count; k++) {
+      if (i >= end || buf[i] !== DOLLAR) return 0;
+      const len = readLength(buf, i + 1, end);
+      if (len < 0 || len > limits.maxBulkBytes) return 0;
+      lineLen = lengthEnd - i;
+      if (lineLen > maxInlineBytes || lineLen > maxRequestBytes - reqBytes) return 0;
+      reqBytes += lineLen + 1;
+      const skip = 1 + len + 2;
+      if (reqBytes + skip + (count - k - 1) * MIN_BULK_BYTES > maxRequestBytes) return 0;
+      starts[k] = reqBytes + 1;
+      lengths[k] = len;
+      reqBytes += skip;
+      i = origin + reqBytes;
+    }
+    if (i > end) return 0;
+    this.lengths = lengths;
+    return reqBytes;
   }
 
   /**
