@@ -132,14 +132,21 @@ export class GapFill {
     this.stats.gapFills += 1;
     const refs = new Map<string, SandboxRef>();
     for (const ref of this.subscriptions.watchedSandboxes()) refs.set(sandboxKey(ref), ref);
+    /** The sandboxes found through a pattern's scope (see fillStart). */
+    const scoped = new Set<string>();
     for (const scope of this.subscriptions.patternScopes()) {
-      for (const ref of await this.streamsOf(scope)) refs.set(sandboxKey(ref), ref);
+      for (const ref of await this.streamsOf(scope)) {
+        const key = sandboxKey(ref);
+        refs.set(key, ref);
+        scoped.add(key);
+      }
       if (generation !== this.generation) return false;
     }
     const floor = this.floor;
     this.floor = undefined;
+    const newestLive = this.fence.receivedThrough() ?? this.connectedAt;
     for (const [key, ref] of refs) {
-      const from = this.position(key, floor);
+      const from = fillStart(this.fence.lastDelivered(key), newestLive, floor, scoped.has(key));
       if (from === undefined) continue;
       if (!(await this.fillOne(generation, key, ref, from))) return false;
     }
@@ -165,22 +172,6 @@ export class GapFill {
       if (events.length < FILL_PAGE) return true;
       after = events[events.length - 1]!.id;
     }
-  }
-
-  /**
-   * Where a sandbox's fill starts: the last id delivered here, or, for a sandbox that had
-   * nothing delivered, just below the newest live message received (every event before that
-   * message's millisecond came before it; one of another stream in the same millisecond may
-   * not have, so that millisecond is read again: ids already delivered are dropped by id).
-   */
-  private position(key: string, floor: EventId | undefined): EventId | undefined {
-    const delivered = this.fence.lastDelivered(key);
-    const live = this.fence.receivedThrough() ?? this.connectedAt;
-    let below = live === undefined ? undefined : { ms: live.ms - 1, seq: Number.MAX_SAFE_INTEGER };
-    if (floor !== undefined && (below === undefined || compareEventIds(floor, below) > 0)) below = floor;
-    if (delivered === undefined) return below;
-    if (below === undefined) return delivered;
-    return compareEventIds(delivered, below) >= 0 ? delivered : below;
   }
 
   /**
@@ -221,4 +212,34 @@ export class GapFill {
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.held = undefined;
   }
+}
+
+/**
+ * Where a sandbox's fill starts: the last id `delivered` here, or, for a sandbox that had nothing
+ * delivered, just below the `newestLive` message received (every event before that message's
+ * millisecond came before it; one of another stream in the same millisecond may not have, so
+ * that millisecond is read again: ids already delivered are dropped by id), and no earlier than
+ * a new pattern's `floor` (see fillFrom).
+ *
+ * A sandbox found `throughPattern` while a new pattern's floor is set starts at the floor even
+ * when newer live messages arrived: its events after the floor may have been published without
+ * the workspace channel (their node had not read the registration yet, docs/scaling.md "Redis
+ * Cluster"), while the events of other sandboxes already came on it. Those live messages say
+ * nothing of what was published before them without the channel.
+ */
+export function fillStart(
+  delivered: EventId | undefined,
+  newestLive: EventId | undefined,
+  floor: EventId | undefined,
+  throughPattern: boolean,
+): EventId | undefined {
+  let below: EventId | undefined;
+  if (floor !== undefined && throughPattern) below = floor;
+  else {
+    below = newestLive === undefined ? undefined : { ms: newestLive.ms - 1, seq: Number.MAX_SAFE_INTEGER };
+    if (floor !== undefined && (below === undefined || compareEventIds(floor, below) > 0)) below = floor;
+  }
+  if (delivered === undefined) return below;
+  if (below === undefined) return delivered;
+  return compareEventIds(delivered, below) >= 0 ? delivered : below;
 }
