@@ -1,5 +1,5 @@
 // @ts-check
-// What Node itself costs for a fan-out case, beside Redis and the broker, in one run: a "floor"
+// What Node itself costs for a fan-out case, beside Redis and the broker, in one run: a plain
 // server that does only what no broker can skip (read pipelined PUBLISH, copy each payload into
 // a frame, write the frames to each subscriber) and nothing a broker must add (no JSON
 // validation, no ids, no store, no limits, no auth check). Its frames of one channel in one
