@@ -322,3 +322,23 @@ it('with runs, readers are cut off at their limits and by the budget exactly as 
   expect(causes).toContain('budget');
   expect(causes).toContain(undefined);
 });
+
+it("the budget's measure counts the bytes a run's followers have not taken yet, as frame by frame", async () => {
+  const totals = [];
+  for (const runs of [true, false]) {
+    const broker = new Broker();
+    const budget = new OutputBudget(1 << 30);
+    const readers = [new Reader('reader 1', broker, budget), new Reader('reader 2', broker, budget)];
+    if (!runs) for (const reader of readers) (reader.session as { deliverInRun?: unknown }).deliverInRun = undefined;
+    for (const reader of readers) reader.subscribe('sb-a');
+    // One turn of events, none written to the sockets yet: INFO's and the budget's measure must
+    // see all of them, those a follower has not taken yet among them.
+    for (let i = 0; i < 20; i += 1) publish(broker, readers, 'sb-a', 't', 200);
+    totals.push(budget.measure());
+    await turn();
+    for (const reader of readers) expect(reader.socket.bytes.equals(Buffer.concat(reader.expected))).toBe(true);
+  }
+  const delivered = 2 * 20;
+  expect(totals[0]).toBeGreaterThan(delivered * 200);
+  expect(totals[0]).toBe(totals[1]);
+});
