@@ -236,7 +236,7 @@ export class Session implements Subscriber {
       false,
     );
     this.liveFrame = transport.liveFrame;
-    this.direct = this.liveFrame === undefined;
+    this.direct = this.takesAsMade();
   }
 
   /**
@@ -245,13 +245,19 @@ export class Session implements Subscriber {
    * the broker would no longer hand it one by one.
    */
   private takesChanged(): void {
-    this.direct =
+    this.direct = this.takesAsMade();
+    this.output.leaveRun();
+  }
+
+  /** Whether every live frame goes to the output as the broker made it (`direct`, deliver). */
+  private takesAsMade(): boolean {
+    return (
       !this.closed &&
       this.liveFrame === undefined &&
       this.filtered === 0 &&
       this.resuming === 0 &&
-      this.cursorPatterns === 0;
-    this.output.leaveRun();
+      this.cursorPatterns === 0
+    );
   }
 
   /** The broker's frame format for this session (HELLO switches a RESP version). */

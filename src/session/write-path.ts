@@ -152,7 +152,7 @@ export class WritePath implements BudgetedOutput {
 
   /** Bytes accepted but not yet handed to the kernel. */
   get pendingBytes(): number {
-    if (this.channelRun !== undefined) this.takeRun();
+    this.leaveRun();
     return this.queuedBytes + this.socket.writableLength;
   }
 
@@ -190,7 +190,7 @@ export class WritePath implements BudgetedOutput {
    * back), re-read; the budget's total is corrected to it.
    */
   measure(): number {
-    if (this.channelRun !== undefined) this.takeRun();
+    this.leaveRun();
     if (!this.budgeted) return 0;
     this.socketBytes = this.socket.writableLength;
     const share = this.queuedBytes + this.socketBytes + this.heldBytes;
@@ -210,7 +210,7 @@ export class WritePath implements BudgetedOutput {
   }
 
   write(frame: Buffer): void {
-    if (this.channelRun !== undefined) this.takeRun();
+    this.leaveRun();
     if (this.closed || this.endAfterFlush) {
       releaseFrame(frame);
       return;
@@ -258,8 +258,9 @@ export class WritePath implements BudgetedOutput {
   }
 
   /**
-   * Stops following a run: what the owner takes changes (a type filter, a resume, the
-   * protocol), so the broker must hand it each frame again.
+   * Stops following a run, taking its frames (takeRun): before anything reads or changes what
+   * is queued, and when what the owner takes changes (a type filter, a resume, the protocol),
+   * so that the broker hands it each frame again.
    */
   leaveRun(): void {
     if (this.channelRun !== undefined) this.takeRun();
@@ -283,7 +284,7 @@ export class WritePath implements BudgetedOutput {
 
   /** Writes what is queued, then half-closes (QUIT, protocol errors): the reply still arrives. */
   endAfterWrites(): void {
-    if (this.channelRun !== undefined) this.takeRun();
+    this.leaveRun();
     if (this.closed || this.endAfterFlush) return;
     this.endAfterFlush = true;
     destroyAfterGrace(this.socket, this.closeGraceMs);
@@ -438,7 +439,7 @@ export class WritePath implements BudgetedOutput {
   }
 
   private dropQueue(): void {
-    if (this.channelRun !== undefined) this.takeRun();
+    this.leaveRun();
     this.clearQueue(true);
     if (this.tailSlab !== undefined) releaseViews(this.tailSlab, this.tailViews);
     this.queuedBytes = 0;
@@ -449,7 +450,7 @@ export class WritePath implements BudgetedOutput {
 
   /** @internal called by the flush scheduler and on 'drain'. */
   flush(): void {
-    if (this.channelRun !== undefined) this.takeRun();
+    this.leaveRun();
     this.scheduled = false;
     if (this.closed || this.socket.destroyed) return;
     if (this.queuedBytes > 0 && !this.waitingForDrain) {
