@@ -395,17 +395,14 @@ function writeDigits(target: Uint8Array, at: number, n: number, digits: number):
 
 /** The byte size of the line writeEventLine writes, `dataBytes` being the size of `data`'s UTF-8. */
 export function eventLineSize(id: EventId, head: Uint8Array, dataBytes: number, timestamp: number): number {
-  const msDigits = decimalDigits(id.ms);
+  // The millisecond's digits are counted once, by its LineEnds, which writeEventLine then uses.
+  const ends = lineEndsOf(id.ms);
   return (
-    LINE_OPEN.length +
-    msDigits +
-    1 +
+    ends.opening.length +
     decimalDigits(id.seq) +
     head.length +
     dataBytes +
-    TIMESTAMP_KEY.length +
-    (timestamp === id.ms ? msDigits : decimalDigits(timestamp)) +
-    1
+    (timestamp === id.ms ? ends.closing.length : TIMESTAMP_KEY.length + decimalDigits(timestamp) + 1)
   );
 }
 
@@ -432,9 +429,9 @@ export function writeEventLine(
   dataEnd: number,
   timestamp: number,
 ): number {
-  if (id.ms !== lineEnds.ms) lineEnds = new LineEnds(id.ms);
-  target.set(lineEnds.opening, at);
-  at = writeDecimal(target, at + lineEnds.opening.length, id.seq);
+  const ends = lineEndsOf(id.ms);
+  target.set(ends.opening, at);
+  at = writeDecimal(target, at + ends.opening.length, id.seq);
   target.set(head, at);
   at += head.length;
   // What Buffer.copy does for a range (Node 20's `_copyActual`), without its argument checks:
@@ -445,8 +442,8 @@ export function writeEventLine(
   // A store stamps an event with the millisecond of its id (unless the clock stepped back,
   // nextEventId).
   if (timestamp === id.ms) {
-    target.set(lineEnds.closing, at);
-    return at + lineEnds.closing.length;
+    target.set(ends.closing, at);
+    return at + ends.closing.length;
   }
   at = writeConstant(target, at, TIMESTAMP_KEY);
   at = writeDecimal(target, at, timestamp);
@@ -476,6 +473,12 @@ class LineEnds {
 
 /** The millisecond of the line written last, and its LineEnds. */
 let lineEnds = new LineEnds(0);
+
+/** The LineEnds of millisecond `ms`: the last ones again, or new ones. */
+function lineEndsOf(ms: number): LineEnds {
+  if (ms !== lineEnds.ms) lineEnds = new LineEnds(ms);
+  return lineEnds;
+}
 
 /**
  * An event made as text, `dataJson` being the input's `data` decoded (the SQLite store keeps it
