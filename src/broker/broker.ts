@@ -373,9 +373,8 @@ export class Broker {
         // writer made the run's frames. A frame that continues the run needs no view of its own.
         const writer = channel.plainFrames!;
         this.stats.framesEncoded += 1;
-        writer.write(undefined, event, payloadBytes);
+        const written = writer.write(undefined, event, payloadBytes);
         plainSlab = writer.frameSlab;
-        const written = writer.written;
         const offset = written.byteOffset;
         const end = offset + writer.writtenEnd;
         if (written.buffer === run.memory && offset + writer.writtenStart === run.end && end <= run.limitEnd) {
@@ -649,8 +648,7 @@ class FrameWriter {
   private used = 0;
   /** The pooled slab the last frame was written into (undefined: the shared slab, or one not pooled). */
   frameSlab: Slab | undefined;
-  /** Where the last frame was written: `written[writtenStart, writtenEnd)`. */
-  written: Buffer = EMPTY_SLAB;
+  /** Where the last frame lies in the slab `write` returned: `[writtenStart, writtenEnd)`. */
   writtenStart = 0;
   writtenEnd = 0;
   private slabStartedAt = 0;
@@ -678,16 +676,17 @@ class FrameWriter {
    * them, its text encoded otherwise (StoredEventRecord.writeLine).
    */
   frame(channel: string | undefined, event: StoredEvent, payloadBytes: number): Buffer {
-    this.write(channel, event, payloadBytes);
-    return this.written.subarray(this.writtenStart, this.writtenEnd);
+    return this.write(channel, event, payloadBytes).subarray(this.writtenStart, this.writtenEnd);
   }
 
   /**
-   * `frame` without the view: the frame lies at `written[writtenStart, writtenEnd)` until the
-   * next write. A frame that only continues its channel's run is never handed to anyone, so it
-   * needs no view (docs/performance.md, "Tenth round: the PUBLISH's allocations").
+   * `frame` without the view: returns the slab the frame was written into, where it lies at
+   * `[writtenStart, writtenEnd)`. A frame that only continues its channel's run is never handed
+   * to anyone, so it needs no view (docs/performance.md, "Tenth round: the PUBLISH's
+   * allocations"). The writer keeps no reference to the slab for this: a writer the sweep let go
+   * of must not hold one.
    */
-  write(channel: string | undefined, event: StoredEvent, payloadBytes: number): void {
+  write(channel: string | undefined, event: StoredEvent, payloadBytes: number): Buffer {
     const head = this.head;
     const channelBytes = channel === undefined ? 0 : Buffer.byteLength(channel);
     const size = head.length + (channel === undefined ? 0 : bulkLength(channelBytes)) + bulkLength(payloadBytes);
@@ -718,9 +717,9 @@ class FrameWriter {
     slab[at++] = 10;
     if (slab === this.slab) this.used = at;
     else state.sharedUsed = at;
-    this.written = slab;
     this.writtenStart = start;
     this.writtenEnd = at;
+    return slab;
   }
 
   /** Lets go of the slab (its frames stay valid for whoever still holds them). */
