@@ -41,6 +41,7 @@ import {
   tempDir,
 } from './lib/servers.js';
 import { option, flag } from './lib/args.js';
+import { eventData } from './lib/event-data.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -403,7 +404,12 @@ async function prefillSqlite(buildDir, path) {
         if (started >= S.historyEvents) return;
         const i = started++;
         store
-          .append({ workspaceId: 1, sandboxId: `sb-${Math.floor(i / perSandbox)}`, type: 'bench.fill', data })
+          .append({
+            workspaceId: 1,
+            sandboxId: `sb-${Math.floor(i / perSandbox)}`,
+            type: 'bench.fill',
+            ...eventData(data),
+          })
           .then(() => (++done === S.historyEvents ? resolve() : next()), reject);
       };
       for (let k = 0; k < 5_000; k++) next();

@@ -11,6 +11,7 @@
 // (`npm run build` first; pass copies of an older dist/ to compare before/after.)
 import { buildModules } from '../lib/build.js';
 import { nullSubscriberClass, outputBudget } from './null-subscriber.js';
+import { eventData } from '../lib/event-data.js';
 
 const options = process.argv.slice(2).filter((arg) => arg.startsWith('--'));
 const option = (/** @type {string} */ name, /** @type {number} */ fallback) =>
@@ -51,7 +52,7 @@ async function setUp(/** @type {string} */ dir) {
       throw error;
     },
   };
-  const input = { workspaceId: 1, sandboxId: 'sb-1', type: 'bench.tick', data };
+  const input = { workspaceId: 1, sandboxId: 'sb-1', type: 'bench.tick', ...eventData(data) };
   return { dir: modules.dir, append: () => store.appendWith(input, receipt), results: /** @type {number[]} */ ([]) };
 }
 

@@ -10,6 +10,7 @@
 // (`npm run build` first; pass a copy of an older dist/ as buildDir to compare before/after.)
 import { GCProfiler, getHeapSpaceStatistics } from 'node:v8';
 import { buildModules } from '../lib/build.js';
+import { eventData } from '../lib/event-data.js';
 
 const [buildArg = 'dist', queriesArg = '20000'] = process.argv.slice(2);
 const { MemoryStore } = await buildModules(buildArg).memoryStore();
@@ -23,7 +24,7 @@ const data = Buffer.from(JSON.stringify({ p: 'x'.repeat(128 - 29 - text.length) 
 for (let s = 0; s < SANDBOXES; s++) {
   for (let k = 0; k < PER_SANDBOX; k++)
     store.appendWith(
-      { workspaceId: 1, sandboxId: `sb-${s}`, type: 'bench.fill', data },
+      { workspaceId: 1, sandboxId: `sb-${s}`, type: 'bench.fill', ...eventData(data) },
       {
         appended() {},
         refused(error) {

@@ -23,6 +23,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { cli, startCluster } from '../lib/cluster.js';
 import { freePort } from '../lib/servers.js';
+import { eventData } from '../lib/event-data.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const { RedisEngine } = await import(pathToFileURL(path.join(root, 'dist/store/redis/redis-engine.js')).href);
@@ -202,11 +203,11 @@ try {
     }
     // Warm up past the retention count, so trimming runs on every append as at steady state.
     for (let i = 0; i < retention.maxCount + 10; i++)
-      await publisher.append({ ...ref, type: 't', data: Buffer.from('{}') });
+      await publisher.append({ ...ref, type: 't', ...eventData(Buffer.from('{}')) });
     const received = watchers.map((watcher) => watcher.stats.received);
     const before = counters();
     const data = Buffer.from(JSON.stringify({ payload: 'x'.repeat(100) }));
-    for (let i = 0; i < events; i++) await publisher.append({ ...ref, type: 'bench.event', data });
+    for (let i = 0; i < events; i++) await publisher.append({ ...ref, type: 'bench.event', ...eventData(data) });
     for (const [i, watcher] of watchers.entries()) {
       while (watcher.stats.received < received[i] + events) await new Promise((r) => setTimeout(r, 10));
     }

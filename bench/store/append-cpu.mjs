@@ -14,6 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildModules } from '../lib/build.js';
+import { eventData } from '../lib/event-data.js';
 
 const [buildArg = 'dist', perCommitArg = '100', sandboxesArg = '1', eventsArg = '200000', pruneArg = 'prune'] =
   process.argv.slice(2);
@@ -34,7 +35,7 @@ function input(sandbox) {
     workspaceId: 1,
     sandboxId: `sb-${sandbox}`,
     type: 'terminal.output',
-    data: Buffer.from(JSON.stringify({ n, output: 'hello from the sandbox, line of output text' })),
+    ...eventData(Buffer.from(JSON.stringify({ n, output: 'hello from the sandbox, line of output text' }))),
   };
 }
 

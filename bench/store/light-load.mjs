@@ -10,6 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildModules } from '../lib/build.js';
+import { eventData } from '../lib/event-data.js';
 
 const [buildArg = 'dist', eventsArg = '5000'] = process.argv.slice(2);
 const EVENTS = Number(eventsArg);
@@ -26,7 +27,7 @@ function input() {
     workspaceId: 1,
     sandboxId: `sb-${n % 100}`,
     type: 'terminal.output',
-    data: Buffer.from(JSON.stringify({ n, output: 'hello from the sandbox, line of output text' })),
+    ...eventData(Buffer.from(JSON.stringify({ n, output: 'hello from the sandbox, line of output text' }))),
   };
 }
 

@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildModules } from '../lib/build.js';
+import { eventData } from '../lib/event-data.js';
 
 const TOTAL = Number(process.argv[2] ?? 1_000_000);
 const SANDBOXES = 1_000;
@@ -25,7 +26,9 @@ function input(sandbox) {
     workspaceId: 1 + (sandbox % 10),
     sandboxId: `sb-${sandbox}`,
     type: TYPES[Math.floor(Math.random() * TYPES.length)],
-    data: Buffer.from(JSON.stringify({ n, exitCode: 0, output: 'hello from the sandbox, line of output text' })),
+    ...eventData(
+      Buffer.from(JSON.stringify({ n, exitCode: 0, output: 'hello from the sandbox, line of output text' })),
+    ),
   };
 }
 

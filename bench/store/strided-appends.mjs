@@ -1,4 +1,6 @@
 // @ts-check
+import { eventData } from '../lib/event-data.js';
+
 /**
  * Appends spread over many streams, as traffic over many sandboxes reaches the SQLite store:
  * shared by wal-frames.mjs and stall.mjs.
@@ -7,7 +9,7 @@
 /**
  * Returns `appendMany(total)`: the next `total` appends, `inFlight` at a time, to `sandboxes`
  * streams in a stride (7919 is prime to any size here), each event's data `data`.
- * @param {{ append(input: { workspaceId: number, sandboxId: string, type: string, data: Buffer }): Promise<unknown> }} store
+ * @param {{ append(input: import('../../src/event/event.js').NewEvent): Promise<unknown> }} store
  * @param {number} sandboxes
  * @param {number} inFlight
  * @param {Buffer} data
@@ -20,7 +22,7 @@ export function stridedAppends(store, sandboxes, inFlight, data) {
       while (next < end) {
         const n = next++;
         const sandboxId = `sandbox-${String((n * 7919) % sandboxes).padStart(8, '0')}`;
-        await store.append({ workspaceId: 1, sandboxId, type: 'terminal.output', data });
+        await store.append({ workspaceId: 1, sandboxId, type: 'terminal.output', ...eventData(data) });
       }
     };
     await Promise.all(Array.from({ length: inFlight }, one));

@@ -9,6 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildModules } from '../lib/build.js';
+import { eventData } from '../lib/event-data.js';
 
 const TOTAL = Number(process.argv[2] ?? 200_000);
 const SANDBOXES = 100;
@@ -31,7 +32,7 @@ function input(n) {
     workspaceId: 1,
     sandboxId: `sb-${n % SANDBOXES}`,
     type: Math.floor(n / SANDBOXES) % 21 === 0 ? 'execution.completed' : 'sandbox.metrics',
-    data: Buffer.from(JSON.stringify({ n, uptime_seconds: n, total_executions: 3, active_executions: 0 })),
+    ...eventData(Buffer.from(JSON.stringify({ n, uptime_seconds: n, total_executions: 3, active_executions: 0 }))),
   };
 }
 

@@ -369,16 +369,21 @@ export class Broker {
     const run = channel.run;
     if (run !== undefined) {
       if (run.open) {
-        // Only a channel whose subscribers all take the plain frame has a run.
-        plain = this.channelFrame(channel, 2, channel.sandboxId, event, payloadBytes);
-        plainSlab = this.encodedIn;
-        const end = plain.byteOffset + plain.length;
-        if (plain.buffer === run.memory && plain.byteOffset === run.end && end <= run.limitEnd) {
+        // Only a channel whose subscribers all take the plain frame has a run, and its plain
+        // writer made the run's frames. A frame that continues the run needs no view of its own.
+        const writer = channel.plainFrames!;
+        this.stats.framesEncoded += 1;
+        const written = writer.write(undefined, event, payloadBytes);
+        plainSlab = writer.frameSlab;
+        const offset = written.byteOffset;
+        const end = offset + writer.writtenEnd;
+        if (written.buffer === run.memory && offset + writer.writtenStart === run.end && end <= run.limitEnd) {
           run.end = end;
           run.frames += 1;
           if (plainSlab !== undefined) plainSlab.views += run.followers;
           return run.followers;
         }
+        plain = written.subarray(writer.writtenStart, writer.writtenEnd);
       }
       channel.endRun();
     }
@@ -643,6 +648,9 @@ class FrameWriter {
   private used = 0;
   /** The pooled slab the last frame was written into (undefined: the shared slab, or one not pooled). */
   frameSlab: Slab | undefined;
+  /** Where the last frame lies in the slab `write` returned: `[writtenStart, writtenEnd)`. */
+  writtenStart = 0;
+  writtenEnd = 0;
   private slabStartedAt = 0;
   /** SlabState turn in which the slab was taken. */
   private slabStartedTurn = 0;
@@ -668,6 +676,17 @@ class FrameWriter {
    * them, its text encoded otherwise (StoredEventRecord.writeLine).
    */
   frame(channel: string | undefined, event: StoredEvent, payloadBytes: number): Buffer {
+    return this.write(channel, event, payloadBytes).subarray(this.writtenStart, this.writtenEnd);
+  }
+
+  /**
+   * `frame` without the view: returns the slab the frame was written into, where it lies at
+   * `[writtenStart, writtenEnd)`. A frame that only continues its channel's run is never handed
+   * to anyone, so it needs no view (docs/performance.md, "Tenth round: the PUBLISH's
+   * allocations"). The writer keeps no reference to the slab for this: a writer the sweep let go
+   * of must not hold one.
+   */
+  write(channel: string | undefined, event: StoredEvent, payloadBytes: number): Buffer {
     const head = this.head;
     const channelBytes = channel === undefined ? 0 : Buffer.byteLength(channel);
     const size = head.length + (channel === undefined ? 0 : bulkLength(channelBytes)) + bulkLength(payloadBytes);
@@ -698,7 +717,9 @@ class FrameWriter {
     slab[at++] = 10;
     if (slab === this.slab) this.used = at;
     else state.sharedUsed = at;
-    return slab.subarray(start, at);
+    this.writtenStart = start;
+    this.writtenEnd = at;
+    return slab;
   }
 
   /** Lets go of the slab (its frames stay valid for whoever still holds them). */

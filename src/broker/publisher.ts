@@ -42,14 +42,20 @@ export abstract class Publication implements NewEvent, AppendReceipt {
   deliveredAt = 0;
   /** The publisher it went through (Publisher.start). */
   publisher: Publisher | undefined = undefined;
+  /** NewEvent's: set here, or by readPublishPayload into the publication (PUBLISH). */
+  type: string;
+  dataBytes: Buffer;
+  dataStart: number;
+  dataEnd: number;
 
-  constructor(
-    ref: SandboxRef,
-    readonly type: string,
-    readonly data: Buffer,
-  ) {
+  /** `data`'s UTF-8 is `dataBytes[dataStart, dataEnd)` (NewEvent). */
+  constructor(ref: SandboxRef, type: string, dataBytes: Buffer, dataStart = 0, dataEnd = dataBytes.length) {
     this.workspaceId = ref.workspaceId;
     this.sandboxId = ref.sandboxId;
+    this.type = type;
+    this.dataBytes = dataBytes;
+    this.dataStart = dataStart;
+    this.dataEnd = dataEnd;
   }
 
   /** The event is durable and was delivered to `receivers` subscriptions. */

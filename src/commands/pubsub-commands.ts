@@ -8,7 +8,7 @@ import {
   resolveSandbox,
 } from '../broker/scope.js';
 import type { ReplySlot, RespClient } from './client.js';
-import { parsePublishPayload, type StoredEvent } from '../event/event.js';
+import { readPublishPayload, type StoredEvent } from '../event/event.js';
 import {
   array,
   bulk,
@@ -164,13 +164,19 @@ class PublishReply extends Publication {
   private answer: Buffer | undefined = undefined;
   private slot: ReplySlot | undefined = undefined;
 
+  /**
+   * The payload, `payload[start, end)`, is read into the publication itself (readPublishPayload):
+   * it throws the payload's refusal, and the publication is then dropped unpublished.
+   */
   constructor(
     private readonly connection: RespClient,
     target: SandboxRef,
-    type: string,
-    data: Buffer,
+    payload: Buffer,
+    start: number,
+    end: number,
   ) {
-    super(target, type, data);
+    super(target, '', payload, start, end);
+    readPublishPayload(payload, connection.context.limits.maxEventBytes, start, end, this);
   }
 
   published(_event: StoredEvent, receivers: number): void {
@@ -217,11 +223,11 @@ function publish(connection: RespClient, args: string[], byteLengths: number[], 
   const principal = principalOf(connection);
   const target = publishTarget(principal, args[1]!);
   const { lastBytes, lastStart } = command;
-  const { type, data } =
-    lastBytes === undefined || lastStart === undefined
-      ? parsePublishPayload(Buffer.from(args[2]!), connection.context.limits.maxEventBytes)
-      : parsePublishPayload(lastBytes, connection.context.limits.maxEventBytes, lastStart, lastStart + byteLengths[2]!);
-  const reply = new PublishReply(connection, target, type, data);
+  let reply: PublishReply;
+  if (lastBytes === undefined || lastStart === undefined) {
+    const payload = Buffer.from(args[2]!);
+    reply = new PublishReply(connection, target, payload, 0, payload.length);
+  } else reply = new PublishReply(connection, target, lastBytes, lastStart, lastStart + byteLengths[2]!);
   connection.context.publisher.publishWith(principal, reply);
   reply.replyOrWait();
 }

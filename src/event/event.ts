@@ -21,13 +21,22 @@ export interface NewEvent {
   sandboxId: string;
   type: string;
   /**
-   * `data` as compact JSON (one line, validated as an object), in UTF-8: a PUBLISH's own bytes
-   * of it as received, never decoded on the way to the memory store's ring (docs/performance.md,
-   * "Seventh round: the payload's bytes"). Valid UTF-8 (parsePublishPayload sees to it). Never
-   * written to once appended: the memory store's event keeps it to make its line's text when
+   * `data` as compact JSON (one line, validated as an object), in UTF-8, is
+   * `dataBytes[dataStart, dataEnd)`: a PUBLISH's own bytes of it where they were received, never
+   * decoded on the way to the memory store's ring, and with no view made of them, as the ring and
+   * the frames copy them anyway (docs/performance.md, "Seventh round: the payload's bytes",
+   * "Tenth round: the PUBLISH's allocations"). Valid UTF-8 (readPublishPayload sees to it). Never
+   * written to once appended: the memory store's event keeps them to make its line's text when
    * read (a request's received bytes are never written to again, see RequestDecoder).
    */
-  data: Buffer;
+  dataBytes: Buffer;
+  dataStart: number;
+  dataEnd: number;
+}
+
+/** `data`'s text (NewEvent), for the stores that keep it as text. */
+export function newEventDataText(input: NewEvent): string {
+  return input.dataBytes.toString('utf8', input.dataStart, input.dataEnd);
 }
 
 /**
@@ -140,18 +149,23 @@ export class StoredEventRecord implements StoredEvent {
  * it is); the ring's copy of the line is read only until the store releases it.
  */
 class RingLineRecord extends StoredEventRecord {
-  /** eventLineHead of its sandbox and type, and `data`'s UTF-8 (undefined once its text is made). */
+  /**
+   * eventLineHead of its sandbox and type, and the bytes `data`'s UTF-8 lies in, at
+   * `[#dataStart, #dataEnd)` (undefined once its text is made).
+   */
   #head: Uint8Array | undefined;
   #data: Uint8Array | undefined;
+  readonly #dataStart: number;
+  readonly #dataEnd: number;
   /** The line's bytes end at `#lineEnd` in `#ringLine`, while its store holds them unchanged. */
   #ringLine: Buffer | undefined;
   readonly #lineEnd: number;
 
   /**
-   * An event whose line is `writeEventLine(id, head, data, timestamp)`, `bytes` long, and lies
-   * at `ring[end - bytes, end)` until `StoredEventRecord.releaseRingLine`. `head` and `data` must
-   * never be written to again (a request's received bytes are not; docs/architecture.md, the
-   * PUBLISH path).
+   * An event whose line is `writeEventLine(id, head, data, dataStart, dataEnd, timestamp)`,
+   * `bytes` long, and lies at `ring[end - bytes, end)` until `StoredEventRecord.releaseRingLine`.
+   * `head` and `data` must never be written to again (a request's received bytes are not;
+   * docs/architecture.md, the PUBLISH path).
    */
   constructor(
     id: EventId,
@@ -161,6 +175,8 @@ class RingLineRecord extends StoredEventRecord {
     timestamp: number,
     head: Uint8Array,
     data: Uint8Array,
+    dataStart: number,
+    dataEnd: number,
     ring: Buffer,
     end: number,
     bytes: number,
@@ -168,6 +184,8 @@ class RingLineRecord extends StoredEventRecord {
     super(id, workspaceId, sandboxId, type, timestamp, undefined);
     this.#head = head;
     this.#data = data;
+    this.#dataStart = dataStart;
+    this.#dataEnd = dataEnd;
     this.#ringLine = ring;
     this.#lineEnd = end;
     StoredEventRecord.setJsonBytes(this, bytes);
@@ -190,7 +208,16 @@ class RingLineRecord extends StoredEventRecord {
       return at + bytes;
     }
     if (event.#head === undefined) return -1;
-    return writeEventLine(target, at, event.id, event.#head, event.#data!, event.timestamp);
+    return writeEventLine(
+      target,
+      at,
+      event.id,
+      event.#head,
+      event.#data!,
+      event.#dataStart,
+      event.#dataEnd,
+      event.timestamp,
+    );
   }
 
   /** The line's text (made once, by StoredEventRecord's json); the event then lets go of its parts. */
@@ -201,7 +228,7 @@ class RingLineRecord extends StoredEventRecord {
     if (ring !== undefined) text = ring.toString('utf8', event.#lineEnd - bytes, event.#lineEnd);
     else {
       const line = Buffer.allocUnsafe(bytes);
-      writeEventLine(line, 0, event.id, event.#head!, event.#data!, event.timestamp);
+      writeEventLine(line, 0, event.id, event.#head!, event.#data!, event.#dataStart, event.#dataEnd, event.timestamp);
       text = line.toString('utf8', 0, bytes);
     }
     // An event kept (an HTTP publish's answer) then holds its text, not the request's bytes.
@@ -366,19 +393,16 @@ function writeDigits(target: Uint8Array, at: number, n: number, digits: number):
   return at + digits;
 }
 
-/** The byte size of the line writeEventLine writes. */
-export function eventLineSize(id: EventId, head: Uint8Array, data: Uint8Array, timestamp: number): number {
-  const msDigits = decimalDigits(id.ms);
+/** The byte size of the line writeEventLine writes, `dataBytes` being the size of `data`'s UTF-8. */
+export function eventLineSize(id: EventId, head: Uint8Array, dataBytes: number, timestamp: number): number {
+  // The millisecond's digits are counted once, by its LineEnds, which writeEventLine then uses.
+  const ends = lineEndsOf(id.ms);
   return (
-    LINE_OPEN.length +
-    msDigits +
-    1 +
+    ends.opening.length +
     decimalDigits(id.seq) +
     head.length +
-    data.length +
-    TIMESTAMP_KEY.length +
-    (timestamp === id.ms ? msDigits : decimalDigits(timestamp)) +
-    1
+    dataBytes +
+    (timestamp === id.ms ? ends.closing.length : TIMESTAMP_KEY.length + decimalDigits(timestamp) + 1)
   );
 }
 
@@ -391,9 +415,9 @@ function writeConstant(target: Uint8Array, at: number, bytes: Uint8Array): numbe
 
 /**
  * The bytes of `eventLine(id, middle, typeJson, data, timestamp)` written at `at`, from
- * `eventLineHead(middle, typeJson)` and the UTF-8 of `data`, with nothing decoded or encoded
- * (docs/performance.md, "Seventh round: the payload's bytes"); returns the end. `target` must
- * have room for eventLineSize(...) bytes from `at`.
+ * `eventLineHead(middle, typeJson)` and the UTF-8 of `data`, `data[dataStart, dataEnd)`, with
+ * nothing decoded or encoded (docs/performance.md, "Seventh round: the payload's bytes"); returns
+ * the end. `target` must have room for eventLineSize(...) bytes from `at`.
  */
 export function writeEventLine(
   target: Uint8Array,
@@ -401,20 +425,25 @@ export function writeEventLine(
   id: EventId,
   head: Uint8Array,
   data: Uint8Array,
+  dataStart: number,
+  dataEnd: number,
   timestamp: number,
 ): number {
-  if (id.ms !== lineEnds.ms) lineEnds = new LineEnds(id.ms);
-  target.set(lineEnds.opening, at);
-  at = writeDecimal(target, at + lineEnds.opening.length, id.seq);
+  const ends = lineEndsOf(id.ms);
+  target.set(ends.opening, at);
+  at = writeDecimal(target, at + ends.opening.length, id.seq);
   target.set(head, at);
   at += head.length;
-  target.set(data, at);
-  at += data.length;
+  // What Buffer.copy does for a range (Node 20's `_copyActual`), without its argument checks:
+  // the view is of the data's range only, where the caller made none.
+  const size = dataEnd - dataStart;
+  target.set(new Uint8Array(data.buffer, data.byteOffset + dataStart, size), at);
+  at += size;
   // A store stamps an event with the millisecond of its id (unless the clock stepped back,
   // nextEventId).
   if (timestamp === id.ms) {
-    target.set(lineEnds.closing, at);
-    return at + lineEnds.closing.length;
+    target.set(ends.closing, at);
+    return at + ends.closing.length;
   }
   at = writeConstant(target, at, TIMESTAMP_KEY);
   at = writeDecimal(target, at, timestamp);
@@ -444,6 +473,12 @@ class LineEnds {
 
 /** The millisecond of the line written last, and its LineEnds. */
 let lineEnds = new LineEnds(0);
+
+/** The LineEnds of millisecond `ms`: the last ones again, or new ones. */
+function lineEndsOf(ms: number): LineEnds {
+  if (ms !== lineEnds.ms) lineEnds = new LineEnds(ms);
+  return lineEnds;
+}
 
 /**
  * An event made as text, `dataJson` being the input's `data` decoded (the SQLite store keeps it
@@ -500,31 +535,41 @@ export interface PublishFields {
   data: Buffer;
 }
 
+/** Where readPublishPayload puts a payload's fields: the type, and `data`'s UTF-8 at `dataBytes[dataStart, dataEnd)` (NewEvent). */
+export interface PublishPayload {
+  type: string;
+  dataBytes: Buffer;
+  dataStart: number;
+  dataEnd: number;
+}
+
 const EMPTY_DATA = Buffer.from('{}');
 
 /** The last type read from payload bytes: a publisher mostly repeats its types. */
 const typeText = new RepeatedText(MAX_TYPE_LENGTH * 4);
 
 /**
- * Validates what a publisher sent, `payload[start, end)` its bytes as received (a view of them is
- * made only for `data`): exactly `{"type": "...",
- * "data": {...}}`, `data` optional. Returns the type and `data` as compact JSON in UTF-8 (no
- * raw newline, whatever the publisher's formatting). The payload's size is checked against the
- * limit first, so that an oversized payload is never parsed.
+ * Validates what a publisher sent, `payload[start, end)` its bytes as received: exactly
+ * `{"type": "...", "data": {...}}`, `data` optional. Sets `into`'s type and where `data` lies as
+ * compact JSON in UTF-8 (no raw newline, whatever the publisher's formatting); `into` is the
+ * publication itself on PUBLISH's path, so no object is made for the answer. The payload's size
+ * is checked against the limit first, so that an oversized payload is never parsed.
  *
  * The bytes are scanned once without building objects or decoding them (payload-scan.ts), and
- * `data` is a view of the payload's own bytes. Bytes that are not UTF-8 are taken as decoding
- * takes them, each bad sequence a U+FFFD (so the event holds those, as PUBLISH always did).
- * Only such a payload, one the scan refuses (for its error message), or one whose `data` can't
- * be reused as is goes through the text and JSON.parse (parsePublishPayloadWithJsonParse),
- * whose verdict the scan matches exactly.
+ * `data` is the payload's own bytes, no view of them made (docs/performance.md, "Tenth round:
+ * the PUBLISH's allocations"). Bytes that are not UTF-8 are taken as decoding takes them, each
+ * bad sequence a U+FFFD (so the event holds those, as PUBLISH always did). Only such a payload,
+ * one the scan refuses (for its error message), or one whose `data` can't be reused as is goes
+ * through the text and JSON.parse (parsePublishPayloadWithJsonParse), whose verdict the scan
+ * matches exactly.
  */
-export function parsePublishPayload(
+export function readPublishPayload(
   payload: Buffer,
   maxEventBytes: number,
-  start = 0,
-  end = payload.length,
-): PublishFields {
+  start: number,
+  end: number,
+  into: PublishPayload,
+): void {
   const size = end - start;
   if (size > maxEventBytes) throw new EventTooLargeError(size, maxEventBytes);
   const scanned = scanPublishPayload(payload, start, end);
@@ -534,15 +579,40 @@ export function parsePublishPayload(
       size,
       maxEventBytes,
     );
-    return { type, data: Buffer.from(dataJson) };
+    const data = Buffer.from(dataJson);
+    into.type = type;
+    into.dataBytes = data;
+    into.dataStart = 0;
+    into.dataEnd = data.length;
+    return;
   }
   const { typeStart, typeEnd } = scanned;
-  const type = validateEventType(
+  into.type = validateEventType(
     scanned.typeEscaped
       ? (JSON.parse(payload.toString('utf8', typeStart, typeEnd)) as string)
       : typeText.of(payload, typeStart + 1, typeEnd - 1),
   );
-  return { type, data: scanned.dataStart < 0 ? EMPTY_DATA : payload.subarray(scanned.dataStart, scanned.dataEnd) };
+  if (scanned.dataStart < 0) {
+    into.dataBytes = EMPTY_DATA;
+    into.dataStart = 0;
+    into.dataEnd = EMPTY_DATA.length;
+  } else {
+    into.dataBytes = payload;
+    into.dataStart = scanned.dataStart;
+    into.dataEnd = scanned.dataEnd;
+  }
+}
+
+/** readPublishPayload with `data` as a Buffer of its own (a view of the payload's bytes, or a copy). */
+export function parsePublishPayload(
+  payload: Buffer,
+  maxEventBytes: number,
+  start = 0,
+  end = payload.length,
+): PublishFields {
+  const read: PublishPayload = { type: '', dataBytes: payload, dataStart: 0, dataEnd: 0 };
+  readPublishPayload(payload, maxEventBytes, start, end, read);
+  return { type: read.type, data: read.dataBytes.subarray(read.dataStart, read.dataEnd) };
 }
 
 /**

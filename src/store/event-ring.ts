@@ -194,17 +194,25 @@ export class EventRing {
 
   /**
    * Appends an event, its line written as bytes from `head` (eventLineHead of its sandbox and
-   * type) and `data` (its UTF-8, as the publisher sent it) by writeEventLine, nothing encoded or
+   * type) and `data[dataStart, dataEnd)` (its UTF-8, as the publisher sent it) by writeEventLine, nothing encoded or
    * decoded (docs/performance.md, "Seventh round: the payload's bytes", "Eighth round: the
    * event's line as bytes"). Returns the line's size; it ends at `newestLineEnd` in
    * `newestChunk` (until the ring changes).
    */
-  push(id: EventId, timestamp: number, type: string, head: Uint8Array, data: Uint8Array): number {
+  push(
+    id: EventId,
+    timestamp: number,
+    type: string,
+    head: Uint8Array,
+    data: Uint8Array,
+    dataStart: number,
+    dataEnd: number,
+  ): number {
     if (this.length === this.slots) this.resizeSlots(Math.min(Math.max(MIN_SLOTS, this.slots * 2), this.maxSlots));
-    const size = eventLineSize(id, head, data, timestamp);
+    const size = eventLineSize(id, head, dataEnd - dataStart, timestamp);
     let chunk = this.chunks[this.chunks.length - 1];
     if (chunk === undefined || chunk.length - this.tailAt < size) chunk = this.addChunk(size);
-    writeEventLine(chunk, this.tailAt, id, head, data, timestamp);
+    writeEventLine(chunk, this.tailAt, id, head, data, dataStart, dataEnd, timestamp);
     // Nothing above changed what the ring holds when it threw; from here on nothing throws.
     let slot = this.head + this.length;
     if (slot >= this.slots) slot -= this.slots;

@@ -3,6 +3,7 @@ import {
   createStoredEvent,
   eventLineHead,
   eventLineMiddle,
+  newEventDataText,
   nextEventId,
   setEventOrder,
   type EventId,
@@ -360,7 +361,7 @@ export class MemoryStore implements EventStore {
       // Issued in the sandbox's order and delivered, never kept (docs/operations.md).
       const event = createStoredEvent(
         input,
-        input.data.toString(),
+        newEventDataText(input),
         id,
         now,
         stream.lineMiddle,
@@ -385,7 +386,8 @@ export class MemoryStore implements EventStore {
     const { events } = part;
     if (events.length >= maxCount) this.trim(stream, part, -Infinity, maxCount - 1);
     const head = stream.lineHead(input.type);
-    const lineBytes = events.push(id, now, input.type, head, input.data);
+    const { dataBytes, dataStart, dataEnd } = input;
+    const lineBytes = events.push(id, now, input.type, head, dataBytes, dataStart, dataEnd);
     // No text of the line is made unless something reads `json` (docs/performance.md, "Eighth
     // round: the event's line as bytes"): the fan-out copies the bytes just written.
     const event = StoredEventRecord.ofLine(
@@ -395,7 +397,9 @@ export class MemoryStore implements EventStore {
       input.type,
       now,
       head,
-      input.data,
+      dataBytes,
+      dataStart,
+      dataEnd,
       events.newestChunk,
       events.newestLineEnd,
       lineBytes,

@@ -12,6 +12,7 @@ import { killDaemons, spawnDaemon } from '../support/daemon.js';
 import { LaggingStore } from '../support/lagging-store.js';
 import { RawClient, replyCollector, resp } from '../support/raw-client.js';
 import { startTestServer } from '../support/test-server.js';
+import { eventData } from '../support/event-data.js';
 
 /** docs/protocol.md, "History and resume", through the real daemon and a real SQLite file. */
 const DAY = 24 * 3600 * 1000;
@@ -281,7 +282,8 @@ describe('RESUME', () => {
     const broker = await startTestServer({ store });
     cleanups.push(() => broker.close());
     const data = Buffer.from(JSON.stringify({ blob: 'x'.repeat(60_000) }));
-    for (let i = 0; i < 160; i++) await store.append({ workspaceId: 1, sandboxId: 'sb-big', type: 't', data });
+    for (let i = 0; i < 160; i++)
+      await store.append({ workspaceId: 1, sandboxId: 'sb-big', type: 't', ...eventData(data) });
     const client = await broker.authed();
     let received = 0;
     client.socket.on('data', (chunk: Buffer) => {
@@ -298,9 +300,7 @@ describe('RESUME', () => {
     const broker = await startTestServer({ store });
     cleanups.push(() => broker.close());
     const elsewhere = async () =>
-      formatEventId(
-        (await store.append({ workspaceId: 1, sandboxId: 'sb-at', type: 't', data: Buffer.from('{}') })).id,
-      );
+      formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-at', type: 't', ...eventData('{}') })).id);
     const seen = await elsewhere();
     const subscriber = await broker.authed();
     const reader = new ReplyReader(subscriber);
@@ -325,9 +325,7 @@ describe('RESUME', () => {
     subscriber.send(resp('PSUBSCRIBE', 'sb-*'));
     expect(await reader.next()).toEqual([['psubscribe', 'sb-*', 1]]);
     const elsewhere = async () =>
-      formatEventId(
-        (await store.append({ workspaceId: 1, sandboxId: 'sb-both', type: 't', data: Buffer.from('{}') })).id,
-      );
+      formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-both', type: 't', ...eventData('{}') })).id);
     const ids = [await elsewhere(), await elsewhere()];
     subscriber.send(resp('RESUME', 'sb-both', '0'));
     const [confirmation, ...replayed] = (await reader.next(3)) as string[][];
@@ -351,7 +349,7 @@ describe('RESUME', () => {
     const broker = await startTestServer({ store });
     cleanups.push(() => broker.close());
     // Another node's events: durable and readable at once, live later.
-    const elsewhere = () => store.append({ workspaceId: 1, sandboxId: 'sb-lag', type: 't', data: Buffer.from('{}') });
+    const elsewhere = () => store.append({ workspaceId: 1, sandboxId: 'sb-lag', type: 't', ...eventData('{}') });
     const ids = [await elsewhere(), await elsewhere(), await elsewhere()].map((event) => formatEventId(event.id));
     const subscriber = await broker.authed();
     const reader = new ReplyReader(subscriber);

@@ -8,6 +8,7 @@ import {
   eventLineMiddle,
   eventLineSize,
   parsePublishPayload,
+  readPublishPayload,
   parsePublishPayloadWithJsonParse,
   writeEventLine,
 } from '../../src/event/event.js';
@@ -268,7 +269,11 @@ describe('PUBLISH payload scan: the verdict and text of JSON.parse, without buil
         const bytes = Buffer.from(payload);
         const reference = viaJsonParse(bytes);
         if ('code' in reference) return;
-        const { type, data } = parsePublishPayload(bytes, LIMIT);
+        // Where PUBLISH's path reads it: into its publication, `data` left where it lies.
+        const read = { type: '', dataBytes: bytes, dataStart: 0, dataEnd: 0 };
+        readPublishPayload(bytes, LIMIT, 0, bytes.length, read);
+        const { type, dataBytes, dataStart, dataEnd } = read;
+        const data = dataBytes.subarray(dataStart, dataEnd);
         const line = createStoredEvent(
           { workspaceId: 7, sandboxId: 'sb', type },
           data.toString(),
@@ -284,9 +289,9 @@ describe('PUBLISH payload scan: the verdict and text of JSON.parse, without buil
         expect(line.json).toBe(before.json);
         // The memory store writes the line as bytes (writeEventLine): the same bytes.
         const head = eventLineHead(middle, JSON.stringify(type));
-        const size = eventLineSize(line.id, head, data, 3);
+        const size = eventLineSize(line.id, head, dataEnd - dataStart, 3);
         const written = Buffer.alloc(size + 2);
-        expect(writeEventLine(written, 1, line.id, head, data, 3)).toBe(size + 1);
+        expect(writeEventLine(written, 1, line.id, head, dataBytes, dataStart, dataEnd, 3)).toBe(size + 1);
         expect(written.subarray(1, size + 1).equals(Buffer.from(before.json))).toBe(true);
       }),
       { numRuns: 1_000 },
@@ -296,6 +301,8 @@ describe('PUBLISH payload scan: the verdict and text of JSON.parse, without buil
   it('writes the line as bytes for any id and timestamp, as eventJson builds it as text', () => {
     const head = eventLineHead(eventLineMiddle(1, 'sb-é'), JSON.stringify('type.é'));
     const data = Buffer.from('{"k":"v€"}');
+    // `data` among other bytes, as a request holds it.
+    const received = Buffer.concat([Buffer.from('}"x'), data, Buffer.from('"}\r\n')]);
     const numbers = fc.oneof(
       fc.constantFrom(0, 9, 10, 99_999_999, 100_000_000, 100_000_001, 1_765_000_000_000, Number.MAX_SAFE_INTEGER),
       fc.maxSafeNat(),
@@ -303,8 +310,8 @@ describe('PUBLISH payload scan: the verdict and text of JSON.parse, without buil
     fc.assert(
       fc.property(numbers, numbers, numbers, (ms, seq, timestamp) => {
         const id = { ms, seq };
-        const out = Buffer.alloc(eventLineSize(id, head, data, timestamp));
-        expect(writeEventLine(out, 0, id, head, data, timestamp)).toBe(out.length);
+        const out = Buffer.alloc(eventLineSize(id, head, data.length, timestamp));
+        expect(writeEventLine(out, 0, id, head, received, 3, 3 + data.length, timestamp)).toBe(out.length);
         expect(out.toString()).toBe(eventJson(id, 1, 'sb-é', 'type.é', data.toString(), timestamp));
       }),
       { numRuns: 2_000 },

@@ -9,6 +9,7 @@ import { LaggingStore } from '../support/lagging-store.js';
 import { resp } from '../support/raw-client.js';
 import { requireTool } from '../support/tools.js';
 import { type DropProxy, type HttpTestServer, postEvent, startDropProxy, startHttpTestServer } from './support.js';
+import { eventData } from '../support/event-data.js';
 
 /**
  * The event streams with a real EventSource client (the `eventsource` package): live events,
@@ -217,9 +218,7 @@ describe('GET /events/<sandboxId>/stream', () => {
     const lagging = await startHttpTestServer({ store, http: { retryMs: 50, heartbeatMs: 100 } });
     try {
       const elsewhere = async () =>
-        formatEventId(
-          (await store.append({ workspaceId: 1, sandboxId: 'sb-lag', type: 't', data: Buffer.from('{}') })).id,
-        );
+        formatEventId((await store.append({ workspaceId: 1, sandboxId: 'sb-lag', type: 't', ...eventData('{}') })).id);
       const ids = [await elsewhere(), await elsewhere(), await elsewhere()];
       const watcher = lagging.track(
         new Watcher(
@@ -247,7 +246,7 @@ describe('GET /events/<sandboxId>/stream', () => {
     try {
       const elsewhere = async () =>
         formatEventId(
-          (await store.append({ workspaceId: 1, sandboxId: 'sb-floor', type: 't', data: Buffer.from('{}') })).id,
+          (await store.append({ workspaceId: 1, sandboxId: 'sb-floor', type: 't', ...eventData('{}') })).id,
         );
       const seen = await elsewhere(); // the reader had it from another node
       const watcher = lagging.track(
@@ -272,7 +271,7 @@ describe('GET /events/<sandboxId>/stream', () => {
     const slow = await startHttpTestServer({ store, http: { retryMs: 50, heartbeatMs: 20 } });
     try {
       const id = formatEventId(
-        (await store.append({ workspaceId: 1, sandboxId: 'sb-slow', type: 't', data: Buffer.from('{}') })).id,
+        (await store.append({ workspaceId: 1, sandboxId: 'sb-slow', type: 't', ...eventData('{}') })).id,
       );
       store.holdReads = true;
       const response = fetch(`${slow.url}/events/sb-slow/stream?lastEventId=0`, {

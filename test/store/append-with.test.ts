@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { NewEvent, StoredEvent } from '../../src/event/event.js';
 import type { AppendReceipt } from '../../src/store/types.js';
 import { Clock, memoryFactory, type StoreFactory, sqliteFactory } from './helpers.js';
+import { eventData } from '../support/event-data.js';
 
 /** Records what a store told it, and in which order relative to the listener. */
 class RecordingReceipt implements AppendReceipt {
@@ -21,7 +22,7 @@ const input = (n: number): NewEvent => ({
   workspaceId: 1,
   sandboxId: 'sb',
   type: 't',
-  data: Buffer.from(`{"n":${n}}`),
+  ...eventData(`{"n":${n}}`),
 });
 
 describe.each([memoryFactory, sqliteFactory])('appendWith (%o)', (makeFactory: () => StoreFactory) => {

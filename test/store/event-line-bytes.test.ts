@@ -11,6 +11,7 @@ import { eventJson, type StoredEvent } from '../../src/event/event.js';
 import { deliveryFrame } from '../../src/protocol/encode.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import { Clock, T0 } from './helpers.js';
+import { eventData } from '../support/event-data.js';
 
 /** Payloads of one size, so that a later line lands exactly where an earlier one was. */
 const dataOf = (n: number, pad = 0) => `{"n":"${String(n).padStart(4, '0')}","s":"é😀${'x'.repeat(pad)}"}`;
@@ -33,7 +34,7 @@ describe('memory store events kept past their ring bytes', () => {
       kept.push(event);
     });
     for (let n = 0; n < 5; n++) {
-      await store.append({ workspaceId: 1, sandboxId: 'sb', type: 't', data: Buffer.from(dataOf(n)) });
+      await store.append({ workspaceId: 1, sandboxId: 'sb', type: 't', ...eventData(dataOf(n)) });
     }
     // Every event but the last was dropped, its bytes written over by the next one's.
     expect(kept.map((event) => event.json)).toEqual(kept.map((event, n) => lineOf(event, n)));
@@ -55,8 +56,8 @@ describe('memory store events kept past their ring bytes', () => {
     // 400 events of 1 KB: full-size chunks, dropped into the spares, and taken again by
     // `other` (and by `sb` itself).
     for (let n = 0; n < 2_000; n++) {
-      await store.append({ workspaceId: 1, sandboxId: 'sb', type: 't', data: Buffer.from(dataOf(n, 1_000)) });
-      await store.append({ workspaceId: 1, sandboxId: 'other', type: 't', data: Buffer.from(dataOf(n, 2_000)) });
+      await store.append({ workspaceId: 1, sandboxId: 'sb', type: 't', ...eventData(dataOf(n, 1_000)) });
+      await store.append({ workspaceId: 1, sandboxId: 'other', type: 't', ...eventData(dataOf(n, 2_000)) });
     }
     expect(kept.map((event) => event.json)).toEqual(kept.map((event, n) => lineOf(event, n, 1_000)));
     await store.close();
@@ -82,7 +83,7 @@ describe('memory store events kept past their ring bytes', () => {
     };
     broker.subscribe(subscriber, { workspaceId: 1, sandboxId: 'sb', key: channelKey(1, 'sb'), displayName: 'sb' });
     for (let n = 0; n < 5; n++) {
-      await store.append({ workspaceId: 1, sandboxId: 'sb', type: 't', data: Buffer.from(dataOf(n)) });
+      await store.append({ workspaceId: 1, sandboxId: 'sb', type: 't', ...eventData(dataOf(n)) });
     }
     expect(frames).toEqual(events.map((event, n) => deliveryFrame(2, undefined, 'sb', lineOf(event, n))));
     expect(events.map((event) => event.json)).toEqual(events.map((event, n) => lineOf(event, n)));

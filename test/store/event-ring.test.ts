@@ -9,6 +9,7 @@ import { eventJson, eventLineHead, eventLineMiddle, type StoredEvent } from '../
 import { EventRing, RingContext } from '../../src/store/event-ring.js';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import { Clock, T0, newEvent } from './helpers.js';
+import { ringData } from '../support/event-data.js';
 
 /** The data text each event of `stored` was made with. */
 const dataOf = new WeakMap<StoredEvent, string>();
@@ -29,7 +30,7 @@ function stored(ms: number, seq: number, type: string, dataJson: string, sandbox
 /** Pushes the event as the memory store does: its line's head and its data's UTF-8. */
 function push(ring: EventRing, event: StoredEvent): void {
   const head = eventLineHead(eventLineMiddle(event.workspaceId, event.sandboxId), JSON.stringify(event.type));
-  const size = ring.push(event.id, event.timestamp, event.type, head, Buffer.from(dataOf.get(event)!));
+  const size = ring.push(event.id, event.timestamp, event.type, head, ...ringData(dataOf.get(event)!));
   const json = ring.newestChunk.toString('utf8', ring.newestLineEnd - size, ring.newestLineEnd);
   expect(json).toBe(event.json); // the line written as bytes is the line built as text
 }

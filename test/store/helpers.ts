@@ -8,6 +8,7 @@ import { RedisEngine } from '../../src/store/redis/redis-engine.js';
 import { SqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite-store.js';
 import type { EventStore, RetentionPolicy } from '../../src/store/types.js';
 import { startCluster, startRedis, type RedisCluster, type RedisProcess } from '../scale/support.js';
+import { eventData } from '../support/event-data.js';
 
 export const T0 = 1_700_000_000_000;
 
@@ -156,7 +157,7 @@ export function tempDir(): Promise<string> {
 }
 
 export function newEvent(sandboxId: string, type = 'test.event', data: object = {}, workspaceId = 1): NewEvent {
-  return { workspaceId, sandboxId, type, data: Buffer.from(JSON.stringify(data)) };
+  return { workspaceId, sandboxId, type, ...eventData(JSON.stringify(data)) };
 }
 
 export function ids(events: readonly StoredEvent[]): string[] {

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { eventJson, eventLineHead, eventLineMiddle } from '../../src/event/event.js';
 import { EventRing, RingContext } from '../../src/store/event-ring.js';
+import { ringData } from '../support/event-data.js';
 
 const data = (n: number, pad: number) => `{"n":${n},"pad":"${'x'.repeat(pad)}","u":"é"}`;
 const line = (n: number, pad: number) => eventJson({ ms: 1_000 + n, seq: 0 }, 7, 'sb-1', 't', data(n, pad), 1_000 + n);
@@ -9,7 +10,7 @@ const HEAD = eventLineHead(eventLineMiddle(7, 'sb-1'), '"t"');
 
 /** Pushes event `n` as the memory store does (its line as bytes); returns the line as text. */
 function push(ring: EventRing, n: number, pad: number): string {
-  const size = ring.push({ ms: 1_000 + n, seq: 0 }, 1_000 + n, 't', HEAD, Buffer.from(data(n, pad)));
+  const size = ring.push({ ms: 1_000 + n, seq: 0 }, 1_000 + n, 't', HEAD, ...ringData(data(n, pad)));
   return ring.newestChunk.toString('utf8', ring.newestLineEnd - size, ring.newestLineEnd);
 }
 

@@ -23,6 +23,7 @@ import type { RedisOptions } from 'ioredis';
 import { Cluster, ReplyError } from 'ioredis';
 import {
   eventJson,
+  newEventDataText,
   parseEventId,
   setEventOrder,
   type EventId,
@@ -309,7 +310,7 @@ export class RedisEngine implements EventStore {
       input.workspaceId,
       input.sandboxId,
       input.type,
-      input.data.toString(),
+      newEventDataText(input),
       0,
     );
     const middle = template.slice(JSON_HEAD.length + '0-0'.length, template.length - '0}'.length);

@@ -3,6 +3,7 @@ import {
   createStoredEvent,
   eventJsonBytes,
   eventLineMiddle,
+  newEventDataText,
   nextEventId,
   setEventOrder,
   type EventId,
@@ -334,7 +335,7 @@ export class GroupCommitWriter {
       const now = this.options.now();
       // A stream this file has no state for starts above every id ever issued.
       const id = nextEventId(stream.lastId ?? highWater, now);
-      const dataJson = input.data.toString(); // SQLite keeps `data` as text
+      const dataJson = newEventDataText(input); // SQLite keeps `data` as text
       const event = createStoredEvent(input, dataJson, id, now, lineMiddle, typeJson);
       stream.lastId = id;
       stream.activeAt = now;
