@@ -541,12 +541,21 @@ async function idle(job) {
 /**
  * Every client connects at once, authenticates and subscribes; time until the last is in. With
  * `holdUntilReleased`, the clients stay connected once in until the parent releases them.
+ * `commands` (default `['AUTH', 'SUBSCRIBE']`) is what each client sends at once, each command
+ * answered by one reply: `AUTH` (its token), `SUBSCRIBE` (its channel), `PING`, `RESET` (the one
+ * a client may send before AUTH and be answered without an error), to tell apart what each part
+ * of the storm costs the server.
  */
 async function storm(job) {
   const count = job.channels.length;
-  const hellos = job.channels.map((channel, index) =>
-    Buffer.concat([authCommand(Array.isArray(job.auth) ? job.auth[index] : job.auth), command('SUBSCRIBE', channel)]),
-  );
+  const steps = job.commands ?? ['AUTH', 'SUBSCRIBE'];
+  const stepCommand = (step, index) => {
+    if (step === 'AUTH') return authCommand(Array.isArray(job.auth) ? job.auth[index] : job.auth);
+    if (step === 'SUBSCRIBE') return command('SUBSCRIBE', job.channels[index]);
+    if (step === 'PING' || step === 'RESET') return command(step);
+    throw new Error(`storm: unknown command ${step}`);
+  };
+  const hellos = job.channels.map((_channel, index) => Buffer.concat(steps.map((step) => stepCommand(step, index))));
   const meter = new Meter(job.pid, job.clkTck);
   let done = 0;
   let failed = 0;
@@ -563,7 +572,7 @@ async function storm(job) {
   // connects would hold every client back until the last connect() returned).
   for (let i = 0; i < count; i++) {
     if (i > 0 && i % 100 === 0) await new Promise((r) => setImmediate(r));
-    const conn = new Conn(job.port, hellos[i], 2);
+    const conn = new Conn(job.port, hellos[i], steps.length);
     conns[i] = conn;
     conn.socket.once('connect', () => {
       connectedAt[i] = performance.now() - t0;

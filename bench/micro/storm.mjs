@@ -28,9 +28,14 @@
 // with `perf record -e cpu-clock` attached to the daemon (<dir>/build<B>-run<R>-storm<S>.data,
 // B counting `buildDirs` from 1): on-CPU samples of every thread, the kernel's included; add
 // `--perf-basic-prof` to STORM_NODE_ARGS to name the JavaScript, then `perf report -i <file>
-// --sort dso,sym`.
+// --sort dso,sym`. STORM_COMMANDS=<list> changes what each client sends (default `AUTH,SUBSCRIBE`,
+// as bench case 6): any of AUTH, SUBSCRIBE, PING and RESET, comma-separated, each answered by one
+// reply; `RESET` alone is a client that authenticates nothing (the socket path, one command and
+// its reply), `AUTH` alone leaves SUBSCRIBE out, so the differences tell what each part costs.
+// STORM_TRACE_FILE=<file> appends every line the daemon prints (the traces above among them) to it.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { buildModules } from '../lib/build.js';
 import { clockTicksPerSecond, ensureFileLimit, oneCommand, runGenerator, startBroker } from '../lib/servers.js';
@@ -67,6 +72,8 @@ function gcTally() {
     },
   };
 }
+
+const COMMANDS = (process.env.STORM_COMMANDS ?? 'AUTH,SUBSCRIBE').split(',');
 
 const TRACING_JIT = process.env.STORM_NODE_ARGS?.includes('--trace-deopt') === true;
 
@@ -149,10 +156,12 @@ async function daemonRun(/** @type {string} */ build, /** @type {number} */ run)
   });
   const gc = gcTally();
   const jit = jitTally();
+  const traceFile = process.env.STORM_TRACE_FILE;
   Object.assign(broker.log, {
     onLine: (/** @type {string} */ line) => {
       gc.onLine(line);
       jit.onLine(line);
+      if (traceFile !== undefined) appendFileSync(traceFile, `${line}\n`);
     },
   });
   const adminToken = await mintToken({ secret, workspaceId: 1, role: 'workspace', ttlSeconds: 3600 });
@@ -186,6 +195,7 @@ async function daemonRun(/** @type {string} */ build, /** @type {number} */ run)
           clkTck,
           auth: tokens,
           channels,
+          commands: COMMANDS,
           timeoutMs: 30_000,
           holdUntilReleased: TRACING_JIT || perfStop !== undefined,
         },

@@ -27,10 +27,11 @@ const SIGNATURE_BYTES = 32;
  * lenient as the runtime's: padding, whitespace, stray low bits), so both paths read the same
  * bytes. Canonical base64url, what every signer writes, takes Buffer's quicker decoder.
  */
-function base64urlBytes(part: string): Uint8Array | undefined {
+function base64urlBytes(part: string): Buffer | undefined {
   if (BASE64URL.test(part) && canonicalBase64url(part)) return Buffer.from(part, 'base64url');
   try {
-    return base64url.decode(part);
+    const bytes = base64url.decode(part);
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
   } catch {
     return undefined;
   }
@@ -59,10 +60,23 @@ function canonicalBase64url(part: string): boolean {
   return (value & (rest === 2 ? 0x0f : 0x03)) === 0;
 }
 
-function jsonObject(bytes: Uint8Array): Record<string, unknown> | undefined {
+/**
+ * The text of UTF-8 bytes as the fatal TextDecoder gives it (a leading BOM dropped), or a throw
+ * for bytes that are not UTF-8. Buffer's decoder is that text for nearly every JWT part: it
+ * turns each ill-formed sequence into U+FFFD (as the WHATWG decoder does) and keeps a BOM, so
+ * a text with neither is the same, and only one with either goes to the TextDecoder. The
+ * TextDecoder's JavaScript wrapper is most of a cold AUTH's decoding, where Buffer's `toString`
+ * calls the binding at once (docs/performance.md, "Tenth round: the first storm").
+ */
+function strictUtf8(bytes: Buffer): string {
+  const text = bytes.toString();
+  return text.includes('\uFFFD') || text.charCodeAt(0) === 0xfeff ? strictText.decode(bytes) : text;
+}
+
+function jsonObject(bytes: Buffer): Record<string, unknown> | undefined {
   let value: unknown;
   try {
-    value = JSON.parse(strictText.decode(bytes));
+    value = JSON.parse(strictUtf8(bytes));
   } catch {
     return undefined;
   }
@@ -90,15 +104,25 @@ export function verifyHs256(
   if (!knownHeader && !hs256Header(header)) return undefined;
   const signature = base64urlBytes(token.slice(secondDot + 1));
   if (signature === undefined || signature.length !== SIGNATURE_BYTES) return undefined;
-  const signingInput = token.slice(0, secondDot);
-  if (!secrets.some((secret) => timingSafeEqual(createHmac('sha256', secret).update(signingInput).digest(), signature)))
-    return undefined;
+  if (!signedWithOneOf(secrets, token.slice(0, secondDot), signature)) return undefined;
   if (!knownHeader && signedHeaders.size < SIGNED_HEADERS_KEPT) signedHeaders.add(header);
   const payloadBytes = base64urlBytes(token.slice(firstDot + 1, secondDot));
   if (payloadBytes === undefined) return undefined;
   const claims = jsonObject(payloadBytes) as JWTPayload | undefined;
   if (claims === undefined) return undefined;
   return claimsAccepted(claims, checks, nowSeconds) ? claims : undefined;
+}
+
+/** Whether `signature` is the HMAC-SHA256 of `signingInput` under one of `secrets` (a loop: no closure per token). */
+function signedWithOneOf(
+  secrets: readonly (Uint8Array | KeyObject)[],
+  signingInput: string,
+  signature: Buffer,
+): boolean {
+  for (const secret of secrets) {
+    if (timingSafeEqual(createHmac('sha256', secret).update(signingInput).digest(), signature)) return true;
+  }
+  return false;
 }
 
 /**

@@ -42,6 +42,16 @@ class PendingReply implements ReplySlot, QueuedReply {
 
 let nextConnectionId = 1;
 
+/**
+ * The reply order of a connection with no PUBLISH awaiting its reply, as most are: shared, and
+ * replaced by an array of its own at the first `replySlot`. A `[]` per connection would be one
+ * more object each, and V8 moves an array literal's allocation site to the old generation once
+ * most of what it allocates survives, as in a connection storm, discarding the optimized code
+ * that allocates there (docs/performance.md, "Tenth round: the first storm"). Frozen: a write
+ * to it would be a bug, and throws.
+ */
+const NO_REPLIES: QueuedReply[] = Object.freeze([]) as unknown as QueuedReply[];
+
 /** The connection a socket belongs to, for the socket listeners that every connection shares. */
 const CONNECTION = Symbol('connection');
 
@@ -82,7 +92,7 @@ export class Connection implements RespClient, SessionTransport {
   private readonly decoder: RequestDecoder;
   private blockedBy: 'command' | 'replies' | undefined;
   private heldCommand: DecodedCommand | undefined;
-  private replySlots: QueuedReply[] = [];
+  private replySlots: QueuedReply[] = NO_REPLIES;
   /** Where this connection is filed in `authDeadlines`, until it authenticates or closes. */
   private authDeadline: number | undefined = undefined;
   private peer: string | undefined;
@@ -239,7 +249,8 @@ export class Connection implements RespClient, SessionTransport {
    */
   replySlot(): ReplySlot {
     const slot = new PendingReply(this);
-    this.replySlots.push(slot);
+    if (this.replySlots === NO_REPLIES) this.replySlots = [slot];
+    else this.replySlots.push(slot);
     return slot;
   }
 

@@ -80,6 +80,9 @@ const SLAB_BYTES = 16 * 1024;
  */
 const REPEATED_ARG_BYTES = 64;
 
+/** What `lengths` is before the first multibulk: never written to (frozen, so a write would throw). */
+const NO_LENGTHS: number[] = Object.freeze([]) as unknown as number[];
+
 /** Smallest possible bulk, `$0\r\n\r\n`: lets the request limit fail before bodies arrive. */
 const MIN_BULK_BYTES = 6;
 
@@ -142,8 +145,14 @@ export class RequestDecoder {
    */
   constructor(private readonly lastArgumentAsBytes: LastArgumentAsBytes = NEVER) {}
 
-  /** The first two arguments of the last multibulks (a command's name, its channel or key). */
-  private readonly repeatedArgs = [new RepeatedText(REPEATED_ARG_BYTES), new RepeatedText(REPEATED_ARG_BYTES)] as const;
+  /**
+   * The first two arguments of the last multibulks (a command's name, its channel or key). Two
+   * fields, not a pair in an array literal: one object less per connection, and no allocation
+   * site for V8 to move to the old generation in a connection storm, which discards the
+   * optimized code allocating there (docs/performance.md, "Tenth round: the first storm").
+   */
+  private readonly repeatedName = new RepeatedText(REPEATED_ARG_BYTES);
+  private readonly repeatedSecond = new RepeatedText(REPEATED_ARG_BYTES);
   /** The name of the last multibulk command, and whether it takes its last argument as bytes. */
   private lastName = '';
   private lastNameTakesBytes = false;
@@ -181,8 +190,11 @@ export class RequestDecoder {
   private count = 0; // the multibulk's `<n>`
   private bulksLeft = 0;
   private skip = 0;
-  /** The body length of each bulk of the front multibulk, a new array per multibulk (DecodedCommand.byteLengths). */
-  private lengths: number[] = [];
+  /**
+   * The body length of each bulk of the front multibulk, a new array per multibulk
+   * (DecodedCommand.byteLengths); a shared empty one until the first.
+   */
+  private lengths: number[] = NO_LENGTHS;
   /**
    * Where each bulk's body starts, from the start of the frame: entry i is the body of
    * `lengths[i]` (written over from one request to the next, never cleared).
@@ -591,7 +603,7 @@ export class RequestDecoder {
    * its command's name and, for PUBLISH, its channel.
    */
   private repeated(index: 0 | 1, frame: Buffer, start: number, length: number): string {
-    const known = this.repeatedArgs[index];
+    const known = index === 0 ? this.repeatedName : this.repeatedSecond;
     return length <= known.maxBytes ? known.of(frame, start, start + length) : utf8(frame, start, start + length);
   }
 

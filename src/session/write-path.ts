@@ -28,6 +28,23 @@ export function destroyAfterGrace(stream: Pick<OutputStream, 'destroy' | 'on'>, 
   stream.on('close', () => clearTimeout(grace));
 }
 
+/** A waiter of `whenBelow`. */
+interface LowWater {
+  threshold: number;
+  resolve: () => void;
+}
+
+/*
+ * What a path holds while it has no closed run and no waiter, as nearly every path does between
+ * turns: shared, each replaced by an array of the path's own when needed. A `[]` per path would
+ * be one more object per client, and V8 moves an array literal's allocation site to the old
+ * generation once most of what it allocates survives (as in a connection storm), discarding the
+ * optimized code that allocates there (docs/performance.md, "Tenth round: the first storm").
+ * Frozen: a write to one would be a bug, and throws.
+ */
+const NO_RUNS: Buffer[] = Object.freeze([]) as unknown as Buffer[];
+const NO_LOW_WATERS: LowWater[] = Object.freeze([]) as unknown as LowWater[];
+
 /**
  * The one way bytes reach a client: a RESP connection's socket or an SSE stream's response.
  *
@@ -57,8 +74,12 @@ export function destroyAfterGrace(stream: Pick<OutputStream, 'destroy' | 'on'>, 
  * path's other bytes.
  */
 export class WritePath implements BudgetedOutput {
-  /** Closed runs of bytes, oldest first; the newest run is still open (the tail fields). */
-  private queue: Buffer[] = [];
+  /**
+   * Closed runs of bytes, oldest first; the newest run is still open (the tail fields). An array
+   * of its own only while it holds runs: a flush gives it up (NO_RUNS), so an idle client keeps
+   * none.
+   */
+  private queue: Buffer[] = NO_RUNS;
   private queuedBytes = 0;
   /** The open run: bytes [tailStart, tailEnd) of tailMemory, which began with tailFirst. */
   private tailFirst: Buffer | undefined;
@@ -102,7 +123,7 @@ export class WritePath implements BudgetedOutput {
   private scheduled = false;
   private closed = false;
   private endAfterFlush = false;
-  private lowWaters: { threshold: number; resolve: () => void }[] = [];
+  private lowWaters: LowWater[] = NO_LOW_WATERS;
   /** Runs while a paced writer waits; re-armed on every drain (the reader took bytes). */
   private stallTimer: NodeJS.Timeout | undefined;
 
@@ -313,7 +334,12 @@ export class WritePath implements BudgetedOutput {
       this.stallTimer = setTimeout(() => this.onStalled(), this.closeGraceMs);
       this.stallTimer.unref();
     }
-    return new Promise((resolve) => this.lowWaters.push({ threshold, resolve }));
+    return new Promise((resolve) => this.waitForLowWater({ threshold, resolve }));
+  }
+
+  private waitForLowWater(waiter: LowWater): void {
+    if (this.lowWaters === NO_LOW_WATERS) this.lowWaters = [waiter];
+    else this.lowWaters.push(waiter);
   }
 
   private onStalled(): void {
@@ -353,10 +379,10 @@ export class WritePath implements BudgetedOutput {
     }
     const pending = this.pendingBytes;
     const waiting = this.lowWaters;
-    this.lowWaters = [];
+    this.lowWaters = NO_LOW_WATERS;
     for (const waiter of waiting) {
       if (this.closed || pending <= waiter.threshold) waiter.resolve();
-      else this.lowWaters.push(waiter);
+      else this.waitForLowWater(waiter);
     }
     if (this.lowWaters.length === 0) this.clearStallTimer();
   }
@@ -404,7 +430,8 @@ export class WritePath implements BudgetedOutput {
   private closeTail(): void {
     const slab = this.tailSlab;
     const views = this.tailViews;
-    const queue = this.queue;
+    let queue = this.queue;
+    if (queue === NO_RUNS) this.queue = queue = [];
     if (slab !== undefined && this.queueSlabs === undefined) {
       this.queueSlabs = new Array<Slab | undefined>(queue.length).fill(undefined);
       this.queueViews = new Array<number>(queue.length).fill(0);
@@ -424,7 +451,7 @@ export class WritePath implements BudgetedOutput {
 
   /** Empties the queue; `release`: its runs were not written, so their views are given back. */
   private clearQueue(release: boolean): void {
-    this.queue.length = 0;
+    this.queue = NO_RUNS;
     const slabs = this.queueSlabs;
     if (slabs === undefined) return;
     if (release) {

@@ -13,8 +13,9 @@ const TOLERANCE = 5;
 
 const b64 = (text: string): string => Buffer.from(text).toString('base64url');
 
-function signed(headerText: string, payloadText: string, secret: Uint8Array = SECRET): string {
-  const input = `${b64(headerText)}.${b64(payloadText)}`;
+function signed(headerText: string, payloadText: string | Buffer, secret: Uint8Array = SECRET): string {
+  const payload = typeof payloadText === 'string' ? b64(payloadText) : payloadText.toString('base64url');
+  const input = `${b64(headerText)}.${payload}`;
   return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
 }
 
@@ -153,6 +154,9 @@ describe('HS256 verified with node:crypto: the same verdict as jose', () => {
       signed('{"alg":"HS256"}', '[1]'),
       signed('{"alg":"HS256"}', 'not json'),
       signed('{"alg":"HS256"}', `{"exp":${NOW + 9},"iss":"issuer","aud":"aud","x":"\udc00"}`),
+      signed('{"alg":"HS256"}', `{"exp":${NOW + 9},"iss":"issuer","aud":"aud","x":"\ufffd"}`),
+      signed('{"alg":"HS256"}', `\ufeff${claims({ exp: NOW + 9 })}`), // a BOM, which the decoders drop
+      signed('{"alg":"HS256"}', `${claims({ exp: NOW + 9 })}\ufeff`), // not at the start: not JSON
       signed('[]', claims({ exp: NOW + 9 })),
       signed('{"alg":"HS256","alg":"none"}', claims({ exp: NOW + 9 })),
       signed('{"alg":"none","alg":"HS256"}', claims({ exp: NOW + 9 })),
@@ -169,5 +173,13 @@ describe('HS256 verified with node:crypto: the same verdict as jose', () => {
     const valid = signed('{"alg":"HS256"}', claims({ exp: NOW + 9 }));
     expect(verifyHs256(valid, [SECRET], checks, NOW)).toEqual(await viaJose(valid, checks));
     expect(verifyHs256(valid, [SECRET], checks, NOW)).toMatchObject({ exp: NOW + 9 });
+    // Claims that are not UTF-8 are not decided here (jose reads them with U+FFFD in their place).
+    const claimsText = claims({ exp: NOW + 9, x: '~' });
+    const notUtf8 = Buffer.from(claimsText);
+    notUtf8[claimsText.indexOf('~')] = 0xff;
+    expect(verifyHs256(signed('{"alg":"HS256"}', notUtf8), [SECRET], checks, NOW)).toBeUndefined();
+    expect(verifyHs256(signed('{"alg":"HS256"}', Buffer.from(claimsText)), [SECRET], checks, NOW)).toMatchObject({
+      x: '~',
+    });
   });
 });
