@@ -16,24 +16,25 @@
 // - chunks-data: the same, the blob holding each event's `data` text as `events` rows do (reads
 //   rebuild the line as toStoredEvents does).
 // - log: every event to an arrival-order table (rowid = store order, no other index), moved into
-//   chunks (chunk-lines format) every LOG_COMPACT_EVENTS by a compaction transaction. Only for
-//   shapes without pruning; no reads.
+//   chunks (whole lines) every LOG_COMPACT_EVENTS by one compaction transaction. Only for shapes
+//   without retention; no reads.
 // - none: no event written (the sandboxes rows only): what the script's own JavaScript per event
 //   costs (ids, the event line, the stream's state), the same in every layout. No retention, no reads.
 //
 // Shapes (commits of `perCommit` appends to `sandboxes` sandboxes in turn, as bench/store/append-cpu.mjs):
 // - case2: 100 per commit to 1 sandbox, held at 10,000 events by a retention run every 10,000.
 // - case1: 800 per commit over 100 sandboxes, the same retention (every sandbox filled first),
-//   a run every 1,000 events per sandbox.
+//   a run every 1,000 events per sandbox (PRUNE_EVERY).
 // - case3: 1,000 per commit over 5,000 sandboxes, no pruning; case3aged: the same on a file that
 //   already holds 200 events per sandbox (a young file's pages are shared by several sandboxes).
 // - light: 1 per commit over 100 sandboxes, no pruning.
 // The file's `sandboxes` rows are inserted by a stream's first commit in every layout and written
 // again by the retention run only (the store's row sync, about once a second, is the same for
-// every layout and left out). A PASSIVE checkpoint after every 1,000 committed events, and before
-// and after each retention run (as the checkpoint worker asks after 1,000 events), on the same
-// connection: its CPU and the WAL frames it finds are counted apart for appends and retention.
-// CPU is process.cpuUsage() (every thread), per event (per deleted event for retention, per
+// every layout and left out). A PASSIVE checkpoint after every 1,000 committed events (the fifth
+// argument), and before and after each retention run, on the same connection, with SQLite's own
+// checkpoints off as with the store's checkpoint worker: its CPU and the WAL frames it finds are
+// counted apart for appends and retention. Every read is checked once against what was appended.
+// CPU is process.cpuUsage() (one thread here), per event (per deleted event for retention, per
 // compacted event for compaction); reads: CPU per read, on the file the run left.
 //
 //   npm run build && node bench/store/chunk-layout.mjs [buildDir=dist] [shape=case2]
@@ -210,7 +211,7 @@ const logSql = {
 
 /**
  * @typedef {{ ms: number, seq: number }} Id
- * @typedef {{ id: Id, timestamp: number, order: number, type: string, text: string }} Pending
+ * @typedef {{ id: Id, timestamp: number, order: number, type: string, text: string, lineBytes: number }} Pending
  * @typedef {[order: number, sandboxId: string, ms: number, seq: number, type: string, timestamp: number, data: string]} LogRow
  * @typedef {[id: number, firstMs: number, firstSeq: number, lastMs: number, lastSeq: number, lastOrder: number,
  *   count: number, bytes: number]} ChunkHead
@@ -266,7 +267,7 @@ let logged = 0;
 /**
  * One chunk's blob from its events (texts: lines or data), into `scratch`.
  * @param {Pending[]} events
- * @returns {{ body: Buffer, types: string }}
+ * @returns {{ body: Buffer, types: string, textBytes: number }}
  */
 function chunkBody(events) {
   const first = events[0];
@@ -299,7 +300,7 @@ function chunkBody(events) {
     scratch.writeUInt32LE(at - textStart, entry + 20);
   }
   scratchAt = at;
-  return { body: scratch.subarray(base, at), types: `${SEP}${types.join(SEP)}${SEP}` };
+  return { body: scratch.subarray(base, at), types: `${SEP}${types.join(SEP)}${SEP}`, textBytes: at - textStart };
 }
 
 /** Inserts the chunks waiting for a full group, one statement each (the end of a commit). */
@@ -318,9 +319,12 @@ function insertWaitingChunks() {
 function insertChunk(stream, events, /** @type {boolean} */ lines) {
   const first = /** @type {Pending} */ (events[0]);
   const last = /** @type {Pending} */ (events[events.length - 1]);
-  let bytes = 0;
-  for (const e of events) bytes += lines ? Buffer.byteLength(e.text) : lineOf(stream, e).length; // ASCII here
-  const { body, types } = chunkBody(events);
+  const { body, types, textBytes } = chunkBody(events);
+  let bytes = textBytes; // the lines' bytes, as byte retention counts them (chunks)
+  if (!lines) {
+    bytes = 0;
+    for (const e of events) bytes += e.lineBytes;
+  }
   chunkValues.push(
     first.order,
     WORKSPACE,
@@ -384,7 +388,8 @@ const commit = db.transaction((/** @type {{ sandboxId: string, type: string, dat
     stream.lastId = id;
     stream.firstId ??= id;
     stream.retained++;
-    stream.bytes += Buffer.byteLength(line);
+    const lineBytes = Buffer.byteLength(line);
+    stream.bytes += lineBytes;
     if (highWater === undefined || id.ms > highWater.ms || (id.ms === highWater.ms && id.seq > highWater.seq))
       highWater = id;
     if (each.sandboxId === 'sb-0') firstStreamEvents.push({ id, order });
@@ -415,7 +420,7 @@ const commit = db.transaction((/** @type {{ sandboxId: string, type: string, dat
         rows = 0;
       }
     } else if (LAYOUT !== 'none') {
-      stream.pending.push({ id, timestamp: now, order, type: each.type, text: LINES ? line : each.data });
+      stream.pending.push({ id, timestamp: now, order, type: each.type, text: LINES ? line : each.data, lineBytes });
     }
   }
   if (LAYOUT === 'rows' || LAYOUT === 'log') {
@@ -459,7 +464,8 @@ const compact = db.transaction(() => {
     let events = byStream.get(sandboxId);
     if (events === undefined) byStream.set(sandboxId, (events = []));
     const id = { ms, seq };
-    events.push({ id, timestamp, order: ord, type, text: eventLine(id, stream.middle, quoted(type), data, timestamp) });
+    const text = eventLine(id, stream.middle, quoted(type), data, timestamp);
+    events.push({ id, timestamp, order: ord, type, text, lineBytes: 0 }); // counted as the blob is built
   }
   for (const [sandboxId, events] of byStream) insertChunk(/** @type {Stream} */ (streams.get(sandboxId)), events, true);
   insertWaitingChunks();
@@ -604,8 +610,14 @@ function pruneChunks(/** @type {Stream} */ stream) {
         const text = body.toString('latin1', e.start, e.end);
         const lineBytes = LINES
           ? e.end - e.start
-          : lineOf(stream, { id: e.id, timestamp: e.timestamp, order: e.order, type: typeNames[e.type] ?? '', text })
-              .length;
+          : lineOf(stream, {
+              id: e.id,
+              timestamp: e.timestamp,
+              order: e.order,
+              type: typeNames[e.type] ?? '',
+              text,
+              lineBytes: 0,
+            }).length;
         freed += lineBytes;
         stream.trimmedBytes += lineBytes;
         through = e.id;
