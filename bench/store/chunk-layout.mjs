@@ -28,6 +28,8 @@
 // - case3: 1,000 per commit over 5,000 sandboxes, no pruning; case3aged: the same on a file that
 //   already holds 200 events per sandbox (a young file's pages are shared by several sandboxes).
 // - light: 1 per commit over 100 sandboxes, no pruning.
+// - per2, per4, per8: 1,000 per commit over 500, 250 or 125 sandboxes (chunks of 2, 4 or 8 events),
+//   no pruning, after 200,000 events.
 // The file's `sandboxes` rows are inserted by a stream's first commit in every layout and written
 // again by the retention run only (the store's row sync, about once a second, is the same for
 // every layout and left out). A PASSIVE checkpoint after every 1,000 committed events (the fifth
@@ -60,6 +62,9 @@ const SHAPES = {
   case3: { perCommit: 1_000, sandboxes: 5_000, prune: false, events: 100_000, fill: 20_000 },
   case3aged: { perCommit: 1_000, sandboxes: 5_000, prune: false, events: 100_000, fill: 1_000_000 },
   light: { perCommit: 1, sandboxes: 100, prune: false, events: 20_000, fill: 20_000 },
+  per2: { perCommit: 1_000, sandboxes: 500, prune: false, events: 100_000, fill: 200_000 },
+  per4: { perCommit: 1_000, sandboxes: 250, prune: false, events: 100_000, fill: 200_000 },
+  per8: { perCommit: 1_000, sandboxes: 125, prune: false, events: 100_000, fill: 200_000 },
 };
 const shape = SHAPES[shapeArg];
 const LAYOUTS = ['rows', 'chunks', 'chunks-data', 'log', 'none'];
