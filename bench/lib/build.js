@@ -22,6 +22,12 @@ export function buildModules(buildDir = 'dist') {
     memoryStore: () => load(BUILD_PATHS.memoryStore),
     /** @returns {Promise<typeof import('../../src/store/sqlite-store.js')>} */
     sqliteStore: () => load(BUILD_PATHS.sqliteStore),
+    /** @returns {Promise<typeof import('../../src/store/sqlite/schema.js')>} */
+    sqliteSchema: () => load(BUILD_PATHS.sqliteSchema),
+    /** @returns {Promise<typeof import('../../src/store/sqlite/statements.js')>} */
+    sqliteStatements: () => load(BUILD_PATHS.sqliteStatements),
+    /** @returns {Promise<typeof import('../../src/store/sqlite/event-rows.js')>} */
+    sqliteEventRows: () => load(BUILD_PATHS.sqliteEventRows),
     /** @returns {Promise<typeof import('../../src/session/write-path.js')>} */
     writePath: () => load(BUILD_PATHS.writePath),
     /** @returns {Promise<typeof import('../../src/runtime/output-budget.js')>} */
@@ -47,6 +53,9 @@ export const BUILD_PATHS = {
   publisher: 'broker/publisher.js',
   memoryStore: 'store/memory-store.js',
   sqliteStore: 'store/sqlite-store.js',
+  sqliteSchema: 'store/sqlite/schema.js',
+  sqliteStatements: 'store/sqlite/statements.js',
+  sqliteEventRows: 'store/sqlite/event-rows.js',
   writePath: 'session/write-path.js',
   outputBudget: 'runtime/output-budget.js',
   event: 'event/event.js',
