@@ -13,6 +13,7 @@
 //   npm run bench -- --profile        run the broker under --cpu-prof (profiles in .bench-out/prof,
 //                                     summarise with node bench/profile-summary.js <file>)
 //   npm run bench -- --build <dir>    run the broker compiled in <dir> instead of dist/ (A/B runs)
+//   npm run bench -- --node-args "--single-threaded-gc"   node flags for the broker's process
 //
 // The broker runs from dist/, as users run it: `npm run build` first (the run stops if dist/
 // is missing, and warns when src/ changed after it was built).
@@ -51,7 +52,7 @@ if (flag('--help') || flag('-h')) {
   console.log(
     readFileSync(fileURLToPath(import.meta.url), 'utf8')
       .split('\n')
-      .slice(1, 21)
+      .slice(1, 22)
       .join('\n'),
   );
   process.exit(0);
@@ -74,6 +75,8 @@ const peers = peerOption === 'none' ? [] : peerOption.split(',');
 for (const p of peers) if (!ALL_PEERS.includes(p)) throw new Error(`unknown peer ${p} (${ALL_PEERS.join(', ')})`);
 const profile = flag('--profile');
 const prebuilt = option('--build');
+/** Node/V8 flags put before the broker's script (A/B runs of flags, docs/performance.md "Tenth round: V8 flags"). */
+const brokerNodeArgs = (option('--node-args') ?? '').split(' ').filter((arg) => arg !== '');
 for (const c of cases) if (!ALL_CASES.includes(c)) throw new Error(`unknown case ${c}`);
 for (const s of stores) if (!['sqlite', 'memory'].includes(s)) throw new Error(`unknown store ${s}`);
 
@@ -466,7 +469,7 @@ async function main() {
     buildDir,
     store,
     secret,
-    nodeArgs: profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
+    nodeArgs: [...brokerNodeArgs, ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])],
   });
   const natsToken = randomBytes(16).toString('hex');
   if (peers.includes('nats') && natsServerBinary() === undefined) {
@@ -689,6 +692,7 @@ async function main() {
     `machine: ${info.nproc} cpus (${info.model}), ${info.memGiB} GiB, Linux ${info.kernel}; node ${info.node}; redis-server ${redisVersion ?? '?'}${natsVersion ? `; nats-server ${natsVersion}` : ''}`,
     `load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}` +
       (loadBefore[0] > 0.5 ? '  (the machine was not idle: figures are noisy)' : ''),
+    ...(brokerNodeArgs.length > 0 ? [`broker node flags: ${brokerNodeArgs.join(' ')}`] : []),
     `took ${((Date.now() - started) / 1000).toFixed(0)} s; ratio = broker / its peer (the column named in the header); generator busy > 90 % means the generator, not the server, may be the limit`,
     '',
     table,
@@ -747,6 +751,7 @@ async function main() {
     option('--stores') !== undefined ||
     option('--peers') !== undefined ||
     prebuilt !== undefined ||
+    brokerNodeArgs.length > 0 ||
     profile;
   const jsonPath = join(root, '.bench-out', `bench-${quick ? 'quick' : 'full'}${partial ? '-partial' : ''}.json`);
   writeFileSync(

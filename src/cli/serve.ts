@@ -11,6 +11,7 @@ import { keySourcesFor, limitsFor, retentionFor } from '../config/runtime.js';
 import { startServer } from '../daemon.js';
 import { kernelBacklogCap } from '../server/server.js';
 import { addSettingOptions, effectiveConfig } from './config.js';
+import { applyEarlyTierUp } from './v8-flags.js';
 
 export function registerServe(program: Command): void {
   addSettingOptions(
@@ -25,6 +26,8 @@ export function registerServe(program: Command): void {
 
 async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Promise<void> {
   const options = config.values;
+  // Before any of the daemon's code runs hot (docs/operations.md, "V8 flags").
+  const v8Flags = options.earlyTierUp ? applyEarlyTierUp(process.execArgv) : [];
   const logger = pino({ level: options.logLevel, base: { pid: process.pid } });
   // SIGHUP and CONFIG RELOAD re-read the config file (docs/operations.md, "Reloading"). The
   // handler is in place from the start: SIGHUP's default action would end the process.
@@ -97,6 +100,7 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
       httpPort: server.httpPort,
       store: store.kind,
       ...(store.kind === 'sqlite' ? { synchronous: options.sqliteSynchronous } : {}),
+      ...(v8Flags.length > 0 ? { v8Flags: v8Flags.join(' ') } : {}),
     },
     'sandbox-events listening',
   );

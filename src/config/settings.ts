@@ -262,6 +262,12 @@ export const SETTINGS = {
     integerArgument(0, 7200),
     DEFAULT_LIMITS.tcpKeepAliveMs / 1000,
   ),
+  earlyTierUp: flag(
+    '<bool>',
+    'optimize hot code after a quarter of V8\'s default interrupt budgets: a fresh daemon\'s first connection storm costs less (docs/operations.md, "V8 flags")',
+    'restart',
+    true,
+  ),
   tcpBacklog: numeric(
     '<n>',
     'queue of connections the kernel holds until they are accepted (Linux caps it at net.core.somaxconn)',

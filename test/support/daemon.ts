@@ -36,10 +36,11 @@ const running = new Set<ChildProcess>();
 /**
  * Starts `sandbox-events serve <args>` and resolves once its `sandbox-events listening` log line
  * says which ports it bound (pass `--port 0`, and `--http-port 0` unless the test is about
- * HTTP's port). Every daemon started here is killed by `killDaemons()`.
+ * HTTP's port). `nodeArgs` go to node before the bin (`node <nodeArgs> bin/sandbox-events.js`).
+ * Every daemon started here is killed by `killDaemons()`.
  */
-export function spawnDaemon(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Daemon> {
-  const child = spawn(process.execPath, [BIN, 'serve', ...args], {
+export function spawnDaemon(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<Daemon> {
+  const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve', ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
