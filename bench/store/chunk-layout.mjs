@@ -512,6 +512,42 @@ function checkpoint() {
   return frames;
 }
 
+/** The pruned marks of a step that removed events of `stream` up to `through` (store order `order`), as pruneStep writes them without rules. */
+function notePruned(/** @type {Stream} */ stream, /** @type {number} */ order, /** @type {Id} */ through) {
+  sql.notePruned.run(WORKSPACE, order);
+  sql.notePrunedOrderType.run(WORKSPACE, EVERY_TYPE, order);
+  sql.notePrunedType.run(WORKSPACE, stream.sandboxId, EVERY_TYPE, through.ms, through.seq);
+}
+
+/**
+ * The stream's row after a prune step deleted `deleted` events of `freed` bytes through `through`
+ * (`first`: the oldest id left); true while it still holds more than RETAINED.
+ */
+function recordPruned(
+  /** @type {Stream} */ stream,
+  /** @type {import('../../src/store/sqlite/statements.js').SandboxRow} */ row,
+  /** @type {number} */ deleted,
+  /** @type {number} */ freed,
+  /** @type {Id | undefined} */ first,
+  /** @type {Id} */ through,
+) {
+  const retained = row.retained - deleted;
+  sql.updatePruned.run(
+    retained,
+    row.bytes - freed,
+    first?.ms ?? null,
+    first?.seq ?? null,
+    through.ms,
+    through.seq,
+    WORKSPACE,
+    stream.sandboxId,
+  );
+  figures.pruned += deleted;
+  stream.retained = retained;
+  stream.bytes = row.bytes - freed;
+  return retained > RETAINED;
+}
+
 /** Retention on a stream held at RETAINED, as the store's pruneStep without rules, in steps. */
 function pruneRows(/** @type {Stream} */ stream) {
   const ws = WORKSPACE;
@@ -524,26 +560,10 @@ function pruneRows(/** @type {Stream} */ stream) {
     const doomed = /** @type {{ bytes: number, ord: number }} */ (
       sql.bytesAndOrderThrough.get(ws, sb, through.ms, through.seq)
     );
-    sql.notePruned.run(ws, doomed.ord);
-    sql.notePrunedOrderType.run(ws, EVERY_TYPE, doomed.ord);
-    sql.notePrunedType.run(ws, sb, EVERY_TYPE, through.ms, through.seq);
+    notePruned(stream, doomed.ord, through);
     const deleted = sql.deleteThrough.run(ws, sb, through.ms, through.seq).changes;
-    const first = sql.oldestId.get(ws, sb);
-    const retained = row.retained - deleted;
-    sql.updatePruned.run(
-      retained,
-      row.bytes - doomed.bytes,
-      first?.ms ?? null,
-      first?.seq ?? null,
-      through.ms,
-      through.seq,
-      ws,
-      sb,
-    );
-    figures.pruned += deleted;
-    stream.retained = retained;
-    stream.bytes = row.bytes - doomed.bytes;
-    return retained > RETAINED;
+    const first = /** @type {Id | undefined} */ (sql.oldestId.get(ws, sb));
+    return recordPruned(stream, row, deleted, doomed.bytes, first, through);
   });
   while (step.immediate()) {}
 }
@@ -635,30 +655,14 @@ function pruneChunks(/** @type {Stream} */ stream) {
       break;
     }
     if (through === undefined) return false;
-    sql.notePruned.run(ws, maxOrder);
-    sql.notePrunedOrderType.run(ws, EVERY_TYPE, maxOrder);
-    sql.notePrunedType.run(ws, sb, EVERY_TYPE, through.ms, through.seq);
+    notePruned(stream, maxOrder, through);
     if (wholeThrough !== undefined) chunkSql.deleteThrough.run(ws, sb, wholeThrough.ms, wholeThrough.seq);
     if (first === undefined) {
       const [next] = /** @type {ChunkHead[]} */ (chunkSql.oldest.all(ws, sb, 1));
       first = next === undefined ? undefined : { ms: next[1], seq: next[2] };
     }
-    const retained = row.retained - deleted;
-    sql.updatePruned.run(
-      retained,
-      row.bytes - freed,
-      first?.ms ?? null,
-      first?.seq ?? null,
-      through.ms,
-      through.seq,
-      ws,
-      sb,
-    );
-    figures.pruned += deleted;
-    stream.retained = retained;
-    stream.bytes = row.bytes - freed;
     stream.trimmed = through;
-    return retained > RETAINED;
+    return recordPruned(stream, row, deleted, freed, first, through);
   });
   while (step.immediate()) {}
 }
