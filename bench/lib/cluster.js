@@ -3,7 +3,6 @@
 // persistence), joined by `redis-cli --cluster create`. `stop()` kills every process and removes
 // every directory; a process exit does too.
 import { spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';

@@ -104,7 +104,12 @@ function round(shape, whole) {
 }
 
 // Warm-up: every shape through both functions, so the JIT sees them all before a round counts.
-for (let w = 0; w < 3; w++) for (const shape of shapes) round(shape, true), round(shape, false);
+for (let w = 0; w < 3; w++) {
+  for (const shape of shapes) {
+    round(shape, true);
+    round(shape, false);
+  }
+}
 
 console.log(`${modules.dir}: CPU ns per payload, best of ${ROUNDS} rounds (scan alone / parsePublishPayload)`);
 for (const shape of shapes) {
