@@ -372,9 +372,8 @@ export class Broker {
         // Only a channel whose subscribers all take the plain frame has a run, and its plain
         // writer made the run's frames. A frame that continues the run needs no view of its own.
         const writer = channel.plainFrames!;
-        this.stats.framesEncoded += 1;
-        const written = writer.write(undefined, event, payloadBytes);
-        plainSlab = writer.frameSlab;
+        const written = this.encodeInPlace(writer, undefined, event, payloadBytes);
+        plainSlab = this.encodedIn;
         const offset = written.byteOffset;
         const end = offset + writer.writtenEnd;
         if (written.buffer === run.memory && offset + writer.writtenStart === run.end && end <= run.limitEnd) {
@@ -518,10 +517,24 @@ export class Broker {
   }
 
   private encode(writer: FrameWriter, channel: string | undefined, event: StoredEvent, payloadBytes: number): Buffer {
+    return this.encodeInPlace(writer, channel, event, payloadBytes).subarray(writer.writtenStart, writer.writtenEnd);
+  }
+
+  /**
+   * `encode` without the frame's view: the slab it was written into, where it lies at
+   * `[writer.writtenStart, writer.writtenEnd)` (FrameWriter.write). A frame that only continues
+   * its channel's run is handed to no one, so it needs none.
+   */
+  private encodeInPlace(
+    writer: FrameWriter,
+    channel: string | undefined,
+    event: StoredEvent,
+    payloadBytes: number,
+  ): Buffer {
     this.stats.framesEncoded += 1;
-    const frame = writer.frame(channel, event, payloadBytes);
+    const slab = writer.write(channel, event, payloadBytes);
     this.encodedIn = writer.frameSlab;
-    return frame;
+    return slab;
   }
 
   private forEachMatchingPattern(ref: SandboxRef, visit: (group: PatternGroup, channelName: string) => void): void {
@@ -671,20 +684,14 @@ class FrameWriter {
   }
 
   /**
-   * `channel` is given for pattern frames only (a channel frame's name is in the head). The
-   * payload is the event's line, `payloadBytes` long: its bytes copied where its store holds
-   * them, its text encoded otherwise (StoredEventRecord.writeLine).
-   */
-  frame(channel: string | undefined, event: StoredEvent, payloadBytes: number): Buffer {
-    return this.write(channel, event, payloadBytes).subarray(this.writtenStart, this.writtenEnd);
-  }
-
-  /**
-   * `frame` without the view: returns the slab the frame was written into, where it lies at
-   * `[writtenStart, writtenEnd)`. A frame that only continues its channel's run is never handed
-   * to anyone, so it needs no view (docs/performance.md, "Tenth round: the PUBLISH's
-   * allocations"). The writer keeps no reference to the slab for this: a writer the sweep let go
-   * of must not hold one.
+   * Writes a frame and returns the slab it was written into, where it lies at
+   * `[writtenStart, writtenEnd)`: no view is made of it here, as a frame that only continues
+   * its channel's run is never handed to anyone (docs/performance.md, "Tenth round: the
+   * PUBLISH's allocations"). The writer keeps no reference to the slab for this: a writer the
+   * sweep let go of must not hold one. `channel` is given for pattern frames only (a channel
+   * frame's name is in the head). The payload is the event's line, `payloadBytes` long: its
+   * bytes copied where its store holds them, its text encoded otherwise
+   * (StoredEventRecord.writeLine).
    */
   write(channel: string | undefined, event: StoredEvent, payloadBytes: number): Buffer {
     const head = this.head;
