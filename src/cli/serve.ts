@@ -11,6 +11,7 @@ import { keySourcesFor, limitsFor, retentionFor } from '../config/runtime.js';
 import { startServer } from '../daemon.js';
 import { kernelBacklogCap } from '../server/server.js';
 import { addSettingOptions, effectiveConfig } from './config.js';
+import { LOG_SETTLE_MS, LogOutput } from './log-output.js';
 import { applyEarlyTierUp } from './v8-flags.js';
 
 export function registerServe(program: Command): void {
@@ -28,7 +29,14 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
   const options = config.values;
   // Before any of the daemon's code runs hot (docs/operations.md, "V8 flags").
   const v8Flags = options.earlyTierUp ? applyEarlyTierUp(process.execArgv) : [];
-  const logger = pino({ level: options.logLevel, base: { pid: process.pid } });
+  const logOutput = new LogOutput(1, (count) =>
+    logger.warn({ dropped: count }, 'log lines dropped: standard output was not read fast enough'),
+  );
+  const logger = pino({ level: options.logLevel, base: { pid: process.pid } }, logOutput);
+  // Exits once the last log lines are written, or LOG_SETTLE_MS later (log-output.ts).
+  const exitAfterLogs = (code: number): void => {
+    void logOutput.settle(LOG_SETTLE_MS).then(() => process.exit(code));
+  };
   // SIGHUP and CONFIG RELOAD re-read the config file (docs/operations.md, "Reloading"). The
   // handler is in place from the start: SIGHUP's default action would end the process.
   let reloader: ConfigReloader | undefined;
@@ -55,7 +63,7 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
   const auth = keySourcesFor(options) ?? developmentKeys();
   const limits = limitsFor(options);
   const retention = retentionFor(options);
-  const server = await startServer({
+  const starting = startServer({
     host: options.host,
     port: options.port,
     backlog: options.tcpBacklog,
@@ -70,8 +78,7 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
       // An address the engine cannot fully serve is never half served: the node stops.
       onEngineRefused: (error) => {
         logger.fatal({ engine: 'redis', code: error.code }, error.message);
-        logger.flush();
-        process.exit(1);
+        exitAfterLogs(1);
       },
     },
     limits,
@@ -85,6 +92,35 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
       metricsToken: options.metricsToken,
     },
   });
+  // In place before the listening line, which scripts and supervisors take as the moment the
+  // daemon can be stopped. A signal that comes sooner stops it once the start is done (a start
+  // cannot be abandoned half way: the store may be migrating).
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      process.exit(1); // a second signal: stop waiting
+    }
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    starting
+      .then((started) => started.close())
+      .then(
+        () => {
+          logger.info('stopped');
+          exitAfterLogs(0);
+        },
+        (error: unknown) => {
+          logger.error({ err: error }, 'error while shutting down');
+          exitAfterLogs(1);
+        },
+      );
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  const server = await starting.catch(async (error: unknown) => {
+    await logOutput.settle(LOG_SETTLE_MS); // the lines logged while starting outlive the exit
+    throw error;
+  });
+  if (stopping) return; // stop() closes it
   const { store } = server.context;
   reloader = new ConfigReloader(commandLine, config, {
     context: server.context,
@@ -129,25 +165,4 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
         `Mint more with: sandbox-events token --data-dir ${options.dataDir} --workspace 1 --sandbox sb-1\n\n`,
     );
   }
-
-  const stop = (signal: NodeJS.Signals): void => {
-    if (stopping) {
-      process.exit(1); // a second signal: stop waiting
-    }
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
-    server.close().then(
-      () => {
-        logger.info('stopped');
-        logger.flush();
-        process.exit(0);
-      },
-      (error: unknown) => {
-        logger.error({ err: error }, 'error while shutting down');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
 }

@@ -2,10 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createInterface } from 'node:readline';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/mint.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
-import { killDaemons, spawnDaemon } from '../support/daemon.js';
+import { type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
 import { RawClient, resp } from '../support/raw-client.js';
 
 let dataDir: string;
@@ -87,4 +88,83 @@ it('SIGTERM under load: stops accepting, flushes, closes the store, exits 0 with
   } finally {
     await store.close();
   }
+});
+
+// The daemon's log is its standard output (docs/operations.md, "Watching it"); supervisors,
+// shells and log shippers read it through a pipe, and may stop reading it or go away.
+describe('a log reader that is gone or does not read', () => {
+  const secret = randomBytes(24).toString('base64url');
+  const start = (): Promise<Daemon> =>
+    spawnDaemon([
+      '--port',
+      '0',
+      '--http-port',
+      '0',
+      '--store',
+      'memory',
+      '--data-dir',
+      dataDir,
+      '--jwt-secret',
+      secret,
+    ]);
+  /**
+   * Sends `count` AUTHs with a malformed token (each is logged), ten at a time: an
+   * unauthenticated client may hold only 1 KiB of replies (docs/security.md).
+   */
+  const failAuth = async (port: number, count: number): Promise<void> => {
+    const client = await RawClient.connect(port);
+    clients.push(client);
+    const batch = resp('AUTH', 'not-a-token').repeat(10);
+    for (let sent = 0; sent < count; sent += 10) {
+      client.send(batch);
+      const received = await client.waitFor((bytes) => countLines(bytes) === 10);
+      expect(countLines(received)).toBe(10);
+      expect(await client.take(received.length)).toMatch(/^-WRONGPASS .* reason: malformed\r\n/);
+    }
+    client.close();
+  };
+  const countLines = (bytes: Buffer): number => {
+    let lines = 0;
+    for (let at = bytes.indexOf(10); at >= 0; at = bytes.indexOf(10, at + 1)) lines += 1;
+    return lines;
+  };
+
+  it('SIGTERM once the reader has closed its end (EPIPE): exits 0', async () => {
+    const daemon = await start();
+    daemon.child.stdout!.destroy();
+    daemon.child.kill('SIGTERM');
+    expect(await daemon.exited).toBe(0);
+  });
+
+  it('SIGTERM while the reader does not read: exits 0, without waiting for it', async () => {
+    const daemon = await start();
+    daemon.child.stdout!.pause();
+    // About 1.2 MB of log lines: more than the pipe and this side's stream buffer take.
+    await failAuth(daemon.port, 10_000);
+    daemon.child.kill('SIGTERM');
+    expect(await daemon.exited).toBe(0);
+  });
+
+  it('a reader that falls behind: the daemon serves on, drops past its bound, and says how many once it catches up', async () => {
+    const daemon = await start();
+    const stdout = daemon.child.stdout!;
+    stdout.pause();
+    // 50,000 lines of about 130 bytes: more than the daemon holds (LOG_QUEUE_MAX_BYTES, 4 MiB).
+    const failures = 50_000;
+    await failAuth(daemon.port, failures);
+    let logged = 0;
+    let dropped: number | undefined;
+    for await (const line of createInterface({ input: stdout })) {
+      const record = JSON.parse(line) as { msg: string; dropped?: number };
+      if (record.msg === 'authentication failed') logged += 1;
+      if (record.msg === 'log lines dropped: standard output was not read fast enough') {
+        dropped = record.dropped;
+        break;
+      }
+    }
+    expect(dropped).toBeGreaterThan(0);
+    expect(logged + dropped!).toBe(failures);
+    daemon.child.kill('SIGTERM');
+    expect(await daemon.exited).toBe(0);
+  });
 });
