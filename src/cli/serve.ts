@@ -33,6 +33,9 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
     logger.warn({ dropped: count }, 'log lines dropped: standard output was not read fast enough'),
   );
   const logger = pino({ level: options.logLevel, base: { pid: process.pid } }, logOutput);
+  // Nor may stderr end the daemon (the development banner, Node's own warnings): a write to a
+  // stderr whose reader has gone fails with EPIPE, emitted as an 'error' that would throw.
+  process.stderr.on('error', () => {});
   // Exits once the last log lines are written, or LOG_SETTLE_MS later (log-output.ts).
   const exitAfterLogs = (code: number): void => {
     void logOutput.settle(LOG_SETTLE_MS).then(() => process.exit(code));

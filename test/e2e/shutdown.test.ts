@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -6,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/mint.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
-import { type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
+import { BIN, type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
 import { RawClient, resp } from '../support/raw-client.js';
 
 let dataDir: string;
@@ -92,7 +93,7 @@ it('SIGTERM under load: stops accepting, flushes, closes the store, exits 0 with
 
 // The daemon's log is its standard output (docs/operations.md, "Watching it"); supervisors,
 // shells and log shippers read it through a pipe, and may stop reading it or go away.
-describe('a log reader that is gone or does not read', () => {
+describe('a reader of its output that is gone or does not read', () => {
   const secret = randomBytes(24).toString('base64url');
   const start = (): Promise<Daemon> =>
     spawnDaemon([
@@ -128,6 +129,36 @@ describe('a log reader that is gone or does not read', () => {
     for (let at = bytes.indexOf(10); at >= 0; at = bytes.indexOf(10, at + 1)) lines += 1;
     return lines;
   };
+
+  it('stderr closed before it starts (the development banner meets EPIPE): serves on, exits 0 at SIGTERM', async () => {
+    const child = spawn(
+      process.execPath,
+      [BIN, 'serve', '--port', '0', '--http-port', '0', '--store', 'memory', '--data-dir', dataDir],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    child.stderr.destroy();
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    try {
+      let port: number | undefined;
+      for await (const line of createInterface({ input: child.stdout })) {
+        const record = JSON.parse(line) as { msg: string; port?: number };
+        if (record.msg === 'sandbox-events listening') {
+          port = record.port;
+          break;
+        }
+      }
+      const client = await RawClient.connect(port!);
+      clients.push(client);
+      client.send(resp('PING'));
+      expect(await client.line()).toBe('-NOAUTH Authentication required.\r\n');
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
 
   it('SIGTERM once the reader has closed its end (EPIPE): exits 0', async () => {
     const daemon = await start();
