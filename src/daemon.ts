@@ -131,7 +131,8 @@ const DRAIN_WAIT_MS = 2_000;
 
 /**
  * The composition root: builds the store (or engine), the broker, the publisher, the verifier,
- * the TCP listener and the HTTP server, in that order, and stops them in the reverse one.
+ * then runs the warm-up when one is asked for (with a context of its own), then opens the TCP
+ * listener and the HTTP server, in that order, and stops them in the reverse one.
  * Everything below it is wired here and nowhere else. The returned server is ready for clients.
  */
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
