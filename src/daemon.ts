@@ -1,4 +1,5 @@
-import type { SandboxEventsError } from './errors.js';
+import { randomBytes } from 'node:crypto';
+import { SandboxEventsError } from './errors.js';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
 import { TokenVerifier, type VerifierConfig } from './auth/verifier.js';
@@ -12,6 +13,7 @@ import { createStats, decoderLimitsFor, type ServerContext } from './runtime/con
 import { OutputBudget } from './runtime/output-budget.js';
 import { flushWrites } from './session/write-path.js';
 import { DEFAULT_BACKLOG, TcpListener } from './server/server.js';
+import { type WarmUpReport, warmUp } from './server/warm-up.js';
 import { MemoryStore } from './store/memory-store.js';
 import { openEngine, openStore } from './store/open-store.js';
 import type { EventStore, RetentionPolicy } from './store/types.js';
@@ -52,6 +54,8 @@ export interface ServerOptions {
   httpPort?: number;
   /** HTTP settings beyond the port: the API key file, heartbeats, CORS. */
   http?: HttpSettings;
+  /** Clients to run through a throwaway listener before listening (`--warm-up`); 0 or undefined: none. */
+  warmUpClients?: number;
 }
 
 export interface RunningServer {
@@ -63,8 +67,59 @@ export interface RunningServer {
   readonly context: ServerContext<Connection>;
   /** The HTTP side, when it is on (a config reload changes its CORS origins). */
   readonly http: HttpServer | undefined;
+  /** What the start-up warm-up did, when one was asked for: its report, or why it failed. */
+  readonly warmUp: WarmUpReport | SandboxEventsError | undefined;
   /** Stops accepting, flushes and closes every client, closes the store. Idempotent. */
   close(): Promise<void>;
+}
+
+/** The state every client of one listener shares: one per daemon (and one per warm-up). */
+function newContext(
+  store: EventStore,
+  auth: VerifierConfig,
+  limits: Limits,
+  logger: Logger,
+  port: () => number,
+): ServerContext<Connection> {
+  const broker = new Broker(store);
+  return {
+    limits,
+    decoderLimits: decoderLimitsFor(limits, true),
+    preAuthDecoderLimits: decoderLimitsFor(limits, false),
+    clockToleranceMs: (auth.clockToleranceSeconds ?? 5) * 1000,
+    broker,
+    publisher: new Publisher(store, broker, { perSecond: limits.publishRatePerSecond, burst: limits.publishBurst }),
+    store,
+    verifier: new TokenVerifier(auth),
+    logger,
+    stats: createStats(),
+    outputBudget: new OutputBudget(limits.maxOutputTotalBytes),
+    connections: new Set(),
+    startedAt: Date.now(),
+    port,
+  };
+}
+
+/**
+ * The warm-up (src/server/warm-up.ts) with a context of its own: a memory store, a verifier of
+ * a random secret, fresh counters and a silent logger, all dropped after it, so it leaves no
+ * event, count, log line or rate-limit state in the daemon's. A failure is returned, not
+ * thrown: the daemon then starts cold.
+ */
+async function warmUpAlone(limits: Limits, clients: number): Promise<WarmUpReport | SandboxEventsError> {
+  const secret = randomBytes(32).toString('base64url');
+  const store = new MemoryStore({ retention: DEFAULT_RETENTION });
+  // Its clients send no INFO, the one reader of the port.
+  const context = newContext(store, { secret }, limits, pino({ level: 'silent' }), () => 0);
+  try {
+    return await warmUp(context, secret, clients);
+  } catch (error) {
+    return error instanceof SandboxEventsError
+      ? error
+      : new SandboxEventsError('WARM_UP_FAILED', `warm-up failed: ${String(error)}`, { cause: error });
+  } finally {
+    await store.close();
+  }
 }
 
 /** Retention of the store built when none is given or named (docs/operations.md defaults). */
@@ -76,32 +131,17 @@ const DRAIN_WAIT_MS = 2_000;
 
 /**
  * The composition root: builds the store (or engine), the broker, the publisher, the verifier,
- * the TCP listener and the HTTP server, in that order, and stops them in the reverse one.
+ * then runs the warm-up when one is asked for (with a context of its own), then opens the TCP
+ * listener and the HTTP server, in that order, and stops them in the reverse one.
  * Everything below it is wired here and nowhere else. The returned server is ready for clients.
  */
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const limits = withRoomForEvents({ ...DEFAULT_LIMITS, ...options.limits });
   const logger = options.logger ?? pino({ level: 'silent' });
   const store = options.store ?? openConfiguredStore(options.storeConfig, logger);
-  const broker = new Broker(store);
-  const verifier = new TokenVerifier(options.auth);
   let tcp: TcpListener | undefined;
-  const context: ServerContext<Connection> = {
-    limits,
-    decoderLimits: decoderLimitsFor(limits, true),
-    preAuthDecoderLimits: decoderLimitsFor(limits, false),
-    clockToleranceMs: (options.auth.clockToleranceSeconds ?? 5) * 1000,
-    broker,
-    publisher: new Publisher(store, broker, { perSecond: limits.publishRatePerSecond, burst: limits.publishBurst }),
-    store,
-    verifier,
-    logger,
-    stats: createStats(),
-    outputBudget: new OutputBudget(limits.maxOutputTotalBytes),
-    connections: new Set(),
-    startedAt: Date.now(),
-    port: () => tcp?.port ?? 0,
-  };
+  const context = newContext(store, options.auth, limits, logger, () => tcp?.port ?? 0);
+  const warmUp = options.warmUpClients ? await warmUpAlone(limits, options.warmUpClients) : undefined;
 
   const host = options.host ?? DEFAULT_HOST;
   let http: HttpServer | undefined;
@@ -129,6 +169,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     httpPort: http?.port,
     http,
     context,
+    warmUp,
     close() {
       closing ??= stop(context, listener, http);
       return closing;

@@ -88,6 +88,8 @@ export const ERROR_CODES = {
   CONFIG_RELOAD_FAILED: { resp: 'ERR', http: 500, wire: 'resp' },
   AUTH_CONFIG: { resp: 'ERR', http: 500, wire: 'none' },
   HTTP_LISTEN_FAILED: { resp: 'ERR', http: 500, wire: 'none' },
+  /** The start-up warm-up (`--warm-up`) did not finish: the daemon starts cold and logs why. */
+  WARM_UP_FAILED: { resp: 'ERR', http: 500, wire: 'none' },
   API_KEYS_CORRUPT: { resp: 'ERR', http: 500, wire: 'none' },
   API_KEYS_UNREADABLE: { resp: 'ERR', http: 500, wire: 'none' },
   API_KEYS_LOCKED: { resp: 'ERR', http: 500, wire: 'none' },

@@ -35,7 +35,7 @@
 // STORM_TRACE_FILE=<file> appends every line the daemon prints (the traces above among them) to it.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { buildModules } from '../lib/build.js';
 import { clockTicksPerSecond, ensureFileLimit, oneCommand, runGenerator, startBroker } from '../lib/servers.js';
@@ -140,10 +140,17 @@ async function perfRecord(/** @type {number} */ pid, /** @type {string} */ file)
   };
 }
 
+/** A `/proc/<pid>/status` field in KiB (VmRSS: the resident set). */
+function statusKiB(/** @type {number} */ pid, /** @type {string} */ field) {
+  const status = readFileSync(`/proc/${pid}/status`, 'latin1');
+  return Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? Number.NaN);
+}
+
 /** `STORMS` storms against a fresh daemon from `build`, one after the other (`run`: which run). */
 async function daemonRun(/** @type {string} */ build, /** @type {number} */ run) {
   const secret = randomBytes(32).toString('base64url');
   const { mintToken } = await buildModules(build).mint();
+  const spawned = performance.now();
   const broker = await startBroker({
     buildDir: build,
     store: 'memory',
@@ -154,6 +161,8 @@ async function daemonRun(/** @type {string} */ build, /** @type {number} */ run)
       ...(profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${resolve(profileDir)}`]),
     ],
   });
+  const startupMs = performance.now() - spawned;
+  const rssKiB = statusKiB(Number(broker.pid), 'VmRSS');
   const gc = gcTally();
   const jit = jitTally();
   const traceFile = process.env.STORM_TRACE_FILE;
@@ -247,17 +256,20 @@ async function daemonRun(/** @type {string} */ build, /** @type {number} */ run)
   } finally {
     await broker.stop();
   }
-  return storms;
+  return { storms, startupMs, rssKiB };
 }
 
 /** @type {Map<string, StormCost[][]>} */
 const results = new Map(builds.map((build) => [build, []]));
+/** Per build, ms from spawning each daemon to its "listening" line. @type {Map<string, number[]>} */
+const startups = new Map(builds.map((build) => [build, []]));
 for (let run = 0; run < RUNS; run++) {
   for (const build of builds) {
-    const storms = await daemonRun(build, run);
+    const { storms, startupMs, rssKiB } = await daemonRun(build, run);
     results.get(build)?.push(storms);
+    startups.get(build)?.push(startupMs);
     console.log(
-      `run ${run + 1} ${build}: ${storms.map((one) => `${one.total.toFixed(0)} µs/client (main thread ${one.main.toFixed(0)}), storm ${one.seconds.toFixed(2)} s${one.gc}${one.jit}`).join('; ')}`,
+      `run ${run + 1} ${build}: start ${startupMs.toFixed(0)} ms, RSS ${(rssKiB / 1024).toFixed(1)} MiB; ${storms.map((one) => `${one.total.toFixed(0)} µs/client (main thread ${one.main.toFixed(0)}), storm ${one.seconds.toFixed(2)} s${one.gc}${one.jit}`).join('; ')}`,
     );
   }
 }
@@ -268,6 +280,10 @@ for (const [build, runs] of results) {
     console.log(
       `${build} ${label}: server CPU per client ${range(costs.map((c) => c.total))}, main thread ${range(costs.map((c) => c.main))}, storm median ${median(costs.map((c) => c.seconds)).toFixed(2)} s of wall, ${costs.length} storms`,
     );
+  const starts = startups.get(build) ?? [];
+  console.log(
+    `${build} start to listening: median ${median(starts).toFixed(0)} ms (${Math.min(...starts).toFixed(0)}-${Math.max(...starts).toFixed(0)})`,
+  );
   report(
     'first storm',
     runs.map((storms) => storms[0]),

@@ -86,6 +86,7 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
     },
     limits,
     logger,
+    warmUpClients: options.warmUp,
     httpPort: options.httpPort === 0 ? undefined : options.httpPort,
     http: {
       apiKeysFile: apiKeysPath(dataDir),
@@ -125,6 +126,7 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
   });
   if (stopping) return; // stop() closes it
   const { store } = server.context;
+  const { warmUp } = server;
   reloader = new ConfigReloader(commandLine, config, {
     context: server.context,
     http: server.http,
@@ -140,9 +142,14 @@ async function serve(commandLine: CommandLineLayer, config: EffectiveConfig): Pr
       store: store.kind,
       ...(store.kind === 'sqlite' ? { synchronous: options.sqliteSynchronous } : {}),
       ...(v8Flags.length > 0 ? { v8Flags: v8Flags.join(' ') } : {}),
+      ...(warmUp === undefined ? {} : { warmUp: warmUp instanceof Error ? 'failed' : warmUp }),
     },
     'sandbox-events listening',
   );
+  if (warmUp instanceof Error) {
+    // After the "listening" line, which scripts wait for as the first line.
+    logger.warn({ code: warmUp.code, err: warmUp.cause }, `${warmUp.message}: the daemon started cold`);
+  }
   const somaxconn = kernelBacklogCap();
   if (somaxconn !== undefined && somaxconn < options.tcpBacklog) {
     // Redis warns the same way at startup (checkTcpBacklogSettings): the kernel lowers the

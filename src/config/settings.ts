@@ -268,6 +268,13 @@ export const SETTINGS = {
     'restart',
     true,
   ),
+  warmUp: numeric(
+    '<clients>',
+    'before listening, run this many clients (AUTH, SUBSCRIBE, PING, QUIT) through a throwaway listener on 127.0.0.1, so the first connection storm meets compiled code; 0 turns it off (docs/operations.md, "Warm start")',
+    'restart',
+    integerArgument(0, 100_000),
+    0,
+  ),
   tcpBacklog: numeric(
     '<n>',
     'queue of connections the kernel holds until they are accepted (Linux caps it at net.core.somaxconn)',

@@ -23,6 +23,8 @@ export interface Daemon {
   httpPort: number | undefined;
   /** The `sandbox-events listening` log record. */
   listening: Record<string, unknown>;
+  /** stdout (the log, one JSON record a line) so far. */
+  stdout(): string;
   /** stderr so far. */
   stderr(): string;
   /** Resolves with stderr once it contains `text`. */
@@ -36,11 +38,20 @@ const running = new Set<ChildProcess>();
 /**
  * Starts `sandbox-events serve <args>` and resolves once its `sandbox-events listening` log line
  * says which ports it bound (pass `--port 0`, and `--http-port 0` unless the test is about
- * HTTP's port). `nodeArgs` go to node before the bin (`node <nodeArgs> bin/sandbox-events.js`).
+ * HTTP's port). `nodeArgs` go to node before the bin (`node <nodeArgs> bin/sandbox-events.js`);
+ * `fileLimit` lowers the daemon's limit of open files (`ulimit -n`, through sh, which execs node).
  * Every daemon started here is killed by `killDaemons()`.
  */
-export function spawnDaemon(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<Daemon> {
-  const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve', ...args], {
+export function spawnDaemon(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  nodeArgs: string[] = [],
+  { fileLimit }: { fileLimit?: number } = {},
+): Promise<Daemon> {
+  const command = [process.execPath, ...nodeArgs, BIN, 'serve', ...args];
+  const [file, ...fileArgs] =
+    fileLimit === undefined ? command : ['sh', '-c', `ulimit -n ${fileLimit} && exec "$0" "$@"`, ...command];
+  const child = spawn(file!, fileArgs, {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -65,8 +76,10 @@ export function spawnDaemon(args: string[], env: NodeJS.ProcessEnv = {}, nodeArg
       child.stderr!.on('data', check);
       check();
     });
+  let stdout = '';
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
+      stdout += `${line}\n`;
       let record: { msg?: string; port?: number; httpPort?: number; [field: string]: unknown };
       try {
         record = JSON.parse(line) as typeof record;
@@ -79,6 +92,7 @@ export function spawnDaemon(args: string[], env: NodeJS.ProcessEnv = {}, nodeArg
           port: record.port!,
           httpPort: record.httpPort,
           listening: record,
+          stdout: () => stdout,
           stderr: () => stderr,
           stderrContaining,
           exited,
