@@ -106,7 +106,9 @@ export class Connection implements RespClient, SessionTransport {
     /** The commands that take their last argument as the bytes received (RequestDecoder). */
     lastArgumentAsBytes: LastArgumentAsBytes,
   ) {
-    this.decoder = new RequestDecoder(lastArgumentAsBytes);
+    // A command is done with before pump asks for the next one (a held command runs first), and
+    // no handler keeps a command or its arrays: the decoder may hand out the same ones again.
+    this.decoder = new RequestDecoder(lastArgumentAsBytes, { reuseCommands: true });
     this.session = new Session(
       context,
       socket,

@@ -57,6 +57,36 @@ describe('the closing error line', () => {
     expect(await client.closedByServer()).toBe(true);
   });
 
+  it('a PUBLISH held behind the in-flight cap publishes its own event, though the decoder fills one command again', async () => {
+    // The connection's decoder hands out one command object for a burst of input
+    // (RequestDecoder reuseCommands): a held PUBLISH must run before the next one is decoded.
+    const inner = new MemoryStore({ retention: { maxCount: 100, maxAgeMs: 3_600_000 } });
+    const capped = new LaggingStore(inner);
+    const server = await startTestServer({ store: capped, limits: { maxPipelinedPublishes: 1 } });
+    try {
+      const client = await server.authed();
+      capped.holdAppends = true;
+      client.send(
+        resp('PUBLISH', 'sb-held', '{"type":"a","data":{"n":1}}') +
+          resp('PUBLISH', 'sb-held', '{"type":"b","data":{"n":2}}') +
+          resp('PUBLISH', 'sb-held', '{"type":"c","data":{"n":3}}'),
+      );
+      await until(() => capped.appendsHeld === 1, 'the first append');
+      capped.holdAppends = false;
+      capped.releaseAppends();
+      expect(await client.read(':0\r\n:0\r\n:0\r\n')).toBe(':0\r\n:0\r\n:0\r\n');
+      const events = await inner.history({ workspaceId: 1, sandboxId: 'sb-held', limit: 10 });
+      expect(events.map((event) => [event.type, JSON.parse(event.json).data])).toEqual([
+        ['a', { n: 1 }],
+        ['b', { n: 2 }],
+        ['c', { n: 3 }],
+      ]);
+      client.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   it('a pipeline of PUBLISHes (past the in-flight cap), a refused one, SUBSCRIBE, PING and QUIT: replies in request order', async () => {
     const capped = new LaggingStore(new MemoryStore({ retention: { maxCount: 100, maxAgeMs: 3_600_000 } }));
     const server = await startTestServer({ store: capped, limits: { maxPipelinedPublishes: 2 } });
