@@ -6,6 +6,8 @@
 //   node bench/micro/decode.mjs [buildDir=dist] [channels=1]
 // `channels` > 1: the commands go round that many channels (`sb-100`, `sb-101`, ...), as a
 // publisher writing to many sandboxes does, so no command repeats the channel of the one before.
+// The decoder is made as a connection makes it (with `reuseCommands`, which a build before the
+// eleventh round ignores), and each command is done with before the next is decoded.
 // (`npm run build` first; pass a copy of an older dist/ as buildDir to compare before/after.)
 import { buildModules } from '../lib/build.js';
 
@@ -31,7 +33,7 @@ const limits = {
 };
 // As the daemon's connection makes it: PUBLISH's event is handed over as the bytes received
 // (a build before the seventh round ignores the argument and decodes it as text).
-const decoder = new RequestDecoder((name) => name === 'PUBLISH');
+const decoder = new RequestDecoder((name) => name === 'PUBLISH', { reuseCommands: true });
 
 function round() {
   const cpu0 = process.cpuUsage();

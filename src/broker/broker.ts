@@ -199,6 +199,11 @@ export class Broker {
    * and hashing `{<workspace>}<sandbox>` per event cost about 1 µs more than this.
    */
   private readonly channels = new Map<number, Map<string, Channel>>();
+  /**
+   * The channel found last, while it is in `channels`: a publisher mostly repeats its sandbox,
+   * and the two Map lookups are then skipped (as the memory store keeps its last stream).
+   */
+  private lastChannel: Channel | undefined = undefined;
   private channelTotal = 0;
   /** Pattern groups by scope (a workspace id, or 'all' for admins' qualified patterns). */
   private readonly patterns = new Map<PatternScope, Map<string, PatternGroup>>();
@@ -257,6 +262,7 @@ export class Broker {
       const inWorkspace = this.channels.get(channel.workspaceId)!;
       inWorkspace.delete(channel.sandboxId);
       if (inWorkspace.size === 0) this.channels.delete(channel.workspaceId);
+      if (this.lastChannel === channel) this.lastChannel = undefined;
       this.channelTotal -= 1;
       this.interest?.setInterest?.(channel, false);
     }
@@ -264,7 +270,11 @@ export class Broker {
   }
 
   private channel(workspaceId: number, sandboxId: string): Channel | undefined {
-    return this.channels.get(workspaceId)?.get(sandboxId);
+    const last = this.lastChannel;
+    if (last !== undefined && last.sandboxId === sandboxId && last.workspaceId === workspaceId) return last;
+    const found = this.channels.get(workspaceId)?.get(sandboxId);
+    if (found !== undefined) this.lastChannel = found;
+    return found;
   }
 
   private channelByKey(key: string): Channel | undefined {

@@ -36,10 +36,6 @@ export abstract class Publication implements NewEvent, AppendReceipt {
   readonly workspaceId: number;
   readonly sandboxId: string;
   receivers = 0;
-  /** performance.now() readings, taken for one publish per batch while a metrics observer is attached. */
-  startedAt = 0;
-  storedAt = 0;
-  deliveredAt = 0;
   /** The publisher it went through (Publisher.start). */
   publisher: Publisher | undefined = undefined;
   /** NewEvent's: set here, or by readPublishPayload into the publication (PUBLISH). */
@@ -128,6 +124,15 @@ export class Publisher {
   /** The batch the observer hears of next: publishes settled, and the run of one sandbox's events. */
   private batchEvents = 0;
   private timing = false;
+  /**
+   * The publish being timed (one per batch while a metrics observer is attached) and its
+   * performance.now() readings: kept here, not on every publication, which would carry three
+   * fields more for the one in a batch that is timed.
+   */
+  private timed: Publication | undefined = undefined;
+  private timedStartedAt = 0;
+  private timedStoredAt = 0;
+  private timedDeliveredAt = 0;
   private storedSeconds = 0;
   private deliveredSeconds = 0;
   private runLast: StoredEvent | undefined;
@@ -143,10 +148,10 @@ export class Publisher {
     store.setListener((event, appended, alreadyDelivered) => {
       // Another node's event (Redis engine): nobody here waits for it.
       if (!(appended instanceof Publication)) return this.broker.fanOut(event);
-      const timed = appended.startedAt !== 0;
-      if (timed) appended.storedAt = performance.now();
+      const timed = appended === this.timed;
+      if (timed) this.timedStoredAt = performance.now();
       appended.receivers = alreadyDelivered ?? this.broker.fanOut(event);
-      if (timed) appended.deliveredAt = performance.now();
+      if (timed) this.timedDeliveredAt = performance.now();
       return appended.receivers;
     });
   }
@@ -212,7 +217,9 @@ export class Publisher {
     // One publish at a time is timed, and it stands for its batch.
     if (this.observer !== undefined && !this.timing) {
       this.timing = true;
-      publication.startedAt = performance.now();
+      this.timed = publication;
+      this.timedStartedAt = performance.now();
+      this.timedDeliveredAt = 0;
     }
     this.inFlight += 1;
     const store = this.store;
@@ -224,7 +231,10 @@ export class Publisher {
   /** @internal the store refused the publish. */
   refuse(request: Publication): void {
     this.publishDone();
-    if (request.startedAt !== 0) this.timing = false; // the next publish is timed instead
+    if (request === this.timed) {
+      this.timed = undefined;
+      this.timing = false; // the next publish is timed instead
+    }
   }
 
   /** @internal the store has the event durable and the listener fanned it out. */
@@ -237,9 +247,12 @@ export class Publisher {
     totals.published += 1;
     totals.delivered += request.receivers;
     if (this.observer === undefined) return;
-    if (request.startedAt !== 0 && request.deliveredAt !== 0) {
-      this.storedSeconds = (request.storedAt - request.startedAt) / 1000;
-      this.deliveredSeconds = (request.deliveredAt - request.startedAt) / 1000;
+    if (request === this.timed) {
+      this.timed = undefined;
+      if (this.timedDeliveredAt !== 0) {
+        this.storedSeconds = (this.timedStoredAt - this.timedStartedAt) / 1000;
+        this.deliveredSeconds = (this.timedDeliveredAt - this.timedStartedAt) / 1000;
+      }
     }
     if (this.batchEvents === 0) setImmediate(this.reportBatch);
     this.batchEvents += 1;

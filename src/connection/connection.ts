@@ -9,6 +9,7 @@ import {
   type LastArgumentAsBytes,
   ProtocolError,
   RequestDecoder,
+  type RequestDecoderOptions,
 } from '../protocol/request-decoder.js';
 import { recordOutputCut, type ServerContext } from '../runtime/context.js';
 import type { OutputCut } from '../runtime/output-budget.js';
@@ -51,6 +52,13 @@ let nextConnectionId = 1;
  * to it would be a bug, and throws.
  */
 const NO_REPLIES: QueuedReply[] = Object.freeze([]) as unknown as QueuedReply[];
+
+/**
+ * A command is done with before `pump` asks for the next one (a held command runs first), and no
+ * handler keeps a command or its arrays: the decoder may hand out the same ones again. One object
+ * for every connection's decoder, not one per connection.
+ */
+const DECODER_OPTIONS: RequestDecoderOptions = Object.freeze({ reuseCommands: true });
 
 /** The connection a socket belongs to, for the socket listeners that every connection shares. */
 const CONNECTION = Symbol('connection');
@@ -106,7 +114,7 @@ export class Connection implements RespClient, SessionTransport {
     /** The commands that take their last argument as the bytes received (RequestDecoder). */
     lastArgumentAsBytes: LastArgumentAsBytes,
   ) {
-    this.decoder = new RequestDecoder(lastArgumentAsBytes);
+    this.decoder = new RequestDecoder(lastArgumentAsBytes, DECODER_OPTIONS);
     this.session = new Session(
       context,
       socket,

@@ -34,6 +34,11 @@ export class ProtocolError extends SandboxEventsError {
   }
 }
 
+/**
+ * One decoded command. A decoder made with `reuseCommands` hands out the same object, with the
+ * same `args` and `byteLengths` arrays, for the multibulk commands of one burst of input: each
+ * is valid only until the next call to `next()`.
+ */
 export interface DecodedCommand {
   /** UTF-8 decoded arguments, args.length >= 1. */
   args: string[];
@@ -137,13 +142,34 @@ function readLength(buf: Buffer, start: number, end: number): number {
   return value;
 }
 
+export interface RequestDecoderOptions {
+  /**
+   * Hand out one DecodedCommand (and its `args` and `byteLengths`) again for the next multibulk
+   * command of the same burst of input, rather than three new objects per command: for a caller
+   * that is done with a command before it asks for the next one and keeps none of the three
+   * (the Connection; docs/performance.md, "Eleventh round: the PUBLISH's command objects").
+   * Once the input runs out (`next()` answers undefined) nothing is kept, so an idle connection
+   * holds none of them and no received bytes.
+   */
+  reuseCommands?: boolean;
+}
+
 export class RequestDecoder {
+  private readonly reuseCommands: boolean;
+  /** The multibulk command handed out last, to fill again (reuseCommands), until the input runs out. */
+  private reusable: DecodedCommand | undefined = undefined;
+
   /**
    * `lastArgumentAsBytes`: the commands whose last argument is handed over as the bytes
    * received (DecodedCommand.lastBytes) instead of decoded, because they only pass it through:
    * PUBLISH's event goes to the store as bytes (docs/performance.md, "Seventh round").
    */
-  constructor(private readonly lastArgumentAsBytes: LastArgumentAsBytes = NEVER) {}
+  constructor(
+    private readonly lastArgumentAsBytes: LastArgumentAsBytes = NEVER,
+    options: RequestDecoderOptions = {},
+  ) {
+    this.reuseCommands = options.reuseCommands === true;
+  }
 
   /**
    * The first two arguments of the last multibulks (a command's name, its channel or key). Two
@@ -246,6 +272,7 @@ export class RequestDecoder {
     this.head = 0;
     this.total = 0;
     this.releaseSlab();
+    this.reusable = undefined;
     this.failure = undefined;
     this.startRequest();
   }
@@ -258,7 +285,7 @@ export class RequestDecoder {
     if (this.failure) throw this.failure;
     try {
       for (;;) {
-        if (!this.hasByte()) return undefined;
+        if (!this.hasByte()) return this.inputRanOut();
         if (this.state === ST_START) {
           const first = this.chunks[this.ci]![this.co];
           if (first === STAR) {
@@ -276,13 +303,13 @@ export class RequestDecoder {
         }
         if (this.state === ST_INLINE) {
           const line = this.scanInline(limits);
-          if (line === undefined) return undefined;
+          if (line === undefined) return this.inputRanOut();
           const command = this.inlineCommand(line, limits);
           if (command) return command;
           continue; // networking.c: an empty line is no command
         }
         const frameLength = this.scanMultibulk(limits);
-        if (frameLength === undefined) return undefined;
+        if (frameLength === undefined) return this.inputRanOut();
         if (this.count <= 0) {
           // networking.c: `*0` and `*-10` are consumed and ignored, as Redis does.
           this.consume(frameLength);
@@ -294,6 +321,12 @@ export class RequestDecoder {
       if (err instanceof ProtocolError) this.failure = err;
       throw err;
     }
+  }
+
+  /** No whole command is buffered: the reused command goes (reuseCommands), with the bytes it points into. */
+  private inputRanOut(): undefined {
+    this.reusable = undefined;
+    return undefined;
   }
 
   private startRequest(): void {
@@ -483,7 +516,10 @@ export class RequestDecoder {
     let reqBytes = lineLen + 2;
     if (reqBytes + count * MIN_BULK_BYTES > maxRequestBytes) return 0;
     i = origin + reqBytes;
-    const lengths = new Array<number>(count);
+    // The last command's lengths again while it is reused (it is done with: see reuseCommands).
+    const last = this.reusable;
+    const lengths =
+      last !== undefined && last.byteLengths.length === count ? last.byteLengths : new Array<number>(count);
     const starts = this.bodyStarts;
     for (let k = 0; k < count; k++) {
       if (i >= end || buf[i] !== DOLLAR) return 0;
@@ -571,7 +607,8 @@ export class RequestDecoder {
     const frame = inFirst ? first : this.take(frameLength);
     const base = inFirst ? this.head : 0;
     const count = byteLengths.length;
-    const args = new Array<string>(count);
+    const reusable = this.reusable;
+    const args = reusable !== undefined && reusable.args.length === count ? reusable.args : new Array<string>(count);
     const name = this.repeated(0, frame, base + starts[0]!, byteLengths[0]!);
     args[0] = name;
     if (name !== this.lastName) {
@@ -594,7 +631,16 @@ export class RequestDecoder {
       args[decoded] = '';
     }
     this.consume(frameLength);
-    return { args, inline: false, byteLengths, lastBytes, lastStart };
+    if (reusable === undefined) {
+      const command: DecodedCommand = { args, inline: false, byteLengths, lastBytes, lastStart };
+      if (this.reuseCommands) this.reusable = command;
+      return command;
+    }
+    reusable.args = args;
+    reusable.byteLengths = byteLengths;
+    reusable.lastBytes = lastBytes;
+    reusable.lastStart = lastStart;
+    return reusable;
   }
 
   /**

@@ -167,3 +167,32 @@ describe('frame slabs follow the rate, not the number of channels', () => {
     expect(frames[0]!.toString()).toBe(deliveryFrame(2, undefined, 'busy', storedEvent('busy', 0).json).toString());
   });
 });
+
+describe('the channel found last (Broker keeps it for the next event)', () => {
+  it('is forgotten with its channel: a channel made again for the same sandbox gets the events', () => {
+    const broker = new Broker();
+    const first = new Recorder(2);
+    const second = new Recorder(2);
+    broker.subscribe(first, target('sb'));
+    expect(broker.fanOut(storedEvent('sb', 1))).toBe(1);
+    expect(broker.fanOut(storedEvent('other', 2))).toBe(0); // a sandbox nobody watches: nothing kept
+    expect(broker.fanOut(storedEvent('sb', 3))).toBe(1);
+    broker.leave(first, { workspaceId: 1, sandboxId: 'sb' }); // its last subscriber: the channel goes
+    expect(broker.fanOut(storedEvent('sb', 4))).toBe(0);
+    broker.subscribe(second, target('sb'));
+    expect(broker.fanOut(storedEvent('sb', 5))).toBe(1);
+    expect(first.frames).toEqual(
+      [1, 3].map((n) => deliveryFrame(2, undefined, 'sb', storedEvent('sb', n).json).toString()),
+    );
+    expect(second.frames).toEqual([deliveryFrame(2, undefined, 'sb', storedEvent('sb', 5).json).toString()]);
+  });
+
+  it('is told apart from a sandbox of the same id in another workspace', () => {
+    const broker = new Broker();
+    const inOne = new Recorder(2);
+    broker.subscribe(inOne, target('sb'));
+    expect(broker.fanOut(storedEvent('sb', 1))).toBe(1);
+    expect(broker.fanOut({ ...storedEvent('sb', 2), workspaceId: 2 })).toBe(0);
+    expect(inOne.frames).toHaveLength(1);
+  });
+});

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../src/store/memory-store.js';
 import { LaggingStore } from '../support/lagging-store.js';
-import { resp } from '../support/raw-client.js';
+import { type RawClient, resp } from '../support/raw-client.js';
 import { startTestServer, type TestServer } from '../support/test-server.js';
 
 /**
@@ -25,6 +25,26 @@ async function until(check: () => boolean, what: string, timeoutMs = 5_000): Pro
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+/**
+ * Runs `run` with an authenticated client of a server whose store holds appends until the test
+ * lets them go (a LaggingStore over `inner`), at most `cap` PUBLISHes in flight per connection.
+ */
+async function withHeldAppends(
+  cap: number,
+  run: (client: RawClient, capped: LaggingStore, inner: MemoryStore) => Promise<void>,
+): Promise<void> {
+  const inner = new MemoryStore({ retention: { maxCount: 100, maxAgeMs: 3_600_000 } });
+  const capped = new LaggingStore(inner);
+  const server = await startTestServer({ store: capped, limits: { maxPipelinedPublishes: cap } });
+  try {
+    const client = await server.authed();
+    capped.holdAppends = true;
+    await run(client, capped, inner);
+  } finally {
+    await server.close();
   }
 }
 
@@ -57,12 +77,31 @@ describe('the closing error line', () => {
     expect(await client.closedByServer()).toBe(true);
   });
 
+  it('a PUBLISH held behind the in-flight cap publishes its own event, though the decoder fills one command again', async () => {
+    // The connection's decoder hands out one command object for a burst of input
+    // (RequestDecoder reuseCommands): a held PUBLISH must run before the next one is decoded.
+    await withHeldAppends(1, async (client, capped, inner) => {
+      client.send(
+        resp('PUBLISH', 'sb-held', '{"type":"a","data":{"n":1}}') +
+          resp('PUBLISH', 'sb-held', '{"type":"b","data":{"n":2}}') +
+          resp('PUBLISH', 'sb-held', '{"type":"c","data":{"n":3}}'),
+      );
+      await until(() => capped.appendsHeld === 1, 'the first append');
+      capped.holdAppends = false;
+      capped.releaseAppends();
+      expect(await client.read(':0\r\n:0\r\n:0\r\n')).toBe(':0\r\n:0\r\n:0\r\n');
+      const events = await inner.history({ workspaceId: 1, sandboxId: 'sb-held', limit: 10 });
+      expect(events.map((event) => [event.type, JSON.parse(event.json).data])).toEqual([
+        ['a', { n: 1 }],
+        ['b', { n: 2 }],
+        ['c', { n: 3 }],
+      ]);
+      client.close();
+    });
+  });
+
   it('a pipeline of PUBLISHes (past the in-flight cap), a refused one, SUBSCRIBE, PING and QUIT: replies in request order', async () => {
-    const capped = new LaggingStore(new MemoryStore({ retention: { maxCount: 100, maxAgeMs: 3_600_000 } }));
-    const server = await startTestServer({ store: capped, limits: { maxPipelinedPublishes: 2 } });
-    try {
-      const client = await server.authed();
-      capped.holdAppends = true;
+    await withHeldAppends(2, async (client, capped) => {
       client.send(
         resp('PUBLISH', 'sb-pipe', '{"type":"a"}') +
           resp('PUBLISH', 'sb-pipe', 'not json') +
@@ -80,8 +119,6 @@ describe('the closing error line', () => {
       const rest = ':0\r\n*3\r\n$9\r\nsubscribe\r\n$7\r\nsb-pipe\r\n:1\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n+OK\r\n';
       expect(await client.read(rest)).toBe(rest);
       expect(await client.closedByServer()).toBe(true);
-    } finally {
-      await server.close();
-    }
+    });
   });
 });

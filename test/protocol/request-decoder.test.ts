@@ -622,3 +622,91 @@ describe('RequestDecoder: names and channels that repeat', () => {
     );
   });
 });
+
+describe('RequestDecoder: reused commands (reuseCommands)', () => {
+  const isPublish = (name: string) => name.toUpperCase() === 'PUBLISH';
+
+  /** What a command says, copied: a reused command changes once the next one is decoded. */
+  function snapshot(command: DecodedCommand): DecodedCommand {
+    return {
+      args: [...command.args],
+      inline: command.inline,
+      byteLengths: [...command.byteLengths],
+      lastBytes:
+        command.lastBytes === undefined
+          ? undefined
+          : Buffer.from(
+              command.lastBytes.subarray(command.lastStart, command.lastStart! + command.byteLengths.at(-1)!),
+            ),
+      lastStart: command.lastStart === undefined ? undefined : 0,
+    };
+  }
+
+  function decodeEach(
+    decoder: RequestDecoder,
+    chunks: Buffer[],
+  ): { commands: DecodedCommand[]; objects: DecodedCommand[][] } {
+    const commands: DecodedCommand[] = [];
+    const objects: DecodedCommand[][] = [];
+    for (const chunk of chunks) {
+      decoder.push(chunk);
+      const burst: DecodedCommand[] = [];
+      for (let c = decoder.next(LIMITS); c; c = decoder.next(LIMITS)) {
+        commands.push(snapshot(c));
+        burst.push(c);
+      }
+      objects.push(burst);
+    }
+    return { commands, objects };
+  }
+
+  it('hands out, one at a time, the commands a decoder without reuse hands out, whatever the chunking', () => {
+    const argument = fc.oneof(fc.string({ maxLength: 12 }), fc.constantFrom('sb-1', 'é', ''));
+    // Arguments counts that change and repeat, PUBLISH (its last argument as bytes) among them,
+    // and inline lines between multibulks.
+    const request = fc.oneof(
+      fc.array(argument, { minLength: 1, maxLength: 5 }).map((words) => multibulk(words)),
+      fc
+        .tuple(argument, fc.string({ maxLength: 30 }))
+        .map(([channel, event]) => multibulk(['PUBLISH', channel, event])),
+      fc.constantFrom(Buffer.from('PING\r\n'), Buffer.from('PUBLISH sb-2 "{}"\r\n'), Buffer.from('\r\n')),
+    );
+    fc.assert(
+      fc.property(fc.array(request, { maxLength: 12 }), fc.array(fc.nat(), { maxLength: 8 }), (requests, cuts) => {
+        const chunks = cut(Buffer.concat(requests), cuts);
+        const reused = decodeEach(new RequestDecoder(isPublish, { reuseCommands: true }), chunks).commands;
+        const fresh = decodeEach(new RequestDecoder(isPublish), chunks).commands;
+        expect(reused).toEqual(fresh);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('fills one object again within a burst of input, and keeps none once the input runs out', () => {
+    const decoder = new RequestDecoder(isPublish, { reuseCommands: true });
+    const pipeline = Buffer.concat([
+      multibulk(['PUBLISH', 'sb-1', '{"type":"a"}']),
+      multibulk(['PUBLISH', 'sb-1', '{"type":"b"}']),
+      multibulk(['SUBSCRIBE', 'sb-1']),
+    ]);
+    const { objects } = decodeEach(decoder, [pipeline, multibulk(['PUBLISH', 'sb-1', '{"type":"c"}'])]);
+    const [first, second] = objects as [DecodedCommand[], DecodedCommand[]];
+    expect(first).toHaveLength(3);
+    expect(first[1]).toBe(first[0]);
+    expect(first[2]).toBe(first[0]); // another count of arguments: the same object, new arrays
+    // The input ran out in between: the next burst's command is a new object, so that an idle
+    // decoder holds no command and no received bytes.
+    expect(second[0]).not.toBe(first[0]);
+    expect(first[0]!.args).toEqual(['SUBSCRIBE', 'sb-1']);
+    expect(first[0]!.lastBytes).toBeUndefined();
+  });
+
+  it('hands out new objects every time without reuseCommands', () => {
+    const decoder = new RequestDecoder(isPublish);
+    decoder.push(Buffer.concat([multibulk(['PING']), multibulk(['PING'])]));
+    const [a, b] = drain(decoder) as [DecodedCommand, DecodedCommand];
+    expect(b).not.toBe(a);
+    expect(b.args).not.toBe(a.args);
+    expect(b.byteLengths).not.toBe(a.byteLengths);
+  });
+});
