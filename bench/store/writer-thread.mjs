@@ -12,6 +12,10 @@
 //   on its own connection and posts back an acknowledgement.
 // - buffer: the same, the commit's rows encoded into one ArrayBuffer (ROW_HEAD_BYTES of numbers
 //   and three UTF-8 strings per row) that is transferred to the worker and back with the ack.
+// - array-ack, buffer-ack: as array and buffer, the worker decoding each commit's rows and
+//   acknowledging it without writing: what the hand-off alone costs each thread.
+// - none: the main thread builds the same ids, lines and values and writes nothing: the script's
+//   own JavaScript per event, the same in every mode (what the others add is theirs less this).
 // With a worker, at most `inFlight` commits are posted and not yet acknowledged (1 or 2): the
 // main thread builds the next commit while the worker writes the previous ones.
 //
@@ -25,7 +29,7 @@
 // (process.cpuUsage(): every thread, V8's and libuv's included), and events/s (wall clock).
 //
 //   npm run build && node bench/store/writer-thread.mjs [buildDir=dist] [shape=case2]
-//     [mode=inline|array|buffer|none] [inFlight=1] [events=100000]
+//     [mode=inline|array|buffer|array-ack|buffer-ack|none] [inFlight=1] [events=100000]
 // Compare modes by alternating runs: for m in inline array buffer inline array buffer ...; do ...; done
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -148,6 +152,7 @@ if (!isMainThread) {
   const port = /** @type {import('node:worker_threads').MessagePort} */ (parentPort);
   const writer = await openWriter(setup.buildDir, setup.file);
   const tid = ownTid();
+  const writes = !setup.mode.endsWith('-ack');
   /** @type {unknown[]} */
   const decoded = [];
   port.on(
@@ -164,12 +169,12 @@ if (!isMainThread) {
       }
       if (m.rows !== undefined) {
         const count = decodeRows(Buffer.from(m.rows), decoded);
-        writer.commit(decoded, count, m.started);
+        if (writes) writer.commit(decoded, count, m.started);
         decoded.fill(0, 0, count);
         port.postMessage({ rows: m.rows }, [m.rows]);
       } else {
         const values = /** @type {unknown[]} */ (m.values);
-        writer.commit(values, values.length, m.started);
+        if (writes) writer.commit(values, values.length, m.started);
         port.postMessage({});
       }
     },
@@ -180,7 +185,7 @@ if (!isMainThread) {
   /** @type {Record<string, { perCommit: number, sandboxes: number }>} */
   const SHAPES = { case2: { perCommit: 100, sandboxes: 1 }, case1: { perCommit: 800, sandboxes: 100 } };
   const shape = SHAPES[shapeArg];
-  const MODES = ['inline', 'array', 'buffer', 'none'];
+  const MODES = ['inline', 'array', 'buffer', 'array-ack', 'buffer-ack', 'none'];
   if (shape === undefined || !MODES.includes(modeArg)) {
     throw new Error(
       `usage: writer-thread.mjs [build] [${Object.keys(SHAPES).join('|')}] [${MODES.join('|')}] [inFlight] [events]`,
@@ -345,7 +350,7 @@ if (!isMainThread) {
       if (inFlight >= IN_FLIGHT) await acks.shift();
       inFlight++;
       acks.push(ack().then(() => inFlight--));
-      if (modeArg === 'array') {
+      if (modeArg.startsWith('array')) {
         w.postMessage({ values, started });
       } else {
         const rows = /** @type {ArrayBuffer} */ (encodeRows(values).buffer); // a whole ArrayBuffer, never shared
@@ -380,7 +385,7 @@ if (!isMainThread) {
     const cpu = process.cpuUsage(cpu0);
     await closeWriter();
     // Every event written, once: a mode that lost or doubled commits would measure nothing.
-    if (modeArg !== 'none') {
+    if (modeArg !== 'none' && !modeArg.endsWith('-ack')) {
       const check = new Database(file, { readonly: true });
       const { rows } = /** @type {{ rows: number }} */ (check.prepare('SELECT count(*) AS rows FROM events').get());
       check.close();
