@@ -169,7 +169,10 @@ function useMetrics(token) {
  */
 function useLiveRows(token, source, cap, paused) {
   const [rows, setRows] = useState([]);
-  const [status, setStatus] = useState('connecting');
+  // Each status names the stream it is of: until the stream of the current source reports, the
+  // page says "connecting", never the previous stream's "open" (an event published meanwhile
+  // is not in the new stream, which starts at its subscription).
+  const [status, setStatus] = useState({ url: '', text: 'connecting' });
   const held = useRef([]);
   const pausedRef = useRef(paused);
   const capRef = useRef(cap);
@@ -194,12 +197,13 @@ function useLiveRows(token, source, cap, paused) {
     setHeldCount(0);
     if (source.value === '') return undefined;
     let sequence = 0;
-    const stream = openStream(streamUrl(source), token, {
+    const url = streamUrl(source);
+    const stream = openStream(url, token, {
       onEvent(event) {
         let row;
         if (event.control) {
           if (event.type === 'close') {
-            setStatus(`server closed the stream (${JSON.parse(event.data).reason}); resuming`);
+            setStatus({ url, text: `server closed the stream (${JSON.parse(event.data).reason}); resuming` });
             return;
           }
           row = { key: `n${sequence++}`, notice: event.type, data: JSON.parse(event.data) };
@@ -212,13 +216,13 @@ function useLiveRows(token, source, cap, paused) {
           setHeldCount(held.current.length);
         } else add([row]);
       },
-      onStatus: (value, detail) => setStatus(detail === undefined ? value : `${value}: ${detail}`),
+      onStatus: (value, detail) => setStatus({ url, text: detail === undefined ? value : `${value}: ${detail}` }),
     });
     return () => stream.stop();
   }, [token, source.mode, source.value, add]);
 
   useEffect(() => setRows((previous) => previous.slice(0, cap)), [cap]);
-  return { rows, status, heldCount };
+  return { rows, status: status.url === streamUrl(source) ? status.text : 'connecting', heldCount };
 }
 
 function Console({ token, credential, view, onSignOut }) {
