@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -7,7 +6,7 @@ import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../../src/auth/mint.js';
 import { SqliteStore } from '../../src/store/sqlite-store.js';
-import { BIN, type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
+import { type Daemon, killDaemons, spawnDaemon } from '../support/daemon.js';
 import { RawClient, resp } from '../support/raw-client.js';
 
 let dataDir: string;
@@ -95,19 +94,16 @@ it('SIGTERM under load: stops accepting, flushes, closes the store, exits 0 with
 // shells and log shippers read it through a pipe, and may stop reading it or go away.
 describe('a reader of its output that is gone or does not read', () => {
   const secret = randomBytes(24).toString('base64url');
-  const start = (): Promise<Daemon> =>
-    spawnDaemon([
-      '--port',
-      '0',
-      '--http-port',
-      '0',
-      '--store',
-      'memory',
-      '--data-dir',
-      dataDir,
-      '--jwt-secret',
-      secret,
-    ]);
+  /** A memory-store daemon: with the secret, or without one (development mode, which prints a banner). */
+  const start = (withSecret = true, options: { stderrClosed?: boolean } = {}): Promise<Daemon> =>
+    spawnDaemon(
+      ['--port', '0', '--http-port', '0', '--store', 'memory', '--data-dir', dataDir].concat(
+        withSecret ? ['--jwt-secret', secret] : [],
+      ),
+      {},
+      [],
+      options,
+    );
   /**
    * Sends `count` AUTHs with a malformed token (each is logged), ten at a time: an
    * unauthenticated client may hold only 1 KiB of replies (docs/security.md).
@@ -131,33 +127,13 @@ describe('a reader of its output that is gone or does not read', () => {
   };
 
   it('stderr closed before it starts (the development banner meets EPIPE): serves on, exits 0 at SIGTERM', async () => {
-    const child = spawn(
-      process.execPath,
-      [BIN, 'serve', '--port', '0', '--http-port', '0', '--store', 'memory', '--data-dir', dataDir],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    child.stderr.destroy();
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-    try {
-      let port: number | undefined;
-      for await (const line of createInterface({ input: child.stdout })) {
-        const record = JSON.parse(line) as { msg: string; port?: number };
-        if (record.msg === 'sandbox-events listening') {
-          port = record.port;
-          break;
-        }
-      }
-      const client = await RawClient.connect(port!);
-      clients.push(client);
-      client.send(resp('PING'));
-      expect(await client.line()).toBe('-NOAUTH Authentication required.\r\n');
-      child.kill('SIGTERM');
-      expect(await exited).toBe(0);
-    } finally {
-      child.kill('SIGKILL');
-    }
+    const daemon = await start(false, { stderrClosed: true });
+    const client = await RawClient.connect(daemon.port);
+    clients.push(client);
+    client.send(resp('PING'));
+    expect(await client.line()).toBe('-NOAUTH Authentication required.\r\n');
+    daemon.child.kill('SIGTERM');
+    expect(await daemon.exited).toBe(0);
   });
 
   it('SIGTERM once the reader has closed its end (EPIPE): exits 0', async () => {

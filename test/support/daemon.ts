@@ -39,14 +39,15 @@ const running = new Set<ChildProcess>();
  * Starts `sandbox-events serve <args>` and resolves once its `sandbox-events listening` log line
  * says which ports it bound (pass `--port 0`, and `--http-port 0` unless the test is about
  * HTTP's port). `nodeArgs` go to node before the bin (`node <nodeArgs> bin/sandbox-events.js`);
- * `fileLimit` lowers the daemon's limit of open files (`ulimit -n`, through sh, which execs node).
+ * `fileLimit` lowers the daemon's limit of open files (`ulimit -n`, through sh, which execs node);
+ * `stderrClosed` closes the read end of its stderr before it starts (a reader that went away).
  * Every daemon started here is killed by `killDaemons()`.
  */
 export function spawnDaemon(
   args: string[],
   env: NodeJS.ProcessEnv = {},
   nodeArgs: string[] = [],
-  { fileLimit }: { fileLimit?: number } = {},
+  { fileLimit, stderrClosed = false }: { fileLimit?: number; stderrClosed?: boolean } = {},
 ): Promise<Daemon> {
   const command = [process.execPath, ...nodeArgs, BIN, 'serve', ...args];
   const [file, ...fileArgs] =
@@ -55,6 +56,7 @@ export function spawnDaemon(
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  if (stderrClosed) child.stderr!.destroy();
   running.add(child);
   const exited = new Promise<number | null>((resolve) =>
     child.once('exit', (code) => {
