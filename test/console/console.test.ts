@@ -279,7 +279,10 @@ describe.skipIf(!present)('the browser console', () => {
       await foreign.close();
       await new Promise<void>((resolve) => other.close(() => resolve()));
     }
-    const refusals = records.filter((record) => record.msg?.startsWith('cross-origin request refused'));
+    const refusalsSoFar = () => records.filter((record) => record.msg?.startsWith('cross-origin request refused'));
+    // The log line travels through the daemon's stdout pipe: the page's error can come first.
+    await expect.poll(() => refusalsSoFar().length, { timeout: 10_000 }).toBeGreaterThan(0);
+    const refusals = refusalsSoFar();
     expect(refusals).toHaveLength(1); // once per origin, however often the page retried
     expect(refusals[0]).toMatchObject({ origin: otherOrigin });
     expect(refusals[0]!.fix).toContain(`--http-cors-origin ${otherOrigin}`);
